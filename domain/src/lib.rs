@@ -1,0 +1,38 @@
+//! `crm-domain`: the pure business rules of the event-sourced CRM core — value types,
+//! commands, events, aggregates and their errors, plus the bridge that turns events into
+//! versioned JSON payloads for the event store and back (with upcasting).
+//!
+//! **Architecture Invariant:** this crate is pure and synchronous. No I/O, no clock, no random
+//! or time-based ids: business time (`occurred_at`) and ids arrive in commands. It depends on
+//! neither `crm-eventstore` nor any runtime; only on chrono, serde, serde_json, thiserror and
+//! uuid.
+//!
+//! **Architecture Invariant:** an aggregate decides with `handle(&self, &Command) ->
+//! Result<Vec<Event>, Error>` and folds with `apply(&mut self, &Event)`, which cannot fail.
+//! Events are past-tense facts whose type name (`"OpportunityWon"`) is stable forever; a
+//! payload change bumps the event's schema version and adds an upcaster.
+//!
+//! **Architecture Invariant:** personal data (names, emails, phones) lives only in the
+//! `personal` field of an event so it can be crypto-shredded; see [`personal`].
+//!
+//! Where to start reading: [`aggregate::Aggregate`] (the contract), then one aggregate such
+//! as [`aggregates::opportunity`], then [`event::DomainEvent`] (metadata for the envelope),
+//! [`codec`] (payload bytes) and [`upcast`] (old versions). Value types are in [`values`].
+//! The event vocabulary follows `METRICS.md` §2.
+
+#[macro_use]
+mod macros;
+
+pub mod aggregate;
+pub mod aggregates;
+pub mod codec;
+pub mod event;
+pub mod personal;
+pub mod upcast;
+pub mod values;
+
+pub use aggregate::{replay, stream_id, Aggregate};
+pub use codec::{CodecError, EncodedEvent, PAYLOAD_MAX_BYTES};
+pub use event::{DomainEvent, WrongCategory, EVENT_CATALOG};
+pub use personal::{PersonalData, PersonalDataError, PERSONAL_DATA_FIELD};
+pub use upcast::{UpcastError, UpcastFn, UpcasterRegistry};

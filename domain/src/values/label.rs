@@ -1,0 +1,126 @@
+//! Free-text labels for open vocabularies.
+//!
+//! Dimension values whose vocabulary belongs to the tenant or to an imported data set
+//! (segment, region, industry, lead source, plan, stage, case type, reason text…) are
+//! [`Label`]s. Closed vocabularies that metrics branch on (opportunity kind, interaction
+//! outcome, close code…) are enums next to their aggregate.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest label accepted, in bytes (UTF-8).
+pub const LABEL_LEN_MAX_BYTES: usize = 256;
+
+/// Why a string is not a valid label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabelError {
+    /// Empty or only whitespace.
+    #[error("label is empty; send a non-blank value (for example \"Enterprise\")")]
+    Empty,
+    /// Longer than [`LABEL_LEN_MAX_BYTES`].
+    #[error("label is {len_bytes} bytes long, the limit is {LABEL_LEN_MAX_BYTES}; shorten it")]
+    TooLong {
+        /// Length of the rejected text.
+        len_bytes: usize,
+    },
+    /// Leading/trailing whitespace or a control character.
+    #[error("label {value:?} has surrounding whitespace or a control character; trim it and remove control characters")]
+    Malformed {
+        /// The rejected text.
+        value: String,
+    },
+}
+
+/// A short, trimmed, non-empty text without control characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Label(String);
+
+impl Label {
+    /// Validates a label.
+    ///
+    /// # Errors
+    /// [`LabelError`] when blank, too long, untrimmed or containing control characters.
+    pub fn new(value: impl Into<String>) -> Result<Self, LabelError> {
+        let value = value.into();
+        if value.trim().is_empty() {
+            return Err(LabelError::Empty);
+        }
+        if value.len() > LABEL_LEN_MAX_BYTES {
+            return Err(LabelError::TooLong {
+                len_bytes: value.len(),
+            });
+        }
+        if value.trim() != value || value.chars().any(char::is_control) {
+            return Err(LabelError::Malformed { value });
+        }
+        Ok(Self(value))
+    }
+
+    /// The label as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Label {
+    type Error = LabelError;
+    fn try_from(value: String) -> Result<Self, LabelError> {
+        Self::new(value)
+    }
+}
+
+impl TryFrom<&str> for Label {
+    type Error = LabelError;
+    fn try_from(value: &str) -> Result<Self, LabelError> {
+        Self::new(value)
+    }
+}
+
+impl From<Label> for String {
+    fn from(l: Label) -> String {
+        l.0
+    }
+}
+
+impl AsRef<str> for Label {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            Label::new("Enterprise Software").unwrap().as_str(),
+            "Enterprise Software"
+        );
+        assert!(matches!(Label::new("  "), Err(LabelError::Empty)));
+        assert!(matches!(
+            Label::new(" x"),
+            Err(LabelError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Label::new("a\nb"),
+            Err(LabelError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Label::new("x".repeat(LABEL_LEN_MAX_BYTES + 1)),
+            Err(LabelError::TooLong { .. })
+        ));
+        assert!(serde_json::from_str::<Label>("\"\"").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Errors per operation. Each message says what went wrong and what to do.
+
+use crate::types::{EventId, ExpectedVersion, Position, StreamId, StreamVersion};
+
+/// Why an append was refused. A refused append wrote nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error("stream `{stream}` is at version {actual}, the append expected {expected}; reload the stream and retry")]
+    WrongExpectedVersion {
+        stream: StreamId,
+        expected: ExpectedVersion,
+        actual: StreamVersion,
+    },
+    #[error("event {event_id} is already in the log {detail}; an id names one event: give a new event a new id, or resend the original append unchanged")]
+    IdempotencyConflict { event_id: EventId, detail: String },
+    #[error("an append must carry at least one event")]
+    Empty,
+    #[error("append carries {count} events, the limit is {max}; split it into several appends")]
+    TooManyEvents { count: usize, max: usize },
+    #[error("event #{index} ({event_id}) is {size} bytes, the limit is {max}; store large content elsewhere and reference it")]
+    EventTooLarge {
+        index: usize,
+        event_id: EventId,
+        size: usize,
+        max: usize,
+    },
+    #[error("append is {size} bytes, the limit is {max}; split it into several appends")]
+    AppendTooLarge { size: usize, max: usize },
+    #[error("event #{index} ({event_id}) is invalid: {reason}")]
+    InvalidEvent {
+        index: usize,
+        event_id: EventId,
+        reason: String,
+    },
+    #[error("the log is full: no position after {0}")]
+    LogFull(Position),
+    #[error("storage failed while making the append durable ({0}); the store refuses writes until it is reopened; check the disk, then reopen and run verify")]
+    StorageFailed(String),
+    #[error("the store is closed; reopen it")]
+    Closed,
+    #[error("the log's storage service did not take the append ({0}); the append may or may not be in the log: resend it unchanged once the service is reachable (appends are idempotent by event id)")]
+    Unavailable(String),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("record at position {position} is corrupt ({reason}); it is not served. Run `crm verify` and restore the log from a replica or backup")]
+    Corrupt { position: Position, reason: String },
+    #[error("storage read failed ({0}); check the disk and retry")]
+    Storage(String),
+    #[error("the log's storage service did not answer the read ({0}); retry once it is reachable")]
+    Unavailable(String),
+    #[error("the store is closed; reopen it")]
+    Closed,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("the log at {path} was written in format version {found}, this build reads up to {supported}; upgrade the `crm` binary")]
+    NewerFormat {
+        path: String,
+        found: u8,
+        supported: u8,
+    },
+    #[error("could not open the log at {path}: {reason}; check the path and its permissions, and that no other process has it open")]
+    Storage { path: String, reason: String },
+    #[error("the log at {path} is damaged: {reason}; restore it from a replica or backup")]
+    Damaged { path: String, reason: String },
+    /// A remote backend (NATS JetStream) could not be reached or set up; the
+    /// reason says what to check.
+    #[error("could not open the log at {path}: {reason}")]
+    Unreachable { path: String, reason: String },
+}
+
+impl From<ReadError> for AppendError {
+    fn from(e: ReadError) -> Self {
+        AppendError::StorageFailed(e.to_string())
+    }
+}

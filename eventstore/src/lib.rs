@@ -1,0 +1,40 @@
+//! `crm-eventstore`: the durable, append-only event log of the CRM core.
+//!
+//! The log stores opaque recorded events in streams (one per aggregate, e.g.
+//! `opportunity-42`) and in one global order addressed by [`Position`]. It knows
+//! nothing of the CRM domain: payloads are bytes.
+//!
+//! Invariants every backend keeps (checked by the conformance suite in
+//! `tests/`):
+//! - an append is acknowledged only once it is durable; a refused append writes nothing;
+//! - positions are dense (1, 2, 3, ...) and every record links to its
+//!   predecessor through a BLAKE3 hash chain;
+//! - appends are idempotent by event id;
+//! - a record that fails its checksum is reported as corrupt with its position,
+//!   never returned as data.
+//!
+//! Start reading at [`EventStore`] (the contract), then [`codec`] (the frame
+//! format), [`MemoryStore`] (the reference model) and [`SledStore`] (the
+//! embedded default, with group commit); [`JetStreamStore`] keeps the same log
+//! in a NATS JetStream stream for a replicated, multi-process deployment.
+
+pub mod any;
+pub mod codec;
+pub mod error;
+pub mod jetstream;
+pub mod limits;
+pub mod memory;
+pub mod sled_store;
+pub mod store;
+pub mod types;
+
+pub use any::AnyStore;
+pub use error::{AppendError, OpenError, ReadError};
+pub use jetstream::{JetStreamConfig, JetStreamStore};
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+pub use store::{verify_with_progress, EventStore, Subscription, VerifyReport};
+pub use types::{
+    AppendResult, ChainHash, EventId, ExpectedVersion, Head, Position, ProposedEvent,
+    RecordedEvent, StreamId, StreamIdError, StreamVersion,
+};

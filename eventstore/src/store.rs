@@ -1,0 +1,369 @@
+//! The `EventStore` trait every backend implements, with the parts built on it:
+//! catch-up subscriptions and chain verification.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::error::{AppendError, ReadError};
+use crate::limits::{
+    APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, EVENT_SIZE_MAX_BYTES, READ_PAGE_MAX,
+};
+use crate::types::{
+    AppendResult, ChainHash, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent,
+    StreamId, StreamVersion,
+};
+
+/// A durable, append-only log of opaque events, in streams and in one global order.
+///
+/// **Architecture Invariant:** an `Ok` from `append` means every event of the
+/// append is durable (flushed to stable storage) and visible to reads; a
+/// refused append wrote nothing. Reads only ever return durable records, in
+/// dense position order, each checked against its checksum.
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    ///
+    /// Idempotent by event id: resending an append whose events are all in the
+    /// log already (same ids, same content, same stream, in order) returns the
+    /// original positions with `already_present = true` and writes nothing,
+    /// whatever `expected` says. An id that is in the log with other content,
+    /// or only some of the ids, is an [`AppendError::IdempotencyConflict`].
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<ProposedEvent>,
+    ) -> impl Future<Output = Result<AppendResult, AppendError>> + Send;
+
+    /// Up to `max` events of `stream` (capped at [`READ_PAGE_MAX`]), starting at
+    /// stream version `from` (versions start at 1; 0 reads from the start).
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
+
+    /// Up to `max` events (capped at [`READ_PAGE_MAX`]) in global order,
+    /// starting at position `from` (0 and 1 both read from the start).
+    fn read_all(
+        &self,
+        from: Position,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
+
+    /// The current stream version (0 if the stream has no events).
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<StreamVersion, ReadError>> + Send;
+
+    /// The newest durable record's position and chain hash.
+    fn head(&self) -> Head;
+
+    /// A receiver that sees every change of the durable head.
+    fn watch_head(&self) -> watch::Receiver<Head>;
+
+    /// A catch-up subscription: every event from `from` on, then live events
+    /// as they become durable, in order, without gap or duplicate.
+    fn subscribe(&self, from: Position) -> Subscription<Self> {
+        Subscription {
+            store: self.clone(),
+            next: from.max(Position::FIRST),
+            buffer: VecDeque::new(),
+            head: self.watch_head(),
+        }
+    }
+
+    /// Walks records `from..=to` (to the head if `to` is `None`): checks each
+    /// checksum, recomputes each chain hash, checks that positions are dense
+    /// and each record links to its predecessor, and that the last record of a
+    /// full walk is the head. Stops at the first bad record.
+    fn verify(
+        &self,
+        from: Position,
+        to: Option<Position>,
+    ) -> impl Future<Output = Result<VerifyReport, ReadError>> + Send {
+        verify_with_progress(self, from, to, |_| {})
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked and found intact.
+    pub checked: u64,
+    /// The last intact record (position 0 if none).
+    pub last_good: Head,
+    /// The first bad record and why, if any.
+    pub first_bad: Option<(Position, String)>,
+}
+
+impl VerifyReport {
+    /// True when every record walked was intact.
+    pub fn is_ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+/// [`EventStore::verify`] with a callback after each page (for progress bars).
+pub async fn verify_with_progress<S: EventStore>(
+    store: &S,
+    from: Position,
+    to: Option<Position>,
+    mut progress: impl FnMut(Position) + Send,
+) -> Result<VerifyReport, ReadError> {
+    let head = store.head();
+    let from = from.max(Position::FIRST);
+    let to = to.unwrap_or(head.position).min(head.position);
+    let mut report = VerifyReport {
+        checked: 0,
+        last_good: Head::default(),
+        first_bad: None,
+    };
+    // The predecessor hash the first walked record must link to.
+    let mut expected_prev = if from == Position::FIRST {
+        Some(ChainHash::GENESIS)
+    } else {
+        None
+    };
+    let mut next = from;
+    while next <= to {
+        let mut corrupt = None;
+        let page = match store.read_all(next, READ_PAGE_MAX).await {
+            Ok(page) => page,
+            Err(ReadError::Corrupt { position, reason }) if position > next => {
+                // Check the intact records before the corrupt one, then stop there.
+                let before = usize::try_from(position.0 - next.0).unwrap_or(READ_PAGE_MAX);
+                corrupt = Some((position, reason));
+                store.read_all(next, before).await?
+            }
+            Err(ReadError::Corrupt { position, reason }) => {
+                report.first_bad = Some((position, reason));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
+        if page.is_empty() {
+            report.first_bad = Some((next, "record is missing (gap in positions)".into()));
+            return Ok(report);
+        }
+        for rec in page {
+            if rec.position > to {
+                break;
+            }
+            if let Some(reason) = check_record(&rec, next, expected_prev) {
+                report.first_bad = Some((rec.position, reason));
+                return Ok(report);
+            }
+            expected_prev = Some(rec.hash);
+            report.last_good = rec.as_head();
+            report.checked += 1;
+            next = match rec.position.next() {
+                Some(p) => p,
+                None => return Ok(report),
+            };
+        }
+        progress(report.last_good.position);
+        if corrupt.is_some() {
+            report.first_bad = corrupt;
+            return Ok(report);
+        }
+    }
+    if to == head.position && report.checked > 0 && report.last_good != head {
+        report.first_bad = Some((
+            head.position,
+            format!(
+                "the head names hash {} but the last record hashes to {}",
+                head.hash, report.last_good.hash
+            ),
+        ));
+    }
+    Ok(report)
+}
+
+fn check_record(
+    rec: &RecordedEvent,
+    position: Position,
+    prev: Option<ChainHash>,
+) -> Option<String> {
+    if rec.position != position {
+        return Some(format!(
+            "expected position {position}, found {}: positions are not dense",
+            rec.position
+        ));
+    }
+    if let Some(prev) = prev {
+        if rec.prev_hash != prev {
+            return Some(format!(
+                "links to {} but the previous record hashes to {prev}: the chain is broken",
+                rec.prev_hash
+            ));
+        }
+    }
+    match codec::recompute_hash(rec) {
+        Ok(h) if h == rec.hash => None,
+        Ok(h) => Some(format!(
+            "content hashes to {h} but the record says {}: the record was altered",
+            rec.hash
+        )),
+        Err(e) => Some(e),
+    }
+}
+
+/// Catch-up subscription: reads history from a position, then follows the
+/// log live. Created by [`EventStore::subscribe`].
+pub struct Subscription<S: EventStore> {
+    store: S,
+    next: Position,
+    buffer: VecDeque<RecordedEvent>,
+    head: watch::Receiver<Head>,
+}
+
+impl<S: EventStore> Subscription<S> {
+    /// The next event, waiting for one if the subscription is caught up.
+    /// Returns `None` when the store is closed; an error leaves the
+    /// subscription at the failing position so the caller may retry.
+    pub async fn next(&mut self) -> Option<Result<RecordedEvent, ReadError>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(Ok(event));
+            }
+            // Mark the current head as seen before reading, so an append that
+            // lands after the read wakes the wait below.
+            let head = self.head.borrow_and_update().position;
+            if head >= self.next {
+                match self.store.read_all(self.next, READ_PAGE_MAX).await {
+                    Ok(page) => {
+                        if let Some(last) = page.last() {
+                            match last.position.next() {
+                                Some(p) => self.next = p,
+                                None => return None,
+                            }
+                        }
+                        self.buffer.extend(page);
+                        continue;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if self.head.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The position of the next event this subscription will yield.
+    pub fn position(&self) -> Position {
+        self.buffer.front().map(|e| e.position).unwrap_or(self.next)
+    }
+}
+
+/// Checks an append request against the limits and field rules; shared by all
+/// backends so they refuse the same requests with the same errors.
+pub fn check_append(events: &[ProposedEvent]) -> Result<(), AppendError> {
+    if events.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    if events.len() > APPEND_EVENTS_MAX {
+        return Err(AppendError::TooManyEvents {
+            count: events.len(),
+            max: APPEND_EVENTS_MAX,
+        });
+    }
+    let mut total = 0usize;
+    for (index, e) in events.iter().enumerate() {
+        let size = e.size_bytes();
+        if size > EVENT_SIZE_MAX_BYTES {
+            return Err(AppendError::EventTooLarge {
+                index,
+                event_id: e.event_id,
+                size,
+                max: EVENT_SIZE_MAX_BYTES,
+            });
+        }
+        total = total.saturating_add(size);
+        e.check_fields()
+            .map_err(|reason| AppendError::InvalidEvent {
+                index,
+                event_id: e.event_id,
+                reason,
+            })?;
+        if events[..index].iter().any(|o| o.event_id == e.event_id) {
+            return Err(AppendError::InvalidEvent {
+                index,
+                event_id: e.event_id,
+                reason: "the same event id appears twice in one append".into(),
+            });
+        }
+    }
+    if total > APPEND_SIZE_MAX_BYTES {
+        return Err(AppendError::AppendTooLarge {
+            size: total,
+            max: APPEND_SIZE_MAX_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Decides an append whose first event id is already in the log: either an
+/// exact retry (returns the original result) or a conflict. `existing` holds
+/// the recorded event for each proposed id, `None` where the id is absent.
+pub fn idempotent_outcome(
+    stream: &StreamId,
+    events: &[ProposedEvent],
+    existing: &[Option<RecordedEvent>],
+) -> Result<AppendResult, AppendError> {
+    let mut first: Option<&RecordedEvent> = None;
+    let mut prev: Option<&RecordedEvent> = None;
+    for (proposed, found) in events.iter().zip(existing) {
+        let Some(rec) = found else {
+            return Err(AppendError::IdempotencyConflict {
+                event_id: proposed.event_id,
+                detail: "only in part: this append mixes events already recorded with new ones"
+                    .into(),
+            });
+        };
+        if &rec.stream_id != stream {
+            return Err(AppendError::IdempotencyConflict {
+                event_id: proposed.event_id,
+                detail: format!("in stream `{}`, not `{stream}`", rec.stream_id),
+            });
+        }
+        if !proposed.same_content(rec) {
+            return Err(AppendError::IdempotencyConflict {
+                event_id: proposed.event_id,
+                detail: format!("at position {} with different content", rec.position),
+            });
+        }
+        if let Some(p) = prev {
+            if p.position.next() != Some(rec.position) {
+                return Err(AppendError::IdempotencyConflict {
+                    event_id: proposed.event_id,
+                    detail: format!(
+                        "at position {}, not right after {} as in this append",
+                        rec.position, p.event_id
+                    ),
+                });
+            }
+        }
+        first = first.or(Some(rec));
+        prev = Some(rec);
+    }
+    match (first, prev) {
+        (Some(f), Some(l)) => Ok(AppendResult {
+            first_position: f.position,
+            last_position: l.position,
+            stream_version: l.stream_version,
+            already_present: true,
+        }),
+        _ => Err(AppendError::Empty),
+    }
+}
+
+/// Caps a requested page size to [`READ_PAGE_MAX`].
+pub fn page_size(max: usize) -> usize {
+    max.min(READ_PAGE_MAX)
+}

@@ -1,0 +1,454 @@
+//! `/v1/metrics`: the metric engine of `crm-projections` over HTTP — the catalog, evaluation,
+//! comparison of versions, explanations (JSON or CSV), diffs between two report dates, and
+//! definition of new versions (TOML bodies).
+//!
+//! Every request loads the registry from the log (built-in catalog plus `MetricDefined`
+//! events), so a definition appended by `POST /v1/metrics` is visible to the next request.
+//! Figures are computed by replaying the log; the answer names the position it read to.
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use crm_eventstore::AnyStore;
+use crm_projections::metrics::{
+    self, ExplainSelect, KnownAt, MetricError, MetricSummary, Registry,
+};
+use serde::Deserialize;
+use std::future::Future;
+use utoipa::IntoParams;
+
+use super::problem::{ApiError, Body413, Problem};
+use super::AppState;
+
+/// Media type of an explanation as CSV.
+pub const TEXT_CSV: &str = "text/csv";
+
+impl From<MetricError> for ApiError {
+    fn from(e: MetricError) -> Self {
+        match e {
+            MetricError::Definition(_)
+            | MetricError::Cycle { .. }
+            | MetricError::StreamName(_)
+            | MetricError::Overflow(_) => ApiError::InvalidDefinition(e.to_string()),
+            MetricError::UnknownMetric { .. } | MetricError::UnknownVersion { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            MetricError::VersionConflict { next, .. }
+            | MetricError::VersionOutOfSequence { next, .. } => ApiError::VersionConflict {
+                detail: e.to_string(),
+                current_version: u64::from(next.saturating_sub(1)),
+            },
+            MetricError::Concurrent { .. } => ApiError::Conflict(e.to_string()),
+            MetricError::Query(_) | MetricError::Limit { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            MetricError::Read(r) => ApiError::from(r),
+            MetricError::Append(a) => ApiError::from(a),
+            MetricError::BadStoredDefinition { .. } | MetricError::Output(_) => {
+                ApiError::Internal(e.to_string())
+            }
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// What to compute: range, grain, breakdown, and the bitemporal cut.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricParams {
+    /// Version of the definition (default: the metric's default version).
+    pub version: Option<u32>,
+    /// Start of the range, inclusive (RFC 3339; default: the earliest fact).
+    pub from: Option<DateTime<Utc>>,
+    /// End of the range, exclusive (RFC 3339; default: just after the latest fact).
+    pub to: Option<DateTime<Utc>>,
+    /// Period grain: `day`, `week`, `month`, `quarter`, `year` or `all` (default).
+    pub period: Option<String>,
+    /// Breakdown dimensions, comma-separated (e.g. `regional_office`).
+    pub by: Option<String>,
+    /// Count facts that occurred by this instant (RFC 3339).
+    pub as_of: Option<DateTime<Utc>>,
+    /// Count only what the log had recorded by then: an RFC 3339 time or a log position.
+    pub known_at: Option<String>,
+}
+
+fn parse_known_at(name: &str, text: &str) -> Result<KnownAt, ApiError> {
+    let text = text.trim();
+    if let Ok(position) = text.parse::<u64>() {
+        return Ok(KnownAt::Position(position));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| KnownAt::Time(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`{name}` = {text:?} is neither an RFC 3339 time nor a log position: {e}"
+            ))
+        })
+}
+
+fn comma_list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl MetricParams {
+    fn query(&self) -> Result<metrics::Query, ApiError> {
+        let period = match self.period.as_deref() {
+            Some(p) => p.trim().parse().map_err(ApiError::from)?,
+            None => metrics::Grain::default(),
+        };
+        let known_at = self
+            .known_at
+            .as_deref()
+            .map(|t| parse_known_at("known_at", t))
+            .transpose()?;
+        Ok(metrics::Query {
+            from: self.from,
+            to: self.to,
+            period,
+            by: comma_list(self.by.as_deref()),
+            filter: Default::default(),
+            as_of: self.as_of,
+            known_at,
+        })
+    }
+}
+
+/// The versions to compare.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CompareParams {
+    /// Versions, comma-separated, in display order (e.g. `1,2`; at most 8).
+    pub versions: String,
+}
+
+/// Which cells and which page of the derivation record.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExplainParams {
+    /// Only the period with this label (e.g. `2017-Q2`); default all periods.
+    pub period_label: Option<String>,
+    /// Only the cell with these values of the `by` dimensions: `dim=value`, comma-separated.
+    pub cell: Option<String>,
+    /// Only `included` or `excluded` rows (totals still cover both).
+    pub decision: Option<String>,
+    /// Rows to skip (default 0).
+    pub offset: Option<usize>,
+    /// Page size (default and maximum 10,000).
+    pub limit: Option<usize>,
+    /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
+    pub format: Option<String>,
+}
+
+impl ExplainParams {
+    fn select(&self) -> Result<ExplainSelect, ApiError> {
+        let mut dims = std::collections::BTreeMap::new();
+        for pair in comma_list(self.cell.as_deref()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(ApiError::BadRequest(format!(
+                    "`cell` entry {pair:?} is not `dimension=value`"
+                )));
+            };
+            dims.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        if let Some(d) = self.decision.as_deref() {
+            if d != "included" && d != "excluded" {
+                return Err(ApiError::BadRequest(format!(
+                    "`decision` = {d:?}; use `included` or `excluded`"
+                )));
+            }
+        }
+        Ok(ExplainSelect {
+            period: self.period_label.clone(),
+            dims,
+            decision: self.decision.clone(),
+            offset: self.offset.unwrap_or(0),
+            limit: self.limit.unwrap_or(0),
+        })
+    }
+
+    fn wants_csv(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        match self.format.as_deref() {
+            Some("csv") => Ok(true),
+            Some("json") => Ok(false),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "`format` = {other:?}; use `json` or `csv`"
+            ))),
+            None => Ok(headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains(TEXT_CSV))),
+        }
+    }
+}
+
+/// The two report dates of a diff.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffParams {
+    /// The earlier report date: an RFC 3339 time or a log position.
+    pub known_at_1: String,
+    /// The later report date: an RFC 3339 time or a log position.
+    pub known_at_2: String,
+}
+
+/// Runs a metric operation on the blocking pool: an evaluation replays the whole log and is
+/// CPU-bound for seconds on a large log, which must not hold one of the runtime's workers
+/// (the feeds, health checks and commands share them).
+async fn offload<T, Fut>(
+    state: &AppState,
+    work: impl FnOnce(AnyStore, Registry) -> Fut + Send + 'static,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, MetricError>>,
+    T: Send + 'static,
+{
+    let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let done = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            let registry = Registry::load(&store).await?;
+            work(store, registry).await
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the metric task failed: {e}")))?;
+    Ok(done?)
+}
+
+/// The metric catalog: every version of every metric, built-in or defined in the log.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "One entry per metric version", body = Vec<Object>),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<MetricSummary>>, ApiError> {
+    Ok(Json(Registry::load(&state.store).await?.list()))
+}
+
+/// Evaluates a metric over the log: figures per period and dimension values, each with its
+/// numerator, denominator and the facts included and excluded by reason.
+#[utoipa::path(get, path = "/v1/metrics/{id}", tag = "metrics",
+    params(("id" = String, Path, description = "Metric id, e.g. `sales.win_rate`"), MetricParams),
+    responses(
+        (status = 200, description = "The evaluation", body = Object),
+        (status = 400, description = "Invalid query (unknown dimension, bad period, bad time)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn evaluate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<MetricParams>,
+) -> Result<Response, ApiError> {
+    let query = params.query()?;
+    let version = params.version;
+    let ev = offload(&state, move |store, reg| async move {
+        metrics::evaluate(&store, &reg, &id, version, &query).await
+    })
+    .await?;
+    Ok(Json(ev).into_response())
+}
+
+/// Several versions of a metric side by side over the same periods and log position.
+#[utoipa::path(get, path = "/v1/metrics/{id}/compare", tag = "metrics",
+    params(("id" = String, Path, description = "Metric id"), CompareParams, MetricParams),
+    responses(
+        (status = 200, description = "The comparison", body = Object),
+        (status = 400, description = "Invalid query or version list", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn compare(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(versions): Query<CompareParams>,
+    Query(params): Query<MetricParams>,
+) -> Result<Response, ApiError> {
+    let versions = comma_list(Some(&versions.versions))
+        .iter()
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "`versions` entry {v:?} is not a version number; write e.g. `versions=1,2`"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = params.query()?;
+    let cmp = offload(&state, move |store, reg| async move {
+        metrics::compare(&store, &reg, &id, &versions, &query).await
+    })
+    .await?;
+    Ok(Json(cmp).into_response())
+}
+
+/// The derivation record of a figure: one row per fact, included or excluded with the rule
+/// that excluded it, paged. JSON, or CSV with `Accept: text/csv` or `format=csv`.
+#[utoipa::path(get, path = "/v1/metrics/{id}/explain", tag = "metrics",
+    params(("id" = String, Path, description = "Metric id"), MetricParams, ExplainParams),
+    responses(
+        (status = 200, description = "A page of the derivation record (JSON, or CSV rows)", content(
+            (Object = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "Invalid query or selection", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn explain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<MetricParams>,
+    Query(select): Query<ExplainParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query = params.query()?;
+    let sel = select.select()?;
+    let csv = select.wants_csv(&headers)?;
+    let version = params.version;
+    let x = offload(&state, move |store, reg| async move {
+        metrics::explain(&store, &reg, &id, version, &query, &sel).await
+    })
+    .await?;
+    if csv {
+        let mut response = metrics::to_csv(&x).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        Ok(response)
+    } else {
+        Ok(Json(x).into_response())
+    }
+}
+
+/// Why a figure moved between two report dates: the cells before and after, the facts whose
+/// part changed, and the events recorded in between that account for it.
+#[utoipa::path(get, path = "/v1/metrics/{id}/diff", tag = "metrics",
+    params(("id" = String, Path, description = "Metric id"), DiffParams, MetricParams),
+    responses(
+        (status = 200, description = "The diff", body = Object),
+        (status = 400, description = "Invalid query or report date", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn diff(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(dates): Query<DiffParams>,
+    Query(params): Query<MetricParams>,
+) -> Result<Response, ApiError> {
+    let t1 = parse_known_at("known_at_1", &dates.known_at_1)?;
+    let t2 = parse_known_at("known_at_2", &dates.known_at_2)?;
+    let query = params.query()?;
+    let version = params.version;
+    let d = offload(&state, move |store, reg| async move {
+        metrics::diff(&store, &reg, &id, version, &query, t1, t2).await
+    })
+    .await?;
+    Ok(Json(d).into_response())
+}
+
+/// Defines a metric version from a TOML definition (`application/toml` or `text/plain`).
+/// A published version is frozen: the same text again is 200, another specification 409.
+#[utoipa::path(post, path = "/v1/metrics", tag = "metrics",
+    request_body(content = String, description = "The metric definition (TOML)", content_type = "application/toml"),
+    responses(
+        (status = 201, description = "The definition was appended", body = Object),
+        (status = 200, description = "This version is already defined with this text; nothing written", body = Object),
+        (status = 409, description = "The version exists with another specification, or skips ahead", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not TOML", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The definition is invalid; the detail names the key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn define(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or_default();
+        if !(text.starts_with("application/toml") || text.starts_with("text/plain")) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body has Content-Type `{text}`; send the TOML definition as `application/toml` or `text/plain`"
+            )));
+        }
+    }
+    let Body413(bytes) = Body413::from_request(request, &state).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
+    let outcome = metrics::define(&state.store, text, Utc::now()).await?;
+    let status = if outcome.outcome == "already_defined" {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_at_is_a_time_or_a_position() {
+        assert_eq!(parse_known_at("k", "42").unwrap(), KnownAt::Position(42));
+        assert!(matches!(
+            parse_known_at("k", "2017-01-01T00:00:00Z").unwrap(),
+            KnownAt::Time(_)
+        ));
+        assert_eq!(
+            parse_known_at("k", "yesterday")
+                .unwrap_err()
+                .problem()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn metric_errors_map_to_statuses() {
+        let unknown: ApiError = MetricError::UnknownMetric { id: "x".into() }.into();
+        assert_eq!(unknown.problem().status, 404);
+        let query: ApiError = MetricError::Query("bad".into()).into();
+        assert_eq!(query.problem().status, 400);
+        let conflict: ApiError = MetricError::VersionConflict {
+            id: "x".into(),
+            version: 1,
+            existing: "a".into(),
+            proposed: "b".into(),
+            next: 3,
+        }
+        .into();
+        assert_eq!(
+            (
+                conflict.problem().status,
+                conflict.problem().current_version
+            ),
+            (409, Some(2))
+        );
+    }
+
+    #[test]
+    fn query_params_become_a_metric_query() {
+        let p = MetricParams {
+            period: Some("quarter".into()),
+            by: Some("regional_office, sector,".into()),
+            known_at: Some("7".into()),
+            ..MetricParams::default()
+        };
+        let q = p.query().unwrap();
+        assert_eq!(q.period, metrics::Grain::Quarter);
+        assert_eq!(q.by, vec!["regional_office", "sector"]);
+        assert_eq!(q.known_at, Some(KnownAt::Position(7)));
+        let bad = MetricParams {
+            period: Some("fortnight".into()),
+            ..MetricParams::default()
+        };
+        assert_eq!(bad.query().unwrap_err().problem().status, 400);
+    }
+}

@@ -1,0 +1,63 @@
+//! Opening the log the configuration names: the embedded sled log in a directory, or a
+//! JetStream stream on NATS servers. Everything above this module works on
+//! [`AnyStore`] and does not care which.
+
+use std::path::Path;
+
+use crm_eventstore::{AnyStore, JetStreamConfig, JetStreamStore, OpenError, SledStore};
+
+use crate::config::{Config, JetStreamSettings, StoreLocation};
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreOpenError {
+    /// The embedded log does not exist and the verb only reads.
+    #[error("there is no log at {0}; import data first (crm import ...) or point --data-dir / CRM_DATA_DIR (or --store / CRM_STORE) at the log")]
+    Missing(String),
+    /// The backend refused to open (its message names the place and what to do).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// Whether opening may create an empty log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// Create the log when it does not exist (import, serve, demo).
+    IfMissing,
+    /// Only open an existing log (reads, verify, stats, projections).
+    Never,
+}
+
+/// Opens the log at `config`'s store location.
+///
+/// # Errors
+/// [`StoreOpenError`] when the embedded log is missing (with [`Create::Never`]) or the
+/// backend cannot be opened (locked directory, unreachable NATS, newer format...).
+pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
+    match config.store_location() {
+        StoreLocation::Sled(dir) => open_sled(&dir, create).map(AnyStore::from),
+        StoreLocation::Nats(urls) => {
+            let mut js = jetstream_config(&urls, &config.jetstream);
+            js.create_if_missing = create == Create::IfMissing;
+            Ok(AnyStore::from(JetStreamStore::open(js).await?))
+        }
+    }
+}
+
+fn open_sled(dir: &Path, create: Create) -> Result<SledStore, StoreOpenError> {
+    if create == Create::Never && !dir.exists() {
+        return Err(StoreOpenError::Missing(dir.display().to_string()));
+    }
+    Ok(SledStore::open(dir)?)
+}
+
+/// The JetStream store's configuration for `urls` with the file's `[jetstream]` settings.
+#[must_use]
+pub fn jetstream_config(urls: &str, settings: &JetStreamSettings) -> JetStreamConfig {
+    let mut js = JetStreamConfig::new(urls);
+    js.stream_name.clone_from(&settings.stream_name);
+    js.subject_prefix.clone_from(&settings.subject_prefix);
+    js.replicas = settings.replicas;
+    js
+}

@@ -1,0 +1,262 @@
+//! The real `crm` binary: malformed input is refused with file, line, column and reason and
+//! leaves the store unchanged; `--on-error=skip` imports the rest; the generic CSV importer
+//! with a mapping; `verify` names the position of a flipped byte.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crm_eventstore::Position;
+
+fn crm(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crm"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CRM_CONFIG")
+        .env_remove("CRM_DATA_DIR")
+        .env_remove("CRM_ON_ERROR")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn bundled(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(path)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A maven-crm directory with the bundled reference files and `pipeline` as the pipeline.
+fn maven_dir(root: &Path, name: &str, pipeline: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["accounts.csv", "products.csv", "sales_teams.csv"] {
+        std::fs::copy(bundled(&format!("maven-crm/{file}")), dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("sales_pipeline.csv"), pipeline).unwrap();
+    dir
+}
+
+const HEADER: &str =
+    "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n";
+const GOOD: &str = "1C1I7A6R,Moses Frase,GTX Plus Basic,Cancity,Won,2016-10-20,2017-03-01,1054\n\
+Z063OYW0,Darcel Schlecht,GTXPro,Isdom,Won,2016-10-25,2017-03-11,4514\n\
+EC4QE1BX,Darcel Schlecht,MG Special,,Engaging,2016-10-25,,\n";
+
+fn head(data_dir: &Path) -> String {
+    let out = crm(data_dir, &["stats", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    format!("{}:{}", stats["head_position"], stats["head_hash"])
+}
+
+#[test]
+fn malformed_rows_are_refused_with_their_place_and_the_store_is_unchanged() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let ok = crm(
+        &data,
+        &[
+            "import",
+            "telco-churn",
+            bundled("telco-churn/Telco-Customer-Churn.csv")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let before = head(&data);
+
+    let cases = [
+        (
+            "bad-date",
+            format!("{HEADER}{GOOD}Q1,Moses Frase,GTX Basic,Cancity,Won,2016-10-20,2017-02-30,500\n"),
+            "sales_pipeline.csv:5: column 7 `close_date`: \"2017-02-30\" is not a date",
+        ),
+        (
+            "bad-enum",
+            format!("{HEADER}{GOOD}Q2,Moses Frase,GTX Basic,Cancity,Closed Won,2016-10-20,2017-03-01,500\n"),
+            "sales_pipeline.csv:5: column 5 `deal_stage`: unknown deal stage `Closed Won`",
+        ),
+        (
+            "ragged",
+            format!("{HEADER}{GOOD}Q3,Moses Frase,GTX Basic,Cancity,Won,2016-10-20,2017-03-01\n"),
+            "sales_pipeline.csv:5: column 8 `close_value`: the row has 7 fields but the header has 8",
+        ),
+        (
+            "missing-column",
+            "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_value\nQ4,Moses Frase,GTX Basic,Cancity,Won,2016-10-20,500\n".to_owned(),
+            "sales_pipeline.csv:1: missing column `close_date`",
+        ),
+    ];
+    for (name, pipeline, expected) in cases {
+        let dir = maven_dir(root.path(), name, &pipeline);
+        let out = crm(&data, &["import", "maven-crm", dir.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{name}: the import must fail");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert_eq!(head(&data), before, "{name}: the store changed");
+    }
+
+    // With --on-error=skip the bad row is reported and the good rows are imported.
+    let dir = maven_dir(
+        root.path(),
+        "skip",
+        &format!("{HEADER}{GOOD}Q5,Nobody Known,GTX Basic,Cancity,Won,2016-10-20,2017-03-01,500\n"),
+    );
+    let out = crm(
+        &data,
+        &[
+            "import",
+            "maven-crm",
+            dir.to_str().unwrap(),
+            "--on-error",
+            "skip",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["skipped_rows"], 1);
+    let bad = summary["bad_rows"][0].as_str().unwrap();
+    assert!(bad.contains("sales_pipeline.csv:5: column 2 `sales_agent`: sales agent `Nobody Known` is not in sales_teams.csv"), "{bad}");
+    assert_eq!(summary["events_by_type"]["OpportunityOpened"], 3);
+    assert_eq!(summary["events_by_type"]["OpportunityWon"], 2);
+}
+
+#[test]
+fn generic_csv_with_a_mapping_imports_a_foreign_export() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = fixture("contracts.csv");
+    let mapping = fixture("contracts.toml");
+    let args = [
+        "import",
+        "csv",
+        csv.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--json",
+    ];
+    let out = crm(&data, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["appended"], 6);
+    assert_eq!(summary["events_by_type"]["AccountOpened"], 3);
+    assert_eq!(summary["events_by_type"]["SubscriptionStarted"], 3);
+
+    let again = crm(&data, &args);
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["appended"], 0);
+    assert_eq!(summary["already_present"], 6);
+
+    let out = crm(
+        &data,
+        &["events", "--stream", "subscription-V-1001", "--json"],
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["event_type"], "SubscriptionStarted");
+    assert_eq!(line["occurred_at"], "2023-02-01T00:00:00Z");
+    assert_eq!(
+        line["payload"]["monthly_amount"],
+        serde_json::json!({"minor_units": 123_450, "currency": "EUR"})
+    );
+    assert_eq!(line["payload"]["term_months"], 12);
+    assert_eq!(line["metadata"]["source"]["key"], "V-1001");
+    assert_eq!(line["metadata"]["source"]["line"], 2);
+    let out = crm(&data, &["events", "--stream", "account-K-3", "--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["payload"]["segment"], "Mid-Market");
+    assert_eq!(line["payload"]["is_internal"], true);
+
+    // An unmapped enum value names its place and the values the mapping knows.
+    let bad = root.path().join("bad.csv");
+    let original = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&bad, original.replace(";K;;nein;", ";X;;nein;")).unwrap();
+    let out = crm(
+        root.path().join("other").as_path(),
+        &[
+            "import",
+            "csv",
+            bad.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.csv:3: column 4 `Segment`: unknown value `X`; the mapping of `segment` knows: G, K, M"), "{stderr}");
+}
+
+#[test]
+fn verify_passes_after_import_and_names_a_flipped_record() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = fixture("contracts.csv");
+    let mapping = fixture("contracts.toml");
+    let out = crm(
+        &data,
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = crm(&data, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("verify ok: 6 records"));
+
+    crm_eventstore::sled_store::testing::flip_byte(&data.join("log"), Position(4)).unwrap();
+    let out = crm(&data, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("verify FAILED at position 4"), "{stdout}");
+    let out = crm(&data, &["verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first_bad_position"], 4);
+    assert_eq!(report["checked"], 3);
+}
+
+#[test]
+fn every_verb_has_help_and_reading_a_missing_log_fails_clearly() {
+    let root = tempfile::tempdir().unwrap();
+    for verb in [
+        &["--help"][..],
+        &["import", "--help"],
+        &["import", "csv", "--help"],
+        &["events", "--help"],
+        &["verify", "--help"],
+        &["stats", "--help"],
+    ] {
+        let out = crm(root.path(), verb);
+        assert!(out.status.success(), "{verb:?}");
+        assert!(text(&out.stdout).contains("Usage"), "{verb:?}");
+    }
+    let out = crm(&root.path().join("nothing"), &["stats"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("there is no log at"),
+        "{}",
+        text(&out.stderr)
+    );
+}

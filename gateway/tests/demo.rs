@@ -1,0 +1,81 @@
+//! `crm demo --no-serve` end to end: the real binary on an empty data directory, twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn demo(data_dir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["demo", "--no-serve"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "crm demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+}
+
+#[test]
+fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = demo(dir.path());
+    // Every bundled data set imported, all events new.
+    for (set, events) in [
+        ("maven-crm", 23_980),
+        ("telco-churn", 22_998),
+        ("helpdesk", 15_639),
+    ] {
+        let line = line_with(&first, set);
+        assert!(
+            line.contains(&format!(
+                "-> {events:>6} events ({events} appended, 0 already present)"
+            )),
+            "{line}"
+        );
+    }
+    // The scorecard carries definition versions and the reference figures of the data.
+    assert!(line_with(&first, "sales.win_rate ").contains("63.15%"));
+    assert!(line_with(&first, "sales.win_rate ").contains("4238 / 6711"));
+    assert!(line_with(&first, "sales.avg_deal_size").contains("USD 2360.91"));
+    assert!(line_with(&first, "sales.cycle_duration").contains("51.78 d"));
+    assert!(line_with(&first, "marketing.new_leads").contains("no data: needs LeadCaptured"));
+    // The redefinition shows both versions with different figures.
+    assert!(first.contains("v1 Churn rate") && first.contains("v2 Revenue churn rate"));
+    let y2019 = line_with(&first, "   2019 ");
+    assert!(y2019.contains("  vs  "), "{y2019}");
+    // The explained figure adds up: considered = included + excluded.
+    let totals = line_with(&first, "facts: ");
+    assert!(
+        totals.contains("6711 considered = 6711 included + 0 excluded"),
+        "{totals}"
+    );
+
+    let second = demo(dir.path());
+    for (set, events) in [
+        ("maven-crm", 23_980),
+        ("telco-churn", 22_998),
+        ("helpdesk", 15_639),
+    ] {
+        let line = line_with(&second, set);
+        assert!(
+            line.contains(&format!("(0 appended, {events} already present)")),
+            "{line}"
+        );
+    }
+    assert!(line_with(&second, "demo done").contains("62617 records"));
+    // Same log, same figures.
+    assert_eq!(
+        line_with(&first, "sales.win_rate "),
+        line_with(&second, "sales.win_rate ")
+    );
+}

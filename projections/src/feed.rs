@@ -1,0 +1,403 @@
+//! The log reader all workers of one runner share: pages of events aligned on fixed
+//! positions, cached for a while, so workers catching up together read and decode each page
+//! once instead of once per projection. Each worker still pulls at its own pace from its own
+//! checkpoint; the cache only saves work, it never orders or gates workers.
+//!
+//! While workers catch up, the feed reads ahead: a request for a full page starts loading
+//! the next [`READ_AHEAD_PAGES`] full pages as tasks of their own, and a page is decoded when
+//! it is loaded (each event whose type a registered projection consumes, once), so reading
+//! and decoding run beside the folds instead of between them. Pages leaving the cache are freed
+//! on the blocking pool, off the workers' path.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crm_eventstore::{EventStore, Position, ReadError};
+use tokio::sync::OnceCell;
+
+use crate::projection::{kind_count, kind_of, CachedEvent};
+
+/// Events per cached page.
+pub const PAGE_EVENTS: u64 = 1_024;
+/// Pages kept in the cache (about 64k events).
+pub const CACHE_PAGES_MAX: usize = 64;
+/// Full pages loaded ahead of the page a worker asks for (well below [`CACHE_PAGES_MAX`], so
+/// read-ahead never evicts pages the workers behind still need).
+pub const READ_AHEAD_PAGES: u64 = 8;
+
+/// A run of consecutive events.
+pub(crate) type Page = Vec<CachedEvent>;
+
+/// A slice of a page: the events a worker applies next.
+pub(crate) struct Chunk {
+    page: Arc<Page>,
+    start: usize,
+}
+
+impl Chunk {
+    pub(crate) fn events(&self) -> &[CachedEvent] {
+        self.page.get(self.start..).unwrap_or_default()
+    }
+}
+
+type Cell = Arc<OnceCell<Arc<Page>>>;
+
+#[derive(Default)]
+struct Cache {
+    pages: HashMap<u64, Cell>,
+    order: VecDeque<u64>,
+    /// Pages being read ahead.
+    loading: HashSet<u64>,
+}
+
+/// Shared, caching reader of the global log.
+pub(crate) struct Feed<S: EventStore> {
+    store: S,
+    cache: Mutex<Cache>,
+    /// By event kind: whether a registered projection consumes it (decoded on load).
+    wanted: RwLock<Arc<Vec<bool>>>,
+}
+
+impl<S: EventStore> Feed<S> {
+    pub(crate) fn new(store: S) -> Feed<S> {
+        Feed {
+            store,
+            cache: Mutex::new(Cache::default()),
+            wanted: RwLock::new(Arc::new(Vec::new())),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Adds the event types `wants` accepts to those decoded when a page is loaded.
+    pub(crate) fn decode_for(&self, wants: impl Fn(&str) -> bool) {
+        let mut wanted = self.wanted.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<bool> = wanted.as_ref().clone();
+        next.resize(kind_count(), false);
+        for (_, event_type, _) in crm_domain::DomainEvent::catalog() {
+            if let Some(slot) = kind_of(event_type).and_then(|k| next.get_mut(usize::from(k))) {
+                *slot = *slot || wants(event_type);
+            }
+        }
+        *wanted = Arc::new(next);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cell of page `index`, inserted if absent; evicted cells go to `evicted`.
+    fn cell(cache: &mut Cache, index: u64, evicted: &mut Vec<Cell>) -> Cell {
+        if let Some(cell) = cache.pages.get(&index) {
+            return Arc::clone(cell);
+        }
+        let cell = Arc::new(OnceCell::new());
+        cache.pages.insert(index, Arc::clone(&cell));
+        cache.order.push_back(index);
+        while cache.order.len() > CACHE_PAGES_MAX {
+            if let Some(old) = cache.order.pop_front() {
+                evicted.extend(cache.pages.remove(&old));
+            }
+        }
+        cell
+    }
+
+    /// Reads full page `index` and decodes the events a registered projection consumes.
+    async fn load(store: &S, wanted: Arc<Vec<bool>>, index: u64) -> Result<Arc<Page>, ReadError> {
+        let first = Position(index * PAGE_EVENTS + 1);
+        let max = usize::try_from(PAGE_EVENTS).unwrap_or(1);
+        let records = store.read_all(first, max).await?;
+        let page: Page = records.into_iter().map(CachedEvent::new).collect();
+        for event in &page {
+            let wanted_kind = event
+                .kind()
+                .and_then(|k| wanted.get(usize::from(k)))
+                .is_some_and(|w| *w);
+            if wanted_kind {
+                event.decode_now();
+            }
+        }
+        Ok(Arc::new(page))
+    }
+
+    /// Starts loading the full pages after `index` (up to [`READ_AHEAD_PAGES`], never past
+    /// `head`) that are neither cached nor being loaded.
+    fn read_ahead(self: &Arc<Self>, index: u64, head: Position, evicted: &mut Vec<Cell>) {
+        let last_full = head.0 / PAGE_EVENTS; // pages 0..last_full are full
+        let wanted = Arc::clone(&self.wanted.read().unwrap_or_else(|p| p.into_inner()));
+        let mut cache = self.lock();
+        for next in index + 1..=index + READ_AHEAD_PAGES {
+            if next >= last_full {
+                break;
+            }
+            let ready = cache.pages.get(&next).is_some_and(|c| c.initialized());
+            if ready || !cache.loading.insert(next) {
+                continue;
+            }
+            let cell = Self::cell(&mut cache, next, evicted);
+            let feed = Arc::clone(self);
+            let wanted = Arc::clone(&wanted);
+            tokio::spawn(async move {
+                // An error is left for the worker that needs the page: it reads it again
+                // and reports the error itself.
+                let _ = cell
+                    .get_or_try_init(|| Self::load(&feed.store, wanted, next))
+                    .await;
+                feed.lock().loading.remove(&next);
+            });
+        }
+    }
+
+    /// The events from `next` on, at most to the end of `next`'s page and never past `head`.
+    /// Empty when `next > head`.
+    pub(crate) async fn chunk(
+        self: &Arc<Self>,
+        next: Position,
+        head: Position,
+    ) -> Result<Chunk, ReadError> {
+        let next = next.max(Position::FIRST);
+        if next > head {
+            return Ok(Chunk {
+                page: Arc::new(Vec::new()),
+                start: 0,
+            });
+        }
+        let index = (next.0 - 1) / PAGE_EVENTS;
+        let page_first = index * PAGE_EVENTS + 1;
+        let page_last = page_first + PAGE_EVENTS - 1;
+        let offset = usize::try_from(next.0 - page_first).unwrap_or(usize::MAX);
+        if head.0 >= page_last {
+            // A full page: read it once, share it, and read ahead.
+            let mut evicted = Vec::new();
+            let cell = Self::cell(&mut self.lock(), index, &mut evicted);
+            self.read_ahead(index, head, &mut evicted);
+            if !evicted.is_empty() {
+                // Freeing a page's events is work of its own: do it off the workers' path.
+                drop(tokio::task::spawn_blocking(move || drop(evicted)));
+            }
+            let wanted = Arc::clone(&self.wanted.read().unwrap_or_else(|p| p.into_inner()));
+            let page = cell
+                .get_or_try_init(|| Self::load(&self.store, wanted, index))
+                .await?;
+            return Ok(Chunk {
+                page: Arc::clone(page),
+                start: offset,
+            });
+        }
+        // The tail of the log: read just what is durable, do not cache a partial page.
+        let count = usize::try_from(head.0 - next.0 + 1).unwrap_or(usize::MAX);
+        let records = self.store.read_all(next, count).await?;
+        Ok(Chunk {
+            page: Arc::new(records.into_iter().map(CachedEvent::new).collect()),
+            start: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crm_domain::aggregates::case::{CaseOpened, CasePriority};
+    use crm_domain::aggregates::CaseEvent;
+    use crm_domain::values::{CaseId, Channel, Label};
+    use crm_domain::DomainEvent;
+    use crm_eventstore::{EventId, ExpectedVersion, MemoryStore, ProposedEvent, StreamId};
+
+    /// Five full pages and a partial one.
+    const EVENTS: u64 = 5 * PAGE_EVENTS + 100;
+
+    async fn store() -> MemoryStore {
+        let store = MemoryStore::new();
+        for i in 0..EVENTS {
+            let event: DomainEvent = CaseEvent::from(CaseOpened {
+                case_id: CaseId::new(format!("c{i}")).unwrap(),
+                account_id: None,
+                contact_id: None,
+                case_type: Label::new("ticket").unwrap(),
+                category: None,
+                priority: CasePriority::Normal,
+                channel: Channel::Web,
+                sla_policy: None,
+                is_complaint: false,
+                is_test: false,
+                occurred_at: chrono::DateTime::UNIX_EPOCH,
+            })
+            .into();
+            let e = event.encode().unwrap();
+            let proposed = ProposedEvent {
+                event_id: EventId(uuid::Uuid::from_u128(u128::from(i) + 1)),
+                event_type: e.event_type.to_owned(),
+                schema_version: e.schema_version,
+                occurred_at: e.occurred_at,
+                causation_id: None,
+                correlation_id: None,
+                actor: "test".into(),
+                metadata: Vec::new(),
+                payload: e.payload,
+            };
+            let stream = StreamId::new(e.stream_id).unwrap();
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![proposed])
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    /// Reads every event from `from` to `head` in chunks; returns the positions seen.
+    async fn read_to(feed: &Arc<Feed<MemoryStore>>, from: u64, head: Position) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut next = Position(from);
+        while next <= head {
+            let chunk = feed.chunk(next, head).await.unwrap();
+            assert!(!chunk.events().is_empty(), "no event at {next}");
+            for e in chunk.events() {
+                seen.push(e.record.position.0);
+                next = Position(e.record.position.0 + 1);
+            }
+        }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_get_every_event_once_in_order_and_share_decoded_pages() {
+        let store = store().await;
+        let head = store.head().position;
+        assert_eq!(head.0, EVENTS);
+        let feed = Arc::new(Feed::new(store));
+        feed.decode_for(|t| t == "CaseOpened");
+        let mut tasks = Vec::new();
+        for from in [1, 2, PAGE_EVENTS, 3 * PAGE_EVENTS + 7] {
+            let feed = Arc::clone(&feed);
+            tasks.push(tokio::spawn(async move {
+                (from, read_to(&feed, from, head).await)
+            }));
+        }
+        for t in tasks {
+            let (from, seen) = t.await.unwrap();
+            assert_eq!(seen, (from..=EVENTS).collect::<Vec<_>>());
+        }
+        // Full pages are shared and were decoded when loaded; the partial tail is not cached.
+        let a = feed.chunk(Position(1), head).await.unwrap();
+        let b = feed.chunk(Position(5), head).await.unwrap();
+        assert!(Arc::ptr_eq(&a.page, &b.page));
+        assert!(a.events().iter().all(CachedEvent::is_decoded));
+        let tail = feed.chunk(Position(EVENTS), head).await.unwrap();
+        let again = feed.chunk(Position(EVENTS), head).await.unwrap();
+        assert!(!Arc::ptr_eq(&tail.page, &again.page));
+        assert_eq!(tail.events().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bounded_reader_never_reads_past_its_head_and_types_nobody_wants_stay_encoded() {
+        let store = store().await;
+        let feed = Arc::new(Feed::new(store));
+        feed.decode_for(|t| t == "CaseClosed");
+        // Bounded at a page boundary plus a few: read-ahead stops at the last full page.
+        let head = Position(2 * PAGE_EVENTS + 3);
+        let seen = read_to(&feed, 1, head).await;
+        assert_eq!(seen, (1..=head.0).collect::<Vec<_>>());
+        let chunk = feed.chunk(Position(1), head).await.unwrap();
+        assert!(chunk.events().iter().all(|e| !e.is_decoded()));
+        let cache = feed.lock();
+        assert!(cache
+            .pages
+            .keys()
+            .all(|index| (index + 1) * PAGE_EVENTS <= head.0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_keeps_the_latest_pages_and_stays_bounded() {
+        // Payloads of a type this build does not know: the feed never looks inside.
+        let store = MemoryStore::new();
+        let pages = u64::try_from(CACHE_PAGES_MAX).unwrap() + 6;
+        let per_append = 1_000u64;
+        for k in 0..(pages * PAGE_EVENTS).div_ceil(per_append) {
+            let batch = (0..per_append)
+                .map(|i| ProposedEvent {
+                    event_id: EventId(uuid::Uuid::from_u128(u128::from(k * per_append + i) + 1)),
+                    event_type: "Tick".into(),
+                    schema_version: 1,
+                    occurred_at: chrono::DateTime::UNIX_EPOCH,
+                    causation_id: None,
+                    correlation_id: None,
+                    actor: "test".into(),
+                    metadata: Vec::new(),
+                    payload: b"{}".to_vec(),
+                })
+                .collect();
+            let stream = StreamId::new(format!("tick-{k}")).unwrap();
+            store
+                .append(&stream, ExpectedVersion::NoStream, batch)
+                .await
+                .unwrap();
+        }
+        let head = store.head().position;
+        let feed = Arc::new(Feed::new(store));
+        let seen = read_to(&feed, 1, head).await;
+        assert_eq!(seen.len() as u64, head.0);
+        let full = head.0 / PAGE_EVENTS;
+        let cache = feed.lock();
+        assert_eq!(cache.pages.len(), CACHE_PAGES_MAX);
+        let oldest_kept = full - u64::try_from(CACHE_PAGES_MAX).unwrap();
+        assert!(cache.pages.keys().all(|i| (oldest_kept..full).contains(i)));
+        assert_eq!(cache.order.len(), cache.pages.len());
+    }
+
+    /// Records every position it folds.
+    struct Positions;
+
+    impl crate::Projection for Positions {
+        type State = Vec<u64>;
+        fn name(&self) -> &'static str {
+            "positions"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn wants(&self, _: &str) -> bool {
+            true
+        }
+        fn apply(&self, state: &mut Vec<u64>, ctx: &crate::EventContext<'_>, _: &DomainEvent) {
+            state.push(ctx.position.0);
+        }
+    }
+
+    // On a current-thread runtime: read-ahead tasks only run while the workers wait.
+    #[tokio::test]
+    async fn workers_over_many_pages_resume_after_a_crash_without_gap_or_repeat() {
+        let store = store().await;
+        let head = store.head().position;
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::RunnerOptions {
+            snapshot_every_events: 700,
+            ..crate::RunnerOptions::default()
+        };
+        let open = || {
+            let mut runner =
+                crate::ProjectionRunner::new(store.clone(), dir.path(), options.clone());
+            let handle = runner.register(Positions).unwrap();
+            (runner, handle)
+        };
+        // Saved at a page boundary and mid-run, then folded on without saving: a crash.
+        {
+            let (runner, handle) = open();
+            runner.run_until(Position(PAGE_EVENTS), true).await.unwrap();
+            runner
+                .run_until(Position(4 * PAGE_EVENTS + 17), false)
+                .await
+                .unwrap();
+            assert_eq!(handle.applied_position(), Position(4 * PAGE_EVENTS + 17));
+        }
+        let (runner, handle) = open();
+        // The second run saved once, after its first page: 1,024 unsaved events reached the
+        // due count max(700, checkpoint 1,024) with the head still more than that away.
+        assert_eq!(handle.applied_position(), Position(2 * PAGE_EVENTS));
+        runner.run_until_head().await.unwrap();
+        assert_eq!(handle.snapshot().0, (1..=head.0).collect::<Vec<_>>());
+    }
+}

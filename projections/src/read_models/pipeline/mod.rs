@@ -1,0 +1,313 @@
+//! Pipeline read model: open opportunities by stage, owner, team, region, product and
+//! account; pipeline value and weighted pipeline; time in stage; stage-to-stage conversion;
+//! wins and losses (counts, amounts, reasons, win rate); sales cycle; average deal size;
+//! coverage against a target (METRICS.md 14, 21–24, L14–L17).
+//!
+//! Rules: voided and test opportunities leave every figure (`VOIDED`, `TEST`); win rate,
+//! deal size and cycle cover kinds new and expansion (renewals are `OUT_OF_SCOPE`); a
+//! reopened deal counts by its final close; the cycle runs from opening to the final win.
+//! Team and region of a closed deal are its owner's at the close (`RepAssigned`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use crm_domain::aggregates::opportunity::{OpportunityEvent, OpportunityKind};
+use crm_domain::aggregates::AgentEvent;
+use crm_domain::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::AccountFacts;
+use crate::projection::{EventContext, Projection};
+use crate::shared::{days_between, list_limit, Ratio, Summary};
+
+/// Projection name.
+pub const NAME: &str = "pipeline";
+/// Code version of the fold; bump on any change of `apply` or the state.
+pub const VERSION: u32 = 1;
+
+/// Pipeline configuration (the stage model until `StageModelPublished` exists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Currency of every amount reported; others are counted apart.
+    pub reporting_currency: String,
+    /// Win probability (percent) per stage name; a stage not listed uses the probability
+    /// recorded on the opportunity's latest stage event.
+    pub stage_probabilities: BTreeMap<String, u8>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            reporting_currency: "USD".into(),
+            stage_probabilities: BTreeMap::new(),
+        }
+    }
+}
+
+/// A rep's team and region (latest `RepAssigned`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rep {
+    /// Team.
+    pub team: String,
+    /// Region.
+    pub region: String,
+}
+
+/// How an opportunity stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OppStatus {
+    /// In the pipeline.
+    Open,
+    /// Won.
+    Won {
+        at: DateTime<Utc>,
+        amount_minor: i64,
+        currency: String,
+    },
+    /// Lost.
+    Lost { at: DateTime<Utc>, reason: String },
+    /// Voided: out of every figure.
+    Voided { at: DateTime<Utc> },
+}
+
+/// One stay of an opportunity in a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visit {
+    /// Stage.
+    pub stage: String,
+    /// Entered.
+    pub entered_at: DateTime<Utc>,
+    /// Left (`None` while it stays).
+    pub exited_at: Option<DateTime<Utc>>,
+    /// Where it went: another stage, `Won`, `Lost` or `Voided`.
+    pub exit_to: Option<String>,
+}
+
+/// What the pipeline remembers of an opportunity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opp {
+    pub account: String,
+    pub owner: String,
+    pub product: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub expected_close: NaiveDate,
+    pub kind: OpportunityKind,
+    pub stage: String,
+    pub probability: u8,
+    pub opened_at: DateTime<Utc>,
+    pub is_test: bool,
+    pub status: OppStatus,
+    pub visits: Vec<Visit>,
+    /// Owner's team and region at the final close.
+    pub closed_by: Option<Rep>,
+}
+
+impl Opp {
+    fn close_visit(&mut self, at: DateTime<Utc>, to: &str) {
+        if let Some(v) = self.visits.last_mut().filter(|v| v.exited_at.is_none()) {
+            v.exited_at = Some(at);
+            v.exit_to = Some(to.to_owned());
+        }
+    }
+
+    /// Final close instant (won or lost), if closed.
+    #[must_use]
+    pub fn closed_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            OppStatus::Won { at, .. } | OppStatus::Lost { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
+    fn in_scope(&self) -> bool {
+        !self.is_test && !matches!(self.status, OppStatus::Voided { .. })
+    }
+
+    fn new_business(&self) -> bool {
+        matches!(self.kind, OpportunityKind::New | OpportunityKind::Expansion)
+    }
+
+    /// Open at `t`: opened by then and not closed by then.
+    fn open_at(&self, t: DateTime<Utc>) -> bool {
+        self.opened_at <= t && self.closed_at().is_none_or(|c| c > t)
+    }
+
+    /// Stage at `t` (the last visit entered by then).
+    fn stage_at(&self, t: DateTime<Utc>) -> &str {
+        self.visits
+            .iter()
+            .rev()
+            .find(|v| v.entered_at <= t)
+            .map_or(self.stage.as_str(), |v| v.stage.as_str())
+    }
+}
+
+/// The pipeline state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// Reps by agent id.
+    pub reps: BTreeMap<String, Rep>,
+    /// Accounts by id.
+    pub accounts: BTreeMap<String, AccountFacts>,
+    /// Opportunities by id.
+    pub opportunities: BTreeMap<String, Opp>,
+}
+
+/// The pipeline projection.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineProjection {
+    config: PipelineConfig,
+}
+
+impl PipelineProjection {
+    /// With `config`.
+    #[must_use]
+    pub fn new(config: PipelineConfig) -> Self {
+        PipelineProjection { config }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config_ref(&self) -> &PipelineConfig {
+        &self.config
+    }
+}
+
+fn fold_opportunity(state: &mut PipelineState, event: &OpportunityEvent) {
+    use OpportunityEvent as E;
+    let id = event.aggregate_id().as_str();
+    if let E::OpportunityOpened(e) = event {
+        state.opportunities.insert(
+            id.to_owned(),
+            Opp {
+                account: e.account_id.as_str().to_owned(),
+                owner: e.owner.as_str().to_owned(),
+                product: e.product.as_str().to_owned(),
+                amount_minor: e.amount.minor_units,
+                currency: e.amount.currency.as_str().to_owned(),
+                expected_close: e.expected_close,
+                kind: e.kind,
+                stage: e.stage.as_str().to_owned(),
+                probability: e.probability.value(),
+                opened_at: e.occurred_at,
+                is_test: e.is_test,
+                status: OppStatus::Open,
+                visits: vec![Visit {
+                    stage: e.stage.as_str().to_owned(),
+                    entered_at: e.occurred_at,
+                    exited_at: None,
+                    exit_to: None,
+                }],
+                closed_by: None,
+            },
+        );
+        return;
+    }
+    let PipelineState {
+        reps,
+        opportunities,
+        ..
+    } = state;
+    let rep_of = |owner: &str| reps.get(owner).cloned();
+    let Some(o) = opportunities.get_mut(id) else {
+        return;
+    };
+    match event {
+        E::OpportunityOpened(_) => {}
+        E::OpportunityStageChanged(e) => {
+            o.close_visit(e.occurred_at, e.to.as_str());
+            o.stage = e.to.as_str().to_owned();
+            o.probability = e.probability.value();
+            o.visits.push(Visit {
+                stage: o.stage.clone(),
+                entered_at: e.occurred_at,
+                exited_at: None,
+                exit_to: None,
+            });
+        }
+        E::OpportunityAmountChanged(e) => o.amount_minor = e.to.minor_units,
+        E::OpportunityCloseDateChanged(e) => o.expected_close = e.to,
+        E::OpportunityOwnerChanged(e) => o.owner = e.to.as_str().to_owned(),
+        E::CompetitorIdentified(_) | E::ProposalSent(_) => {}
+        E::OpportunityWon(e) => {
+            o.close_visit(e.occurred_at, "Won");
+            o.status = OppStatus::Won {
+                at: e.occurred_at,
+                amount_minor: e.amount.minor_units,
+                currency: e.amount.currency.as_str().to_owned(),
+            };
+            o.closed_by = rep_of(&o.owner);
+        }
+        E::OpportunityLost(e) => {
+            o.close_visit(e.occurred_at, "Lost");
+            o.status = OppStatus::Lost {
+                at: e.occurred_at,
+                reason: serde_json::to_value(e.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".into()),
+            };
+            o.closed_by = rep_of(&o.owner);
+        }
+        E::OpportunityReopened(e) => {
+            o.status = OppStatus::Open;
+            o.closed_by = None;
+            o.visits.push(Visit {
+                stage: o.stage.clone(),
+                entered_at: e.occurred_at,
+                exited_at: None,
+                exit_to: None,
+            });
+        }
+        E::OpportunityVoided(e) => {
+            o.close_visit(e.occurred_at, "Voided");
+            o.status = OppStatus::Voided { at: e.occurred_at };
+        }
+    }
+}
+
+impl Projection for PipelineProjection {
+    type State = PipelineState;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            DomainEvent::category_of(event_type),
+            Some("opportunity" | "account")
+        ) || event_type == "RepAssigned"
+    }
+
+    fn apply(&self, state: &mut PipelineState, _ctx: &EventContext<'_>, event: &DomainEvent) {
+        match event {
+            DomainEvent::Opportunity(e) => fold_opportunity(state, e),
+            DomainEvent::Account(e) => AccountFacts::fold(&mut state.accounts, e),
+            DomainEvent::Agent(AgentEvent::RepAssigned(e)) => {
+                state.reps.insert(
+                    e.agent_id.as_str().to_owned(),
+                    Rep {
+                        team: e.team.as_str().to_owned(),
+                        region: e.region.as_str().to_owned(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+mod report;
+pub use report::*;

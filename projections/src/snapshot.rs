@@ -1,0 +1,547 @@
+//! Snapshots: a projection's state and its checkpoint in one file, replaced atomically.
+//!
+//! File format (version [`SNAPSHOT_FORMAT`]): one line of JSON header ([`SnapshotHeader`]:
+//! projection name, code version, configuration, [`Progress`] = the checkpoint, state length;
+//! the line may end in spaces), a newline, then the state as JSON. A save writes
+//! `<file>.tmp`, `fsync`s it, renames it over `<file>` and `fsync`s the directory, so after a
+//! crash the file holds either the previous or the new (state, checkpoint) pair, never a mix:
+//! a restarted worker resumes exactly after the checkpoint, so no event is applied twice or
+//! skipped.
+//!
+//! Why a file and not a sled tree: a state can be megabytes, and sled 0.34.7 puts large values
+//! in blob files it never fsyncs (see ARCHITECTURE.md, Durability).
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProjectionError;
+use crate::projection::{Progress, Projection};
+
+mod fast_text;
+
+/// Format version of snapshot files written by this build.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Largest header line read, in bytes (the header is small; a bigger one is corrupt).
+const HEADER_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// File name of the serving snapshot inside a projection's directory.
+pub const SERVING_FILE: &str = "snapshot.json";
+/// File name of the snapshot a rebuild writes beside the serving one.
+pub const REBUILD_FILE: &str = "rebuild.json";
+
+/// First line of a snapshot file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// [`SNAPSHOT_FORMAT`] of the writer.
+    pub format: u32,
+    /// Projection name.
+    pub projection: String,
+    /// Code version of the projection that wrote it.
+    pub version: u32,
+    /// Configuration the state was folded with.
+    pub config: serde_json::Value,
+    /// The checkpoint: the state covers exactly the events up to `progress.position`.
+    pub progress: Progress,
+    /// Length of the state JSON after the header line.
+    pub state_size_bytes: u64,
+    /// Wall-clock time of the save (informational only).
+    pub saved_at: DateTime<Utc>,
+}
+
+/// What loading a snapshot found.
+#[derive(Debug)]
+pub enum Loaded<S> {
+    /// No snapshot: start from position 0.
+    Fresh,
+    /// A snapshot of this version and configuration.
+    Resumed { state: S, progress: Progress },
+    /// A snapshot that cannot be used (other version or configuration, or damaged): rebuild
+    /// from position 0. The reason is shown in `status`.
+    Stale { reason: String },
+}
+
+fn io_err(
+    projection: &str,
+    action: &'static str,
+    path: &Path,
+    e: impl ToString,
+) -> ProjectionError {
+    ProjectionError::Io {
+        projection: projection.to_owned(),
+        action,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Directory of a projection's files under the data directory.
+pub fn projection_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(name)
+}
+
+/// Reads only the header of a snapshot (for `status` from another process); `None` if absent.
+///
+/// # Errors
+/// [`ProjectionError::Io`] when the file exists but cannot be read or parsed.
+pub fn read_header(
+    path: &Path,
+    projection: &str,
+) -> Result<Option<SnapshotHeader>, ProjectionError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(projection, "opening", path, e)),
+    };
+    let mut reader = BufReader::new(file).take(HEADER_SIZE_MAX_BYTES);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| io_err(projection, "reading", path, e))?;
+    serde_json::from_str(line.trim_end())
+        .map(Some)
+        .map_err(|e| io_err(projection, "parsing the header of", path, e))
+}
+
+/// Loads the snapshot at `path` for `projection`.
+///
+/// # Errors
+/// [`ProjectionError::Io`] when the file exists but cannot be read (a damaged or foreign
+/// file is [`Loaded::Stale`], not an error: the projection is rebuilt from the log).
+pub fn load<P: Projection>(
+    projection: &P,
+    path: &Path,
+) -> Result<Loaded<P::State>, ProjectionError> {
+    let name = projection.name();
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Fresh),
+        Err(e) => return Err(io_err(name, "reading", path, e)),
+    };
+    let Some(split) = bytes.iter().position(|b| *b == b'\n') else {
+        return Ok(Loaded::Stale {
+            reason: "snapshot has no header line (damaged)".into(),
+        });
+    };
+    let (head, rest) = bytes.split_at(split);
+    let body = rest.get(1..).unwrap_or_default();
+    let header: SnapshotHeader = match serde_json::from_slice(head) {
+        Ok(h) => h,
+        Err(e) => {
+            return Ok(Loaded::Stale {
+                reason: format!("snapshot header is damaged: {e}"),
+            })
+        }
+    };
+    if header.format != SNAPSHOT_FORMAT {
+        return Ok(Loaded::Stale {
+            reason: format!(
+                "snapshot format {} (this build writes {SNAPSHOT_FORMAT})",
+                header.format
+            ),
+        });
+    }
+    if header.projection != name {
+        return Ok(Loaded::Stale {
+            reason: format!("snapshot belongs to projection `{}`", header.projection),
+        });
+    }
+    if header.version != projection.version() {
+        return Ok(Loaded::Stale {
+            reason: format!(
+                "code version changed from {} to {}",
+                header.version,
+                projection.version()
+            ),
+        });
+    }
+    if header.config != projection.config() {
+        return Ok(Loaded::Stale {
+            reason: "configuration changed".into(),
+        });
+    }
+    if u64::try_from(body.len()).ok() != Some(header.state_size_bytes) {
+        return Ok(Loaded::Stale {
+            reason: format!(
+                "state is {} bytes, the header says {} (damaged)",
+                body.len(),
+                header.state_size_bytes
+            ),
+        });
+    }
+    match serde_json::from_slice(body) {
+        Ok(state) => Ok(Loaded::Resumed {
+            state,
+            progress: header.progress,
+        }),
+        Err(e) => Ok(Loaded::Stale {
+            reason: format!("state does not parse: {e}"),
+        }),
+    }
+}
+
+fn header_of<P: Projection>(
+    projection: &P,
+    progress: &Progress,
+    size: u64,
+    saved_at: DateTime<Utc>,
+) -> SnapshotHeader {
+    SnapshotHeader {
+        format: SNAPSHOT_FORMAT,
+        projection: projection.name().to_owned(),
+        version: projection.version(),
+        config: projection.config(),
+        progress: progress.clone(),
+        state_size_bytes: size,
+        saved_at,
+    }
+}
+
+fn serialize_error(projection: &str, e: &serde_json::Error) -> ProjectionError {
+    ProjectionError::Serialize {
+        projection: projection.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Serializes a snapshot to bytes (header line + state).
+///
+/// # Errors
+/// [`ProjectionError::Serialize`] if the state cannot be serialized.
+pub fn encode<P: Projection>(
+    projection: &P,
+    state: &P::State,
+    progress: &Progress,
+) -> Result<Vec<u8>, ProjectionError> {
+    let ser = |e: serde_json::Error| serialize_error(projection.name(), &e);
+    let mut body = Vec::new();
+    fast_text::serialize(state, &mut serde_json::Serializer::new(&mut body)).map_err(ser)?;
+    let size = u64::try_from(body.len()).unwrap_or(u64::MAX);
+    let header = header_of(projection, progress, size, Utc::now());
+    let mut out = serde_json::to_vec(&header).map_err(ser)?;
+    out.push(b'\n');
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Bytes of spaces reserved after the header line's JSON: the header is written before the
+/// state with a size of 0, then rewritten in place with the state's size, whose digits take
+/// at most 19 bytes more (everything else in the header stays the same).
+const HEADER_SLACK_BYTES: usize = 32;
+
+/// Buffer between the serializer and the snapshot file.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Serializes the snapshot of `state` straight into `path`, atomically and durably: into
+/// `<file>.tmp`, then `fsync`, rename over `<file>`, `fsync` of the directory. The state is
+/// streamed to the file (no copy of it in memory); the header line, written first with room
+/// to spare, is then rewritten in place with the state's size (it may end in spaces).
+///
+/// # Errors
+/// [`ProjectionError::Serialize`] if the state cannot be serialized, [`ProjectionError::Io`]
+/// naming the step that failed.
+pub fn save<P: Projection>(
+    projection: &P,
+    state: &P::State,
+    progress: &Progress,
+    path: &Path,
+) -> Result<(), ProjectionError> {
+    let name = projection.name();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| io_err(name, "creating", dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let saved_at = Utc::now();
+    let header_json = |size: u64| {
+        serde_json::to_vec(&header_of(projection, progress, size, saved_at))
+            .map_err(|e| serialize_error(name, &e))
+    };
+    // The header line padded with spaces to `width` bytes, then the newline.
+    let header_line = |size: u64, width: usize| -> Result<Vec<u8>, ProjectionError> {
+        let mut line = header_json(size)?;
+        if line.len() > width {
+            return Err(ProjectionError::Serialize {
+                projection: name.to_owned(),
+                reason: format!(
+                    "the snapshot header grew from {width} to {} bytes while the state was written",
+                    line.len()
+                ),
+            });
+        }
+        line.resize(width, b' ');
+        line.push(b'\n');
+        Ok(line)
+    };
+    let width = header_json(0)?.len().saturating_add(HEADER_SLACK_BYTES);
+    let file = File::create(&tmp).map_err(|e| io_err(name, "creating", &tmp, e))?;
+    let mut out = Counting {
+        inner: std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+        written: 0,
+    };
+    out.write_all(&header_line(0, width)?)
+        .map_err(|e| io_err(name, "writing", &tmp, e))?;
+    let header_bytes = out.written;
+    fast_text::serialize(state, &mut serde_json::Serializer::new(&mut out)).map_err(|e| {
+        if e.is_io() {
+            io_err(name, "writing", &tmp, e)
+        } else {
+            serialize_error(name, &e)
+        }
+    })?;
+    let size = out.written.saturating_sub(header_bytes);
+    let mut file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_err(name, "writing", &tmp, e.error()))?;
+    let header = header_line(size, width)?;
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&header))
+        .map_err(|e| io_err(name, "writing", &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| io_err(name, "fsyncing", &tmp, e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| io_err(name, "renaming into", path, e))?;
+    sync_dir(name, dir)
+}
+
+/// Writes `bytes` to `path` atomically and durably (tmp file, fsync, rename, fsync dir).
+///
+/// # Errors
+/// [`ProjectionError::Io`] naming the step that failed.
+pub fn write_atomic(projection: &str, path: &Path, bytes: &[u8]) -> Result<(), ProjectionError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| io_err(projection, "creating", dir, e))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(|e| io_err(projection, "creating", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| io_err(projection, "writing", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| io_err(projection, "fsyncing", &tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io_err(projection, "renaming into", path, e))?;
+    sync_dir(projection, dir)
+}
+
+/// Renames `from` over `to` and makes the rename durable.
+///
+/// # Errors
+/// [`ProjectionError::Io`].
+pub fn replace(projection: &str, from: &Path, to: &Path) -> Result<(), ProjectionError> {
+    fs::rename(from, to).map_err(|e| io_err(projection, "renaming into", to, e))?;
+    sync_dir(projection, to.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes a file if it exists.
+///
+/// # Errors
+/// [`ProjectionError::Io`] for any error but "not found".
+pub fn remove(projection: &str, path: &Path) -> Result<(), ProjectionError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(projection, "removing", path, e)),
+    }
+}
+
+fn sync_dir(projection: &str, dir: &Path) -> Result<(), ProjectionError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(projection, "fsyncing directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::projection::EventContext;
+    use crm_domain::DomainEvent;
+
+    struct P(u32);
+    impl Projection for P {
+        type State = Vec<u64>;
+        fn name(&self) -> &'static str {
+            "p"
+        }
+        fn version(&self) -> u32 {
+            self.0
+        }
+        fn wants(&self, _: &str) -> bool {
+            true
+        }
+        fn apply(&self, _: &mut Vec<u64>, _: &EventContext<'_>, _: &DomainEvent) {}
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "status", rename_all = "snake_case")]
+    enum Tagged {
+        Open,
+        Won { at: DateTime<Utc>, amount: i64 },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Plain {
+        Unit,
+        Newtype(DateTime<Utc>),
+        Tuple(u8, Option<DateTime<Utc>>),
+        Struct { at: DateTime<Utc> },
+    }
+
+    /// Text longer than the inline buffer, written through `collect_str` in many pieces.
+    struct Long;
+    impl Serialize for Long {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            struct Pieces;
+            impl std::fmt::Display for Pieces {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    for i in 0..40 {
+                        writeln!(f, "piece {i} \"quoted\" é")?;
+                    }
+                    Ok(())
+                }
+            }
+            s.collect_str(&Pieces)
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Sample {
+        at: DateTime<Utc>,
+        maybe: Option<DateTime<Utc>>,
+        none: Option<DateTime<Utc>>,
+        pairs: Vec<(DateTime<Utc>, i64)>,
+        by_key: std::collections::BTreeMap<String, DateTime<Utc>>,
+        tagged: Vec<Tagged>,
+        plain: Vec<Plain>,
+        long: Long,
+        text: String,
+    }
+
+    #[test]
+    fn snapshot_json_is_byte_for_byte_serde_json() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let sample = Sample {
+            at: t("2024-03-01T10:00:00Z"),
+            maybe: Some(t("2024-03-01T10:00:00.123456789Z")),
+            none: None,
+            pairs: vec![
+                (t("1999-12-31T23:59:59.5Z"), -3),
+                (t("2030-01-01T00:00:00Z"), 7),
+            ],
+            by_key: [("b\"x".to_owned(), t("2024-02-29T12:00:00Z"))].into(),
+            tagged: vec![
+                Tagged::Open,
+                Tagged::Won {
+                    at: t("2024-03-01T10:00:00.001Z"),
+                    amount: 5,
+                },
+            ],
+            plain: vec![
+                Plain::Unit,
+                Plain::Newtype(t("2024-03-01T10:00:00Z")),
+                Plain::Tuple(1, None),
+                Plain::Struct {
+                    at: t("2024-03-01T10:00:00Z"),
+                },
+            ],
+            long: Long,
+            text: "tab\t and \u{1} control".into(),
+        };
+        let mut fast = Vec::new();
+        fast_text::serialize(&sample, &mut serde_json::Serializer::new(&mut fast)).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            serde_json::to_string(&sample).unwrap()
+        );
+    }
+
+    #[test]
+    fn roundtrip_and_every_unusable_file_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p").join(SERVING_FILE);
+        assert!(matches!(load(&P(1), &path).unwrap(), Loaded::Fresh));
+        let progress = Progress {
+            position: crm_eventstore::Position(7),
+            ..Progress::default()
+        };
+        let bytes = encode(&P(1), &vec![1, 2, 3], &progress).unwrap();
+        write_atomic("p", &path, &bytes).unwrap();
+        match load(&P(1), &path).unwrap() {
+            Loaded::Resumed { state, progress } => {
+                assert_eq!(state, vec![1, 2, 3]);
+                assert_eq!(progress.position.0, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            read_header(&path, "p")
+                .unwrap()
+                .unwrap()
+                .progress
+                .position
+                .0,
+            7
+        );
+        assert!(matches!(load(&P(2), &path).unwrap(), Loaded::Stale { .. }));
+        // A torn or altered state is never loaded.
+        write_atomic("p", &path, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(matches!(load(&P(1), &path).unwrap(), Loaded::Stale { .. }));
+        write_atomic("p", &path, b"garbage").unwrap();
+        assert!(matches!(load(&P(1), &path).unwrap(), Loaded::Stale { .. }));
+    }
+
+    #[test]
+    fn a_streamed_snapshot_loads_like_an_encoded_one_and_a_torn_one_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p").join(SERVING_FILE);
+        let progress = Progress {
+            position: crm_eventstore::Position(9),
+            ..Progress::default()
+        };
+        let state: Vec<u64> = (0..100_000).collect();
+        save(&P(1), &state, &progress, &path).unwrap();
+        match load(&P(1), &path).unwrap() {
+            Loaded::Resumed {
+                state: loaded,
+                progress,
+            } => {
+                assert_eq!(loaded, state);
+                assert_eq!(progress.position.0, 9);
+            }
+            other => panic!("{other:?}"),
+        }
+        let header = read_header(&path, "p").unwrap().unwrap();
+        assert_eq!(header.progress.position.0, 9);
+        // The same state bytes as the in-memory encoding, after a header line of its own.
+        let bytes = fs::read(&path).unwrap();
+        let encoded = encode(&P(1), &state, &progress).unwrap();
+        let body = |b: &[u8]| b[b.iter().position(|c| *c == b'\n').unwrap() + 1..].to_vec();
+        assert_eq!(body(&bytes), body(&encoded));
+        assert_eq!(header.state_size_bytes, body(&bytes).len() as u64);
+        // Torn (a crash while writing the temporary file is never renamed in, but a damaged
+        // file must still be refused).
+        write_atomic("p", &path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(load(&P(1), &path).unwrap(), Loaded::Stale { .. }));
+    }
+}

