@@ -69,6 +69,10 @@ pub enum OpenError {
     },
     #[error("could not open the log at {path}: {reason}; check the path and its permissions, and that no other process has it open")]
     Storage { path: String, reason: String },
+    /// Another process (or another open handle in this one) holds the
+    /// directory's lock, and did not release it within the open's wait.
+    #[error("the log at {path} is in use by another process (a running `crm serve` or `crm project run`?); stop it, or point this command at it over HTTP, and try again")]
+    Locked { path: String },
     #[error("the log at {path} is damaged: {reason}; restore it from a replica or backup")]
     Damaged { path: String, reason: String },
     /// A remote backend (NATS JetStream) could not be reached or set up; the

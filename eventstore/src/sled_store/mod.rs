@@ -68,20 +68,44 @@ fn sled_config(path: &Path) -> sled::Config {
 /// How long `open` waits for the directory's lock. sled releases it from its
 /// own threads a moment after the last handle is dropped, so a close followed
 /// at once by an open in the same process can find it still held.
-const OPEN_LOCK_WAIT_MS: u64 = 10_000;
+const OPEN_LOCK_WAIT_MS: u64 = 5_000;
 
-/// Opens sled, waiting up to [`OPEN_LOCK_WAIT_MS`] for its file lock.
-fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS);
+/// Whether sled refused to open because another handle holds the directory's
+/// lock. sled 0.34 reports this as an `io::ErrorKind::Other` error whose
+/// message carries the OS error (`WouldBlock`), so the message is what tells.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+/// Why [`open_db`] failed.
+#[derive(Debug, thiserror::Error)]
+enum OpenDbError {
+    /// The lock was still held when the wait ran out.
+    #[error("the directory's lock is held by another handle")]
+    Locked,
+    #[error(transparent)]
+    Sled(sled::Error),
+}
+
+/// Opens sled, waiting up to `wait` for its file lock.
+fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, OpenDbError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match sled_config(path).open() {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_contention(&e) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(OpenDbError::Locked);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => return other,
+            Err(e) => return Err(OpenDbError::Sled(e)),
         }
     }
 }
@@ -133,7 +157,13 @@ impl SledStore {
             path: shown.clone(),
             reason: e.to_string(),
         };
-        let db = open_db(&path).map_err(storage_err)?;
+        let wait = std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS);
+        let db = open_db(&path, wait).map_err(|e| match e {
+            OpenDbError::Locked => OpenError::Locked {
+                path: shown.clone(),
+            },
+            OpenDbError::Sled(e) => storage_err(e),
+        })?;
         let io_err = |what: &str, e: std::io::Error| OpenError::Storage {
             path: shown.clone(),
             reason: format!("{what}: {e}"),
@@ -376,7 +406,8 @@ pub mod testing {
     /// Flips one bit in the middle of the frame of the record at `position`,
     /// in the closed store at `dir`, and makes the damage durable.
     pub fn flip_byte(dir: &Path, position: Position) -> Result<(), String> {
-        let db = super::open_db(dir).map_err(|e| e.to_string())?;
+        let wait = std::time::Duration::from_millis(super::OPEN_LOCK_WAIT_MS);
+        let db = super::open_db(dir, wait).map_err(|e| e.to_string())?;
         let tree = db.open_tree("log").map_err(|e| e.to_string())?;
         let (first, chunk) = layout::chunk_holding(&tree, position)
             .map_err(|e| e.to_string())?
@@ -416,6 +447,37 @@ mod tests {
             metadata: Vec::new(),
             payload: vec![7; 100],
         }
+    }
+
+    /// A second open of a directory whose lock is held waits for the lock
+    /// and succeeds once the holder is gone.
+    #[test]
+    fn open_waits_for_a_lock_released_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = sled_config(dir.path()).open().unwrap();
+        let path = dir.path().to_path_buf();
+        let second = std::thread::spawn(move || {
+            open_db(&path, std::time::Duration::from_secs(20)).map(|_| ())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!second.is_finished(), "the second open did not wait");
+        drop(first);
+        assert!(second.join().unwrap().is_ok());
+    }
+
+    /// A lock that stays held ends in `OpenError::Locked`, which tells the
+    /// user what holds it and what to do.
+    #[test]
+    fn open_of_a_held_directory_says_it_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = sled_config(dir.path()).open().unwrap();
+        let err = open_db(dir.path(), std::time::Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, OpenDbError::Locked));
+        let shown = OpenError::Locked {
+            path: dir.path().display().to_string(),
+        }
+        .to_string();
+        assert!(shown.contains("in use by another process"), "{shown}");
     }
 
     #[tokio::test]
