@@ -179,6 +179,38 @@ fn command(body: Map<String, Value>) -> CommandRequest {
 }
 
 /// Runs `clients` tasks of `requests` calls of `call(client, i)`; latencies and wall time.
+/// Metric evaluations replay the log: this many times fewer requests than the other
+/// scenarios.
+const METRIC_REQUESTS_DIVISOR: usize = 50;
+
+/// A load call that GETs the path `path(client, i)` and fails on a non-2xx answer.
+fn get_ok(
+    client: &reqwest::Client,
+    base: &str,
+    path: fn(usize, usize) -> String,
+) -> impl Fn(
+    usize,
+    usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BenchError>> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    let (client, base) = (client.clone(), base.to_owned());
+    move |c, i| {
+        let (client, url) = (client.clone(), format!("{base}{}", path(c, i)));
+        Box::pin(async move {
+            let response = client.get(&url).send().await.map_err(request)?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(request(format!("GET {url}: {status} {body}")));
+            }
+            response.bytes().await.map_err(request)?;
+            Ok(())
+        })
+    }
+}
+
 async fn load<F, Fut>(
     clients: usize,
     requests: usize,
@@ -386,27 +418,57 @@ async fn run(
         took,
     ));
 
-    // 6. A read-model query through HTTP, over the state at the head.
+    // 6–8. Read-model queries and a metric evaluation through HTTP, over the state at the head.
     if with_data {
         let head = store.head().position;
         projections.models.pipeline.wait_for(head).await;
-        let (rm_client, rm_base) = (client.clone(), base.clone());
-        let (lat, took) = load(clients, requests, move |_, _| {
-            let (client, base) = (rm_client.clone(), rm_base.clone());
-            async move {
-                let url =
-                    format!("{base}/v1/read-models/pipeline?as_of=2017-12-31T00:00:00Z&limit=10");
-                let response = client.get(&url).send().await.map_err(request)?;
-                if !response.status().is_success() {
-                    return Err(request(response.status()));
-                }
-                response.bytes().await.map_err(request)?;
-                Ok(())
-            }
-        })
+        // 6. One query, repeated: after the first request, answered from the report cache.
+        let (lat, took) = load(
+            clients,
+            requests,
+            get_ok(&client, &base, |_, _| {
+                "/v1/read-models/pipeline?as_of=2017-12-31T00:00:00Z&limit=10".to_owned()
+            }),
+        )
         .await?;
         scenarios.push(scenario(
-            "read model via HTTP (pipeline report, 8,800 deals)",
+            "read model via HTTP, repeated query (pipeline, 8,800 deals)",
+            lat,
+            took,
+        ));
+        // 7. A different `as_of` on every request: each report is computed.
+        let (lat, took) = load(
+            clients,
+            requests,
+            get_ok(&client, &base, |c, i| {
+                let minutes = c * REQUESTS_PER_CLIENT_MAX + i;
+                let as_of = chrono::DateTime::<Utc>::from_timestamp(1_514_678_400, 0)
+                    .unwrap_or_default()
+                    - chrono::Duration::minutes(i64::try_from(minutes).unwrap_or(0));
+                format!(
+                    "/v1/read-models/pipeline?as_of={}&limit=10",
+                    as_of.format("%Y-%m-%dT%H:%M:%SZ")
+                )
+            }),
+        )
+        .await?;
+        scenarios.push(scenario(
+            "read model via HTTP, a new query each time (computed)",
+            lat,
+            took,
+        ));
+        // 8. A metric evaluation: replays the log on every request, so fewer requests.
+        let metric_requests = (requests / METRIC_REQUESTS_DIVISOR).max(1);
+        let (lat, took) = load(
+            clients,
+            metric_requests,
+            get_ok(&client, &base, |_, _| {
+                "/v1/metrics/sales.win_rate?period=quarter".to_owned()
+            }),
+        )
+        .await?;
+        scenarios.push(scenario(
+            "metric evaluation via HTTP (sales.win_rate by quarter)",
             lat,
             took,
         ));

@@ -411,6 +411,20 @@ async fn read_models_follow_the_log_and_answer_as_of_any_instant() {
             "{model}: as_of not applied: {text}"
         );
     }
+    // The same query again is answered from the report cache, byte for byte.
+    let cached_query = "/v1/read-models/pipeline?as_of=2024-01-01T00:00:00Z&limit=5";
+    let (first_status, first) = raw_get(&server, cached_query).await;
+    let (again_status, again) = raw_get(&server, cached_query).await;
+    assert_eq!(first_status, "crm-answer-cache; hit", "{first}");
+    assert_eq!(again_status, "crm-answer-cache; hit");
+    assert_eq!(first, again);
+    let (other_status, _) = raw_get(
+        &server,
+        "/v1/read-models/pipeline?as_of=2024-01-01T00:00:00Z&limit=6",
+    )
+    .await;
+    assert_eq!(other_status, "crm-answer-cache; fwd=miss; stored");
+
     // The 600 contracts are in EUR, the reporting currency is USD: counted apart, not converted.
     let (_, answer) = server
         .get("/v1/read-models/lifetime-value?as_of=2024-01-01T00:00:00Z")
@@ -437,6 +451,11 @@ async fn read_models_follow_the_log_and_answer_as_of_any_instant() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(seen, "the new event never reached the pipeline model");
+    // The cached answer was for position 1,200: the new event makes the query compute anew.
+    let (status, body) = raw_get(&server, cached_query).await;
+    assert_eq!(status, "crm-answer-cache; fwd=miss; stored");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["applied_position"], 1_201, "{answer}");
     let metrics = server
         .client
         .get(server.url("/metrics"))
@@ -500,6 +519,14 @@ async fn metric_routes_list_define_evaluate_and_explain() {
         .collect();
     assert!(ids.contains(&"sales.win_rate"), "{ids:?}");
 
+    // The latest version, asked twice: the second answer comes from the answer cache.
+    let latest = "/v1/metrics/sales.win_rate?period=all";
+    let (_, before) = raw_get(&server, latest).await;
+    let (cache_status, again) = raw_get(&server, latest).await;
+    assert_eq!(cache_status, "crm-answer-cache; hit");
+    assert_eq!(before, again);
+    let before: Value = serde_json::from_str(&before).unwrap();
+
     // Define: 201, then the same text again 200, another spec for the same version 409.
     let (status, defined) = post(WIN_RATE_V3.to_owned(), "application/toml").await;
     assert_eq!(status, 201, "{defined}");
@@ -521,6 +548,16 @@ async fn metric_routes_list_define_evaluate_and_explain() {
     assert!(detail.contains("agg"), "{detail}");
     let (status, json) = post("{}".to_owned(), "application/json").await;
     assert_problem(status, &json, 415, "unsupported-media-type");
+
+    // The definition moved the log's head: the same question is computed again, at the
+    // new head.
+    let (cache_status, after) = raw_get(&server, latest).await;
+    assert_eq!(cache_status, "crm-answer-cache; fwd=miss; stored");
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert!(
+        after["log"]["position"].as_u64() > before["log"]["position"].as_u64(),
+        "{before} then {after}"
+    );
 
     // Evaluate on a log without deals: no data, never a zero.
     let (status, ev) = server
@@ -552,6 +589,10 @@ async fn metric_routes_list_define_evaluate_and_explain() {
         .unwrap()
         .starts_with("text/csv"));
     assert!(csv.text().await.unwrap().starts_with("position,"));
+    // The same URI without `Accept: text/csv` is JSON, not the cached CSV.
+    let (_, json_body) = raw_get(&server, "/v1/metrics/sales.win_rate/explain").await;
+    let x: Value = serde_json::from_str(&json_body).unwrap();
+    assert_eq!(x["total_rows"], 0, "{json_body}");
     let (status, d) = server
         .get("/v1/metrics/sales.win_rate/diff?known_at_1=0&known_at_2=2026-01-01T00:00:00Z")
         .await;
@@ -574,4 +615,16 @@ async fn metric_routes_list_define_evaluate_and_explain() {
         .get("/v1/metrics/sales.win_rate/explain?format=xml")
         .await;
     assert_problem(status, &body, 400, "malformed-request");
+}
+
+/// GET `path`: the `Cache-Status` header and the body, asserting a 200.
+async fn raw_get(server: &Server, path: &str) -> (String, String) {
+    let response = server.client.get(server.url(path)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    let cache_status = response
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (cache_status, response.text().await.unwrap())
 }

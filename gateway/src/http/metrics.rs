@@ -7,11 +7,11 @@
 //! Figures are computed by replaying the log; the answer names the position it read to.
 
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use crm_eventstore::AnyStore;
+use crm_eventstore::{AnyStore, EventStore};
 use crm_projections::metrics::{
     self, ExplainSelect, KnownAt, MetricError, MetricSummary, Registry,
 };
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use std::future::Future;
 use utoipa::IntoParams;
 
+use super::answer_cache::Rendered;
 use super::problem::{ApiError, Body413, Problem};
 use super::AppState;
 
@@ -198,6 +199,14 @@ pub struct DiffParams {
     pub known_at_2: String,
 }
 
+/// The cache key of a metric request (its path and query string, and `variant` for what the
+/// URI does not show, e.g. a format chosen by `Accept`) and the log head it is looked up at:
+/// a metric answer is a function of the log up to its head.
+fn cache_key(state: &AppState, uri: &Uri, variant: &str) -> (String, u64) {
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    (format!("{variant} {path}"), state.store.head().position.0)
+}
+
 /// Runs a metric operation on the blocking pool: an evaluation replays the whole log and is
 /// CPU-bound for seconds on a large log, which must not hold one of the runtime's workers
 /// (the feeds, health checks and commands share them).
@@ -244,16 +253,21 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<MetricSummar
     ))]
 pub async fn evaluate(
     State(state): State<AppState>,
+    uri: Uri,
     Path(id): Path<String>,
     Query(params): Query<MetricParams>,
 ) -> Result<Response, ApiError> {
     let query = params.query()?;
     let version = params.version;
-    let ev = offload(&state, move |store, reg| async move {
-        metrics::evaluate(&store, &reg, &id, version, &query).await
-    })
-    .await?;
-    Ok(Json(ev).into_response())
+    let (key, head) = cache_key(&state, &uri, "");
+    let compute = async {
+        let ev = offload(&state, move |store, reg| async move {
+            metrics::evaluate(&store, &reg, &id, version, &query).await
+        })
+        .await?;
+        Rendered::json("evaluation", &ev)
+    };
+    state.answers.answer("metric", key, head, compute).await
 }
 
 /// Several versions of a metric side by side over the same periods and log position.
@@ -267,6 +281,7 @@ pub async fn evaluate(
     ))]
 pub async fn compare(
     State(state): State<AppState>,
+    uri: Uri,
     Path(id): Path<String>,
     Query(versions): Query<CompareParams>,
     Query(params): Query<MetricParams>,
@@ -282,11 +297,18 @@ pub async fn compare(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let query = params.query()?;
-    let cmp = offload(&state, move |store, reg| async move {
-        metrics::compare(&store, &reg, &id, &versions, &query).await
-    })
-    .await?;
-    Ok(Json(cmp).into_response())
+    let (key, head) = cache_key(&state, &uri, "");
+    let compute = async {
+        let cmp = offload(&state, move |store, reg| async move {
+            metrics::compare(&store, &reg, &id, &versions, &query).await
+        })
+        .await?;
+        Rendered::json("comparison", &cmp)
+    };
+    state
+        .answers
+        .answer("metric-compare", key, head, compute)
+        .await
 }
 
 /// The derivation record of a figure: one row per fact, included or excluded with the rule
@@ -304,6 +326,7 @@ pub async fn compare(
     ))]
 pub async fn explain(
     State(state): State<AppState>,
+    uri: Uri,
     Path(id): Path<String>,
     Query(params): Query<MetricParams>,
     Query(select): Query<ExplainParams>,
@@ -313,20 +336,25 @@ pub async fn explain(
     let sel = select.select()?;
     let csv = select.wants_csv(&headers)?;
     let version = params.version;
-    let x = offload(&state, move |store, reg| async move {
-        metrics::explain(&store, &reg, &id, version, &query, &sel).await
-    })
-    .await?;
-    if csv {
-        let mut response = metrics::to_csv(&x).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        Ok(response)
-    } else {
-        Ok(Json(x).into_response())
-    }
+    let (key, head) = cache_key(&state, &uri, if csv { "csv" } else { "json" });
+    let compute = async {
+        let x = offload(&state, move |store, reg| async move {
+            metrics::explain(&store, &reg, &id, version, &query, &sel).await
+        })
+        .await?;
+        if csv {
+            Ok(Rendered {
+                body: metrics::to_csv(&x).into(),
+                content_type: "text/csv; charset=utf-8",
+            })
+        } else {
+            Rendered::json("explanation", &x)
+        }
+    };
+    state
+        .answers
+        .answer("metric-explain", key, head, compute)
+        .await
 }
 
 /// Why a figure moved between two report dates: the cells before and after, the facts whose
@@ -341,6 +369,7 @@ pub async fn explain(
     ))]
 pub async fn diff(
     State(state): State<AppState>,
+    uri: Uri,
     Path(id): Path<String>,
     Query(dates): Query<DiffParams>,
     Query(params): Query<MetricParams>,
@@ -349,11 +378,18 @@ pub async fn diff(
     let t2 = parse_known_at("known_at_2", &dates.known_at_2)?;
     let query = params.query()?;
     let version = params.version;
-    let d = offload(&state, move |store, reg| async move {
-        metrics::diff(&store, &reg, &id, version, &query, t1, t2).await
-    })
-    .await?;
-    Ok(Json(d).into_response())
+    let (key, head) = cache_key(&state, &uri, "");
+    let compute = async {
+        let d = offload(&state, move |store, reg| async move {
+            metrics::diff(&store, &reg, &id, version, &query, t1, t2).await
+        })
+        .await?;
+        Rendered::json("diff", &d)
+    };
+    state
+        .answers
+        .answer("metric-diff", key, head, compute)
+        .await
 }
 
 /// Defines a metric version from a TOML definition (`application/toml` or `text/plain`).

@@ -22,6 +22,7 @@
 //! Where to start reading: [`router`], then [`commands`] (the write path).
 
 pub mod aggregates;
+pub mod answer_cache;
 pub mod commands;
 pub mod feed;
 pub mod metrics;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub openapi: Arc<OnceLock<String>>,
     /// The read models, when projections run in this server.
     pub projections: Option<read_models::Projections>,
+    /// Rendered answers of the read models and metrics (see [`answer_cache`]).
+    pub answers: Arc<answer_cache::AnswerCache>,
 }
 
 #[derive(OpenApi)]
@@ -115,6 +118,7 @@ pub fn router(
         metrics: ops::metrics_handle(),
         openapi: Arc::new(OnceLock::new()),
         projections,
+        answers: Arc::new(answer_cache::AnswerCache::default()),
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
-use crm_eventstore::AnyStore;
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use crm_eventstore::{AnyStore, Position};
 use crm_projections::read_models::{churn, lifetime_value, pipeline, sla};
 use crm_projections::{
     ProjectionError, ProjectionRunner, ReadModelConfig, ReadModels, RunnerOptions, WorkerStatus,
@@ -17,6 +18,7 @@ use crm_projections::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::answer_cache::Rendered;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 
@@ -77,8 +79,34 @@ fn projections(state: &AppState) -> Result<&Projections, ApiError> {
     })
 }
 
+/// The query's `as_of`, or the current time to the whole second: answers for "now" are
+/// cached per second (see [`super::answer_cache`]).
 fn now_or(as_of: Option<DateTime<Utc>>) -> DateTime<Utc> {
-    as_of.unwrap_or_else(Utc::now)
+    as_of.unwrap_or_else(|| Utc::now().trunc_subsecs(0))
+}
+
+/// The cache key of a query: its JSON form (with `as_of` resolved).
+fn canonical(query: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(query)
+        .map_err(|e| ApiError::BadRequest(format!("the query cannot be used: {e}")))
+}
+
+/// Computes a report on the blocking pool (a report over a large state takes milliseconds
+/// of CPU, which must not hold a runtime worker) and renders its answer.
+async fn offload<R: Serialize + Send + 'static>(
+    model: &'static str,
+    compute: impl FnOnce() -> (R, Position) + Send + 'static,
+) -> Result<Rendered, ApiError> {
+    let (report, position) = tokio::task::spawn_blocking(compute).await.map_err(|e| {
+        ApiError::Internal(format!("the {model} report could not be computed: {e}"))
+    })?;
+    Rendered::json(
+        "report",
+        &ReadModelAnswer {
+            applied_position: position.0,
+            report,
+        },
+    )
 }
 
 /// Status of every projection worker: phase, applied position, lag, last error.
@@ -121,8 +149,8 @@ pub struct PipelineParams {
 pub async fn pipeline(
     State(state): State<AppState>,
     Query(p): Query<PipelineParams>,
-) -> Result<Json<ReadModelAnswer<pipeline::PipelineReport>>, ApiError> {
-    let handle = &projections(&state)?.models.pipeline;
+) -> Result<Response, ApiError> {
+    let handle = projections(&state)?.models.pipeline.clone();
     let query = pipeline::PipelineQuery {
         as_of: now_or(p.as_of),
         closed_from: p.closed_from,
@@ -131,13 +159,16 @@ pub async fn pipeline(
         coverage_close_window: p.coverage_from.zip(p.coverage_to),
         limit: p.limit,
     };
-    let config = handle.projection().config_ref();
-    let (report, applied) =
-        handle.read(|s, progress| (pipeline::report(s, config, &query), progress.position));
-    Ok(Json(ReadModelAnswer {
-        applied_position: applied.0,
-        report,
-    }))
+    let applied = handle.applied_position();
+    let key = canonical(&query)?;
+    let compute = offload("pipeline", move || {
+        let config = handle.projection().config_ref();
+        handle.read(|s, progress| (pipeline::report(s, config, &query), progress.position))
+    });
+    state
+        .answers
+        .answer("pipeline", key, applied.0, compute)
+        .await
 }
 
 /// Parameters of the churn report.
@@ -164,20 +195,20 @@ pub struct ChurnParams {
 pub async fn churn(
     State(state): State<AppState>,
     Query(p): Query<ChurnParams>,
-) -> Result<Json<ReadModelAnswer<churn::ChurnReport>>, ApiError> {
-    let handle = &projections(&state)?.models.churn;
+) -> Result<Response, ApiError> {
+    let handle = projections(&state)?.models.churn.clone();
     let query = churn::ChurnQuery {
         as_of: now_or(p.as_of),
         period: p.period_from.zip(p.period_to),
         limit: p.limit,
     };
-    let config = handle.projection().config_ref();
-    let (report, applied) =
-        handle.read(|s, progress| (churn::report(s, config, &query), progress.position));
-    Ok(Json(ReadModelAnswer {
-        applied_position: applied.0,
-        report,
-    }))
+    let applied = handle.applied_position();
+    let key = canonical(&query)?;
+    let compute = offload("churn", move || {
+        let config = handle.projection().config_ref();
+        handle.read(|s, progress| (churn::report(s, config, &query), progress.position))
+    });
+    state.answers.answer("churn", key, applied.0, compute).await
 }
 
 /// Parameters of the lifetime-value report.
@@ -203,20 +234,23 @@ pub struct LifetimeValueParams {
 pub async fn lifetime_value(
     State(state): State<AppState>,
     Query(p): Query<LifetimeValueParams>,
-) -> Result<Json<ReadModelAnswer<lifetime_value::LifetimeValueReport>>, ApiError> {
-    let handle = &projections(&state)?.models.lifetime_value;
+) -> Result<Response, ApiError> {
+    let handle = projections(&state)?.models.lifetime_value.clone();
     let query = lifetime_value::LifetimeValueQuery {
         as_of: now_or(p.as_of),
         account: p.account,
         limit: p.limit,
     };
-    let config = handle.projection().config_ref();
-    let (report, applied) =
-        handle.read(|s, progress| (lifetime_value::report(s, config, &query), progress.position));
-    Ok(Json(ReadModelAnswer {
-        applied_position: applied.0,
-        report,
-    }))
+    let applied = handle.applied_position();
+    let key = canonical(&query)?;
+    let compute = offload("lifetime-value", move || {
+        let config = handle.projection().config_ref();
+        handle.read(|s, progress| (lifetime_value::report(s, config, &query), progress.position))
+    });
+    state
+        .answers
+        .answer("lifetime-value", key, applied.0, compute)
+        .await
 }
 
 /// Parameters of the SLA report.
@@ -243,19 +277,19 @@ pub struct SlaParams {
 pub async fn sla(
     State(state): State<AppState>,
     Query(p): Query<SlaParams>,
-) -> Result<Json<ReadModelAnswer<sla::SlaReport>>, ApiError> {
-    let handle = &projections(&state)?.models.sla;
+) -> Result<Response, ApiError> {
+    let handle = projections(&state)?.models.sla.clone();
     let query = sla::SlaQuery {
         as_of: now_or(p.as_of),
         decided_from: p.decided_from,
         decided_to: p.decided_to,
         limit: p.limit,
     };
-    let config = handle.projection().config_ref();
-    let (report, applied) =
-        handle.read(|s, progress| (sla::report(s, config, &query), progress.position));
-    Ok(Json(ReadModelAnswer {
-        applied_position: applied.0,
-        report,
-    }))
+    let applied = handle.applied_position();
+    let key = canonical(&query)?;
+    let compute = offload("sla", move || {
+        let config = handle.projection().config_ref();
+        handle.read(|s, progress| (sla::report(s, config, &query), progress.position))
+    });
+    state.answers.answer("sla", key, applied.0, compute).await
 }
