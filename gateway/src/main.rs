@@ -569,11 +569,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.publish,
                 &config.data_dir,
             )?;
-            let served = http::serve(store, projections, listener, http::shutdown_signal()).await;
-            if let Some(publisher) = publisher {
-                publisher.stop().await;
-            }
-            served?;
+            http::serve(
+                store,
+                projections,
+                publisher,
+                listener,
+                http::shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Verb::Tail(args) => {
@@ -731,7 +734,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.read_models,
             )
             .context("starting the projections")?;
-            http::serve(store, Some(projections), listener, http::shutdown_signal()).await?;
+            http::serve(
+                store,
+                Some(projections),
+                None,
+                listener,
+                http::shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Verb::Project(args) => {

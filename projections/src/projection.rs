@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use crm_domain::DomainEvent;
-use crm_eventstore::{Position, RecordedEvent, StreamId};
+use crm_eventstore::{ChainHash, Position, RecordedEvent, StreamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,12 @@ pub struct Progress {
     pub position: Position,
     /// `recorded_at` of that event.
     pub last_recorded_at: Option<DateTime<Utc>>,
+    /// Chain hash of that event. A worker resuming from a snapshot checks that the log still
+    /// holds this hash at `position` (the log was not replaced, restored from an older
+    /// backup, or truncated since), and rebuilds from position 0 when it does not.
+    /// Absent in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_hash")]
+    pub chain_hash: Option<ChainHash>,
     /// Events applied.
     pub applied: u64,
     /// Events of types this projection does not consume.
@@ -201,6 +207,7 @@ pub(crate) fn apply_cached<P: Projection + ?Sized>(
     let rec = &event.record;
     progress.position = rec.position;
     progress.last_recorded_at = Some(rec.recorded_at);
+    progress.chain_hash = Some(rec.hash);
     let Some(kind) = event.kind else {
         progress.unknown_type += 1;
         progress.last_skip = Some(SkipNote {
@@ -264,4 +271,32 @@ pub fn fold_all<'a, P: Projection + ?Sized>(
         fold_recorded(projection, &mut state, &mut progress, record);
     }
     (state, progress)
+}
+
+/// `Option<ChainHash>` as lower-case hex in snapshot headers.
+mod hex_hash {
+    use crm_eventstore::ChainHash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(
+        hash: &Option<ChainHash>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match hash {
+            Some(h) => serializer.serialize_some(&h.to_hex()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<ChainHash>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        blake3::Hash::from_hex(&text)
+            .map(|h| Some(ChainHash(*h.as_bytes())))
+            .map_err(|e| serde::de::Error::custom(format!("chain_hash {text:?}: {e}")))
+    }
 }

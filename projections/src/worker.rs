@@ -279,6 +279,56 @@ impl<P: Projection> Worker<P> {
         }
     }
 
+    /// Checks that the log still holds the event the slot's checkpoint names: the same chain
+    /// hash at the checkpoint's position. When it does not (the log was replaced, restored
+    /// from an older backup, or truncated), the state was folded from another history: the
+    /// slot is reset to position 0, so the fold rebuilds it from this log, and the reason is
+    /// shown in `status`.
+    async fn check_anchor<S: EventStore>(
+        &self,
+        slot: &Slot<P::State>,
+        feed: &Feed<S>,
+    ) -> Result<(), Failure> {
+        let (position, expected) = {
+            let served = slot.read();
+            (served.progress.position, served.progress.chain_hash)
+        };
+        if position == Position::ZERO {
+            return Ok(());
+        }
+        let found = feed
+            .store()
+            .read_all(position, 1)
+            .await
+            .map_err(|e| Failure {
+                position,
+                message: format!("reading the log at the checkpoint failed: {e}"),
+            })?;
+        let reason = match (found.first(), expected) {
+            (Some(rec), _) if rec.position != position => Some(format!(
+                "the log has no event at the snapshot's checkpoint {position} (it returned {})",
+                rec.position
+            )),
+            (None, _) => Some(format!(
+                "the log ends before the snapshot's checkpoint {position} (restored from an older backup, or replaced?)"
+            )),
+            (Some(rec), Some(hash)) if rec.hash != hash => Some(format!(
+                "the log's event at the snapshot's checkpoint {position} has chain hash {}, the snapshot was folded up to {} (the log was replaced or restored?)",
+                rec.hash.to_hex(),
+                hash.to_hex()
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            warn!(projection = self.projection.name(), %reason, "snapshot does not match the log; rebuilding from position 0");
+            *slot.write() = Served::default();
+            slot.applied.send_replace(Position::ZERO);
+            slot.checkpoint.store(0, Ordering::Release);
+            self.runtime().rebuilt_because = Some(reason);
+        }
+        Ok(())
+    }
+
     /// One fold attempt: catch up from the slot's position, then follow the log until
     /// `limits` or `stop` end it.
     pub(crate) async fn fold_loop<S: EventStore>(
@@ -298,6 +348,9 @@ impl<P: Projection> Worker<P> {
             position,
             message: e.to_string(),
         };
+        if role == Role::Serving {
+            self.check_anchor(&slot, &feed).await?;
+        }
         loop {
             let applied = slot.applied();
             let next = applied.next().unwrap_or(applied);

@@ -361,3 +361,72 @@ async fn benchmark_stories_are_valid_histories_the_read_models_fold() {
     assert_eq!(models.churn.snapshot().0.subscriptions.len(), 40);
     assert_eq!(models.pipeline.snapshot().0.opportunities.len(), 80);
 }
+
+/// A log built from other operations than `store_with`'s: another history.
+async fn other_store(ops: u16) -> MemoryStore {
+    let store = MemoryStore::new();
+    let mut g = gen::Gen::new(gen::t0());
+    let mut serial = 0;
+    for i in 0..ops {
+        let events = g.op(((i % 8) as u8 + 2, i as u8, (i / 3) as u8, i));
+        gen::append(&store, &events, &mut serial).await;
+    }
+    store
+}
+
+/// A snapshot folded from one log, found beside another (the log was replaced, restored
+/// from an older backup, or truncated): the worker does not resume from it but rebuilds
+/// from position 0, says why, and reaches exactly the state a fresh fold of this log gives.
+#[tokio::test]
+async fn a_snapshot_of_another_log_is_not_resumed() {
+    let (first, _, _) = store_with(150).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut runner = ProjectionRunner::new(first.clone(), dir.path(), options());
+        let p = runner
+            .register(PipelineProjection::new(PipelineConfig::default()))
+            .unwrap();
+        runner.run_until_head().await.unwrap();
+        assert_eq!(p.applied_position(), first.head().position);
+    }
+    let checkpoint = first.head().position;
+    let longer = other_store(400).await;
+    let shorter = other_store(10).await;
+    assert!(longer.head().position > checkpoint && shorter.head().position < checkpoint);
+    for (replacement, expect_reason) in [
+        (longer, "chain hash"),
+        (shorter, "ends before the snapshot's checkpoint"),
+    ] {
+        let snapshot_dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("pipeline");
+        let to = snapshot_dir.path().join("pipeline");
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        let mut runner = ProjectionRunner::new(replacement.clone(), snapshot_dir.path(), options());
+        let p = runner
+            .register(PipelineProjection::new(PipelineConfig::default()))
+            .unwrap();
+        runner.run_until_head().await.unwrap();
+        let reason = runner.status().await[0].rebuilt_because.clone();
+        assert!(
+            reason.as_deref().is_some_and(|r| r.contains(expect_reason)),
+            "{reason:?}"
+        );
+        let all = replacement.read_all(Position::FIRST, 10_000).await.unwrap();
+        let expected = crm_projections::fold_all(p.projection(), &all);
+        assert_eq!(p.snapshot(), expected);
+    }
+
+    // The same log again: the snapshot is resumed, nothing is rebuilt.
+    let mut runner = ProjectionRunner::new(first.clone(), dir.path(), options());
+    let p = runner
+        .register(PipelineProjection::new(PipelineConfig::default()))
+        .unwrap();
+    assert_eq!(p.applied_position(), first.head().position);
+    runner.run_until_head().await.unwrap();
+    assert_eq!(runner.status().await[0].rebuilt_because, None);
+    assert_eq!(p.applied_position(), first.head().position);
+}

@@ -178,13 +178,14 @@ pub enum ServeError {
 
 /// Serves the API on `listener` until `signal` completes, then shuts down gracefully: stops
 /// accepting, ends the feeds, waits for in-flight requests, stops the projections (final
-/// snapshots), closes the store.
+/// snapshots), stops the publisher (checkpoint saved), closes the store.
 ///
 /// # Errors
 /// [`ServeError`] when the server fails.
 pub async fn serve(
     store: AnyStore,
     projections: Option<read_models::Projections>,
+    publisher: Option<crate::publish::Publisher<AnyStore>>,
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -201,6 +202,10 @@ pub async fn serve(
         if let Err(e) = projections.stop().await {
             eprintln!("warning: a projection did not stop cleanly: {e}");
         }
+    }
+    // The publisher reads the log: stop it (checkpoint saved) before the store closes.
+    if let Some(publisher) = publisher {
+        publisher.stop().await;
     }
     store.close().await;
     eprintln!("stopped: store closed");
