@@ -189,6 +189,14 @@ const METRIC_REQUESTS_DIVISOR: usize = 50;
 /// Requests per client in a metric scenario at most (`REQUESTS_PER_CLIENT_MAX` / the divisor).
 const METRIC_REQUESTS_PER_CLIENT_MAX: usize = REQUESTS_PER_CLIENT_MAX / METRIC_REQUESTS_DIVISOR;
 
+/// `minutes` before 2018-01-01T00:00:00Z, as RFC 3339 (distinct queries for the
+/// uncached scenarios).
+fn minutes_before_2018(minutes: usize) -> String {
+    let end_of_2017 = chrono::DateTime::<Utc>::from_timestamp(1_514_764_800, 0).unwrap_or_default();
+    let at = end_of_2017 - chrono::Duration::minutes(i64::try_from(minutes).unwrap_or(0));
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// A load call that GETs the path `path(client, i)` and fails on a non-2xx answer.
 fn get_ok(
     client: &reqwest::Client,
@@ -424,11 +432,11 @@ async fn run(
         took,
     ));
 
-    // 6–8. Read-model queries and a metric evaluation through HTTP, over the state at the head.
+    // 6–9. Read-model queries and metric evaluations through HTTP, over the state at the head.
     if with_data {
         let head = store.head().position;
         projections.models.pipeline.wait_for(head).await;
-        // 6. One query, repeated: after the first request, answered from the report cache.
+        // 6. One query, repeated: after the first request, answered from the answer cache.
         let (lat, took) = load(
             clients,
             requests,
@@ -447,14 +455,8 @@ async fn run(
             clients,
             requests,
             get_ok(&client, &base, |c, i| {
-                let minutes = c * REQUESTS_PER_CLIENT_MAX + i;
-                let as_of = chrono::DateTime::<Utc>::from_timestamp(1_514_678_400, 0)
-                    .unwrap_or_default()
-                    - chrono::Duration::minutes(i64::try_from(minutes).unwrap_or(0));
-                format!(
-                    "/v1/read-models/pipeline?as_of={}&limit=10",
-                    as_of.format("%Y-%m-%dT%H:%M:%SZ")
-                )
+                let as_of = minutes_before_2018(c * REQUESTS_PER_CLIENT_MAX + i);
+                format!("/v1/read-models/pipeline?as_of={as_of}&limit=10")
             }),
         )
         .await?;
@@ -483,16 +485,11 @@ async fn run(
             clients,
             metric_requests,
             get_ok(&client, &base, |c, i| {
-                // Distinct minutes before the end of 2017, all after the data's first quarter.
-                let minutes =
-                    c * METRIC_REQUESTS_PER_CLIENT_MAX + i % METRIC_REQUESTS_PER_CLIENT_MAX;
-                let to = chrono::DateTime::<Utc>::from_timestamp(1_514_678_400, 0)
-                    .unwrap_or_default()
-                    - chrono::Duration::minutes(i64::try_from(minutes).unwrap_or(0));
-                format!(
-                    "/v1/metrics/sales.win_rate?period=quarter&to={}",
-                    to.format("%Y-%m-%dT%H:%M:%SZ")
-                )
+                // Distinct instants, all after the data's first quarter.
+                let to = minutes_before_2018(
+                    c * METRIC_REQUESTS_PER_CLIENT_MAX + i % METRIC_REQUESTS_PER_CLIENT_MAX,
+                );
+                format!("/v1/metrics/sales.win_rate?period=quarter&to={to}")
             }),
         )
         .await?;
