@@ -49,6 +49,26 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
     assert!(line_with(&first, "sales.avg_deal_size").contains("USD 2360.91"));
     assert!(line_with(&first, "sales.cycle_duration").contains("51.78 d"));
     assert!(line_with(&first, "marketing.new_leads").contains("no data: needs LeadCaptured"));
+    // Helpdesk (SOURCE.md): 3,804 cases, 974 closed on the day opened = 25.60 %; the cases
+    // opened figure leaves out the 236 closed as invalid, and says so.
+    let same_day = line_with(&first, "service.cases_closed_same_day");
+    assert!(same_day.contains(" v4 "), "{same_day}");
+    assert!(
+        same_day.contains("25.60%") && same_day.contains("974 / 3804"),
+        "{same_day}"
+    );
+    let opened = line_with(&first, "service.cases_opened");
+    assert!(
+        opened.contains(" 3568 ") && opened.contains("excluded INVALID 236"),
+        "{opened}"
+    );
+    // Telco (SOURCE.md): 1,869 of 7,043 customers churned = 26.54 %.
+    let churn = line_with(&first, "customer.churn_rate");
+    assert!(churn.contains(" v3 "), "{churn}");
+    assert!(
+        churn.contains("26.54%") && churn.contains("1869 / 7043"),
+        "{churn}"
+    );
     // The redefinition shows both versions with different figures.
     assert!(first.contains("v1 Churn rate") && first.contains("v2 Revenue churn rate"));
     let y2019 = line_with(&first, "   2019 ");
