@@ -12,7 +12,8 @@
 //!    same query repeated (served by the answer cache after the first) and
 //! 7. a new query on every request (every report computed),
 //! 8. a metric evaluation through HTTP (`GET /v1/metrics/sales.win_rate`), repeated, and
-//! 9. a new one on every request (every one replays the log), with fewer requests.
+//! 9. a new one on every request (each computed from the view loaded for the head), with
+//!    fewer requests.
 //!
 //! Each client works on its own streams, so no request conflicts. Latencies are per request;
 //! the figures are percentiles, not averages.
@@ -480,7 +481,8 @@ async fn run(
             lat,
             took,
         ));
-        // 9. A different `to` on every request: each evaluation replays the log.
+        // 9. A different `to` on every request: each answer is computed, from the view of
+        //    the log loaded once for this head.
         let (lat, took) = load(
             clients,
             metric_requests,
@@ -494,7 +496,7 @@ async fn run(
         )
         .await?;
         scenarios.push(scenario(
-            "metric via HTTP, a new query each time (log replayed)",
+            "metric via HTTP, a new query each time (computed)",
             lat,
             took,
         ));

@@ -17,6 +17,7 @@ use crm_projections::metrics::{
 };
 use serde::Deserialize;
 use std::future::Future;
+use std::sync::Arc;
 use utoipa::IntoParams;
 
 use super::answer_cache::Rendered;
@@ -261,8 +262,13 @@ pub async fn evaluate(
     let version = params.version;
     let (key, head) = cache_key(&state, &uri, "");
     let compute = async {
+        let views = Arc::clone(&state.views);
         let ev = offload(&state, move |store, reg| async move {
-            metrics::evaluate(&store, &reg, &id, version, &query).await
+            let m = reg.get(&id, version)?;
+            let view = views
+                .view(&store, &reg, std::slice::from_ref(&m), &query)
+                .await?;
+            metrics::evaluate_in(&view, &reg, &m, &query)
         })
         .await?;
         Rendered::json("evaluation", &ev)
@@ -299,8 +305,14 @@ pub async fn compare(
     let query = params.query()?;
     let (key, head) = cache_key(&state, &uri, "");
     let compute = async {
+        let views = Arc::clone(&state.views);
         let cmp = offload(&state, move |store, reg| async move {
-            metrics::compare(&store, &reg, &id, &versions, &query).await
+            let defs = versions
+                .iter()
+                .map(|v| reg.get(&id, Some(*v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let view = views.view(&store, &reg, &defs, &query).await?;
+            metrics::compare_in(&view, &reg, &defs, &query)
         })
         .await?;
         Rendered::json("comparison", &cmp)
@@ -338,8 +350,13 @@ pub async fn explain(
     let version = params.version;
     let (key, head) = cache_key(&state, &uri, if csv { "csv" } else { "json" });
     let compute = async {
+        let views = Arc::clone(&state.views);
         let x = offload(&state, move |store, reg| async move {
-            metrics::explain(&store, &reg, &id, version, &query, &sel).await
+            let m = reg.get(&id, version)?;
+            let view = views
+                .view(&store, &reg, std::slice::from_ref(&m), &query)
+                .await?;
+            metrics::explain_in(&view, &reg, &m, &query, &sel)
         })
         .await?;
         if csv {

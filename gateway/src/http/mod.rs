@@ -30,6 +30,7 @@ pub mod ops;
 pub mod problem;
 pub mod read_models;
 pub mod reads;
+pub mod view_cache;
 pub mod write;
 
 use std::future::Future;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub projections: Option<read_models::Projections>,
     /// Rendered answers of the read models and metrics (see [`answer_cache`]).
     pub answers: Arc<answer_cache::AnswerCache>,
+    /// Metric views loaded at the current head (see [`view_cache`]).
+    pub views: Arc<view_cache::ViewCache>,
 }
 
 #[derive(OpenApi)]
@@ -119,6 +122,7 @@ pub fn router(
         openapi: Arc::new(OnceLock::new()),
         projections,
         answers: Arc::new(answer_cache::AnswerCache::default()),
+        views: Arc::new(view_cache::ViewCache::default()),
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))

@@ -358,6 +358,24 @@ pub async fn compare<S: EventStore>(
         .map(|v| registry.get(id, Some(*v)))
         .collect::<Result<Vec<_>, _>>()?;
     let view = load_view(store, registry, &metrics, query.as_of, query.known_at).await?;
+    compare_in(&view, registry, &metrics, query)
+}
+
+/// [`compare`] against a view loaded by [`load_view`] for `metrics` (versions of one metric).
+///
+/// # Errors
+/// As [`compare`].
+pub fn compare_in(
+    view: &LogView,
+    registry: &Registry,
+    metrics: &[Arc<RegisteredMetric>],
+    query: &Query,
+) -> Result<Comparison, MetricError> {
+    if metrics.is_empty() || metrics.len() > COMPARE_VERSIONS_MAX {
+        return Err(MetricError::Query(format!(
+            "compare takes 1..={COMPARE_VERSIONS_MAX} versions"
+        )));
+    }
     let mut out = Comparison {
         metrics: Vec::new(),
         statuses: Vec::new(),
@@ -368,7 +386,7 @@ pub async fn compare<S: EventStore>(
     let mut cells: BTreeMap<CellId, Vec<Option<Figure>>> = BTreeMap::new();
     let n = metrics.len();
     for (i, m) in metrics.iter().enumerate() {
-        let ev = evaluate_in(&view, registry, m, query)?;
+        let ev = evaluate_in(view, registry, m, query)?;
         out.metrics.push(ev.metric);
         out.statuses.push(ev.status);
         for f in ev.figures {

@@ -18,7 +18,7 @@ use super::engine::{Num, Row};
 use super::error::MetricError;
 use super::evaluate::{display, load_view, run_in, Evaluation, MetricRef, Query};
 use super::period::Period;
-use super::registry::Registry;
+use super::registry::{RegisteredMetric, Registry};
 use super::view::{KnownAt, LogMark, LogView};
 
 /// Most rows one explain page returns.
@@ -178,7 +178,27 @@ pub async fn explain<S: EventStore>(
         query.known_at,
     )
     .await?;
-    let (ev, mut computed, periods) = run_in(&view, registry, &m, query)?;
+    explain_in(&view, registry, &m, query, sel)
+}
+
+/// [`explain`] against a view loaded by [`load_view`] for `m` (a view can be shared by
+/// several questions at one log position).
+///
+/// # Errors
+/// As [`explain`].
+pub fn explain_in(
+    view: &LogView,
+    registry: &Registry,
+    m: &RegisteredMetric,
+    query: &Query,
+    sel: &ExplainSelect,
+) -> Result<Explanation, MetricError> {
+    if let Some(d) = sel.dims.keys().find(|d| !query.by.contains(d)) {
+        return Err(MetricError::Query(format!(
+            "select dimension `{d}` is not in the query's `by`"
+        )));
+    }
+    let (ev, mut computed, periods) = run_in(view, registry, m, query)?;
     computed
         .rows
         .sort_by(|a, b| (a.period, &a.input, a.ev).cmp(&(b.period, &b.input, b.ev)));
@@ -217,7 +237,7 @@ pub async fn explain<S: EventStore>(
         .iter()
         .skip(sel.offset)
         .take(limit)
-        .filter_map(|r| explain_row(&view, &periods, &query.by, r))
+        .filter_map(|r| explain_row(view, &periods, &query.by, r))
         .collect();
     let next = sel.offset.saturating_add(limit);
     let figures = ev

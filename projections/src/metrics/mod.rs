@@ -50,10 +50,10 @@ pub use definition::{parse_catalog, parse_definition, MetricDefinition};
 pub use engine::Num;
 pub use error::{DefinitionError, MetricError};
 pub use evaluate::{
-    compare, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure, MetricRef, Query,
-    Status,
+    compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,
+    MetricRef, Query, Status,
 };
-pub use explain::{diff, explain, to_csv, Diff, ExplainSelect, Explanation};
+pub use explain::{diff, explain, explain_in, to_csv, Diff, ExplainSelect, Explanation};
 pub use period::{Grain, Period};
 pub use registry::{
     define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry, METRIC_DEFINED,
