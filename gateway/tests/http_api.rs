@@ -325,6 +325,20 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         assert!(content["schema"].is_object(), "{status}: {responses}");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    // The cached analytics routes document their `Cache-Status` header.
+    for path in [
+        "/v1/read-models/pipeline",
+        "/v1/read-models/churn",
+        "/v1/read-models/lifetime-value",
+        "/v1/read-models/sla",
+        "/v1/metrics/{id}",
+        "/v1/metrics/{id}/compare",
+        "/v1/metrics/{id}/explain",
+        "/v1/metrics/{id}/diff",
+    ] {
+        let header = &doc["paths"][path]["get"]["responses"]["200"]["headers"]["cache-status"];
+        assert!(header.is_object(), "{path}: {header}");
+    }
     assert!(doc["components"]["schemas"]["CommandResult"].is_object());
     assert!(doc["components"]["schemas"]["EventLine"].is_object());
     // Every documented GET path is served (no "no such route").

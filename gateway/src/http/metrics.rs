@@ -247,7 +247,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<MetricSummar
 #[utoipa::path(get, path = "/v1/metrics/{id}", tag = "metrics",
     params(("id" = String, Path, description = "Metric id, e.g. `sales.win_rate`"), MetricParams),
     responses(
-        (status = 200, description = "The evaluation", body = Object),
+        (status = 200, description = "The evaluation", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query (unknown dimension, bad period, bad time)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
@@ -280,7 +280,7 @@ pub async fn evaluate(
 #[utoipa::path(get, path = "/v1/metrics/{id}/compare", tag = "metrics",
     params(("id" = String, Path, description = "Metric id"), CompareParams, MetricParams),
     responses(
-        (status = 200, description = "The comparison", body = Object),
+        (status = 200, description = "The comparison", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query or version list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
@@ -331,7 +331,7 @@ pub async fn compare(
         (status = 200, description = "A page of the derivation record (JSON, or CSV rows)", content(
             (Object = "application/json"),
             (String = "text/csv"),
-        )),
+        ), headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query or selection", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
@@ -379,7 +379,7 @@ pub async fn explain(
 #[utoipa::path(get, path = "/v1/metrics/{id}/diff", tag = "metrics",
     params(("id" = String, Path, description = "Metric id"), DiffParams, MetricParams),
     responses(
-        (status = 200, description = "The diff", body = Object),
+        (status = 200, description = "The diff", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query or report date", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such metric or version", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),

@@ -142,7 +142,7 @@ pub struct PipelineParams {
 /// The sales pipeline: open pipeline, stage times, conversion, win/loss, coverage.
 #[utoipa::path(get, path = "/v1/read-models/pipeline", tag = "read models", params(PipelineParams),
     responses(
-        (status = 200, description = "The pipeline report", body = ReadModelAnswer<Object>),
+        (status = 200, description = "The pipeline report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -188,7 +188,7 @@ pub struct ChurnParams {
 /// Churn: rates by customers and revenue, and risk signals per customer.
 #[utoipa::path(get, path = "/v1/read-models/churn", tag = "read models", params(ChurnParams),
     responses(
-        (status = 200, description = "The churn report", body = ReadModelAnswer<Object>),
+        (status = 200, description = "The churn report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -227,7 +227,7 @@ pub struct LifetimeValueParams {
 #[utoipa::path(get, path = "/v1/read-models/lifetime-value", tag = "read models",
     params(LifetimeValueParams),
     responses(
-        (status = 200, description = "The lifetime-value report", body = ReadModelAnswer<Object>),
+        (status = 200, description = "The lifetime-value report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -270,7 +270,7 @@ pub struct SlaParams {
 /// Service levels: compliance, breaches, backlog, first-contact resolution.
 #[utoipa::path(get, path = "/v1/read-models/sla", tag = "read models", params(SlaParams),
     responses(
-        (status = 200, description = "The SLA report", body = ReadModelAnswer<Object>),
+        (status = 200, description = "The SLA report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
     ))]
