@@ -483,6 +483,14 @@ async fn read_models_follow_the_log_and_answer_as_of_any_instant() {
         metrics.contains("crm_projection_lag_events{projection=\"pipeline\"}"),
         "{metrics}"
     );
+    for result in ["hit", "miss"] {
+        let counter =
+            format!("crm_answer_cache_requests_total{{route=\"pipeline\",result=\"{result}\"}}");
+        assert!(
+            metrics.contains(&counter),
+            "{counter} missing from\n{metrics}"
+        );
+    }
 }
 
 const WIN_RATE_V3: &str = r#"

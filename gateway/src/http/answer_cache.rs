@@ -15,7 +15,8 @@
 //! and age out.
 //!
 //! Every answer carries an RFC 9211 `Cache-Status` header: `crm-answer-cache; hit`, or
-//! `crm-answer-cache; fwd=miss; stored` when it was computed for this request.
+//! `crm-answer-cache; fwd=miss; stored` when it was computed for this request; `/metrics`
+//! counts both in `crm_answer_cache_requests_total{route, result}`.
 
 use std::future::Future;
 
@@ -110,14 +111,16 @@ impl AnswerCache {
         compute: impl Future<Output = Result<Rendered, ApiError>>,
     ) -> Result<Response, ApiError> {
         let key: Key = (route, query, position);
-        let (rendered, status) = match self.answers.get_value_or_guard_async(&key).await {
-            Ok(rendered) => (rendered, HIT),
+        let (rendered, status, result) = match self.answers.get_value_or_guard_async(&key).await {
+            Ok(rendered) => (rendered, HIT, "hit"),
             Err(guard) => {
                 let rendered = compute.await?;
                 let _ = guard.insert(rendered.clone());
-                (rendered, MISS)
+                (rendered, MISS, "miss")
             }
         };
+        metrics::counter!("crm_answer_cache_requests_total", "route" => route, "result" => result)
+            .increment(1);
         Ok((
             [
                 (
