@@ -174,6 +174,16 @@ impl ChainHash {
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// Parses the 64-digit hex form (either case).
+    ///
+    /// # Errors
+    /// A message naming what is wrong with `text`.
+    pub fn from_hex(text: &str) -> Result<ChainHash, String> {
+        blake3::Hash::from_hex(text)
+            .map(|h| ChainHash(*h.as_bytes()))
+            .map_err(|e| format!("{text:?} is not a 64-digit hex chain hash: {e}"))
+    }
 }
 
 impl fmt::Debug for ChainHash {

@@ -42,7 +42,7 @@ enum Verb {
     /// Print events of a stream or of the global log, or follow the log live.
     Events(EventsArgs),
     /// Check the checksum and hash chain of every record; exit code 1 on the first bad one.
-    Verify(JsonFlag),
+    Verify(VerifyArgs),
     /// Count events per type and stream category; show the head position and hash.
     Stats(JsonFlag),
     /// Serve the HTTP API (JSON under /v1, /openapi.json) and run the projections until
@@ -380,6 +380,18 @@ struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// Also check that the record at POSITION still has chain hash HASH (as printed by
+    /// `crm stats` or beside a metric figure: "computed at log position P chain hash H"):
+    /// with a clean chain, a match proves records 1..=POSITION unchanged since. Repeatable.
+    #[arg(long = "anchor", value_name = "POSITION:HASH")]
+    anchors: Vec<verbs::Anchor>,
+}
+
+#[derive(Debug, Args)]
 struct JsonFlag {
     /// Machine-readable output.
     #[arg(long)]
@@ -497,8 +509,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Verify(args) => {
             let store = open_existing(&config).await?;
             let report = verbs::verify(&store, true).await?;
+            let anchors = verbs::check_anchors(&store, &args.anchors).await;
             store.close().await;
-            let ok = report.is_ok();
+            let anchors = anchors?;
+            let ok = report.is_ok() && anchors.iter().all(|a| a.ok);
             if args.json {
                 let json = serde_json::json!({
                     "ok": ok,
@@ -507,20 +521,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "last_good_hash": report.last_good.hash.to_hex(),
                     "first_bad_position": report.first_bad.as_ref().map(|(p, _)| p.0),
                     "first_bad_reason": report.first_bad.as_ref().map(|(_, r)| r.clone()),
+                    "anchors": anchors,
                 });
                 writeln!(stdout, "{json}")?;
-            } else if let Some((position, reason)) = &report.first_bad {
-                writeln!(
-                    stdout,
-                    "verify FAILED at position {position}: {reason}\n{} records before it are intact (last good hash {}); restore the log from a replica or backup",
-                    report.checked, report.last_good.hash
-                )?;
             } else {
-                writeln!(
-                    stdout,
-                    "verify ok: {} records, head position {} hash {}",
-                    report.checked, report.last_good.position, report.last_good.hash
-                )?;
+                if let Some((position, reason)) = &report.first_bad {
+                    writeln!(
+                        stdout,
+                        "verify FAILED at position {position}: {reason}\n{} records before it are intact (last good hash {}); restore the log from a replica or backup",
+                        report.checked, report.last_good.hash
+                    )?;
+                } else {
+                    writeln!(
+                        stdout,
+                        "verify ok: {} records, head position {} hash {}",
+                        report.checked, report.last_good.position, report.last_good.hash
+                    )?;
+                }
+                for anchor in &anchors {
+                    writeln!(stdout, "{anchor}")?;
+                }
             }
             Ok(if ok {
                 ExitCode::SUCCESS

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
-    verify_with_progress, EventStore, Position, ReadError, RecordedEvent, StreamId, StreamIdError,
-    StreamVersion, VerifyReport,
+    verify_with_progress, ChainHash, EventStore, Position, ReadError, RecordedEvent, StreamId,
+    StreamIdError, StreamVersion, VerifyReport,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -138,6 +138,103 @@ pub async fn verify<S: EventStore>(store: &S, progress: bool) -> Result<VerifyRe
         verify_with_progress(store, Position::FIRST, None, |p| bar.set_position(p.0)).await;
     bar.finish_and_clear();
     report
+}
+
+/// A log position and the chain hash its record had when the anchor was taken (printed by
+/// `crm stats`, `crm verify` and every metric figure: "computed at log position P chain hash
+/// H"). Because each chain hash covers its predecessor's, a record with the same hash at the
+/// same position proves that positions 1..=P are exactly the records the anchor was taken
+/// from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// The position.
+    pub position: Position,
+    /// The chain hash expected there.
+    pub hash: ChainHash,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Anchor, String> {
+        let usage = "write the anchor as POSITION:HASH, e.g. 62617:2c5094…(64 hex digits), as printed by `crm stats` or a metric's \"computed at\" line";
+        let (position, hash) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} has no `:`; {usage}"))?;
+        let position: u64 = position
+            .trim()
+            .parse()
+            .map_err(|_| format!("{position:?} is not a log position; {usage}"))?;
+        if position == 0 {
+            return Err(format!("position 0 holds no record; {usage}"));
+        }
+        let hash = ChainHash::from_hex(hash.trim()).map_err(|e| format!("{e}; {usage}"))?;
+        Ok(Anchor {
+            position: Position(position),
+            hash,
+        })
+    }
+}
+
+/// What the log holds at an anchor's position.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AnchorCheck {
+    /// The anchor's position.
+    pub position: u64,
+    /// The hash the anchor expects (hex).
+    pub expected_hash: String,
+    /// The hash the log's record there has (hex); `None` when the log ends before.
+    pub found_hash: Option<String>,
+    /// Whether they are equal.
+    pub ok: bool,
+}
+
+impl fmt::Display for AnchorCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.found_hash, self.ok) {
+            (_, true) => write!(
+                f,
+                "anchor {} ok: the log's records 1..={} are the ones hash {} was taken from",
+                self.position, self.position, self.expected_hash
+            ),
+            (Some(found), false) => write!(
+                f,
+                "anchor {} FAILED: the log's record there has chain hash {found}, the anchor says {}; the log up to {} is not the one the anchor was taken from (altered, replaced, or restored from another backup)",
+                self.position, self.expected_hash, self.position
+            ),
+            (None, false) => write!(
+                f,
+                "anchor {} FAILED: the log ends before position {} (truncated, or restored from an older backup)",
+                self.position, self.position
+            ),
+        }
+    }
+}
+
+/// Checks each anchor against the record the log holds at its position. Combined with a
+/// clean `verify` of the chain, a matching anchor proves the whole prefix unchanged.
+///
+/// # Errors
+/// [`ReadError`] when a record cannot be read.
+pub async fn check_anchors<S: EventStore>(
+    store: &S,
+    anchors: &[Anchor],
+) -> Result<Vec<AnchorCheck>, ReadError> {
+    let mut checks = Vec::with_capacity(anchors.len());
+    for anchor in anchors {
+        let page = store.read_all(anchor.position, 1).await?;
+        let found = page
+            .first()
+            .filter(|r| r.position == anchor.position)
+            .map(|r| r.hash);
+        checks.push(AnchorCheck {
+            position: anchor.position.0,
+            expected_hash: anchor.hash.to_hex(),
+            found_hash: found.map(|h| h.to_hex()),
+            ok: found == Some(anchor.hash),
+        });
+    }
+    Ok(checks)
 }
 
 /// Counts of the log.

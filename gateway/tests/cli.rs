@@ -226,6 +226,52 @@ fn verify_passes_after_import_and_names_a_flipped_record() {
     );
     assert!(text(&out.stdout).contains("verify ok: 6 records"));
 
+    // Anchors: the head `stats` reports, and an earlier record's hash, hold; a wrong hash, a
+    // position past the head and a malformed anchor do not.
+    let stats: serde_json::Value =
+        serde_json::from_slice(&crm(&data, &["stats", "--json"]).stdout).unwrap();
+    let head_anchor = format!("6:{}", stats["head_hash"].as_str().unwrap());
+    let events = crm(&data, &["events", "--json", "--from", "3", "--limit", "1"]);
+    let third: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    let third_anchor = format!("3:{}", third["hash"].as_str().unwrap());
+    let out = crm(
+        &data,
+        &[
+            "verify",
+            "--anchor",
+            &head_anchor,
+            "--anchor",
+            &third_anchor,
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("anchor 6 ok") && stdout.contains("anchor 3 ok"),
+        "{stdout}"
+    );
+    let wrong = format!("4:{}", third["hash"].as_str().unwrap());
+    let out = crm(&data, &["verify", "--anchor", &wrong]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("anchor 4 FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
+    let beyond = format!("7:{}", third["hash"].as_str().unwrap());
+    let out = crm(&data, &["verify", "--json", "--anchor", &beyond]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["anchors"][0]["ok"], false);
+    assert_eq!(report["anchors"][0]["found_hash"], serde_json::Value::Null);
+    let out = crm(&data, &["verify", "--anchor", "6-abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("POSITION:HASH"),
+        "{}",
+        text(&out.stderr)
+    );
+
     crm_eventstore::sled_store::testing::flip_byte(&data.join("log"), Position(4)).unwrap();
     let out = crm(&data, &["verify"]);
     assert_eq!(out.status.code(), Some(1));

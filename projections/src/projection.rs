@@ -295,8 +295,8 @@ mod hex_hash {
         let Some(text) = Option::<String>::deserialize(deserializer)? else {
             return Ok(None);
         };
-        blake3::Hash::from_hex(&text)
-            .map(|h| Some(ChainHash(*h.as_bytes())))
-            .map_err(|e| serde::de::Error::custom(format!("chain_hash {text:?}: {e}")))
+        ChainHash::from_hex(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
