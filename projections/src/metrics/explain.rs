@@ -152,6 +152,16 @@ fn selected(ev: &Evaluation, periods: &[Period], sel: &ExplainSelect, r: &Row) -
     period_ok && dims_ok
 }
 
+/// A selection may only name dimensions the query groups by.
+fn check_select(query: &Query, sel: &ExplainSelect) -> Result<(), MetricError> {
+    match sel.dims.keys().find(|d| !query.by.contains(d)) {
+        Some(d) => Err(MetricError::Query(format!(
+            "select dimension `{d}` is not in the query's `by`"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The facts behind the figures of `id` for `query`, one page.
 ///
 /// # Errors
@@ -164,11 +174,7 @@ pub async fn explain<S: EventStore>(
     query: &Query,
     sel: &ExplainSelect,
 ) -> Result<Explanation, MetricError> {
-    if let Some(d) = sel.dims.keys().find(|d| !query.by.contains(d)) {
-        return Err(MetricError::Query(format!(
-            "select dimension `{d}` is not in the query's `by`"
-        )));
-    }
+    check_select(query, sel)?;
     let m = registry.get(id, version)?;
     let view = load_view(
         store,
@@ -193,11 +199,7 @@ pub fn explain_in(
     query: &Query,
     sel: &ExplainSelect,
 ) -> Result<Explanation, MetricError> {
-    if let Some(d) = sel.dims.keys().find(|d| !query.by.contains(d)) {
-        return Err(MetricError::Query(format!(
-            "select dimension `{d}` is not in the query's `by`"
-        )));
-    }
+    check_select(query, sel)?;
     let (ev, mut computed, periods) = run_in(view, registry, m, query)?;
     computed
         .rows
