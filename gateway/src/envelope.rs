@@ -160,3 +160,44 @@ mod tests {
         assert!(json.is_none() && hex.is_none());
     }
 }
+
+/// Which events of a log read to keep: all when every field is `None`. Used by
+/// `GET /v1/events` and `crm events`, e.g. to trace every event one request or one import
+/// run wrote (its correlation id) or that one event caused (its causation id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Stream category, e.g. `opportunity`.
+    pub category: Option<String>,
+    /// Event type, e.g. `OpportunityWon`.
+    pub event_type: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+}
+
+impl EventFilter {
+    /// Whether the filter keeps every event.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == EventFilter::default()
+    }
+
+    /// Whether `event` passes every condition set.
+    #[must_use]
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.category
+            .as_deref()
+            .is_none_or(|c| event.stream_id.category() == c)
+            && self
+                .event_type
+                .as_deref()
+                .is_none_or(|t| event.event_type == t)
+            && self
+                .correlation_id
+                .is_none_or(|id| event.correlation_id == Some(id))
+            && self
+                .causation_id
+                .is_none_or(|id| event.causation_id == Some(id))
+    }
+}

@@ -377,6 +377,19 @@ struct EventsArgs {
     /// One JSON object per line (the form `crm import jsonl` reads).
     #[arg(long)]
     json: bool,
+    /// Only events of this stream category (e.g. `opportunity`).
+    #[arg(long)]
+    category: Option<String>,
+    /// Only events of this type (e.g. `OpportunityWon`).
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only events with this correlation id: every event one HTTP request
+    /// (`X-Correlation-Id`) or one import run wrote.
+    #[arg(long, value_name = "UUID")]
+    correlation: Option<uuid::Uuid>,
+    /// Only events with this causation id: the events one event caused.
+    #[arg(long, value_name = "UUID")]
+    causation: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Args)]
@@ -502,6 +515,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit: args.limit,
                 follow: args.follow,
                 json: args.json,
+                filter: crm_gateway::envelope::EventFilter {
+                    category: args.category,
+                    event_type: args.event_type,
+                    correlation_id: args.correlation,
+                    causation_id: args.causation,
+                },
             };
             verbs::events(&store, &query, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)

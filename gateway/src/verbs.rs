@@ -12,7 +12,7 @@ use crm_eventstore::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::envelope::EventLine;
+use crate::envelope::{EventFilter, EventLine};
 
 /// Most events one `crm events` call prints without `--follow`.
 pub const EVENTS_LIMIT_MAX: usize = 100_000;
@@ -49,6 +49,8 @@ pub struct EventsQuery {
     pub follow: bool,
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// Only the events this keeps.
+    pub filter: EventFilter,
 }
 
 fn print_event(out: &mut impl Write, event: &RecordedEvent, json: bool) -> Result<(), VerbError> {
@@ -87,7 +89,8 @@ pub async fn events<S: EventStore>(
         let mut subscription = store.subscribe(Position(query.from));
         while let Some(event) = subscription.next().await {
             let event = event?;
-            if stream.as_ref().is_none_or(|s| *s == event.stream_id) {
+            if stream.as_ref().is_none_or(|s| *s == event.stream_id) && query.filter.matches(&event)
+            {
                 print_event(out, &event, query.json)?;
                 out.flush().map_err(output)?;
                 printed += 1;
@@ -97,8 +100,14 @@ pub async fn events<S: EventStore>(
     }
     let limit = query.limit.min(EVENTS_LIMIT_MAX);
     let mut next = query.from;
+    // A filtered read scans whole pages until `limit` events matched or the log ends.
+    let filtered = !query.filter.is_empty();
     while usize::try_from(printed).unwrap_or(usize::MAX) < limit {
-        let want = (limit - usize::try_from(printed).unwrap_or(limit)).min(READ_PAGE_MAX);
+        let want = if filtered {
+            READ_PAGE_MAX
+        } else {
+            (limit - usize::try_from(printed).unwrap_or(limit)).min(READ_PAGE_MAX)
+        };
         let page = match &stream {
             Some(s) => store.read_stream(s, StreamVersion(next), want).await?,
             None => store.read_all(Position(next), want).await?,
@@ -108,7 +117,10 @@ pub async fn events<S: EventStore>(
             Some(_) => last.stream_version.0 + 1,
             None => last.position.0 + 1,
         };
-        for event in &page {
+        for event in page.iter().filter(|e| query.filter.matches(e)) {
+            if usize::try_from(printed).unwrap_or(usize::MAX) >= limit {
+                break;
+            }
             print_event(out, event, query.json)?;
             printed += 1;
         }

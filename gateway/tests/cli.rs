@@ -234,6 +234,17 @@ fn verify_passes_after_import_and_names_a_flipped_record() {
     let events = crm(&data, &["events", "--json", "--from", "3", "--limit", "1"]);
     let third: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
     let third_anchor = format!("3:{}", third["hash"].as_str().unwrap());
+    // The import run's correlation id traces all 6 events; an unknown type matches none.
+    let run = third["correlation_id"].as_str().unwrap();
+    let traced = crm(&data, &["events", "--json", "--correlation", run]);
+    assert_eq!(
+        text(&traced.stdout).lines().count(),
+        6,
+        "{}",
+        text(&traced.stderr)
+    );
+    let none = crm(&data, &["events", "--type", "NoSuchType"]);
+    assert!(none.status.success() && none.stdout.is_empty());
     let out = crm(
         &data,
         &[

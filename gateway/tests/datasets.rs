@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crm_domain::aggregates::opportunity::OpportunityEvent;
 use crm_domain::DomainEvent;
 use crm_eventstore::{EventStore, Position, RecordedEvent, SledStore};
+use crm_gateway::envelope::EventFilter;
 use crm_gateway::import::{self, ImportSummary, OnError, Plan, RunOptions};
 use crm_gateway::verbs::{self, EventsQuery};
 
@@ -251,9 +252,44 @@ async fn helpdesk_counts_match_the_file_and_export_round_trips() {
         limit: 100_000,
         follow: false,
         json: true,
+        filter: EventFilter::default(),
     };
     let printed = verbs::events(&store, &query, &mut jsonl).await.unwrap();
     assert_eq!(printed, events.len() as u64);
+    // Filters: one type; one import run's correlation id (every event of this import).
+    let filtered = |filter: EventFilter| {
+        let query = EventsQuery {
+            filter,
+            json: false,
+            ..query.clone()
+        };
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            verbs::events(&store, &query, &mut out).await.unwrap()
+        }
+    };
+    let repeated = filtered(EventFilter {
+        event_type: Some("CaseCloseRepeated".into()),
+        ..EventFilter::default()
+    })
+    .await;
+    assert_eq!(repeated, count(&events, "CaseCloseRepeated") as u64);
+    let run = events[0]
+        .correlation_id
+        .expect("imports set a correlation id");
+    let traced = filtered(EventFilter {
+        correlation_id: Some(run),
+        ..EventFilter::default()
+    })
+    .await;
+    assert_eq!(traced, events.len() as u64);
+    let other_run = filtered(EventFilter {
+        correlation_id: Some(uuid::Uuid::nil()),
+        ..EventFilter::default()
+    })
+    .await;
+    assert_eq!(other_run, 0);
     let export = dir.path().join("export.jsonl");
     std::fs::write(&export, &jsonl).unwrap();
     store.close().await;

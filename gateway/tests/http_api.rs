@@ -268,6 +268,26 @@ async fn log_reads_are_paged_with_a_capped_page_size() {
     let next = page["next_from"].as_u64().unwrap();
     assert!(next > page["events"][9]["position"].as_u64().unwrap());
 
+    // Tracing one request: its correlation id selects exactly the events it wrote.
+    let correlation = "0192f0a0-0000-7000-8000-00000000c0de";
+    let (status, _, written) = server
+        .command(
+            "account",
+            &open_account("traced"),
+            &[("x-correlation-id", correlation)],
+        )
+        .await;
+    assert_eq!(status, 200, "{written}");
+    let (_, page) = server
+        .get(&format!("/v1/events?correlation={correlation}"))
+        .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["correlation_id"], correlation);
+    assert_eq!(events[0]["stream_id"], "account-traced");
+    let (status, problem) = server.get("/v1/events?correlation=nope").await;
+    assert_eq!(status, 400, "{problem}");
+
     // Stream reads page by version.
     let (status, page) = server.get("/v1/streams/account-K-7?limit=5000").await;
     assert_eq!((status, &page["limit"]), (200, &json!(1_000)));

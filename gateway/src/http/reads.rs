@@ -8,11 +8,12 @@ use axum::Json;
 use crm_eventstore::{EventStore, Position, StreamId, StreamVersion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::aggregates::{catalog, AggregateInfo};
 use super::problem::{ApiError, Problem};
 use super::{AppState, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-use crate::envelope::EventLine;
+use crate::envelope::{EventFilter, EventLine};
 
 /// Records of the global log one filtered read looks at, at most.
 pub const LOG_SCAN_MAX: usize = 10_000;
@@ -41,6 +42,21 @@ pub struct LogQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub event_type: Option<String>,
+    /// Only events with this correlation id (one request's `X-Correlation-Id`, one import run).
+    pub correlation: Option<Uuid>,
+    /// Only events with this causation id.
+    pub causation: Option<Uuid>,
+}
+
+impl LogQuery {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            category: self.category.clone(),
+            event_type: self.event_type.clone(),
+            correlation_id: self.correlation,
+            causation_id: self.causation,
+        }
+    }
 }
 
 /// One page of events.
@@ -130,20 +146,18 @@ pub async fn read_log(
     let limit = limit(query.limit);
     let head = state.store.head().position;
     let from = Position(query.from.unwrap_or(1).max(1));
-    let filtered = query.category.is_some() || query.event_type.is_some();
-    let scan = if filtered { LOG_SCAN_MAX } else { limit };
-    let page = state.store.read_all(from, scan).await?;
-    let matches = |e: &&crm_eventstore::RecordedEvent| {
-        query
-            .category
-            .as_deref()
-            .is_none_or(|c| e.stream_id.category() == c)
-            && query
-                .event_type
-                .as_deref()
-                .is_none_or(|t| e.event_type == t)
+    let filter = query.filter();
+    let scan = if filter.is_empty() {
+        limit
+    } else {
+        LOG_SCAN_MAX
     };
-    let selected: Vec<_> = page.iter().filter(matches).take(limit).collect();
+    let page = state.store.read_all(from, scan).await?;
+    let selected: Vec<_> = page
+        .iter()
+        .filter(|e| filter.matches(e))
+        .take(limit)
+        .collect();
     // Continue after the last event returned, or after the scanned range when the page is
     // not full (nothing more matched in it).
     let last_seen = if selected.len() == limit {
