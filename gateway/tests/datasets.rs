@@ -274,7 +274,7 @@ async fn helpdesk_counts_match_the_file_and_export_round_trips() {
         ..EventFilter::default()
     })
     .await;
-    assert_eq!(repeated, count(&events, "CaseCloseRepeated") as u64);
+    assert_eq!(repeated, count(&events, "CaseCloseRepeated"));
     let run = events[0]
         .correlation_id
         .expect("imports set a correlation id");
