@@ -320,6 +320,11 @@ pub async fn run(
     )?;
     writeln!(out, "   crm explain sales.win_rate --csv > win_rate.csv   every event counted or left out, and why")?;
     writeln!(out, "   crm verify                                        checksums and hash chain of all {} records", head.position)?;
+    writeln!(
+        out,
+        "   crm verify --anchor {}:{}\n                                                     proves later that the log these figures\n                                                     were computed from is unchanged",
+        head.position, head.hash
+    )?;
     writeln!(out, "   http://{listen}/openapi.json   http://{listen}/v1/read-models/pipeline   http://{listen}/v1/feed?from=1")?;
     out.flush()?;
     Ok(DemoReport {

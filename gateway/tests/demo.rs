@@ -80,6 +80,13 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         "{totals}"
     );
 
+    // The anchor the demo prints holds for the log it computed from.
+    let anchor = first
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("crm verify --anchor "))
+        .expect("the demo prints an anchor");
+    assert!(anchor.starts_with("62617:"), "{anchor}");
+
     let second = demo(dir.path());
     for (set, events) in [
         ("maven-crm", 23_980),
@@ -98,4 +105,14 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         line_with(&first, "sales.win_rate "),
         line_with(&second, "sales.win_rate ")
     );
+    // The anchor printed by the first run still holds after the second.
+    let verified = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["verify", "--anchor", anchor])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    assert!(stdout.contains("anchor 62617 ok"), "{stdout}");
 }
