@@ -148,6 +148,8 @@ async fn the_feed_delivers_new_events_in_order_and_resumes_without_gap_or_duplic
     .collect();
     assert_eq!(ids, [1, 5, 6]);
     let mut cases = Feed::open(&server, "?from=1&category=case", None).await;
+    let correlation = "0192f0a0-0000-7000-8000-0000000fee0d";
+    let mut traced = Feed::open(&server, &format!("?from=1&correlation={correlation}"), None).await;
     assert_eq!(
         server
             .command(
@@ -159,7 +161,7 @@ async fn the_feed_delivers_new_events_in_order_and_resumes_without_gap_or_duplic
                     "is_complaint": false, "is_test": false,
                     "occurred_at": "2026-03-01T00:00:00Z",
                 }),
-                &[],
+                &[("x-correlation-id", correlation)],
             )
             .await
             .0,
@@ -168,6 +170,12 @@ async fn the_feed_delivers_new_events_in_order_and_resumes_without_gap_or_duplic
     );
     let case = cases.next().await.unwrap();
     assert_eq!((case.id, case.event.as_str()), (7, "CaseOpened"));
+    // Events 1..=6 carry no correlation id: the traced feed's first message is 7.
+    let first_traced = traced.next().await.unwrap();
+    assert_eq!(
+        (first_traced.id, first_traced.event.as_str()),
+        (7, "CaseOpened")
+    );
 
     // Shutdown ends open feeds (after what they had already sent: positions 5, 6, 7).
     server.terminate();

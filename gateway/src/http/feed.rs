@@ -3,7 +3,8 @@
 //! Each event is one SSE message: `id` = global position, `event` = event type, `data` = the
 //! event's JSON (as in `/v1/events`). A client that reconnects with `Last-Event-ID: N` resumes
 //! at position N + 1: the store's catch-up subscription gives neither gap nor duplicate.
-//! Filters (`category`, `type`) only skip events; the ids stay positions.
+//! Filters (`category`, `type`, `correlation`, `causation`) only skip events; the ids stay
+//! positions.
 //!
 //! **Invariant:** at most [`super::FEEDS_MAX`] feeds at once; every feed ends when the server
 //! shuts down, so a graceful shutdown is not held open by followers.
@@ -20,10 +21,11 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use super::problem::{ApiError, Problem};
 use super::{AppState, FEEDS_MAX};
-use crate::envelope::EventLine;
+use crate::envelope::{EventFilter, EventLine};
 
 /// Interval of SSE keep-alive comments on an idle feed.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -41,25 +43,22 @@ pub struct FeedQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub event_type: Option<String>,
+    /// Only events with this correlation id (e.g. one saga's commands).
+    pub correlation: Option<Uuid>,
+    /// Only events with this causation id.
+    pub causation: Option<Uuid>,
 }
 
 struct Feed {
     subscription: Subscription<AnyStore>,
     shutdown: watch::Receiver<bool>,
-    category: Option<String>,
-    event_type: Option<String>,
+    filter: EventFilter,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Feed {
     fn wants(&self, event: &RecordedEvent) -> bool {
-        self.category
-            .as_deref()
-            .is_none_or(|c| event.stream_id.category() == c)
-            && self
-                .event_type
-                .as_deref()
-                .is_none_or(|t| event.event_type == t)
+        self.filter.matches(event)
     }
 
     /// The next message, `None` at shutdown, store close or after a read error.
@@ -141,8 +140,12 @@ pub async fn feed(
     let feed = Feed {
         subscription: state.store.subscribe(Position(from)),
         shutdown: state.shutdown.clone(),
-        category: query.category,
-        event_type: query.event_type,
+        filter: EventFilter {
+            category: query.category,
+            event_type: query.event_type,
+            correlation_id: query.correlation,
+            causation_id: query.causation,
+        },
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {
