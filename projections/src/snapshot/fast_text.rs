@@ -208,49 +208,27 @@ impl<S: Serializer> Serializer for Fast<S> {
     }
 }
 
-impl<S: SerializeSeq> SerializeSeq for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_element(&Wrap(v))
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
+/// Forwards a compound serializer whose items are unnamed (elements or tuple fields),
+/// wrapping each item.
+macro_rules! forward_unnamed {
+    ($trait:ident, $method:ident) => {
+        impl<S: $trait> $trait for Fast<S> {
+            type Ok = S::Ok;
+            type Error = S::Error;
+            fn $method<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
+                self.0.$method(&Wrap(v))
+            }
+            fn end(self) -> Result<S::Ok, S::Error> {
+                self.0.end()
+            }
+        }
+    };
 }
 
-impl<S: SerializeTuple> SerializeTuple for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_element(&Wrap(v))
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
-}
-
-impl<S: SerializeTupleStruct> SerializeTupleStruct for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_field(&Wrap(v))
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
-}
-
-impl<S: SerializeTupleVariant> SerializeTupleVariant for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_field(&Wrap(v))
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
-}
+forward_unnamed!(SerializeSeq, serialize_element);
+forward_unnamed!(SerializeTuple, serialize_element);
+forward_unnamed!(SerializeTupleStruct, serialize_field);
+forward_unnamed!(SerializeTupleVariant, serialize_field);
 
 impl<S: SerializeMap> SerializeMap for Fast<S> {
     type Ok = S::Ok;
@@ -273,38 +251,29 @@ impl<S: SerializeMap> SerializeMap for Fast<S> {
     }
 }
 
-impl<S: SerializeStruct> SerializeStruct for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), S::Error> {
-        self.0.serialize_field(key, &Wrap(v))
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
-        self.0.skip_field(key)
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
+/// Forwards a compound serializer with named fields (structs, struct variants), wrapping
+/// each field.
+macro_rules! forward_named {
+    ($trait:ident) => {
+        impl<S: $trait> $trait for Fast<S> {
+            type Ok = S::Ok;
+            type Error = S::Error;
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), S::Error> {
+                self.0.serialize_field(key, &Wrap(v))
+            }
+            fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+                self.0.skip_field(key)
+            }
+            fn end(self) -> Result<S::Ok, S::Error> {
+                self.0.end()
+            }
+        }
+    };
 }
 
-impl<S: SerializeStructVariant> SerializeStructVariant for Fast<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), S::Error> {
-        self.0.serialize_field(key, &Wrap(v))
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
-        self.0.skip_field(key)
-    }
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
-}
+forward_named!(SerializeStruct);
+forward_named!(SerializeStructVariant);
