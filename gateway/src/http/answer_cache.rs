@@ -133,16 +133,4 @@ impl AnswerCache {
         )
             .into_response())
     }
-
-    /// Entries held.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.answers.len()
-    }
-
-    /// Whether the cache holds nothing.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
-    }
 }
