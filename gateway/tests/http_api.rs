@@ -445,7 +445,7 @@ async fn read_models_follow_the_log_and_answer_as_of_any_instant() {
             "{model}: as_of not applied: {text}"
         );
     }
-    // The same query again is answered from the report cache, byte for byte.
+    // The same query again is answered from the answer cache, byte for byte.
     let cached_query = "/v1/read-models/pipeline?as_of=2024-01-01T00:00:00Z&limit=5";
     let (first_status, first) = raw_get(&server, cached_query).await;
     let (again_status, again) = raw_get(&server, cached_query).await;
