@@ -307,6 +307,13 @@ impl fmt::Display for Stats {
             self.head_position, self.head_hash
         )?;
         writeln!(f, "{} events in {} streams", self.events, self.streams)?;
+        if self.head_position > 0 {
+            writeln!(
+                f,
+                "anchor {}:{}  (`crm verify --anchor` with it later proves this log unchanged)",
+                self.head_position, self.head_hash
+            )?;
+        }
         writeln!(f, "by category:")?;
         for (category, count) in &self.by_category {
             writeln!(f, "  {category:<28} {count:>9}")?;

@@ -231,6 +231,11 @@ fn verify_passes_after_import_and_names_a_flipped_record() {
     let stats: serde_json::Value =
         serde_json::from_slice(&crm(&data, &["stats", "--json"]).stdout).unwrap();
     let head_anchor = format!("6:{}", stats["head_hash"].as_str().unwrap());
+    let text_stats = text(&crm(&data, &["stats"]).stdout);
+    assert!(
+        text_stats.contains(&format!("anchor {head_anchor} ")),
+        "{text_stats}"
+    );
     let events = crm(&data, &["events", "--json", "--from", "3", "--limit", "1"]);
     let third: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
     let third_anchor = format!("3:{}", third["hash"].as_str().unwrap());
