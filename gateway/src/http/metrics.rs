@@ -4,7 +4,9 @@
 //!
 //! Every request loads the registry from the log (built-in catalog plus `MetricDefined`
 //! events), so a definition appended by `POST /v1/metrics` is visible to the next request.
-//! Figures are computed by replaying the log; the answer names the position it read to.
+//! Figures are computed from a replay of the log, shared by the questions asked at one head
+//! ([`super::view_cache`]); an answer is kept until the head moves ([`super::answer_cache`]).
+//! Every answer names the position it read to.
 
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
