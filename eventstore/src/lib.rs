@@ -33,7 +33,7 @@ pub use error::{AppendError, OpenError, ReadError};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
-pub use store::{verify_with_progress, EventStore, Subscription, VerifyReport};
+pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
 pub use types::{
     AppendResult, ChainHash, EventId, ExpectedVersion, Head, Position, ProposedEvent,
     RecordedEvent, StreamId, StreamIdError, StreamVersion,

@@ -108,6 +108,23 @@ impl VerifyReport {
     }
 }
 
+/// The record at exactly `position`, or `None` when the log holds none there (it ends
+/// before, or `position` is 0). Used to check that a log still holds what an earlier reader
+/// saw at a position (an anchor, a snapshot's checkpoint).
+///
+/// # Errors
+/// [`ReadError`] when the record cannot be read.
+pub async fn record_at<S: EventStore>(
+    store: &S,
+    position: Position,
+) -> Result<Option<RecordedEvent>, ReadError> {
+    if position == Position::ZERO {
+        return Ok(None);
+    }
+    let page = store.read_all(position, 1).await?;
+    Ok(page.into_iter().next().filter(|r| r.position == position))
+}
+
 /// [`EventStore::verify`] with a callback after each page (for progress bars).
 pub async fn verify_with_progress<S: EventStore>(
     store: &S,

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
-    verify_with_progress, ChainHash, EventStore, Position, ReadError, RecordedEvent, StreamId,
-    StreamIdError, StreamVersion, VerifyReport,
+    record_at, verify_with_progress, ChainHash, EventStore, Position, ReadError, RecordedEvent,
+    StreamId, StreamIdError, StreamVersion, VerifyReport,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -234,11 +234,7 @@ pub async fn check_anchors<S: EventStore>(
 ) -> Result<Vec<AnchorCheck>, ReadError> {
     let mut checks = Vec::with_capacity(anchors.len());
     for anchor in anchors {
-        let page = store.read_all(anchor.position, 1).await?;
-        let found = page
-            .first()
-            .filter(|r| r.position == anchor.position)
-            .map(|r| r.hash);
+        let found = record_at(store, anchor.position).await?.map(|r| r.hash);
         checks.push(AnchorCheck {
             position: anchor.position.0,
             expected_hash: anchor.hash.to_hex(),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crm_eventstore::{EventStore, Position};
+use crm_eventstore::{record_at, EventStore, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::control::AnyWorker;
@@ -308,11 +308,8 @@ impl<S: EventStore> ProjectionRunner<S> {
     }
 
     async fn recorded_at(&self, position: Position) -> Option<DateTime<Utc>> {
-        if position == Position::ZERO {
-            return None;
-        }
-        let page = self.store().read_all(position, 1).await.ok()?;
-        page.first().map(|e| e.recorded_at)
+        let record = record_at(self.store(), position).await.ok()??;
+        Some(record.recorded_at)
     }
 
     /// Rebuilds one projection from position 0 beside its serving state, then switches to

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use crm_eventstore::{EventStore, Position};
+use crm_eventstore::{record_at, EventStore, Position};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -296,21 +296,15 @@ impl<P: Projection> Worker<P> {
         if position == Position::ZERO {
             return Ok(());
         }
-        let found = feed
-            .store()
-            .read_all(position, 1)
+        let found = record_at(feed.store(), position)
             .await
             .map_err(|e| Failure {
                 position,
                 message: format!("reading the log at the checkpoint failed: {e}"),
             })?;
-        let reason = match (found.first(), expected) {
-            (Some(rec), _) if rec.position != position => Some(format!(
-                "the log has no event at the snapshot's checkpoint {position} (it returned {})",
-                rec.position
-            )),
+        let reason = match (found, expected) {
             (None, _) => Some(format!(
-                "the log ends before the snapshot's checkpoint {position} (restored from an older backup, or replaced?)"
+                "the log ends before the snapshot's checkpoint {position}, or has no event there (restored from an older backup, or replaced?)"
             )),
             (Some(rec), Some(hash)) if rec.hash != hash => Some(format!(
                 "the log's event at the snapshot's checkpoint {position} has chain hash {}, the snapshot was folded up to {} (the log was replaced or restored?)",
