@@ -85,28 +85,38 @@ fn now_or(as_of: Option<DateTime<Utc>>) -> DateTime<Utc> {
     as_of.unwrap_or_else(|| Utc::now().trunc_subsecs(0))
 }
 
-/// The cache key of a query: its JSON form (with `as_of` resolved).
-fn canonical(query: &impl Serialize) -> Result<String, ApiError> {
-    serde_json::to_string(query)
-        .map_err(|e| ApiError::BadRequest(format!("the query cannot be used: {e}")))
-}
-
-/// Computes a report on the blocking pool (a report over a large state takes milliseconds
-/// of CPU, which must not hold a runtime worker) and renders its answer.
-async fn offload<R: Serialize + Send + 'static>(
+/// A read-model answer for `query` at the projection's `applied` position: from the answer
+/// cache (keyed by the query's JSON form, with `as_of` resolved), or computed by `compute` on
+/// the blocking pool (a report over a large state takes milliseconds of CPU, which must not
+/// hold a runtime worker) and stored.
+async fn report_answer<Q, R>(
+    state: &AppState,
     model: &'static str,
-    compute: impl FnOnce() -> (R, Position) + Send + 'static,
-) -> Result<Rendered, ApiError> {
-    let (report, position) = tokio::task::spawn_blocking(compute).await.map_err(|e| {
-        ApiError::Internal(format!("the {model} report could not be computed: {e}"))
-    })?;
-    Rendered::json(
-        "report",
-        &ReadModelAnswer {
-            applied_position: position.0,
-            report,
-        },
-    )
+    applied: Position,
+    query: Q,
+    compute: impl FnOnce(&Q) -> (R, Position) + Send + 'static,
+) -> Result<Response, ApiError>
+where
+    Q: Serialize + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    let key = serde_json::to_string(&query)
+        .map_err(|e| ApiError::BadRequest(format!("the query cannot be used: {e}")))?;
+    let rendered = async move {
+        let (report, position) = tokio::task::spawn_blocking(move || compute(&query))
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("the {model} report could not be computed: {e}"))
+            })?;
+        Rendered::json(
+            "report",
+            &ReadModelAnswer {
+                applied_position: position.0,
+                report,
+            },
+        )
+    };
+    state.answers.answer(model, key, applied.0, rendered).await
 }
 
 /// Status of every projection worker: phase, applied position, lag, last error.
@@ -160,15 +170,11 @@ pub async fn pipeline(
         limit: p.limit,
     };
     let applied = handle.applied_position();
-    let key = canonical(&query)?;
-    let compute = offload("pipeline", move || {
+    report_answer(&state, "pipeline", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (pipeline::report(s, config, &query), progress.position))
-    });
-    state
-        .answers
-        .answer("pipeline", key, applied.0, compute)
-        .await
+        handle.read(|s, progress| (pipeline::report(s, config, query), progress.position))
+    })
+    .await
 }
 
 /// Parameters of the churn report.
@@ -203,12 +209,11 @@ pub async fn churn(
         limit: p.limit,
     };
     let applied = handle.applied_position();
-    let key = canonical(&query)?;
-    let compute = offload("churn", move || {
+    report_answer(&state, "churn", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (churn::report(s, config, &query), progress.position))
-    });
-    state.answers.answer("churn", key, applied.0, compute).await
+        handle.read(|s, progress| (churn::report(s, config, query), progress.position))
+    })
+    .await
 }
 
 /// Parameters of the lifetime-value report.
@@ -242,15 +247,11 @@ pub async fn lifetime_value(
         limit: p.limit,
     };
     let applied = handle.applied_position();
-    let key = canonical(&query)?;
-    let compute = offload("lifetime-value", move || {
+    report_answer(&state, "lifetime-value", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (lifetime_value::report(s, config, &query), progress.position))
-    });
-    state
-        .answers
-        .answer("lifetime-value", key, applied.0, compute)
-        .await
+        handle.read(|s, progress| (lifetime_value::report(s, config, query), progress.position))
+    })
+    .await
 }
 
 /// Parameters of the SLA report.
@@ -286,10 +287,9 @@ pub async fn sla(
         limit: p.limit,
     };
     let applied = handle.applied_position();
-    let key = canonical(&query)?;
-    let compute = offload("sla", move || {
+    report_answer(&state, "sla", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (sla::report(s, config, &query), progress.position))
-    });
-    state.answers.answer("sla", key, applied.0, compute).await
+        handle.read(|s, progress| (sla::report(s, config, query), progress.position))
+    })
+    .await
 }
