@@ -20,6 +20,10 @@ use crate::aggregates::opportunity::OpportunityEvent;
 use crate::aggregates::order::OrderEvent;
 use crate::aggregates::product::ProductEvent;
 use crate::aggregates::subscription::SubscriptionEvent;
+use crate::aggregates::{
+    Account, Agent, Campaign, Case, Contact, Feedback, Interaction, Lead, Opportunity, Order,
+    Product, Subscription,
+};
 
 /// An event was converted to the wrong aggregate's event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +38,12 @@ pub struct WrongCategory {
 }
 
 macro_rules! domain_event {
-    ($( $variant:ident($inner:ident) ),+ $(,)?) => {
+    ($( $variant:ident($inner:ident): $aggregate:ty ),+ $(,)?) => {
+        /// Every aggregate of the domain, in the order of [`DomainEvent`]'s variants: the list
+        /// [`crate::registry::Registry::builtin`] serves.
+        pub(crate) static AGGREGATES: &[&dyn crate::registry::AggregateKind] =
+            &[ $( &crate::registry::Kind::<$aggregate>::new(), )+ ];
+
         /// Any event of the domain, tagged by aggregate.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum DomainEvent {
@@ -126,6 +135,24 @@ macro_rules! domain_event {
                 }
             }
 
+            impl crate::registry::EventEnum for $inner {
+                const CATEGORY: &'static str = $inner::CATEGORY;
+                const EVENT_TYPES: &'static [(&'static str, u16)] = $inner::EVENT_TYPES;
+
+                fn to_encoded(&self) -> Result<crate::codec::EncodedEvent, crate::codec::CodecError> {
+                    DomainEvent::$variant(self.clone()).encode()
+                }
+
+                fn from_stored(
+                    event_type: &str,
+                    schema_version: u16,
+                    payload: &[u8],
+                ) -> Result<Self, crate::registry::FoldError> {
+                    let event = DomainEvent::from_payload(event_type, schema_version, payload)?;
+                    Ok(Self::try_from(event)?)
+                }
+            }
+
             impl TryFrom<DomainEvent> for $inner {
                 type Error = WrongCategory;
                 fn try_from(event: DomainEvent) -> Result<Self, WrongCategory> {
@@ -143,19 +170,21 @@ macro_rules! domain_event {
     };
 }
 
+// The one list of the domain's aggregates: adding an aggregate here (and its module) makes it
+// known to the codec, the registry, and through it to every layer above.
 domain_event! {
-    Lead(LeadEvent),
-    Account(AccountEvent),
-    Contact(ContactEvent),
-    Opportunity(OpportunityEvent),
-    Subscription(SubscriptionEvent),
-    Order(OrderEvent),
-    Interaction(InteractionEvent),
-    Case(CaseEvent),
-    Feedback(FeedbackEvent),
-    Campaign(CampaignEvent),
-    Product(ProductEvent),
-    Agent(AgentEvent),
+    Lead(LeadEvent): Lead,
+    Account(AccountEvent): Account,
+    Contact(ContactEvent): Contact,
+    Opportunity(OpportunityEvent): Opportunity,
+    Subscription(SubscriptionEvent): Subscription,
+    Order(OrderEvent): Order,
+    Interaction(InteractionEvent): Interaction,
+    Case(CaseEvent): Case,
+    Feedback(FeedbackEvent): Feedback,
+    Campaign(CampaignEvent): Campaign,
+    Product(ProductEvent): Product,
+    Agent(AgentEvent): Agent,
 }
 
 impl DomainEvent {

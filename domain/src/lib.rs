@@ -28,6 +28,7 @@ pub mod aggregates;
 pub mod codec;
 pub mod event;
 pub mod personal;
+pub mod registry;
 pub mod upcast;
 pub mod values;
 
@@ -35,4 +36,5 @@ pub use aggregate::{replay, stream_id, Aggregate};
 pub use codec::{CodecError, EncodedEvent, PAYLOAD_MAX_BYTES};
 pub use event::{DomainEvent, WrongCategory, EVENT_CATALOG};
 pub use personal::{PersonalData, PersonalDataError, PERSONAL_DATA_FIELD};
+pub use registry::{AggregateKind, Registry};
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistry};

@@ -110,7 +110,8 @@ macro_rules! event_enum {
 }
 
 /// Generates an aggregate's command enum: one variant per command struct (same name), plus
-/// `target_id()`, `command_type()` and `occurred_at()`.
+/// `target_id()`, `command_type()`, `occurred_at()`, `COMMAND_TYPES` and the
+/// [`crate::registry::CommandEnum`] impl the aggregate registry reads.
 macro_rules! command_enum {
     (
         $(#[$meta:meta])*
@@ -147,6 +148,21 @@ macro_rules! command_enum {
             #[must_use]
             pub fn occurred_at(&self) -> chrono::DateTime<chrono::Utc> {
                 match self { $( Self::$variant(c) => c.occurred_at, )+ }
+            }
+
+            /// Every command name of the aggregate, in declaration order.
+            pub const COMMAND_TYPES: &'static [&'static str] = &[ $( stringify!($variant), )+ ];
+        }
+
+        impl crate::registry::CommandEnum for $name {
+            const COMMAND_TYPES: &'static [&'static str] = $name::COMMAND_TYPES;
+
+            fn command_type(&self) -> &'static str {
+                $name::command_type(self)
+            }
+
+            fn target(&self) -> &str {
+                self.target_id().as_str()
             }
         }
 

@@ -1,0 +1,92 @@
+//! The aggregate registry: one list, every name it gives is one the domain knows, and the
+//! type-erased handle decides and folds exactly like the typed aggregate.
+
+use crm_domain::aggregates::{Account, AccountCommand, AccountEvent};
+use crm_domain::registry::DecideError;
+use crm_domain::{Aggregate, DomainEvent, Registry, EVENT_CATALOG};
+use serde_json::{json, Map, Value};
+
+fn fields(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap()
+}
+
+#[test]
+fn the_builtin_registry_lists_every_category_of_the_event_catalog_once() {
+    let registry = Registry::builtin();
+    let categories = registry.categories();
+    let catalog: Vec<&str> = EVENT_CATALOG.iter().map(|(c, _)| *c).collect();
+    assert_eq!(categories, catalog);
+    for (category, types) in EVENT_CATALOG {
+        let kind = registry.get(category).unwrap();
+        assert_eq!(kind.event_types(), *types, "{category}");
+        assert!(!kind.command_types().is_empty(), "{category}");
+    }
+    assert!(registry.get("nosuch").is_none());
+}
+
+#[test]
+fn every_listed_command_name_is_a_command_serde_knows() {
+    for kind in Registry::builtin().kinds() {
+        for name in kind.command_types() {
+            // No fields: the name must be known, so the error is about a missing field.
+            let err = kind.parse_command(name, Map::new()).unwrap_err();
+            assert!(
+                err.to_string().contains("missing field"),
+                "{}/{name}: {err}",
+                kind.category()
+            );
+        }
+        let err = kind.parse_command("NoSuchCommand", Map::new()).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+    }
+}
+
+#[test]
+fn the_erased_handle_decides_and_folds_like_the_typed_aggregate() {
+    let kind = Registry::builtin().get("account").unwrap();
+    let open = fields(json!({
+        "account_id": "acme", "name": "Acme", "segment": "smb", "region": "East",
+        "owner": "agent-1", "is_internal": false, "is_test": false,
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }));
+    let command = kind.parse_command("OpenAccount", open.clone()).unwrap();
+    assert_eq!(
+        (command.command_type(), command.target()),
+        ("OpenAccount", "acme")
+    );
+
+    let mut state = kind.new_state();
+    let decided = state.decide(command.as_ref()).unwrap();
+    // The typed aggregate decides the same events.
+    let typed: AccountCommand =
+        serde_json::from_value(json!({ "OpenAccount": Value::Object(open) })).unwrap();
+    let expected: Vec<_> = Account::default()
+        .handle(&typed)
+        .unwrap()
+        .into_iter()
+        .map(|e| DomainEvent::from(e).encode().unwrap())
+        .collect();
+    assert_eq!(decided, expected);
+
+    // Deciding did not change the state; folding the stored events does.
+    assert_eq!(state.decide(command.as_ref()).unwrap(), expected);
+    for e in &decided {
+        state
+            .fold(e.event_type, e.schema_version, &e.payload)
+            .unwrap();
+    }
+    let again = state.decide(command.as_ref()).unwrap_err();
+    assert!(matches!(again, DecideError::Rejected(_)), "{again}");
+
+    // A command of another aggregate is refused, not misapplied.
+    let case = Registry::builtin().get("case").unwrap();
+    let err = case.new_state().decide(command.as_ref()).unwrap_err();
+    assert!(matches!(err, DecideError::WrongAggregate { .. }), "{err}");
+    // An event of another aggregate does not fold.
+    let event = &decided[0];
+    assert!(case
+        .new_state()
+        .fold(event.event_type, event.schema_version, &event.payload)
+        .is_err());
+    assert_eq!(AccountEvent::CATEGORY, kind.category());
+}
