@@ -1,5 +1,6 @@
 //! The aggregate registry: one list, every name it gives is one the domain knows, and the
 //! type-erased handle decides and folds exactly like the typed aggregate.
+#![allow(clippy::unwrap_used)] // test helpers
 
 use crm_domain::aggregates::{Account, AccountCommand, AccountEvent};
 use crm_domain::registry::DecideError;

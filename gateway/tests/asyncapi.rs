@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use crm_eventstore::{ChainHash, EventId, Position, RecordedEvent, StreamId, StreamVersion};
-use crm_gateway::publish::message::{self, HEADER_NAMES};
-use crm_gateway::publish::SUBJECT_PREFIX_DEFAULT;
+use crm_publish::message::{self, HEADER_NAMES};
+use crm_publish::SUBJECT_PREFIX_DEFAULT;
 use serde_json::Value;
 
 fn document() -> Value {

@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crm_app::envelope::EventFilter;
+use crm_app::inspect::{self as verbs, EventsQuery};
 use crm_domain::aggregates::opportunity::OpportunityEvent;
 use crm_domain::DomainEvent;
 use crm_eventstore::{EventStore, Position, RecordedEvent, SledStore};
-use crm_gateway::envelope::EventFilter;
-use crm_gateway::import::{self, ImportSummary, OnError, Plan, RunOptions};
-use crm_gateway::verbs::{self, EventsQuery};
+use crm_import::{self as import, ImportSummary, OnError, Plan, RunOptions};
 
 fn data(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use common::{crm, open_account, run_ok, spawn_serve};
-use crm_gateway::publish::message::{
+use crm_publish::message::{
     CE_ID, CE_SOURCE, CE_SPECVERSION, CE_SUBJECT, CE_TIME, CE_TYPE, CONTENT_TYPE, CRM_POSITION,
     CRM_SCHEMA_VERSION, CRM_STREAM_VERSION, NATS_EXPECTED_LAST_SEQUENCE, NATS_MSG_ID,
 };
@@ -651,7 +651,7 @@ async fn stream_ids(js: &async_nats::jetstream::Context) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_another_log_is_refused_and_a_recreated_stream_is_filled_again() {
     use crm_eventstore::{EventStore, MemoryStore, Position};
-    use crm_gateway::publish::{PublishSettings, Publisher, PublisherOptions};
+    use crm_publish::{PublishSettings, Publisher, PublisherOptions};
 
     let nats = NatsCluster::single().await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
@@ -719,9 +719,8 @@ async fn a_stream_of_another_log_is_refused_and_a_recreated_stream_is_filled_aga
         .map(|e| (e.position.0, e.event_id.0.to_string()))
         .collect();
     assert_eq!(stream_ids(&js).await, all);
-    let saved =
-        crm_gateway::publish::checkpoint::load(&crm_gateway::publish::checkpoint::path(dir.path()))
-            .unwrap()
-            .unwrap();
+    let saved = crm_publish::checkpoint::load(&crm_publish::checkpoint::path(dir.path()))
+        .unwrap()
+        .unwrap();
     assert_eq!(saved.position, 5);
 }

@@ -6,7 +6,7 @@
 //! The three data sets are imported once, into one store, as `crm demo` does; every figure is
 //! then read from that shared log, so each metric must pick out its own data set. Sections:
 //! the metric engine (library calls), the metric HTTP routes (the router in process), the read
-//! models (caught up by `crm_gateway::project::catch_up`).
+//! models (caught up by `crm_app::projections::catch_up`).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use crm_eventstore::{AnyStore, SledStore};
-use crm_gateway::import::{self, OnError, Plan, RunOptions};
+use crm_import::{self as import, OnError, Plan, RunOptions};
 use crm_projections::metrics::{evaluate, Evaluation, Figure, Query, Registry};
 use crm_projections::read_models::{churn, pipeline, sla};
 use crm_projections::{ProjectionRunner, ReadModelConfig, ReadModels, RunnerOptions};
@@ -86,7 +86,7 @@ fn maven_from_files() -> Maven {
     let mut m = Maven {
         products: rows(&data("maven-crm/products.csv"))
             .into_iter()
-            .map(|r| crm_gateway::ids::slug(&r["product"]))
+            .map(|r| crm_app::ids::slug(&r["product"]))
             .collect(),
         ..Maven::default()
     };
@@ -453,7 +453,7 @@ async fn read_models(
         RunnerOptions::default(),
     );
     let models = ReadModels::register(&mut runner, &ReadModelConfig::default()).unwrap();
-    crm_gateway::project::catch_up(&runner).await.unwrap();
+    crm_app::projections::catch_up(&runner).await.unwrap();
     let now = Utc::now();
 
     // Pipeline: win rate 63.15 %, won 10,005,534, average deal 2,360.91, won cycle 51.8 d.
@@ -578,7 +578,7 @@ async fn get(app: &axum::Router, path: &str) -> (u16, String, String) {
 /// The metric routes over the same log: evaluation by office, explain (JSON and CSV) of one
 /// office's cell, comparison of versions.
 async fn http_routes(store: &AnyStore, maven: &Maven) {
-    let (app, _, _stop) = crm_gateway::http::router(store.clone(), None);
+    let (app, _, _stop) = crm_http::router(store.clone(), None);
 
     let (status, _, body) = get(&app, "/v1/metrics/sales.win_rate?by=region").await;
     assert_eq!(status, 200, "{body}");

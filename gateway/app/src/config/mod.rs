@@ -1,0 +1,531 @@
+//! Settings, resolved in order of precedence: defaults < file (`--config FILE` or
+//! `CRM_CONFIG`, TOML) < `CRM_*` environment variables < command-line flags.
+//!
+//! ```toml
+//! data_dir = "/var/lib/crm"     # default ./crm-data; the log lives in <data_dir>/log
+//! store = "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+//!                               # default <data_dir>/log (embedded sled); also CRM_STORE, --store
+//! [import]
+//! on_error = "skip"             # default "stop"
+//! [serve]
+//! listen = "0.0.0.0:8080"       # default 127.0.0.1:8080; also CRM_LISTEN, --listen
+//! [jetstream]                   # only read when the store is nats://
+//! stream_name = "CRM_LOG"       # the JetStream stream holding the log
+//! subject_prefix = "crm.log"
+//! replicas = 3                  # default 1; 3 in a cluster
+//! [publish]
+//! nats_url = "nats://127.0.0.1:4222"  # publish committed events; also CRM_NATS_URL, serve --nats
+//! ```
+//! (`[publish]` also takes `stream`, `subject_prefix`, `replicas`, `source`: see
+//! [`publish::PublishSettings`].)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crm_projections::ReadModelConfig;
+use serde::Deserialize;
+
+pub mod publish;
+
+pub use publish::PublishSettings;
+
+/// What an import does with a bad row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop at the first bad row; nothing from its batch is appended.
+    #[default]
+    Stop,
+    /// Report bad rows (count and the first few) and import the rest.
+    Skip,
+}
+
+impl OnError {
+    /// The names a flag or setting accepts.
+    pub const NAMES: [&'static str; 2] = ["stop", "skip"];
+}
+
+/// A bad-row policy that is neither `stop` nor `skip`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a bad-row policy; use `stop` or `skip`")]
+pub struct UnknownOnError(pub String);
+
+impl std::str::FromStr for OnError {
+    type Err = UnknownOnError;
+
+    fn from_str(s: &str) -> Result<Self, UnknownOnError> {
+        match s {
+            "stop" => Ok(OnError::Stop),
+            "skip" => Ok(OnError::Skip),
+            other => Err(UnknownOnError(other.to_owned())),
+        }
+    }
+}
+
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "crm-data";
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Data directory; the log is in `<data_dir>/log`, projection snapshots in
+    /// `<data_dir>/projections`.
+    pub data_dir: PathBuf,
+    /// What an import does with a bad row.
+    pub on_error: OnError,
+    /// Address `crm serve` listens on.
+    pub listen: SocketAddr,
+    /// Read-model configuration (file section `[projections]`).
+    pub read_models: ReadModelConfig,
+    /// Publication of committed events to NATS (file section `[publish]`).
+    pub publish: PublishSettings,
+    /// Where the log lives: `None` is the embedded sled log in `<data_dir>/log`.
+    pub store: Option<StoreLocation>,
+    /// JetStream settings (file section `[jetstream]`), used when the store is `nats://`.
+    pub jetstream: JetStreamSettings,
+}
+
+/// Where the log lives, as `--store`, `CRM_STORE` or the file's `store` key give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A directory holding the embedded sled log.
+    Sled(PathBuf),
+    /// NATS server URLs (comma-separated) of a JetStream cluster or server.
+    Nats(String),
+}
+
+/// A store location that names no store this program knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreLocationError {
+    /// Nothing was given.
+    #[error("the store is empty; give a directory or nats://HOST:PORT")]
+    Empty,
+    /// NATS URLs mixed with something else.
+    #[error(
+        "`{0}` mixes NATS URLs with something else; give nats://HOST:PORT[,nats://HOST:PORT...]"
+    )]
+    Mixed(String),
+    /// A URL scheme other than `nats://` or `tls://`.
+    #[error("`{0}` is not a store this program knows; give a directory (embedded sled log) or nats://HOST:PORT (JetStream)")]
+    UnknownScheme(String),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = StoreLocationError;
+
+    fn from_str(s: &str) -> Result<StoreLocation, StoreLocationError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(StoreLocationError::Empty);
+        }
+        let is_nats = |u: &str| {
+            let u = u.trim();
+            u.starts_with("nats://") || u.starts_with("tls://")
+        };
+        if s.split(',').any(is_nats) {
+            if !s.split(',').all(is_nats) {
+                return Err(StoreLocationError::Mixed(s.to_owned()));
+            }
+            return Ok(StoreLocation::Nats(s.to_owned()));
+        }
+        if s.contains("://") {
+            return Err(StoreLocationError::UnknownScheme(s.to_owned()));
+        }
+        Ok(StoreLocation::Sled(PathBuf::from(
+            s.strip_prefix("sled:").unwrap_or(s),
+        )))
+    }
+}
+
+/// How the log is kept on JetStream (file section `[jetstream]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamSettings {
+    /// The JetStream stream holding the log.
+    pub stream_name: String,
+    /// Subjects are `<subject_prefix>.<stream id>`.
+    pub subject_prefix: String,
+    /// Copies of the stream: 1 on one server, 3 in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        let defaults = crm_eventstore::JetStreamConfig::new("");
+        Self {
+            stream_name: defaults.stream_name,
+            subject_prefix: defaults.subject_prefix,
+            replicas: defaults.replicas,
+        }
+    }
+}
+
+/// Default listen address of `crm serve`: loopback only.
+pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            on_error: OnError::Stop,
+            listen: LISTEN_DEFAULT,
+            read_models: ReadModelConfig::default(),
+            store: None,
+            jetstream: JetStreamSettings::default(),
+            publish: PublishSettings::default(),
+        }
+    }
+}
+
+/// Settings given on the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--on-error`.
+    pub on_error: Option<OnError>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--store`.
+    pub store: Option<StoreLocation>,
+    /// `crm serve --nats`.
+    pub nats: Option<String>,
+}
+
+/// Why the settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("could not read the config file {path}: {source}; check the path given by --config or CRM_CONFIG")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings) and `[publish]` (NATS publication)")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// An environment variable has an invalid value.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    #[serde(default)]
+    jetstream: Option<JetStreamSettings>,
+    #[serde(default)]
+    import: ImportSection,
+    #[serde(default)]
+    serve: ServeSection,
+    #[serde(default)]
+    projections: Option<ReadModelConfig>,
+    #[serde(default)]
+    publish: Option<PublishSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSection {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportSection {
+    on_error: Option<OnError>,
+}
+
+impl Config {
+    /// The log directory, `<data_dir>/log`.
+    #[must_use]
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    /// Where the log lives: the configured store, or the embedded log in `<data_dir>/log`.
+    #[must_use]
+    pub fn store_location(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sled(self.log_dir()))
+    }
+
+    /// The projections' snapshot directory, `<data_dir>/projections`.
+    #[must_use]
+    pub fn projections_dir(&self) -> PathBuf {
+        self.data_dir.join("projections")
+    }
+
+    /// Resolves the settings from `flags`, the environment (`env("CRM_DATA_DIR")`…) and the
+    /// config file they name.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unreadable or invalid file or an invalid variable.
+    pub fn resolve(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let file = flags
+            .config_file
+            .clone()
+            .or_else(|| env("CRM_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            let parsed = read_file(&path)?;
+            if let Some(dir) = parsed.data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(on_error) = parsed.import.on_error {
+                config.on_error = on_error;
+            }
+            if let Some(listen) = parsed.serve.listen {
+                config.listen = listen;
+            }
+            if let Some(read_models) = parsed.projections {
+                config.read_models = read_models;
+            }
+            if let Some(store) = parsed.store {
+                config.store = Some(store.parse().map_err(|reason| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    reason: format!("key `store`: {reason}"),
+                })?);
+            }
+            if let Some(jetstream) = parsed.jetstream {
+                config.jetstream = jetstream;
+            }
+            if let Some(publish) = parsed.publish {
+                config.publish = publish;
+            }
+        }
+        if let Some(dir) = env("CRM_DATA_DIR").filter(|d| !d.is_empty()) {
+            config.data_dir = PathBuf::from(dir);
+        }
+        if let Some(value) = env("CRM_ON_ERROR").filter(|d| !d.is_empty()) {
+            config.on_error = value.parse().map_err(|_| ConfigError::Env {
+                var: "CRM_ON_ERROR",
+                value,
+                reason: "use `stop` or `skip`",
+            })?;
+        }
+        if let Some(value) = env("CRM_LISTEN").filter(|d| !d.is_empty()) {
+            config.listen = value.parse().map_err(|_| ConfigError::Env {
+                var: "CRM_LISTEN",
+                value,
+                reason: "use an address and port such as 127.0.0.1:8080",
+            })?;
+        }
+        if let Some(value) = env("CRM_STORE").filter(|d| !d.is_empty()) {
+            config.store = Some(value.parse().map_err(|_| ConfigError::Env {
+                var: "CRM_STORE",
+                value,
+                reason: "use a directory (embedded sled log) or nats://HOST:PORT[,nats://HOST:PORT...] (JetStream)",
+            })?);
+        }
+        if let Some(url) = env("CRM_NATS_URL").filter(|d| !d.is_empty()) {
+            config.publish.nats_url = Some(url);
+        }
+        if let Some(listen) = flags.listen {
+            config.listen = listen;
+        }
+        if let Some(store) = &flags.store {
+            config.store = Some(store.clone());
+        }
+        if let Some(url) = &flags.nats {
+            config.publish.nats_url = Some(url.clone());
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(on_error) = flags.on_error {
+            config.on_error = on_error;
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_without_file_env_or_flags() {
+        let config = Config::resolve(&Flags::default(), env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.log_dir(), PathBuf::from("crm-data/log"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags_take_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crm.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from-file\"\n[import]\non_error = \"skip\"\n[serve]\nlisten = \"0.0.0.0:9000\"\n[publish]\nnats_url = \"nats://file:4222\"\nstream = \"EV\"\n",
+        )
+        .unwrap();
+        let by_file = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_CONFIG", file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(by_file.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(by_file.on_error, OnError::Skip);
+        assert_eq!(by_file.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(
+            by_file.publish.nats_url.as_deref(),
+            Some("nats://file:4222")
+        );
+        assert_eq!(by_file.publish.stream, "EV");
+
+        let vars = [
+            ("CRM_CONFIG", file.to_str().unwrap()),
+            ("CRM_DATA_DIR", "/from-env"),
+            ("CRM_ON_ERROR", "stop"),
+            ("CRM_LISTEN", "127.0.0.1:9001"),
+            ("CRM_NATS_URL", "nats://env:4222"),
+        ];
+        let by_env = Config::resolve(&Flags::default(), env(&vars)).unwrap();
+        assert_eq!(by_env.data_dir, PathBuf::from("/from-env"));
+        assert_eq!(by_env.on_error, OnError::Stop);
+        assert_eq!(by_env.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(by_env.publish.nats_url.as_deref(), Some("nats://env:4222"));
+        assert_eq!(by_env.publish.stream, "EV");
+
+        let flags = Flags {
+            config_file: None,
+            data_dir: Some(PathBuf::from("/from-flag")),
+            on_error: Some(OnError::Skip),
+            listen: Some("127.0.0.1:9002".parse().unwrap()),
+            store: None,
+            nats: Some("nats://flag:4222".into()),
+        };
+        let by_flags = Config::resolve(&flags, env(&vars)).unwrap();
+        assert_eq!(by_flags.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(by_flags.on_error, OnError::Skip);
+        assert_eq!(by_flags.listen, "127.0.0.1:9002".parse().unwrap());
+        assert_eq!(
+            by_flags.publish.nats_url.as_deref(),
+            Some("nats://flag:4222")
+        );
+    }
+
+    #[test]
+    fn the_store_is_a_directory_or_nats_urls_from_file_env_or_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crm.toml");
+        std::fs::write(
+            &file,
+            "store = \"nats://a:4222,nats://b:4222\"\n[jetstream]\nstream_name = \"LOG\"\nsubject_prefix = \"x.log\"\nreplicas = 3\n",
+        )
+        .unwrap();
+        let defaults = Config::resolve(&Flags::default(), env(&[])).unwrap();
+        assert_eq!(
+            defaults.store_location(),
+            StoreLocation::Sled(PathBuf::from("crm-data/log"))
+        );
+        let by_file = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_CONFIG", file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(
+            by_file.store_location(),
+            StoreLocation::Nats("nats://a:4222,nats://b:4222".into())
+        );
+        assert_eq!(by_file.jetstream.replicas, 3);
+        assert_eq!(by_file.jetstream.stream_name, "LOG");
+        let by_env = Config::resolve(
+            &Flags::default(),
+            env(&[
+                ("CRM_CONFIG", file.to_str().unwrap()),
+                ("CRM_STORE", "/srv/log"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            by_env.store_location(),
+            StoreLocation::Sled("/srv/log".into())
+        );
+        let flags = Flags {
+            store: Some("nats://c:4222".parse().unwrap()),
+            ..Flags::default()
+        };
+        let by_flag = Config::resolve(&flags, env(&[("CRM_STORE", "/srv/log")])).unwrap();
+        assert_eq!(
+            by_flag.store_location(),
+            StoreLocation::Nats("nats://c:4222".into())
+        );
+        for bad in ["", "kafka://x:9092", "nats://a:4222,/tmp/log"] {
+            let err = bad.parse::<StoreLocation>().unwrap_err();
+            assert!(err.to_string().contains("nats://"), "{bad}: {err}");
+        }
+        let err = Config::resolve(&Flags::default(), env(&[("CRM_STORE", "redis://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CRM_STORE"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_are_explained() {
+        let err = Config::resolve(&Flags::default(), env(&[("CRM_ON_ERROR", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CRM_ON_ERROR") && err.contains("stop"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "datadir = 1\n").unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            ..Flags::default()
+        };
+        let err = Config::resolve(&flags, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("invalid") && err.contains("data_dir"), "{err}");
+    }
+}

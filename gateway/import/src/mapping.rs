@@ -1,0 +1,405 @@
+//! `crm import csv FILE --mapping MAPPING.toml`: a generic importer for any CRM export.
+//!
+//! The mapping (TOML) names the delimiter, a source name, and one or more `[[commands]]` per
+//! row. Each command names its aggregate (`account`, `subscription`, …), the domain command
+//! (`OpenAccount`), the column with the aggregate id, the column (and date format) that
+//! supplies `occurred_at`, and the command's fields, each from a column or a constant, with a
+//! type conversion: `string` (default), `int`, `bool` (`true_values`/`false_values`), `date` /
+//! `datetime` (chrono `format`), `money` (`currency`, `decimal_separator`), and an optional
+//! `map` of source values to domain values (enums; an unmapped value is an error). Blank cells
+//! of `optional` fields become `null`. The aggregate decides the events, so domain rules apply;
+//! one row may yield several events. Aggregate state is kept in memory for the whole file, so
+//! later rows can change records earlier rows created. Example: `gateway/tests/fixtures/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use crm_domain::registry::{AggregateKind, DecideError, ErasedState};
+use crm_domain::values::Currency;
+use crm_domain::{EncodedEvent, Registry};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::source::{file_name, parse_minor_units, CsvSource, Row};
+use super::{stage_encoded, ImportError, Plan, RowError, SourceRow, Unit};
+
+/// Importer name.
+pub const NAME: &str = "csv";
+
+/// A mapping file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Field delimiter, one ASCII character (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    /// Column whose value keys the row (ids, audit); default: the first command's id column.
+    pub key_column: Option<String>,
+    /// Commands per row, in order.
+    pub commands: Vec<CommandSpec>,
+}
+
+fn comma() -> char {
+    ','
+}
+
+/// One command made from each row.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Aggregate (stream category): `account`, `subscription`, …
+    pub aggregate: String,
+    /// Command name, e.g. `OpenAccount`.
+    pub command: String,
+    /// The aggregate id.
+    pub id: FieldSpec,
+    /// Business time of the command.
+    pub occurred_at: FieldSpec,
+    /// Other fields of the command.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldSpec>,
+}
+
+/// Type of a mapped value.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Text as is (trimmed).
+    #[default]
+    String,
+    /// Whole number.
+    Int,
+    /// Boolean.
+    Bool,
+    /// Calendar date (`YYYY-MM-DD` in JSON).
+    Date,
+    /// Instant; a format without time reads midnight UTC.
+    Datetime,
+    /// Money in minor units.
+    Money,
+}
+
+/// Where a field's value comes from and how it is converted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Source column.
+    pub column: Option<String>,
+    /// A constant instead of a column.
+    pub value: Option<toml::Value>,
+    /// Conversion.
+    #[serde(default, rename = "type")]
+    pub kind: FieldType,
+    /// Blank cells become `null` instead of an error.
+    #[serde(default)]
+    pub optional: bool,
+    /// Source value → domain value, applied before the conversion.
+    pub map: Option<BTreeMap<String, String>>,
+    /// chrono format for `date` / `datetime`.
+    pub format: Option<String>,
+    /// ISO currency for `money`.
+    pub currency: Option<String>,
+    /// Decimal mark for `money` (default `.`).
+    pub decimal_separator: Option<char>,
+    /// Text read as `true` (default `true`, `yes`, `y`, `1`; case-insensitive).
+    pub true_values: Option<Vec<String>>,
+    /// Text read as `false` (default `false`, `no`, `n`, `0`).
+    pub false_values: Option<Vec<String>>,
+}
+
+/// A field spec resolved against the file's header.
+struct Field<'m> {
+    name: String,
+    spec: &'m FieldSpec,
+    column: Option<usize>,
+}
+
+/// Reads `mapping` and `path` and plans the import, for the domain's aggregates.
+///
+/// # Errors
+/// [`ImportError::Mapping`] for an invalid mapping; [`ImportError`] for unreadable files and
+/// missing columns.
+pub fn plan(path: &Path, mapping: &Path) -> Result<Plan, ImportError> {
+    plan_with(path, mapping, &Registry::builtin())
+}
+
+/// As [`plan`], for the aggregates of `registry`.
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Plan, ImportError> {
+    let mapping_file = file_name(mapping);
+    let bad = |reason: String| ImportError::Mapping {
+        file: mapping_file.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(mapping).map_err(|source| ImportError::Io {
+        path: mapping.display().to_string(),
+        source,
+    })?;
+    let spec: Mapping = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let delimiter = u8::try_from(spec.delimiter)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| {
+            bad(format!(
+                "delimiter {:?} is not one ASCII character",
+                spec.delimiter
+            ))
+        })?;
+    if spec.commands.is_empty() {
+        return Err(bad(
+            "no [[commands]]: give at least one command per row".into()
+        ));
+    }
+    let file = CsvSource::read(path, delimiter)?;
+    let mut commands = Vec::new();
+    for (i, command) in spec.commands.iter().enumerate() {
+        let Some(kind) = registry.get(&command.aggregate) else {
+            return Err(bad(format!(
+                "command #{} names aggregate `{}`; use one of {}",
+                i + 1,
+                command.aggregate,
+                registry.categories().join(", ")
+            )));
+        };
+        let mut fields = Vec::new();
+        let fixed = [
+            (format!("{}_id", command.aggregate), &command.id),
+            ("occurred_at".to_owned(), &command.occurred_at),
+        ];
+        let named = command.fields.iter().map(|(k, v)| (k.clone(), v));
+        for (name, field) in fixed.into_iter().chain(named) {
+            let column = match (&field.column, &field.value) {
+                (Some(col), None) => Some(file.column(col)?),
+                (None, Some(_)) => None,
+                _ => {
+                    return Err(bad(format!(
+                        "field `{name}` of command #{} needs exactly one of `column` or `value`",
+                        i + 1
+                    )))
+                }
+            };
+            if let Some(code) = &field.currency {
+                Currency::new(code).map_err(|e| bad(format!("field `{name}`: {e}")))?;
+            } else if field.kind == FieldType::Money {
+                return Err(bad(format!("money field `{name}` needs a `currency`")));
+            }
+            fields.push(Field {
+                name,
+                spec: field,
+                column,
+            });
+        }
+        commands.push((command, kind, fields));
+    }
+    let key_column = match &spec.key_column {
+        Some(col) => Some(file.column(col)?),
+        None => commands[0].2[0].column,
+    };
+    let mut plan = Plan {
+        importer: NAME,
+        files: vec![file.file.clone()],
+        ..Plan::default()
+    };
+    let mut states = States::default();
+    for row in file.rows() {
+        let unit = (|| {
+            row.check_width()?;
+            let mut overlay = States::default();
+            let mut events: Vec<EncodedEvent> = Vec::new();
+            for (command, kind, fields) in &commands {
+                let mut body = Map::new();
+                let mut id = String::new();
+                for (n, field) in fields.iter().enumerate() {
+                    let value = convert(&row, field)?;
+                    if n == 0 {
+                        id = value.as_str().unwrap_or_default().to_owned();
+                    }
+                    body.insert(field.name.clone(), value);
+                }
+                let made = states
+                    .execute(&mut overlay, *kind, &id, &command.command, body)
+                    .map_err(|e| row.row_error(format!("{} {}: {e}", command.command, id)))?;
+                events.extend(made);
+            }
+            let key =
+                key_column.map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
+            let source = SourceRow {
+                importer: NAME,
+                file: row.file().to_owned(),
+                line: row.line,
+                key,
+            };
+            let staged =
+                stage_encoded(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?;
+            states.commit(overlay);
+            Ok(Unit {
+                rows: 1,
+                events: staged,
+            })
+        })();
+        plan.units.push(unit);
+    }
+    plan.notes.push(format!("mapping {mapping_file}"));
+    Ok(plan)
+}
+
+fn convert(row: &Row<'_>, field: &Field<'_>) -> Result<Value, RowError> {
+    let spec = field.spec;
+    let (raw, index) = match (field.column, &spec.value) {
+        (Some(index), _) => match row.opt(index) {
+            Some(v) => (v.to_owned(), index),
+            None if spec.optional => return Ok(Value::Null),
+            None => {
+                return Err(row.error(
+                    index,
+                    format!(
+                    "`{}` is required but the cell is blank; fill it in or mark the field optional",
+                    field.name
+                ),
+                ))
+            }
+        },
+        (None, Some(value)) => {
+            // Constants: strings go through the conversion, other TOML values are taken as is.
+            match value {
+                toml::Value::String(s) => (s.clone(), 0),
+                other => {
+                    return serde_json::to_value(other).map_err(|e| row.row_error(e.to_string()))
+                }
+            }
+        }
+        (None, None) => return Ok(Value::Null),
+    };
+    let err = |reason: String| {
+        if field.column.is_some() {
+            row.error(index, reason)
+        } else {
+            row.row_error(format!("constant of `{}`: {reason}", field.name))
+        }
+    };
+    let text = match &spec.map {
+        Some(map) => map.get(&raw).cloned().ok_or_else(|| {
+            err(format!(
+                "unknown value `{raw}`; the mapping of `{}` knows: {}",
+                field.name,
+                map.keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => raw,
+    };
+    match spec.kind {
+        FieldType::String => Ok(Value::String(text)),
+        FieldType::Int => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| err(format!("{text:?} is not a whole number"))),
+        FieldType::Bool => {
+            let lower = text.to_lowercase();
+            let yes = spec
+                .true_values
+                .clone()
+                .unwrap_or_else(|| ["true", "yes", "y", "1"].map(str::to_owned).to_vec());
+            let no = spec
+                .false_values
+                .clone()
+                .unwrap_or_else(|| ["false", "no", "n", "0"].map(str::to_owned).to_vec());
+            if yes.iter().any(|v| v.to_lowercase() == lower) {
+                Ok(Value::Bool(true))
+            } else if no.iter().any(|v| v.to_lowercase() == lower) {
+                Ok(Value::Bool(false))
+            } else {
+                Err(err(format!(
+                    "{text:?} is not a boolean; true is one of {yes:?}, false one of {no:?}"
+                )))
+            }
+        }
+        FieldType::Date | FieldType::Datetime => {
+            let format = spec
+                .format
+                .as_deref()
+                .unwrap_or(if spec.kind == FieldType::Date {
+                    "%Y-%m-%d"
+                } else {
+                    "%Y-%m-%dT%H:%M:%S"
+                });
+            let instant = NaiveDateTime::parse_from_str(&text, format)
+                .or_else(|_| {
+                    NaiveDate::parse_from_str(&text, format)
+                        .map(|d| d.and_time(chrono::NaiveTime::MIN))
+                })
+                .map_err(|e| {
+                    err(format!(
+                        "{text:?} is not a date in the format {format:?} ({e})"
+                    ))
+                })?;
+            if spec.kind == FieldType::Date {
+                Ok(Value::String(instant.date().to_string()))
+            } else {
+                Ok(Value::String(instant.and_utc().to_rfc3339()))
+            }
+        }
+        FieldType::Money => {
+            let code = spec.currency.as_deref().unwrap_or_default();
+            let currency = Currency::new(code).map_err(|e| err(e.to_string()))?;
+            let units = parse_minor_units(
+                &text,
+                spec.decimal_separator.unwrap_or('.'),
+                currency.minor_unit_exponent(),
+            )
+            .map_err(err)?;
+            Ok(json!({ "minor_units": units, "currency": code }))
+        }
+    }
+}
+
+/// Why one command of a row made no events.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// The row's values do not deserialize into the command.
+    #[error(
+        "the row's values do not make this command ({0}); check the mapping's fields and types"
+    )]
+    Parse(serde_json::Error),
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+}
+
+/// Aggregate state per stream id, folded from this file's accepted rows.
+#[derive(Default)]
+struct States(HashMap<String, Box<dyn ErasedState>>);
+
+impl States {
+    /// Runs command `name` on aggregate `id` of `kind`, on the row's `overlay` (copied from
+    /// the committed state on first touch).
+    fn execute(
+        &self,
+        overlay: &mut States,
+        kind: &dyn AggregateKind,
+        id: &str,
+        name: &str,
+        fields: Map<String, Value>,
+    ) -> Result<Vec<EncodedEvent>, StepError> {
+        let command = kind
+            .parse_command(name, fields)
+            .map_err(|e| StepError::Parse(e.source))?;
+        let stream = crm_domain::stream_id(kind.category(), id);
+        let state = overlay.0.entry(stream).or_insert_with_key(|stream| {
+            self.0
+                .get(stream)
+                .map_or_else(|| kind.new_state(), |s| s.clone_state())
+        });
+        Ok(state.execute(command.as_ref())?)
+    }
+
+    /// Keeps the states of an accepted row.
+    fn commit(&mut self, overlay: States) {
+        self.0.extend(overlay.0);
+    }
+}

@@ -1,0 +1,287 @@
+//! `crm demo`: the product in one command. Imports the bundled real data sets, brings the
+//! read models to the head, prints a scorecard of baseline metrics per domain, one
+//! redefinition side by side and one explained figure, then says where to go next.
+//! The caller serves the API afterwards unless asked not to.
+//!
+//! Running it twice appends nothing the second time: imports are idempotent by event id and
+//! the catalog metrics are built in, not appended.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use crm_app::config::{Flags, OnError};
+use crm_app::store::{self, Create};
+use crm_eventstore::{AnyStore, EventStore};
+use crm_import::{ImportError, ImportSummary, RunOptions};
+use crm_projections::metrics::{
+    evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Registry,
+};
+
+use crm_projections::{ProjectionError, ReadModelConfig};
+
+use super::serve::serve_api;
+use super::Globals;
+use crate::metric_output::{self as metric_cli, scorecard_line};
+
+mod scorecard;
+
+use scorecard::{
+    scope_query, yearly_2018_2019, EXPLAINED, EXPLAIN_ROWS_SHOWN, REDEFINED, SCORECARD,
+};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    #[error("the bundled data sets are not at {0}; run `crm demo` from a checkout of the repository, or pass --bundle DIR pointing at gateway/data")]
+    NoBundle(PathBuf),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    #[error("could not write the demo output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Where the bundled data sets live in a checkout.
+#[must_use]
+pub fn default_bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// What the demo did, for the caller and for tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoReport {
+    pub imports: Vec<ImportSummary>,
+    pub scorecard: Vec<Evaluation>,
+    pub head_position: u64,
+    #[serde(serialize_with = "seconds")]
+    pub elapsed: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Flags of `crm demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after printing; do not serve the API.
+    #[arg(long)]
+    no_serve: bool,
+    /// Address to serve on afterwards (default 127.0.0.1:8080); also `CRM_LISTEN`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory holding the bundled data sets (default: gateway/data of this checkout).
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+}
+
+/// Runs `crm demo`: the demo on the configured log, then the API unless `--no-serve`.
+///
+/// # Errors
+/// As [`demo`], or the API cannot be served.
+pub async fn run(globals: &Globals, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let config = globals.config(Flags {
+        listen: args.listen,
+        ..Flags::default()
+    })?;
+    let store = store::open(&config, Create::IfMissing).await?;
+    let bundle = args.bundle.unwrap_or_else(default_bundle);
+    let mut stdout = std::io::stdout().lock();
+    let report = demo(
+        &store,
+        &config.projections_dir(),
+        &config.read_models,
+        &bundle,
+        config.listen,
+        &mut stdout,
+    )
+    .await;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    let printed = writeln!(
+        stdout,
+        "\ndemo done in {:.1} s: {} records in the log",
+        report.elapsed.as_secs_f64(),
+        report.head_position
+    );
+    drop(stdout);
+    if args.no_serve || printed.is_err() {
+        store.close().await;
+        printed?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let banner = "serving the API on http://{address} (try http://{address}/v1/read-models/pipeline); Ctrl-C stops";
+    serve_api(store, &config, true, None, banner).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the demo on `store`, printing to `out`.
+///
+/// # Errors
+/// [`DemoError`] when the bundle is missing, an import or a projection fails, or a metric
+/// cannot be evaluated.
+pub async fn demo(
+    store: &AnyStore,
+    projections_dir: &Path,
+    read_models: &ReadModelConfig,
+    bundle: &Path,
+    listen: std::net::SocketAddr,
+    out: &mut impl Write,
+) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    if !bundle.join("maven-crm").is_dir() {
+        return Err(DemoError::NoBundle(bundle.to_path_buf()));
+    }
+    writeln!(out, "crm demo: log {}", store.describe())?;
+    writeln!(
+        out,
+        "\n1. Importing the bundled CRM data sets (idempotent: a second run appends nothing)"
+    )?;
+    let plans = [
+        (
+            "maven-crm",
+            crm_import::maven::plan(&bundle.join("maven-crm"))?,
+        ),
+        (
+            "telco-churn",
+            crm_import::telco::plan(&bundle.join("telco-churn/Telco-Customer-Churn.csv"))?,
+        ),
+        (
+            "helpdesk",
+            crm_import::helpdesk::plan(&bundle.join("helpdesk/helpdesk.csv"))?,
+        ),
+    ];
+    let mut imports = Vec::new();
+    for (name, plan) in plans {
+        let t = Instant::now();
+        let options = RunOptions {
+            on_error: OnError::Stop,
+            progress: true,
+        };
+        let mut summary = crm_import::run(store, plan, options).await?;
+        summary.elapsed = t.elapsed();
+        writeln!(
+            out,
+            "   {name:<12} {:>6} rows -> {:>6} events ({} appended, {} already present) in {:.2} s",
+            summary.rows,
+            summary.events(),
+            summary.appended,
+            summary.already_present,
+            summary.elapsed.as_secs_f64()
+        )?;
+        imports.push(summary);
+    }
+
+    writeln!(out, "\n2. Bringing the read models to the head")?;
+    let runner = crm_app::projections::runner(store.clone(), projections_dir, read_models)?;
+    let status = crm_app::projections::catch_up(&runner).await?;
+    drop(runner);
+    for line in super::project::status_table(&status).lines() {
+        writeln!(out, "   {line}")?;
+    }
+
+    writeln!(
+        out,
+        "\n3. Scorecard: baseline metrics per domain, over all of history (active customers and MRR: 2019)"
+    )?;
+    let registry = Registry::load(store).await?;
+    let chosen = SCORECARD
+        .iter()
+        .flat_map(|(_, entries)| entries.iter())
+        .map(|e| registry.get(e.id, e.version))
+        .collect::<Result<Vec<_>, _>>()?;
+    let view = load_view(store, &registry, &chosen, None, None).await?;
+    let mut scorecard = Vec::new();
+    let mut metrics_iter = chosen.iter();
+    for (domain, entries) in SCORECARD {
+        writeln!(out, "   {domain}")?;
+        for entry in entries.iter() {
+            let Some(m) = metrics_iter.next() else { break };
+            let ev = evaluate_in(&view, &registry, m, &scope_query(entry.scope))?;
+            writeln!(out, "     {}", scorecard_line(&ev))?;
+            scorecard.push(ev);
+        }
+    }
+    let mark = &view.mark;
+    writeln!(
+        out,
+        "   computed at log position {} (chain hash {}…)",
+        mark.position,
+        mark.chain_hash.get(..16).unwrap_or(&mark.chain_hash)
+    )?;
+
+    let (id, versions) = REDEFINED;
+    writeln!(
+        out,
+        "\n4. A redefinition: {id} v{} beside v{}",
+        versions[0], versions[1]
+    )?;
+    let page = metric_cli::compare_versions(
+        store,
+        id,
+        &versions,
+        &yearly_2018_2019(),
+        metric_cli::Format::Text,
+    )
+    .await?;
+    for line in page.lines() {
+        writeln!(out, "   {line}")?;
+    }
+
+    writeln!(out, "\n5. An explained figure: {EXPLAINED}")?;
+    let sel = ExplainSelect {
+        limit: EXPLAIN_ROWS_SHOWN,
+        ..ExplainSelect::default()
+    };
+    let page = metric_cli::explain_page(
+        store,
+        EXPLAINED,
+        None,
+        &metric_cli::QueryFlags::default(),
+        &sel,
+        metric_cli::Format::Text,
+    )
+    .await?;
+    for line in page.lines() {
+        writeln!(out, "   {line}")?;
+    }
+
+    let head = store.head();
+    writeln!(out, "\n6. Where to go next")?;
+    writeln!(out, "   crm metrics list                                  the catalog and what each metric needs")?;
+    writeln!(
+        out,
+        "   crm metric sales.win_rate --period quarter --by region"
+    )?;
+    writeln!(
+        out,
+        "   crm metric compare customer.churn_rate --versions 1,2"
+    )?;
+    writeln!(out, "   crm explain sales.win_rate --csv > win_rate.csv   every event counted or left out, and why")?;
+    writeln!(out, "   crm verify                                        checksums and hash chain of all {} records", head.position)?;
+    writeln!(
+        out,
+        "   crm verify --anchor {}:{}\n                                                     proves later that the log these figures\n                                                     were computed from is unchanged",
+        head.position, head.hash
+    )?;
+    writeln!(out, "   http://{listen}/openapi.json   http://{listen}/v1/read-models/pipeline   http://{listen}/v1/feed?from=1")?;
+    out.flush()?;
+    Ok(DemoReport {
+        imports,
+        scorecard,
+        head_position: head.position.0,
+        elapsed: started.elapsed(),
+    })
+}

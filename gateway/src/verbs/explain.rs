@@ -1,0 +1,64 @@
+//! `crm explain ID`: the events behind a metric's figure, included and excluded with the rule.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+use crm_app::config::Flags;
+use crm_app::store::Create;
+use crm_projections::metrics::ExplainSelect;
+
+use super::{format_of, with_store, Globals, QueryArgs};
+use crate::metric_output;
+
+/// Flags of `crm explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Metric id.
+    id: String,
+    #[arg(long)]
+    version: Option<u32>,
+    #[command(flatten)]
+    query: QueryArgs,
+    /// One period label (e.g. 2017-Q2); all periods when absent.
+    #[arg(long = "select-period")]
+    select_period: Option<String>,
+    /// Only `included` or `excluded` rows.
+    #[arg(long)]
+    decision: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Page size (capped by the engine).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    #[arg(long)]
+    csv: bool,
+}
+
+/// Runs `crm explain`.
+///
+/// # Errors
+/// An unknown metric or version, an invalid query, no log.
+pub async fn run(globals: &Globals, args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let config = globals.config(Flags::default())?;
+    let select = ExplainSelect {
+        period: args.select_period.clone(),
+        decision: args.decision.clone(),
+        offset: args.offset,
+        limit: args.limit,
+        ..Default::default()
+    };
+    let flags = args.query.flags()?;
+    let format = format_of(args.json, args.csv);
+    let output = with_store(&config, Create::Never, async |store| {
+        Ok(
+            metric_output::explain_page(store, &args.id, args.version, &flags, &select, format)
+                .await?,
+        )
+    })
+    .await?;
+    write!(std::io::stdout().lock(), "{output}")?;
+    Ok(ExitCode::SUCCESS)
+}

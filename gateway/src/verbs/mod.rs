@@ -1,0 +1,164 @@
+//! One module per verb: its flags (clap) and its `run`. The helpers here own what every verb
+//! shares: the global flags and the configuration they resolve to, opening and closing the
+//! log, output formats, the metric query flags and logging.
+
+pub mod demo;
+pub mod events;
+pub mod explain;
+pub mod import;
+pub mod metric;
+pub mod metrics;
+pub mod project;
+pub mod serve;
+pub mod stats;
+pub mod tail;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use crm_app::config::{Config, Flags, StoreLocation};
+use crm_app::store::{self, Create};
+use crm_eventstore::AnyStore;
+
+use crate::metric_output::{Format, QueryFlags};
+
+/// Flags every verb takes.
+#[derive(Debug, Args)]
+pub struct Globals {
+    /// Config file (TOML); also `CRM_CONFIG`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (the log is in DIR/log); also `CRM_DATA_DIR`. Default ./crm-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the log lives: a directory (the embedded sled log; default DATA_DIR/log) or
+    /// nats://HOST:PORT[,nats://HOST:PORT...] (a JetStream stream, shared by many processes);
+    /// also `CRM_STORE`.
+    #[arg(long, global = true, value_name = "STORE")]
+    pub store: Option<StoreLocation>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Globals {
+    /// The configuration: defaults < file < `CRM_*` environment < these flags and `verb`'s.
+    ///
+    /// # Errors
+    /// An unreadable or invalid config file or environment variable.
+    pub fn config(&self, verb: Flags) -> anyhow::Result<Config> {
+        let flags = Flags {
+            config_file: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            ..verb
+        };
+        let config = Config::resolve(&flags, |k| std::env::var(k).ok())?;
+        tracing::debug!(?config, "configuration");
+        Ok(config)
+    }
+}
+
+/// Opens the log `config` names, runs `work` on it and closes it, whatever `work` returned:
+/// the one place a verb opens and closes the store.
+///
+/// # Errors
+/// The log cannot be opened, or `work`'s error.
+pub async fn with_store<T>(
+    config: &Config,
+    create: Create,
+    work: impl AsyncFnOnce(&AnyStore) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let store = store::open(config, create).await?;
+    let result = work(&store).await;
+    store.close().await;
+    result
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The output format of `--json` / `--csv` / neither.
+#[must_use]
+pub fn format_of(json: bool, csv: bool) -> Format {
+    if json {
+        Format::Json
+    } else if csv {
+        Format::Csv
+    } else {
+        Format::Text
+    }
+}
+
+/// Query flags shared by `metric` and `explain`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct QueryArgs {
+    /// Start of the range (RFC 3339), inclusive.
+    #[arg(long)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of the range (RFC 3339), exclusive.
+    #[arg(long)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// day, week, month, quarter, year (default: the whole range).
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Breakdown dimensions, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<String>,
+    /// Count facts that occurred by this instant.
+    #[arg(long)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Count only what the log had recorded by this instant.
+    #[arg(long)]
+    pub known_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl QueryArgs {
+    /// The engine's query flags.
+    ///
+    /// # Errors
+    /// An unknown period grain.
+    pub fn flags(&self) -> anyhow::Result<QueryFlags> {
+        Ok(QueryFlags {
+            from: self.from,
+            to: self.to,
+            period: self.period.as_deref().map(str::parse).transpose()?,
+            by: self.by.clone(),
+            as_of: self.as_of,
+            known_at: self.known_at,
+        })
+    }
+}
+
+/// Exit code 0 or 1.
+#[must_use]
+pub fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logs to stderr at the level `-v` asks for, unless `RUST_LOG` says otherwise.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,129 @@
+//! `crm serve`: the HTTP API, the projections and (with a NATS URL) the publisher, until
+//! SIGTERM or Ctrl-C. [`serve_api`] is the wiring `crm demo` shares.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use crm_app::config::{Config, Flags};
+use crm_app::store::{self, Create};
+use crm_eventstore::AnyStore;
+use crm_http::read_models::Projections;
+use crm_http::BeforeClose;
+
+use super::Globals;
+
+/// Flags of `crm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port); also
+    /// `CRM_LISTEN` or `[serve] listen` in the config file.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Do not run the read models in this process (the read-model routes answer 503): use
+    /// when `crm project run NAME` workers fold them in processes of their own.
+    #[arg(long)]
+    no_projections: bool,
+    /// Publish every committed event to NATS JetStream at this URL (subjects
+    /// crm.events.<category>.<stream id>, stream CRM_EVENTS); also `CRM_NATS_URL` or
+    /// `[publish] nats_url`.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+}
+
+/// Runs `crm serve`.
+///
+/// # Errors
+/// The log cannot be opened, the address is taken, the projections or publisher cannot start.
+pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = globals.config(Flags {
+        listen: args.listen,
+        nats: args.nats.clone(),
+        ..Flags::default()
+    })?;
+    let store = store::open(&config, Create::IfMissing).await?;
+    let publisher = match crm_publish::Publisher::start_configured(
+        store.clone(),
+        &config.publish,
+        &config.data_dir,
+    ) {
+        Ok(publisher) => publisher,
+        Err(e) => {
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    let before_close =
+        publisher.map(|p| -> BeforeClose { Box::pin(async move { p.stop().await }) });
+    let banner = format!(
+        "crm serve: log {}, listening on http://{{address}} (API under /v1, /openapi.json); Ctrl-C or SIGTERM stops",
+        store.describe()
+    );
+    serve_api(store, &config, !args.no_projections, before_close, &banner).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Listens on the configured address, prints `banner` (`{address}` replaced by the bound
+/// address), starts the projections when asked, and serves until SIGTERM or Ctrl-C; the
+/// server closes the store when it stops. On an error before serving, the store is closed
+/// here.
+///
+/// # Errors
+/// The address is taken, the projections cannot start, or the server fails.
+pub async fn serve_api(
+    store: AnyStore,
+    config: &Config,
+    projections: bool,
+    before_close: Option<BeforeClose>,
+    banner: &str,
+) -> anyhow::Result<()> {
+    let started = async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "{}",
+            banner.replace("{address}", &address.to_string())
+        )?;
+        stdout.flush()?;
+        drop(stdout);
+        let projections = if projections {
+            Some(
+                Projections::start(
+                    store.clone(),
+                    &config.projections_dir(),
+                    &config.read_models,
+                )
+                .context("starting the projections")?,
+            )
+        } else {
+            None
+        };
+        anyhow::Ok((listener, projections))
+    }
+    .await;
+    let (listener, projections) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(before_close) = before_close {
+                before_close.await;
+            }
+            store.close().await;
+            return Err(e);
+        }
+    };
+    crm_http::serve(
+        store,
+        projections,
+        before_close,
+        listener,
+        crm_http::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
