@@ -9,12 +9,13 @@
 
 use std::path::Path;
 
-use crm_domain::DomainEvent;
-use crm_eventstore::{EventId, ProposedEvent, StreamId};
+use crm_app::envelope::{unhex, EventLineIn};
+use crm_app::propose::{proposed_event, Provenance};
+use crm_domain::{DomainEvent, EncodedEvent};
+use crm_eventstore::{EventId, StreamId};
 
 use super::source::file_name;
 use super::{ColumnRef, Expect, ImportError, Plan, RowError, Staged, Unit};
-use crm_app::envelope::{unhex, EventLineIn};
 
 /// Importer name.
 pub const NAME: &str = "jsonl";
@@ -112,18 +113,25 @@ fn event(line: &str) -> Result<Unit, LineError> {
     Ok(Unit {
         rows: 1,
         events: vec![Staged {
-            stream,
-            event: ProposedEvent {
-                event_id: EventId(parsed.event_id),
-                event_type: parsed.event_type,
-                schema_version: parsed.schema_version,
-                occurred_at: parsed.occurred_at,
-                causation_id: parsed.causation_id,
-                correlation_id: parsed.correlation_id,
-                actor: parsed.actor.unwrap_or_else(|| format!("import:{NAME}")),
-                metadata,
-                payload,
-            },
+            stream: stream.clone(),
+            // The stored event as it was: its own type, schema version and payload bytes.
+            event: proposed_event(
+                EncodedEvent {
+                    stream_id: stream.to_string(),
+                    event_type: decoded.event_type(),
+                    schema_version: parsed.schema_version,
+                    occurred_at: parsed.occurred_at,
+                    payload,
+                    carries_personal_data: decoded.carries_personal_data(),
+                },
+                EventId(parsed.event_id),
+                &Provenance {
+                    actor: parsed.actor.unwrap_or_else(|| format!("import:{NAME}")),
+                    correlation_id: parsed.correlation_id,
+                    causation_id: parsed.causation_id,
+                    metadata,
+                },
+            ),
             expect,
         }],
     })

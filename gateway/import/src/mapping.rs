@@ -352,7 +352,7 @@ fn convert(row: &Row<'_>, field: &Field<'_>) -> Result<Value, RowError> {
                 spec.decimal_separator.unwrap_or('.'),
                 currency.minor_unit_exponent(),
             )
-            .map_err(err)?;
+            .map_err(|e| err(e.to_string()))?;
             Ok(json!({ "minor_units": units, "currency": code }))
         }
     }

@@ -226,21 +226,33 @@ impl<'a> Row<'a> {
     /// A [`RowError`] if the value is not a plain decimal number or has too many decimals.
     pub fn minor_units(&self, index: usize, exponent: u32) -> Result<i64, RowError> {
         let v = self.req(index)?;
-        parse_minor_units(v, '.', exponent).map_err(|reason| self.error(index, reason))
+        parse_minor_units(v, '.', exponent).map_err(|e| self.error(index, e.to_string()))
     }
+}
+
+/// A text that is not an amount of money in the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not an amount: use digits with at most {exponent} decimals after {separator:?} and no thousands separator")]
+pub struct NotAnAmount {
+    /// The text.
+    pub value: String,
+    /// The decimal mark expected.
+    pub separator: char,
+    /// Decimals the currency allows.
+    pub exponent: u32,
 }
 
 /// Parses `"1234.5"` (with `separator` as the decimal mark) into minor units of a currency with
 /// `exponent` decimals: `("29.85", '.', 2)` → 2985. No floats; no thousands separators.
 ///
 /// # Errors
-/// A message naming the value when it is not a decimal number or has more than `exponent`
-/// decimals.
-pub fn parse_minor_units(value: &str, separator: char, exponent: u32) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "{value:?} is not an amount: use digits with at most {exponent} decimals after {separator:?} and no thousands separator"
-        )
+/// [`NotAnAmount`] naming the value when it is not a decimal number or has more than
+/// `exponent` decimals.
+pub fn parse_minor_units(value: &str, separator: char, exponent: u32) -> Result<i64, NotAnAmount> {
+    let bad = || NotAnAmount {
+        value: value.to_owned(),
+        separator,
+        exponent,
     };
     let (negative, digits) = match value.strip_prefix('-') {
         Some(rest) => (true, rest),
