@@ -1,6 +1,7 @@
 //! Errors per operation. Each message says what went wrong and what to do.
 
-use crate::types::{EventId, ExpectedVersion, Position, StreamId, StreamVersion};
+use crate::codec::EncodeError;
+use crate::types::{EventFieldError, EventId, ExpectedVersion, Position, StreamId, StreamVersion};
 
 /// Why an append was refused. A refused append wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum AppendError {
     InvalidEvent {
         index: usize,
         event_id: EventId,
-        reason: String,
+        reason: EventFieldError,
     },
     #[error("the log is full: no position after {0}")]
     LogFull(Position),
@@ -79,6 +80,12 @@ pub enum OpenError {
     /// reason says what to check.
     #[error("could not open the log at {path}: {reason}")]
     Unreachable { path: String, reason: String },
+}
+
+impl From<EncodeError> for AppendError {
+    fn from(e: EncodeError) -> Self {
+        AppendError::StorageFailed(e.to_string())
+    }
 }
 
 impl From<ReadError> for AppendError {

@@ -35,6 +35,6 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
 pub use types::{
-    AppendResult, ChainHash, EventId, ExpectedVersion, Head, Position, ProposedEvent,
-    RecordedEvent, StreamId, StreamIdError, StreamVersion,
+    AppendResult, ChainHash, ChainHashError, EventFieldError, EventId, ExpectedVersion, Head,
+    Position, ProposedEvent, RecordedEvent, StreamId, StreamIdError, StreamVersion,
 };

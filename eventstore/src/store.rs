@@ -12,8 +12,8 @@ use crate::limits::{
     APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, EVENT_SIZE_MAX_BYTES, READ_PAGE_MAX,
 };
 use crate::types::{
-    AppendResult, ChainHash, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent,
-    StreamId, StreamVersion,
+    AppendResult, ChainHash, EventFieldError, ExpectedVersion, Head, Position, ProposedEvent,
+    RecordedEvent, StreamId, StreamVersion,
 };
 
 /// A durable, append-only log of opaque events, in streams and in one global order.
@@ -226,7 +226,7 @@ fn check_record(
             "content hashes to {h} but the record says {}: the record was altered",
             rec.hash
         )),
-        Err(e) => Some(e),
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -312,7 +312,7 @@ pub fn check_append(events: &[ProposedEvent]) -> Result<(), AppendError> {
             return Err(AppendError::InvalidEvent {
                 index,
                 event_id: e.event_id,
-                reason: "the same event id appears twice in one append".into(),
+                reason: EventFieldError::RepeatedEventId,
             });
         }
     }

@@ -331,7 +331,7 @@ async fn stage(
                 recorded_at,
                 prev_hash: at.hash,
             };
-            let (frame, rec) = codec::encode(e, &place).map_err(AppendError::StorageFailed)?;
+            let (frame, rec) = codec::encode(e, &place)?;
             let mut headers = HeaderMap::new();
             if i == 0 && !subjects_used.contains(&r.stream) {
                 headers.insert(

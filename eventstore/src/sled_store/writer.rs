@@ -316,8 +316,7 @@ impl Writer {
                 recorded_at: group.recorded_at,
                 prev_hash: head.hash,
             };
-            let (frame, hash) =
-                codec::encode_frame(e, &place).map_err(AppendError::StorageFailed)?;
+            let (frame, hash) = codec::encode_frame(e, &place)?;
             frames.push(frame);
             head = Head { position, hash };
         }
