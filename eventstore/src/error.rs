@@ -1,7 +1,9 @@
 //! Errors per operation. Each message says what went wrong and what to do.
 
-use crate::codec::EncodeError;
-use crate::types::{EventFieldError, EventId, ExpectedVersion, Position, StreamId, StreamVersion};
+use crate::codec::{EncodeError, FrameError};
+use crate::types::{
+    ChainHash, EventFieldError, EventId, ExpectedVersion, Position, StreamId, StreamVersion,
+};
 
 /// Why an append was refused. A refused append wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,13 +51,99 @@ pub enum AppendError {
 #[non_exhaustive]
 pub enum ReadError {
     #[error("record at position {position} is corrupt ({reason}); it is not served. Run `crm verify` and restore the log from a replica or backup")]
-    Corrupt { position: Position, reason: String },
+    Corrupt {
+        position: Position,
+        reason: Corruption,
+    },
     #[error("storage read failed ({0}); check the disk and retry")]
     Storage(String),
     #[error("the log's storage service did not answer the read ({0}); retry once it is reachable")]
     Unavailable(String),
     #[error("the store is closed; reopen it")]
     Closed,
+}
+
+/// What is wrong with a record the log does not serve: the reason of
+/// [`ReadError::Corrupt`], and of a failed `verify`. The message names what
+/// was found; the position is the error's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The frame fails its own checks (format version, lengths, checksum, body).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The record's content cannot be encoded again to recompute its hash.
+    #[error(transparent)]
+    Unencodable(#[from] EncodeError),
+    #[error("frame length does not fit its chunk (damaged header)")]
+    FrameOverrunsChunk,
+    #[error("no chunk holds this position")]
+    NoChunk,
+    #[error("malformed chunk key")]
+    MalformedChunkKey,
+    /// A chunk is missing: the chunk after the previous one starts later.
+    #[error("record is missing: the next chunk starts at {next_chunk}")]
+    MissingBeforeChunk { next_chunk: Position },
+    #[error("record is missing below the durable head")]
+    MissingBelowHead,
+    /// `verify` found no record where the walk expected one.
+    #[error("record is missing (gap in positions)")]
+    Missing,
+    #[error("a stream index entry of `{stream}` is malformed")]
+    MalformedStreamEntry { stream: StreamId },
+    #[error("the id index entry of {event_id} is malformed")]
+    MalformedIdEntry { event_id: EventId },
+    #[error("the event id index points at a missing record for {event_id}")]
+    DanglingIdEntry { event_id: EventId },
+    /// The embedded log's stream index and the record disagree.
+    #[error("the stream index says `{stream}` version {version}, the record says `{found_stream}` version {found_version}")]
+    StreamIndexMismatch {
+        stream: StreamId,
+        version: StreamVersion,
+        found_stream: StreamId,
+        found_version: StreamVersion,
+    },
+    /// A JetStream store's in-memory index and the record disagree.
+    #[error("the index says `{stream}` version {version} is at {indexed_at}, the record says `{found_stream}` version {found_version}")]
+    IndexMismatch {
+        stream: StreamId,
+        version: StreamVersion,
+        indexed_at: Position,
+        found_stream: StreamId,
+        found_version: StreamVersion,
+    },
+    #[error("staged record is missing from its group")]
+    StagedMissing,
+    #[error("record {position} does not follow the head {head}: a gap in the log")]
+    Gap { position: Position, head: Position },
+    #[error("expected position {expected}, found {found}: positions are not dense")]
+    NotDense { expected: Position, found: Position },
+    #[error("record {position} links to {links_to} but the previous record hashes to {previous}: the chain is broken")]
+    ChainBroken {
+        position: Position,
+        links_to: ChainHash,
+        previous: ChainHash,
+    },
+    #[error("content hashes to {computed} but the record says {stated}: the record was altered")]
+    Altered {
+        computed: ChainHash,
+        stated: ChainHash,
+    },
+    #[error("the head names hash {head} but the last record hashes to {last}")]
+    HeadMismatch { head: ChainHash, last: ChainHash },
+    #[error("record {position} is version {version} of `{stream}`, which is at version {stream_version}")]
+    VersionOutOfOrder {
+        position: Position,
+        version: StreamVersion,
+        stream: StreamId,
+        stream_version: StreamVersion,
+    },
+    #[error("record {position} repeats event id {event_id} of record {first}")]
+    RepeatedEventId {
+        position: Position,
+        event_id: EventId,
+        first: Position,
+    },
 }
 
 /// Why a store could not be opened.

@@ -29,7 +29,7 @@ pub mod store;
 pub mod types;
 
 pub use any::AnyStore;
-pub use error::{AppendError, OpenError, ReadError};
+pub use error::{AppendError, Corruption, OpenError, ReadError};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;

@@ -74,7 +74,7 @@ use tokio::time::Instant;
 use tracing::{debug, error};
 
 use crate::codec;
-use crate::error::{AppendError, OpenError, ReadError};
+use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::{APPEND_QUEUE_DEPTH, READ_PAGE_MAX};
 use crate::store::{check_append, page_size, EventStore};
 use crate::types::{
@@ -177,7 +177,7 @@ impl Shared {
     }
 
     /// Indexes records read or written, in order, and publishes the new head.
-    fn apply(&self, records: &[RecordedEvent]) -> Result<(), String> {
+    fn apply(&self, records: &[RecordedEvent]) -> Result<(), Corruption> {
         let mut ix = self.index();
         for rec in records {
             ix.apply(rec)?;
@@ -242,7 +242,7 @@ impl Shared {
                 )));
             };
             self.apply(&records).map_err(|reason| {
-                self.fail(reason.clone());
+                self.fail(reason.to_string());
                 ReadError::Corrupt {
                     position: last,
                     reason,
@@ -255,7 +255,7 @@ impl Shared {
 fn decode(seq: u64, frame: &[u8]) -> Result<RecordedEvent, ReadError> {
     codec::decode(frame, Some(Position(seq)), false).map_err(|e| ReadError::Corrupt {
         position: Position(seq),
-        reason: e.to_string(),
+        reason: e.into(),
     })
 }
 
@@ -521,10 +521,13 @@ impl EventStore for JetStreamStore {
             {
                 return Err(ReadError::Corrupt {
                     position: rec.position,
-                    reason: format!(
-                        "the index says `{stream}` version {version} is at {expected}, the record says `{}` version {}",
-                        rec.stream_id, rec.stream_version
-                    ),
+                    reason: Corruption::IndexMismatch {
+                        stream: stream.clone(),
+                        version,
+                        indexed_at: *expected,
+                        found_stream: rec.stream_id,
+                        found_version: rec.stream_version,
+                    },
                 });
             }
             version = StreamVersion(version.0 + 1);

@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
 
 use crate::codec::{self, FORMAT_VERSION};
-use crate::error::{AppendError, OpenError, ReadError};
+use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::APPEND_QUEUE_DEPTH;
 use crate::store::{check_append, page_size, EventStore};
 use crate::types::{
@@ -362,10 +362,12 @@ impl EventStore for SledStore {
                 if &rec.stream_id != stream || rec.stream_version != expected {
                     return Err(ReadError::Corrupt {
                         position: rec.position,
-                        reason: format!(
-                            "the stream index says `{stream}` version {expected}, the record says `{}` version {}",
-                            rec.stream_id, rec.stream_version
-                        ),
+                        reason: Corruption::StreamIndexMismatch {
+                            stream: stream.clone(),
+                            version: expected,
+                            found_stream: rec.stream_id,
+                            found_version: rec.stream_version,
+                        },
                     });
                 }
                 expected = StreamVersion(expected.0 + 1);

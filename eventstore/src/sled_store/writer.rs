@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::layout::{self, chunk_key, id_key, stream_entry, stream_key, CHUNK_SIZE_MAX_BYTES};
 use super::Inner;
 use crate::codec::{self, Placement};
-use crate::error::{AppendError, ReadError};
+use crate::error::{AppendError, Corruption, ReadError};
 use crate::limits::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::store::idempotent_outcome;
 use crate::types::{
@@ -85,7 +85,7 @@ impl Group {
     fn staged(&self, position: Position) -> Result<RecordedEvent, ReadError> {
         let missing = || ReadError::Corrupt {
             position,
-            reason: "staged record is missing from its group".into(),
+            reason: Corruption::StagedMissing,
         };
         let index = usize::try_from(position.0 - self.first.0).map_err(|_| missing())?;
         let (chunk, range) = self.slots.get(index).ok_or_else(missing)?;
@@ -96,7 +96,7 @@ impl Group {
             .ok_or_else(missing)?;
         codec::decode(bytes, Some(position), false).map_err(|e| ReadError::Corrupt {
             position,
-            reason: e.to_string(),
+            reason: e.into(),
         })
     }
 }
@@ -252,7 +252,7 @@ impl Writer {
                 .map(Some)
                 .ok_or(ReadError::Corrupt {
                     position,
-                    reason: format!("the event id index points at a missing record for {id}"),
+                    reason: Corruption::DanglingIdEntry { event_id: *id },
                 }),
         }
     }
