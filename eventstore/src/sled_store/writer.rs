@@ -46,6 +46,17 @@ struct Append {
     reply: Reply,
 }
 
+/// Why a group could not be made durable; the store refuses writes after it.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("sled batch write failed: {0}")]
+    Batch(sled::Error),
+    #[error("sled flush failed: {0}")]
+    Flush(sled::Error),
+    #[error("fdatasync of sled's log file failed: {0}")]
+    Sync(std::io::Error),
+}
+
 /// Where a staged frame sits: chunk index, byte range.
 type Slot = (usize, std::ops::Range<usize>);
 
@@ -192,7 +203,8 @@ impl Writer {
             for (first, chunk) in &group.chunks {
                 batch.insert(&chunk_key(*first), chunk.as_slice());
             }
-            if let Err(reason) = self.write_durably(batch) {
+            if let Err(e) = self.write_durably(batch) {
+                let reason = e.to_string();
                 self.inner.fail(reason.clone());
                 let committed = self.head.position;
                 for (reply, result) in answers {
@@ -226,19 +238,13 @@ impl Writer {
 
     /// Applies the batch atomically, then makes it durable: sled's flush, then
     /// `fdatasync` of sled's log file (see the module notes on sled's flush).
-    fn write_durably(&self, batch: sled::Batch) -> Result<(), String> {
+    fn write_durably(&self, batch: sled::Batch) -> Result<(), WriteError> {
         self.inner
             .tree
             .apply_batch(batch)
-            .map_err(|e| format!("sled batch write failed: {e}"))?;
-        self.inner
-            .db
-            .flush()
-            .map_err(|e| format!("sled flush failed: {e}"))?;
-        self.inner
-            .log_file
-            .sync_data()
-            .map_err(|e| format!("fdatasync of sled's log file failed: {e}"))
+            .map_err(WriteError::Batch)?;
+        self.inner.db.flush().map_err(WriteError::Flush)?;
+        self.inner.log_file.sync_data().map_err(WriteError::Sync)
     }
 
     /// The recorded event with this id, whether committed or staged in `group`.
