@@ -1,4 +1,10 @@
-//! Errors per operation. Each message says what went wrong and what to do.
+//! Errors per operation. Each message says what went wrong: where (path,
+//! position), what was found, and what it means for the caller (nothing was
+//! written, the record is not served, the store refuses writes). Where the
+//! store's own API offers a way out (retry, resend unchanged, reopen) the
+//! message says so. It names no command or configuration file of a program
+//! built on the store: that program knows its users' verbs and adds them
+//! where it shows the error.
 
 use crate::codec::{EncodeError, FrameError};
 use crate::types::{
@@ -38,7 +44,7 @@ pub enum AppendError {
     },
     #[error("the log is full: no position after {0}")]
     LogFull(Position),
-    #[error("storage failed while making the append durable ({0}); the store refuses writes until it is reopened; check the disk, then reopen and run verify")]
+    #[error("storage failed while making the append durable ({0}); the store refuses writes until it is reopened; check the disk, then reopen the store and check the log's hash chain")]
     StorageFailed(String),
     #[error("the store is closed; reopen it")]
     Closed,
@@ -50,7 +56,7 @@ pub enum AppendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    #[error("record at position {position} is corrupt ({reason}); it is not served. Run `crm verify` and restore the log from a replica or backup")]
+    #[error("record at position {position} is corrupt ({reason}); it is not served, and the log needs restoring from a replica or backup")]
     Corrupt {
         position: Position,
         reason: Corruption,
@@ -150,7 +156,7 @@ pub enum Corruption {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
-    #[error("the log at {path} was written in format version {found}, this build reads up to {supported}; upgrade the `crm` binary")]
+    #[error("the log at {path} was written in format version {found}, this build of the store reads up to {supported}")]
     NewerFormat {
         path: String,
         found: u8,
@@ -160,7 +166,7 @@ pub enum OpenError {
     Storage { path: String, reason: String },
     /// Another process (or another open handle in this one) holds the
     /// directory's lock, and did not release it within the open's wait.
-    #[error("the log at {path} is in use by another process (a running `crm serve` or `crm project run`?); stop it, or point this command at it over HTTP, and try again")]
+    #[error("the log at {path} is in use by another process (or another open handle in this one), which holds its directory lock")]
     Locked { path: String },
     #[error("the log at {path} is damaged: {reason}; restore it from a replica or backup")]
     Damaged { path: String, reason: String },
@@ -179,5 +185,80 @@ impl From<EncodeError> for AppendError {
 impl From<ReadError> for AppendError {
     fn from(e: ReadError) -> Self {
         AppendError::StorageFailed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages a user may see through a program built on the store.
+    fn samples() -> Vec<String> {
+        let stream = StreamId::new("case-1").unwrap();
+        vec![
+            ReadError::Corrupt {
+                position: Position(7),
+                reason: Corruption::Frame(FrameError::Checksum {
+                    stored: 1,
+                    computed: 2,
+                }),
+            }
+            .to_string(),
+            ReadError::Corrupt {
+                position: Position(9),
+                reason: Corruption::ChainBroken {
+                    position: Position(9),
+                    links_to: ChainHash([1; 32]),
+                    previous: ChainHash([2; 32]),
+                },
+            }
+            .to_string(),
+            ReadError::Storage("io".into()).to_string(),
+            AppendError::StorageFailed("flush".into()).to_string(),
+            AppendError::WrongExpectedVersion {
+                stream,
+                expected: ExpectedVersion::NoStream,
+                actual: StreamVersion(3),
+            }
+            .to_string(),
+            OpenError::Locked { path: "/d".into() }.to_string(),
+            OpenError::NewerFormat {
+                path: "/d".into(),
+                found: 2,
+                supported: 1,
+            }
+            .to_string(),
+            OpenError::Damaged {
+                path: "/d".into(),
+                reason: "r".into(),
+            }
+            .to_string(),
+        ]
+    }
+
+    #[test]
+    fn a_corrupt_record_names_its_position_what_was_found_and_that_it_is_not_served() {
+        let shown = &samples()[0];
+        assert!(shown.contains("position 7"), "{shown}");
+        assert!(
+            shown.contains("checksum mismatch: stored 00000001, computed 00000002"),
+            "{shown}"
+        );
+        assert!(shown.contains("not served"), "{shown}");
+        let chain = &samples()[1];
+        assert!(
+            chain.contains("record 9 links to") && chain.contains("the chain is broken"),
+            "{chain}"
+        );
+    }
+
+    #[test]
+    fn messages_name_no_command_of_a_program_built_on_the_store() {
+        for shown in samples() {
+            assert!(!shown.contains("`crm"), "{shown}");
+            assert!(!shown.contains("crm "), "{shown}");
+        }
+        let locked = OpenError::Locked { path: "/d".into() }.to_string();
+        assert!(locked.contains("in use by another process"), "{locked}");
     }
 }

@@ -339,7 +339,7 @@ enum SetupError {
     BadUrl { url: String, reason: std::io::Error },
     #[error("could not connect to NATS: {0}; check that the servers run and the url is right")]
     Connect(async_nats::ConnectError),
-    #[error("there is no JetStream stream `{stream}` on {url}; check the stream name (`[jetstream] stream_name`), or create the log by importing or serving")]
+    #[error("there is no JetStream stream `{stream}` on {url} (the configured `stream_name`), and this open does not create one (`create_if_missing` is off)")]
     NoStream { stream: String, url: String },
     #[error("could not create or find the JetStream stream: {reason}; check that JetStream is enabled (server 2.12+) and that enough servers are up for {replicas} replicas")]
     StreamNotReady {

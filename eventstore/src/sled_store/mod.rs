@@ -485,8 +485,8 @@ mod tests {
         assert!(second.join().unwrap().is_ok());
     }
 
-    /// A lock that stays held ends in `OpenError::Locked`, which tells the
-    /// user what holds it and what to do.
+    /// A lock that stays held ends in `OpenError::Locked`, which says that
+    /// another process holds it.
     #[test]
     fn open_of_a_held_directory_says_it_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
