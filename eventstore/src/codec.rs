@@ -21,7 +21,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::types::{
-    ChainHash, EventId, Position, ProposedEvent, RecordedEvent, StreamId, StreamVersion,
+    ChainHash, EventId, Position, ProposedEvent, RecordedEvent, StreamId, StreamIdError,
+    StreamVersion,
 };
 
 /// The frame format this build writes, and the newest it reads.
@@ -59,9 +60,11 @@ impl Instant {
         }
     }
 
-    fn to_chrono(self) -> Result<DateTime<Utc>, String> {
-        DateTime::from_timestamp(self.secs, self.nanos)
-            .ok_or_else(|| format!("timestamp {}s {}ns is out of range", self.secs, self.nanos))
+    fn to_chrono(self) -> Result<DateTime<Utc>, FrameError> {
+        DateTime::from_timestamp(self.secs, self.nanos).ok_or(FrameError::TimestampOutOfRange {
+            secs: self.secs,
+            nanos: self.nanos,
+        })
     }
 }
 
@@ -106,12 +109,30 @@ pub enum FrameError {
     LengthMismatch { expected: usize, actual: usize },
     #[error("checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
     Checksum { stored: u32, computed: u32 },
+    /// The body is not a bincode `BodyV1` (the decoder's message).
     #[error("body does not decode: {0}")]
     Body(String),
+    #[error("body does not decode: {count} trailing bytes after the body")]
+    TrailingBytes { count: usize },
+    #[error("body does not decode: {0}")]
+    BadStreamId(StreamIdError),
+    #[error("body does not decode: timestamp {secs}s {nanos}ns is out of range")]
+    TimestampOutOfRange { secs: i64, nanos: u32 },
     #[error("frame holds position {found}, expected {expected}")]
     WrongPosition { expected: Position, found: Position },
     #[error("chain hash does not match the record's content")]
     HashMismatch,
+}
+
+/// Why a record could not be encoded into a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The body encoder refused the record (its message).
+    #[error("encoding failed: {0}")]
+    Body(String),
+    #[error("record body of {size} bytes exceeds the frame format")]
+    BodyTooLarge { size: usize },
 }
 
 /// Borrowed twin of [`BodyV1`] for encoding without copying payloads; its
@@ -169,8 +190,8 @@ fn body_of_recorded(r: &RecordedEvent) -> BodyRefV1<'_> {
     }
 }
 
-fn encode_body(body: &BodyRefV1<'_>) -> Result<Vec<u8>, String> {
-    bincode::encode_to_vec(body, config()).map_err(|e| format!("encoding failed: {e}"))
+fn encode_body(body: &BodyRefV1<'_>) -> Result<Vec<u8>, EncodeError> {
+    bincode::encode_to_vec(body, config()).map_err(|e| EncodeError::Body(e.to_string()))
 }
 
 fn chain_hash(prev: &ChainHash, version: u8, body: &[u8]) -> ChainHash {
@@ -181,13 +202,12 @@ fn chain_hash(prev: &ChainHash, version: u8, body: &[u8]) -> ChainHash {
     ChainHash(*h.finalize().as_bytes())
 }
 
-fn frame_from_body(body: &[u8], prev_hash: ChainHash) -> Result<(Vec<u8>, ChainHash, u32), String> {
-    let body_len = u32::try_from(body.len()).map_err(|_| {
-        format!(
-            "record body of {} bytes exceeds the frame format",
-            body.len()
-        )
-    })?;
+fn frame_from_body(
+    body: &[u8],
+    prev_hash: ChainHash,
+) -> Result<(Vec<u8>, ChainHash, u32), EncodeError> {
+    let body_len =
+        u32::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge { size: body.len() })?;
     let hash = chain_hash(&prev_hash, FORMAT_VERSION, body);
     let mut frame = Vec::with_capacity(body.len() + FRAME_OVERHEAD_BYTES);
     frame.push(FORMAT_VERSION);
@@ -204,7 +224,7 @@ fn frame_from_body(body: &[u8], prev_hash: ChainHash) -> Result<(Vec<u8>, ChainH
 pub fn encode_frame(
     proposed: &ProposedEvent,
     place: &Placement<'_>,
-) -> Result<(Vec<u8>, ChainHash), String> {
+) -> Result<(Vec<u8>, ChainHash), EncodeError> {
     let body = encode_body(&body_of(proposed, place))?;
     frame_from_body(&body, place.prev_hash).map(|(frame, hash, _)| (frame, hash))
 }
@@ -214,7 +234,7 @@ pub fn encode_frame(
 pub fn encode(
     proposed: &ProposedEvent,
     place: &Placement<'_>,
-) -> Result<(Vec<u8>, RecordedEvent), String> {
+) -> Result<(Vec<u8>, RecordedEvent), EncodeError> {
     let body = encode_body(&body_of(proposed, place))?;
     let (frame, hash, checksum) = frame_from_body(&body, place.prev_hash)?;
     let record = RecordedEvent {
@@ -239,13 +259,13 @@ pub fn encode(
 }
 
 /// Re-encodes a recorded event into its frame (deterministic: equal to the stored bytes).
-pub fn encode_recorded(record: &RecordedEvent) -> Result<Vec<u8>, String> {
+pub fn encode_recorded(record: &RecordedEvent) -> Result<Vec<u8>, EncodeError> {
     let body = encode_body(&body_of_recorded(record))?;
     frame_from_body(&body, record.prev_hash).map(|(frame, _, _)| frame)
 }
 
 /// Recomputes a record's chain hash from its content and `prev_hash`.
-pub fn recompute_hash(record: &RecordedEvent) -> Result<ChainHash, String> {
+pub fn recompute_hash(record: &RecordedEvent) -> Result<ChainHash, EncodeError> {
     let body = encode_body(&body_of_recorded(record))?;
     Ok(chain_hash(&record.prev_hash, FORMAT_VERSION, &body))
 }
@@ -333,10 +353,9 @@ pub fn decode(
     let (b, used): (BodyV1, usize) =
         bincode::decode_from_slice(body, config()).map_err(|e| FrameError::Body(e.to_string()))?;
     if used != body.len() {
-        return Err(FrameError::Body(format!(
-            "{} trailing bytes after the body",
-            body.len() - used
-        )));
+        return Err(FrameError::TrailingBytes {
+            count: body.len() - used,
+        });
     }
     if let Some(expected) = expected {
         if b.position != expected.0 {
@@ -346,7 +365,7 @@ pub fn decode(
             });
         }
     }
-    let stream_id = StreamId::new(b.stream_id).map_err(|e| FrameError::Body(e.to_string()))?;
+    let stream_id = StreamId::new(b.stream_id).map_err(FrameError::BadStreamId)?;
     Ok(RecordedEvent {
         position: Position(b.position),
         stream_id,
@@ -354,8 +373,8 @@ pub fn decode(
         event_id: EventId(Uuid::from_bytes(b.event_id)),
         event_type: b.event_type,
         schema_version: b.schema_version,
-        occurred_at: b.occurred_at.to_chrono().map_err(FrameError::Body)?,
-        recorded_at: b.recorded_at.to_chrono().map_err(FrameError::Body)?,
+        occurred_at: b.occurred_at.to_chrono()?,
+        recorded_at: b.recorded_at.to_chrono()?,
         causation_id: b.causation_id.map(Uuid::from_bytes),
         correlation_id: b.correlation_id.map(Uuid::from_bytes),
         actor: b.actor,

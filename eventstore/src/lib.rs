@@ -29,12 +29,12 @@ pub mod store;
 pub mod types;
 
 pub use any::AnyStore;
-pub use error::{AppendError, OpenError, ReadError};
+pub use error::{AppendError, Corruption, OpenError, ReadError};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
 pub use types::{
-    AppendResult, ChainHash, EventId, ExpectedVersion, Head, Position, ProposedEvent,
-    RecordedEvent, StreamId, StreamIdError, StreamVersion,
+    AppendResult, ChainHash, ChainHashError, EventFieldError, EventId, ExpectedVersion, Head,
+    Position, ProposedEvent, RecordedEvent, StreamId, StreamIdError, StreamVersion,
 };

@@ -94,7 +94,7 @@ impl MemoryStore {
                 recorded_at,
                 prev_hash,
             };
-            let (_, rec) = codec::encode(e, &place).map_err(AppendError::StorageFailed)?;
+            let (_, rec) = codec::encode(e, &place)?;
             prev_hash = rec.hash;
             records.push(rec);
         }

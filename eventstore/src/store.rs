@@ -7,13 +7,13 @@ use std::future::Future;
 use tokio::sync::watch;
 
 use crate::codec;
-use crate::error::{AppendError, ReadError};
+use crate::error::{AppendError, Corruption, ReadError};
 use crate::limits::{
     APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, EVENT_SIZE_MAX_BYTES, READ_PAGE_MAX,
 };
 use crate::types::{
-    AppendResult, ChainHash, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent,
-    StreamId, StreamVersion,
+    AppendResult, ChainHash, EventFieldError, ExpectedVersion, Head, Position, ProposedEvent,
+    RecordedEvent, StreamId, StreamVersion,
 };
 
 /// A durable, append-only log of opaque events, in streams and in one global order.
@@ -154,17 +154,17 @@ pub async fn verify_with_progress<S: EventStore>(
             Err(ReadError::Corrupt { position, reason }) if position > next => {
                 // Check the intact records before the corrupt one, then stop there.
                 let before = usize::try_from(position.0 - next.0).unwrap_or(READ_PAGE_MAX);
-                corrupt = Some((position, reason));
+                corrupt = Some((position, reason.to_string()));
                 store.read_all(next, before).await?
             }
             Err(ReadError::Corrupt { position, reason }) => {
-                report.first_bad = Some((position, reason));
+                report.first_bad = Some((position, reason.to_string()));
                 return Ok(report);
             }
             Err(e) => return Err(e),
         };
         if page.is_empty() {
-            report.first_bad = Some((next, "record is missing (gap in positions)".into()));
+            report.first_bad = Some((next, Corruption::Missing.to_string()));
             return Ok(report);
         }
         for rec in page {
@@ -172,7 +172,7 @@ pub async fn verify_with_progress<S: EventStore>(
                 break;
             }
             if let Some(reason) = check_record(&rec, next, expected_prev) {
-                report.first_bad = Some((rec.position, reason));
+                report.first_bad = Some((rec.position, reason.to_string()));
                 return Ok(report);
             }
             expected_prev = Some(rec.hash);
@@ -190,13 +190,11 @@ pub async fn verify_with_progress<S: EventStore>(
         }
     }
     if to == head.position && report.checked > 0 && report.last_good != head {
-        report.first_bad = Some((
-            head.position,
-            format!(
-                "the head names hash {} but the last record hashes to {}",
-                head.hash, report.last_good.hash
-            ),
-        ));
+        let reason = Corruption::HeadMismatch {
+            head: head.hash,
+            last: report.last_good.hash,
+        };
+        report.first_bad = Some((head.position, reason.to_string()));
     }
     Ok(report)
 }
@@ -205,28 +203,29 @@ fn check_record(
     rec: &RecordedEvent,
     position: Position,
     prev: Option<ChainHash>,
-) -> Option<String> {
+) -> Option<Corruption> {
     if rec.position != position {
-        return Some(format!(
-            "expected position {position}, found {}: positions are not dense",
-            rec.position
-        ));
+        return Some(Corruption::NotDense {
+            expected: position,
+            found: rec.position,
+        });
     }
     if let Some(prev) = prev {
         if rec.prev_hash != prev {
-            return Some(format!(
-                "links to {} but the previous record hashes to {prev}: the chain is broken",
-                rec.prev_hash
-            ));
+            return Some(Corruption::ChainBroken {
+                position: rec.position,
+                links_to: rec.prev_hash,
+                previous: prev,
+            });
         }
     }
     match codec::recompute_hash(rec) {
         Ok(h) if h == rec.hash => None,
-        Ok(h) => Some(format!(
-            "content hashes to {h} but the record says {}: the record was altered",
-            rec.hash
-        )),
-        Err(e) => Some(e),
+        Ok(h) => Some(Corruption::Altered {
+            computed: h,
+            stated: rec.hash,
+        }),
+        Err(e) => Some(e.into()),
     }
 }
 
@@ -312,7 +311,7 @@ pub fn check_append(events: &[ProposedEvent]) -> Result<(), AppendError> {
             return Err(AppendError::InvalidEvent {
                 index,
                 event_id: e.event_id,
-                reason: "the same event id appears twice in one append".into(),
+                reason: EventFieldError::RepeatedEventId,
             });
         }
     }

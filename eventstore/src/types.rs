@@ -178,12 +178,24 @@ impl ChainHash {
     /// Parses the 64-digit hex form (either case).
     ///
     /// # Errors
-    /// A message naming what is wrong with `text`.
-    pub fn from_hex(text: &str) -> Result<ChainHash, String> {
+    /// [`ChainHashError`] naming what is wrong with `text`.
+    pub fn from_hex(text: &str) -> Result<ChainHash, ChainHashError> {
         blake3::Hash::from_hex(text)
             .map(|h| ChainHash(*h.as_bytes()))
-            .map_err(|e| format!("{text:?} is not a 64-digit hex chain hash: {e}"))
+            .map_err(|e| ChainHashError::NotHex {
+                text: text.to_owned(),
+                reason: e.to_string(),
+            })
     }
+}
+
+/// Why a text is not a chain hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainHashError {
+    /// Not 64 hex digits; `reason` is the parser's account of the first fault.
+    #[error("{text:?} is not a 64-digit hex chain hash: {reason}")]
+    NotHex { text: String, reason: String },
 }
 
 impl fmt::Debug for ChainHash {
@@ -235,31 +247,30 @@ impl ProposedEvent {
     }
 
     /// Checks the fields the log itself constrains.
-    pub(crate) fn check_fields(&self) -> Result<(), String> {
+    pub(crate) fn check_fields(&self) -> Result<(), EventFieldError> {
         if self.event_id.0.is_nil() {
-            return Err("event id is the nil UUID; give every event a unique UUID (v7)".into());
+            return Err(EventFieldError::NilEventId);
         }
         if self.event_type.is_empty() || self.event_type.len() > EVENT_TYPE_SIZE_MAX_BYTES {
-            return Err(format!(
-                "event type must be 1..={EVENT_TYPE_SIZE_MAX_BYTES} bytes, got {}",
-                self.event_type.len()
-            ));
+            return Err(EventFieldError::EventTypeLength {
+                len: self.event_type.len(),
+                max: EVENT_TYPE_SIZE_MAX_BYTES,
+            });
         }
         if self
             .event_type
             .chars()
             .any(|c| c.is_control() || c.is_whitespace())
         {
-            return Err(format!(
-                "event type {:?} contains whitespace or control characters",
-                self.event_type
-            ));
+            return Err(EventFieldError::EventTypeCharacters {
+                event_type: self.event_type.clone(),
+            });
         }
         if self.actor.len() > ACTOR_SIZE_MAX_BYTES {
-            return Err(format!(
-                "actor is {} bytes, the limit is {ACTOR_SIZE_MAX_BYTES}",
-                self.actor.len()
-            ));
+            return Err(EventFieldError::ActorTooLong {
+                len: self.actor.len(),
+                max: ACTOR_SIZE_MAX_BYTES,
+            });
         }
         Ok(())
     }
@@ -276,6 +287,23 @@ impl ProposedEvent {
             && self.metadata == recorded.metadata
             && self.payload == recorded.payload
     }
+}
+
+/// Why a proposed event is refused before anything is written (the reason of
+/// [`crate::AppendError::InvalidEvent`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventFieldError {
+    #[error("event id is the nil UUID; give every event a unique UUID (v7)")]
+    NilEventId,
+    #[error("event type must be 1..={max} bytes, got {len}")]
+    EventTypeLength { len: usize, max: usize },
+    #[error("event type {event_type:?} contains whitespace or control characters")]
+    EventTypeCharacters { event_type: String },
+    #[error("actor is {len} bytes, the limit is {max}")]
+    ActorTooLong { len: usize, max: usize },
+    #[error("the same event id appears twice in one append")]
+    RepeatedEventId,
 }
 
 /// An event as the log holds it, with its place in the global order.

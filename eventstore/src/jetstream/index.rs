@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::error::Corruption;
 use crate::types::{EventId, Head, Position, RecordedEvent, StreamId, StreamVersion};
 
 /// The in-memory index of the log up to its head.
@@ -32,35 +33,39 @@ impl Index {
     /// Adds `rec` if it is the record right after the head. Returns `Ok(false)`
     /// for a record at or before the head (already indexed), an error for a
     /// gap or a record that does not continue the chain.
-    pub(super) fn apply(&mut self, rec: &RecordedEvent) -> Result<bool, String> {
+    pub(super) fn apply(&mut self, rec: &RecordedEvent) -> Result<bool, Corruption> {
         if rec.position <= self.head.position {
             return Ok(false);
         }
         if self.head.position.next() != Some(rec.position) {
-            return Err(format!(
-                "record {} does not follow the head {}: a gap in the log",
-                rec.position, self.head.position
-            ));
+            return Err(Corruption::Gap {
+                position: rec.position,
+                head: self.head.position,
+            });
         }
         if rec.prev_hash != self.head.hash {
-            return Err(format!(
-                "record {} links to {} but the previous record hashes to {}: the chain is broken",
-                rec.position, rec.prev_hash, self.head.hash
-            ));
+            return Err(Corruption::ChainBroken {
+                position: rec.position,
+                links_to: rec.prev_hash,
+                previous: self.head.hash,
+            });
         }
         let count = self.streams.get(&rec.stream_id).map_or(0, Vec::len);
         let version = u64::try_from(count).unwrap_or(u64::MAX);
         if rec.stream_version != StreamVersion(version.saturating_add(1)) {
-            return Err(format!(
-                "record {} is version {} of `{}`, which is at version {version}",
-                rec.position, rec.stream_version, rec.stream_id
-            ));
+            return Err(Corruption::VersionOutOfOrder {
+                position: rec.position,
+                version: rec.stream_version,
+                stream: rec.stream_id.clone(),
+                stream_version: StreamVersion(version),
+            });
         }
-        if let Some(other) = self.ids.get(&rec.event_id) {
-            return Err(format!(
-                "record {} repeats event id {} of record {other}",
-                rec.position, rec.event_id
-            ));
+        if let Some(&first) = self.ids.get(&rec.event_id) {
+            return Err(Corruption::RepeatedEventId {
+                position: rec.position,
+                event_id: rec.event_id,
+                first,
+            });
         }
         self.ids.insert(rec.event_id, rec.position);
         self.streams

@@ -74,7 +74,7 @@ use tokio::time::Instant;
 use tracing::{debug, error};
 
 use crate::codec;
-use crate::error::{AppendError, OpenError, ReadError};
+use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::{APPEND_QUEUE_DEPTH, READ_PAGE_MAX};
 use crate::store::{check_append, page_size, EventStore};
 use crate::types::{
@@ -177,7 +177,7 @@ impl Shared {
     }
 
     /// Indexes records read or written, in order, and publishes the new head.
-    fn apply(&self, records: &[RecordedEvent]) -> Result<(), String> {
+    fn apply(&self, records: &[RecordedEvent]) -> Result<(), Corruption> {
         let mut ix = self.index();
         for rec in records {
             ix.apply(rec)?;
@@ -203,8 +203,7 @@ impl Shared {
         let raw = self
             .nats
             .read_range(from.0, count, None, READ_BYTES_MAX, self.read_deadline())
-            .await
-            .map_err(ReadError::Unavailable)?;
+            .await?;
         raw.iter().map(|(seq, frame)| decode(*seq, frame)).collect()
     }
 
@@ -220,11 +219,7 @@ impl Shared {
     async fn catch_up(&self, target: Option<u64>) -> Result<(), ReadError> {
         let target = match target {
             Some(t) => t,
-            None => self
-                .nats
-                .last_sequence()
-                .await
-                .map_err(ReadError::Unavailable)?,
+            None => self.nats.last_sequence().await?,
         };
         loop {
             let head = self.index().head().position.0;
@@ -242,7 +237,7 @@ impl Shared {
                 )));
             };
             self.apply(&records).map_err(|reason| {
-                self.fail(reason.clone());
+                self.fail(reason.to_string());
                 ReadError::Corrupt {
                     position: last,
                     reason,
@@ -255,7 +250,7 @@ impl Shared {
 fn decode(seq: u64, frame: &[u8]) -> Result<RecordedEvent, ReadError> {
     codec::decode(frame, Some(Position(seq)), false).map_err(|e| ReadError::Corrupt {
         position: Position(seq),
-        reason: e.to_string(),
+        reason: e.into(),
     })
 }
 
@@ -277,16 +272,16 @@ impl JetStreamStore {
     /// and the tail. Needs a Tokio runtime.
     pub async fn open(config: JetStreamConfig) -> Result<JetStreamStore, OpenError> {
         let shown = format!("{} (stream {})", config.url, config.stream_name);
-        let fail = |reason: String| OpenError::Unreachable {
+        let fail = |reason: SetupError| OpenError::Unreachable {
             path: shown.clone(),
-            reason,
+            reason: reason.to_string(),
         };
-        check_config(&config).map_err(&fail)?;
+        check_config(&config).map_err(fail)?;
         let deadline = Instant::now() + config.open_timeout;
-        let client = connect(&config).await.map_err(&fail)?;
+        let client = connect(&config).await.map_err(fail)?;
         ensure_stream(&client, &config, deadline)
             .await
-            .map_err(&fail)?;
+            .map_err(fail)?;
         let (head_tx, _) = watch::channel(Head::default());
         let shared = Arc::new(Shared {
             nats: Nats::new(client, config.stream_name.clone(), config.request_timeout),
@@ -309,7 +304,7 @@ impl JetStreamStore {
                         reason: e.to_string(),
                     })
                 }
-                Err(e) => return Err(fail(e.to_string())),
+                Err(e) => return Err(fail(SetupError::Replay(e))),
             }
         }
         debug!(stream = %shared.config.stream_name, head = shared.index().head().position.0, "opened JetStream event store");
@@ -330,36 +325,93 @@ impl JetStreamStore {
     }
 }
 
-fn check_config(config: &JetStreamConfig) -> Result<(), String> {
+/// Why [`JetStreamStore::open`] could not reach or set up the stream (the
+/// reason of [`OpenError::Unreachable`]).
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("stream name {0:?} must be letters, digits, `-` and `_` only")]
+    BadStreamName(String),
+    #[error("subject prefix {0:?} must be dot-separated tokens of letters, digits, `-` and `_`")]
+    BadSubjectPrefix(String),
+    #[error("replicas must be 1 to 5, got {0}")]
+    BadReplicas(usize),
+    #[error("bad NATS url {url:?}: {reason}")]
+    BadUrl { url: String, reason: std::io::Error },
+    #[error("could not connect to NATS: {0}; check that the servers run and the url is right")]
+    Connect(async_nats::ConnectError),
+    #[error("there is no JetStream stream `{stream}` on {url} (the configured `stream_name`), and this open does not create one (`create_if_missing` is off)")]
+    NoStream { stream: String, url: String },
+    #[error("could not create or find the JetStream stream: {reason}; check that JetStream is enabled (server 2.12+) and that enough servers are up for {replicas} replicas")]
+    StreamNotReady {
+        reason: FindStreamError,
+        replicas: usize,
+    },
+    #[error("the existing stream does not fit the event log: {}; use another stream name, or update the stream", list(.0))]
+    StreamMisfits(Vec<Misfit>),
+    /// Replaying the stream into the index failed for a reason other than a corrupt record.
+    #[error("{0}")]
+    Replay(ReadError),
+}
+
+/// Why the stream could not be looked up or created.
+#[derive(Debug, thiserror::Error)]
+enum FindStreamError {
+    #[error(transparent)]
+    Create(async_nats::jetstream::context::CreateStreamError),
+    #[error(transparent)]
+    Get(async_nats::jetstream::context::GetStreamError),
+}
+
+/// A setting of an existing stream that does not fit the event log.
+#[derive(Debug, thiserror::Error)]
+enum Misfit {
+    #[error("subjects {have:?} (want {want:?})")]
+    Subjects { have: Vec<String>, want: String },
+    #[error("allow_atomic is off")]
+    AtomicPublishOff,
+    #[error("allow_direct is off")]
+    DirectGetOff,
+    #[error("deletes or purges are allowed")]
+    DeletesAllowed,
+    #[error("storage is not file")]
+    NotFileStorage,
+}
+
+fn list(misfits: &[Misfit]) -> String {
+    misfits
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_config(config: &JetStreamConfig) -> Result<(), SetupError> {
     if !subject::is_plain_token(&config.stream_name) {
-        return Err(format!(
-            "stream name {:?} must be letters, digits, `-` and `_` only",
-            config.stream_name
-        ));
+        return Err(SetupError::BadStreamName(config.stream_name.clone()));
     }
     if !config
         .subject_prefix
         .split('.')
         .all(subject::is_plain_token)
     {
-        return Err(format!(
-            "subject prefix {:?} must be dot-separated tokens of letters, digits, `-` and `_`",
-            config.subject_prefix
-        ));
+        return Err(SetupError::BadSubjectPrefix(config.subject_prefix.clone()));
     }
     if !(1..=5).contains(&config.replicas) {
-        return Err(format!("replicas must be 1 to 5, got {}", config.replicas));
+        return Err(SetupError::BadReplicas(config.replicas));
     }
     Ok(())
 }
 
-async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, String> {
+async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, SetupError> {
     let addrs = config
         .url
         .split(',')
         .map(|u| u.trim().parse::<ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad NATS url {:?}: {e}", config.url))?;
+        .map_err(|reason| SetupError::BadUrl {
+            url: config.url.clone(),
+            reason,
+        })?;
     ConnectOptions::new()
         .connection_timeout(config.request_timeout)
         .request_timeout(Some(config.request_timeout))
@@ -368,18 +420,14 @@ async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, String>
         })
         .connect(addrs.as_slice())
         .await
-        .map_err(|e| {
-            format!(
-                "could not connect to NATS: {e}; check that the servers run and the url is right"
-            )
-        })
+        .map_err(SetupError::Connect)
 }
 
 async fn ensure_stream(
     client: &async_nats::Client,
     config: &JetStreamConfig,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let js = async_nats::jetstream::new(client.clone());
     let subjects = format!("{}.*", config.subject_prefix);
     let wanted = StreamConfig {
@@ -399,7 +447,7 @@ async fn ensure_stream(
         let found = if config.create_if_missing {
             js.get_or_create_stream(wanted.clone())
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(FindStreamError::Create)
         } else {
             match js.get_stream(&config.stream_name).await {
                 Err(e)
@@ -409,12 +457,12 @@ async fn ensure_stream(
                             if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
                     ) =>
                 {
-                    return Err(format!(
-                        "there is no JetStream stream `{}` on {}; check the stream name (`[jetstream] stream_name`), or create the log by importing or serving",
-                        config.stream_name, config.url
-                    ));
+                    return Err(SetupError::NoStream {
+                        stream: config.stream_name.clone(),
+                        url: config.url.clone(),
+                    });
                 }
-                other => other.map_err(|e| e.to_string()),
+                other => other.map_err(FindStreamError::Get),
             }
         };
         match found {
@@ -423,38 +471,38 @@ async fn ensure_stream(
                 debug!(error = %e, "JetStream stream not ready; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => {
-                return Err(format!(
-                    "could not create or find the JetStream stream: {e}; check that JetStream is enabled (server 2.12+) and that enough servers are up for {} replicas",
-                    config.replicas
-                ))
+            Err(reason) => {
+                return Err(SetupError::StreamNotReady {
+                    reason,
+                    replicas: config.replicas,
+                })
             }
         }
     };
     let have = &stream.cached_info().config;
     let mut wrong = Vec::new();
     if !have.subjects.contains(&subjects) {
-        wrong.push(format!("subjects {:?} (want {subjects:?})", have.subjects));
+        wrong.push(Misfit::Subjects {
+            have: have.subjects.clone(),
+            want: subjects,
+        });
     }
     if !have.allow_atomic_publish {
-        wrong.push("allow_atomic is off".into());
+        wrong.push(Misfit::AtomicPublishOff);
     }
     if !have.allow_direct {
-        wrong.push("allow_direct is off".into());
+        wrong.push(Misfit::DirectGetOff);
     }
     if !have.deny_delete || !have.deny_purge {
-        wrong.push("deletes or purges are allowed".into());
+        wrong.push(Misfit::DeletesAllowed);
     }
     if have.storage != StorageType::File {
-        wrong.push("storage is not file".into());
+        wrong.push(Misfit::NotFileStorage);
     }
     if wrong.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "the existing stream does not fit the event log: {}; use another stream name, or update the stream",
-            wrong.join(", ")
-        ))
+        Err(SetupError::StreamMisfits(wrong))
     }
 }
 
@@ -509,8 +557,7 @@ impl EventStore for JetStreamStore {
                 READ_BYTES_MAX,
                 self.shared.read_deadline(),
             )
-            .await
-            .map_err(ReadError::Unavailable)?;
+            .await?;
         let mut version = StreamVersion(from.0.max(1));
         let mut out = Vec::with_capacity(raw.len());
         for ((seq, frame), expected) in raw.iter().zip(&positions) {
@@ -521,10 +568,13 @@ impl EventStore for JetStreamStore {
             {
                 return Err(ReadError::Corrupt {
                     position: rec.position,
-                    reason: format!(
-                        "the index says `{stream}` version {version} is at {expected}, the record says `{}` version {}",
-                        rec.stream_id, rec.stream_version
-                    ),
+                    reason: Corruption::IndexMismatch {
+                        stream: stream.clone(),
+                        version,
+                        indexed_at: *expected,
+                        found_stream: rec.stream_id,
+                        found_version: rec.stream_version,
+                    },
                 });
             }
             version = StreamVersion(version.0 + 1);

@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::error::ReadError;
+
 /// Pause between two tries of a read the server could not answer yet.
 const READ_RETRY_PAUSE_MS: u64 = 25;
 /// In an atomic batch, every this many messages the writer asks for a
@@ -61,16 +63,59 @@ struct StreamInfo {
 }
 
 /// Why a publish did not produce an acknowledgement.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(super) enum PubError {
     /// The log (or the stream) is not where the writer expected it: another
     /// writer appended. Nothing of this publish was stored.
+    #[error("{0}")]
     Fenced(String),
     /// No answer, or JetStream cannot take writes now (no leader, no quorum,
     /// reconnecting). The outcome is unknown.
+    #[error("{0}")]
     Unavailable(String),
     /// Refused for a reason a retry will not fix.
+    #[error("{0}")]
     Refused(String),
+}
+
+/// Why a read from JetStream (stream info, direct get) gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NatsReadError {
+    /// The request itself went unanswered or was refused.
+    #[error(transparent)]
+    Request(PubError),
+    #[error("unreadable stream info from JetStream: {0}")]
+    UnreadableStreamInfo(serde_json::Error),
+    #[error("JetStream stream info for `{stream}` failed: {description} (error {code})")]
+    StreamInfoRefused {
+        stream: String,
+        description: String,
+        code: u64,
+    },
+    #[error("JetStream answered sequence {answered} where {asked} was asked for")]
+    WrongSequence { answered: u64, asked: u64 },
+    #[error("JetStream holds no message at or after sequence {0} though the log's head is past it (a replica may be catching up); retry")]
+    NotYetServed(u64),
+    #[error("could not encode a direct get request: {0}")]
+    EncodeRequest(serde_json::Error),
+    #[error("could not subscribe for a direct get: {0}")]
+    Subscribe(async_nats::SubscribeError),
+    #[error("could not send a direct get: {0}")]
+    Send(async_nats::PublishError),
+    #[error("direct get timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("the NATS connection closed during a direct get")]
+    ConnectionClosed,
+    #[error("a direct get answer carries no Nats-Sequence header")]
+    NoSequenceHeader,
+    #[error("direct get answered status {status} {description}")]
+    Status { status: u16, description: String },
+}
+
+impl From<NatsReadError> for ReadError {
+    fn from(e: NatsReadError) -> Self {
+        ReadError::Unavailable(e.to_string())
+    }
 }
 
 /// One message to publish: subject, headers, payload (a frame).
@@ -101,20 +146,19 @@ impl Nats {
     }
 
     /// The stream's last sequence, as its leader reports it.
-    pub(super) async fn last_sequence(&self) -> Result<u64, String> {
+    pub(super) async fn last_sequence(&self) -> Result<u64, NatsReadError> {
         let reply = self
             .request(&self.info_subject, HeaderMap::new(), Bytes::new())
             .await
-            .map_err(|e| match e {
-                PubError::Fenced(s) | PubError::Unavailable(s) | PubError::Refused(s) => s,
-            })?;
-        let info: StreamInfo = serde_json::from_slice(&reply.payload)
-            .map_err(|e| format!("unreadable stream info from JetStream: {e}"))?;
+            .map_err(NatsReadError::Request)?;
+        let info: StreamInfo =
+            serde_json::from_slice(&reply.payload).map_err(NatsReadError::UnreadableStreamInfo)?;
         if let Some(e) = info.error {
-            return Err(format!(
-                "JetStream stream info for `{}` failed: {} (error {})",
-                self.stream, e.description, e.err_code
-            ));
+            return Err(NatsReadError::StreamInfoRefused {
+                stream: self.stream.clone(),
+                description: e.description,
+                code: e.err_code,
+            });
         }
         Ok(info.state.map_or(0, |s| s.last_seq))
     }
@@ -130,7 +174,7 @@ impl Nats {
         subject: Option<&str>,
         bytes_max: usize,
         deadline: Instant,
-    ) -> Result<Vec<(u64, Bytes)>, String> {
+    ) -> Result<Vec<(u64, Bytes)>, NatsReadError> {
         let mut out: Vec<(u64, Bytes)> = Vec::with_capacity(count.min(1024));
         let mut next = from;
         let mut bytes = 0usize;
@@ -141,9 +185,10 @@ impl Nats {
                 Ok(got) if !got.is_empty() => {
                     for (seq, data) in got {
                         if seq < next || (subject.is_none() && seq != next) {
-                            return Err(format!(
-                                "JetStream answered sequence {seq} where {next} was asked for"
-                            ));
+                            return Err(NatsReadError::WrongSequence {
+                                answered: seq,
+                                asked: next,
+                            });
                         }
                         next = seq.saturating_add(1);
                         bytes = bytes.saturating_add(data.len());
@@ -154,9 +199,7 @@ impl Nats {
                     }
                 }
                 Ok(_) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "JetStream holds no message at or after sequence {next} though the log's head is past it (a replica may be catching up); retry"
-                    ));
+                    return Err(NatsReadError::NotYetServed(next));
                 }
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Ok(_) | Err(_) => sleep(Duration::from_millis(READ_RETRY_PAUSE_MS)).await,
@@ -172,35 +215,34 @@ impl Nats {
         count: usize,
         subject: Option<&str>,
         bytes_max: usize,
-    ) -> Result<Vec<(u64, Bytes)>, String> {
+    ) -> Result<Vec<(u64, Bytes)>, NatsReadError> {
         let mut request =
             serde_json::json!({ "seq": from, "batch": count, "max_bytes": bytes_max });
         if let Some(s) = subject {
             request["next_by_subj"] = serde_json::Value::from(s);
         }
-        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&request).map_err(NatsReadError::EncodeRequest)?;
         let inbox = self.client.new_inbox();
         let mut sub = self
             .client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| format!("could not subscribe for a direct get: {e}"))?;
+            .map_err(NatsReadError::Subscribe)?;
         self.client
             .publish_with_reply(self.direct_subject.clone(), inbox, body.into())
             .await
-            .map_err(|e| format!("could not send a direct get: {e}"))?;
+            .map_err(NatsReadError::Send)?;
         let mut out = Vec::new();
         loop {
             let msg = match timeout(self.timeout, sub.next()).await {
-                Err(_) => return Err(format!("direct get timed out after {:?}", self.timeout)),
-                Ok(None) => return Err("the NATS connection closed during a direct get".into()),
+                Err(_) => return Err(NatsReadError::TimedOut(self.timeout)),
+                Ok(None) => return Err(NatsReadError::ConnectionClosed),
                 Ok(Some(msg)) => msg,
             };
             match msg.status {
                 None => {
-                    let seq = header_u64(&msg, "Nats-Sequence").ok_or_else(|| {
-                        "a direct get answer carries no Nats-Sequence header".to_string()
-                    })?;
+                    let seq =
+                        header_u64(&msg, "Nats-Sequence").ok_or(NatsReadError::NoSequenceHeader)?;
                     out.push((seq, msg.payload));
                     if out.len() >= count {
                         // The end-of-batch marker follows; not waiting for it is fine.
@@ -210,11 +252,10 @@ impl Nats {
                 Some(StatusCode::NOT_FOUND) => return Ok(out),
                 Some(s) if s.as_u16() == 204 => return Ok(out),
                 Some(s) => {
-                    return Err(format!(
-                        "direct get answered status {} {}",
-                        s.as_u16(),
-                        msg.description.unwrap_or_default()
-                    ))
+                    return Err(NatsReadError::Status {
+                        status: s.as_u16(),
+                        description: msg.description.unwrap_or_default(),
+                    })
                 }
             }
         }

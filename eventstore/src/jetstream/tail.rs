@@ -17,6 +17,17 @@ use super::Shared;
 /// Pause before the tail re-creates its consumer after a failure.
 const RESTART_PAUSE_MS: u64 = 250;
 
+/// Why the tail could not start its consumer.
+#[derive(Debug, thiserror::Error)]
+enum ConsumerStartError {
+    #[error(transparent)]
+    Stream(async_nats::jetstream::context::GetStreamError),
+    #[error(transparent)]
+    Create(async_nats::jetstream::stream::ConsumerError),
+    #[error(transparent)]
+    Messages(async_nats::jetstream::consumer::StreamError),
+}
+
 pub(super) async fn run(shared: Weak<Shared>, mut closed: watch::Receiver<()>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
@@ -28,7 +39,7 @@ pub(super) async fn run(shared: Weak<Shared>, mut closed: watch::Receiver<()>) {
             let stream = js
                 .get_stream(stream_name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ConsumerStartError::Stream)?;
             let consumer = stream
                 .create_consumer(OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence {
@@ -38,8 +49,11 @@ pub(super) async fn run(shared: Weak<Shared>, mut closed: watch::Receiver<()>) {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
+                .map_err(ConsumerStartError::Create)?;
+            consumer
+                .messages()
+                .await
+                .map_err(ConsumerStartError::Messages)
         };
         let mut messages = tokio::select! {
             _ = closed.changed() => return,

@@ -152,7 +152,7 @@ async fn commit(shared: &Shared, group: Vec<Request>) {
         let failure = match published {
             Ok(seq) if seq == last.0 => {
                 if let Err(reason) = shared.apply(&staged.records) {
-                    shared.fail(reason);
+                    shared.fail(reason.to_string());
                 }
                 for (r, result) in group.into_iter().zip(staged.results) {
                     let _ = r.reply.send(result);
@@ -331,7 +331,7 @@ async fn stage(
                 recorded_at,
                 prev_hash: at.hash,
             };
-            let (frame, rec) = codec::encode(e, &place).map_err(AppendError::StorageFailed)?;
+            let (frame, rec) = codec::encode(e, &place)?;
             let mut headers = HeaderMap::new();
             if i == 0 && !subjects_used.contains(&r.stream) {
                 headers.insert(

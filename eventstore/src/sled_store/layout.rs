@@ -14,7 +14,7 @@
 //! per-event path: a batch of 100 events costs about 101 inserts, not 300.
 
 use crate::codec;
-use crate::error::ReadError;
+use crate::error::{Corruption, ReadError};
 use crate::types::{EventId, Position, RecordedEvent, StreamId, StreamVersion};
 
 /// Largest chunk. With 16 MiB segments sled moves any node over ~4 MiB to a
@@ -96,7 +96,7 @@ pub(crate) fn storage(e: sled::Error) -> ReadError {
     ReadError::Storage(e.to_string())
 }
 
-fn corrupt(position: Position, reason: impl Into<String>) -> ReadError {
+fn corrupt(position: Position, reason: impl Into<Corruption>) -> ReadError {
     ReadError::Corrupt {
         position,
         reason: reason.into(),
@@ -130,10 +130,7 @@ pub(crate) fn frames(
             }
             None => {
                 broken = true;
-                Some(Err(corrupt(
-                    here,
-                    "frame length does not fit its chunk (damaged header)",
-                )))
+                Some(Err(corrupt(here, Corruption::FrameOverrunsChunk)))
             }
         }
     })
@@ -152,7 +149,7 @@ pub(crate) fn read_range(
         return Ok(Vec::new());
     }
     let Some((start, _)) = chunk_holding(tree, from)? else {
-        return Err(corrupt(from, "no chunk holds this position"));
+        return Err(corrupt(from, Corruption::NoChunk));
     };
     let capacity = usize::try_from(limit.0 - from.0 + 1)
         .unwrap_or(max)
@@ -161,12 +158,13 @@ pub(crate) fn read_range(
     let mut next_chunk: Option<Position> = None;
     for item in tree.range(chunk_key(start)..=chunk_key(limit)) {
         let (key, chunk) = item.map_err(storage)?;
-        let first = Position(u64_at(&key, 1).ok_or_else(|| corrupt(from, "malformed chunk key"))?);
+        let first =
+            Position(u64_at(&key, 1).ok_or_else(|| corrupt(from, Corruption::MalformedChunkKey))?);
         if let Some(expected) = next_chunk {
             if first != expected {
                 return Err(corrupt(
                     expected,
-                    format!("record is missing: the next chunk starts at {first}"),
+                    Corruption::MissingBeforeChunk { next_chunk: first },
                 ));
             }
         }
@@ -181,7 +179,7 @@ pub(crate) fn read_range(
                 return Ok(out);
             }
             let rec = codec::decode(&chunk[bytes], Some(position), false)
-                .map_err(|e| corrupt(position, e.to_string()))?;
+                .map_err(|e| corrupt(position, e))?;
             out.push(rec);
             if out.len() == max {
                 return Ok(out);
@@ -191,7 +189,7 @@ pub(crate) fn read_range(
     }
     let reached = next_chunk.unwrap_or(from);
     if reached <= limit {
-        return Err(corrupt(reached, "record is missing below the durable head"));
+        return Err(corrupt(reached, Corruption::MissingBelowHead));
     }
     Ok(out)
 }
@@ -230,7 +228,9 @@ pub(crate) fn stream_runs(
             StreamRun::parse(&k, &v).ok_or_else(|| {
                 corrupt(
                     limit,
-                    format!("a stream index entry of `{shown}` is malformed"),
+                    Corruption::MalformedStreamEntry {
+                        stream: shown.clone(),
+                    },
                 )
             })
         })
@@ -251,7 +251,9 @@ pub(crate) fn stream_version(
         let run = StreamRun::parse(&k, &v).ok_or_else(|| {
             corrupt(
                 limit,
-                format!("a stream index entry of `{stream}` is malformed"),
+                Corruption::MalformedStreamEntry {
+                    stream: stream.clone(),
+                },
             )
         })?;
         // A run is one append of one group: durable as a whole or not at all.
@@ -269,7 +271,7 @@ pub(crate) fn id_position(tree: &sled::Tree, id: &EventId) -> Result<Option<Posi
         Some(v) => u64_at(&v, 0).map(|p| Some(Position(p))).ok_or_else(|| {
             corrupt(
                 Position::ZERO,
-                format!("the id index entry of {id} is malformed"),
+                Corruption::MalformedIdEntry { event_id: *id },
             )
         }),
     }
@@ -281,8 +283,8 @@ pub(crate) fn last_chunk(tree: &sled::Tree) -> Result<Option<(Position, sled::IV
         None => Ok(None),
         Some(item) => {
             let (k, v) = item.map_err(storage)?;
-            let first =
-                u64_at(&k, 1).ok_or_else(|| corrupt(Position::ZERO, "malformed chunk key"))?;
+            let first = u64_at(&k, 1)
+                .ok_or_else(|| corrupt(Position::ZERO, Corruption::MalformedChunkKey))?;
             Ok(Some((Position(first), v)))
         }
     }
@@ -300,7 +302,8 @@ pub(crate) fn chunk_holding(
         None => Ok(None),
         Some(item) => {
             let (k, v) = item.map_err(storage)?;
-            let first = u64_at(&k, 1).ok_or_else(|| corrupt(position, "malformed chunk key"))?;
+            let first =
+                u64_at(&k, 1).ok_or_else(|| corrupt(position, Corruption::MalformedChunkKey))?;
             Ok(Some((Position(first), v)))
         }
     }

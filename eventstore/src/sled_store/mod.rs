@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
 
 use crate::codec::{self, FORMAT_VERSION};
-use crate::error::{AppendError, OpenError, ReadError};
+use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::APPEND_QUEUE_DEPTH;
 use crate::store::{check_append, page_size, EventStore};
 use crate::types::{
@@ -362,10 +362,12 @@ impl EventStore for SledStore {
                 if &rec.stream_id != stream || rec.stream_version != expected {
                     return Err(ReadError::Corrupt {
                         position: rec.position,
-                        reason: format!(
-                            "the stream index says `{stream}` version {expected}, the record says `{}` version {}",
-                            rec.stream_id, rec.stream_version
-                        ),
+                        reason: Corruption::StreamIndexMismatch {
+                            stream: stream.clone(),
+                            version: expected,
+                            found_stream: rec.stream_id,
+                            found_version: rec.stream_version,
+                        },
                     });
                 }
                 expected = StreamVersion(expected.0 + 1);
@@ -399,32 +401,50 @@ impl EventStore for SledStore {
 /// tests): not part of the stable API.
 #[doc(hidden)]
 pub mod testing {
-    use super::layout;
+    use super::{layout, OpenDbError};
+    use crate::error::ReadError;
     use crate::types::Position;
     use std::path::Path;
 
+    /// Why [`flip_byte`] could not damage the record.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum FlipError {
+        #[error("the directory's lock is held by another handle")]
+        Locked,
+        #[error(transparent)]
+        Storage(sled::Error),
+        #[error("no record at position {0}")]
+        NoRecord(Position),
+        #[error(transparent)]
+        Read(ReadError),
+    }
+
     /// Flips one bit in the middle of the frame of the record at `position`,
     /// in the closed store at `dir`, and makes the damage durable.
-    pub fn flip_byte(dir: &Path, position: Position) -> Result<(), String> {
+    pub fn flip_byte(dir: &Path, position: Position) -> Result<(), FlipError> {
         let wait = std::time::Duration::from_millis(super::OPEN_LOCK_WAIT_MS);
-        let db = super::open_db(dir, wait).map_err(|e| e.to_string())?;
-        let tree = db.open_tree("log").map_err(|e| e.to_string())?;
+        let db = super::open_db(dir, wait).map_err(|e| match e {
+            OpenDbError::Locked => FlipError::Locked,
+            OpenDbError::Sled(e) => FlipError::Storage(e),
+        })?;
+        let tree = db.open_tree("log").map_err(FlipError::Storage)?;
         let (first, chunk) = layout::chunk_holding(&tree, position)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no record at position {position}"))?;
+            .map_err(FlipError::Read)?
+            .ok_or(FlipError::NoRecord(position))?;
         let range = layout::frames(&chunk, first)
             .find_map(|f| match f {
                 Ok((p, range)) if p == position => Some(Ok(range)),
                 Ok(_) => None,
-                Err(e) => Some(Err(e.to_string())),
+                Err(e) => Some(Err(FlipError::Read(e))),
             })
-            .ok_or_else(|| format!("no record at position {position}"))??;
+            .ok_or(FlipError::NoRecord(position))??;
         let mut bytes = chunk.to_vec();
         let middle = range.start + range.len() / 2;
         bytes[middle] ^= 0x01;
         tree.insert(layout::chunk_key(first), bytes)
-            .map_err(|e| e.to_string())?;
-        db.flush().map_err(|e| e.to_string())?;
+            .map_err(FlipError::Storage)?;
+        db.flush().map_err(FlipError::Storage)?;
         Ok(())
     }
 }
@@ -465,8 +485,8 @@ mod tests {
         assert!(second.join().unwrap().is_ok());
     }
 
-    /// A lock that stays held ends in `OpenError::Locked`, which tells the
-    /// user what holds it and what to do.
+    /// A lock that stays held ends in `OpenError::Locked`, which says that
+    /// another process holds it.
     #[test]
     fn open_of_a_held_directory_says_it_is_in_use() {
         let dir = tempfile::tempdir().unwrap();

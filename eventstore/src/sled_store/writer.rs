@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::layout::{self, chunk_key, id_key, stream_entry, stream_key, CHUNK_SIZE_MAX_BYTES};
 use super::Inner;
 use crate::codec::{self, Placement};
-use crate::error::{AppendError, ReadError};
+use crate::error::{AppendError, Corruption, ReadError};
 use crate::limits::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::store::idempotent_outcome;
 use crate::types::{
@@ -44,6 +44,17 @@ struct Append {
     expected: ExpectedVersion,
     events: Vec<ProposedEvent>,
     reply: Reply,
+}
+
+/// Why a group could not be made durable; the store refuses writes after it.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("sled batch write failed: {0}")]
+    Batch(sled::Error),
+    #[error("sled flush failed: {0}")]
+    Flush(sled::Error),
+    #[error("fdatasync of sled's log file failed: {0}")]
+    Sync(std::io::Error),
 }
 
 /// Where a staged frame sits: chunk index, byte range.
@@ -85,7 +96,7 @@ impl Group {
     fn staged(&self, position: Position) -> Result<RecordedEvent, ReadError> {
         let missing = || ReadError::Corrupt {
             position,
-            reason: "staged record is missing from its group".into(),
+            reason: Corruption::StagedMissing,
         };
         let index = usize::try_from(position.0 - self.first.0).map_err(|_| missing())?;
         let (chunk, range) = self.slots.get(index).ok_or_else(missing)?;
@@ -96,7 +107,7 @@ impl Group {
             .ok_or_else(missing)?;
         codec::decode(bytes, Some(position), false).map_err(|e| ReadError::Corrupt {
             position,
-            reason: e.to_string(),
+            reason: e.into(),
         })
     }
 }
@@ -192,7 +203,8 @@ impl Writer {
             for (first, chunk) in &group.chunks {
                 batch.insert(&chunk_key(*first), chunk.as_slice());
             }
-            if let Err(reason) = self.write_durably(batch) {
+            if let Err(e) = self.write_durably(batch) {
+                let reason = e.to_string();
                 self.inner.fail(reason.clone());
                 let committed = self.head.position;
                 for (reply, result) in answers {
@@ -226,19 +238,13 @@ impl Writer {
 
     /// Applies the batch atomically, then makes it durable: sled's flush, then
     /// `fdatasync` of sled's log file (see the module notes on sled's flush).
-    fn write_durably(&self, batch: sled::Batch) -> Result<(), String> {
+    fn write_durably(&self, batch: sled::Batch) -> Result<(), WriteError> {
         self.inner
             .tree
             .apply_batch(batch)
-            .map_err(|e| format!("sled batch write failed: {e}"))?;
-        self.inner
-            .db
-            .flush()
-            .map_err(|e| format!("sled flush failed: {e}"))?;
-        self.inner
-            .log_file
-            .sync_data()
-            .map_err(|e| format!("fdatasync of sled's log file failed: {e}"))
+            .map_err(WriteError::Batch)?;
+        self.inner.db.flush().map_err(WriteError::Flush)?;
+        self.inner.log_file.sync_data().map_err(WriteError::Sync)
     }
 
     /// The recorded event with this id, whether committed or staged in `group`.
@@ -252,7 +258,7 @@ impl Writer {
                 .map(Some)
                 .ok_or(ReadError::Corrupt {
                     position,
-                    reason: format!("the event id index points at a missing record for {id}"),
+                    reason: Corruption::DanglingIdEntry { event_id: *id },
                 }),
         }
     }
@@ -316,8 +322,7 @@ impl Writer {
                 recorded_at: group.recorded_at,
                 prev_hash: head.hash,
             };
-            let (frame, hash) =
-                codec::encode_frame(e, &place).map_err(AppendError::StorageFailed)?;
+            let (frame, hash) = codec::encode_frame(e, &place)?;
             frames.push(frame);
             head = Head { position, hash };
         }

@@ -21,7 +21,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use crm_eventstore::{
-    AppendError, EventStore, ExpectedVersion, SledStore, StreamId, StreamVersion,
+    AppendError, AppendResult, EventStore, ExpectedVersion, OpenError, ReadError, SledStore,
+    StreamId, StreamIdError, StreamVersion,
 };
 use crm_tests::crash::{proposed, Rng};
 use uuid::Uuid;
@@ -31,6 +32,29 @@ const WRITERS: u64 = 8;
 
 /// The stream all writers share.
 const SHARED_STREAM: &str = "crash-shared";
+
+/// Why the child stopped before it was killed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum WriterError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    StreamId(#[from] StreamIdError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("append to {stream} failed: {reason}")]
+    Append {
+        stream: StreamId,
+        reason: AppendError,
+    },
+    #[error("fresh ids reported as already present: {0:?}")]
+    AlreadyPresent(AppendResult),
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -59,8 +83,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(dir: &str, seed: u64, hold: bool) -> Result<(), String> {
-    let store = SledStore::open(dir).map_err(|e| e.to_string())?;
+async fn run(dir: &str, seed: u64, hold: bool) -> Result<(), WriterError> {
+    let store = SledStore::open(dir)?;
     if hold {
         print_lines("OPEN\n")?;
         loop {
@@ -72,31 +96,25 @@ async fn run(dir: &str, seed: u64, hold: bool) -> Result<(), String> {
         tasks.push(tokio::spawn(writer(store.clone(), seed, task)));
     }
     for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+        t.await??;
     }
     Ok(())
 }
 
-fn print_lines(lines: &str) -> Result<(), String> {
+fn print_lines(lines: &str) -> Result<(), WriterError> {
     let mut out = std::io::stdout().lock();
     out.write_all(lines.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))
+        .map_err(WriterError::Stdout)
 }
 
 /// Appends forever; returns only on an unexpected error.
-async fn writer(store: SledStore, seed: u64, task: u64) -> Result<(), String> {
+async fn writer(store: SledStore, seed: u64, task: u64) -> Result<(), WriterError> {
     let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(task));
-    let own = StreamId::new(format!("crash-{task}")).map_err(|e| e.to_string())?;
-    let shared = StreamId::new(SHARED_STREAM).map_err(|e| e.to_string())?;
-    let mut own_version = store
-        .stream_version(&own)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut shared_version = store
-        .stream_version(&shared)
-        .await
-        .map_err(|e| e.to_string())?;
+    let own = StreamId::new(format!("crash-{task}"))?;
+    let shared = StreamId::new(SHARED_STREAM)?;
+    let mut own_version = store.stream_version(&own).await?;
+    let mut shared_version = store.stream_version(&shared).await?;
     let mut counter: u64 = 0;
     loop {
         let to_shared = rng.next().is_multiple_of(4);
@@ -124,11 +142,16 @@ async fn writer(store: SledStore, seed: u64, task: u64) -> Result<(), String> {
             {
                 Ok(r) => break r,
                 Err(AppendError::WrongExpectedVersion { actual, .. }) => *version = actual,
-                Err(e) => return Err(format!("append to {stream} failed: {e}")),
+                Err(reason) => {
+                    return Err(WriterError::Append {
+                        stream: stream.clone(),
+                        reason,
+                    })
+                }
             }
         };
         if result.already_present {
-            return Err(format!("fresh ids reported as already present: {result:?}"));
+            return Err(WriterError::AlreadyPresent(result));
         }
         *version = result.stream_version;
         let first_version = result.stream_version.0 + 1 - count;
