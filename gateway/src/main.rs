@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(remedy) = verbs::remedy(&e) {
+                eprintln!("to fix: {remedy}");
+            }
             ExitCode::FAILURE
         }
     }

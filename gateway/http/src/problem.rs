@@ -130,7 +130,15 @@ impl ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        ApiError::Unavailable(e.to_string())
+        match e {
+            ReadError::Corrupt { .. } => ApiError::Unavailable(format!(
+                "{e}; retrying will not help: the operator must run `crm verify` and restore the log"
+            )),
+            ReadError::Closed => {
+                ApiError::Unavailable(format!("{e}; the server is stopping, retry once it is back"))
+            }
+            _ => ApiError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -153,6 +161,9 @@ impl From<AppendError> for ApiError {
             AppendError::StorageFailed(_) | AppendError::Closed | AppendError::LogFull(_) => {
                 ApiError::Unavailable(e.to_string())
             }
+            AppendError::Unavailable(_) => ApiError::Unavailable(format!(
+                "{e}; the outcome is unknown: resend the request unchanged with the same Idempotency-Key"
+            )),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -147,6 +147,38 @@ pub fn exit(ok: bool) -> ExitCode {
     }
 }
 
+/// What the user can do about `error`, in the words of the `crm` command, when the layers
+/// below described a fault without a remedy of this program's verbs.
+#[must_use]
+pub fn remedy(error: &anyhow::Error) -> Option<&'static str> {
+    use crm_eventstore::{AppendError, OpenError, ReadError};
+    error.chain().find_map(|cause| {
+        if let Some(open) = cause.downcast_ref::<OpenError>() {
+            return match open {
+                OpenError::Locked { .. } => Some(
+                    "a running `crm serve` or `crm project run` has the log open: stop it, or send the command to the server over HTTP",
+                ),
+                OpenError::NewerFormat { .. } => Some("upgrade `crm` to a build that reads this format"),
+                OpenError::Damaged { .. } => Some(
+                    "run `crm verify` to find the first bad record, then restore the log from a replica or backup",
+                ),
+                _ => None,
+            };
+        }
+        if let Some(ReadError::Corrupt { .. }) = cause.downcast_ref::<ReadError>() {
+            return Some(
+                "run `crm verify` to find the first bad record, then restore the log from a replica or backup",
+            );
+        }
+        match cause.downcast_ref::<AppendError>() {
+            Some(AppendError::StorageFailed(_)) => Some(
+                "writes are refused until the log is reopened: check the disk, run the command again, then `crm verify`",
+            ),
+            Some(_) | None => None,
+        }
+    })
+}
+
 /// Logs to stderr at the level `-v` asks for, unless `RUST_LOG` says otherwise.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {

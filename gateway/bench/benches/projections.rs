@@ -24,9 +24,9 @@
     clippy::cast_possible_truncation
 )]
 
-#[path = "../tests/common/gen.rs"]
+#[path = "../../../projections/tests/common/gen.rs"]
 mod gen;
-#[path = "../tests/common/story.rs"]
+#[path = "../../../projections/tests/common/story.rs"]
 mod story;
 
 use std::future::Future;
@@ -34,6 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crm_bench::stats::quantile_ms;
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{EventStore, ExpectedVersion, Position, SledStore, StreamId};
 use crm_projections::read_models::{ReadModelConfig, ReadModels};
@@ -63,11 +64,8 @@ fn config() -> Config {
     }
 }
 
-fn percentile_ms(sorted: &[Duration], permille: usize) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(sorted.len() - 1) * permille / 1000].as_secs_f64() * 1e3
+fn percentile_ms(sorted: &[Duration], permille: u32) -> f64 {
+    quantile_ms(sorted, f64::from(permille) / 1000.0)
 }
 
 async fn load(store: &SledStore, target: u64) -> u64 {

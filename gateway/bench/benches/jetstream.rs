@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
+use crm_bench::stats::quantile_ms;
 use crm_eventstore::{
     EventId, EventStore, ExpectedVersion, JetStreamConfig, JetStreamStore, ProposedEvent, StreamId,
     StreamVersion,
@@ -52,7 +53,7 @@ struct Outcome {
     name: String,
     events: usize,
     seconds: f64,
-    latencies_ms: Vec<f64>,
+    latencies: Vec<Duration>,
 }
 
 impl Outcome {
@@ -60,9 +61,8 @@ impl Outcome {
         self.events as f64 / self.seconds
     }
     fn percentile(&mut self, p: f64) -> f64 {
-        self.latencies_ms.sort_by(f64::total_cmp);
-        let i = ((self.latencies_ms.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_ms.get(i).copied().unwrap_or(0.0)
+        self.latencies.sort_unstable();
+        quantile_ms(&self.latencies, p)
     }
 }
 
@@ -70,7 +70,7 @@ fn server_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return Some(PathBuf::from(p));
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats-server/bin/nats-server");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-server/bin/nats-server");
     p.is_file().then_some(p)
 }
 
@@ -98,21 +98,21 @@ async fn raw_publish(url: &str, per_writer: usize) -> Outcome {
                         .unwrap()
                         .await
                         .unwrap();
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    lat.push(t.elapsed());
                 }
                 lat
             })
         })
         .collect();
-    let mut latencies_ms = Vec::new();
+    let mut latencies = Vec::new();
     for t in tasks {
-        latencies_ms.extend(t.await.unwrap());
+        latencies.extend(t.await.unwrap());
     }
     Outcome {
         name: "raw_publish_w16".into(),
         events: WRITERS * per_writer,
         seconds: start.elapsed().as_secs_f64(),
-        latencies_ms,
+        latencies,
     }
 }
 
@@ -141,22 +141,22 @@ async fn store_appends(url: &str, batch: usize, appends_per_writer: usize) -> Ou
                         )
                         .await
                         .unwrap();
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    lat.push(t.elapsed());
                     versions[k] += batch as u64;
                 }
                 lat
             })
         })
         .collect();
-    let mut latencies_ms = Vec::new();
+    let mut latencies = Vec::new();
     for t in tasks {
-        latencies_ms.extend(t.await.unwrap());
+        latencies.extend(t.await.unwrap());
     }
     Outcome {
         name: format!("store_append_w16_b{batch}"),
         events: WRITERS * appends_per_writer * batch,
         seconds: start.elapsed().as_secs_f64(),
-        latencies_ms,
+        latencies,
     }
 }
 
@@ -168,7 +168,7 @@ fn main() {
     let quick = std::env::var("CRM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let scale = if quick { 1 } else { 10 };
     let dir =
-        tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
+        tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
+use crm_bench::stats::quantile_ms;
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
     EventId, EventStore, ExpectedVersion, MemoryStore, Position, ProposedEvent, SledStore,
@@ -78,14 +79,13 @@ impl Outcome {
     }
 
     /// The latency at `permille` / 1000 (nearest rank), in milliseconds.
-    fn percentile_ms(&self, permille: usize) -> Option<f64> {
+    fn percentile_ms(&self, permille: u32) -> Option<f64> {
         if self.latencies.is_empty() {
             return None;
         }
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
-        let index = (sorted.len() - 1) * permille / 1000;
-        Some(sorted[index].as_secs_f64() * 1e3)
+        Some(quantile_ms(&sorted, f64::from(permille) / 1000.0))
     }
 }
 
