@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crm_eventstore::{AnyStore, EventStore};
-use crm_projections::metrics::{
-    self, evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Query, Registry, Status,
+use crm_metrics::{
+    self as metrics, evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Query,
+    Registry, Status,
 };
 use crm_projections::{ProjectionError, ReadModelConfig};
 

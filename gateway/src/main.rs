@@ -708,7 +708,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Explain(args) => {
             let store = open_existing(&config).await?;
-            let select = crm_projections::metrics::ExplainSelect {
+            let select = crm_metrics::ExplainSelect {
                 period: args.select_period.clone(),
                 decision: args.decision.clone(),
                 offset: args.offset,

@@ -1,5 +1,5 @@
 //! The built-in catalog: every metric of METRICS.md §3 as a versioned definition in the
-//! definition language, one TOML file per domain under `projections/catalog/`, embedded in
+//! definition language, one TOML file per domain under `projections/metrics/catalog/`, embedded in
 //! the binary. Entries the language cannot express yet are `type = "unsupported"` with
 //! what they need, so `list` still shows them and evaluation says why there is no figure.
 
@@ -8,16 +8,13 @@ use super::error::DefinitionError;
 
 /// The catalog files, by name.
 pub const CATALOG_FILES: &[(&str, &str)] = &[
-    (
-        "marketing.toml",
-        include_str!("../../catalog/marketing.toml"),
-    ),
-    ("sales.toml", include_str!("../../catalog/sales.toml")),
-    ("service.toml", include_str!("../../catalog/service.toml")),
-    ("customer.toml", include_str!("../../catalog/customer.toml")),
+    ("marketing.toml", include_str!("../catalog/marketing.toml")),
+    ("sales.toml", include_str!("../catalog/sales.toml")),
+    ("service.toml", include_str!("../catalog/service.toml")),
+    ("customer.toml", include_str!("../catalog/customer.toml")),
     (
         "relationship.toml",
-        include_str!("../../catalog/relationship.toml"),
+        include_str!("../catalog/relationship.toml"),
     ),
 ];
 

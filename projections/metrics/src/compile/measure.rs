@@ -4,11 +4,11 @@ use super::{
     check_type, forbid, window_seconds, AggFields, CFacts, CInput, CMeasure, Ctx, InlineInput,
     RULES_MAX, STOCK_CALCS,
 };
-use crate::metrics::definition::{
+use crate::definition::{
     Agg, Clock, FactsSpec, InputSpec, MeasureSpec, MeasureType, MetricDefinition, Pick,
 };
-use crate::metrics::error::DefinitionError;
-use crate::metrics::expr::{self, Reads};
+use crate::error::DefinitionError;
+use crate::expr::{self, Reads};
 use std::collections::BTreeMap;
 
 fn agg_fields(m: &MeasureSpec, implicit_value: bool) -> AggFields<'_> {

@@ -7,7 +7,7 @@ mod metrics_support;
 
 use std::time::Duration;
 
-use crm_projections::metrics::{
+use crm_metrics::{
     compare, define, diff, evaluate, explain, to_csv, ExplainSelect, Grain, KnownAt, Num, Query,
     Registry,
 };

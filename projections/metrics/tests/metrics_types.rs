@@ -8,7 +8,7 @@ mod metrics_support;
 use std::collections::BTreeMap;
 
 use crm_domain::aggregates::opportunity::OpportunityKind;
-use crm_projections::metrics::{define, evaluate, Evaluation, Grain, Num, Query, Registry};
+use crm_metrics::{define, evaluate, Evaluation, Grain, Num, Query, Registry};
 use metrics_support::{t, Log};
 
 fn q(from: &str, to: &str, period: Grain) -> Query {

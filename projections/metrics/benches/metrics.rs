@@ -1,6 +1,6 @@
 //! Metric evaluation over a large log, beside raw replay speed from the same run.
 //!
-//! `cargo bench -p crm-projections --bench metrics` writes 1,000,000 domain events (deals,
+//! `cargo bench -p crm-metrics --bench metrics` writes 1,000,000 domain events (deals,
 //! cases and leads, ~110,000 of each kind of stream, built through the aggregates) to a sled
 //! store under `target/`, then measures on the same store: raw `read_all` replay, loading the
 //! registry, and catalog metrics evaluated by replay (a simple share by month and by region,
@@ -30,7 +30,7 @@ use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
     EventId, EventStore, ExpectedVersion, Position, ProposedEvent, SledStore, StreamId,
 };
-use crm_projections::metrics::{evaluate, explain, ExplainSelect, Grain, KnownAt, Query, Registry};
+use crm_metrics::{evaluate, explain, ExplainSelect, Grain, KnownAt, Query, Registry};
 use uuid::Uuid;
 
 const WRITERS: usize = 32;

@@ -5,7 +5,7 @@
 mod metrics_support;
 
 use crm_eventstore::{EventStore, StreamId, StreamVersion};
-use crm_projections::metrics::{
+use crm_metrics::{
     define, evaluate, parse_definition, set_default, DefinitionError, MetricError, Query, Registry,
     Status,
 };
