@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, NaiveTime, Timelike, Utc};
 
-use super::definition::Param;
-use super::error::DefinitionError;
+use crate::definition::Param;
+use crate::error::DefinitionError;
 
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 

@@ -3,8 +3,8 @@
 //! the binary. Entries the language cannot express yet are `type = "unsupported"` with
 //! what they need, so `list` still shows them and evaluation says why there is no figure.
 
-use super::definition::{parse_catalog, MetricDefinition};
-use super::error::DefinitionError;
+use crate::definition::{parse_catalog, MetricDefinition};
+use crate::error::DefinitionError;
 
 /// The catalog files, by name.
 pub const CATALOG_FILES: &[(&str, &str)] = &[

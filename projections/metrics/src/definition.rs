@@ -38,9 +38,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::compile;
-use super::error::DefinitionError;
-use super::period::Grain;
+use crate::compile;
+use crate::error::DefinitionError;
+use crate::period::Grain;
 
 /// Largest definition text accepted (it travels in one event).
 pub const DEFINITION_SIZE_MAX_BYTES: usize = 32 * 1024;

@@ -14,12 +14,12 @@ use crm_eventstore::EventStore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::engine::{Num, Row};
-use super::error::MetricError;
-use super::evaluate::{display, load_view, run_in, Evaluation, MetricRef, Query};
-use super::period::Period;
-use super::registry::{RegisteredMetric, Registry};
-use super::view::{KnownAt, LogMark, LogView};
+use crate::derivation::{Num, Row};
+use crate::error::MetricError;
+use crate::period::Period;
+use crate::query::{display, load_view, run_in, Evaluation, MetricRef, Query};
+use crate::registry::{RegisteredMetric, Registry};
+use crate::view::{KnownAt, LogMark, LogView};
 
 /// Most rows one explain page returns.
 pub const EXPLAIN_PAGE_MAX: usize = 10_000;
@@ -90,7 +90,7 @@ pub struct Explanation {
     pub select: ExplainSelect,
     pub log: LogMark,
     /// The figures of the selected cells.
-    pub figures: Vec<super::evaluate::Figure>,
+    pub figures: Vec<crate::query::Figure>,
     /// Per input (`""` for a single-input measure).
     pub totals: BTreeMap<String, ExplainTotals>,
     pub total_rows: usize,
@@ -165,7 +165,7 @@ fn check_select(query: &Query, sel: &ExplainSelect) -> Result<(), MetricError> {
 /// The facts behind the figures of `id` for `query`, one page.
 ///
 /// # Errors
-/// As [`super::evaluate::evaluate`], or a selection naming a dimension not in `query.by`.
+/// As [`crate::query::evaluate`], or a selection naming a dimension not in `query.by`.
 pub async fn explain<S: EventStore>(
     store: &S,
     registry: &Registry,
@@ -385,7 +385,7 @@ fn state(r: Option<&Row>) -> String {
 /// Compares the figures of `id` as known at `t1` and at `t2` (`query.known_at` is ignored).
 ///
 /// # Errors
-/// As [`super::evaluate::evaluate`], or `t2` before `t1`.
+/// As [`crate::query::evaluate`], or `t2` before `t1`.
 pub async fn diff<S: EventStore>(
     store: &S,
     registry: &Registry,
@@ -407,7 +407,7 @@ pub async fn diff<S: EventStore>(
     // Both sides over the same periods: those of the later view unless the query fixes them.
     let mut q = query.clone();
     q.known_at = None;
-    let periods = super::measures::query_periods(&v2, q.period, q.from, q.to)?;
+    let periods = crate::measures::query_periods(&v2, q.period, q.from, q.to)?;
     if let (Some(first), Some(last)) = (periods.first(), periods.last()) {
         q.from = Some(first.start);
         q.to = Some(last.end);

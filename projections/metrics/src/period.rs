@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::error::MetricError;
+use crate::error::MetricError;
 
 /// Most periods one query may span.
 pub const PERIODS_MAX: usize = 10_000;

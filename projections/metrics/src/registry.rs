@@ -19,10 +19,10 @@ use crm_eventstore::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::catalog;
-use super::compile::{self, Compiled, Requirements};
-use super::definition::{parse_definition, Domain, Kind, MeasureType, MetricDefinition, Unit};
-use super::error::MetricError;
+use crate::catalog;
+use crate::compile::{self, Compiled, Requirements};
+use crate::definition::{parse_definition, Domain, Kind, MeasureType, MetricDefinition, Unit};
+use crate::error::MetricError;
 
 /// Event type of a stored definition.
 pub const METRIC_DEFINED: &str = "MetricDefined";

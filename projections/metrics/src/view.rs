@@ -26,8 +26,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::compile::Requirements;
-use super::error::MetricError;
+use crate::compile::Requirements;
+use crate::error::MetricError;
 
 /// Types of the correction events the global rules read (METRICS.md §2, "any stream").
 pub const CORRECTION_TYPES: &[&str] = &["RecordFlaggedTest", "EventRetracted", "RecordMerged"];

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod measure;
 
-use super::bizclock::BusinessCalendar;
-use super::definition::{
+use crate::bizclock::BusinessCalendar;
+use crate::definition::{
     Agg, FactsSpec, InputRef, MeasureType, MetricDefinition, Param, Pick, RuleSpec,
 };
-use super::error::DefinitionError;
-use super::expr::{self, Expr, Lit, Reads};
-use super::period::Grain;
+use crate::error::DefinitionError;
+use crate::expr::{self, Expr, Lit, Reads};
+use crate::period::Grain;
 
 /// Most event types one list may name.
 const TYPES_MAX: usize = 32;

@@ -17,6 +17,7 @@
 //! precedence: `??` (coalesce), `or`, `and`, `not`, comparisons and `in`/`not in`, `+ -`,
 //! `* / %`, unary `-`. Functions are listed in [`FUNCTIONS`].
 
+pub(crate) mod eval;
 mod parse;
 
 use std::collections::BTreeSet;

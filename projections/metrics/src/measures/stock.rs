@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::compile::{CFacts, CMeasure, Compiled, StockCalc};
-use super::definition::Pick;
-use super::engine::{self, reduce, CellKey, Computed, Frame, Num, Reducer, Row};
-use super::error::MetricError;
-use super::eval::Env;
-use super::measures::candidates;
+use super::candidates;
+use crate::compile::{CFacts, CMeasure, Compiled, StockCalc};
+use crate::definition::Pick;
+use crate::derivation::{self, reduce, CellKey, Computed, Frame, Num, Reducer, Row};
+use crate::error::MetricError;
+use crate::expr::eval::Env;
 
 #[derive(Debug, Clone)]
 struct Spell {
@@ -225,7 +225,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     sample: Option<f64>,
                     rows: &mut Vec<Row>|
          -> Result<(), MetricError> {
-            let Some(dims) = engine::dims_of(env, c, frame, ev)? else {
+            let Some(dims) = derivation::dims_of(env, c, frame, ev)? else {
                 return Ok(());
             };
             let value_cur = if value_rows && excluded.is_none() {
@@ -233,7 +233,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
             } else {
                 None
             };
-            engine::push(
+            derivation::push(
                 rows,
                 Row {
                     ev,
@@ -327,7 +327,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                         None,
                         None,
                         None,
-                        Some(engine::Num::Int(age).to_f64()),
+                        Some(derivation::Num::Int(age).to_f64()),
                         &mut rows,
                     )?;
                 }

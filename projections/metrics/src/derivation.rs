@@ -12,13 +12,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::compile::{CAgg, CFacts, CRule, Compiled};
-use super::definition::{Agg, Pick};
-use super::error::MetricError;
-use super::eval::{i_to_f, Env, Val};
-use super::expr::Expr;
-use super::period::{self, Period};
-use super::view::LogView;
+use crate::compile::{CAgg, CFacts, CRule, Compiled};
+use crate::definition::{Agg, Pick};
+use crate::error::MetricError;
+use crate::expr::eval::{i_to_f, Env, Val};
+use crate::expr::Expr;
+use crate::period::{self, Period};
+use crate::view::LogView;
 
 /// Most rows (facts considered) one evaluation may produce.
 pub const ROWS_MAX: usize = 20_000_000;

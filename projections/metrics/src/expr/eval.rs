@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use serde_json::Value;
 
-use super::bizclock::BusinessCalendar;
-use super::definition::Param;
-use super::expr::{BinOp, Expr, Lit, Root};
-use super::view::LogView;
+use super::{BinOp, Expr, Lit, Root};
+use crate::bizclock::BusinessCalendar;
+use crate::definition::Param;
+use crate::view::LogView;
 
 /// A value during evaluation.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,23 +1,24 @@
-//! The measure types: each turns the view into rows and cells (stocks are in [`super::stock`]).
+//! The measure types: each turns the view into rows and cells (stocks are in [`stock`]).
+
+pub(crate) mod stock;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::compile::{CAgg, CFacts, CInput, CMeasure, CRule, Compiled};
-use super::definition::InputRef;
-use super::engine::{
+use crate::compile::{CAgg, CFacts, CInput, CMeasure, CRule, Compiled};
+use crate::definition::InputRef;
+use crate::derivation::{
     self, agg_contribution, env, place, reduce, select, Cand, CellKey, CellVal, Computed,
     Contribution, Frame, Num, Reducer, Row,
 };
-use super::error::MetricError;
-use super::eval::{i_to_f, Env, Val};
-use super::expr::{BinOp, Expr};
-use super::period::{self, Grain, Period};
-use super::registry::{RegisteredMetric, Registry};
-use super::stock;
-use super::view::LogView;
+use crate::error::MetricError;
+use crate::expr::eval::{i_to_f, Env, Val};
+use crate::expr::{BinOp, Expr};
+use crate::period::{self, Grain, Period};
+use crate::registry::{RegisteredMetric, Registry};
+use crate::view::LogView;
 
 /// Deepest chain of metrics built from metrics.
 const NESTING_MAX: usize = 8;
@@ -324,14 +325,14 @@ fn cumulative(
             let dims = match dims_cache.get(&cand.ev) {
                 Some(d) => d.clone(),
                 None => {
-                    let d = engine::dims_of(env, c, frame, cand.ev)?;
+                    let d = derivation::dims_of(env, c, frame, cand.ev)?;
                     dims_cache.insert(cand.ev, d.clone());
                     d
                 }
             };
             let Some(dims) = dims else { continue };
             let k = agg_contribution(env, agg, cand, None);
-            engine::push(
+            derivation::push(
                 &mut rows,
                 Row {
                     ev: cand.ev,

@@ -14,14 +14,14 @@ use crm_domain::values::{Currency, Money};
 use crm_eventstore::EventStore;
 use serde::{Deserialize, Serialize};
 
-use super::compile::CMeasure;
-use super::definition::{Kind, MeasureType, Unit};
-use super::engine::{CellVal, Computed, Frame, Num};
-use super::error::MetricError;
-use super::measures::{query_periods, Runner};
-use super::period::{Grain, Period};
-use super::registry::{RegisteredMetric, Registry};
-use super::view::{KnownAt, LogMark, LogView};
+use crate::compile::CMeasure;
+use crate::definition::{Kind, MeasureType, Unit};
+use crate::derivation::{CellVal, Computed, Frame, Num};
+use crate::error::MetricError;
+use crate::measures::{query_periods, Runner};
+use crate::period::{Grain, Period};
+use crate::registry::{RegisteredMetric, Registry};
+use crate::view::{KnownAt, LogMark, LogView};
 
 /// Most figures (cells) one evaluation returns.
 pub const FIGURES_MAX: usize = 100_000;
@@ -137,7 +137,7 @@ pub async fn load_view<S: EventStore>(
     as_of: Option<DateTime<Utc>>,
     known_at: Option<KnownAt>,
 ) -> Result<LogView, MetricError> {
-    let mut req = super::compile::Requirements::default();
+    let mut req = crate::compile::Requirements::default();
     for m in metrics {
         let r = registry.requirements(m)?;
         req.fact_types.extend(r.fact_types);
