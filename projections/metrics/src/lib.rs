@@ -56,7 +56,6 @@
 //! [`Registry::load`], [`Registry::list`], [`define`], [`evaluate()`], [`compare`],
 //! [`explain()`] with [`to_csv`], and [`diff`].
 
-pub mod bizclock;
 pub mod catalog;
 pub(crate) mod compile;
 pub mod definition;

@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod calendar;
 mod measure;
 
-use crate::bizclock::BusinessCalendar;
+use crm_domain::calendar::BusinessCalendar;
+
 use crate::definition::{
     Agg, FactsSpec, InputRef, MeasureType, MetricDefinition, Param, Pick, RuleSpec,
 };
@@ -421,7 +423,7 @@ pub(crate) fn forbid(key: &str, present: bool, kind: MeasureType) -> Result<(), 
 /// Validates a definition into its runnable form.
 pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionError> {
     check_header(def)?;
-    let calendar = BusinessCalendar::from_params(&def.params)?;
+    let calendar = calendar::business_calendar(&def.params)?;
     let mut cx = Ctx {
         reads: Reads::default(),
         params: &def.params,

@@ -9,10 +9,10 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use crm_domain::calendar::BusinessCalendar;
 use serde_json::Value;
 
 use super::{BinOp, Expr, Lit, Root};
-use crate::bizclock::BusinessCalendar;
 use crate::definition::Param;
 use crate::view::LogView;
 
