@@ -2,6 +2,7 @@
 //! definition that does not parse or validate (always naming the offending key), and
 //! [`MetricError`] for everything that reads the log or evaluates.
 
+use crm_domain::CodecError;
 use crm_eventstore::{AppendError, ReadError, StreamIdError};
 
 /// Why a metric definition (TOML) was refused. Every variant names the key at fault.
@@ -120,14 +121,17 @@ pub enum MetricError {
     /// A sum overflowed.
     #[error("{0} overflows 128-bit integer arithmetic; check the definition's `of` expression")]
     Overflow(&'static str),
-    /// A `MetricDefined` event in the log could not be read.
-    #[error("`MetricDefined` at position {position} is unreadable: {reason}; the log holds a definition this build cannot read")]
+    /// A definition event in the log could not be read.
+    #[error("the definition event at position {position} is unreadable: {source}; the log holds a definition this build cannot read")]
     BadStoredDefinition {
         /// Its position.
         position: u64,
-        /// Why.
-        reason: String,
+        /// Why: the domain's decoding error.
+        source: CodecError,
     },
+    /// A definition event could not be encoded.
+    #[error("the definition event cannot be encoded: {0}")]
+    Encode(#[source] CodecError),
     /// The metric stream name is not a valid stream id.
     #[error("metric id cannot name a stream: {0}")]
     StreamName(#[from] StreamIdError),

@@ -69,6 +69,7 @@ pub mod query;
 pub mod registry;
 pub mod view;
 
+pub use crm_domain::definitions::METRIC_DEFINED;
 pub use definition::{parse_catalog, parse_definition, MetricDefinition};
 pub use derivation::Num;
 pub use error::{DefinitionError, MetricError};
@@ -78,9 +79,7 @@ pub use query::{
     compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,
     MetricRef, Query, Status,
 };
-pub use registry::{
-    define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry, METRIC_DEFINED,
-};
+pub use registry::{define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry};
 pub use view::{KnownAt, LogMark, LogView};
 
 /// Functions of the expression language, with their arity and purpose (for `--help`).

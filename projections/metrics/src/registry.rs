@@ -1,22 +1,27 @@
 //! The registry of metric definitions: the built-in catalog plus every `MetricDefined` in
 //! the log, and [`define`], which appends a definition to its metric's own stream.
 //!
-//! **Definitions are events.** `define` appends `MetricDefined{id, version, spec_hash,
-//! definition}` to the stream `metric-<id>` with an exact expected version, so a version is
-//! never overwritten: the same text again is a no-op, the same spec with new wording is
-//! recorded as a wording revision, another spec under an existing version is refused, and
-//! versions are dense (the next is max + 1, built-ins included). `set_default` appends
-//! `MetricDefaultChanged{id, version}` to the same stream.
+//! **Definitions are events.** The payloads, type names and schema versions are the
+//! domain's ([`crm_domain::definitions`]). `define` appends `MetricDefined{id, version,
+//! spec_hash, definition}` to the stream `metric-<id>` with an exact expected version, so a
+//! version is never overwritten: the same text again is a no-op, the same spec with new
+//! wording is recorded as a wording revision, another spec under an existing version is
+//! refused, and versions are dense (the next is max + 1, built-ins included). `set_default`
+//! appends `MetricDefaultChanged{id, version}` to the same stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use crm_domain::definitions::{
+    DefinitionEvent, MetricDefaultChanged, MetricDefined, METRIC_CATEGORY, METRIC_DEFINED,
+};
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
-    EventId, EventStore, ExpectedVersion, Position, ProposedEvent, StreamId, StreamVersion,
+    EventId, EventStore, ExpectedVersion, Position, ProposedEvent, RecordedEvent, StreamId,
+    StreamVersion,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::catalog;
@@ -24,36 +29,11 @@ use crate::compile::{self, Compiled, Requirements};
 use crate::definition::{parse_definition, Domain, Kind, MeasureType, MetricDefinition, Unit};
 use crate::error::MetricError;
 
-/// Event type of a stored definition.
-pub const METRIC_DEFINED: &str = "MetricDefined";
-/// Event type of a change of default version.
-pub const METRIC_DEFAULT_CHANGED: &str = "MetricDefaultChanged";
-/// Stream category of metric definitions.
-pub const METRIC_CATEGORY: &str = "metric";
 /// Most versions one stream read returns while defining.
 const DEFINITIONS_MAX: usize = READ_PAGE_MAX;
 
 /// Namespace of definition event ids (UUID v5), so a retried define appends nothing.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7472_6963_2d64_6566_696e_6564_0001);
-
-/// Payload of `MetricDefined`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricDefined {
-    pub id: String,
-    pub version: u32,
-    pub spec_hash: String,
-    /// The TOML text as submitted.
-    pub definition: String,
-}
-
-/// Payload of `MetricDefaultChanged`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricDefaultChanged {
-    pub id: String,
-    pub version: u32,
-}
 
 /// Where a definition comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -151,66 +131,72 @@ impl Registry {
     /// A read error.
     pub async fn load<S: EventStore>(store: &S) -> Result<Registry, MetricError> {
         let mut reg = Registry::builtin()?;
-        let head = store.head().position;
-        let mut next = Position::FIRST;
-        while next <= head {
-            let page = store.read_all(next, READ_PAGE_MAX).await?;
-            let Some(last) = page.last() else { break };
-            next = last.position.next().unwrap_or(last.position);
-            for rec in page
-                .iter()
-                .filter(|r| r.position <= head && r.stream_id.category() == METRIC_CATEGORY)
-            {
-                reg.apply(
-                    rec.position.0,
-                    rec.recorded_at,
-                    &rec.event_type,
-                    &rec.payload,
-                );
-            }
-            if last.position >= head {
-                break;
-            }
-        }
+        reg.read_log(store, Position::FIRST, store.head().position)
+            .await?;
         Ok(reg)
     }
 
-    fn apply(
+    /// Applies the definition events of the records `from..=to` of the log, page by page.
+    pub(crate) async fn read_log<S: EventStore>(
         &mut self,
-        position: u64,
-        recorded_at: DateTime<Utc>,
-        event_type: &str,
-        payload: &[u8],
-    ) {
-        let result = match event_type {
-            METRIC_DEFINED => serde_json::from_slice::<MetricDefined>(payload)
-                .map_err(|e| e.to_string())
-                .and_then(|d| {
-                    parse_definition(&d.definition)
-                        .map(|def| (def, d.definition))
-                        .map_err(|e| e.to_string())
-                })
-                .and_then(|(def, text)| {
-                    register(
-                        self,
-                        def,
-                        DefinitionSource::Log {
-                            position,
-                            recorded_at,
-                        },
-                        text,
-                    )
-                    .map_err(|e| e.to_string())
+        store: &S,
+        from: Position,
+        to: Position,
+    ) -> Result<(), MetricError> {
+        let mut next = from.max(Position::FIRST);
+        while next <= to {
+            let page = store.read_all(next, READ_PAGE_MAX).await?;
+            let Some(last) = page.last() else { break };
+            for rec in page.iter().filter(|r| r.position <= to) {
+                self.apply(rec);
+            }
+            match last.position.next() {
+                Some(after) if last.position < to => next = after,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one record if it is a definition event; a stored definition this build cannot
+    /// read is noted in [`Registry::problems`] and skipped.
+    fn apply(&mut self, rec: &RecordedEvent) {
+        if rec.stream_id.category() != METRIC_CATEGORY
+            || DefinitionEvent::current_schema_version(&rec.event_type).is_none()
+        {
+            return;
+        }
+        let position = rec.position.0;
+        let result = match DefinitionEvent::from_payload(
+            &rec.event_type,
+            rec.schema_version,
+            &rec.payload,
+        ) {
+            Ok(DefinitionEvent::MetricDefined(d)) => parse_definition(&d.definition)
+                .map_err(MetricError::from)
+                .and_then(|def| {
+                    let source = DefinitionSource::Log {
+                        position,
+                        recorded_at: rec.recorded_at,
+                    };
+                    register(self, def, source, d.definition)
                 }),
-            METRIC_DEFAULT_CHANGED => serde_json::from_slice::<MetricDefaultChanged>(payload)
-                .map(|d| {
-                    self.defaults.insert(d.id, d.version);
-                })
-                .map_err(|e| e.to_string()),
-            _ => Ok(()),
+            Ok(DefinitionEvent::MetricDefaultChanged(d)) => {
+                self.defaults.insert(d.id, d.version);
+                Ok(())
+            }
+            Err(e) => Err(MetricError::BadStoredDefinition {
+                position,
+                source: e,
+            }),
         };
-        if let Err(reason) = result {
-            self.problems.push(format!("position {position}: {reason}"));
+        if let Err(e) = result {
+            self.problems.push(match e {
+                MetricError::BadStoredDefinition { source, .. } => {
+                    format!("position {position}: {source}")
+                }
+                other => format!("position {position}: {other}"),
+            });
         }
     }
 
@@ -357,21 +343,26 @@ pub struct DefineOutcome {
 }
 
 fn stream_of(id: &str) -> Result<StreamId, MetricError> {
-    Ok(StreamId::new(format!("{METRIC_CATEGORY}-{id}"))?)
+    Ok(StreamId::new(crm_domain::definitions::metric_stream(id))?)
 }
 
-fn proposed(event_type: &str, key: &str, payload: Vec<u8>, at: DateTime<Utc>) -> ProposedEvent {
-    ProposedEvent {
+/// The event to append for `event`; `key` names it for its UUID v5 id.
+fn proposed(
+    event: &DefinitionEvent,
+    key: &str,
+    at: DateTime<Utc>,
+) -> Result<ProposedEvent, MetricError> {
+    Ok(ProposedEvent {
         event_id: EventId(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
         occurred_at: at,
         causation_id: None,
         correlation_id: None,
         actor: "crm-metrics".into(),
         metadata: Vec::new(),
-        payload,
-    }
+        payload: event.to_payload().map_err(MetricError::Encode)?,
+    })
 }
 
 /// Validates `text` and appends it as `MetricDefined` to `metric-<id>`.
@@ -400,12 +391,15 @@ pub async fn define<S: EventStore>(
         known.insert(v, (m.spec_hash.clone(), m.text.clone(), None));
     }
     for rec in events.iter().filter(|r| r.event_type == METRIC_DEFINED) {
-        let d: MetricDefined =
-            serde_json::from_slice(&rec.payload).map_err(|e| MetricError::BadStoredDefinition {
-                position: rec.position.0,
-                reason: e.to_string(),
-            })?;
-        known.insert(d.version, (d.spec_hash, d.definition, Some(rec.position.0)));
+        let stored =
+            DefinitionEvent::from_payload(&rec.event_type, rec.schema_version, &rec.payload)
+                .map_err(|source| MetricError::BadStoredDefinition {
+                    position: rec.position.0,
+                    source,
+                })?;
+        if let DefinitionEvent::MetricDefined(d) = stored {
+            known.insert(d.version, (d.spec_hash, d.definition, Some(rec.position.0)));
+        }
     }
     let next = known.keys().next_back().map_or(1, |v| v + 1);
     let outcome = match known.get(&def.version) {
@@ -442,13 +436,12 @@ pub async fn define<S: EventStore>(
         }
         None => "appended",
     };
-    let payload = serde_json::to_vec(&MetricDefined {
+    let event = DefinitionEvent::MetricDefined(MetricDefined {
         id: def.id.clone(),
         version: def.version,
         spec_hash: hash.clone(),
         definition: text.to_owned(),
-    })
-    .map_err(|e| MetricError::Output(e.to_string()))?;
+    });
     let key = format!(
         "{METRIC_DEFINED}/{}/{}/{}",
         def.id,
@@ -461,11 +454,7 @@ pub async fn define<S: EventStore>(
         ExpectedVersion::Exact(current)
     };
     let result = store
-        .append(
-            &stream,
-            expected,
-            vec![proposed(METRIC_DEFINED, &key, payload, at)],
-        )
+        .append(&stream, expected, vec![proposed(&event, &key, at)?])
         .await
         .map_err(|e| match e {
             crm_eventstore::AppendError::WrongExpectedVersion { .. } => {
@@ -497,23 +486,18 @@ pub async fn set_default<S: EventStore>(
     registry.get(id, Some(version))?;
     let stream = stream_of(id)?;
     let current = store.stream_version(&stream).await?;
-    let payload = serde_json::to_vec(&MetricDefaultChanged {
+    let event = DefinitionEvent::MetricDefaultChanged(MetricDefaultChanged {
         id: id.to_owned(),
         version,
-    })
-    .map_err(|e| MetricError::Output(e.to_string()))?;
-    let key = format!("{METRIC_DEFAULT_CHANGED}/{id}/{version}/{}", current.0);
+    });
+    let key = format!("{}/{id}/{version}/{}", event.event_type(), current.0);
     let expected = if current == StreamVersion::NONE {
         ExpectedVersion::NoStream
     } else {
         ExpectedVersion::Exact(current)
     };
     let r = store
-        .append(
-            &stream,
-            expected,
-            vec![proposed(METRIC_DEFAULT_CHANGED, &key, payload, at)],
-        )
+        .append(&stream, expected, vec![proposed(&event, &key, at)?])
         .await
         .map_err(|e| match e {
             crm_eventstore::AppendError::WrongExpectedVersion { .. } => {
