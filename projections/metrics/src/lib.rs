@@ -53,8 +53,9 @@
 //!
 //! Where to start reading: [`definition`] (what a metric is), then [`query`] (how a question
 //! is answered), `derivation` (rows and figures) and [`explain`]. The gateway calls
-//! [`Registry::load`], [`Registry::list`], [`define`], [`evaluate()`], [`compare`],
-//! [`explain()`] with [`to_csv`], and [`diff`].
+//! [`Registry::load`] (or, to keep the registry between requests, [`RegistryCache::get`]),
+//! [`Registry::list`], [`define`], [`evaluate()`], [`compare`], [`explain()`] with
+//! [`to_csv`], and [`diff`].
 
 pub mod catalog;
 pub(crate) mod compile;
@@ -79,7 +80,9 @@ pub use query::{
     compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,
     MetricRef, Query, Status,
 };
-pub use registry::{define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry};
+pub use registry::{
+    define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry, RegistryCache,
+};
 pub use view::{KnownAt, LogMark, LogView};
 
 /// Functions of the expression language, with their arity and purpose (for `--help`).

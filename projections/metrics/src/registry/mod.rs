@@ -8,6 +8,9 @@
 //! wording is recorded as a wording revision, another spec under an existing version is
 //! refused, and versions are dense (the next is max + 1, built-ins included). `set_default`
 //! appends `MetricDefaultChanged{id, version}` to the same stream.
+//!
+//! [`RegistryCache`] keeps a registry between requests and reads only the log records
+//! appended since the position it covers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +31,10 @@ use crate::catalog;
 use crate::compile::{self, Compiled, Requirements};
 use crate::definition::{parse_definition, Domain, Kind, MeasureType, MetricDefinition, Unit};
 use crate::error::MetricError;
+
+mod cache;
+
+pub use cache::RegistryCache;
 
 /// Most versions one stream read returns while defining.
 const DEFINITIONS_MAX: usize = READ_PAGE_MAX;
