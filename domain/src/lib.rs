@@ -17,7 +17,10 @@
 //!
 //! Where to start reading: [`aggregate::Aggregate`] (the contract), then one aggregate such
 //! as [`aggregates::opportunity`], then [`event::DomainEvent`] (metadata for the envelope),
-//! [`codec`] (payload bytes) and [`upcast`] (old versions). Value types are in [`values`].
+//! [`codec`] (payload bytes) and [`upcast`] (old versions). Value types are in [`values`];
+//! the business calendar and clock the read models and the metric engine share are in
+//! [`calendar`]; the events that define metrics (not aggregates: no command decides them
+//! here) are in [`definitions`].
 //! The event vocabulary follows `METRICS.md` §2.
 
 #[macro_use]
@@ -25,7 +28,9 @@ mod macros;
 
 pub mod aggregate;
 pub mod aggregates;
+pub mod calendar;
 pub mod codec;
+pub mod definitions;
 pub mod event;
 pub mod personal;
 pub mod registry;

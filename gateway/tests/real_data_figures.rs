@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use crm_eventstore::{AnyStore, SledStore};
 use crm_import::{self as import, OnError, Plan, RunOptions};
-use crm_projections::metrics::{evaluate, Evaluation, Figure, Query, Registry};
+use crm_metrics::{evaluate, Evaluation, Figure, Query, Registry};
 use crm_projections::read_models::{churn, pipeline, sla};
 use crm_projections::{ProjectionRunner, ReadModelConfig, ReadModels, RunnerOptions};
 
@@ -210,7 +210,7 @@ fn by<'a>(ev: &'a Evaluation, dim: &str) -> BTreeMap<&'a str, &'a Figure> {
         .collect()
 }
 
-fn num(n: Option<crm_projections::metrics::Num>) -> f64 {
+fn num(n: Option<crm_metrics::Num>) -> f64 {
     n.unwrap().to_f64()
 }
 

@@ -28,7 +28,6 @@ pub mod calendar;
 mod control;
 pub mod error;
 mod feed;
-pub mod metrics;
 pub mod projection;
 pub mod read_models;
 pub mod runner;

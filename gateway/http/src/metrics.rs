@@ -1,4 +1,4 @@
-//! `/v1/metrics`: the metric engine of `crm-projections` over HTTP — the catalog, evaluation,
+//! `/v1/metrics`: the metric engine of `crm-metrics` over HTTP — the catalog, evaluation,
 //! comparison of versions, explanations (JSON or CSV), diffs between two report dates, and
 //! definition of new versions (TOML bodies).
 //!
@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use crm_eventstore::{AnyStore, EventStore};
-use crm_projections::metrics::{
-    self, ExplainSelect, KnownAt, MetricError, MetricSummary, Registry,
-};
+use crm_metrics::{self as metrics, ExplainSelect, KnownAt, MetricError, MetricSummary, Registry};
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;

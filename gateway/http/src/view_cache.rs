@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crm_eventstore::{AnyStore, EventStore};
-use crm_projections::metrics::{self, LogView, MetricError, Query, RegisteredMetric, Registry};
+use crm_metrics::{self as metrics, LogView, MetricError, Query, RegisteredMetric, Registry};
 use quick_cache::sync::Cache;
 
 /// Views kept at most.

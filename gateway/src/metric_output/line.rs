@@ -1,7 +1,7 @@
 //! One figure on one line: the scorecard line of `crm metric` and `crm demo`, and numbers as
 //! the engine computed them (integers exact, fractions as given).
 
-use crm_projections::metrics::{Evaluation, Num, Status};
+use crm_metrics::{Evaluation, Num, Status};
 
 /// A numerator or denominator as printed: integers exactly, fractions to two places.
 #[must_use]

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use crm_eventstore::EventStore;
-use crm_projections::metrics::{
+use crm_metrics::{
     compare, define, diff, evaluate, explain, to_csv, ExplainSelect, Grain, KnownAt, MetricError,
     Num, Query, Registry, Status,
 };

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use crm_app::config::Flags;
 use crm_app::store::Create;
-use crm_projections::metrics::ExplainSelect;
+use crm_metrics::ExplainSelect;
 
 use super::{format_of, with_store, Globals, QueryArgs};
 use crate::metric_output;

@@ -1,7 +1,7 @@
 //! The demo's scorecard: which metrics it reads, at which version and over which range, the
 //! redefinition it shows and the figure it explains.
 
-use crm_projections::metrics::{self, Query};
+use crm_metrics::{self as metrics, Query};
 
 use crate::metric_output as metric_cli;
 
@@ -132,7 +132,7 @@ pub(super) const EXPLAIN_ROWS_SHOWN: usize = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_projections::metrics::{MetricError, Registry};
+    use crm_metrics::{MetricError, Registry};
 
     /// Keeps `metrics` used by name in docs and the scorecard consistent with the catalog.
     #[must_use]

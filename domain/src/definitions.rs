@@ -1,0 +1,240 @@
+//! Definitions: the events that record how the CRM measures itself, beside the aggregates'
+//! events. Today these are the metric definitions of the stream category `metric`
+//! (`metric-<id>`, one stream per metric): [`MetricDefined`] records one version of a
+//! metric's definition text, [`MetricDefaultChanged`] the version served when none is named.
+//!
+//! They are not aggregates: no command decides them here. The metric engine validates a
+//! definition (its text is the engine's TOML language, opaque to the domain) and appends it
+//! with an exact expected stream version, so a version is never overwritten. Type names and
+//! schema versions follow the rules of the aggregates' events: a name is stable forever, a
+//! payload change bumps the schema version.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{CodecError, PAYLOAD_MAX_BYTES};
+use crate::upcast::UpcastError;
+
+/// Stream category of metric definitions: the stream of metric `id` is `metric-<id>`.
+pub const METRIC_CATEGORY: &str = "metric";
+/// Event type of a stored metric definition.
+pub const METRIC_DEFINED: &str = "MetricDefined";
+/// Current schema version of [`METRIC_DEFINED`].
+pub const METRIC_DEFINED_VERSION: u16 = 1;
+/// Event type of a change of a metric's default version.
+pub const METRIC_DEFAULT_CHANGED: &str = "MetricDefaultChanged";
+/// Current schema version of [`METRIC_DEFAULT_CHANGED`].
+pub const METRIC_DEFAULT_CHANGED_VERSION: u16 = 1;
+
+/// Every definition event type by stream category, with its current schema version (the
+/// counterpart of [`crate::EVENT_CATALOG`], which lists the aggregates' events).
+pub const DEFINITION_EVENT_TYPES: &[(&str, &[(&str, u16)])] = &[(
+    METRIC_CATEGORY,
+    &[
+        (METRIC_DEFINED, METRIC_DEFINED_VERSION),
+        (METRIC_DEFAULT_CHANGED, METRIC_DEFAULT_CHANGED_VERSION),
+    ],
+)];
+
+/// The stream of metric `id`: `metric-<id>`.
+#[must_use]
+pub fn metric_stream(id: &str) -> String {
+    format!("{METRIC_CATEGORY}-{id}")
+}
+
+/// Payload of `MetricDefined`: one version of a metric's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDefined {
+    /// Metric id, e.g. `sales.win_rate`.
+    pub id: String,
+    /// Version of the definition (dense from 1; a version is never redefined).
+    pub version: u32,
+    /// Hash of what can change the metric's values, as the metric engine computes it.
+    pub spec_hash: String,
+    /// The definition text as submitted.
+    pub definition: String,
+}
+
+/// Payload of `MetricDefaultChanged`: the version served when none is named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDefaultChanged {
+    /// Metric id.
+    pub id: String,
+    /// The version that becomes the default.
+    pub version: u32,
+}
+
+/// Any definition event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefinitionEvent {
+    /// A version of a metric's definition.
+    MetricDefined(MetricDefined),
+    /// A metric's default version changed.
+    MetricDefaultChanged(MetricDefaultChanged),
+}
+
+impl DefinitionEvent {
+    /// Stable stored type name.
+    #[must_use]
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            DefinitionEvent::MetricDefined(_) => METRIC_DEFINED,
+            DefinitionEvent::MetricDefaultChanged(_) => METRIC_DEFAULT_CHANGED,
+        }
+    }
+
+    /// Current schema version of this event's type.
+    #[must_use]
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            DefinitionEvent::MetricDefined(_) => METRIC_DEFINED_VERSION,
+            DefinitionEvent::MetricDefaultChanged(_) => METRIC_DEFAULT_CHANGED_VERSION,
+        }
+    }
+
+    /// The stream the event belongs to (`metric-<id>`).
+    #[must_use]
+    pub fn stream_id(&self) -> String {
+        match self {
+            DefinitionEvent::MetricDefined(e) => metric_stream(&e.id),
+            DefinitionEvent::MetricDefaultChanged(e) => metric_stream(&e.id),
+        }
+    }
+
+    /// Current schema version of `event_type`, `None` if it is not a definition event.
+    #[must_use]
+    pub fn current_schema_version(event_type: &str) -> Option<u16> {
+        DEFINITION_EVENT_TYPES
+            .iter()
+            .flat_map(|(_, types)| types.iter())
+            .find(|(t, _)| *t == event_type)
+            .map(|(_, v)| *v)
+    }
+
+    /// JSON bytes of the payload only; type and version travel in the envelope.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if serialization fails.
+    pub fn to_payload(&self) -> Result<Vec<u8>, CodecError> {
+        let json = match self {
+            DefinitionEvent::MetricDefined(e) => serde_json::to_vec(e),
+            DefinitionEvent::MetricDefaultChanged(e) => serde_json::to_vec(e),
+        };
+        json.map_err(|source| CodecError::Encode {
+            event_type: self.event_type(),
+            source,
+        })
+    }
+
+    /// Decodes a stored payload of a definition event.
+    ///
+    /// # Errors
+    /// An unknown type, a schema version this build does not know (definition events have
+    /// no older versions to upcast yet), an oversized payload, or a payload that does not
+    /// match the event's struct: see [`CodecError`].
+    pub fn from_payload(
+        event_type: &str,
+        schema_version: u16,
+        payload: &[u8],
+    ) -> Result<DefinitionEvent, CodecError> {
+        let Some(current) = Self::current_schema_version(event_type) else {
+            return Err(UpcastError::UnknownEventType {
+                event_type: event_type.to_owned(),
+            }
+            .into());
+        };
+        if schema_version == 0 {
+            return Err(UpcastError::VersionZero {
+                event_type: event_type.to_owned(),
+            }
+            .into());
+        }
+        if schema_version > current {
+            return Err(UpcastError::FromTheFuture {
+                event_type: event_type.to_owned(),
+                schema_version,
+                current,
+            }
+            .into());
+        }
+        if schema_version < current {
+            return Err(UpcastError::MissingStep {
+                event_type: event_type.to_owned(),
+                from_version: schema_version,
+                to_version: schema_version.saturating_add(1),
+            }
+            .into());
+        }
+        if payload.len() > PAYLOAD_MAX_BYTES {
+            return Err(CodecError::TooLarge {
+                event_type: event_type.to_owned(),
+                size_bytes: payload.len(),
+            });
+        }
+        let decoded = if event_type == METRIC_DEFINED {
+            serde_json::from_slice(payload).map(DefinitionEvent::MetricDefined)
+        } else {
+            serde_json::from_slice(payload).map(DefinitionEvent::MetricDefaultChanged)
+        };
+        decoded.map_err(|source| {
+            if source.is_syntax() || source.is_eof() {
+                CodecError::InvalidJson {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                    source,
+                }
+            } else {
+                CodecError::InvalidPayload {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                    source,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DomainEvent;
+
+    #[test]
+    fn round_trips_and_refuses_what_it_does_not_know() {
+        let defined = DefinitionEvent::MetricDefined(MetricDefined {
+            id: "sales.win_rate".into(),
+            version: 2,
+            spec_hash: "abc".into(),
+            definition: "id = \"sales.win_rate\"".into(),
+        });
+        let bytes = defined.to_payload().unwrap();
+        assert_eq!(
+            DefinitionEvent::from_payload(METRIC_DEFINED, 1, &bytes).unwrap(),
+            defined
+        );
+        assert_eq!(defined.stream_id(), "metric-sales.win_rate");
+        assert!(matches!(
+            DefinitionEvent::from_payload(METRIC_DEFINED, 2, &bytes),
+            Err(CodecError::Upcast(UpcastError::FromTheFuture { .. }))
+        ));
+        assert!(matches!(
+            DefinitionEvent::from_payload(METRIC_DEFAULT_CHANGED, 1, &bytes),
+            Err(CodecError::InvalidPayload { .. })
+        ));
+        assert!(matches!(
+            DefinitionEvent::from_payload("OpportunityWon", 1, &bytes),
+            Err(CodecError::Upcast(UpcastError::UnknownEventType { .. }))
+        ));
+    }
+
+    #[test]
+    fn definition_types_are_not_aggregate_events() {
+        for (category, types) in DEFINITION_EVENT_TYPES {
+            assert!(DomainEvent::catalog().all(|(c, _, _)| c != *category));
+            for (event_type, _) in *types {
+                assert_eq!(DomainEvent::current_schema_version(event_type), None);
+            }
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! Validation of a [`MetricDefinition`] into the form the engine runs: expressions parsed,
+//! keys checked against the measure type, and the log reads the metric needs collected.
+//! Every error names the key at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+mod calendar;
+mod measure;
+
+use crm_domain::calendar::BusinessCalendar;
+
+use crate::definition::{
+    Agg, FactsSpec, InputRef, MeasureType, MetricDefinition, Param, Pick, RuleSpec,
+};
+use crate::error::DefinitionError;
+use crate::expr::{self, Expr, Lit, Reads};
+use crate::period::Grain;
+
+/// Most event types one list may name.
+const TYPES_MAX: usize = 32;
+/// Most exclusion rules, dimensions or inputs of one definition.
+pub(crate) const RULES_MAX: usize = 32;
+
+/// What a metric reads from the log.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Requirements {
+    /// Types whose events are the metric's facts: without any, "no data: needs ...".
+    pub fact_types: BTreeSet<String>,
+    /// Every type the loader must keep.
+    pub types: BTreeSet<String>,
+    pub ref_categories: BTreeSet<String>,
+    pub stream_attrs: bool,
+    pub meta: bool,
+    /// Whether `event.actor` is read.
+    pub actor: bool,
+    /// Top-level payload fields read (`*` = all).
+    pub fields: BTreeSet<String>,
+    /// Other metrics this one is built from.
+    pub metrics: Vec<(String, Option<u32>)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CFacts {
+    pub events: Vec<String>,
+    pub filter: Option<Expr>,
+    pub pick: Pick,
+    pub pick_code: String,
+    pub entity: Option<Expr>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CRule {
+    pub code: String,
+    pub when: Expr,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CAgg {
+    pub agg: Agg,
+    pub of: Option<Expr>,
+    pub when: Option<Expr>,
+    pub per: Option<Expr>,
+    pub p: f64,
+    pub value_is_count: bool,
+    pub currency: Option<Expr>,
+    pub missing_code: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StockCalc {
+    Count,
+    Sum,
+    Avg,
+    MedianAge,
+    New,
+    Churned,
+    ChurnRate,
+    Retained,
+    RetentionRate,
+    GrossValueRetention,
+    NetValueRetention,
+    ValueChurnRate,
+}
+
+pub(crate) const STOCK_CALCS: &[(&str, StockCalc)] = &[
+    ("count", StockCalc::Count),
+    ("sum", StockCalc::Sum),
+    ("avg", StockCalc::Avg),
+    ("median_age", StockCalc::MedianAge),
+    ("new", StockCalc::New),
+    ("churned", StockCalc::Churned),
+    ("churn_rate", StockCalc::ChurnRate),
+    ("retained", StockCalc::Retained),
+    ("retention_rate", StockCalc::RetentionRate),
+    ("gross_value_retention", StockCalc::GrossValueRetention),
+    ("net_value_retention", StockCalc::NetValueRetention),
+    ("value_churn_rate", StockCalc::ValueChurnRate),
+];
+
+#[derive(Debug, Clone)]
+pub(crate) struct InlineInput {
+    pub facts: CFacts,
+    pub agg: CAgg,
+    pub time: Option<Expr>,
+    pub rules: Vec<CRule>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CInput {
+    Inline(Box<InlineInput>),
+    Metric { id: String, version: Option<u32> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CMeasure {
+    Simple {
+        facts: CFacts,
+        agg: CAgg,
+    },
+    Ratio {
+        num: Box<CInput>,
+        den: Box<CInput>,
+    },
+    Cumulative {
+        facts: CFacts,
+        agg: CAgg,
+        window_s: Option<i64>,
+        to_date: Option<Grain>,
+    },
+    Derived {
+        expr: Expr,
+        inputs: BTreeMap<String, InputRef>,
+    },
+    Conversion {
+        facts: CFacts,
+        entity: Option<Expr>,
+        conversion: Vec<String>,
+        conv_filter: Option<Expr>,
+        conv_entity: Option<Expr>,
+        window_s: i64,
+        count: bool,
+    },
+    Duration {
+        facts: CFacts,
+        start: Vec<String>,
+        start_filter: Option<Expr>,
+        start_last: bool,
+        business: bool,
+        pause: Vec<String>,
+        resume: Vec<String>,
+        agg: CAgg,
+    },
+    Stock {
+        entity: Option<Expr>,
+        opens: Vec<String>,
+        closes: Vec<String>,
+        close_at: Option<Expr>,
+        lasts: BTreeMap<String, i64>,
+        value: BTreeMap<String, Expr>,
+        /// Currency of the value, read on the spell's opening event.
+        currency: Option<Expr>,
+        calc: StockCalc,
+    },
+    Unsupported {
+        needs: String,
+    },
+}
+
+/// A validated definition, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub time: Option<Expr>,
+    pub dims: BTreeMap<String, Expr>,
+    pub rules: Vec<CRule>,
+    pub measure: CMeasure,
+    pub calendar: BusinessCalendar,
+    pub params: BTreeMap<String, Param>,
+    pub reads: Requirements,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) reads: Reads,
+    pub(crate) params: &'a BTreeMap<String, Param>,
+    pub(crate) types: BTreeSet<String>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn expr(&mut self, key: &str, text: &str) -> Result<Expr, DefinitionError> {
+        let e = expr::parse(text).map_err(|reason| DefinitionError::Expression {
+            key: key.to_owned(),
+            text: text.to_owned(),
+            reason,
+        })?;
+        let mut r = Reads::default();
+        e.reads(&mut r);
+        if let Some(v) = r.vars.iter().next() {
+            return Err(DefinitionError::invalid(
+                key,
+                format!("unknown name `{v}`; paths start with payload., stream., meta., params. or event., and times are occurred_at / recorded_at"),
+            ));
+        }
+        if let Some(p) = r.params.iter().find(|p| !self.params.contains_key(*p)) {
+            return Err(DefinitionError::invalid(
+                key,
+                format!("`params.{p}` is not defined; add it under [params]"),
+            ));
+        }
+        for t in &r.types {
+            check_type(key, t)?;
+        }
+        self.reads.types.extend(r.types);
+        self.reads.ref_categories.extend(r.ref_categories);
+        self.reads.stream |= r.stream;
+        self.reads.meta |= r.meta;
+        self.reads.actor |= r.actor;
+        self.reads.fields.extend(r.fields);
+        Ok(e)
+    }
+
+    pub(crate) fn opt(
+        &mut self,
+        key: &str,
+        text: &Option<String>,
+    ) -> Result<Option<Expr>, DefinitionError> {
+        text.as_deref().map(|t| self.expr(key, t)).transpose()
+    }
+
+    pub(crate) fn types(
+        &mut self,
+        key: &str,
+        list: &[String],
+    ) -> Result<Vec<String>, DefinitionError> {
+        if list.len() > TYPES_MAX {
+            return Err(DefinitionError::invalid(
+                key,
+                format!("names {} event types, the limit is {TYPES_MAX}", list.len()),
+            ));
+        }
+        for t in list {
+            check_type(key, t)?;
+            self.types.insert(t.clone());
+        }
+        Ok(list.to_vec())
+    }
+
+    pub(crate) fn facts(&mut self, key: &str, f: &FactsSpec) -> Result<CFacts, DefinitionError> {
+        if f.events.is_empty() {
+            return Err(DefinitionError::invalid(
+                format!("{key}.events"),
+                "name at least one event type, e.g. events = [\"OpportunityWon\"]",
+            ));
+        }
+        let events = self.types(&format!("{key}.events"), &f.events)?;
+        if let Some(code) = &f.pick_code {
+            check_code(&format!("{key}.pick_code"), code)?;
+        }
+        Ok(CFacts {
+            events,
+            filter: self.opt(&format!("{key}.where"), &f.filter)?,
+            pick: f.pick,
+            pick_code: f.pick_code.clone().unwrap_or_else(|| "NOT_PICKED".into()),
+            entity: self.opt(&format!("{key}.entity"), &f.entity)?,
+        })
+    }
+
+    pub(crate) fn rules(
+        &mut self,
+        key: &str,
+        rules: &[RuleSpec],
+    ) -> Result<Vec<CRule>, DefinitionError> {
+        if rules.len() > RULES_MAX {
+            return Err(DefinitionError::invalid(
+                key,
+                format!("has {} rules, the limit is {RULES_MAX}", rules.len()),
+            ));
+        }
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                check_code(&format!("{key}[{i}].code"), &r.code)?;
+                Ok(CRule {
+                    code: r.code.clone(),
+                    when: self.expr(&format!("{key}[{i}].when"), &r.when)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn agg(
+        &mut self,
+        key: &str,
+        m: &AggFields<'_>,
+        default: Option<Agg>,
+    ) -> Result<CAgg, DefinitionError> {
+        let agg = m.agg.or(default).ok_or_else(|| {
+            DefinitionError::invalid(format!("{key}.agg"), "missing; one of count, count_distinct, sum, avg, min, max, median, percentile, share, ratio_of_sums, mean_per")
+        })?;
+        let needs_of = !matches!(agg, Agg::Count | Agg::Share);
+        if needs_of && m.of.is_none() && !m.implicit_value {
+            return Err(DefinitionError::invalid(
+                format!("{key}.of"),
+                format!("`agg = {agg:?}` needs `of`, the value of each fact"),
+            ));
+        }
+        if agg == Agg::Share && m.when.is_none() {
+            return Err(DefinitionError::invalid(
+                format!("{key}.when"),
+                "`agg = share` needs `when`, the numerator condition",
+            ));
+        }
+        if agg != Agg::Share && m.when.is_some() {
+            return Err(DefinitionError::invalid(
+                format!("{key}.when"),
+                "only `agg = share` takes `when`",
+            ));
+        }
+        if matches!(agg, Agg::RatioOfSums | Agg::MeanPer) != m.per.is_some() {
+            return Err(DefinitionError::invalid(
+                format!("{key}.per"),
+                "`per` is required by, and only allowed with, agg = ratio_of_sums or mean_per",
+            ));
+        }
+        let p = match (agg, m.p) {
+            (Agg::Percentile, Some(p)) if (0.0..=1.0).contains(&p) => p,
+            (Agg::Percentile, _) => {
+                return Err(DefinitionError::invalid(
+                    format!("{key}.p"),
+                    "percentile needs `p` in 0..=1, e.g. p = 0.9",
+                ))
+            }
+            (Agg::Median, _) => 0.5,
+            (_, None) => 0.5,
+            (_, Some(_)) => {
+                return Err(DefinitionError::invalid(
+                    format!("{key}.p"),
+                    "only `agg = percentile` takes `p`",
+                ))
+            }
+        };
+        if let Some(code) = m.missing_code {
+            check_code(&format!("{key}.missing_code"), code)?;
+        }
+        Ok(CAgg {
+            agg,
+            of: self.opt(&format!("{key}.of"), &m.of.cloned())?,
+            when: self.opt(&format!("{key}.when"), &m.when.cloned())?,
+            per: self.opt(&format!("{key}.per"), &m.per.cloned())?,
+            p,
+            value_is_count: m.value_is_count,
+            currency: self.opt(&format!("{key}.currency"), &m.currency.cloned())?,
+            missing_code: m
+                .missing_code
+                .cloned()
+                .unwrap_or_else(|| "NO_AMOUNT".into()),
+        })
+    }
+}
+
+pub(crate) struct AggFields<'a> {
+    pub(crate) agg: Option<Agg>,
+    pub(crate) of: Option<&'a String>,
+    pub(crate) when: Option<&'a String>,
+    pub(crate) per: Option<&'a String>,
+    pub(crate) p: Option<f64>,
+    pub(crate) value_is_count: bool,
+    pub(crate) currency: Option<&'a String>,
+    pub(crate) missing_code: Option<&'a String>,
+    /// Duration measures supply the value themselves.
+    pub(crate) implicit_value: bool,
+}
+
+pub(crate) fn check_type(key: &str, t: &str) -> Result<(), DefinitionError> {
+    let ok = !t.is_empty()
+        && t.len() <= 128
+        && t.starts_with(|c: char| c.is_ascii_uppercase())
+        && t.chars().all(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(DefinitionError::invalid(key, format!("{t:?} is not an event type name; use the stored CamelCase name, e.g. \"OpportunityWon\"")))
+    }
+}
+
+pub(crate) fn check_code(key: &str, code: &str) -> Result<(), DefinitionError> {
+    let ok = !code.is_empty()
+        && code.len() <= 32
+        && code
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(DefinitionError::invalid(key, format!("{code:?} is not a reason code; use UPPER_SNAKE_CASE such as VOIDED or OUT_OF_SCOPE (METRICS.md §1.5)")))
+    }
+}
+
+/// Parses a duration such as `30d` into seconds.
+pub(crate) fn window_seconds(key: &str, text: &str) -> Result<i64, DefinitionError> {
+    match expr::parse(text) {
+        Ok(Expr::Lit(Lit::Int(s))) if s > 0 => Ok(s),
+        _ => Err(DefinitionError::invalid(
+            key,
+            format!("{text:?} is not a positive duration; write e.g. \"30d\", \"12h\", \"90m\""),
+        )),
+    }
+}
+
+pub(crate) fn forbid(key: &str, present: bool, kind: MeasureType) -> Result<(), DefinitionError> {
+    if present {
+        Err(DefinitionError::invalid(
+            key,
+            format!(
+                "does not apply to `type = {}`",
+                serde_json::to_string(&kind).unwrap_or_default()
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Validates a definition into its runnable form.
+pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionError> {
+    check_header(def)?;
+    let calendar = calendar::business_calendar(&def.params)?;
+    let mut cx = Ctx {
+        reads: Reads::default(),
+        params: &def.params,
+        types: BTreeSet::new(),
+    };
+    let time = cx.opt("time", &def.time)?;
+    if def.dims.len() > RULES_MAX {
+        return Err(DefinitionError::invalid(
+            "dims",
+            format!(
+                "has {} dimensions, the limit is {RULES_MAX}",
+                def.dims.len()
+            ),
+        ));
+    }
+    let mut dims = BTreeMap::new();
+    for (name, text) in &def.dims {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+        {
+            return Err(DefinitionError::invalid(
+                format!("dims.{name}"),
+                "dimension names are lower_snake_case",
+            ));
+        }
+        dims.insert(name.clone(), cx.expr(&format!("dims.{name}"), text)?);
+    }
+    let rules = cx.rules("exclude", &def.exclude)?;
+    let m = &def.measure;
+    let measure = measure::measure(&mut cx, def, m)?;
+    let mut reads = Requirements {
+        fact_types: BTreeSet::new(),
+        types: BTreeSet::new(),
+        ref_categories: cx.reads.ref_categories.clone(),
+        stream_attrs: cx.reads.stream,
+        meta: cx.reads.meta,
+        actor: cx.reads.actor,
+        fields: cx.reads.fields.clone(),
+        metrics: Vec::new(),
+    };
+    reads.fact_types = fact_types(&measure, &mut reads.metrics);
+    reads.types = cx.types.clone();
+    reads.types.extend(cx.reads.types.iter().cloned());
+    Ok(Compiled {
+        time,
+        dims,
+        rules,
+        measure,
+        calendar,
+        params: def.params.clone(),
+        reads,
+    })
+}
+
+fn check_header(def: &MetricDefinition) -> Result<(), DefinitionError> {
+    let prefix = format!("{}.", def.domain.as_str());
+    let name = def.id.strip_prefix(&prefix).ok_or_else(|| {
+        DefinitionError::invalid(
+            "id",
+            format!("{:?} must start with its domain, `{prefix}`", def.id),
+        )
+    })?;
+    if name.is_empty()
+        || def.id.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(DefinitionError::invalid(
+            "id",
+            format!(
+                "{:?} must be `<domain>.<name>` with a lower_snake_case name of at most 100 bytes",
+                def.id
+            ),
+        ));
+    }
+    if def.version == 0 || def.version > 10_000 {
+        return Err(DefinitionError::invalid("version", "must be 1..=10000"));
+    }
+    if def.name.trim().is_empty() || def.name.len() > 200 {
+        return Err(DefinitionError::invalid(
+            "name",
+            "must be 1..=200 bytes of text",
+        ));
+    }
+    Ok(())
+}
+
+fn fact_types(m: &CMeasure, metrics: &mut Vec<(String, Option<u32>)>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut input = |i: &CInput, out: &mut BTreeSet<String>| match i {
+        CInput::Inline(i) => out.extend(i.facts.events.iter().cloned()),
+        CInput::Metric { id, version } => metrics.push((id.clone(), *version)),
+    };
+    match m {
+        CMeasure::Simple { facts, .. }
+        | CMeasure::Cumulative { facts, .. }
+        | CMeasure::Conversion { facts, .. }
+        | CMeasure::Duration { facts, .. } => out.extend(facts.events.iter().cloned()),
+        CMeasure::Ratio { num, den } => {
+            input(num, &mut out);
+            input(den, &mut out);
+        }
+        CMeasure::Derived { inputs, .. } => {
+            metrics.extend(inputs.values().map(|i| (i.metric.clone(), i.version)));
+        }
+        CMeasure::Stock { opens, .. } => out.extend(opens.iter().cloned()),
+        CMeasure::Unsupported { .. } => {}
+    }
+    out
+}

@@ -1,0 +1,526 @@
+//! The derivation record and how it becomes figures.
+//!
+//! Every measure produces [`Row`]s: one per fact considered for a cell (period × dimension
+//! values), each included with its contribution to numerator and denominator (or its sample
+//! value), or excluded with the reason code of the first rule that matched. A cell's figure
+//! is a reduction of its rows, so "why is event X in or out" and "which events make up this
+//! cell" are answered by the same rows that made the number.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::compile::{CAgg, CFacts, CRule, Compiled};
+use crate::definition::{Agg, Pick};
+use crate::error::MetricError;
+use crate::expr::eval::{i_to_f, Env, Val};
+use crate::expr::Expr;
+use crate::period::{self, Period};
+use crate::view::LogView;
+
+/// Most rows (facts considered) one evaluation may produce.
+pub const ROWS_MAX: usize = 20_000_000;
+
+/// An exact or fractional quantity: counts and money stay integers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    pub(crate) fn add(self, other: Num) -> Result<Num, MetricError> {
+        Ok(match (self, other) {
+            (Num::Int(a), Num::Int(b)) => {
+                Num::Int(a.checked_add(b).ok_or(MetricError::Overflow("a sum"))?)
+            }
+            (a, b) => Num::Float(a.to_f64() + b.to_f64()),
+        })
+    }
+
+    /// The value as a float (exact up to 2^53).
+    pub fn to_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i_to_f(i),
+            Num::Float(f) => f,
+        }
+    }
+
+    pub(crate) fn of(v: &Val<'_>) -> Option<Num> {
+        match v {
+            Val::Int(i) => Some(Num::Int(i128::from(*i))),
+            Val::Float(f) if f.is_finite() => Some(Num::Float(*f)),
+            Val::Bool(b) => Some(Num::Int(i128::from(*b))),
+            _ => None,
+        }
+    }
+
+    pub(crate) const ZERO: Num = Num::Int(0);
+    pub(crate) const ONE: Num = Num::Int(1);
+}
+
+/// One fact considered for one cell.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub ev: u32,
+    /// Input it belongs to (empty for a single-input measure).
+    pub input: Arc<str>,
+    pub period: usize,
+    pub dims: Vec<String>,
+    pub excluded: Option<String>,
+    pub num: Option<Num>,
+    pub den: Option<Num>,
+    pub sample: Option<f64>,
+    /// Distinct key (count_distinct, mean_per).
+    pub key: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// How a cell's rows reduce to a figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reducer {
+    /// Σ num (value), with Σ den when `ratio` (value = num ÷ den; or num if `count_value`).
+    Additive {
+        ratio: bool,
+        count_value: bool,
+    },
+    /// Distinct keys: the first row of a key contributes 1 (`distinct_den`: to the denominator).
+    Distinct {
+        distinct_den: bool,
+    },
+    Min,
+    Max,
+    /// Percentile by linear interpolation (median = 0.5).
+    Quantile(f64),
+}
+
+impl Reducer {
+    pub(crate) fn of(agg: &CAgg) -> Reducer {
+        match agg.agg {
+            Agg::Count | Agg::Sum => Reducer::Additive {
+                ratio: false,
+                count_value: false,
+            },
+            Agg::Avg | Agg::RatioOfSums => Reducer::Additive {
+                ratio: true,
+                count_value: false,
+            },
+            Agg::Share => Reducer::Additive {
+                ratio: true,
+                count_value: agg.value_is_count,
+            },
+            Agg::CountDistinct => Reducer::Distinct {
+                distinct_den: false,
+            },
+            Agg::MeanPer => Reducer::Distinct { distinct_den: true },
+            Agg::Min => Reducer::Min,
+            Agg::Max => Reducer::Max,
+            Agg::Median | Agg::Percentile => Reducer::Quantile(agg.p),
+        }
+    }
+}
+
+/// A reduced cell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct CellVal {
+    pub value: Option<f64>,
+    pub num: Option<Num>,
+    pub den: Option<Num>,
+    pub currency: Option<String>,
+    pub included: u64,
+    pub excluded: BTreeMap<String, u64>,
+}
+
+pub(crate) type CellKey = (usize, Vec<String>);
+
+/// Rows and their cells.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Computed {
+    pub rows: Vec<Row>,
+    pub cells: BTreeMap<CellKey, CellVal>,
+}
+
+/// The query side of a run: periods, breakdown and filter.
+pub(crate) struct Frame<'a> {
+    pub periods: &'a [Period],
+    pub by: &'a [String],
+    pub filter: &'a BTreeMap<String, String>,
+}
+
+/// A candidate fact after selection, pick and rules.
+#[derive(Debug, Clone)]
+pub(crate) struct Cand {
+    pub ev: u32,
+    pub time: Option<DateTime<Utc>>,
+    pub excluded: Option<String>,
+}
+
+pub(crate) fn env<'a>(view: &'a LogView, c: &'a Compiled) -> Env<'a> {
+    Env {
+        view,
+        params: &c.params,
+        cal: &c.calendar,
+        vars: None,
+    }
+}
+
+/// Selects the candidate facts of `facts`: the events of its types that pass `where`,
+/// timed by `time`, with global exclusions, `pick` and the rules applied in that order.
+pub(crate) fn select(
+    env: &Env<'_>,
+    facts: &CFacts,
+    time: Option<&Expr>,
+    rules: &[&[CRule]],
+) -> Vec<Cand> {
+    let view = env.view;
+    let mut idx: Vec<u32> = facts
+        .events
+        .iter()
+        .flat_map(|t| view.of_type(t).iter().copied())
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    let mut out: Vec<Cand> = idx
+        .into_iter()
+        .filter(|i| {
+            facts
+                .filter
+                .as_ref()
+                .is_none_or(|f| env.eval(Some(*i), f).truthy())
+        })
+        .map(|i| {
+            let occurred = view.ev(i).map(|e| e.occurred_at);
+            let t = match time {
+                Some(t) => env.eval(Some(i), t).as_time(),
+                None => occurred,
+            };
+            Cand {
+                ev: i,
+                time: t,
+                excluded: view.ev(i).and_then(|e| e.global).map(str::to_owned),
+            }
+        })
+        .collect();
+    if facts.pick != Pick::All {
+        // Per entity, the first or last fact by time (then log position).
+        let mut order: Vec<usize> = (0..out.len()).collect();
+        order.sort_by_key(|n| out.get(*n).map(|c| (c.time, c.ev)));
+        let mut chosen: HashMap<String, usize> = HashMap::new();
+        for n in order {
+            let Some(c) = out.get(n) else { continue };
+            if c.excluded.is_some() {
+                continue;
+            }
+            let key = match &facts.entity {
+                Some(e) => env.eval(Some(c.ev), e).key(),
+                None => view
+                    .ev(c.ev)
+                    .and_then(|e| view.stream(e.stream))
+                    .map_or_else(String::new, |s| s.name.clone()),
+            };
+            match (facts.pick, chosen.get(&key)) {
+                (Pick::First, Some(_)) => {}
+                _ => {
+                    chosen.insert(key, n);
+                }
+            }
+        }
+        let keep: BTreeSet<usize> = chosen.into_values().collect();
+        for (n, c) in out.iter_mut().enumerate() {
+            if c.excluded.is_none() && !keep.contains(&n) {
+                c.excluded = Some(facts.pick_code.clone());
+            }
+        }
+    }
+    for c in out.iter_mut().filter(|c| c.excluded.is_none()) {
+        c.excluded = rules
+            .iter()
+            .flat_map(|r| r.iter())
+            .find(|r| env.eval(Some(c.ev), &r.when).truthy())
+            .map(|r| r.code.clone());
+    }
+    out
+}
+
+/// Dimension values of a fact for the breakdown, or `None` when the filter rejects it.
+pub(crate) fn dims_of(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    ev: u32,
+) -> Result<Option<Vec<String>>, MetricError> {
+    for (dim, want) in frame.filter {
+        let e = c.dims.get(dim).ok_or_else(|| unknown_dim(dim, c))?;
+        if dim_text(&env.eval(Some(ev), e)) != *want {
+            return Ok(None);
+        }
+    }
+    frame
+        .by
+        .iter()
+        .map(|d| {
+            let e = c.dims.get(d).ok_or_else(|| unknown_dim(d, c))?;
+            Ok(dim_text(&env.eval(Some(ev), e)))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn dim_text(v: &Val<'_>) -> String {
+    match v {
+        Val::Null => "(none)".into(),
+        Val::Str(s) if s.is_empty() => "(blank)".into(),
+        other => other.key(),
+    }
+}
+
+fn unknown_dim(dim: &str, c: &Compiled) -> MetricError {
+    let known: Vec<&str> = c.dims.keys().map(String::as_str).collect();
+    MetricError::Query(format!(
+        "dimension `{dim}` is not declared by this metric; it has: {}",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// Row for a candidate with a value decided by the measure.
+pub(crate) struct Contribution {
+    pub excluded: Option<String>,
+    pub num: Option<Num>,
+    pub den: Option<Num>,
+    pub sample: Option<f64>,
+    pub key: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// Places candidates in the periods by their time and computes their dimensions: rows.
+pub(crate) fn place(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    input: &Arc<str>,
+    cands: &[Cand],
+    mut contribution: impl FnMut(&Cand) -> Contribution,
+    rows: &mut Vec<Row>,
+) -> Result<(), MetricError> {
+    for cand in cands {
+        let Some(t) = cand.time else { continue };
+        let Some(p) = period::index_of(frame.periods, t) else {
+            continue;
+        };
+        let Some(dims) = dims_of(env, c, frame, cand.ev)? else {
+            continue;
+        };
+        let k = contribution(cand);
+        push(
+            rows,
+            Row {
+                ev: cand.ev,
+                input: Arc::clone(input),
+                period: p,
+                dims,
+                excluded: k.excluded,
+                num: k.num,
+                den: k.den,
+                sample: k.sample,
+                key: k.key,
+                currency: k.currency,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn push(rows: &mut Vec<Row>, row: Row) -> Result<(), MetricError> {
+    if rows.len() >= ROWS_MAX {
+        return Err(MetricError::Limit {
+            what: "the facts one evaluation considers",
+            limit: ROWS_MAX,
+            hint: "narrow the range or the metric",
+        });
+    }
+    rows.push(row);
+    Ok(())
+}
+
+/// The standard contribution of an aggregation for one included fact.
+pub(crate) fn agg_contribution(
+    env: &Env<'_>,
+    agg: &CAgg,
+    cand: &Cand,
+    value: Option<Val<'_>>,
+) -> Contribution {
+    let mut k = Contribution {
+        excluded: cand.excluded.clone(),
+        num: None,
+        den: None,
+        sample: None,
+        key: None,
+        currency: None,
+    };
+    if k.excluded.is_some() {
+        return k;
+    }
+    let value = value.or_else(|| agg.of.as_ref().map(|e| env.eval(Some(cand.ev), e)));
+    let needs_value = !matches!(agg.agg, Agg::Count | Agg::Share);
+    let num_value = value.as_ref().and_then(Num::of);
+    if needs_value && agg.agg != Agg::CountDistinct && num_value.is_none() {
+        k.excluded = Some(agg.missing_code.clone());
+        return k;
+    }
+    k.currency = agg
+        .currency
+        .as_ref()
+        .map(|e| env.eval(Some(cand.ev), e).key());
+    match agg.agg {
+        Agg::Count => k.num = Some(Num::ONE),
+        Agg::Share => {
+            let hit = agg
+                .when
+                .as_ref()
+                .is_some_and(|w| env.eval(Some(cand.ev), w).truthy());
+            k.num = Some(if hit { Num::ONE } else { Num::ZERO });
+            k.den = Some(Num::ONE);
+        }
+        Agg::CountDistinct => {
+            k.key = value.map(|v| v.key());
+            k.num = Some(Num::ONE);
+        }
+        Agg::Sum => k.num = num_value,
+        Agg::Avg => {
+            k.num = num_value;
+            k.den = Some(Num::ONE);
+        }
+        Agg::RatioOfSums => {
+            k.num = num_value;
+            k.den = agg
+                .per
+                .as_ref()
+                .and_then(|e| Num::of(&env.eval(Some(cand.ev), e)));
+            if k.den.is_none() {
+                k.excluded = Some(agg.missing_code.clone());
+                k.num = None;
+            }
+        }
+        Agg::MeanPer => {
+            k.num = num_value;
+            k.key = agg.per.as_ref().map(|e| env.eval(Some(cand.ev), e).key());
+        }
+        Agg::Min | Agg::Max | Agg::Median | Agg::Percentile => {
+            k.sample = num_value.map(Num::to_f64)
+        }
+    }
+    k
+}
+
+fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+    let n = sorted.len();
+    let last = n.checked_sub(1)?;
+    let pos = p * i_to_f(i128::try_from(last).unwrap_or(0));
+    let lo_f = pos.floor();
+    let lo = (0..=last)
+        .find(|i| i_to_f(i128::try_from(*i).unwrap_or(0)) >= lo_f)
+        .unwrap_or(last);
+    let hi = (lo + 1).min(last);
+    let (a, b) = (sorted.get(lo)?, sorted.get(hi)?);
+    Some(a + (b - a) * (pos - lo_f))
+}
+
+/// Reduces rows into cells, fixing distinct contributions on the way. Every period gets a
+/// cell when there is no breakdown, so an empty period shows 0 (or no value for a ratio).
+pub(crate) fn reduce(
+    rows: &mut [Row],
+    reducer: Reducer,
+    frame: &Frame<'_>,
+) -> Result<BTreeMap<CellKey, CellVal>, MetricError> {
+    let mut cells: BTreeMap<CellKey, CellVal> = BTreeMap::new();
+    let mut samples: BTreeMap<CellKey, Vec<f64>> = BTreeMap::new();
+    let mut seen: BTreeSet<(CellKey, String)> = BTreeSet::new();
+    if frame.by.is_empty() {
+        for p in 0..frame.periods.len() {
+            cells.insert((p, Vec::new()), CellVal::default());
+        }
+    }
+    for row in rows.iter_mut() {
+        let key = (row.period, row.dims.clone());
+        let cell = cells.entry(key.clone()).or_default();
+        if let Some(code) = &row.excluded {
+            *cell.excluded.entry(code.clone()).or_default() += 1;
+            continue;
+        }
+        cell.included += 1;
+        if let Some(cur) = &row.currency {
+            match &cell.currency {
+                None => cell.currency = Some(cur.clone()),
+                Some(c) if c != cur => cell.currency = Some("MIXED".into()),
+                Some(_) => {}
+            }
+        }
+        if let Reducer::Distinct { distinct_den } = reducer {
+            let first = row
+                .key
+                .as_ref()
+                .is_some_and(|k| seen.insert((key.clone(), k.clone())));
+            let unit = if first { Num::ONE } else { Num::ZERO };
+            if distinct_den {
+                row.den = Some(unit);
+            } else {
+                row.num = Some(unit);
+            }
+        }
+        if let Some(n) = row.num {
+            cell.num = Some(cell.num.unwrap_or(Num::ZERO).add(n)?);
+        }
+        if let Some(d) = row.den {
+            cell.den = Some(cell.den.unwrap_or(Num::ZERO).add(d)?);
+        }
+        if let Some(s) = row.sample {
+            samples.entry(key).or_default().push(s);
+        }
+    }
+    for (key, cell) in cells.iter_mut() {
+        let ratio_like = matches!(
+            reducer,
+            Reducer::Additive { ratio: true, .. } | Reducer::Distinct { distinct_den: true }
+        );
+        match reducer {
+            Reducer::Additive {
+                count_value: true, ..
+            } => {
+                cell.num.get_or_insert(Num::ZERO);
+                cell.den.get_or_insert(Num::ZERO);
+                cell.value = cell.num.map(Num::to_f64);
+            }
+            _ if ratio_like => {
+                cell.value = match (cell.num, cell.den) {
+                    (Some(n), Some(d)) if d.to_f64() != 0.0 => Some(n.to_f64() / d.to_f64()),
+                    _ => None,
+                };
+            }
+            Reducer::Additive { .. } | Reducer::Distinct { .. } => {
+                let n = *cell.num.get_or_insert(Num::ZERO);
+                cell.value = Some(n.to_f64());
+            }
+            Reducer::Min | Reducer::Max | Reducer::Quantile(_) => {
+                let mut s = samples.remove(key).unwrap_or_default();
+                s.sort_by(f64::total_cmp);
+                cell.value = match reducer {
+                    Reducer::Min => s.first().copied(),
+                    Reducer::Max => s.last().copied(),
+                    Reducer::Quantile(p) => quantile(&s, p),
+                    _ => None,
+                };
+            }
+        }
+        if cell.currency.as_deref() == Some("MIXED") {
+            cell.value = None;
+        }
+    }
+    Ok(cells)
+}

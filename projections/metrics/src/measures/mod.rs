@@ -1,0 +1,584 @@
+//! The measure types: each turns the view into rows and cells (stocks are in [`stock`]).
+
+pub(crate) mod stock;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::compile::{CAgg, CFacts, CInput, CMeasure, CRule, Compiled};
+use crate::definition::InputRef;
+use crate::derivation::{
+    self, agg_contribution, env, place, reduce, select, Cand, CellKey, CellVal, Computed,
+    Contribution, Frame, Num, Reducer, Row,
+};
+use crate::error::MetricError;
+use crate::expr::eval::{i_to_f, Env, Val};
+use crate::expr::{BinOp, Expr};
+use crate::period::{self, Grain, Period};
+use crate::registry::{RegisteredMetric, Registry};
+use crate::view::LogView;
+
+/// Deepest chain of metrics built from metrics.
+const NESTING_MAX: usize = 8;
+
+/// Runs measures against one view.
+pub(crate) struct Runner<'a> {
+    pub view: &'a LogView,
+    pub registry: &'a Registry,
+    pub grain: Grain,
+    pub stack: Vec<String>,
+}
+
+fn single() -> Arc<str> {
+    Arc::from("")
+}
+
+impl Runner<'_> {
+    /// Computes the rows and cells of `m` for the frame.
+    pub(crate) fn run(
+        &mut self,
+        m: &RegisteredMetric,
+        frame: &Frame<'_>,
+    ) -> Result<Computed, MetricError> {
+        let key = m.definition.key();
+        if self.stack.contains(&key) || self.stack.len() >= NESTING_MAX {
+            return Err(MetricError::Cycle {
+                id: m.definition.id.clone(),
+                path: format!("{} -> {key}", self.stack.join(" -> ")),
+            });
+        }
+        self.stack.push(key);
+        let out = self.run_inner(m, frame);
+        self.stack.pop();
+        out
+    }
+
+    fn run_inner(
+        &mut self,
+        m: &RegisteredMetric,
+        frame: &Frame<'_>,
+    ) -> Result<Computed, MetricError> {
+        let c = &m.compiled;
+        let env = env(self.view, c);
+        match &c.measure {
+            CMeasure::Simple { facts, agg } => simple(
+                &env,
+                c,
+                frame,
+                facts,
+                agg,
+                c.time.as_ref(),
+                &[&c.rules],
+                &single(),
+            ),
+            CMeasure::Cumulative {
+                facts,
+                agg,
+                window_s,
+                to_date,
+            } => cumulative(&env, c, frame, facts, agg, *window_s, *to_date),
+            CMeasure::Conversion {
+                facts,
+                entity,
+                conversion,
+                conv_filter,
+                conv_entity,
+                window_s,
+                count,
+            } => {
+                let spec = ConversionSpec {
+                    entity: entity.as_ref(),
+                    conversion,
+                    conv_filter: conv_filter.as_ref(),
+                    conv_entity: conv_entity.as_ref(),
+                    window_s: *window_s,
+                    count: *count,
+                };
+                conversion_measure(&env, c, frame, facts, &spec)
+            }
+            CMeasure::Duration { facts, agg, .. } => duration(&env, c, frame, facts, agg),
+            CMeasure::Stock { .. } => stock::run(&env, c, frame),
+            CMeasure::Ratio { num, den } => {
+                let n = self.input(c, frame, num, "numerator")?;
+                let d = self.input(c, frame, den, "denominator")?;
+                Ok(combine(
+                    frame,
+                    vec![("numerator".into(), n), ("denominator".into(), d)],
+                    |_, vals| {
+                        // An input without a cell had no facts there: zero.
+                        let part = |name: &str| {
+                            vals.get(name).map(|x| {
+                                x.as_ref()
+                                    .map_or((Some(0.0), Some(Num::ZERO)), |c| (c.value, c.num))
+                            })
+                        };
+                        let (n, d) = (part("numerator"), part("denominator"));
+                        let (nv, dv) = (n.and_then(|x| x.0), d.and_then(|x| x.0));
+                        let value = match (nv, dv) {
+                            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+                            _ => None,
+                        };
+                        (value, exact(n), exact(d))
+                    },
+                ))
+            }
+            CMeasure::Derived { expr, inputs } => self.derived(c, frame, expr, inputs),
+            CMeasure::Unsupported { .. } => Ok(Computed::default()),
+        }
+    }
+
+    fn input(
+        &mut self,
+        c: &Compiled,
+        frame: &Frame<'_>,
+        input: &CInput,
+        name: &str,
+    ) -> Result<Computed, MetricError> {
+        match input {
+            CInput::Inline(i) => {
+                let env = env(self.view, c);
+                let time = i.time.as_ref().or(c.time.as_ref());
+                let rules: [&[CRule]; 2] = [&c.rules, &i.rules];
+                simple(
+                    &env,
+                    c,
+                    frame,
+                    &i.facts,
+                    &i.agg,
+                    time,
+                    &rules,
+                    &Arc::from(name),
+                )
+            }
+            CInput::Metric { id, version } => {
+                let m = self.registry.get(id, *version)?;
+                let mut out = self.run(&m, frame)?;
+                let tag: Arc<str> = Arc::from(name);
+                out.rows.iter_mut().for_each(|r| r.input = Arc::clone(&tag));
+                Ok(out)
+            }
+        }
+    }
+
+    fn derived(
+        &mut self,
+        c: &Compiled,
+        frame: &Frame<'_>,
+        expr: &Expr,
+        inputs: &BTreeMap<String, InputRef>,
+    ) -> Result<Computed, MetricError> {
+        let mut parts = Vec::new();
+        for (name, input) in inputs {
+            let m = self.registry.get(&input.metric, input.version)?;
+            let shifted = if input.offset == 0 {
+                frame.periods.to_vec()
+            } else {
+                period::shift(self.grain, frame.periods, input.offset)?
+            };
+            let sub = Frame {
+                periods: &shifted,
+                by: frame.by,
+                filter: frame.filter,
+            };
+            let mut out = self.run(&m, &sub)?;
+            let tag: Arc<str> = Arc::from(name.as_str());
+            out.rows.iter_mut().for_each(|r| r.input = Arc::clone(&tag));
+            parts.push((name.clone(), out));
+        }
+        let view = self.view;
+        Ok(combine(frame, parts, |key, vals| {
+            let mut vars: BTreeMap<String, Option<f64>> = vals
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().and_then(|c| c.value)))
+                .collect();
+            if let Some(p) = frame.periods.get(key.0) {
+                let secs = i128::from((p.end - p.start).num_seconds());
+                vars.insert("period_days".into(), Some(i_to_f(secs) / 86_400.0));
+                vars.insert(
+                    "business_days".into(),
+                    Some(i_to_f(i128::from(c.calendar.working_days(p.start, p.end)))),
+                );
+            }
+            let env = Env {
+                view,
+                params: &c.params,
+                cal: &c.calendar,
+                vars: Some(&vars),
+            };
+            let value = env.eval(None, expr).as_f64();
+            let (num, den) = match expr {
+                Expr::Bin(BinOp::Div, a, b) => (
+                    env.eval(None, a).as_f64().map(Num::Float),
+                    env.eval(None, b).as_f64().map(Num::Float),
+                ),
+                _ => (None, None),
+            };
+            (value, num, den)
+        }))
+    }
+}
+
+fn exact(x: Option<(Option<f64>, Option<Num>)>) -> Option<Num> {
+    match x {
+        Some((_, Some(Num::Int(i)))) => Some(Num::Int(i)),
+        Some((Some(v), _)) => Some(Num::Float(v)),
+        _ => None,
+    }
+}
+
+/// Joins the cells of several inputs: `f` gets each input's cell (if any) and returns
+/// value, numerator and denominator. Counts add up over the inputs.
+fn combine(
+    frame: &Frame<'_>,
+    parts: Vec<(String, Computed)>,
+    f: impl Fn(&CellKey, &BTreeMap<String, Option<CellVal>>) -> (Option<f64>, Option<Num>, Option<Num>),
+) -> Computed {
+    let mut keys: Vec<CellKey> = parts
+        .iter()
+        .flat_map(|(_, p)| p.cells.keys().cloned())
+        .collect();
+    if frame.by.is_empty() {
+        keys.extend((0..frame.periods.len()).map(|p| (p, Vec::new())));
+    }
+    keys.sort();
+    keys.dedup();
+    let mut cells = BTreeMap::new();
+    for key in keys {
+        let vals: BTreeMap<String, Option<CellVal>> = parts
+            .iter()
+            .map(|(n, p)| (n.clone(), p.cells.get(&key).cloned()))
+            .collect();
+        let (value, num, den) = f(&key, &vals);
+        let mut cell = CellVal {
+            value,
+            num,
+            den,
+            ..CellVal::default()
+        };
+        for v in vals.values().flatten() {
+            cell.included += v.included;
+            for (code, n) in &v.excluded {
+                *cell.excluded.entry(code.clone()).or_default() += n;
+            }
+        }
+        cells.insert(key, cell);
+    }
+    let rows = parts.into_iter().flat_map(|(_, p)| p.rows).collect();
+    Computed { rows, cells }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simple(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    agg: &CAgg,
+    time: Option<&Expr>,
+    rules: &[&[CRule]],
+    input: &Arc<str>,
+) -> Result<Computed, MetricError> {
+    let cands = select(env, facts, time, rules);
+    let mut rows = Vec::new();
+    place(
+        env,
+        c,
+        frame,
+        input,
+        &cands,
+        |cand| agg_contribution(env, agg, cand, None),
+        &mut rows,
+    )?;
+    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
+    Ok(Computed { rows, cells })
+}
+
+fn cumulative(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    agg: &CAgg,
+    window_s: Option<i64>,
+    to_date: Option<Grain>,
+) -> Result<Computed, MetricError> {
+    let mut cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    cands.retain(|k| k.time.is_some());
+    cands.sort_by_key(|k| (k.time, k.ev));
+    let input = single();
+    let mut rows = Vec::new();
+    let mut dims_cache: HashMap<u32, Option<Vec<String>>> = HashMap::new();
+    for (p, per) in frame.periods.iter().enumerate() {
+        let start = match (window_s, to_date) {
+            (Some(w), _) => per
+                .end
+                .checked_sub_signed(Duration::try_seconds(w).unwrap_or(Duration::zero()))
+                .unwrap_or(per.start),
+            (None, Some(g)) => period::floor(g, per.end - Duration::nanoseconds(1)),
+            (None, None) => per.start,
+        };
+        let lo = cands.partition_point(|k| k.time < Some(start));
+        let hi = cands.partition_point(|k| k.time < Some(per.end));
+        for cand in cands.get(lo..hi).unwrap_or_default() {
+            let dims = match dims_cache.get(&cand.ev) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = derivation::dims_of(env, c, frame, cand.ev)?;
+                    dims_cache.insert(cand.ev, d.clone());
+                    d
+                }
+            };
+            let Some(dims) = dims else { continue };
+            let k = agg_contribution(env, agg, cand, None);
+            derivation::push(
+                &mut rows,
+                Row {
+                    ev: cand.ev,
+                    input: Arc::clone(&input),
+                    period: p,
+                    dims,
+                    excluded: k.excluded,
+                    num: k.num,
+                    den: k.den,
+                    sample: k.sample,
+                    key: k.key,
+                    currency: k.currency,
+                },
+            )?;
+        }
+    }
+    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
+    Ok(Computed { rows, cells })
+}
+
+struct ConversionSpec<'a> {
+    entity: Option<&'a Expr>,
+    conversion: &'a [String],
+    conv_filter: Option<&'a Expr>,
+    conv_entity: Option<&'a Expr>,
+    window_s: i64,
+    count: bool,
+}
+
+fn entity_key(env: &Env<'_>, e: Option<&Expr>, ev: u32) -> String {
+    match e {
+        Some(e) => env.eval(Some(ev), e).key(),
+        None => env
+            .view
+            .ev(ev)
+            .and_then(|x| env.view.stream(x.stream))
+            .map_or_else(String::new, |s| s.name.clone()),
+    }
+}
+
+fn conversion_measure(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    spec: &ConversionSpec<'_>,
+) -> Result<Computed, MetricError> {
+    let view = env.view;
+    let mut conv: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    for t in spec.conversion {
+        for &i in view.of_type(t) {
+            let Some(e) = view.ev(i) else { continue };
+            if e.global.is_some()
+                || !spec
+                    .conv_filter
+                    .is_none_or(|f| env.eval(Some(i), f).truthy())
+            {
+                continue;
+            }
+            conv.entry(entity_key(env, spec.conv_entity.or(spec.entity), i))
+                .or_default()
+                .push(e.occurred_at);
+        }
+    }
+    conv.values_mut().for_each(|v| v.sort_unstable());
+    let window = Duration::try_seconds(spec.window_s).unwrap_or(Duration::zero());
+    let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    let mut rows = Vec::new();
+    place(
+        env,
+        c,
+        frame,
+        &single(),
+        &cands,
+        |cand| {
+            let mut k = Contribution {
+                excluded: cand.excluded.clone(),
+                num: None,
+                den: None,
+                sample: None,
+                key: None,
+                currency: None,
+            };
+            let (Some(base), None) = (cand.time, &k.excluded) else {
+                return k;
+            };
+            let end = base.checked_add_signed(window).unwrap_or(base);
+            let converted = conv
+                .get(&entity_key(env, spec.entity, cand.ev))
+                .is_some_and(|ts| {
+                    let i = ts.partition_point(|t| *t < base);
+                    ts.get(i).is_some_and(|t| *t <= end)
+                });
+            if !converted && end > view.now {
+                k.excluded = Some("PENDING".into());
+                return k;
+            }
+            k.num = Some(if converted { Num::ONE } else { Num::ZERO });
+            if !spec.count {
+                k.den = Some(Num::ONE);
+            }
+            k
+        },
+        &mut rows,
+    )?;
+    let reducer = Reducer::Additive {
+        ratio: !spec.count,
+        count_value: false,
+    };
+    let cells = reduce(&mut rows, reducer, frame)?;
+    Ok(Computed { rows, cells })
+}
+
+fn duration(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    agg: &CAgg,
+) -> Result<Computed, MetricError> {
+    let CMeasure::Duration {
+        start,
+        start_filter,
+        start_last,
+        business,
+        pause,
+        resume,
+        ..
+    } = &c.measure
+    else {
+        return Ok(Computed::default());
+    };
+    let view = env.view;
+    let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    let mut rows = Vec::new();
+    place(
+        env,
+        c,
+        frame,
+        &single(),
+        &cands,
+        |cand| {
+            if cand.excluded.is_some() {
+                return agg_contribution(env, agg, cand, None);
+            }
+            let Some(end) = view.ev(cand.ev) else {
+                return agg_contribution(env, agg, cand, None);
+            };
+            let events = view
+                .stream(end.stream)
+                .map_or(&[][..], |s| s.events.as_slice());
+            let is = |i: u32, types: &[String]| {
+                view.ev(i).is_some_and(|e| {
+                    e.global.is_none() && types.iter().any(|t| t == view.type_name(e.ty))
+                })
+            };
+            let mut starts = events.iter().copied().filter(|&i| {
+                view.ev(i).is_some_and(|e| e.position < end.position)
+                    && is(i, start)
+                    && start_filter
+                        .as_ref()
+                        .is_none_or(|f| env.eval(Some(i), f).truthy())
+            });
+            let chosen = if *start_last {
+                starts.next_back()
+            } else {
+                starts.next()
+            };
+            let Some(s) = chosen.and_then(|i| view.ev(i)) else {
+                return Contribution {
+                    excluded: Some("NO_START".into()),
+                    num: None,
+                    den: None,
+                    sample: None,
+                    key: None,
+                    currency: None,
+                };
+            };
+            let span = |a: DateTime<Utc>, b: DateTime<Utc>| {
+                if *business {
+                    c.calendar.seconds_between(a, b)
+                } else {
+                    (b - a).num_seconds()
+                }
+            };
+            let mut secs = span(s.occurred_at, end.occurred_at);
+            let mut paused: Option<DateTime<Utc>> = None;
+            for &i in events {
+                let Some(e) = view.ev(i) else { continue };
+                if e.position <= s.position || e.position >= end.position {
+                    continue;
+                }
+                if is(i, pause) && paused.is_none() {
+                    paused = Some(e.occurred_at.max(s.occurred_at));
+                } else if is(i, resume) {
+                    if let Some(p) = paused.take() {
+                        secs -= span(p, e.occurred_at.min(end.occurred_at).max(p));
+                    }
+                }
+            }
+            if let Some(p) = paused {
+                secs -= span(p, end.occurred_at.max(p));
+            }
+            if secs < 0 {
+                return Contribution {
+                    excluded: Some("NEGATIVE_DURATION".into()),
+                    num: None,
+                    den: None,
+                    sample: None,
+                    key: None,
+                    currency: None,
+                };
+            }
+            agg_contribution(env, agg, cand, Some(Val::Int(secs)))
+        },
+        &mut rows,
+    )?;
+    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
+    Ok(Computed { rows, cells })
+}
+
+/// Periods of the query, derived from the view when `from`/`to` are absent: from the
+/// earliest to the latest `occurred_at` of the kept events, widened to whole periods.
+pub(crate) fn query_periods(
+    view: &LogView,
+    grain: Grain,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Vec<Period>, MetricError> {
+    let first = view.events.iter().map(|e| e.occurred_at).min();
+    let last = view.events.iter().map(|e| e.occurred_at).max();
+    let from = from.or(first.map(|t| {
+        if grain == Grain::All {
+            t
+        } else {
+            period::floor(grain, t)
+        }
+    }));
+    let to = to.or(last.map(|t| t + Duration::seconds(1)));
+    match (from, to) {
+        (Some(f), Some(t)) => period::periods(grain, f, t),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Candidate selection for callers outside this module (stock openers).
+pub(crate) fn candidates(env: &Env<'_>, facts: &CFacts, rules: &[&[CRule]]) -> Vec<Cand> {
+    select(env, facts, None, rules)
+}

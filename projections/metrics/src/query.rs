@@ -1,0 +1,417 @@
+//! Evaluation: `value(id@v, P, filter, T)` (METRICS.md §1.2), and `compare` of versions.
+//!
+//! Every [`Figure`] carries what §1.7 asks of a derivation: value, numerator and
+//! denominator, counts included and excluded by reason; the [`Evaluation`] names the
+//! definition (id, version, spec hash) and the log position and chain hash it read to.
+//! Same metric, same query, same log position: the same bytes (maps are ordered, floats
+//! print canonically).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crm_domain::values::{Currency, Money};
+use crm_eventstore::EventStore;
+use serde::{Deserialize, Serialize};
+
+use crate::compile::CMeasure;
+use crate::definition::{Kind, MeasureType, Unit};
+use crate::derivation::{CellVal, Computed, Frame, Num};
+use crate::error::MetricError;
+use crate::measures::{query_periods, Runner};
+use crate::period::{Grain, Period};
+use crate::registry::{RegisteredMetric, Registry};
+use crate::view::{KnownAt, LogMark, LogView};
+
+/// Most figures (cells) one evaluation returns.
+pub const FIGURES_MAX: usize = 100_000;
+/// Most versions one comparison shows side by side.
+pub const COMPARE_VERSIONS_MAX: usize = 8;
+
+/// What to compute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// Start of the range (inclusive); default: the earliest kept event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    /// End of the range (exclusive); default: just after the latest kept event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub period: Grain,
+    /// Breakdown by these dimensions (declared by the metric's `dims`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<String>,
+    /// Only facts whose dimension has this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter: BTreeMap<String, String>,
+    /// Count facts that occurred by this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Count only what the log had recorded by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_at: Option<KnownAt>,
+}
+
+/// Which definition a figure was computed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricRef {
+    pub id: String,
+    pub version: u32,
+    pub name: String,
+    pub unit: Unit,
+    pub kind: Kind,
+    pub measure: MeasureType,
+    pub spec_hash: String,
+}
+
+impl MetricRef {
+    pub(crate) fn of(m: &RegisteredMetric) -> MetricRef {
+        MetricRef {
+            id: m.definition.id.clone(),
+            version: m.definition.version,
+            name: m.definition.name.clone(),
+            unit: m.definition.unit,
+            kind: m.definition.kind,
+            measure: m.definition.measure.kind,
+            spec_hash: m.spec_hash.clone(),
+        }
+    }
+}
+
+/// Whether there was anything to compute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    /// None of the metric's fact events are in the (visible) log.
+    NoData {
+        needs: Vec<String>,
+    },
+    /// The definition names what the language cannot express yet.
+    Unsupported {
+        needs: String,
+    },
+}
+
+/// One cell: a period and dimension values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figure {
+    pub period: Period,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dims: BTreeMap<String, String>,
+    /// The figure (a share as a fraction, money in minor units, durations in seconds).
+    pub value: Option<f64>,
+    /// Human form: `63.15%`, `USD 10005534.00`, `51.78 d`, `no value`.
+    pub display: String,
+    pub numerator: Option<Num>,
+    pub denominator: Option<Num>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Facts counted.
+    pub included: u64,
+    /// Facts considered and left out, by reason code.
+    pub excluded: BTreeMap<String, u64>,
+}
+
+/// The answer to one query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub metric: MetricRef,
+    pub query: Query,
+    pub log: LogMark,
+    #[serde(flatten)]
+    pub status: Status,
+    pub figures: Vec<Figure>,
+}
+
+/// Loads one view holding what all `metrics` (and their inputs) read.
+///
+/// # Errors
+/// Unknown metric or a read error.
+pub async fn load_view<S: EventStore>(
+    store: &S,
+    registry: &Registry,
+    metrics: &[Arc<RegisteredMetric>],
+    as_of: Option<DateTime<Utc>>,
+    known_at: Option<KnownAt>,
+) -> Result<LogView, MetricError> {
+    let mut req = crate::compile::Requirements::default();
+    for m in metrics {
+        let r = registry.requirements(m)?;
+        req.fact_types.extend(r.fact_types);
+        req.types.extend(r.types);
+        req.ref_categories.extend(r.ref_categories);
+        req.fields.extend(r.fields);
+        req.stream_attrs |= r.stream_attrs;
+        req.meta |= r.meta;
+        req.actor |= r.actor;
+    }
+    LogView::load(store, &req, as_of, known_at).await
+}
+
+/// Evaluates `id` (default version unless `version`) over the log.
+///
+/// # Errors
+/// Unknown metric, a bad query (unknown dimension, empty range), a limit, or a read error.
+pub async fn evaluate<S: EventStore>(
+    store: &S,
+    registry: &Registry,
+    id: &str,
+    version: Option<u32>,
+    query: &Query,
+) -> Result<Evaluation, MetricError> {
+    let m = registry.get(id, version)?;
+    let view = load_view(
+        store,
+        registry,
+        std::slice::from_ref(&m),
+        query.as_of,
+        query.known_at,
+    )
+    .await?;
+    evaluate_in(&view, registry, &m, query)
+}
+
+/// Evaluates against a view loaded by [`load_view`] (several metrics can share one replay).
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_in(
+    view: &LogView,
+    registry: &Registry,
+    m: &RegisteredMetric,
+    query: &Query,
+) -> Result<Evaluation, MetricError> {
+    run_in(view, registry, m, query).map(|(e, _, _)| e)
+}
+
+/// [`evaluate_in`], also returning the rows and periods (for explain and diff).
+pub(crate) fn run_in(
+    view: &LogView,
+    registry: &Registry,
+    m: &RegisteredMetric,
+    query: &Query,
+) -> Result<(Evaluation, Computed, Vec<Period>), MetricError> {
+    let mut ev = Evaluation {
+        metric: MetricRef::of(m),
+        query: query.clone(),
+        log: view.mark.clone(),
+        status: Status::Ok,
+        figures: Vec::new(),
+    };
+    if let CMeasure::Unsupported { needs } = &m.compiled.measure {
+        ev.status = Status::Unsupported {
+            needs: needs.clone(),
+        };
+        return Ok((ev, Computed::default(), Vec::new()));
+    }
+    let req = registry.requirements(m)?;
+    if !req.fact_types.is_empty() && req.fact_types.iter().all(|t| view.count_of(t) == 0) {
+        ev.status = Status::NoData {
+            needs: req.fact_types.into_iter().collect(),
+        };
+        return Ok((ev, Computed::default(), Vec::new()));
+    }
+    let periods = query_periods(view, query.period, query.from, query.to)?;
+    let frame = Frame {
+        periods: &periods,
+        by: &query.by,
+        filter: &query.filter,
+    };
+    let mut runner = Runner {
+        view,
+        registry,
+        grain: query.period,
+        stack: Vec::new(),
+    };
+    let computed = runner.run(m, &frame)?;
+    if computed.cells.len() > FIGURES_MAX {
+        return Err(MetricError::Limit {
+            what: "the figures of one evaluation",
+            limit: FIGURES_MAX,
+            hint: "use a coarser period or fewer dimensions",
+        });
+    }
+    for ((p, dims), cell) in &computed.cells {
+        let Some(period) = periods.get(*p) else {
+            continue;
+        };
+        ev.figures.push(figure(
+            m.definition.unit,
+            period.clone(),
+            &query.by,
+            dims,
+            cell,
+        ));
+    }
+    Ok((ev, computed, periods))
+}
+
+pub(crate) fn figure(
+    unit: Unit,
+    period: Period,
+    by: &[String],
+    dims: &[String],
+    cell: &CellVal,
+) -> Figure {
+    Figure {
+        period,
+        dims: by.iter().cloned().zip(dims.iter().cloned()).collect(),
+        value: cell.value,
+        display: display(unit, cell.value, cell.currency.as_deref()),
+        numerator: cell.num,
+        denominator: cell.den,
+        currency: cell.currency.clone(),
+        included: cell.included,
+        excluded: cell.excluded.clone(),
+    }
+}
+
+/// Human form of a value in its unit.
+pub fn display(unit: Unit, value: Option<f64>, currency: Option<&str>) -> String {
+    let Some(v) = value else {
+        return if currency == Some("MIXED") {
+            "no value (mixed currencies)".into()
+        } else {
+            "no value".into()
+        };
+    };
+    match unit {
+        Unit::Count => {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        }
+        Unit::Percent => format!("{:.2}%", v * 100.0),
+        Unit::Money => match currency.and_then(|c| Currency::new(c).ok()) {
+            Some(c) if v.fract() == 0.0 && v.abs() < 9.0e15 => {
+                // Whole minor units: exact through `Money`.
+                format!("{:.0}", v)
+                    .parse::<i64>()
+                    .map_or_else(|_| format!("{v}"), |m| Money::new(m, c).to_string())
+            }
+            Some(c) => {
+                let scale = 10f64.powi(i32::try_from(c.minor_unit_exponent()).unwrap_or(2));
+                format!("{c} {:.2}", v / scale)
+            }
+            None => format!("{v:.2} (minor units)"),
+        },
+        Unit::Duration => {
+            if v.abs() >= 86_400.0 {
+                format!("{:.2} d", v / 86_400.0)
+            } else {
+                format!("{:.2} h", v / 3_600.0)
+            }
+        }
+        Unit::Score => format!("{v:.2}"),
+        Unit::Ratio => format!("{v:.2}×"),
+    }
+}
+
+/// One row of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparisonRow {
+    pub period: Period,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dims: BTreeMap<String, String>,
+    /// One figure per version, in the order asked (absent when that version has no cell).
+    pub figures: Vec<Option<Figure>>,
+    /// Last version's value minus the first's.
+    pub difference: Option<f64>,
+}
+
+/// A cell of a comparison: period and dimension values.
+type CellId = (Period, Vec<(String, String)>);
+
+/// Versions side by side over the same periods and log position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub metrics: Vec<MetricRef>,
+    pub statuses: Vec<Status>,
+    pub query: Query,
+    pub log: LogMark,
+    pub rows: Vec<ComparisonRow>,
+}
+
+/// Evaluates several versions of `id` on one view and lines the figures up.
+///
+/// # Errors
+/// As [`evaluate`], or more than [`COMPARE_VERSIONS_MAX`] versions.
+pub async fn compare<S: EventStore>(
+    store: &S,
+    registry: &Registry,
+    id: &str,
+    versions: &[u32],
+    query: &Query,
+) -> Result<Comparison, MetricError> {
+    if versions.is_empty() || versions.len() > COMPARE_VERSIONS_MAX {
+        return Err(MetricError::Query(format!(
+            "compare takes 1..={COMPARE_VERSIONS_MAX} versions"
+        )));
+    }
+    let metrics = versions
+        .iter()
+        .map(|v| registry.get(id, Some(*v)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let view = load_view(store, registry, &metrics, query.as_of, query.known_at).await?;
+    compare_in(&view, registry, &metrics, query)
+}
+
+/// [`compare`] against a view loaded by [`load_view`] for `metrics` (versions of one metric).
+///
+/// # Errors
+/// As [`compare`].
+pub fn compare_in(
+    view: &LogView,
+    registry: &Registry,
+    metrics: &[Arc<RegisteredMetric>],
+    query: &Query,
+) -> Result<Comparison, MetricError> {
+    if metrics.is_empty() || metrics.len() > COMPARE_VERSIONS_MAX {
+        return Err(MetricError::Query(format!(
+            "compare takes 1..={COMPARE_VERSIONS_MAX} versions"
+        )));
+    }
+    let mut out = Comparison {
+        metrics: Vec::new(),
+        statuses: Vec::new(),
+        query: query.clone(),
+        log: view.mark.clone(),
+        rows: Vec::new(),
+    };
+    let mut cells: BTreeMap<CellId, Vec<Option<Figure>>> = BTreeMap::new();
+    let n = metrics.len();
+    for (i, m) in metrics.iter().enumerate() {
+        let ev = evaluate_in(view, registry, m, query)?;
+        out.metrics.push(ev.metric);
+        out.statuses.push(ev.status);
+        for f in ev.figures {
+            let key = (f.period.clone(), f.dims.clone().into_iter().collect());
+            let slot = cells.entry(key).or_insert_with(|| vec![None; n]);
+            if let Some(s) = slot.get_mut(i) {
+                *s = Some(f);
+            }
+        }
+    }
+    for ((period, dims), figures) in cells {
+        let first = figures
+            .first()
+            .and_then(|f| f.as_ref())
+            .and_then(|f| f.value);
+        let last = figures
+            .last()
+            .and_then(|f| f.as_ref())
+            .and_then(|f| f.value);
+        out.rows.push(ComparisonRow {
+            period,
+            dims: dims.into_iter().collect(),
+            difference: first.zip(last).map(|(a, b)| b - a),
+            figures,
+        });
+    }
+    Ok(out)
+}
