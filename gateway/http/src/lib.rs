@@ -94,6 +94,8 @@ pub struct AppState {
     pub answers: Arc<answer_cache::AnswerCache>,
     /// Metric views loaded at the current head (see [`view_cache`]).
     pub views: Arc<view_cache::ViewCache>,
+    /// The metric registry, kept by the log head it covers.
+    pub registries: Arc<crm_metrics::RegistryCache>,
 }
 
 #[derive(OpenApi)]
@@ -140,6 +142,7 @@ pub fn router_with(
         projections,
         answers: Arc::new(answer_cache::AnswerCache::default()),
         views: Arc::new(view_cache::ViewCache::default()),
+        registries: Arc::new(crm_metrics::RegistryCache::new()),
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))

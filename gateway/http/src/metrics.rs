@@ -2,8 +2,10 @@
 //! comparison of versions, explanations (JSON or CSV), diffs between two report dates, and
 //! definition of new versions (TOML bodies).
 //!
-//! Every request loads the registry from the log (built-in catalog plus `MetricDefined`
-//! events), so a definition appended by `POST /v1/metrics` is visible to the next request.
+//! The registry (built-in catalog plus `MetricDefined` events) is kept by the log head it
+//! covers ([`crm_metrics::RegistryCache`]): a request at an unchanged head reads no log, a
+//! request after new events reads only those, so a definition appended by `POST
+//! /v1/metrics` is visible to the next request.
 //! Figures are computed from a replay of the log, shared by the questions asked at one head
 //! ([`super::view_cache`]); an answer is kept until the head moves ([`super::answer_cache`]).
 //! Every answer names the position it read to.
@@ -213,17 +215,18 @@ fn cache_key(state: &AppState, uri: &Uri, variant: &str) -> (String, u64) {
 /// (the feeds, health checks and commands share them).
 async fn offload<T, Fut>(
     state: &AppState,
-    work: impl FnOnce(AnyStore, Registry) -> Fut + Send + 'static,
+    work: impl FnOnce(AnyStore, Arc<Registry>) -> Fut + Send + 'static,
 ) -> Result<T, ApiError>
 where
     Fut: Future<Output = Result<T, MetricError>>,
     T: Send + 'static,
 {
     let store = state.store.clone();
+    let registries = Arc::clone(&state.registries);
     let runtime = tokio::runtime::Handle::current();
     let done = tokio::task::spawn_blocking(move || {
         runtime.block_on(async move {
-            let registry = Registry::load(&store).await?;
+            let registry = registries.get(&store).await?;
             work(store, registry).await
         })
     })
@@ -239,7 +242,7 @@ where
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<MetricSummary>>, ApiError> {
-    Ok(Json(Registry::load(&state.store).await?.list()))
+    Ok(Json(state.registries.get(&state.store).await?.list()))
 }
 
 /// Evaluates a metric over the log: figures per period and dimension values, each with its

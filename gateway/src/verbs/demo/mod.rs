@@ -16,9 +16,7 @@ use crm_app::config::{Flags, OnError};
 use crm_app::store::{self, Create};
 use crm_eventstore::{AnyStore, EventStore};
 use crm_import::{ImportError, ImportSummary, RunOptions};
-use crm_metrics::{
-    evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Registry,
-};
+use crm_metrics::{evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Registry};
 
 use crm_projections::{ProjectionError, ReadModelConfig};
 
