@@ -202,14 +202,19 @@ where
     A::Event: EventEnum,
     A::Error: Send + Sync + 'static,
 {
-    fn command<'c>(&self, command: &'c dyn ErasedCommand) -> Result<&'c A::Command, DecideError> {
-        command
-            .as_any()
-            .downcast_ref::<A::Command>()
-            .ok_or(DecideError::WrongAggregate {
-                category: A::Event::CATEGORY,
-                command: command.command_type(),
-            })
+    /// The events the typed aggregate decides for `command`.
+    fn handle(&self, command: &dyn ErasedCommand) -> Result<Vec<A::Event>, DecideError> {
+        let typed =
+            command
+                .as_any()
+                .downcast_ref::<A::Command>()
+                .ok_or(DecideError::WrongAggregate {
+                    category: A::Event::CATEGORY,
+                    command: command.command_type(),
+                })?;
+        self.0
+            .handle(typed)
+            .map_err(|e| DecideError::Rejected(Box::new(e)))
     }
 }
 
@@ -239,20 +244,11 @@ where
     }
 
     fn decide(&self, command: &dyn ErasedCommand) -> Result<Vec<EncodedEvent>, DecideError> {
-        let command = self.command(command)?;
-        let events = self
-            .0
-            .handle(command)
-            .map_err(|e| DecideError::Rejected(Box::new(e)))?;
-        encode_all(&events)
+        encode_all(&self.handle(command)?)
     }
 
     fn execute(&mut self, command: &dyn ErasedCommand) -> Result<Vec<EncodedEvent>, DecideError> {
-        let command = self.command(command)?;
-        let events = self
-            .0
-            .handle(command)
-            .map_err(|e| DecideError::Rejected(Box::new(e)))?;
+        let events = self.handle(command)?;
         let encoded = encode_all(&events)?;
         for event in &events {
             self.0.apply(event);
