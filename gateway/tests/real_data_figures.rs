@@ -165,7 +165,7 @@ fn helpdesk_from_file() -> Vec<HelpdeskCase> {
             )
         });
         case.last_row = at;
-        // The importer's reading (gateway/src/import/helpdesk.rs): a close while closed
+        // The importer's reading (gateway/import/src/helpdesk.rs): a close while closed
         // leaves the case closed at its first close; a resolution (8) after a close reopens
         // the case.
         match r["ActivityID"].as_str() {

@@ -1,4 +1,7 @@
-//! The HTTP API that `crm serve` runs: JSON under `/v1`, errors as RFC 9457 problem details.
+//! `crm-http`: the HTTP API that `crm serve` runs: JSON under `/v1`, errors as RFC 9457
+//! problem details. Built on `crm-app` (the command service), `crm-projections` and
+//! `crm-metrics`; it depends on no other edge (the publisher is stopped through a
+//! [`BeforeClose`] future).
 //!
 //! | route | what |
 //! |---|---|

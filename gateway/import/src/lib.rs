@@ -1,5 +1,7 @@
-//! The import framework: importers turn source rows into domain commands, the aggregates decide
-//! the events, and [`run`] appends them in batches, idempotently.
+//! `crm-import`: bringing CRM exports into the log. The import framework: importers turn
+//! source rows into domain commands, the aggregates decide the events, and [`run`] appends
+//! them in batches, idempotently. Built on `crm-app` (proposed events, ids); knows neither
+//! HTTP nor the command line.
 //!
 //! An importer builds a [`Plan`]: the source rows grouped into [`Unit`]s (a row, or the rows
 //! of one case), each either a list of [`Staged`] events or the [`RowError`] that rejects it.

@@ -1,4 +1,4 @@
-//! Event publication: every committed event of the log, published to NATS JetStream once it
+//! `crm-publish`: event publication. Every committed event of the log, published to NATS JetStream once it
 //! is durable, in log order, each position once (`crm serve --nats URL`).
 //!
 //! **What a subscriber sees.** One message per event on

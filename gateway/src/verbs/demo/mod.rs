@@ -22,7 +22,7 @@ use crm_projections::{ProjectionError, ReadModelConfig};
 
 use super::serve::serve_api;
 use super::Globals;
-use crate::metric_output::{self as metric_cli, scorecard_line};
+use crate::metric_output::{self, scorecard_line};
 
 mod scorecard;
 
@@ -226,12 +226,12 @@ pub async fn demo(
         "\n4. A redefinition: {id} v{} beside v{}",
         versions[0], versions[1]
     )?;
-    let page = metric_cli::compare_versions(
+    let page = metric_output::compare_versions(
         store,
         id,
         &versions,
         &yearly_2018_2019(),
-        metric_cli::Format::Text,
+        metric_output::Format::Text,
     )
     .await?;
     for line in page.lines() {
@@ -243,13 +243,13 @@ pub async fn demo(
         limit: EXPLAIN_ROWS_SHOWN,
         ..ExplainSelect::default()
     };
-    let page = metric_cli::explain_page(
+    let page = metric_output::explain_page(
         store,
         EXPLAINED,
         None,
-        &metric_cli::QueryFlags::default(),
+        &metric_output::QueryFlags::default(),
         &sel,
-        metric_cli::Format::Text,
+        metric_output::Format::Text,
     )
     .await?;
     for line in page.lines() {

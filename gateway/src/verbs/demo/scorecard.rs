@@ -3,7 +3,7 @@
 
 use crm_metrics::{self as metrics, Query};
 
-use crate::metric_output as metric_cli;
+use crate::metric_output;
 
 /// Where a scorecard figure is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,12 +103,12 @@ pub(super) fn scope_query(scope: Scope) -> Query {
 }
 
 /// 2018 and 2019, one period each.
-pub(super) fn yearly_2018_2019() -> metric_cli::QueryFlags {
-    metric_cli::QueryFlags {
+pub(super) fn yearly_2018_2019() -> metric_output::QueryFlags {
+    metric_output::QueryFlags {
         from: Some(utc(2018)),
         to: Some(utc(2020)),
         period: Some(metrics::Grain::Year),
-        ..metric_cli::QueryFlags::default()
+        ..metric_output::QueryFlags::default()
     }
 }
 
