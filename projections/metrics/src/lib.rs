@@ -75,6 +75,7 @@ pub use definition::{parse_catalog, parse_definition, MetricDefinition};
 pub use derivation::Num;
 pub use error::{DefinitionError, MetricError};
 pub use explain::{diff, explain, explain_in, to_csv, Diff, ExplainSelect, Explanation};
+pub use expr::ExprError;
 pub use period::{Grain, Period};
 pub use query::{
     compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,

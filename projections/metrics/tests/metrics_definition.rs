@@ -263,7 +263,13 @@ async fn evaluation_without_events_says_what_it_needs() {
     let err = evaluate(&log.store, &reg, "sales.nope", None, &Query::default())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("crm metrics list"), "{err}");
+    // The engine names what is missing; the remedy (which verb lists the catalog) is the
+    // caller's to give.
+    assert!(
+        matches!(&err, MetricError::UnknownMetric { id } if id == "sales.nope"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`sales.nope`"), "{err}");
 }
 
 #[tokio::test]
