@@ -57,10 +57,11 @@
 //! memory; time is linear in the log plus the kept events (stocks: periods × entities).
 //!
 //! Where to start reading: [`definition`] (what a metric is), then [`query`] (how a question
-//! is answered), `derivation` (rows and figures) and [`explain`](mod@explain). The gateway calls
-//! [`Registry::load`] (or, to keep the registry between requests, [`RegistryCache::get`]),
-//! [`Registry::list`], [`define`], [`evaluate()`], [`compare`], [`explain()`] with
-//! [`to_csv`], and [`diff`].
+//! is answered), `derivation` (rows and figures) and [`explain`](mod@explain). The gateway
+//! calls [`Registry::load`] (or, to keep the registry between requests,
+//! [`RegistryCache::get`]), [`Registry::list`], [`define`], [`evaluate()`], [`compare`],
+//! [`explain()`] with [`to_csv`], and [`diff`]; the metric catalog document is
+//! [`catalog::document`].
 
 pub mod catalog;
 pub(crate) mod compile;
