@@ -21,7 +21,8 @@
 //! the business calendar and clock the read models and the metric engine share are in
 //! [`calendar`]; the events that define metrics (not aggregates: no command decides them
 //! here) are in [`definitions`].
-//! The event vocabulary follows `METRICS.md` §2.
+//! The event vocabulary is the one the metric catalog, `projections/metrics/CATALOG.md`,
+//! reads its facts from.
 
 #[macro_use]
 mod macros;

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
-use crm_domain::DomainEvent;
+use crm_domain::{CodecError, DomainEvent};
 use crm_eventstore::{ChainHash, Position, RecordedEvent, StreamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ pub(crate) struct CachedEvent {
     pub(crate) record: RecordedEvent,
     /// Catalog index of the type; `None`: unknown to this build.
     kind: Option<u16>,
-    decoded: OnceLock<Result<DomainEvent, String>>,
+    decoded: OnceLock<Result<DomainEvent, CodecError>>,
 }
 
 impl CachedEvent {
@@ -156,14 +156,13 @@ impl CachedEvent {
         self.decoded.get().is_some()
     }
 
-    fn decoded(&self) -> &Result<DomainEvent, String> {
+    fn decoded(&self) -> &Result<DomainEvent, CodecError> {
         self.decoded.get_or_init(|| {
             DomainEvent::from_payload(
                 &self.record.event_type,
                 self.record.schema_version,
                 &self.record.payload,
             )
-            .map_err(|e| e.to_string())
         })
     }
 }
@@ -237,7 +236,7 @@ pub(crate) fn apply_cached<P: Projection + ?Sized>(
             progress.last_skip = Some(SkipNote {
                 position: rec.position,
                 event_type: rec.event_type.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             });
         }
     }

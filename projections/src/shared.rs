@@ -1,4 +1,5 @@
-//! Shared predicates and helpers, linked into every read model (METRICS.md §1.4): projections
+//! Shared predicates and helpers, linked into every read model (the predicates the metric
+//! catalog, `projections/metrics/CATALOG.md`, defines its metrics with): projections
 //! never read each other's state, they fold the same facts with the same functions, so
 //! "running subscription" or "churned customer" means one thing everywhere.
 

@@ -263,7 +263,7 @@ impl<P: Projection> Worker<P> {
                 match gap {
                     Some(found) => Err(Failure {
                         position: expected,
-                        message: format!("the log returned position {found} where {expected} was expected (a gap); run `crm verify`"),
+                        message: format!("the log returned position {found} where {expected} was expected: a gap in the log"),
                     }),
                     None => Ok(count),
                 }
@@ -402,7 +402,7 @@ impl<P: Projection> Worker<P> {
             if count == 0 {
                 return Err(Failure {
                     position: next,
-                    message: format!("the log returned no event at position {next} below the head {head}; run `crm verify`"),
+                    message: format!("the log returned no event at position {next}, below its head {head}: a gap in the log"),
                 });
             }
             if role == Role::Rebuild {

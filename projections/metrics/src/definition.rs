@@ -1,10 +1,11 @@
 //! A metric definition as written (TOML) and stored (`MetricDefined`): the fields of
-//! METRICS.md §1.1 plus the measure in the definition language. [`parse_definition`] reads
+//! a metric (id, version, name, domain, unit, kind, formula, params, dimensions, exclusions)
+//! plus the measure in the definition language. [`parse_definition`] reads
 //! and validates one; [`MetricDefinition::spec_hash`] is the BLAKE3 hash of its canonical
 //! form (the fields that can change a value; wording does not).
 //!
 //! A definition file holds one metric at top level; a catalog file holds many as
-//! `[[metric]]` tables. Example (the §1.8 win rate):
+//! `[[metric]]` tables. Example (the win rate):
 //!
 //! ```toml
 //! id = "sales.win_rate"
@@ -45,7 +46,7 @@ use crate::period::Grain;
 /// Largest definition text accepted (it travels in one event).
 pub const DEFINITION_SIZE_MAX_BYTES: usize = 32 * 1024;
 
-/// The domain prefix of an id (§1.1).
+/// The domain prefix of an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
@@ -90,7 +91,7 @@ pub enum Unit {
     Ratio,
 }
 
-/// Flow, stock, cohort or per-entity (§1.1).
+/// Flow, stock, cohort or per-entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -161,7 +162,7 @@ pub enum Clock {
     Business,
 }
 
-/// A named constant (§1.1 `params`).
+/// A named constant (`params`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Param {
@@ -191,7 +192,7 @@ pub struct FactsSpec {
     pub entity: Option<String>,
 }
 
-/// An exclusion rule (§1.5): the first that matches is recorded.
+/// An exclusion rule: the first that matches is recorded with its reason code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -334,7 +335,8 @@ pub struct MeasureSpec {
     pub needs: Option<String>,
 }
 
-/// A metric definition (METRICS.md §1.1).
+/// A metric definition; the built-in ones are documented in the metric catalog,
+/// `projections/metrics/CATALOG.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
@@ -402,7 +404,7 @@ impl MetricDefinition {
     /// Hex BLAKE3 of the canonical JSON of the semantic fields: id, version, unit, kind, time,
     /// params, dims, facts, exclusion rules (code and condition) and measure. Wording (name,
     /// description, formula, notes, read model, default flag) is left out: changing it is
-    /// not a new version (§1.6). Maps are ordered and absent keys are omitted, so the hash
+    /// not a new version. Maps are ordered and absent keys are omitted, so the hash
     /// depends on meaning, not on the layout of the TOML text.
     pub fn spec_hash(&self) -> String {
         let semantics = Semantics {

@@ -5,6 +5,8 @@
 use crm_domain::CodecError;
 use crm_eventstore::{AppendError, ReadError, StreamIdError};
 
+use crate::expr::ExprError;
+
 /// Why a metric definition (TOML) was refused. Every variant names the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -31,7 +33,7 @@ pub enum DefinitionError {
         /// The expression text.
         text: String,
         /// What is wrong, at which character.
-        reason: String,
+        reason: ExprError,
     },
 }
 
@@ -52,7 +54,7 @@ pub enum MetricError {
     #[error(transparent)]
     Definition(#[from] DefinitionError),
     /// No metric has this id.
-    #[error("no metric `{id}`; `crm metrics list` shows the catalog")]
+    #[error("no metric `{id}` in the catalog or the log")]
     UnknownMetric {
         /// The id asked for.
         id: String,

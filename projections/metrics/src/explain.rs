@@ -1,4 +1,5 @@
-//! Explain and diff: the auditor's questions of METRICS.md §1.7.
+//! Explain and diff: the auditor's questions (which facts made this figure, and why did it
+//! move between two report dates).
 //!
 //! [`explain`] lists the facts behind figures (position, stream, type, `occurred_at`,
 //! decision, rule, contribution), paginated, with totals that add up: included + excluded by

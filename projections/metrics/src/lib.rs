@@ -20,6 +20,10 @@
 //! **Architecture Invariant:** bounded. Periods, figures, rows, explain pages and kept events
 //! have named limits.
 //!
+//! **Architecture Invariant:** errors are typed and describe the fault (the key, the
+//! character, the position, what was found); which command or route to use instead is the
+//! caller's to say.
+//!
 //! The pipeline, one step per module:
 //!
 //! 1. **Definition** ([`definition`]): the TOML of one metric version, in a small language as
@@ -30,8 +34,9 @@
 //!    definitions are the [`catalog`]; [`registry`] merges them with the `MetricDefined`
 //!    events of the log ([`define`] appends one; a version is never overwritten).
 //! 2. **Compile** (`compile`): a definition validated into the form the engine runs:
-//!    expressions parsed (`expr`), the business calendar read from the params, and what the
-//!    metric reads from the log.
+//!    expressions parsed (`expr`), the business calendar (the domain's
+//!    `crm_domain::calendar::BusinessCalendar`) read from the params, and what the metric
+//!    reads from the log.
 //! 3. **Replay view** ([`view`]): one replay of the log into a [`LogView`], keeping only the
 //!    event types the metrics read, with `as_of` and `known_at` applied and the global
 //!    exclusions resolved.
@@ -52,10 +57,11 @@
 //! memory; time is linear in the log plus the kept events (stocks: periods × entities).
 //!
 //! Where to start reading: [`definition`] (what a metric is), then [`query`] (how a question
-//! is answered), `derivation` (rows and figures) and [`explain`]. The gateway calls
-//! [`Registry::load`] (or, to keep the registry between requests, [`RegistryCache::get`]),
-//! [`Registry::list`], [`define`], [`evaluate()`], [`compare`], [`explain()`] with
-//! [`to_csv`], and [`diff`].
+//! is answered), `derivation` (rows and figures) and [`explain`](mod@explain). The gateway
+//! calls [`Registry::load`] (or, to keep the registry between requests,
+//! [`RegistryCache::get`]), [`Registry::list`], [`define`], [`evaluate()`], [`compare`],
+//! [`explain()`] with [`to_csv`], and [`diff`]; the metric catalog document is
+//! [`catalog::document`].
 
 pub mod catalog;
 pub(crate) mod compile;
@@ -75,6 +81,7 @@ pub use definition::{parse_catalog, parse_definition, MetricDefinition};
 pub use derivation::Num;
 pub use error::{DefinitionError, MetricError};
 pub use explain::{diff, explain, explain_in, to_csv, Diff, ExplainSelect, Explanation};
+pub use expr::ExprError;
 pub use period::{Grain, Period};
 pub use query::{
     compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,

@@ -1,6 +1,7 @@
-//! Evaluation: `value(id@v, P, filter, T)` (METRICS.md §1.2), and `compare` of versions.
+//! Evaluation: `value(id@v, P, filter, T)` (metric, version, period, filter, what the log
+//! knew), and `compare` of versions.
 //!
-//! Every [`Figure`] carries what §1.7 asks of a derivation: value, numerator and
+//! Every [`Figure`] carries what an audit asks of a derivation: value, numerator and
 //! denominator, counts included and excluded by reason; the [`Evaluation`] names the
 //! definition (id, version, spec hash) and the log position and chain hash it read to.
 //! Same metric, same query, same log position: the same bytes (maps are ordered, floats

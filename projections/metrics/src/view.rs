@@ -3,12 +3,12 @@
 //! The loader walks `read_all` from position 1 to the head captured when it starts, and
 //! keeps only what the metrics need (their event types, the creation events of those
 //! streams, the streams named by `ref(..)`), with each payload cut down to the fields the
-//! expressions read. Visibility (METRICS.md §1.2):
+//! expressions read. Visibility:
 //! - `known_at = T` stops at the first event recorded after `T` (`recorded_at` never
 //!   decreases along the log), or after a position;
 //! - `as_of = T` drops events that occurred after `T`.
 //!
-//! Global exclusions (§1.5) are resolved here, for every metric: `TEST` (creation event
+//! Global exclusions are resolved here, for every metric: `TEST` (creation event
 //! with `is_test`, or a `RecordFlaggedTest` in the stream), `RETRACTED` (target of an
 //! `EventRetracted{event_id}`), `DUPLICATE` (creation event of a stream with a
 //! `RecordMerged`).
@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::compile::Requirements;
 use crate::error::MetricError;
 
-/// Types of the correction events the global rules read (METRICS.md §2, "any stream").
+/// Types of the correction events the global rules read (in any stream).
 pub const CORRECTION_TYPES: &[&str] = &["RecordFlaggedTest", "EventRetracted", "RecordMerged"];
 
 /// Pages read ahead of the payload decoding.

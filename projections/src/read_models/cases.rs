@@ -1,6 +1,7 @@
 //! The case timeline every service-facing read model folds (SLA compliance, churn signals):
-//! what happened to a case, its SLA policy and its due instants (METRICS.md §1.4
-//! `final_resolution`, `biz_clock`, `sla_due`).
+//! what happened to a case, its SLA policy and its due instants (the final resolution, the
+//! business clock and the SLA due instants the service metrics of the metric catalog,
+//! `projections/metrics/CATALOG.md`, are defined on).
 //!
 //! Due instants are stored and re-derived whenever the clock's stops change (a pause, a
 //! resume, a reopen), so a query at any instant `t` reports a case breached by `t` even when

@@ -3,7 +3,7 @@
 //! Each read model is a [`crate::Projection`] (state + pure fold) plus a query function
 //! returning serde-serializable report structs; "now" (`as_of`) is always a query parameter.
 //!
-//! Reference data METRICS.md §2 expects as events (`StageModelPublished`,
+//! Reference data the metric definitions expect as events (`StageModelPublished`,
 //! `SlaPolicyPublished`, `BusinessCalendarPublished`, `FxRatePublished`) has no event type in
 //! `crm-domain` yet, so it is configuration here ([`ReadModelConfig`]); a configuration
 //! change rebuilds the projections that depend on it. Amounts in another currency than the

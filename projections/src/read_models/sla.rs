@@ -2,7 +2,10 @@
 //! breaches detected at query time `t` (no event needed at the deadline), compliance by
 //! team, agent, priority and channel; first-contact resolution, average handle time,
 //! backlog, reopen and escalation rates, and the service summary (case count, time to close,
-//! closed the same day). METRICS.md 28, 34, L10–L13.
+//! closed the same day): `service.cases_closed_same_day`, `service.sla_compliance`,
+//! `service.first_contact_resolution`, `service.avg_handle_time`,
+//! `service.sla_first_response` and `service.sla_resolution` in the metric catalog,
+//! `projections/metrics/CATALOG.md`.
 //!
 //! Rules: test cases leave every figure; cases closed as spam/invalid/test leave SLA figures
 //! (`INVALID`); cases without a policy are counted as `NO_POLICY`; undecided cases are

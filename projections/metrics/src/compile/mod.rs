@@ -391,7 +391,7 @@ pub(crate) fn check_code(key: &str, code: &str) -> Result<(), DefinitionError> {
     if ok {
         Ok(())
     } else {
-        Err(DefinitionError::invalid(key, format!("{code:?} is not a reason code; use UPPER_SNAKE_CASE such as VOIDED or OUT_OF_SCOPE (METRICS.md §1.5)")))
+        Err(DefinitionError::invalid(key, format!("{code:?} is not a reason code; use UPPER_SNAKE_CASE such as VOIDED or OUT_OF_SCOPE")))
     }
 }
 

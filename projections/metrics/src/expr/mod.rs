@@ -17,11 +17,13 @@
 //! precedence: `??` (coalesce), `or`, `and`, `not`, comparisons and `in`/`not in`, `+ -`,
 //! `* / %`, unary `-`. Functions are listed in [`FUNCTIONS`].
 
+mod error;
 pub(crate) mod eval;
 mod parse;
 
 use std::collections::BTreeSet;
 
+pub use error::ExprError;
 pub(crate) use parse::parse;
 
 /// Every function with its arity range and purpose (shown in validation errors).
@@ -200,30 +202,26 @@ impl Expr {
 }
 
 /// Checks the calls of a parsed expression: known function, arity, literal type arguments.
-pub(crate) fn check_calls(expr: &Expr) -> Result<(), String> {
+pub(crate) fn check_calls(expr: &Expr) -> Result<(), ExprError> {
     match expr {
         Expr::Call(name, args) => {
             let Some((_, lo, hi, _)) = FUNCTIONS.iter().find(|(n, ..)| n == name) else {
-                let names: Vec<&str> = FUNCTIONS.iter().map(|(n, ..)| *n).collect();
-                return Err(format!(
-                    "unknown function `{name}`; known functions: {}",
-                    names.join(", ")
-                ));
+                return Err(ExprError::UnknownFunction { name: name.clone() });
             };
             if args.len() < *lo || args.len() > *hi {
-                return Err(format!(
-                    "`{name}` takes {lo}..={hi} arguments, got {}",
-                    args.len()
-                ));
+                return Err(ExprError::Arity {
+                    name: name.clone(),
+                    min: *lo,
+                    max: *hi,
+                    got: args.len(),
+                });
             }
             let literal_first = matches!(
                 name.as_str(),
                 "has" | "later" | "before" | "count" | "first" | "last" | "sum" | "ref"
             );
             if literal_first && !matches!(args.first(), Some(Expr::Lit(Lit::Str(_)))) {
-                return Err(format!(
-                    "the first argument of `{name}` must be a quoted name, e.g. {name}('CaseOpened')"
-                ));
+                return Err(ExprError::QuotedNameExpected { name: name.clone() });
             }
             args.iter().try_for_each(check_calls)
         }

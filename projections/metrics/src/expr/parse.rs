@@ -1,7 +1,7 @@
 //! Lexer and recursive-descent parser of the expression language (grammar in the parent
 //! module). Errors name the character offset and what was expected.
 
-use super::{BinOp, Expr, Lit, Root};
+use super::{BinOp, Expr, ExprError, Lit, Root};
 
 /// Longest expression text accepted.
 pub(crate) const EXPR_SIZE_MAX_BYTES: usize = 4_096;
@@ -16,7 +16,7 @@ enum Tok {
     Sym(&'static str),
 }
 
-fn lex(text: &str) -> Result<Vec<(usize, Tok)>, String> {
+fn lex(text: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -44,25 +44,27 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, String> {
             };
             let lit = if let Some(scale) = unit {
                 if bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphanumeric()) {
-                    return Err(format!("bad number at character {start}"));
+                    return Err(ExprError::BadNumber { at: start });
                 }
                 i += 1;
-                let n: i64 = number.parse().map_err(|_| {
-                    format!("duration `{}` at character {start} must be a whole number with a unit s, m, h, d or w", &text[start..i])
+                let n: i64 = number.parse().map_err(|_| ExprError::DurationNotWhole {
+                    text: text[start..i].to_owned(),
+                    at: start,
                 })?;
-                Lit::Int(n.checked_mul(scale).ok_or("duration too large")?)
-            } else if number.contains('.') {
-                Lit::Float(
-                    number
-                        .parse()
-                        .map_err(|_| format!("bad number `{number}` at character {start}"))?,
-                )
-            } else {
                 Lit::Int(
-                    number.parse().map_err(|_| {
-                        format!("number `{number}` at character {start} is too large")
-                    })?,
+                    n.checked_mul(scale)
+                        .ok_or(ExprError::DurationTooLarge { at: start })?,
                 )
+            } else if number.contains('.') {
+                Lit::Float(number.parse().map_err(|_| ExprError::Unreadable {
+                    text: number.to_owned(),
+                    at: start,
+                })?)
+            } else {
+                Lit::Int(number.parse().map_err(|_| ExprError::NumberTooLarge {
+                    text: number.to_owned(),
+                    at: start,
+                })?)
             };
             out.push((start, Tok::Num(lit)));
             continue;
@@ -74,7 +76,7 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, String> {
                 i += 1;
             }
             if i >= bytes.len() {
-                return Err(format!("text opened at character {start} is not closed"));
+                return Err(ExprError::UnclosedText { at: start });
             }
             out.push((start, Tok::Str(text[body_start..i].to_owned())));
             i += 1;
@@ -122,10 +124,10 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, String> {
             b'.' => ".",
             b'!' => "not",
             _ => {
-                return Err(format!(
-                    "unexpected character {:?} at character {start}",
-                    char::from(c)
-                ))
+                return Err(ExprError::UnexpectedCharacter {
+                    found: char::from(c),
+                    at: start,
+                })
             }
         };
         out.push((start, Tok::Sym(one)));
@@ -142,16 +144,16 @@ struct Parser {
 }
 
 /// Parses an expression.
-pub(crate) fn parse(text: &str) -> Result<Expr, String> {
+pub(crate) fn parse(text: &str) -> Result<Expr, ExprError> {
     if text.len() > EXPR_SIZE_MAX_BYTES {
-        return Err(format!(
-            "expression is {} bytes, the limit is {EXPR_SIZE_MAX_BYTES}",
-            text.len()
-        ));
+        return Err(ExprError::TooLong {
+            size_bytes: text.len(),
+            limit: EXPR_SIZE_MAX_BYTES,
+        });
     }
     let toks = lex(text)?;
     if toks.is_empty() {
-        return Err("expression is empty".into());
+        return Err(ExprError::Empty);
     }
     let mut p = Parser {
         toks,
@@ -161,7 +163,10 @@ pub(crate) fn parse(text: &str) -> Result<Expr, String> {
     };
     let e = p.coalesce()?;
     if let Some((pos, t)) = p.toks.get(p.at) {
-        return Err(format!("unexpected {} at character {pos}", show(t)));
+        return Err(ExprError::Unexpected {
+            found: show(t),
+            at: *pos,
+        });
     }
     super::check_calls(&e)?;
     Ok(e)
@@ -203,23 +208,29 @@ impl Parser {
         }
     }
 
-    fn expect_sym(&mut self, s: &str) -> Result<(), String> {
+    fn expect_sym(&mut self, s: &'static str) -> Result<(), ExprError> {
         if self.eat_sym(s) {
             Ok(())
         } else {
-            Err(format!("expected `{s}` at character {}", self.pos()))
+            Err(ExprError::Expected {
+                expected: s,
+                at: self.pos(),
+            })
         }
     }
 
-    fn enter(&mut self) -> Result<(), String> {
+    fn enter(&mut self) -> Result<(), ExprError> {
         self.depth += 1;
         if self.depth > DEPTH_MAX {
-            return Err(format!("expression nests deeper than {DEPTH_MAX} levels"));
+            return Err(ExprError::TooDeep {
+                at: self.pos(),
+                limit: DEPTH_MAX,
+            });
         }
         Ok(())
     }
 
-    fn coalesce(&mut self) -> Result<Expr, String> {
+    fn coalesce(&mut self) -> Result<Expr, ExprError> {
         self.enter()?;
         let mut left = self.or()?;
         while self.eat_sym("??") {
@@ -230,7 +241,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.and()?;
         while self.eat_word("or") || self.eat_sym("or") {
             let right = self.and()?;
@@ -239,7 +250,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.not()?;
         while self.eat_word("and") || self.eat_sym("and") {
             let right = self.not()?;
@@ -248,7 +259,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Expr, String> {
+    fn not(&mut self) -> Result<Expr, ExprError> {
         if self.eat_word("not") || self.eat_sym("not") {
             self.enter()?;
             let e = self.not()?;
@@ -258,7 +269,7 @@ impl Parser {
         self.cmp()
     }
 
-    fn cmp(&mut self) -> Result<Expr, String> {
+    fn cmp(&mut self) -> Result<Expr, ExprError> {
         let left = self.add()?;
         let op = match self.peek() {
             Some(Tok::Sym("==")) => Some(BinOp::Eq),
@@ -286,7 +297,7 @@ impl Parser {
         Ok(Expr::Bin(op, Box::new(left), Box::new(right)))
     }
 
-    fn add(&mut self) -> Result<Expr, String> {
+    fn add(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.mul()?;
         loop {
             let op = if self.eat_sym("+") {
@@ -301,7 +312,7 @@ impl Parser {
         }
     }
 
-    fn mul(&mut self) -> Result<Expr, String> {
+    fn mul(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.unary()?;
         loop {
             let op = if self.eat_sym("*") {
@@ -318,7 +329,7 @@ impl Parser {
         }
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Expr, ExprError> {
         if self.eat_sym("-") {
             self.enter()?;
             let e = self.unary()?;
@@ -328,7 +339,7 @@ impl Parser {
         self.postfix()
     }
 
-    fn fields(&mut self) -> Result<Vec<String>, String> {
+    fn fields(&mut self) -> Result<Vec<String>, ExprError> {
         let mut fields = Vec::new();
         while self.eat_sym(".") {
             match self.toks.get(self.at) {
@@ -336,13 +347,13 @@ impl Parser {
                     fields.push(name.clone());
                     self.at += 1;
                 }
-                _ => return Err(format!("expected a field name at character {}", self.pos())),
+                _ => return Err(ExprError::FieldNameExpected { at: self.pos() }),
             }
         }
         Ok(fields)
     }
 
-    fn postfix(&mut self) -> Result<Expr, String> {
+    fn postfix(&mut self) -> Result<Expr, ExprError> {
         let e = self.primary()?;
         if matches!(e, Expr::Call(..) | Expr::Var(_)) && matches!(self.peek(), Some(Tok::Sym(".")))
         {
@@ -352,10 +363,10 @@ impl Parser {
         Ok(e)
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
+    fn primary(&mut self) -> Result<Expr, ExprError> {
         let pos = self.pos();
         let Some((_, tok)) = self.toks.get(self.at).cloned() else {
-            return Err("expression ends too early".into());
+            return Err(ExprError::EndsEarly { at: self.len });
         };
         self.at += 1;
         match tok {
@@ -380,11 +391,14 @@ impl Parser {
                 Ok(Expr::List(items))
             }
             Tok::Ident(name) => self.ident(name, pos),
-            Tok::Sym(s) => Err(format!("unexpected `{s}` at character {pos}")),
+            Tok::Sym(s) => Err(ExprError::Unexpected {
+                found: format!("`{s}`"),
+                at: pos,
+            }),
         }
     }
 
-    fn ident(&mut self, name: String, pos: usize) -> Result<Expr, String> {
+    fn ident(&mut self, name: String, pos: usize) -> Result<Expr, ExprError> {
         match name.as_str() {
             "true" => return Ok(Expr::Lit(Lit::Bool(true))),
             "false" => return Ok(Expr::Lit(Lit::Bool(false))),
@@ -411,17 +425,15 @@ impl Parser {
                 match fields.as_slice() {
                     [f] if EVENT_FIELDS.contains(&f.as_str()) => {}
                     _ => {
-                        return Err(format!(
-                            "`event.` at character {pos} takes one of {}",
-                            EVENT_FIELDS.join(", ")
-                        ))
+                        return Err(ExprError::EventField {
+                            at: pos,
+                            fields: EVENT_FIELDS,
+                        })
                     }
                 }
             }
             if fields.is_empty() && root != Root::Payload && root != Root::Stream {
-                return Err(format!(
-                    "`{name}` at character {pos} needs a field, e.g. `{name}.x`"
-                ));
+                return Err(ExprError::FieldNeeded { name, at: pos });
             }
             return Ok(Expr::Path(root, fields));
         }
@@ -481,13 +493,50 @@ mod tests {
     fn reports_errors_with_position() {
         assert!(parse("payload.x ==")
             .unwrap_err()
+            .to_string()
             .contains("ends too early"));
         assert!(parse("frobnicate(1)")
             .unwrap_err()
+            .to_string()
             .contains("unknown function"));
-        assert!(parse("has(payload.x)").unwrap_err().contains("quoted name"));
-        assert!(parse("'open").unwrap_err().contains("not closed"));
-        assert!(parse("event.nope").unwrap_err().contains("takes one of"));
-        assert!(parse("1 2").unwrap_err().contains("character 2"));
+        assert!(parse("has(payload.x)")
+            .unwrap_err()
+            .to_string()
+            .contains("quoted name"));
+        assert!(parse("'open")
+            .unwrap_err()
+            .to_string()
+            .contains("not closed"));
+        assert!(parse("event.nope")
+            .unwrap_err()
+            .to_string()
+            .contains("takes one of"));
+        assert!(parse("1 2")
+            .unwrap_err()
+            .to_string()
+            .contains("character 2"));
+    }
+
+    #[test]
+    fn errors_are_typed_with_their_position() {
+        assert_eq!(
+            parse("1 2"),
+            Err(ExprError::Unexpected {
+                found: "number".into(),
+                at: 2
+            })
+        );
+        assert_eq!(parse("(1").unwrap_err().position(), Some(2));
+        assert_eq!(parse("x.").unwrap_err().position(), Some(2));
+        assert_eq!(parse("has(1)").unwrap_err().position(), None);
+        let e = crate::DefinitionError::Expression {
+            key: "facts.where".into(),
+            text: "a ==".into(),
+            reason: parse("a ==").unwrap_err(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "`facts.where`: cannot parse expression \"a ==\": expression ends too early"
+        );
     }
 }

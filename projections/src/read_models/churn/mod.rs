@@ -2,12 +2,14 @@
 //! tenure, monthly amount, services, payment method, interaction recency and trend, open and
 //! escalated cases, SLA breaches suffered, latest NPS/CSAT, failed payments, cancellation),
 //! an explainable churn-risk score whose every signal shows its contribution, and churn
-//! rates by cohort and segment, by count and by revenue. METRICS.md 38, L6 (v1).
+//! rates by cohort and segment, by count and by revenue: `service.defection_propensity` and
+//! `customer.churn_rate` v1 in the metric catalog, `projections/metrics/CATALOG.md`.
 //!
 //! A customer is an account (not test, not internal) with a paid subscription started by
 //! the query instant. It has churned once every paid subscription has ended (cancellation
 //! `effective_at` or expiry) by then; a cancellation that takes effect later is a notice.
-//! Risk v1 (METRICS.md 38): capped sum of rule points, weights in [`RiskWeights`].
+//! Risk v1 (the propensity for customer defection): capped sum of rule points, weights in
+//! [`RiskWeights`].
 
 use std::collections::BTreeMap;
 

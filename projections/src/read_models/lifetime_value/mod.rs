@@ -1,9 +1,11 @@
 //! Lifetime-value read model: per customer, historic revenue and margin, order count,
 //! average order value, first and last purchase, RFM scores (quintiles) and a predicted CLV
 //! (monthly margin × expected lifetime from the observed churn of the customer's segment)
-//! with every input shown. METRICS.md 19, 20, 22, L1, L2, S3.
+//! with every input shown: `sales.new_revenue`, `sales.recurring_revenue`, `sales.margin`,
+//! `customer.rfm`, `customer.clv` and `sales.avg_order_value` in the metric catalog,
+//! `projections/metrics/CATALOG.md`.
 //!
-//! Purchases (METRICS.md §1.4): won deals; orders without an opportunity link, net of
+//! Purchases (the same predicate as the catalog's purchase-based metrics): won deals; orders without an opportunity link, net of
 //! refunds, unless cancelled; and the monthly billings of paid subscriptions without an
 //! order or opportunity link (start + k months while running). Margin uses order-line costs
 //! where every line has one, else the configured assumed margin (shown as an input).

@@ -1,7 +1,10 @@
 //! Pipeline read model: open opportunities by stage, owner, team, region, product and
 //! account; pipeline value and weighted pipeline; time in stage; stage-to-stage conversion;
 //! wins and losses (counts, amounts, reasons, win rate); sales cycle; average deal size;
-//! coverage against a target (METRICS.md 14, 21–24, L14–L17).
+//! coverage against a target (`sales.open_opportunities`, `sales.time_to_close`,
+//! `sales.margin`, `sales.stage_duration`, `sales.cycle_duration`,
+//! `sales.pipeline_coverage`, `sales.avg_deal_size`, `sales.win_rate` in the metric
+//! catalog, `projections/metrics/CATALOG.md`).
 //!
 //! Rules: voided and test opportunities leave every figure (`VOIDED`, `TEST`); win rate,
 //! deal size and cycle cover kinds new and expansion (renewals are `OUT_OF_SCOPE`); a
