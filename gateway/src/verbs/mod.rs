@@ -151,24 +151,29 @@ pub fn exit(ok: bool) -> ExitCode {
 /// below described a fault without a remedy of this program's verbs.
 #[must_use]
 pub fn remedy(error: &anyhow::Error) -> Option<&'static str> {
+    use crm_app::store::StoreOpenError;
     use crm_eventstore::{AppendError, OpenError, ReadError};
+    const RESTORE: &str =
+        "run `crm verify` to find the first bad record, then restore the log from a replica or backup";
+    let open_remedy = |open: &OpenError| {
+        match open {
+        OpenError::Locked { .. } => Some(
+            "a running `crm serve` or `crm project run` has the log open: stop it, or send the command to the server over HTTP",
+        ),
+        OpenError::NewerFormat { .. } => Some("upgrade `crm` to a build that reads this format"),
+        OpenError::Damaged { .. } => Some(RESTORE),
+        _ => None,
+    }
+    };
     error.chain().find_map(|cause| {
+        if let Some(StoreOpenError::Open(open)) = cause.downcast_ref::<StoreOpenError>() {
+            return open_remedy(open);
+        }
         if let Some(open) = cause.downcast_ref::<OpenError>() {
-            return match open {
-                OpenError::Locked { .. } => Some(
-                    "a running `crm serve` or `crm project run` has the log open: stop it, or send the command to the server over HTTP",
-                ),
-                OpenError::NewerFormat { .. } => Some("upgrade `crm` to a build that reads this format"),
-                OpenError::Damaged { .. } => Some(
-                    "run `crm verify` to find the first bad record, then restore the log from a replica or backup",
-                ),
-                _ => None,
-            };
+            return open_remedy(open);
         }
         if let Some(ReadError::Corrupt { .. }) = cause.downcast_ref::<ReadError>() {
-            return Some(
-                "run `crm verify` to find the first bad record, then restore the log from a replica or backup",
-            );
+            return Some(RESTORE);
         }
         match cause.downcast_ref::<AppendError>() {
             Some(AppendError::StorageFailed(_)) => Some(
@@ -193,4 +198,26 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_app::store::StoreOpenError;
+    use crm_eventstore::{OpenError, Position, ReadError};
+
+    #[test]
+    fn faults_of_the_store_get_a_remedy_in_crm_s_verbs() {
+        let locked = anyhow::Error::from(StoreOpenError::Open(OpenError::Locked {
+            path: "/data/log".into(),
+        }));
+        assert!(remedy(&locked).unwrap().contains("`crm serve`"));
+        let corrupt = anyhow::Error::from(ReadError::Corrupt {
+            position: Position(7),
+            reason: crm_eventstore::Corruption::Missing,
+        })
+        .context("reading the log");
+        assert!(remedy(&corrupt).unwrap().contains("`crm verify`"));
+        assert_eq!(remedy(&anyhow::anyhow!("no such metric")), None);
+    }
 }
