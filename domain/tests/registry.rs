@@ -91,3 +91,28 @@ fn the_erased_handle_decides_and_folds_like_the_typed_aggregate() {
         .is_err());
     assert_eq!(AccountEvent::CATEGORY, kind.category());
 }
+
+#[test]
+fn a_field_the_command_lacks_is_refused_with_the_nearest_real_one() {
+    let kind = Registry::builtin().get("account").unwrap();
+    let mut open = fields(json!({
+        "account_id": "acme", "name": "Acme", "segment": "smb", "region": "East",
+        "owner": "agent-1", "is_internal": false, "is_test": false,
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }));
+    assert!(kind.parse_command("OpenAccount", open.clone()).is_ok());
+    open.insert("industy".into(), json!("Retail"));
+    let err = kind.parse_command("OpenAccount", open.clone()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unknown field `industy`"), "{text}");
+    assert!(text.contains("did you mean `industry`?"), "{text}");
+    // A name far from every field gets no suggestion, but the list of fields.
+    open.remove("industy");
+    open.insert("zzzzzzzz".into(), json!(1));
+    let text = kind
+        .parse_command("OpenAccount", open)
+        .unwrap_err()
+        .to_string();
+    assert!(!text.contains("did you mean"), "{text}");
+    assert!(text.contains("account_id"), "{text}");
+}

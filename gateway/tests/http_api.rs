@@ -162,6 +162,26 @@ async fn refused_requests_are_problem_details_and_append_nothing() {
     }
     let response = post("{}", "text/plain").await.unwrap();
     assert_eq!(response.status().as_u16(), 415);
+    // No Content-Type at all is not taken as JSON either.
+    let response = server
+        .client
+        .post(server.url("/v1/aggregates/account/commands"))
+        .body(open_account("untyped").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+
+    // A field the command does not have is refused and named, with the nearest real one;
+    // nothing is appended.
+    let before_typo = server.head().await;
+    let mut typo = open_account("typo");
+    typo["industy"] = Value::String("Retail".into());
+    let (status, _, problem) = server.command("account", &typo, &[]).await;
+    let detail = assert_problem(status, &problem, 400, "malformed-request");
+    assert!(detail.contains("unknown field `industy`"), "{detail}");
+    assert!(detail.contains("did you mean `industry`?"), "{detail}");
+    assert_eq!(server.head().await, before_typo);
 
     // An oversized body: 413.
     let mut big = open_account("big");

@@ -29,7 +29,7 @@ struct WriteMemo {
     occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum MemoCommand {
     WriteMemo(WriteMemo),
 }

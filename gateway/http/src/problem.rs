@@ -251,12 +251,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-            let text = content_type.to_str().unwrap_or_default();
-            if !text.starts_with("application/json") {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "the body has Content-Type `{text}`; send `application/json`"
-                )));
+        match req.headers().get(header::CONTENT_TYPE) {
+            None => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the request has no Content-Type; send the body as `application/json`"
+                        .to_owned(),
+                ))
+            }
+            Some(content_type) => {
+                let text = content_type.to_str().unwrap_or_default();
+                if !text.starts_with("application/json") {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "the body has Content-Type `{text}`; send `application/json`"
+                    )));
+                }
             }
         }
         let Body413(bytes) = Body413::from_request(req, state).await?;

@@ -365,7 +365,7 @@ enum StepError {
     #[error(
         "the row's values do not make this command ({0}); check the mapping's fields and types"
     )]
-    Parse(serde_json::Error),
+    Parse(crm_domain::registry::CommandFault),
     /// The aggregate refused the command.
     #[error(transparent)]
     Decide(#[from] DecideError),
@@ -388,7 +388,7 @@ impl States {
     ) -> Result<Vec<EncodedEvent>, StepError> {
         let command = kind
             .parse_command(name, fields)
-            .map_err(|e| StepError::Parse(e.source))?;
+            .map_err(|e| StepError::Parse(e.fault))?;
         let stream = crm_domain::stream_id(kind.category(), id);
         let state = overlay.0.entry(stream).or_insert_with_key(|stream| {
             self.0
