@@ -15,9 +15,10 @@
 //! | `GET /v1/metrics/{id}`, `/{id}/compare`, `/{id}/explain`, `/{id}/diff` | evaluate, compare versions, explain (JSON or CSV), diff two report dates |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | operations |
 //!
-//! **Invariant:** every limit is a named constant here: body size, page size, request
-//! timeout, requests in flight, open feeds. A request over a limit gets a problem document
-//! (413, 503), never a partial effect.
+//! **Invariant:** every limit is a named constant here (body size, page size, request
+//! timeout, requests in flight, open feeds) or in [`connections`] (header-read and idle time,
+//! open connections). A request over a limit gets a problem document (413, 415, 503), never
+//! a partial effect, and the refusal is counted in `crm_http_refused_total{reason}`.
 //!
 //! **Invariant:** shutdown (SIGTERM, Ctrl-C) stops accepting connections, ends the feeds,
 //! lets in-flight requests (appends) finish, then closes the store.
@@ -27,6 +28,7 @@
 
 pub mod aggregates;
 pub mod answer_cache;
+pub mod connections;
 pub mod feed;
 pub mod metrics;
 pub mod ops;
@@ -178,6 +180,7 @@ pub fn router_with(
     let openapi = aggregates::document_categories(openapi, state.commands.registry());
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ::metrics::counter!("crm_http_refused_total", "reason" => "overloaded").increment(1);
             ApiError::Busy(format!(
                 "{REQUESTS_IN_FLIGHT_MAX} requests are in flight, the limit; retry shortly"
             ))
@@ -211,6 +214,7 @@ pub type BeforeClose = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Serves the API on `listener` until `signal` completes, then shuts down gracefully: stops
 /// accepting, ends the feeds, waits for in-flight requests, stops the projections (final
 /// snapshots), runs `before_close` (the publisher stops, checkpoint saved), closes the store.
+/// Connections get the default [`connections::ConnectionLimits`].
 ///
 /// # Errors
 /// [`ServeError`] when the server fails.
@@ -221,15 +225,36 @@ pub async fn serve(
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_limits(
+        store,
+        projections,
+        before_close,
+        listener,
+        connections::ConnectionLimits::default(),
+        signal,
+    )
+    .await
+}
+
+/// As [`serve`], with the connection layer's `limits`.
+///
+/// # Errors
+/// [`ServeError`] when the server fails.
+pub async fn serve_with_limits(
+    store: AnyStore,
+    projections: Option<read_models::Projections>,
+    before_close: Option<BeforeClose>,
+    listener: TcpListener,
+    limits: connections::ConnectionLimits,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (app, _, stop) = router(store.clone(), projections.clone());
     let stopping = async move {
         signal.await;
         eprintln!("shutting down: finishing in-flight requests");
         let _ = stop.send(true);
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await;
+    connections::serve_connections(listener, app, limits, stopping).await;
     if let Some(projections) = projections {
         if let Err(e) = projections.stop().await {
             eprintln!("warning: a projection did not stop cleanly: {e}");
@@ -241,7 +266,7 @@ pub async fn serve(
     }
     store.close().await;
     eprintln!("stopped: store closed");
-    served.map_err(ServeError::Io)
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
