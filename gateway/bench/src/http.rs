@@ -1,9 +1,9 @@
-//! `crm bench http`: a loopback load generator for the HTTP API, in one process and one run.
+//! `crm-bench http`: a loopback load generator for the HTTP API, in one process and one run.
 //!
 //! It opens a scratch log, serves the API on an ephemeral loopback port and measures, with the
 //! same number of concurrent clients:
 //! 1. appends through the store alone (`EventStore::append`, one event each),
-//! 2. commands in process (`http::commands::execute`: load, decide, append),
+//! 2. commands in process (`CommandService::execute`: load, decide, append),
 //! 3. commands through HTTP (`POST /v1/aggregates/account/commands`),
 //! 4. stream reads through HTTP (`GET /v1/streams/{id}`),
 //! 5. global log pages through HTTP (`GET /v1/events?from=..&limit=100`),

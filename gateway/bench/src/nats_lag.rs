@@ -1,4 +1,4 @@
-//! `crm bench nats-lag`: publication lag from commit to a subscriber receiving the event,
+//! `crm-bench nats-lag`: publication lag from commit to a subscriber receiving the event,
 //! beside a baseline measured in the same run on the same server.
 //!
 //! 1. **Baseline:** messages of the same size and headers published straight to a JetStream
@@ -52,7 +52,7 @@ pub const ROUNDS_MAX: usize = 100;
 /// How long the subscriber may take to receive the last event of a scenario.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Flags of `crm bench nats-lag`.
+/// Flags of `crm-bench nats-lag`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsLagArgs {
     /// NATS server URL (default: `CRM_NATS_URL` or `[publish] nats_url`). Use a server with
@@ -255,7 +255,7 @@ fn lags(
 
 async fn connect(url: &str) -> Result<async_nats::Client, LagBenchError> {
     ConnectOptions::new()
-        .name("crm bench nats-lag")
+        .name("crm-bench nats-lag")
         .connection_timeout(CONNECT_TIMEOUT)
         .connect(url)
         .await

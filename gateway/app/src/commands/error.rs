@@ -19,10 +19,14 @@ pub enum CommandError {
         known: String,
     },
     /// The body names no command.
-    #[error("the body has no `type`; name the command of aggregate `{category}` (GET /v1/aggregates lists them)")]
+    #[error(
+        "the body has no `type`; name the command of aggregate `{category}`, one of: {commands}"
+    )]
     MissingType {
         /// The aggregate.
         category: &'static str,
+        /// Its command names.
+        commands: String,
     },
     /// `type` is not text.
     #[error("field `type` must be a string naming the command, e.g. \"OpenAccount\"")]

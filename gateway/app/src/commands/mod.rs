@@ -163,7 +163,12 @@ fn parse_command(
     let name = match fields.remove("type") {
         Some(Value::String(name)) => name,
         Some(_) => return Err(CommandError::TypeNotText),
-        None => return Err(CommandError::MissingType { category }),
+        None => {
+            return Err(CommandError::MissingType {
+                category,
+                commands: kind.command_types().join(", "),
+            })
+        }
     };
     Ok(kind.parse_command(&name, fields)?)
 }
