@@ -4,14 +4,19 @@
 //! `opportunity-42`) and in one global order addressed by [`Position`]. It knows
 //! nothing of the CRM domain: payloads are bytes.
 //!
-//! Invariants every backend keeps (checked by the conformance suite in
-//! `tests/`):
-//! - an append is acknowledged only once it is durable; a refused append writes nothing;
-//! - positions are dense (1, 2, 3, ...) and every record links to its
-//!   predecessor through a BLAKE3 hash chain;
-//! - appends are idempotent by event id;
-//! - a record that fails its checksum is reported as corrupt with its position,
-//!   never returned as data.
+//! Every backend keeps these, and the conformance suite in `tests/` checks them:
+//!
+//! **Architecture Invariant:** an append is acknowledged only once it is durable; a refused
+//! append writes nothing.
+//!
+//! **Architecture Invariant:** positions are dense (1, 2, 3, ...) and every record links to
+//! its predecessor through a BLAKE3 hash chain; appends are idempotent by event id.
+//!
+//! **Architecture Invariant:** a record that fails its checksum is reported as corrupt with
+//! its position ([`ReadError::Corrupt`] and its typed [`Corruption`]), never returned as data.
+//! Errors describe the fault; the remedy in a program's own verbs is left to that program.
+//!
+//! **Architecture Invariant:** the crate never depends on the CRM domain (`.ci/run` checks).
 //!
 //! Start reading at [`EventStore`] (the contract), then [`codec`] (the frame
 //! format), [`MemoryStore`] (the reference model) and [`SledStore`] (the
