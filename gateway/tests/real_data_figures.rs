@@ -607,6 +607,16 @@ async fn http_routes(store: &AnyStore, maven: &Maven) {
     assert_eq!(x["rows"].as_array().unwrap().len(), 10);
     assert_eq!(x["next_offset"], 10);
 
+    // A page is capped like every list of the API, whatever `limit` asks; `next_offset`
+    // continues.
+    let all = "/v1/metrics/sales.win_rate/explain?limit=99999999";
+    let (status, _, body) = get(&app, all).await;
+    assert_eq!(status, 200, "{body}");
+    let x: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(x["rows"].as_array().unwrap().len(), 1_000);
+    assert_eq!(x["next_offset"], 1_000);
+    assert_eq!(x["total_rows"], maven.won + maven.lost);
+
     let (status, content_type, csv) = get(&app, &format!("{explain}&format=csv")).await;
     assert_eq!(status, 200, "{csv}");
     assert!(content_type.starts_with("text/csv"), "{content_type}");

@@ -144,7 +144,7 @@ pub struct ExplainParams {
     pub decision: Option<String>,
     /// Rows to skip (default 0).
     pub offset: Option<usize>,
-    /// Page size (default and maximum 10,000).
+    /// Page size (default 100, at most 1,000, as every list of the API).
     pub limit: Option<usize>,
     /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
     pub format: Option<String>,
@@ -173,7 +173,10 @@ impl ExplainParams {
             dims,
             decision: self.decision.clone(),
             offset: self.offset.unwrap_or(0),
-            limit: self.limit.unwrap_or(0),
+            limit: self
+                .limit
+                .unwrap_or(crate::PAGE_SIZE_DEFAULT)
+                .clamp(1, crate::PAGE_SIZE_MAX),
         })
     }
 
