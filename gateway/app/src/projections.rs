@@ -15,7 +15,22 @@ use crm_projections::{
     RebuildReport, RunnerOptions, WorkerStatus,
 };
 
-/// A runner with the four read models registered (snapshots loaded, nothing running).
+/// A runner with the four read models registered (snapshots loaded, nothing running), and
+/// their typed handles.
+///
+/// # Errors
+/// [`ProjectionError`] when a snapshot cannot be read.
+pub fn standard(
+    store: AnyStore,
+    dir: &Path,
+    config: &ReadModelConfig,
+) -> Result<(ProjectionRunner<AnyStore>, ReadModels), ProjectionError> {
+    let mut runner = ProjectionRunner::new(store, dir, RunnerOptions::default());
+    let models = ReadModels::register(&mut runner, config)?;
+    Ok((runner, models))
+}
+
+/// As [`standard`], without the handles (status, catch-up, rebuild).
 ///
 /// # Errors
 /// [`ProjectionError`] when a snapshot cannot be read.
@@ -24,9 +39,7 @@ pub fn runner(
     dir: &Path,
     config: &ReadModelConfig,
 ) -> Result<ProjectionRunner<AnyStore>, ProjectionError> {
-    let mut runner = ProjectionRunner::new(store, dir, RunnerOptions::default());
-    ReadModels::register(&mut runner, config)?;
-    Ok(runner)
+    standard(store, dir, config).map(|(runner, _)| runner)
 }
 
 /// One read model's typed handle.

@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::problem::{ApiError, PROBLEM_JSON};
+
 /// Default time a client has to send a request's headers (and an idle keep-alive connection
 /// may stay open).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,17 +58,22 @@ impl Default for ConnectionLimits {
     }
 }
 
-fn refused(reason: &'static str) {
+/// Counts a request or connection refused before a route answered, by `reason`.
+pub(crate) fn refused(reason: &'static str) {
     metrics::counter!("crm_http_refused_total", "reason" => reason).increment(1);
 }
 
-/// The answer to a connection above the cap: a problem document, then close.
+/// The answer to a connection above the cap: the API's problem document, then close.
 fn over_capacity_response(connections_max: usize) -> Vec<u8> {
-    let body = format!(
-        "{{\"type\":\"urn:crm:problem:busy\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"the server has {connections_max} connections open, its limit; retry shortly\"}}"
-    );
+    let problem = ApiError::Busy(format!(
+        "the server has {connections_max} connections open, its limit; retry shortly"
+    ))
+    .problem();
+    let body = serde_json::to_string(&problem).unwrap_or_default();
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: {PROBLEM_JSON}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        problem.status,
+        problem.title,
         body.len()
     )
     .into_bytes()

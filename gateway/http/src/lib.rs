@@ -180,7 +180,7 @@ pub fn router_with(
     let openapi = aggregates::document_categories(openapi, state.commands.registry());
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            ::metrics::counter!("crm_http_refused_total", "reason" => "overloaded").increment(1);
+            connections::refused("overloaded");
             ApiError::Busy(format!(
                 "{REQUESTS_IN_FLIGHT_MAX} requests are in flight, the limit; retry shortly"
             ))

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use crm_eventstore::{AnyStore, Position};
 use crm_projections::read_models::{churn, lifetime_value, pipeline, sla};
 use crm_projections::{
-    ProjectionError, ProjectionRunner, ReadModelConfig, ReadModels, RunnerOptions, WorkerStatus,
+    ProjectionError, ProjectionRunner, ReadModelConfig, ReadModels, WorkerStatus,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -55,8 +55,7 @@ impl Projections {
         dir: &std::path::Path,
         config: &ReadModelConfig,
     ) -> Result<Projections, ProjectionError> {
-        let mut runner = ProjectionRunner::new(store, dir, RunnerOptions::default());
-        let models = ReadModels::register(&mut runner, config)?;
+        let (runner, models) = crm_app::projections::standard(store, dir, config)?;
         runner.start()?;
         Ok(Projections {
             runner: Arc::new(runner),
