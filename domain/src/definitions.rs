@@ -144,54 +144,75 @@ impl DefinitionEvent {
             }
             .into());
         };
-        if schema_version == 0 {
-            return Err(UpcastError::VersionZero {
-                event_type: event_type.to_owned(),
-            }
-            .into());
-        }
-        if schema_version > current {
-            return Err(UpcastError::FromTheFuture {
-                event_type: event_type.to_owned(),
-                schema_version,
-                current,
-            }
-            .into());
-        }
-        if schema_version < current {
-            return Err(UpcastError::MissingStep {
-                event_type: event_type.to_owned(),
-                from_version: schema_version,
-                to_version: schema_version.saturating_add(1),
-            }
-            .into());
-        }
-        if payload.len() > PAYLOAD_MAX_BYTES {
-            return Err(CodecError::TooLarge {
-                event_type: event_type.to_owned(),
-                size_bytes: payload.len(),
-            });
-        }
+        check_stored(event_type, schema_version, current, payload.len())?;
         let decoded = if event_type == METRIC_DEFINED {
             serde_json::from_slice(payload).map(DefinitionEvent::MetricDefined)
         } else {
             serde_json::from_slice(payload).map(DefinitionEvent::MetricDefaultChanged)
         };
-        decoded.map_err(|source| {
-            if source.is_syntax() || source.is_eof() {
-                CodecError::InvalidJson {
-                    event_type: event_type.to_owned(),
-                    schema_version,
-                    source,
-                }
-            } else {
-                CodecError::InvalidPayload {
-                    event_type: event_type.to_owned(),
-                    schema_version,
-                    source,
-                }
-            }
-        })
+        decoded.map_err(|source| payload_error(event_type, schema_version, source))
+    }
+}
+
+/// Refuses a stored event this build cannot read as it is: schema version 0, from a newer
+/// build, older than the current one (definition and access events have no upcasters yet),
+/// or a payload above [`PAYLOAD_MAX_BYTES`].
+pub(crate) fn check_stored(
+    event_type: &str,
+    schema_version: u16,
+    current: u16,
+    size_bytes: usize,
+) -> Result<(), CodecError> {
+    if schema_version == 0 {
+        return Err(UpcastError::VersionZero {
+            event_type: event_type.to_owned(),
+        }
+        .into());
+    }
+    if schema_version > current {
+        return Err(UpcastError::FromTheFuture {
+            event_type: event_type.to_owned(),
+            schema_version,
+            current,
+        }
+        .into());
+    }
+    if schema_version < current {
+        return Err(UpcastError::MissingStep {
+            event_type: event_type.to_owned(),
+            from_version: schema_version,
+            to_version: schema_version.saturating_add(1),
+        }
+        .into());
+    }
+    if size_bytes > PAYLOAD_MAX_BYTES {
+        return Err(CodecError::TooLarge {
+            event_type: event_type.to_owned(),
+            size_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The codec error for a stored payload serde could not read: bad JSON, or JSON that does
+/// not match the event's struct.
+pub(crate) fn payload_error(
+    event_type: &str,
+    schema_version: u16,
+    source: serde_json::Error,
+) -> CodecError {
+    if source.is_syntax() || source.is_eof() {
+        CodecError::InvalidJson {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
+        }
+    } else {
+        CodecError::InvalidPayload {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
+        }
     }
 }
 
@@ -230,7 +251,11 @@ mod tests {
 
     #[test]
     fn definition_types_are_not_aggregate_events() {
-        for (category, types) in DEFINITION_EVENT_TYPES {
+        let access = [(
+            crate::access::ACCESS_CATEGORY,
+            crate::access::ACCESS_EVENT_TYPES,
+        )];
+        for (category, types) in DEFINITION_EVENT_TYPES.iter().chain(access.iter()) {
             assert!(DomainEvent::catalog().all(|(c, _, _)| c != *category));
             for (event_type, _) in *types {
                 assert_eq!(DomainEvent::current_schema_version(event_type), None);

@@ -27,6 +27,7 @@
 #[macro_use]
 mod macros;
 
+pub mod access;
 pub mod aggregate;
 pub mod aggregates;
 pub mod calendar;

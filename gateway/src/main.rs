@@ -47,6 +47,9 @@ enum Verb {
     /// version, type, subject), or each event's JSON with --json. An ordered JetStream
     /// consumer: from --from POSITION (replay, then live) or only new events; Ctrl-C stops.
     Tail(verbs::tail::TailArgs),
+    /// Access: API tokens for services and scripts (`crm auth token create|list|revoke`),
+    /// with local admin access to the data directory.
+    Auth(verbs::auth::AuthArgs),
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -63,6 +66,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Explain(args) => verbs::explain::run(g, args).await,
         Verb::Demo(args) => verbs::demo::run(g, args).await,
         Verb::Tail(args) => verbs::tail::run(g, args).await,
+        Verb::Auth(args) => verbs::auth::run(g, args).await,
     }
 }
 

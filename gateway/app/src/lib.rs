@@ -20,6 +20,7 @@
 //! Where to start reading: [`commands::CommandService::execute`], then [`propose`],
 //! [`config::Config::resolve`] and [`store::open`].
 
+pub mod access;
 pub mod commands;
 pub mod config;
 pub mod envelope;

@@ -18,6 +18,14 @@ pub enum StoreOpenError {
     /// The backend refused to open (its message names the place and what to do).
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The data directory could not be created.
+    #[error("could not create {path}: {source}; check the parent directory's permissions or choose another --data-dir")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Whether opening may create an empty log.
@@ -36,13 +44,42 @@ pub enum Create {
 /// backend cannot be opened (locked directory, unreachable NATS, newer format...).
 pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
     match config.store_location() {
-        StoreLocation::Sled(dir) => open_sled(&dir, create).map(AnyStore::from),
+        StoreLocation::Sled(dir) => {
+            if create == Create::IfMissing && !dir.exists() {
+                if dir.starts_with(&config.data_dir) {
+                    create_private_dir(&config.data_dir)?;
+                }
+                create_private_dir(&dir)?;
+            }
+            open_sled(&dir, create).map(AnyStore::from)
+        }
         StoreLocation::Nats(urls) => {
             let mut js = jetstream_config(&urls, &config.jetstream);
             js.create_if_missing = create == Create::IfMissing;
             Ok(AnyStore::from(JetStreamStore::open(js).await?))
         }
     }
+}
+
+/// Creates `dir` and its missing parents readable by the owner only (mode 0700 on Unix): the
+/// data directory holds the log, snapshots and keys.
+///
+/// # Errors
+/// [`StoreOpenError::CreateDir`] when it cannot be created.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreOpenError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|source| StoreOpenError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })
 }
 
 fn open_sled(dir: &Path, create: Create) -> Result<SledStore, StoreOpenError> {

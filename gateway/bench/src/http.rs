@@ -166,6 +166,7 @@ fn command(body: Map<String, Value>) -> CommandRequest {
         if_match: None,
         idempotency_key: None,
         actor: "bench".to_owned(),
+        on_behalf_of: None,
         correlation_id: None,
     }
 }

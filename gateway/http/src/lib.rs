@@ -28,6 +28,7 @@
 
 pub mod aggregates;
 pub mod answer_cache;
+pub mod auth;
 pub mod connections;
 pub mod feed;
 pub mod metrics;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub views: Arc<view_cache::ViewCache>,
     /// The metric registry, kept by the log head it covers.
     pub registries: Arc<crm_metrics::RegistryCache>,
+    /// Who may call what (see [`auth`]).
+    pub auth: auth::Authenticator,
 }
 
 #[derive(OpenApi)]
@@ -116,6 +119,7 @@ pub struct AppState {
         (name = "read models", description = "Read: pipeline, churn, lifetime value, SLA, as of any instant"),
         (name = "metrics", description = "Versioned metric definitions: evaluate, compare, explain, diff, define"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "access", description = "API tokens (admin) and who the caller is"),
     )
 )]
 struct ApiDoc;
@@ -129,14 +133,27 @@ pub fn router(
     router_with(store, projections, Registry::builtin())
 }
 
-/// As [`router`], serving the aggregates of `registry` (the command route, `GET
-/// /v1/aggregates` and the OpenAPI document all read it).
+/// As [`router`], serving the aggregates of `registry`, without authentication (every caller
+/// is [`auth::OPEN_PRINCIPAL`]).
 pub fn router_with(
     store: AnyStore,
     projections: Option<read_models::Projections>,
     registry: Registry,
 ) -> (Router, utoipa::openapi::OpenApi, watch::Sender<bool>) {
+    router_full(store, projections, registry, auth::AuthPolicy::open())
+}
+
+/// The API's router serving the aggregates of `registry` (the command route, `GET
+/// /v1/aggregates` and the OpenAPI document all read it), authenticating callers by
+/// `policy`.
+pub fn router_full(
+    store: AnyStore,
+    projections: Option<read_models::Projections>,
+    registry: Registry,
+    policy: auth::AuthPolicy,
+) -> (Router, utoipa::openapi::OpenApi, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
+    let tokens = crm_app::access::TokenVerifier::new(store.clone());
     let state = AppState {
         commands: CommandService::new(store.clone(), registry),
         store,
@@ -148,6 +165,7 @@ pub fn router_with(
         answers: Arc::new(answer_cache::AnswerCache::default()),
         views: Arc::new(view_cache::ViewCache::default()),
         registries: Arc::new(crm_metrics::RegistryCache::new()),
+        auth: auth::Authenticator { policy, tokens },
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))
@@ -168,6 +186,9 @@ pub fn router_with(
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::prometheus))
         .routes(routes!(ops::openapi_json))
+        .routes(routes!(auth::tokens::whoami))
+        .routes(routes!(auth::tokens::list, auth::tokens::create))
+        .routes(routes!(auth::tokens::revoke))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -175,9 +196,14 @@ pub fn router_with(
     let (router, openapi) = OpenApiRouter::new()
         .merge(timed)
         .routes(routes!(feed::feed))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .route_layer(middleware::from_fn(ops::track))
         .split_for_parts();
     let openapi = aggregates::document_categories(openapi, state.commands.registry());
+    let openapi = auth::document_security(openapi, &state.auth.policy.settings);
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             connections::refused("overloaded");
@@ -211,10 +237,19 @@ pub enum ServeError {
 /// log saves its checkpoint). Not started until awaited.
 pub type BeforeClose = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// How [`serve_with`] runs: the connection layer's limits and the authentication policy.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Header-read time, idle time, open connections.
+    pub limits: connections::ConnectionLimits,
+    /// Who may call what.
+    pub auth: auth::AuthPolicy,
+}
+
 /// Serves the API on `listener` until `signal` completes, then shuts down gracefully: stops
 /// accepting, ends the feeds, waits for in-flight requests, stops the projections (final
 /// snapshots), runs `before_close` (the publisher stops, checkpoint saved), closes the store.
-/// Connections get the default [`connections::ConnectionLimits`].
+/// Connections get the default [`connections::ConnectionLimits`]; no authentication.
 ///
 /// # Errors
 /// [`ServeError`] when the server fails.
@@ -225,36 +260,41 @@ pub async fn serve(
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_with_limits(
+    serve_with(
         store,
         projections,
         before_close,
         listener,
-        connections::ConnectionLimits::default(),
+        ServeOptions::default(),
         signal,
     )
     .await
 }
 
-/// As [`serve`], with the connection layer's `limits`.
+/// As [`serve`], with `options`.
 ///
 /// # Errors
 /// [`ServeError`] when the server fails.
-pub async fn serve_with_limits(
+pub async fn serve_with(
     store: AnyStore,
     projections: Option<read_models::Projections>,
     before_close: Option<BeforeClose>,
     listener: TcpListener,
-    limits: connections::ConnectionLimits,
+    options: ServeOptions,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (app, _, stop) = router(store.clone(), projections.clone());
+    let (app, _, stop) = router_full(
+        store.clone(),
+        projections.clone(),
+        Registry::builtin(),
+        options.auth,
+    );
     let stopping = async move {
         signal.await;
         eprintln!("shutting down: finishing in-flight requests");
         let _ = stop.send(true);
     };
-    connections::serve_connections(listener, app, limits, stopping).await;
+    connections::serve_connections(listener, app, options.limits, stopping).await;
     if let Some(projections) = projections {
         if let Err(e) = projections.stop().await {
             eprintln!("warning: a projection did not stop cleanly: {e}");

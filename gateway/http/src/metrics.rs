@@ -429,18 +429,28 @@ pub async fn diff(
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn define(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-        let text = content_type.to_str().unwrap_or_default();
-        if !(text.starts_with("application/toml") || text.starts_with("text/plain")) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the body has Content-Type `{text}`; send the TOML definition as `application/toml` or `text/plain`"
-            )));
-        }
+    let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "the request has no Content-Type; send the TOML definition as `application/toml` or `text/plain`".to_owned(),
+        ));
+    };
+    let text = content_type.to_str().unwrap_or_default();
+    if !(text.starts_with("application/toml") || text.starts_with("text/plain")) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body has Content-Type `{text}`; send the TOML definition as `application/toml` or `text/plain`"
+        )));
     }
+    let actor = request
+        .extensions()
+        .get::<crm_app::access::Principal>()
+        .map(|p| p.name.clone())
+        .ok_or_else(|| {
+            ApiError::Internal("the request reached the handler without a principal".to_owned())
+        })?;
     let Body413(bytes) = Body413::from_request(request, &state).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
-    let outcome = metrics::define(&state.store, text, Utc::now()).await?;
+    let outcome = metrics::define_as(&state.store, text, Utc::now(), &actor).await?;
     let status = if outcome.outcome == "already_defined" {
         StatusCode::OK
     } else {

@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The request is malformed: bad JSON, a missing or invalid field, a bad header.
     #[error("{0}")]
     BadRequest(String),
+    /// No valid credential: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// The addressed thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -89,6 +95,8 @@ impl ApiError {
     pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed-request"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::VersionConflict { .. } => (StatusCode::CONFLICT, "version-conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
@@ -215,9 +223,19 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");
         }
-        problem_response(&self.problem())
+        let mut response = problem_response(&self.problem());
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE_BEARER),
+            );
+        }
+        response
     }
 }
+
+/// The challenge of every 401.
+pub const WWW_AUTHENTICATE_BEARER: &str = "Bearer realm=\"crm\"";
 
 /// A request body read whole within the body limit: 413 above it, 400 if it cannot be read.
 #[derive(Debug)]

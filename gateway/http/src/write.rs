@@ -5,15 +5,14 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use crm_app::access::Principal;
+use crm_domain::access::Permission;
 use uuid::Uuid;
 
 use super::problem::{ApiError, JsonObject, Problem};
 use super::AppState;
 use crm_app::commands::{CommandRequest, CommandResult};
-
-/// Actor recorded when the request names none.
-pub const ACTOR_DEFAULT: &str = "api";
 
 /// Longest `X-Actor`, in bytes.
 pub const ACTOR_SIZE_MAX_BYTES: usize = 128;
@@ -54,13 +53,14 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         ("category" = String, Path, description = "Aggregate (stream category); GET /v1/aggregates lists them"),
         ("If-Match" = Option<String>, Header, description = "Expected stream version (the stream's ETag); 409 if the stream is elsewhere"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry returns the original result and appends nothing"),
-        ("X-Actor" = Option<String>, Header, description = "Who sends the command (recorded as the events' actor; default `api`)"),
+        ("X-Actor" = Option<String>, Header, description = "Whom the caller acts for: recorded in the events' metadata as `request.on_behalf_of`, beside the actor (always the authenticated caller). Needs permission `act_on_behalf`"),
         ("X-Correlation-Id" = Option<String>, Header, description = "UUID recorded as the events' correlation id"),
     ),
     request_body(content = Object, description = "`{\"type\": \"OpenAccount\", \"account_id\": \"acme\", ...}`: the command name and its fields", content_type = "application/json"),
     responses(
         (status = 200, description = "Decided and durable (or the original result of an Idempotency-Key retry; header `Idempotent-Replayed: true`). `ETag` is the new stream version", body = CommandResult),
         (status = 400, description = "Malformed JSON, unknown command, missing or invalid field or header", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not send commands, may not send `X-Actor`, or its token's scope does not cover the aggregate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown aggregate", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "If-Match does not match the stream version; `current_version` says where it is", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body above the limit", body = Problem, content_type = "application/problem+json"),
@@ -71,15 +71,33 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 )]
 pub async fn command(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(category): Path<String>,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let actor = header_text(&headers, "x-actor")?.unwrap_or(ACTOR_DEFAULT);
-    if actor.is_empty() || actor.len() > ACTOR_SIZE_MAX_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "X-Actor must be 1..={ACTOR_SIZE_MAX_BYTES} bytes"
+    if !principal.covers(&category) {
+        return Err(ApiError::Forbidden(format!(
+            "{} is scoped to {}; it may not send commands to `{category}`",
+            principal.name,
+            principal.scope.join(", ")
         )));
+    }
+    let on_behalf_of = header_text(&headers, "x-actor")?;
+    if let Some(on_behalf_of) = on_behalf_of {
+        if on_behalf_of.is_empty() || on_behalf_of.len() > ACTOR_SIZE_MAX_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "X-Actor must be 1..={ACTOR_SIZE_MAX_BYTES} bytes"
+            )));
+        }
+        if !principal.can(Permission::ActOnBehalf) {
+            return Err(ApiError::Forbidden(format!(
+                "{} may not send X-Actor (it needs permission `{}`); leave the header out, the events record {} as their actor",
+                principal.name,
+                Permission::ActOnBehalf,
+                principal.name
+            )));
+        }
     }
     let correlation_id = header_text(&headers, "x-correlation-id")?
         .map(|text| {
@@ -93,7 +111,8 @@ pub async fn command(
         body,
         if_match: if_match(&headers)?,
         idempotency_key: header_text(&headers, "idempotency-key")?.map(str::to_owned),
-        actor: actor.to_owned(),
+        actor: principal.name.clone(),
+        on_behalf_of: on_behalf_of.map(str::to_owned),
         correlation_id,
     };
     let outcome = state.commands.execute(request).await?;

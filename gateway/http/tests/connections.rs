@@ -23,9 +23,19 @@ async fn start(limits: ConnectionLimits) -> (SocketAddr, oneshot::Sender<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let store = AnyStore::from(MemoryStore::new());
     tokio::spawn(async move {
-        crm_http::serve_with_limits(store, None, None, listener, limits, async {
-            let _ = stopped.await;
-        })
+        crm_http::serve_with(
+            store,
+            None,
+            None,
+            listener,
+            crm_http::ServeOptions {
+                limits,
+                ..crm_http::ServeOptions::default()
+            },
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .unwrap();
     });

@@ -254,7 +254,7 @@ pub fn stage_encoded(
         meta["cleansing"] = serde_json::json!(cleansing);
     }
     let provenance = Provenance {
-        actor: format!("import:{}", source.importer),
+        actor: importing_principal().to_owned(),
         correlation_id: Some(ids::correlation_id(source.importer, &source.file)),
         causation_id: None,
         metadata: serde_json::to_vec(&meta).map_err(|e| ImportError::Encode(e.to_string()))?,
@@ -274,6 +274,13 @@ pub fn stage_encoded(
             })
         })
         .collect()
+}
+
+/// The actor of imported events: the local user running the import (`local:<user>`); the
+/// importer is recorded in each event's metadata (`source.importer`).
+fn importing_principal() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| crm_app::access::local_principal().name)
 }
 
 /// A domain rule refused a command of an import: the aggregate's own error.

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use crm_eventstore::EventStore;
 use crm_metrics::{
-    compare, define, diff, evaluate, explain, to_csv, ExplainSelect, Grain, KnownAt, MetricError,
-    Num, Query, Registry, Status,
+    compare, define_as, diff, evaluate, explain, to_csv, ExplainSelect, Grain, KnownAt,
+    MetricError, Num, Query, Registry, Status,
 };
 
 /// Output form of a metric verb.
@@ -98,9 +98,10 @@ pub async fn define_file<S: EventStore>(
     store: &S,
     text: &str,
     now: DateTime<Utc>,
+    actor: &str,
     format: Format,
 ) -> Result<String, MetricError> {
-    let outcome = define(store, text, now).await?;
+    let outcome = define_as(store, text, now, actor).await?;
     if format == Format::Json {
         return json(&outcome);
     }

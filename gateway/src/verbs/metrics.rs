@@ -46,23 +46,23 @@ pub async fn run(globals: &Globals, args: MetricsArgs) -> anyhow::Result<ExitCod
         ),
         MetricsAction::List { .. } => None,
     };
-    let output =
-        with_store(&config, Create::Never, async |store| match &args.action {
-            MetricsAction::List { json } => {
-                Ok(metric_output::list(store, format_of(*json, false)).await?)
-            }
-            MetricsAction::Define { json, .. } => {
-                let text = text.as_deref().unwrap_or_default();
-                Ok(metric_output::define_file(
-                    store,
-                    text,
-                    chrono::Utc::now(),
-                    format_of(*json, false),
-                )
-                .await?)
-            }
-        })
-        .await?;
+    let output = with_store(&config, Create::Never, async |store| match &args.action {
+        MetricsAction::List { json } => {
+            Ok(metric_output::list(store, format_of(*json, false)).await?)
+        }
+        MetricsAction::Define { json, .. } => {
+            let text = text.as_deref().unwrap_or_default();
+            Ok(metric_output::define_file(
+                store,
+                text,
+                chrono::Utc::now(),
+                &crm_app::access::local_principal().name,
+                format_of(*json, false),
+            )
+            .await?)
+        }
+    })
+    .await?;
     write!(std::io::stdout().lock(), "{output}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use crm_app::config::{Config, Flags};
 use crm_app::store::{self, Create};
 use crm_eventstore::AnyStore;
+use crm_http::auth::AuthPolicy;
 use crm_http::read_models::Projections;
 use crm_http::BeforeClose;
 
@@ -80,6 +81,7 @@ pub async fn serve_api(
     banner: &str,
 ) -> anyhow::Result<()> {
     let started = async {
+        let auth = AuthPolicy::resolve(&config.auth, &store, config.listen).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -90,6 +92,7 @@ pub async fn serve_api(
             "{}",
             banner.replace("{address}", &address.to_string())
         )?;
+        writeln!(stdout, "{}", auth.describe())?;
         stdout.flush()?;
         drop(stdout);
         let projections = if projections {
@@ -104,10 +107,10 @@ pub async fn serve_api(
         } else {
             None
         };
-        anyhow::Ok((listener, projections))
+        anyhow::Ok((listener, projections, auth))
     }
     .await;
-    let (listener, projections) = match started {
+    let (listener, projections, auth) = match started {
         Ok(started) => started,
         Err(e) => {
             if let Some(before_close) = before_close {
@@ -117,11 +120,15 @@ pub async fn serve_api(
             return Err(e);
         }
     };
-    crm_http::serve(
+    crm_http::serve_with(
         store,
         projections,
         before_close,
         listener,
+        crm_http::ServeOptions {
+            auth,
+            ..crm_http::ServeOptions::default()
+        },
         crm_http::shutdown_signal(),
     )
     .await?;

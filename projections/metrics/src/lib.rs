@@ -88,7 +88,8 @@ pub use query::{
     MetricRef, Query, Status,
 };
 pub use registry::{
-    define, set_default, DefineOutcome, MetricSummary, RegisteredMetric, Registry, RegistryCache,
+    define, define_as, set_default, set_default_as, DefineOutcome, MetricSummary, RegisteredMetric,
+    Registry, RegistryCache,
 };
 pub use view::{KnownAt, LogMark, LogView};
 

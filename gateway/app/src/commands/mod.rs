@@ -57,8 +57,11 @@ pub struct CommandRequest {
     pub if_match: Option<u64>,
     /// `Idempotency-Key`.
     pub idempotency_key: Option<String>,
-    /// Who sends the command: recorded as the events' actor.
+    /// Who sends the command, the authenticated principal: recorded as the events' actor.
     pub actor: String,
+    /// Whom the principal says it acts for (`X-Actor`), recorded in the events' metadata
+    /// (`request.on_behalf_of`) beside the actor, never instead of it.
+    pub on_behalf_of: Option<String>,
     /// `X-Correlation-Id`.
     pub correlation_id: Option<Uuid>,
 }
@@ -287,6 +290,9 @@ struct Prepared {
 
 fn prepare(name: &str, request: &CommandRequest) -> Result<Prepared, CommandError> {
     let mut meta = serde_json::json!({ "request": { "command": name } });
+    if let Some(on_behalf_of) = &request.on_behalf_of {
+        meta["request"]["on_behalf_of"] = Value::String(on_behalf_of.clone());
+    }
     let mut request_hash = None;
     if let Some(key) = &request.idempotency_key {
         check_key(key)?;

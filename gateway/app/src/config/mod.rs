@@ -15,6 +15,8 @@
 //! replicas = 3                  # default 1; 3 in a cluster
 //! [publish]
 //! nats_url = "nats://127.0.0.1:4222"  # publish committed events; also CRM_NATS_URL, serve --nats
+//! [auth]                        # see [`auth::AuthSettings`]
+//! required = true
 //! ```
 //! (`[publish]` also takes `stream`, `subject_prefix`, `replicas`, `source`: see
 //! [`publish::PublishSettings`].)
@@ -25,8 +27,10 @@ use std::path::{Path, PathBuf};
 use crm_projections::ReadModelConfig;
 use serde::Deserialize;
 
+pub mod auth;
 pub mod publish;
 
+pub use auth::{AuthSettings, OidcSettings};
 pub use publish::PublishSettings;
 
 /// What an import does with a bad row.
@@ -83,6 +87,8 @@ pub struct Config {
     pub store: Option<StoreLocation>,
     /// JetStream settings (file section `[jetstream]`), used when the store is `nats://`.
     pub jetstream: JetStreamSettings,
+    /// Authentication of `crm serve` (file section `[auth]`).
+    pub auth: AuthSettings,
 }
 
 /// Where the log lives, as `--store`, `CRM_STORE` or the file's `store` key give it.
@@ -177,6 +183,7 @@ impl Default for Config {
             store: None,
             jetstream: JetStreamSettings::default(),
             publish: PublishSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -211,7 +218,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid.
-    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings) and `[publish]` (NATS publication)")]
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication) and `[auth]` (required, public, `[auth.oidc]`)")]
     Parse {
         /// The file.
         path: String,
@@ -245,6 +252,8 @@ struct FileConfig {
     projections: Option<ReadModelConfig>,
     #[serde(default)]
     publish: Option<PublishSettings>,
+    #[serde(default)]
+    auth: Option<AuthSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +329,15 @@ impl Config {
             if let Some(publish) = parsed.publish {
                 config.publish = publish;
             }
+            if let Some(auth) = parsed.auth {
+                if let Some(problem) = auth.oidc.as_ref().and_then(OidcSettings::problem) {
+                    return Err(ConfigError::Parse {
+                        path: path.display().to_string(),
+                        reason: problem,
+                    });
+                }
+                config.auth = auth;
+            }
         }
         if let Some(dir) = env("CRM_DATA_DIR").filter(|d| !d.is_empty()) {
             config.data_dir = PathBuf::from(dir);
@@ -343,6 +361,13 @@ impl Config {
                 var: "CRM_STORE",
                 value,
                 reason: "use a directory (embedded sled log) or nats://HOST:PORT[,nats://HOST:PORT...] (JetStream)",
+            })?);
+        }
+        if let Some(value) = env("CRM_AUTH_REQUIRED").filter(|d| !d.is_empty()) {
+            config.auth.required = Some(value.parse().map_err(|_| ConfigError::Env {
+                var: "CRM_AUTH_REQUIRED",
+                value,
+                reason: "use `true` or `false`",
             })?);
         }
         if let Some(url) = env("CRM_NATS_URL").filter(|d| !d.is_empty()) {

@@ -358,6 +358,7 @@ fn proposed(
     event: &DefinitionEvent,
     key: &str,
     at: DateTime<Utc>,
+    actor: &str,
 ) -> Result<ProposedEvent, MetricError> {
     Ok(ProposedEvent {
         event_id: EventId(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())),
@@ -366,7 +367,7 @@ fn proposed(
         occurred_at: at,
         causation_id: None,
         correlation_id: None,
-        actor: "crm-metrics".into(),
+        actor: actor.to_owned(),
         metadata: Vec::new(),
         payload: event.to_payload().map_err(MetricError::Encode)?,
     })
@@ -382,6 +383,24 @@ pub async fn define<S: EventStore>(
     store: &S,
     text: &str,
     at: DateTime<Utc>,
+) -> Result<DefineOutcome, MetricError> {
+    define_as(store, text, at, LIBRARY_ACTOR).await
+}
+
+/// The actor of definitions appended through [`define`] and [`set_default`], which name
+/// none (tests, tools); the edges use [`define_as`] and [`set_default_as`] with the
+/// authenticated principal.
+pub const LIBRARY_ACTOR: &str = "crm-metrics";
+
+/// As [`define`], recording `actor` (the authenticated principal) as the event's actor.
+///
+/// # Errors
+/// As [`define`].
+pub async fn define_as<S: EventStore>(
+    store: &S,
+    text: &str,
+    at: DateTime<Utc>,
+    actor: &str,
 ) -> Result<DefineOutcome, MetricError> {
     let def = parse_definition(text)?;
     let hash = def.spec_hash();
@@ -461,7 +480,7 @@ pub async fn define<S: EventStore>(
         ExpectedVersion::Exact(current)
     };
     let result = store
-        .append(&stream, expected, vec![proposed(&event, &key, at)?])
+        .append(&stream, expected, vec![proposed(&event, &key, at, actor)?])
         .await
         .map_err(|e| match e {
             crm_eventstore::AppendError::WrongExpectedVersion { .. } => {
@@ -489,6 +508,20 @@ pub async fn set_default<S: EventStore>(
     version: u32,
     at: DateTime<Utc>,
 ) -> Result<u64, MetricError> {
+    set_default_as(store, id, version, at, LIBRARY_ACTOR).await
+}
+
+/// As [`set_default`], recording `actor` as the event's actor.
+///
+/// # Errors
+/// As [`set_default`].
+pub async fn set_default_as<S: EventStore>(
+    store: &S,
+    id: &str,
+    version: u32,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> Result<u64, MetricError> {
     let registry = Registry::load(store).await?;
     registry.get(id, Some(version))?;
     let stream = stream_of(id)?;
@@ -504,7 +537,7 @@ pub async fn set_default<S: EventStore>(
         ExpectedVersion::Exact(current)
     };
     let r = store
-        .append(&stream, expected, vec![proposed(&event, &key, at)?])
+        .append(&stream, expected, vec![proposed(&event, &key, at, actor)?])
         .await
         .map_err(|e| match e {
             crm_eventstore::AppendError::WrongExpectedVersion { .. } => {

@@ -1,0 +1,114 @@
+//! Authentication settings of `crm serve` (file section `[auth]`).
+//!
+//! ```toml
+//! [auth]
+//! required = true                   # default: true once a token is granted or [auth.oidc] is set
+//! public = ["/metrics"]             # routes answered without a credential (default: none
+//!                                   # but /healthz and /readyz)
+//! [auth.oidc]                       # people sign in with an identity provider
+//! issuer = "https://id.example.com/realms/crm"
+//! audience = "crm"
+//! jwks_url = "https://id.example.com/realms/crm/protocol/openid-connect/certs"
+//! # or jwks_file = "/etc/crm/jwks.json"
+//! roles_claim = "realm_access.roles"  # default "roles"; a dotted path into the claims
+//! algorithms = ["RS256"]            # default ["RS256", "ES256", "EdDSA"]; never HS*
+//! [auth.oidc.role_map]              # claim value -> role; default: values that are role names
+//! "crm-admins" = "admin"
+//! ```
+//! `CRM_AUTH_REQUIRED=true|false` overrides `required`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crm_domain::access::Role;
+use serde::Deserialize;
+
+/// Routes that never need a credential: the probes an orchestrator calls.
+pub const ALWAYS_PUBLIC: [&str; 2] = ["/healthz", "/readyz"];
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Whether every route but the public ones needs a credential. `None`: yes once a token
+    /// was granted or OIDC is configured.
+    pub required: Option<bool>,
+    /// Route paths (as in the API document, e.g. `/metrics`, `/openapi.json`) answered
+    /// without a credential, besides [`ALWAYS_PUBLIC`].
+    pub public: Vec<String>,
+    /// People's bearer tokens, from an identity provider.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// `[auth.oidc]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Accepted `iss`.
+    pub issuer: String,
+    /// Accepted `aud`.
+    pub audience: String,
+    /// The issuer's key set, from a file.
+    pub jwks_file: Option<PathBuf>,
+    /// The issuer's key set, from a URL (fetched at start, cached, refreshed).
+    pub jwks_url: Option<String>,
+    /// Dotted path of the claim holding the roles (an array of strings, or a string of
+    /// space-separated values).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Accepted signing algorithms (asymmetric only).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim value → role; values not in the map that are role names count as themselves.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, Role>,
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(str::to_owned).to_vec()
+}
+
+impl OidcSettings {
+    /// What is wrong with these settings, if anything.
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        if self.issuer.trim().is_empty() || self.audience.trim().is_empty() {
+            return Some("[auth.oidc] needs `issuer` and `audience`".to_owned());
+        }
+        match (&self.jwks_file, &self.jwks_url) {
+            (None, None) => {
+                return Some(
+                    "[auth.oidc] needs the issuer's keys: `jwks_file` or `jwks_url`".to_owned(),
+                )
+            }
+            (Some(_), Some(_)) => {
+                return Some("[auth.oidc] takes `jwks_file` or `jwks_url`, not both".to_owned())
+            }
+            _ => {}
+        }
+        if self.algorithms.is_empty() {
+            return Some(
+                "[auth.oidc] algorithms is empty; name at least one (RS256, ES256, EdDSA, ...)"
+                    .to_owned(),
+            );
+        }
+        if let Some(hs) = self.algorithms.iter().find(|a| a.starts_with("HS")) {
+            return Some(format!(
+                "[auth.oidc] algorithm {hs} is a shared-secret algorithm; an identity provider's tokens are verified with its public keys (RS256, PS256, ES256, EdDSA)"
+            ));
+        }
+        None
+    }
+}
+
+impl AuthSettings {
+    /// Whether `path` is answered without a credential.
+    #[must_use]
+    pub fn is_public(&self, path: &str) -> bool {
+        ALWAYS_PUBLIC.contains(&path) || self.public.iter().any(|p| p == path)
+    }
+}
