@@ -239,5 +239,10 @@ text = { column = "note" }
     let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, ["memo-m1", "memo-m2"]);
     assert!(events.iter().all(|e| e.event_type == "MemoWritten"));
-    assert!(events.iter().all(|e| e.actor == "import:csv"));
+    // The actor is the local user who imported; the importer is in the metadata.
+    assert!(events.iter().all(|e| e.actor.starts_with("local:")));
+    for e in &events {
+        let metadata: serde_json::Value = serde_json::from_slice(&e.metadata).unwrap();
+        assert_eq!(metadata["source"]["importer"], "csv");
+    }
 }

@@ -4,7 +4,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use crm_app::access::Principal;
 use crm_eventstore::{EventStore, Position, StreamId, StreamVersion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -93,11 +94,19 @@ fn limit(requested: Option<usize>) -> usize {
 )]
 pub async fn read_stream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(stream_id): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let stream = StreamId::new(stream_id)
         .map_err(|e| ApiError::BadRequest(format!("invalid stream id: {e}")))?;
+    if !principal.covers(stream.category()) {
+        return Err(ApiError::Forbidden(format!(
+            "{} is scoped to {}; it may not read stream `{stream}`",
+            principal.name,
+            principal.scope.join(", ")
+        )));
+    }
     let version = state.store.stream_version(&stream).await?;
     if version.0 == 0 {
         return Err(ApiError::NotFound(format!(

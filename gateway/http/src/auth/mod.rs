@@ -201,7 +201,11 @@ impl Authenticator {
             Some(oidc) => oidc
                 .verify(credential, Utc::now())
                 .await
-                .map_err(|e| ApiError::Unauthenticated(e.to_string())),
+                .map_err(|e| match e {
+                    // Who the caller is was proven; it just has no role here.
+                    oidc::OidcRefused::NoRole(_) => ApiError::Forbidden(e.to_string()),
+                    _ => ApiError::Unauthenticated(e.to_string()),
+                }),
             None => Err(ApiError::Unauthenticated(
                 "the bearer token is not an API token of this server (crm_...), and no identity provider is configured ([auth.oidc])".to_owned(),
             )),
@@ -268,9 +272,21 @@ pub async fn authenticate(
         ))
         .into_response();
     }
+    if !principal.scope.is_empty() && GLOBAL_READS.contains(&path.as_str()) {
+        crm_http_denied("forbidden");
+        return ApiError::Forbidden(format!(
+            "{} is scoped to {}; it may read streams of those categories (/v1/streams/...), not {path}, which spans every category",
+            principal.name,
+            principal.scope.join(", ")
+        ))
+        .into_response();
+    }
     request.extensions_mut().insert(principal);
     next.run(request).await
 }
+
+/// Routes that read across every stream category: refused to a scoped principal.
+pub const GLOBAL_READS: [&str; 2] = ["/v1/events", "/v1/feed"];
 
 fn crm_http_denied(reason: &'static str) {
     ::metrics::counter!("crm_http_denied_total", "reason" => reason).increment(1);

@@ -130,7 +130,8 @@ pub struct OidcVerifier {
     algorithms: Vec<Algorithm>,
     source: KeySource,
     keys: RwLock<Keys>,
-    client: reqwest::Client,
+    client: Option<HttpsClient>,
+    refetch_min: Duration,
 }
 
 fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, OidcSetupError> {
@@ -156,6 +157,18 @@ impl OidcVerifier {
     /// # Errors
     /// [`OidcSetupError`] for bad settings or a key set that cannot be loaded.
     pub async fn start(settings: OidcSettings) -> Result<OidcVerifier, OidcSetupError> {
+        OidcVerifier::start_with(settings, JWKS_REFETCH_MIN).await
+    }
+
+    /// As [`OidcVerifier::start`], re-reading the key set for an unknown `kid` at most every
+    /// `refetch_min`.
+    ///
+    /// # Errors
+    /// As [`OidcVerifier::start`].
+    pub async fn start_with(
+        settings: OidcSettings,
+        refetch_min: Duration,
+    ) -> Result<OidcVerifier, OidcSetupError> {
         if let Some(problem) = settings.problem() {
             return Err(OidcSetupError::Settings(problem));
         }
@@ -169,16 +182,16 @@ impl OidcVerifier {
                 ))
             }
         };
-        // One process-wide TLS provider for the key-set client; a second install is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(JWKS_FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| OidcSetupError::Fetch {
-                url: source.describe(),
-                reason: e.to_string(),
-            })?;
-        let set = fetch(&client, &source).await?;
+        let client = match &source {
+            KeySource::Url(url) => {
+                Some(https_client().map_err(|reason| OidcSetupError::Fetch {
+                    url: url.clone(),
+                    reason,
+                })?)
+            }
+            KeySource::File(_) => None,
+        };
+        let set = fetch(client.as_ref(), &source).await?;
         Ok(OidcVerifier {
             settings,
             algorithms,
@@ -188,6 +201,7 @@ impl OidcVerifier {
                 loaded: Instant::now(),
             }),
             client,
+            refetch_min,
         })
     }
 
@@ -205,7 +219,7 @@ impl OidcVerifier {
         if keys.loaded.elapsed() < min_age {
             return Ok(());
         }
-        match fetch(&self.client, &self.source).await {
+        match fetch(self.client.as_ref(), &self.source).await {
             Ok(set) => {
                 *keys = Keys {
                     set,
@@ -236,7 +250,7 @@ impl OidcVerifier {
         if let Some(key) = lookup(&self.keys.read().await.set)? {
             return Ok(key);
         }
-        self.reload(JWKS_REFETCH_MIN).await?;
+        self.reload(self.refetch_min).await?;
         lookup(&self.keys.read().await.set)?
             .ok_or_else(|| OidcRefused::UnknownKey(kid.unwrap_or_default().to_owned()))
     }
@@ -316,7 +330,56 @@ impl OidcVerifier {
     }
 }
 
-async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<JwkSet, OidcSetupError> {
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// An HTTP(S) client for the key set: rustls with the ring provider and the system's root
+/// certificates.
+fn https_client() -> Result<HttpsClient, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .map_err(|e| format!("no TLS root certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+async fn get(client: &HttpsClient, url: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let request = hyper::Request::get(uri)
+        .header(hyper::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {} s", JWKS_FETCH_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = http_body_util::Limited::new(response.into_body(), JWKS_SIZE_MAX_BYTES);
+    let collected = tokio::time::timeout(JWKS_FETCH_TIMEOUT, body.collect())
+        .await
+        .map_err(|_| {
+            format!(
+                "the body did not arrive within {} s",
+                JWKS_FETCH_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("{e} (at most {JWKS_SIZE_MAX_BYTES} bytes are read)"))?;
+    Ok(collected.to_bytes().to_vec())
+}
+
+async fn fetch(client: Option<&HttpsClient>, source: &KeySource) -> Result<JwkSet, OidcSetupError> {
     let from = source.describe();
     let bytes = match source {
         KeySource::File(path) => {
@@ -328,29 +391,16 @@ async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<JwkSet, O
                 })?
         }
         KeySource::Url(url) => {
-            let fetch_error = |reason: String| OidcSetupError::Fetch {
+            let client = client.ok_or_else(|| OidcSetupError::Fetch {
                 url: url.clone(),
-                reason,
-            };
-            let response = client
-                .get(url)
-                .send()
+                reason: "no HTTP client".to_owned(),
+            })?;
+            get(client, url)
                 .await
-                .map_err(|e| fetch_error(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(fetch_error(format!("HTTP {}", response.status())));
-            }
-            if response
-                .content_length()
-                .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > JWKS_SIZE_MAX_BYTES))
-            {
-                return Err(OidcSetupError::TooLarge(from));
-            }
-            response
-                .bytes()
-                .await
-                .map_err(|e| fetch_error(e.to_string()))?
-                .to_vec()
+                .map_err(|reason| OidcSetupError::Fetch {
+                    url: url.clone(),
+                    reason,
+                })?
         }
     };
     if bytes.len() > JWKS_SIZE_MAX_BYTES {

@@ -1,0 +1,96 @@
+//! Secure defaults of the real `crm serve`: it refuses a network address without
+//! authentication and says how to configure it; with a token granted (`crm auth token
+//! create`) it starts and answers 401 without a credential; the data directory is created
+//! owner-only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::crm;
+
+fn create_token(dir: &std::path::Path, name: &str, role: &str) -> String {
+    let out =
+        common::run_ok(crm(dir).args(["auth", "token", "create", "--name", name, "--role", role]));
+    out.lines().next().unwrap().trim().to_owned()
+}
+
+#[test]
+fn serve_refuses_a_network_address_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crm(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("CRM_AUTH_REQUIRED")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refuses to listen on 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("crm auth token create"), "{stderr}");
+
+    // Explicitly off is refused on a network address too, even with a token granted.
+    create_token(dir.path(), "ops", "admin");
+    let out = crm(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("CRM_AUTH_REQUIRED", "false")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn with_a_token_granted_serve_starts_on_a_network_address_and_requires_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "ops", "admin");
+    assert!(token.starts_with("crm_"), "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data directory is owner-only");
+    }
+    let mut child = crm(&data)
+        .args(["serve", "--listen", "0.0.0.0:0", "--no-projections"])
+        .env_remove("CRM_AUTH_REQUIRED")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let auth_line = lines.next().unwrap().unwrap();
+    assert!(
+        auth_line.contains("authentication: required"),
+        "{auth_line}"
+    );
+    let port = banner
+        .split("listening on http://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_owned();
+    let url = format!("http://127.0.0.1:{port}/v1/auth/whoami");
+    let client = reqwest::Client::new();
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let me = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["name"], "token:ops");
+    let probe = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 200, "probes need no credential");
+    let _ = child.kill();
+    let _ = child.wait();
+}
