@@ -45,6 +45,7 @@ pub async fn run(globals: &Globals, args: TailArgs) -> anyhow::Result<ExitCode> 
         limit: args.limit,
         stream: args.stream,
         json: args.json,
+        auth: config.nats.for_publish().clone(),
     };
     let mut stdout = std::io::stdout().lock();
     tokio::select! {

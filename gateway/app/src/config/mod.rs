@@ -15,9 +15,20 @@
 //! replicas = 3                  # default 1; 3 in a cluster
 //! [publish]
 //! nats_url = "nats://127.0.0.1:4222"  # publish committed events; also CRM_NATS_URL, serve --nats
+//! [nats]                        # credentials and TLS of every NATS connection (store, publisher, tail)
+//! user = "crm-store"            # also CRM_NATS_USER
+//! password_file = "/run/secrets/nats-password"   # or CRM_NATS_PASSWORD; never `password = ...`
+//! # token_file, nkey_seed_file, creds_file (CRM_NATS_TOKEN, CRM_NATS_CREDS_FILE): one credential only
+//! tls_ca_file = "/etc/crm/nats-ca.pem"          # tls_cert_file + tls_key_file: a client certificate
+//! tls_required = true
+//! [nats.publish]                # the publisher and `crm tail` as another user (CRM_PUBLISH_NATS_*)
+//! user = "crm-publisher"
+//! password_file = "/run/secrets/nats-publisher-password"
 //! ```
 //! (`[publish]` also takes `stream`, `subject_prefix`, `replicas`, `source`: see
-//! [`publish::PublishSettings`].)
+//! [`publish::PublishSettings`]; `[nats]` is described in [`nats`]. Secrets come only from
+//! `*_file` paths or variables: a secret written in the file is refused, and `Debug` output
+//! shows `***` for it.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,8 +36,10 @@ use std::path::{Path, PathBuf};
 use crm_projections::ReadModelConfig;
 use serde::Deserialize;
 
+pub mod nats;
 pub mod publish;
 
+pub use nats::{NatsSettings, NatsSettingsError};
 pub use publish::PublishSettings;
 
 /// What an import does with a bad row.
@@ -83,6 +96,9 @@ pub struct Config {
     pub store: Option<StoreLocation>,
     /// JetStream settings (file section `[jetstream]`), used when the store is `nats://`.
     pub jetstream: JetStreamSettings,
+    /// Credentials and TLS of NATS connections (file sections `[nats]`, `[nats.publish]`,
+    /// `CRM_NATS_*` and `CRM_PUBLISH_NATS_*` variables).
+    pub nats: NatsSettings,
 }
 
 /// Where the log lives, as `--store`, `CRM_STORE` or the file's `store` key give it.
@@ -177,6 +193,7 @@ impl Default for Config {
             store: None,
             jetstream: JetStreamSettings::default(),
             publish: PublishSettings::default(),
+            nats: NatsSettings::default(),
         }
     }
 }
@@ -211,12 +228,20 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid.
-    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings) and `[publish]` (NATS publication)")]
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication) and `[nats]` (NATS credentials and TLS)")]
     Parse {
         /// The file.
         path: String,
         /// The parser's message.
         reason: String,
+    },
+    /// The NATS credentials or TLS settings are not usable.
+    #[error("invalid NATS client settings in {section}: {reason}")]
+    Nats {
+        /// `[nats]` or `[nats.publish]` (with their variables).
+        section: String,
+        /// What is wrong.
+        reason: NatsSettingsError,
     },
     /// An environment variable has an invalid value.
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
@@ -245,6 +270,8 @@ struct FileConfig {
     projections: Option<ReadModelConfig>,
     #[serde(default)]
     publish: Option<PublishSettings>,
+    #[serde(default)]
+    nats: Option<nats::NatsSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +317,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        let mut nats_section = None;
         let file = flags
             .config_file
             .clone()
@@ -320,7 +348,10 @@ impl Config {
             if let Some(publish) = parsed.publish {
                 config.publish = publish;
             }
+            nats_section = parsed.nats;
         }
+        config.nats = nats::resolve(nats_section.as_ref(), &env)
+            .map_err(|(section, reason)| ConfigError::Nats { section, reason })?;
         if let Some(dir) = env("CRM_DATA_DIR").filter(|d| !d.is_empty()) {
             config.data_dir = PathBuf::from(dir);
         }
@@ -527,5 +558,159 @@ mod tests {
         };
         let err = Config::resolve(&flags, env(&[])).unwrap_err().to_string();
         assert!(err.contains("invalid") && err.contains("data_dir"), "{err}");
+    }
+
+    fn with_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crm.toml");
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn nats_credentials_come_from_files_and_variables_and_never_show() {
+        use crm_eventstore::jetstream::{NatsCredentials, SecretSource};
+        let (_dir, file) = with_file(
+            "[nats]\nuser = \"crm-store\"\npassword_file = \"/run/secrets/pw\"\ntls_ca_file = \"/etc/ca.pem\"\ntls_required = true\n[nats.publish]\ntoken_file = \"/run/secrets/tok\"\n",
+        );
+        let config = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)])).unwrap();
+        let store = config.nats.for_store();
+        assert_eq!(
+            store.credentials,
+            Some(NatsCredentials::UserPassword {
+                user: "crm-store".into(),
+                password: SecretSource::File("/run/secrets/pw".into()),
+            })
+        );
+        assert!(store.tls.required);
+        let publish = config.nats.for_publish();
+        assert_eq!(
+            publish.credentials,
+            Some(NatsCredentials::Token(SecretSource::File(
+                "/run/secrets/tok".into()
+            )))
+        );
+        // TLS keys [nats.publish] leaves out come from [nats].
+        assert_eq!(publish.tls, store.tls);
+
+        // A variable overrides the file's password; Debug output never shows it.
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_CONFIG", &file), ("CRM_NATS_PASSWORD", "s3cret-pw")]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("CRM_NATS_PASSWORD"), "{shown}");
+
+        // Without [nats.publish] the publisher uses [nats]; CRM_PUBLISH_NATS_* make one.
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_NATS_USER", "u"), ("CRM_NATS_PASSWORD", "p")]),
+        )
+        .unwrap();
+        assert_eq!(config.nats.for_publish(), config.nats.for_store());
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[
+                ("CRM_NATS_TOKEN", "t"),
+                ("CRM_PUBLISH_NATS_CREDS_FILE", "/run/pub.creds"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.for_publish().credentials,
+            Some(NatsCredentials::CredsFile("/run/pub.creds".into()))
+        );
+        assert!(matches!(
+            config.nats.for_store().credentials,
+            Some(NatsCredentials::Token(_))
+        ));
+    }
+
+    #[test]
+    fn inline_nats_secrets_are_refused_with_what_to_use_instead() {
+        for (text, key, instead) in [
+            (
+                "[nats]\nuser = \"u\"\npassword = \"x\"\n",
+                "`password`",
+                "CRM_NATS_PASSWORD",
+            ),
+            ("[nats]\ntoken = \"x\"\n", "`token`", "CRM_NATS_TOKEN"),
+            (
+                "[nats]\nnkey_seed = \"SUAx\"\n",
+                "`nkey_seed`",
+                "nkey_seed_file",
+            ),
+            (
+                "[nats.publish]\npassword = \"x\"\n",
+                "`password`",
+                "CRM_PUBLISH_NATS_PASSWORD",
+            ),
+        ] {
+            let (_dir, file) = with_file(text);
+            let err = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(instead) && err.contains("inline"),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("\"x\""), "{err}");
+        }
+        let (_dir, file) = with_file("[nats]\npasword_file = \"/x\"\n");
+        let err = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pasword_file"), "{err}");
+    }
+
+    #[test]
+    fn two_nats_credentials_or_half_a_setting_are_refused_by_name() {
+        let refused = |text: &str, vars: &[(&str, &str)]| {
+            let (_dir, file) = with_file(text);
+            let mut all = vec![("CRM_CONFIG", file.as_str())];
+            all.extend_from_slice(vars);
+            Config::resolve(&Flags::default(), env(&all))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(
+            "[nats]\ntoken_file = \"/t\"\ncreds_file = \"/c.creds\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("token_file") && err.contains("creds_file") && err.contains("[nats]"),
+            "{err}"
+        );
+        let err = refused(
+            "[nats]\nnkey_seed_file = \"/n\"\n",
+            &[("CRM_NATS_USER", "u"), ("CRM_NATS_PASSWORD", "p")],
+        );
+        assert!(
+            err.contains("CRM_NATS_PASSWORD") && err.contains("nkey_seed_file"),
+            "{err}"
+        );
+        let err = refused("[nats]\nuser = \"u\"\n", &[]);
+        assert!(
+            err.contains("password_file") && err.contains("CRM_NATS_PASSWORD"),
+            "{err}"
+        );
+        let err = refused("[nats]\npassword_file = \"/p\"\n", &[]);
+        assert!(err.contains("no user"), "{err}");
+        let err = refused("[nats]\ntls_cert_file = \"/c.pem\"\n", &[]);
+        assert!(err.contains("tls_key_file"), "{err}");
+        let err = refused(
+            "[nats.publish]\ntoken_file = \"/t\"\n",
+            &[
+                ("CRM_PUBLISH_NATS_USER", "u"),
+                ("CRM_PUBLISH_NATS_PASSWORD", "p"),
+            ],
+        );
+        assert!(
+            err.contains("[nats.publish]") && err.contains("token_file"),
+            "{err}"
+        );
     }
 }
