@@ -358,12 +358,20 @@ impl NatsClientAuth {
                 settings,
             },
             _ => {
+                // A refused certificate surfaces as an I/O error of the handshake.
                 let text = error.to_string();
-                if self.tls.required && text.to_ascii_lowercase().contains("tls") {
+                let lower = text.to_ascii_lowercase();
+                if lower.contains("certificate") || lower.contains("tls") {
                     NatsConnectError::Tls {
                         url,
                         reason: text,
-                        advice: "TLS is required by these settings: enable TLS on the server (a `tls {}` block) or turn the requirement off",
+                        advice: if self.tls.ca_file.is_some() {
+                            "check that the TLS CA file holds the CA that signed the server's certificate and that the certificate names the host in the URL"
+                        } else if self.tls.required {
+                            "the server's certificate is not signed by a CA this system trusts: set the TLS CA file to the CA that signed it, or enable TLS on the server (a `tls {}` block)"
+                        } else {
+                            "the server's certificate is not signed by a CA this system trusts: set the TLS CA file to the CA that signed it"
+                        },
                         settings,
                     }
                 } else {
