@@ -713,4 +713,41 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_deploy_configs_name_the_least_privilege_users_and_secret_files() {
+        use crm_eventstore::jetstream::{NatsCredentials, SecretSource};
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        for (file, secrets) in [
+            ("config/crm.toml", "/etc/crm/secrets/nats-"),
+            ("k8s/crm.toml", "/run/secrets/crm-nats/"),
+        ] {
+            let path = deploy.join(file);
+            let config = Config::resolve(
+                &Flags {
+                    config_file: Some(path),
+                    ..Flags::default()
+                },
+                env(&[]),
+            )
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            for (auth, user, secret) in [
+                (config.nats.for_store(), "crm-store", "store-password"),
+                (
+                    config.nats.for_publish(),
+                    "crm-publisher",
+                    "publisher-password",
+                ),
+            ] {
+                assert_eq!(
+                    auth.credentials,
+                    Some(NatsCredentials::UserPassword {
+                        user: user.into(),
+                        password: SecretSource::File(format!("{secrets}{secret}").into()),
+                    }),
+                    "{file}"
+                );
+            }
+        }
+    }
 }
