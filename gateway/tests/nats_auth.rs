@@ -461,8 +461,7 @@ async fn tls_works_with_the_ca_file_and_fails_clearly_without_it() {
     let error = auth
         .connect(options, url.as_str(), &url)
         .await
-        .err()
-        .expect("refused without the CA");
+        .expect_err("refused without the CA");
     assert!(matches!(error, NatsConnectError::Tls { .. }), "{error:?}");
     let text = error.to_string();
     assert!(
