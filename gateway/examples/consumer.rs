@@ -19,12 +19,82 @@
 //! Here that number lives in memory, which is enough while the process runs. A real
 //! consumer saves it together with the effects of the event (in the same database
 //! transaction), so that after a restart it skips exactly what it already applied.
+//!
+//! Credentials and TLS, from the environment (at most one credential):
+//! - `NATS_USER` and `NATS_PASSWORD`: a user of the server's config (`crm-consumer` in
+//!   `deploy/nats`: it may read `CRM_EVENTS`, create consumers on it and acknowledge, and
+//!   publish nothing else);
+//! - `NATS_TOKEN`: a token;
+//! - `NATS_NKEY_SEED_FILE`: a file holding an NKey user seed;
+//! - `NATS_CREDS`: a `.creds` file (JWT deployments);
+//! - `NATS_CA`: PEM file of the CA that signed the servers' certificates;
+//!   `NATS_CERT` + `NATS_KEY`: a client certificate; `NATS_TLS_REQUIRED=1`: refuse plain
+//!   connections.
+//!
+//! ```sh
+//! NATS_USER=crm-consumer NATS_PASSWORD="$(cat /run/secrets/consumer)" NATS_CA=ca.pem \
+//!   cargo run -p crm-gateway --example consumer -- tls://nats-1:4222 billing
+//! ```
 
 use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use crm_eventstore::jetstream::{NatsClientAuth, NatsCredentials, NatsTls, Secret, SecretSource};
 use futures_util::StreamExt;
+
+/// The credentials and TLS settings the `NATS_*` variables give.
+fn auth_from_env() -> anyhow::Result<NatsClientAuth> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let value = |name: &str| {
+        var(name).map(|v| SecretSource::Value {
+            secret: Secret::new(v),
+            origin: name.to_owned(),
+        })
+    };
+    let mut given = Vec::new();
+    match (var("NATS_USER"), value("NATS_PASSWORD")) {
+        (Some(user), Some(password)) => given.push((
+            "NATS_USER/NATS_PASSWORD",
+            NatsCredentials::UserPassword { user, password },
+        )),
+        (None, None) => {}
+        _ => anyhow::bail!("set both NATS_USER and NATS_PASSWORD, or neither"),
+    }
+    if let Some(token) = value("NATS_TOKEN") {
+        given.push(("NATS_TOKEN", NatsCredentials::Token(token)));
+    }
+    if let Some(path) = var("NATS_NKEY_SEED_FILE") {
+        given.push((
+            "NATS_NKEY_SEED_FILE",
+            NatsCredentials::NKeySeedFile(path.into()),
+        ));
+    }
+    if let Some(path) = var("NATS_CREDS") {
+        given.push(("NATS_CREDS", NatsCredentials::CredsFile(path.into())));
+    }
+    if given.len() > 1 {
+        anyhow::bail!(
+            "{} and {} are both set; give one credential",
+            given[0].0,
+            given[1].0
+        );
+    }
+    let client_cert = match (var("NATS_CERT"), var("NATS_KEY")) {
+        (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+        (None, None) => None,
+        _ => anyhow::bail!("set both NATS_CERT and NATS_KEY, or neither"),
+    };
+    Ok(NatsClientAuth {
+        credentials: given.pop().map(|(_, c)| c),
+        tls: NatsTls {
+            ca_file: var("NATS_CA").map(Into::into),
+            client_cert,
+            required: var("NATS_TLS_REQUIRED").is_some_and(|v| v != "0" && v != "false"),
+        },
+        settings: "the NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS and NATS_CA variables".into(),
+    })
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,9 +106,14 @@ async fn main() -> anyhow::Result<()> {
     let durable = args.next().unwrap_or_else(|| "example-consumer".to_owned());
     let filter = args.next().unwrap_or_else(|| "crm.events.>".to_owned());
 
-    let client = async_nats::connect(url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+    let auth = auth_from_env()?;
+    let client = auth
+        .connect(
+            async_nats::ConnectOptions::new().name("crm example consumer"),
+            url.as_str(),
+            &url,
+        )
+        .await?;
     let js = async_nats::jetstream::new(client);
     let stream = js
         .get_stream("CRM_EVENTS")

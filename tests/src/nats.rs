@@ -259,6 +259,29 @@ impl NatsNode {
 pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
     dir: tempfile::TempDir,
+    probe: Probe,
+}
+
+/// How the readiness probe connects, for servers with users or TLS
+/// ([`NatsCluster::single_with`]). The probe's user needs `$JS.API.INFO` and `_INBOX.>`.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// User and password.
+    pub user: Option<(String, String)>,
+    /// PEM file of the CA that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Runs `nats-server -t -c conf` (a config test) with `env` added to its environment.
+pub fn test_config(conf: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(nats_server_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(conf)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nats-server -t")
 }
 
 impl NatsCluster {
@@ -272,7 +295,17 @@ impl NatsCluster {
         NatsCluster::start(3).await
     }
 
+    /// One JetStream server whose config also holds `extra` (accounts and users, a `tls {}`
+    /// block...), probed for readiness as `probe` says; ready.
+    pub async fn single_with(extra: &str, probe: Probe) -> NatsCluster {
+        NatsCluster::start_with(1, extra, probe).await
+    }
+
     async fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, "", Probe::default()).await
+    }
+
+    async fn start_with(n: usize, extra: &str, probe: Probe) -> NatsCluster {
         nats_server_bin();
         let dir = tempfile::Builder::new()
             .prefix("crm-nats-")
@@ -299,7 +332,7 @@ impl NatsCluster {
                 String::new()
             };
             let conf_text = format!(
-                "server_name: {name}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
+                "server_name: {name}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}{extra}\n",
                 client_ports[i],
                 store.display()
             );
@@ -315,7 +348,7 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = NatsCluster { nodes, dir };
+        let mut cluster = NatsCluster { nodes, dir, probe };
         for i in 0..n {
             let dir = cluster.dir.path().to_path_buf();
             cluster.nodes[i].start(&dir);
@@ -360,7 +393,7 @@ impl NatsCluster {
         let start = tokio::time::Instant::now();
         let mut last = String::new();
         while start.elapsed() < READY_TIMEOUT {
-            match probe(&node.url()).await {
+            match probe(&node.url(), &self.probe).await {
                 Ok(()) => return,
                 Err(e) => last = e.to_string(),
             }
@@ -390,8 +423,15 @@ pub enum ProbeError {
     Refused(serde_json::Value),
 }
 
-async fn probe(url: &str) -> Result<(), ProbeError> {
-    let client = async_nats::ConnectOptions::new()
+async fn probe(url: &str, with: &Probe) -> Result<(), ProbeError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = &with.user {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &with.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    let client = options
         .connection_timeout(Duration::from_secs(1))
         .request_timeout(Some(Duration::from_secs(1)))
         .connect(url)

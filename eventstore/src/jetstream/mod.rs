@@ -57,6 +57,7 @@
 //! unchanged is safe. A minority partition therefore refuses writes; it
 //! never accepts one that the majority does not have.
 
+pub mod auth;
 mod index;
 mod nats;
 pub mod subject;
@@ -81,6 +82,7 @@ use crate::types::{
     AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
     StreamVersion,
 };
+pub use auth::{NatsClientAuth, NatsConnectError, NatsCredentials, NatsTls, Secret, SecretSource};
 use index::Index;
 use nats::Nats;
 use writer::Request;
@@ -113,6 +115,12 @@ pub struct JetStreamConfig {
     /// (verify, projections) set it to `false`, so a mistyped stream name is
     /// an error rather than a new, empty log.
     pub create_if_missing: bool,
+    /// Credentials and TLS of the connection (default: none, an open server). The account
+    /// of the user needs JetStream, the stream's subjects `<subject_prefix>.>`, the
+    /// JetStream API of the stream (`$JS.API.STREAM.*.<stream_name>`,
+    /// `$JS.API.DIRECT.GET.<stream_name>`, `$JS.API.CONSUMER.*.<stream_name>.>`,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream_name>.>`) and replies on `_INBOX.>`.
+    pub auth: NatsClientAuth,
 }
 
 impl JetStreamConfig {
@@ -129,6 +137,7 @@ impl JetStreamConfig {
             append_timeout: Duration::from_secs(30),
             open_timeout: Duration::from_secs(30),
             create_if_missing: true,
+            auth: NatsClientAuth::default(),
         }
     }
 }
@@ -337,8 +346,8 @@ enum SetupError {
     BadReplicas(usize),
     #[error("bad NATS url {url:?}: {reason}")]
     BadUrl { url: String, reason: std::io::Error },
-    #[error("could not connect to NATS: {0}; check that the servers run and the url is right")]
-    Connect(async_nats::ConnectError),
+    #[error("{0}")]
+    Connect(NatsConnectError),
     #[error("there is no JetStream stream `{stream}` on {url} (the configured `stream_name`), and this open does not create one (`create_if_missing` is off)")]
     NoStream { stream: String, url: String },
     #[error("could not create or find the JetStream stream: {reason}; check that JetStream is enabled (server 2.12+) and that enough servers are up for {replicas} replicas")]
@@ -412,13 +421,15 @@ async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, SetupEr
             url: config.url.clone(),
             reason,
         })?;
-    ConnectOptions::new()
+    let options = ConnectOptions::new()
         .connection_timeout(config.request_timeout)
         .request_timeout(Some(config.request_timeout))
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis(u64::try_from(attempts).unwrap_or(10).min(10) * 100)
-        })
-        .connect(addrs.as_slice())
+        });
+    config
+        .auth
+        .connect(options, addrs.as_slice(), &config.url)
         .await
         .map_err(SetupError::Connect)
 }

@@ -56,6 +56,7 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
         StoreLocation::Nats(urls) => {
             let mut js = jetstream_config(&urls, &config.jetstream);
             js.create_if_missing = create == Create::IfMissing;
+            js.auth = config.nats.for_store().clone();
             Ok(AnyStore::from(JetStreamStore::open(js).await?))
         }
     }

@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_eventstore::jetstream::subject::is_plain_token;
+pub use crm_eventstore::jetstream::NatsClientAuth;
 use crm_eventstore::EventStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -101,6 +102,11 @@ pub struct PublisherOptions {
     pub window: usize,
     /// How long one acknowledgement may take.
     pub ack_timeout: Duration,
+    /// Credentials and TLS of the connection (`[nats.publish]`, else `[nats]`). The user
+    /// needs: publish on `<subject_prefix>.>`, the JetStream API of the stream
+    /// (`$JS.API.STREAM.INFO.<stream>`, `$JS.API.STREAM.CREATE.<stream>` unless the stream
+    /// is created beforehand, `$JS.API.STREAM.MSG.GET.<stream>`) and `_INBOX.>` for replies.
+    pub auth: NatsClientAuth,
 }
 
 impl PublisherOptions {
@@ -116,6 +122,7 @@ impl PublisherOptions {
             checkpoint: checkpoint::path(data_dir),
             window: WINDOW_DEFAULT,
             ack_timeout: ACK_TIMEOUT_DEFAULT,
+            auth: NatsClientAuth::default(),
         }
     }
 
@@ -187,19 +194,21 @@ pub struct Publisher<S: EventStore> {
 
 impl<S: EventStore> Publisher<S> {
     /// Starts a publisher when the settings name a NATS URL (`--nats`, `CRM_NATS_URL`,
-    /// `[publish] nats_url`), with its checkpoint in `data_dir`.
+    /// `[publish] nats_url`), connecting with `auth`, with its checkpoint in `data_dir`.
     ///
     /// # Errors
     /// [`PublishError`] for invalid settings or an unreadable checkpoint.
     pub fn start_configured(
         store: S,
         settings: &PublishSettings,
+        auth: &NatsClientAuth,
         data_dir: &Path,
     ) -> Result<Option<Publisher<S>>, PublishError> {
         let Some(url) = settings.nats_url.as_deref() else {
             return Ok(None);
         };
-        let options = PublisherOptions::new(settings, url, data_dir);
+        let mut options = PublisherOptions::new(settings, url, data_dir);
+        options.auth = auth.clone();
         eprintln!(
             "publishing committed events to NATS {url}: stream {}, subjects {}",
             options.stream,

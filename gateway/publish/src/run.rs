@@ -110,22 +110,19 @@ pub(super) async fn run<S: EventStore>(
 }
 
 async fn connect(options: &PublisherOptions) -> Result<Client, Failure> {
-    ConnectOptions::new()
+    let connect = ConnectOptions::new()
         .name("crm publisher")
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(options.ack_timeout))
         .reconnect_delay_callback(|attempts| {
             let ms = 50u64.saturating_mul(u64::try_from(attempts).unwrap_or(u64::MAX));
             Duration::from_millis(ms).min(RECONNECT_DELAY_MAX)
-        })
-        .connect(options.url.as_str())
+        });
+    options
+        .auth
+        .connect(connect, options.url.as_str(), &options.url)
         .await
-        .map_err(|e| {
-            fail(format!(
-                "cannot connect to NATS at {}: {e}; check that the server runs and the URL is right",
-                options.url
-            ))
-        })
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// The stream, created if absent, and its last sequence.

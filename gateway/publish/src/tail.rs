@@ -32,6 +32,10 @@ pub struct TailOptions {
     pub stream: Option<String>,
     /// Print each message body (the event's JSON envelope) on one line.
     pub json: bool,
+    /// Credentials and TLS (`[nats.publish]`, else `[nats]`). A consumer's user needs:
+    /// `$JS.API.STREAM.INFO.<stream>`, `$JS.API.CONSUMER.CREATE.<stream>.>`,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.>` and `_INBOX.>`; nothing to publish.
+    pub auth: crm_eventstore::jetstream::NatsClientAuth,
 }
 
 /// Why `crm tail` stopped with an error.
@@ -41,7 +45,10 @@ pub enum TailError {
     /// No URL anywhere.
     #[error("no NATS URL: give --nats URL, set CRM_NATS_URL, or set [publish] nats_url in the config file")]
     NoUrl,
-    /// NATS or the stream could not be reached.
+    /// NATS refused or could not be reached.
+    #[error(transparent)]
+    Connect(#[from] crm_eventstore::jetstream::NatsConnectError),
+    /// The stream could not be followed.
     #[error("{0}")]
     Nats(String),
     /// Writing the output failed.
@@ -72,12 +79,10 @@ pub async fn run(
         .subject
         .clone()
         .unwrap_or_else(|| format!("{}.>", settings.subject_prefix));
-    let client = ConnectOptions::new()
+    let options = ConnectOptions::new()
         .name("crm tail")
-        .connection_timeout(CONNECT_TIMEOUT)
-        .connect(url.as_str())
-        .await
-        .map_err(|e| TailError::Nats(format!("cannot connect to NATS at {url}: {e}")))?;
+        .connection_timeout(CONNECT_TIMEOUT);
+    let client = args.auth.connect(options, url.as_str(), &url).await?;
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(&stream_name).await.map_err(|e| {
         TailError::Nats(format!(

@@ -48,6 +48,7 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
     let publisher = match crm_publish::Publisher::start_configured(
         store.clone(),
         &config.publish,
+        config.nats.for_publish(),
         &config.data_dir,
     ) {
         Ok(publisher) => publisher,

@@ -1,4 +1,6 @@
-//! `crm tail`: a small ordered consumer of the events `crm serve --nats` publishes.
+//! `crm tail`: a small ordered consumer of the events `crm serve --nats` publishes. It
+//! connects with the credentials and TLS of `[nats.publish]` (else `[nats]`), or the
+//! `CRM_PUBLISH_NATS_*` variables: on the deploy cluster, user `crm-consumer`.
 
 use std::process::ExitCode;
 
@@ -45,6 +47,7 @@ pub async fn run(globals: &Globals, args: TailArgs) -> anyhow::Result<ExitCode> 
         limit: args.limit,
         stream: args.stream,
         json: args.json,
+        auth: config.nats.for_publish().clone(),
     };
     let mut stdout = std::io::stdout().lock();
     tokio::select! {

@@ -33,6 +33,11 @@ pub fn crm(data_dir: &Path) -> Command {
         .env_remove("CRM_STORE")
         .env_remove("CRM_NATS_URL")
         .env_remove("RUST_LOG");
+    for scope in ["CRM_NATS_", "CRM_PUBLISH_NATS_"] {
+        for key in ["USER", "PASSWORD", "TOKEN", "CREDS_FILE"] {
+            command.env_remove(format!("{scope}{key}"));
+        }
+    }
     command
 }
 

@@ -17,9 +17,20 @@
 //! nats_url = "nats://127.0.0.1:4222"  # publish committed events; also CRM_NATS_URL, serve --nats
 //! [auth]                        # see [`auth::AuthSettings`]
 //! required = true
+//! [nats]                        # credentials and TLS of every NATS connection (store, publisher, tail)
+//! user = "crm-store"            # also CRM_NATS_USER
+//! password_file = "/run/secrets/nats-password"   # or CRM_NATS_PASSWORD; never `password = ...`
+//! # token_file, nkey_seed_file, creds_file (CRM_NATS_TOKEN, CRM_NATS_CREDS_FILE): one credential only
+//! tls_ca_file = "/etc/crm/nats-ca.pem"          # tls_cert_file + tls_key_file: a client certificate
+//! tls_required = true
+//! [nats.publish]                # the publisher and `crm tail` as another user (CRM_PUBLISH_NATS_*)
+//! user = "crm-publisher"
+//! password_file = "/run/secrets/nats-publisher-password"
 //! ```
 //! (`[publish]` also takes `stream`, `subject_prefix`, `replicas`, `source`: see
-//! [`publish::PublishSettings`].)
+//! [`publish::PublishSettings`]; `[nats]` is described in [`nats`]. Secrets come only from
+//! `*_file` paths or variables: a secret written in the file is refused, and `Debug` output
+//! shows `***` for it.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,9 +39,11 @@ use crm_projections::ReadModelConfig;
 use serde::Deserialize;
 
 pub mod auth;
+pub mod nats;
 pub mod publish;
 
 pub use auth::{AuthSettings, OidcSettings};
+pub use nats::{NatsSettings, NatsSettingsError};
 pub use publish::PublishSettings;
 
 /// What an import does with a bad row.
@@ -89,6 +102,9 @@ pub struct Config {
     pub jetstream: JetStreamSettings,
     /// Authentication of `crm serve` (file section `[auth]`).
     pub auth: AuthSettings,
+    /// Credentials and TLS of NATS connections (file sections `[nats]`, `[nats.publish]`,
+    /// `CRM_NATS_*` and `CRM_PUBLISH_NATS_*` variables).
+    pub nats: NatsSettings,
 }
 
 /// Where the log lives, as `--store`, `CRM_STORE` or the file's `store` key give it.
@@ -184,6 +200,7 @@ impl Default for Config {
             jetstream: JetStreamSettings::default(),
             publish: PublishSettings::default(),
             auth: AuthSettings::default(),
+            nats: NatsSettings::default(),
         }
     }
 }
@@ -218,12 +235,20 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid.
-    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication) and `[auth]` (required, public, `[auth.oidc]`)")]
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication), `[nats]` (NATS credentials and TLS) and `[auth]` (required, public, `[auth.oidc]`)")]
     Parse {
         /// The file.
         path: String,
         /// The parser's message.
         reason: String,
+    },
+    /// The NATS credentials or TLS settings are not usable.
+    #[error("invalid NATS client settings in {section}: {reason}")]
+    Nats {
+        /// `[nats]` or `[nats.publish]` (with their variables).
+        section: String,
+        /// What is wrong.
+        reason: NatsSettingsError,
     },
     /// An environment variable has an invalid value.
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
@@ -254,6 +279,7 @@ struct FileConfig {
     publish: Option<PublishSettings>,
     #[serde(default)]
     auth: Option<AuthSettings>,
+    nats: Option<nats::NatsSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +325,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        let mut nats_section = None;
         let file = flags
             .config_file
             .clone()
@@ -338,7 +365,10 @@ impl Config {
                 }
                 config.auth = auth;
             }
+            nats_section = parsed.nats;
         }
+        config.nats = nats::resolve(nats_section.as_ref(), &env)
+            .map_err(|(section, reason)| ConfigError::Nats { section, reason })?;
         if let Some(dir) = env("CRM_DATA_DIR").filter(|d| !d.is_empty()) {
             config.data_dir = PathBuf::from(dir);
         }
@@ -552,5 +582,196 @@ mod tests {
         };
         let err = Config::resolve(&flags, env(&[])).unwrap_err().to_string();
         assert!(err.contains("invalid") && err.contains("data_dir"), "{err}");
+    }
+
+    fn with_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crm.toml");
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn nats_credentials_come_from_files_and_variables_and_never_show() {
+        use crm_eventstore::jetstream::{NatsCredentials, SecretSource};
+        let (_dir, file) = with_file(
+            "[nats]\nuser = \"crm-store\"\npassword_file = \"/run/secrets/pw\"\ntls_ca_file = \"/etc/ca.pem\"\ntls_required = true\n[nats.publish]\ntoken_file = \"/run/secrets/tok\"\n",
+        );
+        let config = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)])).unwrap();
+        let store = config.nats.for_store();
+        assert_eq!(
+            store.credentials,
+            Some(NatsCredentials::UserPassword {
+                user: "crm-store".into(),
+                password: SecretSource::File("/run/secrets/pw".into()),
+            })
+        );
+        assert!(store.tls.required);
+        let publish = config.nats.for_publish();
+        assert_eq!(
+            publish.credentials,
+            Some(NatsCredentials::Token(SecretSource::File(
+                "/run/secrets/tok".into()
+            )))
+        );
+        // TLS keys [nats.publish] leaves out come from [nats].
+        assert_eq!(publish.tls, store.tls);
+
+        // A variable overrides the file's password; Debug output never shows it.
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_CONFIG", &file), ("CRM_NATS_PASSWORD", "s3cret-pw")]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("CRM_NATS_PASSWORD"), "{shown}");
+
+        // Without [nats.publish] the publisher uses [nats]; CRM_PUBLISH_NATS_* make one.
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[("CRM_NATS_USER", "u"), ("CRM_NATS_PASSWORD", "p")]),
+        )
+        .unwrap();
+        assert_eq!(config.nats.for_publish(), config.nats.for_store());
+        let config = Config::resolve(
+            &Flags::default(),
+            env(&[
+                ("CRM_NATS_TOKEN", "t"),
+                ("CRM_PUBLISH_NATS_CREDS_FILE", "/run/pub.creds"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.for_publish().credentials,
+            Some(NatsCredentials::CredsFile("/run/pub.creds".into()))
+        );
+        assert!(matches!(
+            config.nats.for_store().credentials,
+            Some(NatsCredentials::Token(_))
+        ));
+    }
+
+    #[test]
+    fn inline_nats_secrets_are_refused_with_what_to_use_instead() {
+        for (text, key, instead) in [
+            (
+                "[nats]\nuser = \"u\"\npassword = \"x\"\n",
+                "`password`",
+                "CRM_NATS_PASSWORD",
+            ),
+            ("[nats]\ntoken = \"x\"\n", "`token`", "CRM_NATS_TOKEN"),
+            (
+                "[nats]\nnkey_seed = \"SUAx\"\n",
+                "`nkey_seed`",
+                "nkey_seed_file",
+            ),
+            (
+                "[nats.publish]\npassword = \"x\"\n",
+                "`password`",
+                "CRM_PUBLISH_NATS_PASSWORD",
+            ),
+        ] {
+            let (_dir, file) = with_file(text);
+            let err = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(instead) && err.contains("inline"),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("\"x\""), "{err}");
+        }
+        let (_dir, file) = with_file("[nats]\npasword_file = \"/x\"\n");
+        let err = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pasword_file"), "{err}");
+    }
+
+    #[test]
+    fn two_nats_credentials_or_half_a_setting_are_refused_by_name() {
+        let refused = |text: &str, vars: &[(&str, &str)]| {
+            let (_dir, file) = with_file(text);
+            let mut all = vec![("CRM_CONFIG", file.as_str())];
+            all.extend_from_slice(vars);
+            Config::resolve(&Flags::default(), env(&all))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(
+            "[nats]\ntoken_file = \"/t\"\ncreds_file = \"/c.creds\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("token_file") && err.contains("creds_file") && err.contains("[nats]"),
+            "{err}"
+        );
+        let err = refused(
+            "[nats]\nnkey_seed_file = \"/n\"\n",
+            &[("CRM_NATS_USER", "u"), ("CRM_NATS_PASSWORD", "p")],
+        );
+        assert!(
+            err.contains("CRM_NATS_PASSWORD") && err.contains("nkey_seed_file"),
+            "{err}"
+        );
+        let err = refused("[nats]\nuser = \"u\"\n", &[]);
+        assert!(
+            err.contains("password_file") && err.contains("CRM_NATS_PASSWORD"),
+            "{err}"
+        );
+        let err = refused("[nats]\npassword_file = \"/p\"\n", &[]);
+        assert!(err.contains("no user"), "{err}");
+        let err = refused("[nats]\ntls_cert_file = \"/c.pem\"\n", &[]);
+        assert!(err.contains("tls_key_file"), "{err}");
+        let err = refused(
+            "[nats.publish]\ntoken_file = \"/t\"\n",
+            &[
+                ("CRM_PUBLISH_NATS_USER", "u"),
+                ("CRM_PUBLISH_NATS_PASSWORD", "p"),
+            ],
+        );
+        assert!(
+            err.contains("[nats.publish]") && err.contains("token_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_deploy_configs_name_the_least_privilege_users_and_secret_files() {
+        use crm_eventstore::jetstream::{NatsCredentials, SecretSource};
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        for (file, secrets) in [
+            ("config/crm.toml", "/etc/crm/secrets/nats-"),
+            ("k8s/crm.toml", "/run/secrets/crm-nats/"),
+        ] {
+            let path = deploy.join(file);
+            let config = Config::resolve(
+                &Flags {
+                    config_file: Some(path),
+                    ..Flags::default()
+                },
+                env(&[]),
+            )
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            for (auth, user, secret) in [
+                (config.nats.for_store(), "crm-store", "store-password"),
+                (
+                    config.nats.for_publish(),
+                    "crm-publisher",
+                    "publisher-password",
+                ),
+            ] {
+                assert_eq!(
+                    auth.credentials,
+                    Some(NatsCredentials::UserPassword {
+                        user: user.into(),
+                        password: SecretSource::File(format!("{secrets}{secret}").into()),
+                    }),
+                    "{file}"
+                );
+            }
+        }
     }
 }
