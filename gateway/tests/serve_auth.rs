@@ -94,3 +94,72 @@ async fn with_a_token_granted_serve_starts_on_a_network_address_and_requires_it(
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_fresh_deployment_starts_with_a_bootstrap_admin_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = common::run_ok(crm(dir.path()).args(["auth", "token", "generate"]));
+    let field = |name: &str| {
+        generated
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (token, hash) = (field("token:"), field("sha256:"));
+    assert!(
+        !dir.path().join("log").exists(),
+        "generate touches no data directory"
+    );
+    let mut child = crm(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0", "--no-projections"])
+        .env("CRM_AUTH_ADMIN_TOKEN_SHA256", &hash)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let port = banner
+        .split("listening on http://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let me: serde_json::Value = client
+        .get(format!("{base}/v1/auth/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "token:bootstrap-admin");
+    // With it, an admin grants the real tokens.
+    let granted = client
+        .post(format!("{base}/v1/auth/tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "ci", "roles": ["writer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status().as_u16(), 201);
+    let granted: serde_json::Value = granted.json().await.unwrap();
+    let ci = granted["token"].as_str().unwrap();
+    let me: serde_json::Value = client
+        .get(format!("{base}/v1/auth/whoami"))
+        .bearer_auth(ci)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "token:ci");
+    let _ = child.kill();
+    let _ = child.wait();
+}

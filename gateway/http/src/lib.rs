@@ -153,7 +153,8 @@ pub fn router_full(
     policy: auth::AuthPolicy,
 ) -> (Router, utoipa::openapi::OpenApi, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
-    let tokens = crm_app::access::TokenVerifier::new(store.clone());
+    let tokens = crm_app::access::TokenVerifier::new(store.clone())
+        .with_bootstrap(policy.settings.admin_token_sha256.as_deref());
     let state = AppState {
         commands: CommandService::new(store.clone(), registry),
         store,

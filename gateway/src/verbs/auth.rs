@@ -56,6 +56,10 @@ enum TokenAction {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new token and its SHA-256 without granting it: for a first admin of a fresh
+    /// deployment, give the hash to the server (`[auth] admin_token_sha256_file` or
+    /// `CRM_AUTH_ADMIN_TOKEN_SHA256`) and keep the token. Needs no data directory.
+    Generate,
     /// Revoke a token by id or name; it is refused from then on.
     Revoke {
         /// The token's id or name.
@@ -125,6 +129,15 @@ fn table(tokens: &[TokenSummary]) -> String {
 pub async fn run(globals: &Globals, args: AuthArgs) -> anyhow::Result<ExitCode> {
     let config = globals.config(Flags::default())?;
     let AuthWhat::Token { action } = args.what;
+    if matches!(action, TokenAction::Generate) {
+        let (token, hash) = crm_app::access::generate_token()?;
+        writeln!(
+            std::io::stdout().lock(),
+            "token:  {token}\nsha256: {hash}\n\nGive the server the sha256 (a mounted secret named by [auth] admin_token_sha256_file, or CRM_AUTH_ADMIN_TOKEN_SHA256); keep the token in a secret manager. The server accepts it as token:{} (admin) until the setting is removed; grant real tokens with it (POST /v1/auth/tokens) and then remove it.",
+            crm_app::access::BOOTSTRAP_TOKEN_NAME
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let me = local_principal();
     let now = Utc::now();
     let create = match action {
@@ -179,6 +192,7 @@ pub async fn run(globals: &Globals, args: AuthArgs) -> anyhow::Result<ExitCode> 
                     table(&tokens)
                 }
             }
+            TokenAction::Generate => String::new(),
             TokenAction::Revoke { token, reason } => {
                 let revoked = register.revoke(&token, reason, &me, now).await?;
                 format!(

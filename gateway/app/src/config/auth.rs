@@ -2,7 +2,13 @@
 //!
 //! ```toml
 //! [auth]
-//! required = true                   # default: true once a token is granted or [auth.oidc] is set
+//! required = true                   # default: true once a token is granted, an admin token
+//!                                   # hash is given or [auth.oidc] is set
+//! admin_token_sha256_file = "/run/secrets/crm-admin-token-sha256"
+//!                                   # a first admin token for a fresh deployment: the SHA-256
+//!                                   # that `crm auth token generate` prints (also the variable
+//!                                   # CRM_AUTH_ADMIN_TOKEN_SHA256); the token itself stays
+//!                                   # with the operator
 //! public = ["/metrics"]             # routes answered without a credential (default: none
 //!                                   # but /healthz and /readyz)
 //! [auth.oidc]                       # people sign in with an identity provider
@@ -38,6 +44,63 @@ pub struct AuthSettings {
     pub public: Vec<String>,
     /// People's bearer tokens, from an identity provider.
     pub oidc: Option<OidcSettings>,
+    /// A file holding the SHA-256 (hex) of a bootstrap admin token.
+    pub admin_token_sha256_file: Option<PathBuf>,
+    /// The SHA-256 (hex) of the bootstrap admin token, read from
+    /// [`AuthSettings::admin_token_sha256_file`] or `CRM_AUTH_ADMIN_TOKEN_SHA256`.
+    #[serde(skip)]
+    pub admin_token_sha256: Option<String>,
+}
+
+/// Why the bootstrap admin token's hash is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminHashError {
+    /// The file could not be read.
+    #[error("could not read the admin token hash {path}: {source}; check [auth] admin_token_sha256_file and the mounted secret")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a SHA-256 in hex.
+    #[error("the admin token hash from {from} is not a SHA-256 (64 hex characters); give the hash `crm auth token generate` prints, not the token")]
+    NotAHash {
+        /// Where it came from.
+        from: String,
+    },
+}
+
+/// Checks and normalises a SHA-256 given in hex (lowercase).
+///
+/// # Errors
+/// [`AdminHashError::NotAHash`].
+pub fn parse_admin_hash(text: &str, from: &str) -> Result<String, AdminHashError> {
+    let hash = text.trim().to_ascii_lowercase();
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash)
+    } else {
+        Err(AdminHashError::NotAHash {
+            from: from.to_owned(),
+        })
+    }
+}
+
+/// Reads the hash file named by `settings`, if any, into `admin_token_sha256`.
+///
+/// # Errors
+/// [`AdminHashError`].
+pub fn load_admin_hash(settings: &mut AuthSettings) -> Result<(), AdminHashError> {
+    if let Some(path) = &settings.admin_token_sha256_file {
+        let from = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AdminHashError::Read {
+            path: from.clone(),
+            source,
+        })?;
+        settings.admin_token_sha256 = Some(parse_admin_hash(&text, &from)?);
+    }
+    Ok(())
 }
 
 /// `[auth.oidc]`.

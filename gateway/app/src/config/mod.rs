@@ -393,6 +393,17 @@ impl Config {
                 reason: "use a directory (embedded sled log) or nats://HOST:PORT[,nats://HOST:PORT...] (JetStream)",
             })?);
         }
+        if let Some(value) = env("CRM_AUTH_ADMIN_TOKEN_SHA256").filter(|d| !d.is_empty()) {
+            config.auth.admin_token_sha256 = Some(
+                auth::parse_admin_hash(&value, "CRM_AUTH_ADMIN_TOKEN_SHA256").map_err(|_| {
+                    ConfigError::Env {
+                        var: "CRM_AUTH_ADMIN_TOKEN_SHA256",
+                        value: "(hidden)".to_owned(),
+                        reason: "give the SHA-256 (64 hex characters) that `crm auth token generate` prints, not the token",
+                    }
+                })?,
+            );
+        }
         if let Some(value) = env("CRM_AUTH_REQUIRED").filter(|d| !d.is_empty()) {
             config.auth.required = Some(value.parse().map_err(|_| ConfigError::Env {
                 var: "CRM_AUTH_REQUIRED",

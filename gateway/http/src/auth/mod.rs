@@ -406,6 +406,9 @@ pub enum AuthSetupError {
     /// The OIDC verifier cannot start.
     #[error(transparent)]
     Oidc(#[from] oidc::OidcSetupError),
+    /// The bootstrap admin token's hash is unusable.
+    #[error(transparent)]
+    AdminHash(#[from] crm_app::config::auth::AdminHashError),
 }
 
 impl AuthPolicy {
@@ -420,18 +423,23 @@ impl AuthPolicy {
         store: &crm_eventstore::AnyStore,
         listen: std::net::SocketAddr,
     ) -> Result<AuthPolicy, AuthSetupError> {
+        let mut settings = settings.clone();
+        if settings.admin_token_sha256.is_none() {
+            crm_app::config::auth::load_admin_hash(&mut settings)?;
+        }
         let oidc = match &settings.oidc {
             Some(o) => Some(Arc::new(OidcVerifier::start(o.clone()).await?)),
             None => None,
         };
-        let tokens = TokenVerifier::new(store.clone()).any_granted().await?;
+        let tokens = TokenVerifier::new(store.clone()).any_granted().await?
+            || settings.admin_token_sha256.is_some();
         let required = settings.required.unwrap_or(tokens || oidc.is_some());
         if !required && !listen.ip().is_loopback() {
             return Err(AuthSetupError::OpenOnNetwork(listen));
         }
         Ok(AuthPolicy {
             required,
-            settings: settings.clone(),
+            settings,
             oidc,
         })
     }
@@ -445,6 +453,9 @@ impl AuthPolicy {
             );
         }
         let mut kinds = vec!["API tokens"];
+        if self.settings.admin_token_sha256.is_some() {
+            kinds.push("the bootstrap admin token");
+        }
         if self.oidc.is_some() {
             kinds.push("OIDC bearer tokens");
         }
