@@ -783,6 +783,14 @@ mod tests {
                     "{file}"
                 );
             }
+            // Authentication on, its secret a mounted file, never inline.
+            assert_eq!(config.auth.required, Some(true), "{file}");
+            let hash_file = config.auth.admin_token_sha256_file.as_ref().unwrap();
+            assert!(
+                hash_file.starts_with("/etc/crm/secrets") || hash_file.starts_with("/run/secrets"),
+                "{file}"
+            );
+            assert!(config.auth.admin_token_sha256.is_none(), "{file}");
         }
     }
 }
