@@ -16,6 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use crm_eventstore::{AnyStore, EventStore, Position, RecordedEvent, Subscription};
 use futures_util::stream;
 use serde::Deserialize;
@@ -25,7 +26,9 @@ use uuid::Uuid;
 
 use super::problem::{ApiError, Problem};
 use super::{AppState, FEEDS_MAX};
-use crm_app::envelope::{EventFilter, EventLine};
+use crm_app::access::Principal;
+use crm_app::envelope::{mask_personal, EventFilter, EventLine};
+use crm_domain::access::Permission;
 
 /// Interval of SSE keep-alive comments on an idle feed.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -53,6 +56,8 @@ struct Feed {
     subscription: Subscription<AnyStore>,
     shutdown: watch::Receiver<bool>,
     filter: EventFilter,
+    /// Mask personal fields (the caller lacks `read_personal_data`).
+    mask: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -69,7 +74,10 @@ impl Feed {
                 next = self.subscription.next() => next,
             };
             match next? {
-                Ok(event) if self.wants(&event) => return Some(message(&event)),
+                Ok(event) if self.wants(&event) => {
+                    let masked = self.mask.then(|| mask_personal(&event)).flatten();
+                    return Some(message(masked.as_ref().unwrap_or(&event)));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     return Some(Event::default().event("error").data(e.to_string()));
@@ -110,6 +118,7 @@ fn message(event: &RecordedEvent) -> Event {
 )]
 pub async fn feed(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Query(query): Query<FeedQuery>,
 ) -> Result<Response, ApiError> {
@@ -146,6 +155,7 @@ pub async fn feed(
             correlation_id: query.correlation,
             causation_id: query.causation,
         },
+        mask: !principal.can(Permission::ReadPersonalData),
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_app::access::Principal;
-use crm_eventstore::{EventStore, Position, StreamId, StreamVersion};
+use crm_eventstore::{EventStore, Position, RecordedEvent, StreamId, StreamVersion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::aggregates::{catalog, AggregateInfo};
 use super::problem::{ApiError, Problem};
 use super::{AppState, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-use crm_app::envelope::{EventFilter, EventLine};
+use crm_app::envelope::{mask_personal, EventFilter, EventLine};
+use crm_domain::access::Permission;
 
 /// Records of the global log one filtered read looks at, at most.
 pub const LOG_SCAN_MAX: usize = 10_000;
@@ -123,6 +124,7 @@ pub async fn read_stream(
         .last()
         .filter(|last| last.stream_version < version)
         .map(|last| last.stream_version.0 + 1);
+    let page = shown(&page, &principal);
     let body = EventPage {
         events: page.iter().map(EventLine::new).collect(),
         next_from,
@@ -150,6 +152,7 @@ pub async fn read_stream(
 )]
 pub async fn read_log(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let limit = limit(query.limit);
@@ -178,13 +181,35 @@ pub async fn read_log(
         .filter(|p| *p < head)
         .map(|p| p.0 + 1)
         .or_else(|| (page.is_empty() && from <= head).then_some(from.0));
+    let selected = shown_refs(&selected, &principal);
     let body = EventPage {
-        events: selected.into_iter().map(EventLine::new).collect(),
+        events: selected.iter().map(EventLine::new).collect(),
         next_from,
         limit,
         head: head.0,
     };
     Ok(Json(body).into_response())
+}
+
+/// `events` as `principal` may see them: with personal fields masked unless its roles give
+/// `read_personal_data`.
+#[must_use]
+pub fn shown(events: &[RecordedEvent], principal: &Principal) -> Vec<RecordedEvent> {
+    shown_refs(&events.iter().collect::<Vec<_>>(), principal)
+}
+
+fn shown_refs(events: &[&RecordedEvent], principal: &Principal) -> Vec<RecordedEvent> {
+    let unmasked = principal.can(Permission::ReadPersonalData);
+    events
+        .iter()
+        .map(|e| {
+            if unmasked {
+                (*e).clone()
+            } else {
+                mask_personal(e).unwrap_or_else(|| (*e).clone())
+            }
+        })
+        .collect()
 }
 
 /// The aggregates: stream category, command names, event types.

@@ -452,3 +452,59 @@ async fn oidc_settings_that_cannot_be_right_are_refused_at_start() {
         .to_string();
     assert!(missing.contains("jwks_file"), "{missing}");
 }
+
+#[tokio::test]
+async fn personal_fields_are_masked_for_roles_without_read_personal_data() {
+    let store = AnyStore::from(MemoryStore::new());
+    let writer = token(&store, "w", &[Role::Writer], &[]).await;
+    let auditor = token(&store, "a", &[Role::Auditor], &[]).await;
+    let app = app(&store, AuthPolicy::tokens_required());
+    let open = app
+        .clone()
+        .oneshot(request(
+            "POST",
+            "/v1/aggregates/{category}/commands",
+            Some(&writer),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let marker = "Zebulon Quimby-7f3a";
+    let add = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/aggregates/contact/commands")
+        .header(header::AUTHORIZATION, format!("Bearer {writer}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"type": "AddContact", "contact_id": "c1", "account_id": "acme", "role": "champion",
+                   "personal": {"full_name": marker, "email": "zq@example.test", "phone": null},
+                   "is_test": false, "occurred_at": "2026-01-02T00:00:00Z"})
+            .to_string(),
+        ))
+        .unwrap();
+    let added = app.clone().oneshot(add).await.unwrap();
+    assert_eq!(added.status(), StatusCode::OK, "{}", json_body(added).await);
+    for (who, bearer, plain) in [("writer", &writer, true), ("auditor", &auditor, false)] {
+        for path in ["/v1/streams/contact-c1", "/v1/events?category=contact"] {
+            let response = app
+                .clone()
+                .oneshot(request("GET", path, Some(bearer)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{who} {path}");
+            let page = json_body(response).await;
+            let personal = &page["events"][0]["payload"]["personal"];
+            if plain {
+                assert_eq!(personal["full_name"], marker, "{who} {path}");
+            } else {
+                assert_eq!(
+                    personal,
+                    &json!(crm_app::envelope::PERSONAL_MASK),
+                    "{who} {path}"
+                );
+                assert!(!page.to_string().contains(marker), "{who} {path}");
+                assert!(!page.to_string().contains("zq@example.test"));
+            }
+        }
+    }
+}
