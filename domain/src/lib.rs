@@ -4,8 +4,9 @@
 //!
 //! **Architecture Invariant:** this crate is pure and synchronous. No I/O, no clock, no random
 //! or time-based ids: business time (`occurred_at`) and ids arrive in commands. It depends on
-//! neither `crm-eventstore` nor any runtime; only on chrono, serde, serde_json, strsim (nearest
-//! names in error messages), thiserror and uuid.
+//! neither `crm-eventstore` nor any runtime; only on chrono, schemars (the JSON Schema of
+//! commands and values, for the API's document), serde, serde_json, strsim (nearest names in
+//! error messages), thiserror and uuid.
 //!
 //! **Architecture Invariant:** an aggregate decides with `handle(&self, &Command) ->
 //! Result<Vec<Event>, Error>` and folds with `apply(&mut self, &Event)`, which cannot fail.

@@ -111,7 +111,8 @@ macro_rules! event_enum {
 
 /// Generates an aggregate's command enum: one variant per command struct (same name), plus
 /// `target_id()`, `command_type()`, `occurred_at()`, `COMMAND_TYPES` and the
-/// [`crate::registry::CommandEnum`] impl the aggregate registry reads.
+/// [`crate::registry::CommandEnum`] impl the aggregate registry reads (with each command's
+/// JSON Schema, from the command struct's `schemars::JsonSchema` derive).
 macro_rules! command_enum {
     (
         $(#[$meta:meta])*
@@ -163,6 +164,15 @@ macro_rules! command_enum {
 
             fn target(&self) -> &str {
                 self.target_id().as_str()
+            }
+
+            fn command_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![ $( (
+                    stringify!($variant),
+                    <$variant as schemars::JsonSchema>::json_schema(generator),
+                ), )+ ]
             }
         }
 

@@ -50,7 +50,9 @@ pub enum PersonalDataError {
 }
 
 /// Identifying data of one person (contact or lead). See the module docs for why it is separate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct PersonalData {
     /// Full name as the person gives it.

@@ -15,6 +15,7 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 
+use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -33,6 +34,10 @@ pub trait CommandEnum: DeserializeOwned + Serialize + fmt::Debug + Send + Sync +
     fn command_type(&self) -> &'static str;
     /// Id of the aggregate instance the command is for, as text.
     fn target(&self) -> &str;
+    /// The JSON Schema of each command's fields (the command struct, inline), by command name
+    /// in [`CommandEnum::COMMAND_TYPES`] order; the types they share are added to
+    /// `generator`'s definitions.
+    fn command_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)>;
 }
 
 /// What the registry needs of an aggregate's event enum (generated for the domain's
@@ -203,6 +208,12 @@ pub trait AggregateKind: Send + Sync {
     ) -> Result<Box<dyn ErasedCommand>, CommandParseError>;
     /// The state of an instance with no events yet.
     fn new_state(&self) -> Box<dyn ErasedState>;
+    /// The JSON Schema of each command's fields, by command name in
+    /// [`AggregateKind::command_types`] order. Every schema is an object schema that refuses
+    /// other properties (`additionalProperties: false`), as [`AggregateKind::parse_command`]
+    /// refuses unknown fields; the types the commands share are added to `generator`'s
+    /// definitions.
+    fn command_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)>;
 }
 
 impl fmt::Debug for dyn AggregateKind {
@@ -355,6 +366,16 @@ where
 
     fn new_state(&self) -> Box<dyn ErasedState> {
         Box::new(State(A::default()))
+    }
+
+    fn command_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+        A::Command::command_schemas(generator)
+            .into_iter()
+            .map(|(name, mut schema)| {
+                schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+                (name, schema)
+            })
+            .collect()
     }
 }
 

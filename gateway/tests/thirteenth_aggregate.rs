@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crm_domain::registry::{CommandEnum, EventEnum, FoldError, Kind};
 use crm_domain::{Aggregate, CodecError, EncodedEvent, Registry};
 use crm_eventstore::{AnyStore, EventStore, MemoryStore};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -21,7 +22,8 @@ struct Memo {
     written: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Write the memo.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WriteMemo {
     memo_id: String,
@@ -82,6 +84,11 @@ impl CommandEnum for MemoCommand {
     fn target(&self) -> &str {
         let MemoCommand::WriteMemo(c) = self;
         &c.memo_id
+    }
+    fn command_schemas(
+        generator: &mut schemars::SchemaGenerator,
+    ) -> Vec<(&'static str, schemars::Schema)> {
+        vec![("WriteMemo", WriteMemo::json_schema(generator))]
     }
 }
 
@@ -168,6 +175,21 @@ async fn an_aggregate_added_to_the_registry_is_served_by_the_api() {
     let categories = category["schema"]["enum"].as_array().unwrap();
     assert!(categories.contains(&json!("memo")), "{category}");
     assert!(categories.contains(&json!("opportunity")), "{category}");
+    // Its command is one of the command body's alternatives, with its own fields.
+    let body = &openapi["paths"]["/v1/aggregates/{category}/commands"]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"];
+    let memo = body["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["properties"]["type"]["const"] == "WriteMemo")
+        .unwrap_or_else(|| panic!("WriteMemo is not in the command body: {body}"));
+    assert_eq!(
+        memo["required"],
+        json!(["type", "memo_id", "text", "occurred_at"])
+    );
+    assert_eq!(memo["additionalProperties"], json!(false));
+    assert_eq!(memo["properties"]["text"]["type"], "string");
 
     let write = json!({
         "type": "WriteMemo", "memo_id": "m1", "text": "call Acme back",

@@ -63,9 +63,10 @@ pub struct EventContext<'a> {
 }
 
 /// How far a projection got and what it skipped; stored with the state (the checkpoint).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Progress {
     /// Position of the last event folded (applied or skipped); 0 before the first.
+    #[schemars(with = "u64")]
     pub position: Position,
     /// `recorded_at` of that event.
     pub last_recorded_at: Option<DateTime<Utc>>,
@@ -74,6 +75,7 @@ pub struct Progress {
     /// backup, or truncated since), and rebuilds from position 0 when it does not.
     /// Absent in snapshots written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_hash")]
+    #[schemars(with = "Option<String>")]
     pub chain_hash: Option<ChainHash>,
     /// Events applied.
     pub applied: u64,
@@ -88,9 +90,10 @@ pub struct Progress {
 }
 
 /// One skipped event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SkipNote {
     /// Its position.
+    #[schemars(with = "u64")]
     pub position: Position,
     /// Its type.
     pub event_type: String,

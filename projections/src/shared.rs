@@ -28,7 +28,7 @@ pub fn list_limit(requested: Option<usize>) -> usize {
 }
 
 /// A share kept as numerator and denominator (ratios roll up from these, never by averaging).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ratio {
     /// Counted cases.
     pub numerator: u64,
@@ -65,7 +65,7 @@ impl Ratio {
 }
 
 /// A money ratio (revenue churn, margin).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MoneyRatio {
     /// Numerator, minor units of the reporting currency.
     pub numerator_minor: i64,
@@ -89,7 +89,7 @@ impl MoneyRatio {
 }
 
 /// Mean and median of a set of values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// How many values.
     pub count: u64,

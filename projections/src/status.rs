@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::projection::Progress;
 
 /// Lifecycle phase of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Registered, not running.
@@ -23,18 +23,20 @@ pub enum Phase {
 }
 
 /// A rebuild running beside the serving state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RebuildStatus {
     /// How far the new state got.
+    #[schemars(with = "u64")]
     pub position: Position,
     /// Why the rebuild runs.
     pub reason: String,
 }
 
 /// The last failure of a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkerError {
     /// Position of the event being applied (or read) when it failed.
+    #[schemars(with = "u64")]
     pub position: Position,
     /// The panic message or error.
     pub message: String,
@@ -43,7 +45,7 @@ pub struct WorkerError {
 }
 
 /// Status of one projection worker, as `crm project status` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkerStatus {
     /// Projection name.
     pub name: String,
@@ -52,10 +54,13 @@ pub struct WorkerStatus {
     /// Phase.
     pub phase: Phase,
     /// Position of the last event in the served state (what queries see).
+    #[schemars(with = "u64")]
     pub applied_position: Position,
     /// Position covered by the last durable snapshot (where a restart resumes).
+    #[schemars(with = "u64")]
     pub checkpoint_position: Position,
     /// The log's durable head when the status was taken.
+    #[schemars(with = "u64")]
     pub head_position: Position,
     /// `head − applied`.
     pub lag_events: u64,

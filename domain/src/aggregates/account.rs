@@ -14,7 +14,7 @@ use crate::values::{AccountId, AgentId, Label};
 // Commands
 
 /// Open a customer account (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpenAccount {
     pub account_id: AccountId,
     pub name: Label,
@@ -29,7 +29,7 @@ pub struct OpenAccount {
 }
 
 /// Hand the account to another owner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeAccountOwner {
     pub account_id: AccountId,
     pub to: AgentId,
@@ -37,7 +37,7 @@ pub struct ChangeAccountOwner {
 }
 
 /// Move the account to another segment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeAccountSegment {
     pub account_id: AccountId,
     pub to: Label,
@@ -56,7 +56,7 @@ command_enum! {
 // Events
 
 /// An account was opened. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountOpened {
     pub account_id: AccountId,
@@ -71,7 +71,7 @@ pub struct AccountOpened {
 }
 
 /// The account owner changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountOwnerChanged {
     pub account_id: AccountId,
@@ -81,7 +81,7 @@ pub struct AccountOwnerChanged {
 }
 
 /// The account segment changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSegmentChanged {
     pub account_id: AccountId,

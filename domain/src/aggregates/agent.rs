@@ -19,7 +19,7 @@ use crate::values::{AgentId, Label, TeamId};
 // Commands
 
 /// Register a staff member (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegisterAgent {
     pub agent_id: AgentId,
     pub personal: Option<PersonalData>,
@@ -27,7 +27,7 @@ pub struct RegisterAgent {
 }
 
 /// Place a rep in a team and region, under a manager.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssignRep {
     pub agent_id: AgentId,
     pub team: TeamId,
@@ -48,7 +48,7 @@ command_enum! {
 // Events
 
 /// A staff member was registered. Creation event; carries personal data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRegistered {
     pub agent_id: AgentId,
@@ -57,7 +57,7 @@ pub struct AgentRegistered {
 }
 
 /// A rep was placed in a team and region (valid from `occurred_at`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepAssigned {
     pub agent_id: AgentId,

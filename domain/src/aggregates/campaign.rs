@@ -12,7 +12,7 @@ use crate::aggregate::Aggregate;
 use crate::values::{CampaignId, ContactId, Currency, Label, LeadId, Money, MoneyError, ProductId};
 
 /// Who responded.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Respondent {
     /// A lead (not yet a customer).
@@ -22,7 +22,7 @@ pub enum Respondent {
 }
 
 /// What kind of response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseType {
     Click,
@@ -36,7 +36,7 @@ pub enum ResponseType {
 // Commands
 
 /// Launch a campaign (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LaunchCampaign {
     pub campaign_id: CampaignId,
     pub name: Label,
@@ -52,7 +52,7 @@ pub struct LaunchCampaign {
 }
 
 /// Record a cost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordCampaignCost {
     pub campaign_id: CampaignId,
     pub amount: Money,
@@ -61,7 +61,7 @@ pub struct RecordCampaignCost {
 }
 
 /// Record a response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordCampaignResponse {
     pub campaign_id: CampaignId,
     pub respondent: Respondent,
@@ -70,7 +70,7 @@ pub struct RecordCampaignResponse {
 }
 
 /// End the campaign as planned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EndCampaign {
     pub campaign_id: CampaignId,
     pub reason: Label,
@@ -78,7 +78,7 @@ pub struct EndCampaign {
 }
 
 /// Cancel the campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelCampaign {
     pub campaign_id: CampaignId,
     pub reason: Label,
@@ -97,7 +97,7 @@ command_enum! {
 // Events
 
 /// A campaign was launched. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignLaunched {
     pub campaign_id: CampaignId,
@@ -112,7 +112,7 @@ pub struct CampaignLaunched {
 }
 
 /// A cost was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignCostRecorded {
     pub campaign_id: CampaignId,
@@ -122,7 +122,7 @@ pub struct CampaignCostRecorded {
 }
 
 /// Someone responded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignResponded {
     pub campaign_id: CampaignId,
@@ -132,7 +132,7 @@ pub struct CampaignResponded {
 }
 
 /// The campaign ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignEnded {
     pub campaign_id: CampaignId,
@@ -141,7 +141,7 @@ pub struct CampaignEnded {
 }
 
 /// The campaign was cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignCancelled {
     pub campaign_id: CampaignId,

@@ -19,7 +19,7 @@ use crate::values::{AccountId, Channel, ContactId, Label};
 // Commands
 
 /// Add a contact to an account (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AddContact {
     pub contact_id: ContactId,
     pub account_id: AccountId,
@@ -31,14 +31,14 @@ pub struct AddContact {
 }
 
 /// Record that the contact left the account (a departed champion is a churn signal).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordContactDeparture {
     pub contact_id: ContactId,
     pub occurred_at: DateTime<Utc>,
 }
 
 /// The contact opts out of being reached on a channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OptOutContact {
     pub contact_id: ContactId,
     pub channel: Channel,
@@ -46,7 +46,7 @@ pub struct OptOutContact {
 }
 
 /// Replace the contact's personal data (new email, corrected name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeContactPersonalData {
     pub contact_id: ContactId,
     pub personal: PersonalData,
@@ -54,7 +54,7 @@ pub struct ChangeContactPersonalData {
 }
 
 /// Erase the contact's personal data (right to erasure).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EraseContactPersonalData {
     pub contact_id: ContactId,
     pub reason: Label,
@@ -76,7 +76,7 @@ command_enum! {
 // Events
 
 /// A contact was added to an account. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactAdded {
     pub contact_id: ContactId,
@@ -89,7 +89,7 @@ pub struct ContactAdded {
 }
 
 /// The contact left the account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactLeft {
     pub contact_id: ContactId,
@@ -99,7 +99,7 @@ pub struct ContactLeft {
 }
 
 /// The contact opted out of a channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactOptedOut {
     pub contact_id: ContactId,
@@ -108,7 +108,7 @@ pub struct ContactOptedOut {
 }
 
 /// The contact's personal data was replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactPersonalDataChanged {
     pub contact_id: ContactId,
@@ -118,7 +118,7 @@ pub struct ContactPersonalDataChanged {
 }
 
 /// The contact's personal data was erased; the store shreds the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactPersonalDataErased {
     pub contact_id: ContactId,

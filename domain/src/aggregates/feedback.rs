@@ -17,7 +17,7 @@ use crate::values::{
 };
 
 /// Where a review was published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewPlatform {
     /// Our own web site or shop.
@@ -35,7 +35,7 @@ pub enum ReviewPlatform {
 }
 
 /// Why a review was taken down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewRemovalReason {
     /// Fake or paid review.
@@ -50,7 +50,7 @@ pub enum ReviewRemovalReason {
 // Commands
 
 /// Send a survey (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendSurvey {
     pub feedback_id: FeedbackId,
     pub kind: SurveyKind,
@@ -62,7 +62,7 @@ pub struct SendSurvey {
 }
 
 /// Record a survey answer. Creates the stream when no `SurveySent` was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AnswerSurvey {
     pub feedback_id: FeedbackId,
     pub kind: SurveyKind,
@@ -78,7 +78,7 @@ pub struct AnswerSurvey {
 }
 
 /// Record a public review (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PostReview {
     pub feedback_id: FeedbackId,
     pub platform: ReviewPlatform,
@@ -94,7 +94,7 @@ pub struct PostReview {
 }
 
 /// Record that a review was taken down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RemoveReview {
     pub feedback_id: FeedbackId,
     pub reason: ReviewRemovalReason,
@@ -113,7 +113,7 @@ command_enum! {
 // Events
 
 /// A survey was sent. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurveySent {
     pub feedback_id: FeedbackId,
@@ -126,7 +126,7 @@ pub struct SurveySent {
 
 /// A survey was answered. `answer` is `{"kind": "nps", "score": 9}`; the scale maximum follows
 /// from the kind ([`SurveyScore::scale_max`]). Creation event when no `SurveySent` precedes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurveyAnswered {
     pub feedback_id: FeedbackId,
@@ -139,7 +139,7 @@ pub struct SurveyAnswered {
 }
 
 /// A review was posted. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewPosted {
     pub feedback_id: FeedbackId,
@@ -153,7 +153,7 @@ pub struct ReviewPosted {
 }
 
 /// A review was taken down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRemoved {
     pub feedback_id: FeedbackId,

@@ -20,7 +20,7 @@ use crate::values::{
 pub const DURATION_MAX_S: u32 = 24 * 60 * 60;
 
 /// Who started the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The person contacted us.
@@ -30,7 +30,7 @@ pub enum Direction {
 }
 
 /// What the interaction was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
     Sales,
@@ -39,7 +39,7 @@ pub enum Purpose {
 }
 
 /// How the attempt ended; only `connected` is a live two-way exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InteractionOutcome {
     /// A live two-way exchange (or a delivered and answered message).
@@ -83,7 +83,7 @@ impl InteractionOutcome {
 // Commands
 
 /// Log an interaction (creation; the only command).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogInteraction {
     pub interaction_id: InteractionId,
     pub account: Option<AccountId>,
@@ -120,7 +120,7 @@ command_enum! {
 // Events
 
 /// An interaction took place. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InteractionLogged {
     pub interaction_id: InteractionId,

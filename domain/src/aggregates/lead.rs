@@ -18,7 +18,7 @@ use crate::values::{
 };
 
 /// Why a lead was disqualified; `spam` excludes it from lead metrics (`SPAM`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisqualificationReason {
     /// Junk submission.
@@ -39,7 +39,7 @@ pub enum DisqualificationReason {
 // Commands
 
 /// Capture a new lead (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CaptureLead {
     pub lead_id: LeadId,
     /// Where the lead came from (web form, trade show, referral…).
@@ -57,7 +57,7 @@ pub struct CaptureLead {
 }
 
 /// Record a score from a scoring model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScoreLead {
     pub lead_id: LeadId,
     /// 0..=100.
@@ -67,7 +67,7 @@ pub struct ScoreLead {
 }
 
 /// Qualify a lead in nurture (BANT).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QualifyLead {
     pub lead_id: LeadId,
     pub budget: bool,
@@ -80,7 +80,7 @@ pub struct QualifyLead {
 }
 
 /// Disqualify a lead in nurture or qualified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DisqualifyLead {
     pub lead_id: LeadId,
     pub reason: DisqualificationReason,
@@ -88,7 +88,7 @@ pub struct DisqualifyLead {
 }
 
 /// Send a qualified or disqualified lead back to nurture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecycleLead {
     pub lead_id: LeadId,
     pub reason: Label,
@@ -96,7 +96,7 @@ pub struct RecycleLead {
 }
 
 /// Convert a qualified lead into an account, a contact and maybe an opportunity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConvertLead {
     pub lead_id: LeadId,
     pub account_id: AccountId,
@@ -106,7 +106,7 @@ pub struct ConvertLead {
 }
 
 /// Erase the lead's personal data (right to erasure). Accepted in every state, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EraseLeadPersonalData {
     pub lead_id: LeadId,
     pub reason: Label,
@@ -128,7 +128,7 @@ command_enum! {
 // Events
 
 /// A lead was captured. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadCaptured {
     pub lead_id: LeadId,
@@ -146,7 +146,7 @@ pub struct LeadCaptured {
 }
 
 /// A scoring model scored the lead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadScored {
     pub lead_id: LeadId,
@@ -156,7 +156,7 @@ pub struct LeadScored {
 }
 
 /// The lead was qualified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadQualified {
     pub lead_id: LeadId,
@@ -169,7 +169,7 @@ pub struct LeadQualified {
 }
 
 /// The lead was disqualified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadDisqualified {
     pub lead_id: LeadId,
@@ -178,7 +178,7 @@ pub struct LeadDisqualified {
 }
 
 /// The lead went back to nurture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadRecycled {
     pub lead_id: LeadId,
@@ -187,7 +187,7 @@ pub struct LeadRecycled {
 }
 
 /// The lead became an account and contact (and maybe an opportunity).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadConverted {
     pub lead_id: LeadId,
@@ -198,7 +198,7 @@ pub struct LeadConverted {
 }
 
 /// The lead's personal data was erased; the store shreds its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadPersonalDataErased {
     pub lead_id: LeadId,

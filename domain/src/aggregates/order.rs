@@ -22,7 +22,7 @@ use crate::values::{
 pub const ORDER_LINES_MAX: usize = 1_000;
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLine {
     pub product: ProductId,
@@ -38,7 +38,7 @@ pub struct OrderLine {
 // Commands
 
 /// Place an order (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlaceOrder {
     pub order_id: OrderId,
     pub account_id: AccountId,
@@ -52,7 +52,7 @@ pub struct PlaceOrder {
 }
 
 /// Cancel the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelOrder {
     pub order_id: OrderId,
     pub reason: Label,
@@ -60,7 +60,7 @@ pub struct CancelOrder {
 }
 
 /// Issue an invoice for (part of) the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssueInvoice {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
@@ -70,7 +70,7 @@ pub struct IssueInvoice {
 }
 
 /// Record a payment against an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordPayment {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
@@ -79,7 +79,7 @@ pub struct RecordPayment {
 }
 
 /// Record that an invoice is overdue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordPaymentOverdue {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
@@ -88,7 +88,7 @@ pub struct RecordPaymentOverdue {
 }
 
 /// Refund money to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RefundOrder {
     pub order_id: OrderId,
     pub amount: Money,
@@ -110,7 +110,7 @@ command_enum! {
 // Events
 
 /// An order was placed. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderPlaced {
     pub order_id: OrderId,
@@ -126,7 +126,7 @@ pub struct OrderPlaced {
 }
 
 /// The order was cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderCancelled {
     pub order_id: OrderId,
@@ -135,7 +135,7 @@ pub struct OrderCancelled {
 }
 
 /// An invoice was issued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceIssued {
     pub order_id: OrderId,
@@ -146,7 +146,7 @@ pub struct InvoiceIssued {
 }
 
 /// A payment was received.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentReceived {
     pub order_id: OrderId,
@@ -156,7 +156,7 @@ pub struct PaymentReceived {
 }
 
 /// An invoice is overdue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentOverdue {
     pub order_id: OrderId,
@@ -166,7 +166,7 @@ pub struct PaymentOverdue {
 }
 
 /// Money was refunded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refunded {
     pub order_id: OrderId,

@@ -15,7 +15,7 @@ use crate::values::{Label, Money, MoneyError, ProductId};
 // Commands
 
 /// Add a product to the catalogue (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListProduct {
     pub product_id: ProductId,
     pub name: Label,
@@ -38,7 +38,7 @@ command_enum! {
 // Events
 
 /// A product was added to the catalogue. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductListed {
     pub product_id: ProductId,

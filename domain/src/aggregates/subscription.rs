@@ -20,7 +20,7 @@ use crate::values::{
 pub const TERM_MONTHS_MAX: u32 = 120;
 
 /// What is subscribed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionKind {
     /// A product plan (SaaS seat, licence).
@@ -30,7 +30,7 @@ pub enum SubscriptionKind {
 }
 
 /// Who ended the subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancellationInitiator {
     /// The customer cancelled (voluntary churn).
@@ -40,7 +40,7 @@ pub enum CancellationInitiator {
 }
 
 /// Direction of a plan change, by monthly amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanChange {
     /// Monthly amount went up.
@@ -55,7 +55,7 @@ pub enum PlanChange {
 // Commands
 
 /// Start a subscription (creation). The term starts at `occurred_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StartSubscription {
     pub subscription_id: SubscriptionId,
     pub account_id: AccountId,
@@ -72,7 +72,7 @@ pub struct StartSubscription {
 }
 
 /// Change plan and/or monthly amount of an active subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeSubscription {
     pub subscription_id: SubscriptionId,
     pub plan: Label,
@@ -81,7 +81,7 @@ pub struct ChangeSubscription {
 }
 
 /// Extend the term of an active subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RenewSubscription {
     pub subscription_id: SubscriptionId,
     pub term_months: u32,
@@ -90,7 +90,7 @@ pub struct RenewSubscription {
 }
 
 /// Cancel an active subscription, effective at `effective_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelSubscription {
     pub subscription_id: SubscriptionId,
     pub reason: Label,
@@ -100,7 +100,7 @@ pub struct CancelSubscription {
 }
 
 /// Record that the term ended without renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExpireSubscription {
     pub subscription_id: SubscriptionId,
     pub occurred_at: DateTime<Utc>,
@@ -108,7 +108,7 @@ pub struct ExpireSubscription {
 
 /// Record what the subscription includes and how it is paid (services, payment method,
 /// paperless billing), as a source system states it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordSubscriptionDetails {
     pub subscription_id: SubscriptionId,
     /// Services or add-ons included (`"Online backup"`), in the source's order.
@@ -133,7 +133,7 @@ command_enum! {
 // Events
 
 /// A subscription started. Creation event. `term_end = occurred_at + term_months`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionStarted {
     pub subscription_id: SubscriptionId,
@@ -152,7 +152,7 @@ pub struct SubscriptionStarted {
 }
 
 /// Plan or monthly amount changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionChanged {
     pub subscription_id: SubscriptionId,
@@ -165,7 +165,7 @@ pub struct SubscriptionChanged {
 }
 
 /// The term was extended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionRenewed {
     pub subscription_id: SubscriptionId,
@@ -176,7 +176,7 @@ pub struct SubscriptionRenewed {
 }
 
 /// The subscription was cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionCancelled {
     pub subscription_id: SubscriptionId,
@@ -187,7 +187,7 @@ pub struct SubscriptionCancelled {
 }
 
 /// The term ended without renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionExpired {
     pub subscription_id: SubscriptionId,
@@ -196,7 +196,7 @@ pub struct SubscriptionExpired {
 }
 
 /// Services, payment method or billing preference of the subscription were recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionDetailsRecorded {
     pub subscription_id: SubscriptionId,

@@ -4,7 +4,19 @@ use serde::{Deserialize, Serialize};
 
 /// A communication channel between the company and a person (interactions, cases, first
 /// responses, opt-outs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// Voice call.
@@ -28,7 +40,7 @@ pub enum Channel {
 }
 
 /// How a deal or an order reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SalesChannel {
     /// Our own sales reps.

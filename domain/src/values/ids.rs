@@ -76,6 +76,10 @@ pub(crate) fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError
     Ok(())
 }
 
+/// An id as a regular expression (ECMA-262 and Python `re` alike): no whitespace, no
+/// control character. The byte limit is not expressible; `maxLength` counts characters.
+pub const ID_PATTERN: &str = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]+$";
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -102,6 +106,21 @@ macro_rules! string_id {
             #[must_use]
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": format!("A {} id: not empty, at most {ID_LEN_MAX_BYTES} bytes of UTF-8, no whitespace, no control characters.", $kind),
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": ID_LEN_MAX_BYTES,
+                    "pattern": ID_PATTERN,
+                })
             }
         }
 

@@ -66,6 +66,26 @@ impl Label {
     }
 }
 
+impl schemars::JsonSchema for Label {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Label".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": format!("Free text of an open vocabulary: not blank, at most {LABEL_LEN_MAX_BYTES} bytes of UTF-8, no surrounding whitespace, no control characters."),
+            "type": "string",
+            "minLength": 1,
+            "maxLength": LABEL_LEN_MAX_BYTES,
+            "pattern": LABEL_PATTERN,
+        })
+    }
+}
+
+/// A [`Label`] as a regular expression (ECMA-262 and Python `re` alike): no control
+/// character, no whitespace at either end. The byte limit is not expressible; `maxLength`
+/// counts characters.
+pub const LABEL_PATTERN: &str = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f](?:[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$";
+
 impl TryFrom<String> for Label {
     type Error = LabelError;
     fn try_from(value: String) -> Result<Self, LabelError> {

@@ -99,6 +99,19 @@ impl Currency {
     }
 }
 
+impl schemars::JsonSchema for Currency {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Currency".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "ISO 4217 currency code: three upper-case ASCII letters, e.g. `EUR`.",
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+        })
+    }
+}
+
 impl TryFrom<String> for Currency {
     type Error = MoneyError;
     fn try_from(code: String) -> Result<Self, MoneyError> {
@@ -132,7 +145,7 @@ impl fmt::Debug for Currency {
 }
 
 /// An amount of money: integer minor units (cents) and a currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Money {
     /// Amount in the currency's minor unit (cents for EUR, yen for JPY).

@@ -72,6 +72,20 @@ macro_rules! bounded_score {
             }
         }
 
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": concat!("A ", $what, ", ", stringify!($min), "..=", stringify!($max), "."),
+                    "type": "integer",
+                    "minimum": $min,
+                    "maximum": $max,
+                })
+            }
+        }
+
         impl TryFrom<u8> for $name {
             type Error = ScoreError;
             fn try_from(value: u8) -> Result<Self, ScoreError> {
@@ -130,7 +144,7 @@ bounded_score!(
 );
 
 /// Which survey instrument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SurveyKind {
     /// Net Promoter Score, 0..=10.
@@ -164,7 +178,7 @@ impl fmt::Display for SurveyKind {
 }
 
 /// A validated survey answer; JSON `{"kind": "nps", "score": 9}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", content = "score", rename_all = "snake_case")]
 pub enum SurveyScore {
     /// An NPS answer.
@@ -216,17 +230,22 @@ impl SurveyScore {
 }
 
 /// A review rating: `value` stars out of `scale_max`, `1 <= value <= scale_max <= 10`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RatingRepr", into = "RatingRepr")]
 pub struct Rating {
     value: u8,
     scale_max: u8,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// A review rating: `value` stars out of `scale_max`, `1 <= value <= scale_max <= 10`.
 struct RatingRepr {
+    /// Stars given, `1..=scale_max`.
+    #[schemars(range(min = 1, max = 10))]
     value: u8,
+    /// Top of the scale, `1..=10`.
+    #[schemars(range(min = 1, max = 10))]
     scale_max: u8,
 }
 

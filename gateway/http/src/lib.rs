@@ -37,6 +37,7 @@ pub mod probes;
 pub mod problem;
 pub mod read_models;
 pub mod reads;
+pub mod schemas;
 pub mod view_cache;
 pub mod write;
 
@@ -194,7 +195,7 @@ pub fn router_full(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ));
-    let (router, openapi) = OpenApiRouter::new()
+    let (router, mut openapi) = OpenApiRouter::new()
         .merge(timed)
         .routes(routes!(feed::feed))
         .route_layer(middleware::from_fn_with_state(
@@ -203,7 +204,11 @@ pub fn router_full(
         ))
         .route_layer(middleware::from_fn(ops::track))
         .split_for_parts();
+    // `OpenApiRouter::new()` starts from utoipa-axum's own `info`; the document's is ours.
+    openapi.info = ApiDoc::openapi().info;
     let openapi = aggregates::document_categories(openapi, state.commands.registry());
+    // What could not be placed is a mistake of `schemas`, which its tests catch.
+    let (openapi, _) = schemas::document(openapi, state.commands.registry());
     let openapi = auth::document_security(openapi, &state.auth.policy.settings);
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {

@@ -129,6 +129,7 @@ impl MetricParams {
 #[into_params(parameter_in = Query)]
 pub struct CompareParams {
     /// Versions, comma-separated, in display order (e.g. `1,2`; at most 8).
+    #[param(example = "1")]
     pub versions: String,
 }
 
@@ -200,8 +201,10 @@ impl ExplainParams {
 #[into_params(parameter_in = Query)]
 pub struct DiffParams {
     /// The earlier report date: an RFC 3339 time or a log position.
+    #[param(example = "1")]
     pub known_at_1: String,
     /// The later report date: an RFC 3339 time or a log position.
+    #[param(example = "2017-06-30T00:00:00Z")]
     pub known_at_2: String,
 }
 
@@ -251,7 +254,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<MetricSummar
 /// Evaluates a metric over the log: figures per period and dimension values, each with its
 /// numerator, denominator and the facts included and excluded by reason.
 #[utoipa::path(get, path = "/v1/metrics/{id}", tag = "metrics",
-    params(("id" = String, Path, description = "Metric id, e.g. `sales.win_rate`"), MetricParams),
+    params(("id" = String, Path, description = "Metric id, e.g. `sales.win_rate`", example = "sales.win_rate"), MetricParams),
     responses(
         (status = 200, description = "The evaluation", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query (unknown dimension, bad period, bad time)", body = Problem, content_type = "application/problem+json"),
@@ -284,7 +287,7 @@ pub async fn evaluate(
 
 /// Several versions of a metric side by side over the same periods and log position.
 #[utoipa::path(get, path = "/v1/metrics/{id}/compare", tag = "metrics",
-    params(("id" = String, Path, description = "Metric id"), CompareParams, MetricParams),
+    params(("id" = String, Path, description = "Metric id", example = "sales.win_rate"), CompareParams, MetricParams),
     responses(
         (status = 200, description = "The comparison", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query or version list", body = Problem, content_type = "application/problem+json"),
@@ -332,7 +335,7 @@ pub async fn compare(
 /// The derivation record of a figure: one row per fact, included or excluded with the rule
 /// that excluded it, paged. JSON, or CSV with `Accept: text/csv` or `format=csv`.
 #[utoipa::path(get, path = "/v1/metrics/{id}/explain", tag = "metrics",
-    params(("id" = String, Path, description = "Metric id"), MetricParams, ExplainParams),
+    params(("id" = String, Path, description = "Metric id", example = "sales.win_rate"), MetricParams, ExplainParams),
     responses(
         (status = 200, description = "A page of the derivation record (JSON, or CSV rows)", content(
             (Object = "application/json"),
@@ -383,7 +386,7 @@ pub async fn explain(
 /// Why a figure moved between two report dates: the cells before and after, the facts whose
 /// part changed, and the events recorded in between that account for it.
 #[utoipa::path(get, path = "/v1/metrics/{id}/diff", tag = "metrics",
-    params(("id" = String, Path, description = "Metric id"), DiffParams, MetricParams),
+    params(("id" = String, Path, description = "Metric id", example = "sales.win_rate"), DiffParams, MetricParams),
     responses(
         (status = 200, description = "The diff", body = Object, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid query or report date", body = Problem, content_type = "application/problem+json"),
@@ -418,7 +421,10 @@ pub async fn diff(
 /// Defines a metric version from a TOML definition (`application/toml` or `text/plain`).
 /// A published version is frozen: the same text again is 200, another specification 409.
 #[utoipa::path(post, path = "/v1/metrics", tag = "metrics",
-    request_body(content = String, description = "The metric definition (TOML)", content_type = "application/toml"),
+    request_body(description = "The metric definition (TOML)", content(
+        (String = "application/toml"),
+        (String = "text/plain"),
+    )),
     responses(
         (status = 201, description = "The definition was appended", body = Object),
         (status = 200, description = "This version is already defined with this text; nothing written", body = Object),

@@ -32,7 +32,8 @@ pub struct Projections {
 }
 
 /// A read-model answer: the report and the log position its state covers.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, schemars::JsonSchema)]
+#[schemars(rename = "{R}Answer")]
 pub struct ReadModelAnswer<R: Serialize> {
     /// Position of the last event folded into the state the report was computed from.
     pub applied_position: u64,

@@ -88,12 +88,14 @@ pub async fn serve_api(
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "{}",
-            banner.replace("{address}", &address.to_string())
-        )?;
-        writeln!(stdout, "{}", auth.describe())?;
+        // One write: a reader may stop reading after the first line (tests take the
+        // address from it), and a later write to a closed pipe would fail the start.
+        let text = format!(
+            "{}\n{}\n",
+            banner.replace("{address}", &address.to_string()),
+            auth.describe()
+        );
+        stdout.write_all(text.as_bytes())?;
         stdout.flush()?;
         drop(stdout);
         let projections = if projections {

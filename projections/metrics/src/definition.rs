@@ -47,7 +47,9 @@ use crate::period::Grain;
 pub const DEFINITION_SIZE_MAX_BYTES: usize = 32 * 1024;
 
 /// The domain prefix of an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
     Marketing,
@@ -71,7 +73,7 @@ impl Domain {
 }
 
 /// Unit of the figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Unit {
     #[serde(rename = "count")]
     Count,
@@ -92,7 +94,7 @@ pub enum Unit {
 }
 
 /// Flow, stock, cohort or per-entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Flow,
@@ -102,7 +104,7 @@ pub enum Kind {
 }
 
 /// The metric types of the definition language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MeasureType {
     /// An aggregation over a filtered set of facts.

@@ -24,7 +24,7 @@ use crate::view::LogView;
 pub const ROWS_MAX: usize = 20_000_000;
 
 /// An exact or fractional quantity: counts and money stay integers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Num {
     Int(i128),

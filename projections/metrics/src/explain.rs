@@ -28,7 +28,7 @@ pub const EXPLAIN_PAGE_MAX: usize = 10_000;
 pub const DIFF_FACTS_MAX: usize = 10_000;
 
 /// Which cell(s) and which page.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainSelect {
     /// Label of one period (`2017-Q2`); all periods when absent.
@@ -48,7 +48,7 @@ pub struct ExplainSelect {
 }
 
 /// One fact's part in a figure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ExplainRow {
     pub position: u64,
     pub event_id: Uuid,
@@ -74,7 +74,7 @@ pub struct ExplainRow {
 }
 
 /// Totals of one input over the selected cells.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, schemars::JsonSchema)]
 pub struct ExplainTotals {
     pub considered: u64,
     pub included: u64,
@@ -84,7 +84,7 @@ pub struct ExplainTotals {
 }
 
 /// A page of the derivation record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Explanation {
     pub metric: MetricRef,
     pub query: Query,
@@ -322,7 +322,7 @@ pub fn to_csv(x: &Explanation) -> String {
 }
 
 /// A cell before and after.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DiffCell {
     pub period: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -335,7 +335,7 @@ pub struct DiffCell {
 }
 
 /// A fact whose part in a figure changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FactChange {
     pub position: u64,
     pub stream: String,
@@ -350,7 +350,7 @@ pub struct FactChange {
 }
 
 /// An event recorded between the two dates that accounts for a change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DiffEvent {
     pub position: u64,
     pub stream: String,
@@ -360,7 +360,7 @@ pub struct DiffEvent {
 }
 
 /// Why a figure moved between two report dates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Diff {
     pub metric: MetricRef,
     pub before: LogMark,

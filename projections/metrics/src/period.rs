@@ -14,7 +14,9 @@ use crate::error::MetricError;
 pub const PERIODS_MAX: usize = 10_000;
 
 /// Size of a period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Grain {
     Day,
@@ -61,7 +63,9 @@ impl fmt::Display for Grain {
 }
 
 /// One period `[start, end)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Period {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

@@ -30,7 +30,7 @@ pub const FIGURES_MAX: usize = 100_000;
 pub const COMPARE_VERSIONS_MAX: usize = 8;
 
 /// What to compute.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
     /// Start of the range (inclusive); default: the earliest kept event.
@@ -56,7 +56,7 @@ pub struct Query {
 }
 
 /// Which definition a figure was computed with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MetricRef {
     pub id: String,
     pub version: u32,
@@ -82,7 +82,7 @@ impl MetricRef {
 }
 
 /// Whether there was anything to compute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -97,7 +97,7 @@ pub enum Status {
 }
 
 /// One cell: a period and dimension values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Figure {
     pub period: Period,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -117,7 +117,7 @@ pub struct Figure {
 }
 
 /// The answer to one query.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Evaluation {
     pub metric: MetricRef,
     pub query: Query,
@@ -314,7 +314,7 @@ pub fn display(unit: Unit, value: Option<f64>, currency: Option<&str>) -> String
 }
 
 /// One row of a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ComparisonRow {
     pub period: Period,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -329,7 +329,7 @@ pub struct ComparisonRow {
 type CellId = (Period, Vec<(String, String)>);
 
 /// Versions side by side over the same periods and log position.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Comparison {
     pub metrics: Vec<MetricRef>,
     pub statuses: Vec<Status>,

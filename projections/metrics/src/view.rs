@@ -39,7 +39,7 @@ const PAGES_AHEAD: usize = 2;
 pub const VIEW_EVENTS_MAX: usize = 20_000_000;
 
 /// What the log had recorded: a position, or an instant (`recorded_at ≤ T`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KnownAt {
     Time(DateTime<Utc>),
@@ -47,7 +47,7 @@ pub enum KnownAt {
 }
 
 /// Where in the log a figure was computed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogMark {
     /// Last visible position (0 for an empty log).
     pub position: u64,

@@ -89,7 +89,7 @@ pub struct CaseFacts {
 }
 
 /// How one target stands at an instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum TargetOutcome {
     /// Met at `at`.

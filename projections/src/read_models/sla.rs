@@ -173,7 +173,7 @@ impl Projection for SlaProjection {
 }
 
 /// What to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaQuery {
     /// "Now": cases are evaluated as of this instant.
     pub as_of: DateTime<Utc>,
@@ -199,7 +199,7 @@ impl SlaQuery {
 }
 
 /// Compliance of one group of cases.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ComplianceRow {
     /// Group key (`all` for the total).
     pub key: String,
@@ -237,7 +237,7 @@ impl Tally {
 }
 
 /// A case breached by `as_of`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Breach {
     pub case: String,
     pub policy: String,
@@ -250,7 +250,7 @@ pub struct Breach {
 }
 
 /// Average handle time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HandleTimeRow {
     pub key: String,
     pub count: u64,
@@ -259,7 +259,7 @@ pub struct HandleTimeRow {
 }
 
 /// Open cases at `as_of`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Backlog {
     pub open: u64,
     /// Of which with a paused clock.
@@ -268,7 +268,7 @@ pub struct Backlog {
 }
 
 /// Case counts and durations (all non-test cases, invalid ones included).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceSummary {
     /// Cases opened by `as_of`.
     pub cases: u64,
@@ -285,7 +285,7 @@ pub struct ServiceSummary {
 }
 
 /// Cases left out of SLA figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaExclusions {
     pub test: u64,
     pub invalid: u64,
@@ -293,7 +293,7 @@ pub struct SlaExclusions {
 }
 
 /// The SLA report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaReport {
     pub as_of: DateTime<Utc>,
     pub overall: ComplianceRow,
@@ -502,7 +502,7 @@ pub fn report(state: &SlaState, config: &SlaConfig, q: &SlaQuery) -> SlaReport {
 }
 
 /// One case's evaluation at `as_of` (for `crm sla case ID`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CaseSla {
     pub case: String,
     pub policy: Option<String>,

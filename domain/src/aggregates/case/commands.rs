@@ -7,7 +7,7 @@ use super::{CasePriority, CloseCode, SlaPauseReason, SlaResumeReason};
 use crate::values::{AccountId, AgentId, CaseId, Channel, ContactId, Label, TeamId};
 
 /// Open a case (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpenCase {
     pub case_id: CaseId,
     pub account_id: Option<AccountId>,
@@ -24,7 +24,7 @@ pub struct OpenCase {
 }
 
 /// Change type, priority or complaint flag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReclassifyCase {
     pub case_id: CaseId,
     pub case_type: Label,
@@ -34,7 +34,7 @@ pub struct ReclassifyCase {
 }
 
 /// Assign the case to an agent (and team).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssignCase {
     pub case_id: CaseId,
     pub agent: AgentId,
@@ -43,7 +43,7 @@ pub struct AssignCase {
 }
 
 /// Record the first response to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordFirstResponse {
     pub case_id: CaseId,
     /// Required unless `automated`.
@@ -54,7 +54,7 @@ pub struct RecordFirstResponse {
 }
 
 /// Stop the SLA clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PauseCaseSla {
     pub case_id: CaseId,
     pub reason: SlaPauseReason,
@@ -62,7 +62,7 @@ pub struct PauseCaseSla {
 }
 
 /// Restart the SLA clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResumeCaseSla {
     pub case_id: CaseId,
     pub reason: SlaResumeReason,
@@ -70,7 +70,7 @@ pub struct ResumeCaseSla {
 }
 
 /// Escalate to a higher level.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EscalateCase {
     pub case_id: CaseId,
     /// 1..=[`super::ESCALATION_LEVEL_MAX`], above the current level.
@@ -80,7 +80,7 @@ pub struct EscalateCase {
 }
 
 /// Resolve the case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResolveCase {
     pub case_id: CaseId,
     pub agent: Option<AgentId>,
@@ -91,7 +91,7 @@ pub struct ResolveCase {
 }
 
 /// Reopen a resolved or closed case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReopenCase {
     pub case_id: CaseId,
     pub reason: Label,
@@ -99,7 +99,7 @@ pub struct ReopenCase {
 }
 
 /// Close the case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CloseCase {
     pub case_id: CaseId,
     pub close_code: CloseCode,
@@ -108,7 +108,7 @@ pub struct CloseCase {
 
 /// Record that the close step was performed again on a case that is already closed (source
 /// systems and process logs do this); the case stays closed with its close code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RepeatCaseClose {
     pub case_id: CaseId,
     pub occurred_at: DateTime<Utc>,

@@ -8,7 +8,7 @@ use super::{CasePriority, CloseCode, SlaPauseReason, SlaResumeReason};
 use crate::values::{AccountId, AgentId, CaseId, Channel, ContactId, Label, TeamId};
 
 /// A case was opened. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseOpened {
     pub case_id: CaseId,
@@ -25,7 +25,7 @@ pub struct CaseOpened {
 }
 
 /// Type, priority or complaint flag changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseReclassified {
     pub case_id: CaseId,
@@ -36,7 +36,7 @@ pub struct CaseReclassified {
 }
 
 /// The case was assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseAssigned {
     pub case_id: CaseId,
@@ -46,7 +46,7 @@ pub struct CaseAssigned {
 }
 
 /// The customer got a first response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseFirstResponded {
     pub case_id: CaseId,
@@ -57,7 +57,7 @@ pub struct CaseFirstResponded {
 }
 
 /// The SLA clock stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseSlaPaused {
     pub case_id: CaseId,
@@ -66,7 +66,7 @@ pub struct CaseSlaPaused {
 }
 
 /// The SLA clock runs again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseSlaResumed {
     pub case_id: CaseId,
@@ -75,7 +75,7 @@ pub struct CaseSlaResumed {
 }
 
 /// The case was escalated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseEscalated {
     pub case_id: CaseId,
@@ -85,7 +85,7 @@ pub struct CaseEscalated {
 }
 
 /// The case was resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseResolved {
     pub case_id: CaseId,
@@ -96,7 +96,7 @@ pub struct CaseResolved {
 }
 
 /// The case was reopened; the earlier resolution or close no longer counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseReopened {
     pub case_id: CaseId,
@@ -105,7 +105,7 @@ pub struct CaseReopened {
 }
 
 /// The case was closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseClosed {
     pub case_id: CaseId,
@@ -116,7 +116,7 @@ pub struct CaseClosed {
 /// The close step was performed again on a case that was already closed. The case stays
 /// closed with its first close's code; the fact keeps the later close activity's time, which
 /// process-mining readings ("closed on the day opened" by the last close) count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseCloseRepeated {
     pub case_id: CaseId,

@@ -19,7 +19,19 @@ use crate::values::{AgentId, CaseId, Label, TeamId};
 pub const ESCALATION_LEVEL_MAX: u8 = 5;
 
 /// Case priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CasePriority {
     Low,
@@ -29,7 +41,7 @@ pub enum CasePriority {
 }
 
 /// Why the SLA clock stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SlaPauseReason {
     /// Waiting for the customer's reply.
@@ -41,7 +53,7 @@ pub enum SlaPauseReason {
 }
 
 /// Why the SLA clock runs again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SlaResumeReason {
     /// The customer answered.
@@ -57,7 +69,7 @@ pub enum SlaResumeReason {
 }
 
 /// How a case was closed; `spam`, `invalid` and `test` exclude it from service metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseCode {
     /// Closed after a confirmed resolution.

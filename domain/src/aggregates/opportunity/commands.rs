@@ -9,7 +9,7 @@ use crate::values::{
 };
 
 /// Open a new opportunity (creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpenOpportunity {
     pub opportunity_id: OpportunityId,
     pub account_id: AccountId,
@@ -31,7 +31,7 @@ pub struct OpenOpportunity {
 }
 
 /// Move an open opportunity to another stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeOpportunityStage {
     pub opportunity_id: OpportunityId,
     pub to: Label,
@@ -41,7 +41,7 @@ pub struct ChangeOpportunityStage {
 }
 
 /// Change the expected amount of an open opportunity (same currency).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeOpportunityAmount {
     pub opportunity_id: OpportunityId,
     pub to: Money,
@@ -49,7 +49,7 @@ pub struct ChangeOpportunityAmount {
 }
 
 /// Change the expected close date of an open opportunity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeOpportunityCloseDate {
     pub opportunity_id: OpportunityId,
     pub to: NaiveDate,
@@ -57,7 +57,7 @@ pub struct ChangeOpportunityCloseDate {
 }
 
 /// Hand the opportunity to another rep (allowed unless voided).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeOpportunityOwner {
     pub opportunity_id: OpportunityId,
     pub to: AgentId,
@@ -65,7 +65,7 @@ pub struct ChangeOpportunityOwner {
 }
 
 /// Record a competitor in the deal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IdentifyCompetitor {
     pub opportunity_id: OpportunityId,
     pub competitor: Label,
@@ -73,7 +73,7 @@ pub struct IdentifyCompetitor {
 }
 
 /// Record a proposal sent to the buyer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendProposal {
     pub opportunity_id: OpportunityId,
     /// Must be higher than every earlier revision.
@@ -84,7 +84,7 @@ pub struct SendProposal {
 }
 
 /// Mark an open opportunity won.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WinOpportunity {
     pub opportunity_id: OpportunityId,
     /// Final deal amount (net of discount).
@@ -96,7 +96,7 @@ pub struct WinOpportunity {
 }
 
 /// Mark an open opportunity lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoseOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: LossReason,
@@ -105,7 +105,7 @@ pub struct LoseOpportunity {
 }
 
 /// Reopen a won or lost opportunity (supersedes the close for metrics).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReopenOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: Label,
@@ -113,7 +113,7 @@ pub struct ReopenOpportunity {
 }
 
 /// Take the opportunity out of every metric (duplicate, test, error). Final.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VoidOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: VoidReason,

@@ -11,7 +11,7 @@ use crate::values::{
 };
 
 /// An opportunity was opened. Creation event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityOpened {
     pub opportunity_id: OpportunityId,
@@ -31,7 +31,7 @@ pub struct OpportunityOpened {
 }
 
 /// The opportunity moved between stages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityStageChanged {
     pub opportunity_id: OpportunityId,
@@ -42,7 +42,7 @@ pub struct OpportunityStageChanged {
 }
 
 /// The expected amount changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityAmountChanged {
     pub opportunity_id: OpportunityId,
@@ -52,7 +52,7 @@ pub struct OpportunityAmountChanged {
 }
 
 /// The expected close date changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityCloseDateChanged {
     pub opportunity_id: OpportunityId,
@@ -62,7 +62,7 @@ pub struct OpportunityCloseDateChanged {
 }
 
 /// The owning rep changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityOwnerChanged {
     pub opportunity_id: OpportunityId,
@@ -72,7 +72,7 @@ pub struct OpportunityOwnerChanged {
 }
 
 /// A competitor was identified in the deal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompetitorIdentified {
     pub opportunity_id: OpportunityId,
@@ -81,7 +81,7 @@ pub struct CompetitorIdentified {
 }
 
 /// A proposal was sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposalSent {
     pub opportunity_id: OpportunityId,
@@ -93,7 +93,7 @@ pub struct ProposalSent {
 
 /// The deal was won. Schema v2: `amount` is [`Money`]; v1 stored a decimal number of major
 /// units plus a `currency` string (see `upcast::opportunity_won_v1_to_v2`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityWon {
     pub opportunity_id: OpportunityId,
@@ -105,7 +105,7 @@ pub struct OpportunityWon {
 }
 
 /// The deal was lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityLost {
     pub opportunity_id: OpportunityId,
@@ -115,7 +115,7 @@ pub struct OpportunityLost {
 }
 
 /// A won or lost opportunity was reopened; its earlier close no longer counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityReopened {
     pub opportunity_id: OpportunityId,
@@ -124,7 +124,7 @@ pub struct OpportunityReopened {
 }
 
 /// The opportunity was voided and leaves every metric.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityVoided {
     pub opportunity_id: OpportunityId,

@@ -15,7 +15,7 @@ use crate::values::{
 
 /// New business, expansion of an existing customer, or renewal (renewals are out of scope for
 /// new-business metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpportunityKind {
     /// A new customer or a new product line.
@@ -27,7 +27,7 @@ pub enum OpportunityKind {
 }
 
 /// Why a deal was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LossReason {
     /// Too expensive.
@@ -47,7 +47,7 @@ pub enum LossReason {
 }
 
 /// Why an opportunity is voided (taken out of every metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VoidReason {
     /// Same deal recorded twice.

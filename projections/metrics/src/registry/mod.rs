@@ -43,7 +43,7 @@ const DEFINITIONS_MAX: usize = READ_PAGE_MAX;
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7472_6963_2d64_6566_696e_6564_0001);
 
 /// Where a definition comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DefinitionSource {
     BuiltIn,
@@ -65,7 +65,7 @@ pub struct RegisteredMetric {
 }
 
 /// One line of `crm metrics list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MetricSummary {
     pub id: String,
     pub version: u32,
@@ -337,7 +337,7 @@ impl Registry {
 }
 
 /// What `define` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DefineOutcome {
     pub id: String,
     pub version: u32,

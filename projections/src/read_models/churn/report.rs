@@ -4,7 +4,7 @@
 use super::*;
 
 /// One risk rule's contribution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Contribution {
     /// Rule name.
     pub signal: String,
@@ -17,7 +17,7 @@ pub struct Contribution {
 }
 
 /// The churn-risk score.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RiskScore {
     /// Σ points, capped at 100.
     pub score_percent: u32,
@@ -28,7 +28,7 @@ pub struct RiskScore {
 }
 
 /// A customer's cancellation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cancellation {
     pub effective_at: DateTime<Utc>,
     pub reason: Option<String>,
@@ -36,7 +36,7 @@ pub struct Cancellation {
 }
 
 /// Everything churn is read from, for one customer at `as_of`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CustomerSignals {
     pub account: String,
     pub segment: String,
@@ -320,7 +320,7 @@ pub fn customers(
 }
 
 /// What to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChurnQuery {
     /// "Now".
     pub as_of: DateTime<Utc>,
@@ -332,7 +332,7 @@ pub struct ChurnQuery {
 }
 
 /// Churn of one group of customers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChurnRow {
     pub key: String,
     /// Churned customers / customers in the base.
@@ -342,7 +342,7 @@ pub struct ChurnRow {
 }
 
 /// The churn report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChurnReport {
     pub as_of: DateTime<Utc>,
     pub overall: ChurnRow,

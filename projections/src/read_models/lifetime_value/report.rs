@@ -20,7 +20,7 @@ fn percent_of(v: i64, percent: u8) -> i64 {
 }
 
 /// RFM of one customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rfm {
     pub recency_days: f64,
     /// Purchases in the trailing 365 days.
@@ -35,7 +35,7 @@ pub struct Rfm {
 }
 
 /// The inputs and result of the predicted CLV.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Prediction {
     pub active: bool,
     /// Margin of the trailing 12 months / 12.
@@ -55,7 +55,7 @@ pub struct Prediction {
 }
 
 /// The lifetime value of one customer at `as_of`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CustomerValue {
     pub account: String,
     pub segment: String,
@@ -78,7 +78,7 @@ pub struct CustomerValue {
 }
 
 /// What to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LifetimeValueQuery {
     /// "Now".
     pub as_of: DateTime<Utc>,
@@ -89,7 +89,7 @@ pub struct LifetimeValueQuery {
 }
 
 /// The lifetime-value report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LifetimeValueReport {
     pub as_of: DateTime<Utc>,
     pub currency: String,

@@ -4,7 +4,7 @@
 use super::*;
 
 /// What to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PipelineQuery {
     /// "Now": open deals are those open at this instant.
     pub as_of: DateTime<Utc>,
@@ -36,7 +36,7 @@ impl PipelineQuery {
 }
 
 /// One row of a breakdown of open deals.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupRow {
     /// Dimension value.
     pub key: String,
@@ -49,7 +49,7 @@ pub struct GroupRow {
 }
 
 /// A breakdown, largest value first, cut at the query's limit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Breakdown {
     /// Distinct keys in total.
     pub total_keys: usize,
@@ -58,7 +58,7 @@ pub struct Breakdown {
 }
 
 /// Open pipeline at `as_of`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpenPipeline {
     pub count: u64,
     pub value_minor: i64,
@@ -72,7 +72,7 @@ pub struct OpenPipeline {
 }
 
 /// Time spent in one stage, in days.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StageTime {
     pub stage: String,
     /// Completed visits (left by `as_of`).
@@ -82,7 +82,7 @@ pub struct StageTime {
 }
 
 /// Moves out of a stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Conversion {
     pub from: String,
     /// Next stage, or `Won` / `Lost`.
@@ -93,7 +93,7 @@ pub struct Conversion {
 }
 
 /// Wins and losses closed in the period.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WinLoss {
     pub won: u64,
     pub won_amount_minor: i64,
@@ -109,7 +109,7 @@ pub struct WinLoss {
 }
 
 /// Pipeline against a target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Coverage {
     pub target_minor: i64,
     pub pipeline_minor: i64,
@@ -120,7 +120,7 @@ pub struct Coverage {
 }
 
 /// Deals left out, per reason code.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PipelineExclusions {
     pub voided: u64,
     pub test: u64,
@@ -131,7 +131,7 @@ pub struct PipelineExclusions {
 }
 
 /// The pipeline report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PipelineReport {
     pub as_of: DateTime<Utc>,
     pub currency: String,
