@@ -99,6 +99,20 @@ pub struct BenchReport {
     pub clients: usize,
     /// The scenarios, in run order.
     pub scenarios: Vec<Scenario>,
+    /// What authentication costs per request, measured in this run.
+    pub authentication: Option<AuthCost>,
+}
+
+/// The cost of authentication: the same cheap route served without authentication and
+/// with an API token checked on every request, in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthCost {
+    /// p50 with a token / p50 without.
+    pub p50_ratio: f64,
+    /// p99 with a token / p99 without.
+    pub p99_ratio: f64,
+    /// p50 with a token minus p50 without, ms.
+    pub p50_added_ms: f64,
 }
 
 impl fmt::Display for BenchReport {
@@ -118,6 +132,13 @@ impl fmt::Display for BenchReport {
                 f,
                 "{:<60} {:>9} {:>10.0} {:>8.3} {:>8.3}",
                 s.name, s.requests, s.per_second, s.p50_ms, s.p99_ms
+            )?;
+        }
+        if let Some(a) = &self.authentication {
+            writeln!(
+                f,
+                "authentication (API token) per request: p50 x{:.2}, p99 x{:.2} ({:+.3} ms at p50)",
+                a.p50_ratio, a.p99_ratio, a.p50_added_ms
             )?;
         }
         Ok(())
@@ -492,7 +513,105 @@ async fn run(
         ));
     }
 
+    let authentication = auth_cost(
+        store,
+        projections,
+        &client,
+        &base,
+        clients,
+        requests,
+        &mut scenarios,
+    )
+    .await?;
     let _ = stop.send(true);
     server.abort();
-    Ok(BenchReport { clients, scenarios })
+    Ok(BenchReport {
+        clients,
+        scenarios,
+        authentication: Some(authentication),
+    })
+}
+
+/// `GET /v1/aggregates` (a constant answer, so the route's own work is small) on the open
+/// server at `open_base`, then on a second server over the same log that requires a
+/// credential, with a viewer's API token: the difference is the authentication layer
+/// (header parsing, token lookup, SHA-256 and constant-time comparison, permission check).
+async fn auth_cost(
+    store: &AnyStore,
+    projections: &Projections,
+    client: &reqwest::Client,
+    open_base: &str,
+    clients: usize,
+    requests: usize,
+    scenarios: &mut Vec<Scenario>,
+) -> Result<AuthCost, BenchError> {
+    let token = crm_app::access::TokenRegister::new(store.clone())
+        .grant(
+            crm_app::access::TokenRequest {
+                name: format!("bench-{}", Uuid::now_v7().simple()),
+                roles: vec![crm_domain::access::Role::Viewer],
+                scope: Vec::new(),
+                expires_at: None,
+            },
+            &crm_app::access::local_principal(),
+            Utc::now(),
+        )
+        .await
+        .map_err(setup)?
+        .token;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup)?;
+    let auth_base = format!("http://{}", listener.local_addr().map_err(setup)?);
+    let (app, _, stop) = crm_http::router_full(
+        store.clone(),
+        Some(projections.clone()),
+        crm_domain::Registry::builtin(),
+        crm_http::auth::AuthPolicy::tokens_required(),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut measured = Vec::new();
+    for (name, base, bearer) in [
+        (
+            "GET /v1/aggregates, no authentication",
+            open_base.to_owned(),
+            None,
+        ),
+        (
+            "GET /v1/aggregates, API token checked",
+            auth_base,
+            Some(token),
+        ),
+    ] {
+        let (client, url) = (client.clone(), format!("{base}/v1/aggregates"));
+        let (lat, took) = load(clients, requests, move |_, _| {
+            let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+            async move {
+                let mut call = client.get(&url);
+                if let Some(token) = &bearer {
+                    call = call.bearer_auth(token);
+                }
+                let response = call.send().await.map_err(request)?;
+                if !response.status().is_success() {
+                    return Err(request(format!("GET {url}: {}", response.status())));
+                }
+                response.bytes().await.map_err(request)?;
+                Ok(())
+            }
+        })
+        .await?;
+        let figures = scenario(name, lat, took);
+        measured.push(figures.clone());
+        scenarios.push(figures);
+    }
+    let _ = stop.send(true);
+    server.abort();
+    let (open, authed) = (&measured[0], &measured[1]);
+    Ok(AuthCost {
+        p50_ratio: authed.p50_ms / open.p50_ms.max(f64::EPSILON),
+        p99_ratio: authed.p99_ms / open.p99_ms.max(f64::EPSILON),
+        p50_added_ms: authed.p50_ms - open.p50_ms,
+    })
 }
