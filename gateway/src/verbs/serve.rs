@@ -107,12 +107,14 @@ pub async fn serve_api(
         let address = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        writeln!(
-            stdout,
-            "{}",
-            banner.replace("{url}", &format!("{scheme}://{address}"))
-        )?;
-        writeln!(stdout, "{}", auth.describe())?;
+        // One write: a reader may stop reading after the first line (tests take the
+        // address from it), and a later write to a closed pipe would fail the start.
+        let text = format!(
+            "{}\n{}\n",
+            banner.replace("{url}", &format!("{scheme}://{address}")),
+            auth.describe()
+        );
+        stdout.write_all(text.as_bytes())?;
         stdout.flush()?;
         drop(stdout);
         let projections = if projections {
