@@ -17,8 +17,17 @@
 //!
 //! **Invariant:** every limit is a named constant here (body size, page size, request
 //! timeout, requests in flight, open feeds) or in [`connections`] (header-read and idle time,
-//! open connections). A request over a limit gets a problem document (413, 415, 503), never
-//! a partial effect, and the refusal is counted in `crm_http_refused_total{reason}`.
+//! open connections, request-target and header sizes). A request over a limit gets a problem
+//! document (413, 414, 415, 431, 503), never a partial effect, and the refusal is counted in
+//! `crm_http_refused_total{reason}`. (The one exception, a request head beyond hyper's own
+//! buffer, is described in [`connections`].)
+//!
+//! **TLS:** the server speaks plain HTTP unless [`ServeOptions::tls`] is set, then HTTPS
+//! only (HTTP/1.1, rustls with the *ring* provider; [`tls::server_config`] loads a PEM
+//! certificate chain and key). Either put a TLS-terminating proxy or load balancer in front
+//! and keep `crm serve` on a private address, or give `crm serve` a certificate
+//! (`[serve] tls_cert_file` and `tls_key_file`, `--tls-cert`/`--tls-key`). The handshake
+//! shares the header-read timeout; failures are counted with reason `tls_handshake`.
 //!
 //! **Invariant:** shutdown (SIGTERM, Ctrl-C) stops accepting connections, ends the feeds,
 //! lets in-flight requests (appends) finish, then closes the store.
@@ -38,6 +47,7 @@ pub mod problem;
 pub mod read_models;
 pub mod reads;
 pub mod schemas;
+pub mod tls;
 pub mod view_cache;
 pub mod write;
 
@@ -243,13 +253,17 @@ pub enum ServeError {
 /// log saves its checkpoint). Not started until awaited.
 pub type BeforeClose = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// How [`serve_with`] runs: the connection layer's limits and the authentication policy.
+/// How [`serve_with`] runs: the connection layer's limits, the authentication policy and
+/// TLS.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Header-read time, idle time, open connections.
     pub limits: connections::ConnectionLimits,
     /// Who may call what.
     pub auth: auth::AuthPolicy,
+    /// Terminate TLS with this configuration (see [`tls::server_config`]); `None` serves
+    /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves the API on `listener` until `signal` completes, then shuts down gracefully: stops
@@ -300,7 +314,7 @@ pub async fn serve_with(
         eprintln!("shutting down: finishing in-flight requests");
         let _ = stop.send(true);
     };
-    connections::serve_connections(listener, app, options.limits, stopping).await;
+    connections::serve_connections(listener, app, options.limits, options.tls, stopping).await;
     if let Some(projections) = projections {
         if let Err(e) = projections.stop().await {
             eprintln!("warning: a projection did not stop cleanly: {e}");

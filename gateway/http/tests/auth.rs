@@ -2,6 +2,7 @@
 //! document declares a permission; the role × route matrix (allowed → neither 401 nor 403,
 //! denied → 403 with a problem document, no credential → 401 with `WWW-Authenticate`);
 //! the actor is the authenticated principal, never `X-Actor`; scopes; OIDC bearer tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

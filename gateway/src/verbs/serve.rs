@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -32,6 +33,14 @@ pub struct ServeArgs {
     /// `[publish] nats_url`.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (server certificate first), with
+    /// --tls-key; also `CRM_TLS_CERT_FILE` or `[serve] tls_cert_file`. Without both, plain
+    /// HTTP (put a TLS-terminating proxy in front).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert; also `CRM_TLS_KEY_FILE` or `[serve] tls_key_file`.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs `crm serve`.
@@ -42,6 +51,8 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
     let config = globals.config(Flags {
         listen: args.listen,
         nats: args.nats.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
         ..Flags::default()
     })?;
     let store = store::open(&config, Create::IfMissing).await?;
@@ -60,20 +71,22 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
     let before_close =
         publisher.map(|p| -> BeforeClose { Box::pin(async move { p.stop().await }) });
     let banner = format!(
-        "crm serve: log {}, listening on http://{{address}} (API under /v1, /openapi.json); Ctrl-C or SIGTERM stops",
+        "crm serve: log {}, listening on {{url}} (API under /v1, /openapi.json); Ctrl-C or SIGTERM stops",
         store.describe()
     );
     serve_api(store, &config, !args.no_projections, before_close, &banner).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Listens on the configured address, prints `banner` (`{address}` replaced by the bound
-/// address), starts the projections when asked, and serves until SIGTERM or Ctrl-C; the
+/// Loads the TLS certificate and key when configured, listens on the configured address,
+/// prints `banner` (`{url}` replaced by `http://` or `https://` and the bound address),
+/// starts the projections when asked, and serves until SIGTERM or Ctrl-C; the
 /// server closes the store when it stops. On an error before serving, the store is closed
 /// here.
 ///
 /// # Errors
-/// The address is taken, the projections cannot start, or the server fails.
+/// The TLS files cannot be used, the address is taken, the projections cannot start, or
+/// the server fails.
 pub async fn serve_api(
     store: AnyStore,
     config: &Config,
@@ -83,16 +96,22 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let started = async {
         let auth = AuthPolicy::resolve(&config.auth, &store, config.listen).await?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| crm_http::tls::server_config(&files.cert_file, &files.key_file))
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // One write: a reader may stop reading after the first line (tests take the
         // address from it), and a later write to a closed pipe would fail the start.
         let text = format!(
             "{}\n{}\n",
-            banner.replace("{address}", &address.to_string()),
+            banner.replace("{url}", &format!("{scheme}://{address}")),
             auth.describe()
         );
         stdout.write_all(text.as_bytes())?;
@@ -110,10 +129,10 @@ pub async fn serve_api(
         } else {
             None
         };
-        anyhow::Ok((listener, projections, auth))
+        anyhow::Ok((listener, projections, auth, tls))
     }
     .await;
-    let (listener, projections, auth) = match started {
+    let (listener, projections, auth, tls) = match started {
         Ok(started) => started,
         Err(e) => {
             if let Some(before_close) = before_close {
@@ -130,6 +149,7 @@ pub async fn serve_api(
         listener,
         crm_http::ServeOptions {
             auth,
+            tls,
             ..crm_http::ServeOptions::default()
         },
         crm_http::shutdown_signal(),

@@ -32,6 +32,8 @@ pub fn crm(data_dir: &Path) -> Command {
         .env_remove("CRM_LISTEN")
         .env_remove("CRM_STORE")
         .env_remove("CRM_NATS_URL")
+        .env_remove("CRM_TLS_CERT_FILE")
+        .env_remove("CRM_TLS_KEY_FILE")
         .env_remove("RUST_LOG");
     for scope in ["CRM_NATS_", "CRM_PUBLISH_NATS_"] {
         for key in ["USER", "PASSWORD", "TOKEN", "CREDS_FILE"] {

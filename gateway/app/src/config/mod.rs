@@ -9,6 +9,9 @@
 //! on_error = "skip"             # default "stop"
 //! [serve]
 //! listen = "0.0.0.0:8080"       # default 127.0.0.1:8080; also CRM_LISTEN, --listen
+//! tls_cert_file = "/run/secrets/crm-tls/tls.crt"  # HTTPS: PEM chain, server certificate first
+//! tls_key_file = "/run/secrets/crm-tls/tls.key"   # and its PEM private key; both or neither
+//!                               # also CRM_TLS_CERT_FILE / CRM_TLS_KEY_FILE, serve --tls-cert / --tls-key
 //! [jetstream]                   # only read when the store is nats://
 //! stream_name = "CRM_LOG"       # the JetStream stream holding the log
 //! subject_prefix = "crm.log"
@@ -27,6 +30,8 @@
 //! user = "crm-publisher"
 //! password_file = "/run/secrets/nats-publisher-password"
 //! ```
+//! Without `tls_cert_file` and `tls_key_file`, `crm serve` speaks plain HTTP (put a
+//! TLS-terminating proxy in front, or keep it on loopback); with them, HTTPS only.
 //! (`[publish]` also takes `stream`, `subject_prefix`, `replicas`, `source`: see
 //! [`publish::PublishSettings`]; `[nats]` is described in [`nats`]. Secrets come only from
 //! `*_file` paths or variables: a secret written in the file is refused, and `Debug` output
@@ -105,6 +110,19 @@ pub struct Config {
     /// Credentials and TLS of NATS connections (file sections `[nats]`, `[nats.publish]`,
     /// `CRM_NATS_*` and `CRM_PUBLISH_NATS_*` variables).
     pub nats: NatsSettings,
+    /// The certificate and key `crm serve` terminates TLS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files `crm serve` terminates TLS with (`[serve] tls_cert_file` and
+/// `tls_key_file`, `CRM_TLS_CERT_FILE` and `CRM_TLS_KEY_FILE`, `--tls-cert` and
+/// `--tls-key`). They are read when the server starts, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain: the server's certificate first, then its intermediates.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Where the log lives, as `--store`, `CRM_STORE` or the file's `store` key give it.
@@ -201,6 +219,7 @@ impl Default for Config {
             publish: PublishSettings::default(),
             auth: AuthSettings::default(),
             nats: NatsSettings::default(),
+            tls: None,
         }
     }
 }
@@ -220,6 +239,10 @@ pub struct Flags {
     pub store: Option<StoreLocation>,
     /// `crm serve --nats`.
     pub nats: Option<String>,
+    /// `crm serve --tls-cert FILE`.
+    pub tls_cert: Option<PathBuf>,
+    /// `crm serve --tls-key FILE`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the settings could not be resolved.
@@ -235,7 +258,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid.
-    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve] listen`, `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication), `[nats]` (NATS credentials and TLS) and `[auth]` (required, public, `[auth.oidc]`)")]
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve]` (listen, tls_cert_file, tls_key_file), `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication), `[nats]` (NATS credentials and TLS) and `[auth]` (required, public, `[auth.oidc]`)")]
     Parse {
         /// The file.
         path: String,
@@ -249,6 +272,14 @@ pub enum ConfigError {
         section: String,
         /// What is wrong.
         reason: NatsSettingsError,
+    },
+    /// Half of the TLS settings of `crm serve`: a certificate without its key or the reverse.
+    #[error("{given} is set but {missing} is not; HTTPS in crm serve needs both the certificate and its private key: set {missing}, or neither to serve plain HTTP")]
+    TlsHalf {
+        /// The setting given, with its other names.
+        given: &'static str,
+        /// The setting missing, with its other names.
+        missing: &'static str,
     },
     /// An environment variable has an invalid value.
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
@@ -286,6 +317,8 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct ServeSection {
     listen: Option<SocketAddr>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +359,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         let mut nats_section = None;
+        let (mut tls_cert, mut tls_key) = (None, None);
         let file = flags
             .config_file
             .clone()
@@ -341,6 +375,8 @@ impl Config {
             if let Some(listen) = parsed.serve.listen {
                 config.listen = listen;
             }
+            tls_cert = parsed.serve.tls_cert_file;
+            tls_key = parsed.serve.tls_key_file;
             if let Some(read_models) = parsed.projections {
                 config.read_models = read_models;
             }
@@ -414,6 +450,12 @@ impl Config {
         if let Some(url) = env("CRM_NATS_URL").filter(|d| !d.is_empty()) {
             config.publish.nats_url = Some(url);
         }
+        if let Some(file) = env("CRM_TLS_CERT_FILE").filter(|d| !d.is_empty()) {
+            tls_cert = Some(PathBuf::from(file));
+        }
+        if let Some(file) = env("CRM_TLS_KEY_FILE").filter(|d| !d.is_empty()) {
+            tls_key = Some(PathBuf::from(file));
+        }
         if let Some(listen) = flags.listen {
             config.listen = listen;
         }
@@ -429,7 +471,38 @@ impl Config {
         if let Some(on_error) = flags.on_error {
             config.on_error = on_error;
         }
+        if let Some(file) = &flags.tls_cert {
+            tls_cert = Some(file.clone());
+        }
+        if let Some(file) = &flags.tls_key {
+            tls_key = Some(file.clone());
+        }
+        config.tls = tls_files(tls_cert, tls_key)?;
         Ok(config)
+    }
+}
+
+/// The TLS files of `crm serve`: both or neither.
+fn tls_files(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    const CERT: &str = "the TLS certificate ([serve] tls_cert_file, CRM_TLS_CERT_FILE, --tls-cert)";
+    const KEY: &str = "the TLS private key ([serve] tls_key_file, CRM_TLS_KEY_FILE, --tls-key)";
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles {
+            cert_file,
+            key_file,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::TlsHalf {
+            given: CERT,
+            missing: KEY,
+        }),
+        (None, Some(_)) => Err(ConfigError::TlsHalf {
+            given: KEY,
+            missing: CERT,
+        }),
     }
 }
 
@@ -508,6 +581,8 @@ mod tests {
             listen: Some("127.0.0.1:9002".parse().unwrap()),
             store: None,
             nats: Some("nats://flag:4222".into()),
+            tls_cert: None,
+            tls_key: None,
         };
         let by_flags = Config::resolve(&flags, env(&vars)).unwrap();
         assert_eq!(by_flags.data_dir, PathBuf::from("/from-flag"));
@@ -516,6 +591,64 @@ mod tests {
         assert_eq!(
             by_flags.publish.nats_url.as_deref(),
             Some("nats://flag:4222")
+        );
+    }
+
+    #[test]
+    fn serve_tls_files_come_from_file_env_or_flags_and_go_in_pairs() {
+        let tls = |cert: &str, key: &str| {
+            Some(TlsFiles {
+                cert_file: cert.into(),
+                key_file: key.into(),
+            })
+        };
+        let (_dir, file) = with_file(
+            "[serve]\ntls_cert_file = \"/file/cert.pem\"\ntls_key_file = \"/file/key.pem\"\n",
+        );
+        let by_file = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &file)])).unwrap();
+        assert_eq!(by_file.tls, tls("/file/cert.pem", "/file/key.pem"));
+
+        // Each key on its own: a variable over the file, a flag over the variable.
+        let vars = [
+            ("CRM_CONFIG", file.as_str()),
+            ("CRM_TLS_CERT_FILE", "/env/cert.pem"),
+        ];
+        let by_env = Config::resolve(&Flags::default(), env(&vars)).unwrap();
+        assert_eq!(by_env.tls, tls("/env/cert.pem", "/file/key.pem"));
+        let flags = Flags {
+            tls_cert: Some("/flag/cert.pem".into()),
+            tls_key: Some("/flag/key.pem".into()),
+            ..Flags::default()
+        };
+        let by_flags = Config::resolve(&flags, env(&vars)).unwrap();
+        assert_eq!(by_flags.tls, tls("/flag/cert.pem", "/flag/key.pem"));
+        let by_env_only = Config::resolve(
+            &Flags::default(),
+            env(&[
+                ("CRM_TLS_CERT_FILE", "/env/cert.pem"),
+                ("CRM_TLS_KEY_FILE", "/env/key.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(by_env_only.tls, tls("/env/cert.pem", "/env/key.pem"));
+
+        // Half a pair, from any source, is refused naming the missing half.
+        let (_dir, cert_only) = with_file("[serve]\ntls_cert_file = \"/file/cert.pem\"\n");
+        let err = Config::resolve(&Flags::default(), env(&[("CRM_CONFIG", &cert_only)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("but the TLS private key ([serve] tls_key_file, CRM_TLS_KEY_FILE, --tls-key) is not"),
+            "{err}"
+        );
+        let flags = Flags {
+            tls_key: Some("/flag/key.pem".into()),
+            ..Flags::default()
+        };
+        let err = Config::resolve(&flags, env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("but the TLS certificate ([serve] tls_cert_file, CRM_TLS_CERT_FILE, --tls-cert) is not"),
+            "{err}"
         );
     }
 

@@ -120,7 +120,7 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> anyhow::Result<ExitCode> 
         printed?;
         return Ok(ExitCode::SUCCESS);
     }
-    let banner = "serving the API on http://{address} (try http://{address}/v1/read-models/pipeline); Ctrl-C stops";
+    let banner = "serving the API on {url} (try {url}/v1/read-models/pipeline); Ctrl-C stops";
     serve_api(store, &config, true, None, banner).await?;
     Ok(ExitCode::SUCCESS)
 }
