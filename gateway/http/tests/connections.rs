@@ -104,12 +104,23 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_counted() {
             .unwrap();
         slow.push(stream);
     }
-    // Meanwhile the server answers.
+    // Meanwhile the server answers. The latencies are reported (`--nocapture`), not
+    // asserted: tests never assert on wall-clock time.
+    let asked = std::time::Instant::now();
     assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
+    println!(
+        "/healthz answered in {:?} with 5 slow-header connections open",
+        asked.elapsed()
+    );
     for stream in &mut slow {
         let seen = until_closed(stream).await;
         assert!(!seen.contains("200 OK"), "{seen}");
     }
+    println!(
+        "the 5 slow-header connections were closed {:?} after they started (limit {:?})",
+        asked.elapsed(),
+        limits.header_read_timeout
+    );
 
     // Idle keep-alive: one answered request, then silence.
     let mut idle = TcpStream::connect(address).await.unwrap();
