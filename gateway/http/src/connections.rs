@@ -36,7 +36,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -46,7 +46,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::problem::{ApiError, Problem, PROBLEM_JSON};
+use crate::problem::{problem_response, ApiError, Problem, PROBLEM_JSON};
 
 /// Default time a client has to send a request's headers (and an idle keep-alive connection
 /// may stay open).
@@ -125,17 +125,10 @@ const HEADER_FIELD_OVERHEAD_BYTES: usize = 4;
 /// A head-limit refusal: the problem document, `connection: close`, counted by `reason`.
 fn head_refusal(status: StatusCode, slug: &str, reason: &'static str, detail: String) -> Response {
     refused(reason);
-    let problem = Problem {
-        type_uri: format!("urn:crm:problem:{slug}"),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        status: status.as_u16(),
-        detail,
-        current_version: None,
-    };
-    let mut response = (status, axum::Json(problem)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut response = problem_response(&Problem::new(status, slug, detail));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -36,6 +36,20 @@ pub struct Problem {
     pub current_version: Option<u64>,
 }
 
+impl Problem {
+    /// A problem of kind `urn:crm:problem:<slug>` with `status` and `detail`.
+    #[must_use]
+    pub fn new(status: StatusCode, slug: &str, detail: String) -> Problem {
+        Problem {
+            type_uri: format!("urn:crm:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            current_version: None,
+        }
+    }
+}
+
 /// Why a request failed; each variant maps to one status and problem type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -341,13 +355,7 @@ pub async fn normalise_errors(request: Request, next: axum::middleware::Next) ->
         _ if status.is_client_error() => ("malformed-request", text),
         _ => ("internal", text),
     };
-    let problem = Problem {
-        type_uri: format!("urn:crm:problem:{slug}"),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        status: status.as_u16(),
-        detail,
-        current_version: None,
-    };
+    let problem = Problem::new(status, slug, detail);
     let mut out = problem_response(&problem);
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
