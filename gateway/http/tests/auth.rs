@@ -509,3 +509,51 @@ async fn personal_fields_are_masked_for_roles_without_read_personal_data() {
         }
     }
 }
+
+#[tokio::test]
+async fn routes_made_public_by_configuration_answer_an_anonymous_caller() {
+    let store = AnyStore::from(MemoryStore::new());
+    let settings = crm_app::config::AuthSettings {
+        required: Some(true),
+        public: vec!["/metrics".into(), "/v1/events".into()],
+        ..Default::default()
+    };
+    let policy = AuthPolicy::resolve(&settings, &store, "0.0.0.0:8080".parse().unwrap())
+        .await
+        .unwrap();
+    let app = app(&store, policy);
+    for path in ["/metrics", "/v1/events"] {
+        let response = app
+            .clone()
+            .oneshot(request("GET", path, None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // Everything else still needs a credential.
+    let response = app
+        .clone()
+        .oneshot(request("GET", "/v1/streams/{stream_id}", None))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A path that is not a read route is refused at start, with the nearest name.
+    for (bad, hint) in [
+        ("/metric", Some("/metrics")),
+        ("/v1/aggregates/{category}/commands", None),
+    ] {
+        let settings = crm_app::config::AuthSettings {
+            public: vec![bad.into()],
+            ..Default::default()
+        };
+        let e = AuthPolicy::resolve(&settings, &store, "127.0.0.1:8080".parse().unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(bad), "{e}");
+        if let Some(hint) = hint {
+            assert!(e.contains(&format!("did you mean `{hint}`")), "{e}");
+        }
+    }
+}

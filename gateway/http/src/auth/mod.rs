@@ -145,6 +145,20 @@ pub fn open_principal() -> Principal {
     }
 }
 
+/// Name of a caller without a credential on a route made public by `[auth] public`.
+pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";
+
+/// The caller without a credential on a route made public by configuration: no role.
+#[must_use]
+pub fn anonymous_principal() -> Principal {
+    Principal {
+        name: ANONYMOUS_PRINCIPAL.to_owned(),
+        roles: Vec::new(),
+        scope: Vec::new(),
+        credential: Credential::Local,
+    }
+}
+
 /// What the middleware needs.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
@@ -238,7 +252,18 @@ pub async fn authenticate(
     let permission = match access {
         Access::Public => return next.run(request).await,
         Access::Requires(_) if state.auth.policy.settings.is_public(&path) => {
-            return next.run(request).await
+            // Made public by configuration: a caller without a credential is anonymous,
+            // with no role (personal fields stay masked); one with a credential is itself.
+            let principal = if request.headers().contains_key(header::AUTHORIZATION) {
+                match state.auth.principal(request.headers()).await {
+                    Ok(principal) => principal,
+                    Err(e) => return e.into_response(),
+                }
+            } else {
+                anonymous_principal()
+            };
+            request.extensions_mut().insert(principal);
+            return next.run(request).await;
         }
         Access::Requires(permission) => permission,
     };
@@ -406,6 +431,14 @@ pub enum AuthSetupError {
     /// The OIDC verifier cannot start.
     #[error(transparent)]
     Oidc(#[from] oidc::OidcSetupError),
+    /// `[auth] public` names a path that is not a read route of the API.
+    #[error("[auth] public lists `{path}`, which is not a GET route of the API{}; only reads can be made public (GET /openapi.json lists the routes)", .nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default())]
+    Public {
+        /// The path given.
+        path: String,
+        /// The nearest route.
+        nearest: Option<String>,
+    },
     /// The bootstrap admin token's hash is unusable.
     #[error(transparent)]
     AdminHash(#[from] crm_app::config::auth::AdminHashError),
@@ -424,6 +457,19 @@ impl AuthPolicy {
         listen: std::net::SocketAddr,
     ) -> Result<AuthPolicy, AuthSetupError> {
         let mut settings = settings.clone();
+        for path in &settings.public {
+            let get_route = ROUTES.iter().any(|(m, p, _)| *m == "GET" && p == path);
+            if !get_route {
+                let reads = ROUTES
+                    .iter()
+                    .filter(|(m, _, _)| *m == "GET")
+                    .map(|(_, p, _)| *p);
+                return Err(AuthSetupError::Public {
+                    path: path.clone(),
+                    nearest: crm_domain::registry::nearest_name(path, reads),
+                });
+            }
+        }
         if settings.admin_token_sha256.is_none() {
             crm_app::config::auth::load_admin_hash(&mut settings)?;
         }
