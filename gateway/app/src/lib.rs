@@ -26,6 +26,7 @@ pub mod config;
 pub mod envelope;
 pub mod ids;
 pub mod inspect;
+pub mod keys;
 pub mod projections;
 pub mod propose;
 pub mod store;
