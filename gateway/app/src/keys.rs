@@ -47,7 +47,7 @@ pub const FORMAT_VERSION: u8 = 1;
 #[non_exhaustive]
 pub enum KeyError {
     /// No master key was given.
-    #[error("no master key: personal data is encrypted at rest with keys wrapped by a master key; give it as a file ([keys] master_key_file) or as {MASTER_KEY_ENV} (64 hex characters; `crm keys generate-master` makes one)")]
+    #[error("no master key: personal data is encrypted at rest with keys wrapped by a master key; give it as a file or as {MASTER_KEY_ENV} (64 hex characters, e.g. from `openssl rand -hex 32`), kept apart from the data directory")]
     NoMasterKey,
     /// The master key is not 32 bytes in hex.
     #[error("the master key from {0} is not 64 hex characters (32 bytes)")]
