@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use crm_app::access::{Credential, Principal};
 use crm_app::config::OidcSettings;
 use crm_domain::access::Role;
@@ -52,12 +51,12 @@ pub enum OidcSetupError {
         source: std::io::Error,
     },
     /// The key set could not be fetched.
-    #[error("could not fetch the key set from {url}: {reason}; check [auth.oidc] jwks_url and that the identity provider is reachable")]
+    #[error("could not fetch the key set from {url}: {fault}; check [auth.oidc] jwks_url and that the identity provider is reachable")]
     Fetch {
         /// The URL.
         url: String,
         /// Why.
-        reason: String,
+        fault: FetchFault,
     },
     /// The key set is not a JWKS document.
     #[error("the key set from {from} is not a JWKS document: {source}")]
@@ -102,17 +101,48 @@ pub enum OidcRefused {
     NoRole(String),
 }
 
-#[derive(Debug, Clone)]
+/// Why fetching the key set from its URL failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchFault {
+    /// The system's root certificates could not be loaded.
+    #[error("no TLS root certificates: {0}")]
+    Roots(std::io::Error),
+    /// The URL does not parse.
+    #[error("not a URL: {0}")]
+    Url(hyper::http::uri::InvalidUri),
+    /// The request could not be built.
+    #[error("{0}")]
+    Request(hyper::http::Error),
+    /// Connecting or sending failed.
+    #[error("{0}")]
+    Send(hyper_util::client::legacy::Error),
+    /// No answer in time.
+    #[error("no answer within {} s", JWKS_FETCH_TIMEOUT.as_secs())]
+    NoAnswer,
+    /// The answer was not a success.
+    #[error("HTTP {0}")]
+    Status(hyper::StatusCode),
+    /// The body did not arrive in time.
+    #[error("the body did not arrive within {} s", JWKS_FETCH_TIMEOUT.as_secs())]
+    BodyTimeout,
+    /// The body could not be read, or is larger than [`JWKS_SIZE_MAX_BYTES`].
+    #[error("{0} (at most {JWKS_SIZE_MAX_BYTES} bytes are read)")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where the key set comes from; a URL with the client that fetches it.
+#[derive(Debug)]
 enum KeySource {
     File(std::path::PathBuf),
-    Url(String),
+    Url { url: String, client: HttpsClient },
 }
 
 impl KeySource {
     fn describe(&self) -> String {
         match self {
             KeySource::File(p) => p.display().to_string(),
-            KeySource::Url(u) => u.clone(),
+            KeySource::Url { url, .. } => url.clone(),
         }
     }
 }
@@ -130,7 +160,6 @@ pub struct OidcVerifier {
     algorithms: Vec<Algorithm>,
     source: KeySource,
     keys: RwLock<Keys>,
-    client: Option<HttpsClient>,
     refetch_min: Duration,
 }
 
@@ -175,23 +204,20 @@ impl OidcVerifier {
         let algorithms = parse_algorithms(&settings.algorithms)?;
         let source = match (&settings.jwks_file, &settings.jwks_url) {
             (Some(file), _) => KeySource::File(file.clone()),
-            (None, Some(url)) => KeySource::Url(url.clone()),
+            (None, Some(url)) => KeySource::Url {
+                client: https_client().map_err(|fault| OidcSetupError::Fetch {
+                    url: url.clone(),
+                    fault,
+                })?,
+                url: url.clone(),
+            },
             (None, None) => {
                 return Err(OidcSetupError::Settings(
                     "[auth.oidc] needs jwks_file or jwks_url".to_owned(),
                 ))
             }
         };
-        let client = match &source {
-            KeySource::Url(url) => {
-                Some(https_client().map_err(|reason| OidcSetupError::Fetch {
-                    url: url.clone(),
-                    reason,
-                })?)
-            }
-            KeySource::File(_) => None,
-        };
-        let set = fetch(client.as_ref(), &source).await?;
+        let set = fetch(&source).await?;
         Ok(OidcVerifier {
             settings,
             algorithms,
@@ -200,7 +226,6 @@ impl OidcVerifier {
                 set,
                 loaded: Instant::now(),
             }),
-            client,
             refetch_min,
         })
     }
@@ -219,7 +244,7 @@ impl OidcVerifier {
         if keys.loaded.elapsed() < min_age {
             return Ok(());
         }
-        match fetch(self.client.as_ref(), &self.source).await {
+        match fetch(&self.source).await {
             Ok(set) => {
                 *keys = Keys {
                     set,
@@ -255,12 +280,12 @@ impl OidcVerifier {
             .ok_or_else(|| OidcRefused::UnknownKey(kid.unwrap_or_default().to_owned()))
     }
 
-    /// The principal of the JWT `token` at `now` (`now` is the caller's clock; the
-    /// library's own check of `exp` uses the system clock).
+    /// The principal of the JWT `token` (`exp` and `nbf` are checked against the system
+    /// clock by `jsonwebtoken`).
     ///
     /// # Errors
     /// [`OidcRefused`] with the reason.
-    pub async fn verify(&self, token: &str, _now: DateTime<Utc>) -> Result<Principal, OidcRefused> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, OidcRefused> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| OidcRefused::Malformed(e.to_string()))?;
         if !self.algorithms.contains(&header.alg) {
@@ -337,12 +362,12 @@ type HttpsClient = hyper_util::client::legacy::Client<
 
 /// An HTTP(S) client for the key set: rustls with the ring provider and the system's root
 /// certificates.
-fn https_client() -> Result<HttpsClient, String> {
+fn https_client() -> Result<HttpsClient, FetchFault> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .map_err(|e| format!("no TLS root certificates: {e}"))?
+        .map_err(FetchFault::Roots)?
         .https_or_http()
         .enable_http1()
         .build();
@@ -352,34 +377,29 @@ fn https_client() -> Result<HttpsClient, String> {
     )
 }
 
-async fn get(client: &HttpsClient, url: &str) -> Result<Vec<u8>, String> {
+async fn get(client: &HttpsClient, url: &str) -> Result<Vec<u8>, FetchFault> {
     use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let uri: hyper::Uri = url.parse().map_err(FetchFault::Url)?;
     let request = hyper::Request::get(uri)
         .header(hyper::header::ACCEPT, "application/json")
         .body(http_body_util::Empty::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(FetchFault::Request)?;
     let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| format!("no answer within {} s", JWKS_FETCH_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| FetchFault::NoAnswer)?
+        .map_err(FetchFault::Send)?;
     if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+        return Err(FetchFault::Status(response.status()));
     }
     let body = http_body_util::Limited::new(response.into_body(), JWKS_SIZE_MAX_BYTES);
     let collected = tokio::time::timeout(JWKS_FETCH_TIMEOUT, body.collect())
         .await
-        .map_err(|_| {
-            format!(
-                "the body did not arrive within {} s",
-                JWKS_FETCH_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| format!("{e} (at most {JWKS_SIZE_MAX_BYTES} bytes are read)"))?;
+        .map_err(|_| FetchFault::BodyTimeout)?
+        .map_err(FetchFault::Body)?;
     Ok(collected.to_bytes().to_vec())
 }
 
-async fn fetch(client: Option<&HttpsClient>, source: &KeySource) -> Result<JwkSet, OidcSetupError> {
+async fn fetch(source: &KeySource) -> Result<JwkSet, OidcSetupError> {
     let from = source.describe();
     let bytes = match source {
         KeySource::File(path) => {
@@ -390,16 +410,12 @@ async fn fetch(client: Option<&HttpsClient>, source: &KeySource) -> Result<JwkSe
                     source,
                 })?
         }
-        KeySource::Url(url) => {
-            let client = client.ok_or_else(|| OidcSetupError::Fetch {
-                url: url.clone(),
-                reason: "no HTTP client".to_owned(),
-            })?;
+        KeySource::Url { url, client } => {
             get(client, url)
                 .await
-                .map_err(|reason| OidcSetupError::Fetch {
+                .map_err(|fault| OidcSetupError::Fetch {
                     url: url.clone(),
-                    reason,
+                    fault,
                 })?
         }
     };
