@@ -218,6 +218,16 @@ impl Role {
         }
     }
 
+    /// The names of `roles`, separated by `, `.
+    #[must_use]
+    pub fn names(roles: &[Role]) -> String {
+        roles
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether any of `roles` gives `permission`.
     #[must_use]
     pub fn any_gives(roles: &[Role], permission: Permission) -> bool {
@@ -233,7 +243,7 @@ impl fmt::Display for Role {
 
 /// A role name that is not a role.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{given}` is not a role{}; the roles are {}", .nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default(), Role::ALL.map(Role::name).join(", "))]
+#[error("`{given}` is not a role{}; the roles are {}", .nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default(), Role::names(&Role::ALL))]
 pub struct UnknownRole {
     /// What was given.
     pub given: String,
@@ -410,7 +420,7 @@ pub enum AccessError {
     )]
     BadName(String),
     /// No role was given.
-    #[error("a token needs at least one role; the roles are {}", Role::ALL.map(Role::name).join(", "))]
+    #[error("a token needs at least one role; the roles are {}", Role::names(&Role::ALL))]
     NoRoles,
     /// The token id is not what a generated id looks like.
     #[error("token id `{0}` is not {TOKEN_ID_CHARS} lowercase hex characters")]

@@ -175,7 +175,7 @@ pub async fn run(globals: &Globals, args: AuthArgs) -> anyhow::Result<ExitCode> 
                         issued.token,
                         issued.grant.name,
                         issued.grant.token_id,
-                        issued.grant.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "),
+                        Role::names(&issued.grant.roles),
                         me.name,
                         issued.grant.token_id
                     )

@@ -282,17 +282,12 @@ pub async fn authenticate(
             "{} may not call {} {path}: it needs permission `{permission}`, which the roles {} give; {} holds {}",
             principal.name,
             request.method(),
-            permission
-                .roles()
-                .iter()
-                .map(|r| r.name())
-                .collect::<Vec<_>>()
-                .join(", "),
+            Role::names(&permission.roles()),
             principal.name,
             if principal.roles.is_empty() {
                 "no role".to_owned()
             } else {
-                principal.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                Role::names(&principal.roles)
             }
         ))
         .into_response();
@@ -365,12 +360,7 @@ pub fn document_security(
                         BEARER_SCHEME,
                         [],
                     )]);
-                    let roles = permission
-                        .roles()
-                        .iter()
-                        .map(|r| r.name())
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let roles = Role::names(&permission.roles());
                     let note = format!("\n\nRequires permission `{permission}` (roles: {roles}).");
                     let description = operation.description.get_or_insert_with(String::new);
                     description.push_str(&note);

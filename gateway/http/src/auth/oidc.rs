@@ -97,7 +97,7 @@ pub enum OidcRefused {
     #[error("the bearer token has no subject (`sub`) claim")]
     NoSubject,
     /// No role in the roles claim.
-    #[error("the bearer token's `{0}` claim gives no role of this server; the roles are admin, writer, analyst, auditor, subscriber, viewer, monitor")]
+    #[error("the bearer token's `{claim}` claim gives no role of this server; the roles are {}", Role::names(&Role::ALL), claim = .0)]
     NoRole(String),
 }
 
