@@ -74,6 +74,16 @@ pub fn mask_personal(event: &RecordedEvent) -> Option<RecordedEvent> {
     Some(masked)
 }
 
+/// `event` as a reader sees it: with its personal fields masked when `mask` is set (the
+/// reader may not see them), else as stored; a copy is made only for a masked event.
+#[must_use]
+pub fn as_seen(event: &RecordedEvent, mask: bool) -> std::borrow::Cow<'_, RecordedEvent> {
+    match mask.then(|| mask_personal(event)).flatten() {
+        Some(masked) => std::borrow::Cow::Owned(masked),
+        None => std::borrow::Cow::Borrowed(event),
+    }
+}
+
 /// Bytes as embedded JSON when they are single-line JSON, else as hex (empty → neither).
 fn body(bytes: &[u8]) -> (Option<&RawValue>, Option<String>) {
     if bytes.is_empty() {

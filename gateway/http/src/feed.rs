@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::problem::{ApiError, Problem};
 use super::{AppState, FEEDS_MAX};
 use crm_app::access::Principal;
-use crm_app::envelope::{mask_personal, EventFilter, EventLine};
+use crm_app::envelope::{as_seen, EventFilter, EventLine};
 use crm_domain::access::Permission;
 
 /// Interval of SSE keep-alive comments on an idle feed.
@@ -75,8 +75,7 @@ impl Feed {
             };
             match next? {
                 Ok(event) if self.wants(&event) => {
-                    let masked = self.mask.then(|| mask_personal(&event)).flatten();
-                    return Some(message(masked.as_ref().unwrap_or(&event)));
+                    return Some(message(&as_seen(&event, self.mask)));
                 }
                 Ok(_) => {}
                 Err(e) => {

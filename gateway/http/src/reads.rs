@@ -14,7 +14,9 @@ use uuid::Uuid;
 use super::aggregates::{catalog, AggregateInfo};
 use super::problem::{ApiError, Problem};
 use super::{AppState, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-use crm_app::envelope::{mask_personal, EventFilter, EventLine};
+use std::borrow::Cow;
+
+use crm_app::envelope::{as_seen, EventFilter, EventLine};
 use crm_domain::access::Permission;
 
 /// Records of the global log one filtered read looks at, at most.
@@ -126,7 +128,7 @@ pub async fn read_stream(
         .map(|last| last.stream_version.0 + 1);
     let page = shown(&page, &principal);
     let body = EventPage {
-        events: page.iter().map(EventLine::new).collect(),
+        events: page.iter().map(|e| EventLine::new(e)).collect(),
         next_from,
         limit,
         head: version.0,
@@ -181,9 +183,9 @@ pub async fn read_log(
         .filter(|p| *p < head)
         .map(|p| p.0 + 1)
         .or_else(|| (page.is_empty() && from <= head).then_some(from.0));
-    let selected = shown_refs(&selected, &principal);
+    let selected = shown(selected, &principal);
     let body = EventPage {
-        events: selected.iter().map(EventLine::new).collect(),
+        events: selected.iter().map(|e| EventLine::new(e)).collect(),
         next_from,
         limit,
         head: head.0,
@@ -193,23 +195,14 @@ pub async fn read_log(
 
 /// `events` as `principal` may see them: with personal fields masked unless its roles give
 /// `read_personal_data`.
+/// Events without personal data are not copied.
 #[must_use]
-pub fn shown(events: &[RecordedEvent], principal: &Principal) -> Vec<RecordedEvent> {
-    shown_refs(&events.iter().collect::<Vec<_>>(), principal)
-}
-
-fn shown_refs(events: &[&RecordedEvent], principal: &Principal) -> Vec<RecordedEvent> {
-    let unmasked = principal.can(Permission::ReadPersonalData);
-    events
-        .iter()
-        .map(|e| {
-            if unmasked {
-                (*e).clone()
-            } else {
-                mask_personal(e).unwrap_or_else(|| (*e).clone())
-            }
-        })
-        .collect()
+pub fn shown<'a>(
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
+    principal: &Principal,
+) -> Vec<Cow<'a, RecordedEvent>> {
+    let mask = !principal.can(Permission::ReadPersonalData);
+    events.into_iter().map(|e| as_seen(e, mask)).collect()
 }
 
 /// The aggregates: stream category, command names, event types.
