@@ -266,14 +266,7 @@ impl KeyStore {
     /// # Errors
     /// [`KeyError::Io`].
     pub fn open(dir: &Path, master: MasterKey) -> Result<KeyStore, KeyError> {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(dir).map_err(io(dir))?;
+        crate::store::create_owner_only(dir).map_err(io(dir))?;
         Ok(KeyStore {
             dir: dir.to_owned(),
             master,

@@ -68,6 +68,18 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
 /// # Errors
 /// [`StoreOpenError::CreateDir`] when it cannot be created.
 pub fn create_private_dir(dir: &Path) -> Result<(), StoreOpenError> {
+    create_owner_only(dir).map_err(|source| StoreOpenError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Creates `dir` and its missing parents with mode 0700 on Unix (the data directory, the
+/// key store).
+///
+/// # Errors
+/// The OS error.
+pub fn create_owner_only(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -75,12 +87,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreOpenError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder
-        .create(dir)
-        .map_err(|source| StoreOpenError::CreateDir {
-            path: dir.display().to_string(),
-            source,
-        })
+    builder.create(dir)
 }
 
 fn open_sled(dir: &Path, create: Create) -> Result<SledStore, StoreOpenError> {
