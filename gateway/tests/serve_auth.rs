@@ -8,9 +8,42 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
 
 use common::crm;
+
+/// Starts `command` as `serve --listen 0.0.0.0:0 --no-projections`: the child, the base URL
+/// reaching it over loopback, and the line saying how it authenticates.
+fn serve_on_every_interface(command: &mut Command) -> (Child, String, String) {
+    let mut child = command
+        .args(["serve", "--listen", "0.0.0.0:0", "--no-projections"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let auth_line = lines.next().unwrap().unwrap();
+    let port = banner
+        .split("listening on http://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_owned();
+    (child, format!("http://127.0.0.1:{port}"), auth_line)
+}
+
+/// `GET /v1/auth/whoami` with `token`: the principal.
+async fn whoami(client: &reqwest::Client, base: &str, token: &str) -> serde_json::Value {
+    let me = client
+        .get(format!("{base}/v1/auth/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    me.json().await.unwrap()
+}
 
 fn create_token(dir: &std::path::Path, name: &str, role: &str) -> String {
     let out =
@@ -56,40 +89,22 @@ async fn with_a_token_granted_serve_starts_on_a_network_address_and_requires_it(
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "the data directory is owner-only");
     }
-    let mut child = crm(&data)
-        .args(["serve", "--listen", "0.0.0.0:0", "--no-projections"])
-        .env_remove("CRM_AUTH_REQUIRED")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = lines.next().unwrap().unwrap();
-    let auth_line = lines.next().unwrap().unwrap();
+    let (mut child, base, auth_line) =
+        serve_on_every_interface(crm(&data).env_remove("CRM_AUTH_REQUIRED"));
     assert!(
         auth_line.contains("authentication: required"),
         "{auth_line}"
     );
-    let port = banner
-        .split("listening on http://0.0.0.0:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_owned();
-    let url = format!("http://127.0.0.1:{port}/v1/auth/whoami");
     let client = reqwest::Client::new();
-    let anonymous = client.get(&url).send().await.unwrap();
-    assert_eq!(anonymous.status().as_u16(), 401);
-    assert!(anonymous.headers().contains_key("www-authenticate"));
-    let me = client.get(&url).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(me.status().as_u16(), 200);
-    let me: serde_json::Value = me.json().await.unwrap();
-    assert_eq!(me["name"], "token:ops");
-    let probe = client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
+    let anonymous = client
+        .get(format!("{base}/v1/auth/whoami"))
         .send()
         .await
         .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    assert_eq!(whoami(&client, &base, &token).await["name"], "token:ops");
+    let probe = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(probe.status().as_u16(), 200, "probes need no credential");
     let _ = child.kill();
     let _ = child.wait();
@@ -112,33 +127,13 @@ async fn a_fresh_deployment_starts_with_a_bootstrap_admin_token_from_the_environ
         !dir.path().join("log").exists(),
         "generate touches no data directory"
     );
-    let mut child = crm(dir.path())
-        .args(["serve", "--listen", "0.0.0.0:0", "--no-projections"])
-        .env("CRM_AUTH_ADMIN_TOKEN_SHA256", &hash)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = lines.next().unwrap().unwrap();
-    let port = banner
-        .split("listening on http://0.0.0.0:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base, _) =
+        serve_on_every_interface(crm(dir.path()).env("CRM_AUTH_ADMIN_TOKEN_SHA256", &hash));
     let client = reqwest::Client::new();
-    let me: serde_json::Value = client
-        .get(format!("{base}/v1/auth/whoami"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["name"], "token:bootstrap-admin");
+    assert_eq!(
+        whoami(&client, &base, &token).await["name"],
+        "token:bootstrap-admin"
+    );
     // With it, an admin grants the real tokens.
     let granted = client
         .post(format!("{base}/v1/auth/tokens"))
@@ -150,16 +145,7 @@ async fn a_fresh_deployment_starts_with_a_bootstrap_admin_token_from_the_environ
     assert_eq!(granted.status().as_u16(), 201);
     let granted: serde_json::Value = granted.json().await.unwrap();
     let ci = granted["token"].as_str().unwrap();
-    let me: serde_json::Value = client
-        .get(format!("{base}/v1/auth/whoami"))
-        .bearer_auth(ci)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["name"], "token:ci");
+    assert_eq!(whoami(&client, &base, ci).await["name"], "token:ci");
     let _ = child.kill();
     let _ = child.wait();
 }
