@@ -43,6 +43,9 @@ pub mod values;
 pub use aggregate::{replay, stream_id, Aggregate};
 pub use codec::{CodecError, EncodedEvent, PAYLOAD_MAX_BYTES};
 pub use event::{DomainEvent, WrongCategory, EVENT_CATALOG};
-pub use personal::{PersonalData, PersonalDataError, PERSONAL_DATA_FIELD};
+pub use personal::{
+    is_erasure, subject_kind, Marker, PersonalData, PersonalDataError, SealedPersonalData,
+    StoredPersonalData, SubjectKind, PERSONAL_DATA_FIELD, SUBJECTS,
+};
 pub use registry::{AggregateKind, Registry};
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistry};

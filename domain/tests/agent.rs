@@ -100,3 +100,37 @@ fn an_agent_is_not_their_own_manager() {
         .when(assign_cmd("central", "a-1"))
         .then_err(|e| matches!(e, AgentError::OwnManager { .. }));
 }
+
+fn erase_cmd() -> EraseAgentPersonalData {
+    EraseAgentPersonalData {
+        agent_id: id("a-1"),
+        reason: label("left the company, asked for erasure"),
+        occurred_at: day(3),
+    }
+}
+
+#[test]
+fn erasing_an_agent_records_the_erasure_once_and_keeps_assignments() {
+    let c = erase_cmd();
+    let erased: AgentEvent = AgentPersonalDataErased {
+        agent_id: c.agent_id.clone(),
+        reason: c.reason.clone(),
+        occurred_at: c.occurred_at,
+    }
+    .into();
+    given::<Agent>(vec![registered(), assigned("central", "m-1")])
+        .when(erase_cmd())
+        .then(vec![erased.clone()]);
+    assert!(!DomainEvent::from(erased.clone()).carries_personal_data());
+    assert!(crm_domain::is_erasure("AgentPersonalDataErased"));
+    given::<Agent>(vec![registered(), erased.clone()])
+        .when(erase_cmd())
+        .then_err(|e| matches!(e, AgentError::AlreadyErased { .. }));
+    given_nothing::<Agent>()
+        .when(erase_cmd())
+        .then_err(|e| matches!(e, AgentError::NotFound { .. }));
+    let state = given::<Agent>(vec![registered(), erased])
+        .when(assign_cmd("east", "m-2"))
+        .then(vec![assigned("east", "m-2")]);
+    assert_eq!(state.team().map(|t| t.as_str()), Some("east"));
+}

@@ -36,11 +36,20 @@ pub struct AssignRep {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// Erase the agent's personal data (right to erasure). Accepted once, for a registered agent;
+/// assignments stay, since they name no person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EraseAgentPersonalData {
+    pub agent_id: AgentId,
+    pub reason: Label,
+    pub occurred_at: DateTime<Utc>,
+}
+
 command_enum! {
     /// Commands of the agent aggregate.
     pub enum AgentCommand {
         id: agent_id: AgentId,
-        commands: { RegisterAgent, AssignRep }
+        commands: { RegisterAgent, AssignRep, EraseAgentPersonalData }
     }
 }
 
@@ -52,6 +61,9 @@ command_enum! {
 #[serde(deny_unknown_fields)]
 pub struct AgentRegistered {
     pub agent_id: AgentId,
+    /// `Some` when written; `None` once sealed or shredded (see [`crate::personal`]).
+    #[serde(default, deserialize_with = "crate::personal::stored")]
+    #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub occurred_at: DateTime<Utc>,
 }
@@ -67,12 +79,21 @@ pub struct RepAssigned {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// The agent's personal data was erased; the store shreds their key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPersonalDataErased {
+    pub agent_id: AgentId,
+    pub reason: Label,
+    pub occurred_at: DateTime<Utc>,
+}
+
 event_enum! {
     /// Events of the agent aggregate.
     pub enum AgentEvent {
         category: "agent",
         id: agent_id: AgentId,
-        events: { AgentRegistered = 1, RepAssigned = 1 }
+        events: { AgentRegistered = 1, RepAssigned = 1, AgentPersonalDataErased = 1 }
     }
 }
 
@@ -102,6 +123,8 @@ pub enum AgentError {
     },
     #[error("agent `{id}` cannot be their own manager; name another manager or none")]
     OwnManager { id: AgentId },
+    #[error("the personal data of agent `{id}` is already erased; nothing to do")]
+    AlreadyErased { id: AgentId },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,6 +134,7 @@ pub enum AgentError {
 struct State {
     id: AgentId,
     assignment: Option<(TeamId, Label, Option<AgentId>)>,
+    erased: bool,
 }
 
 /// The agent aggregate.
@@ -191,6 +215,28 @@ impl Aggregate for Agent {
                 }
                 .into()])
             }
+            AgentCommand::EraseAgentPersonalData(c) => {
+                let s = self.state.as_ref().ok_or_else(|| AgentError::NotFound {
+                    id: c.agent_id.clone(),
+                })?;
+                if s.id != c.agent_id {
+                    return Err(AgentError::WrongInstance {
+                        loaded: s.id.clone(),
+                        command: c.agent_id.clone(),
+                    });
+                }
+                if s.erased {
+                    return Err(AgentError::AlreadyErased {
+                        id: c.agent_id.clone(),
+                    });
+                }
+                Ok(vec![AgentPersonalDataErased {
+                    agent_id: c.agent_id.clone(),
+                    reason: c.reason.clone(),
+                    occurred_at: c.occurred_at,
+                }
+                .into()])
+            }
         }
     }
 
@@ -200,11 +246,17 @@ impl Aggregate for Agent {
                 self.state = Some(State {
                     id: e.agent_id.clone(),
                     assignment: None,
+                    erased: false,
                 });
             }
             AgentEvent::RepAssigned(e) => {
                 if let Some(s) = self.state.as_mut() {
                     s.assignment = Some((e.team.clone(), e.region.clone(), e.manager.clone()));
+                }
+            }
+            AgentEvent::AgentPersonalDataErased(_) => {
+                if let Some(s) = self.state.as_mut() {
+                    s.erased = true;
                 }
             }
         }

@@ -82,7 +82,9 @@ pub struct ContactAdded {
     pub contact_id: ContactId,
     pub account_id: AccountId,
     pub role: Label,
-    /// `Some` when written; `None` once shredded (see [`crate::personal`]).
+    /// `Some` when written; `None` once sealed or shredded (see [`crate::personal`]).
+    #[serde(default, deserialize_with = "crate::personal::stored")]
+    #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub is_test: bool,
     pub occurred_at: DateTime<Utc>,
@@ -112,7 +114,9 @@ pub struct ContactOptedOut {
 #[serde(deny_unknown_fields)]
 pub struct ContactPersonalDataChanged {
     pub contact_id: ContactId,
-    /// `Some` when written; `None` once shredded.
+    /// `Some` when written; `None` once sealed or shredded (see [`crate::personal`]).
+    #[serde(default, deserialize_with = "crate::personal::stored")]
+    #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub occurred_at: DateTime<Utc>,
 }

@@ -139,7 +139,9 @@ pub struct LeadCaptured {
     pub industry: Option<Label>,
     pub region: Option<Label>,
     pub referred_by: Option<AccountId>,
-    /// `Some` when written; `None` once shredded (see [`crate::personal`]).
+    /// `Some` when written; `None` once sealed or shredded (see [`crate::personal`]).
+    #[serde(default, deserialize_with = "crate::personal::stored")]
+    #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub is_test: bool,
     pub occurred_at: DateTime<Utc>,
