@@ -85,11 +85,13 @@ pub enum Permission {
     Monitor,
     /// Grant and revoke access.
     ManageAccess,
+    /// Erase a data subject's personal data for good (destroys their key).
+    ErasePersonalData,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::SendCommands,
         Permission::ActOnBehalf,
         Permission::ReadLog,
@@ -102,6 +104,7 @@ impl Permission {
         Permission::Describe,
         Permission::Monitor,
         Permission::ManageAccess,
+        Permission::ErasePersonalData,
     ];
 
     /// Stable name, as in the API's problem documents.
@@ -120,6 +123,7 @@ impl Permission {
             Permission::Describe => "describe",
             Permission::Monitor => "monitor",
             Permission::ManageAccess => "manage_access",
+            Permission::ErasePersonalData => "erase_personal_data",
         }
     }
 

@@ -2,14 +2,23 @@
 //! a program (the `crm` gateway, a projection worker process) is written once
 //! and runs on the embedded sled log or on a JetStream cluster.
 //!
-//! Every method delegates to the backend; no behaviour is added, so the
-//! conformance suite's guarantees carry over unchanged.
+//! Every method delegates to the backend, so the conformance suite's guarantees carry over
+//! unchanged. The one addition is an optional [`Sealer`]: the program that opens the log
+//! may give one, and then every append through this handle passes it first (to encrypt
+//! fields the program marks as personal) and tells it what was appended (to destroy a key
+//! once an erasure is recorded). The store still never interprets payloads: what is sealed,
+//! and how, is the sealer's business.
+//!
+//! **Architecture Invariant:** with a sealer set, no append through [`AnyStore`] reaches the
+//! backend without passing [`Sealer::seal`]; a refusal appends nothing.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::error::{AppendError, ReadError};
+use crate::error::{AppendError, ReadError, SealRefusal};
 use crate::store::{EventStore, VerifyReport};
 use crate::types::{
     AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
@@ -17,16 +26,52 @@ use crate::types::{
 };
 use crate::{JetStreamStore, MemoryStore, SledStore};
 
-/// The log, on one of the backends.
+/// What a [`Sealer`] has to do for one append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealPlan {
+    /// Some event holds a field to seal: [`Sealer::seal`] runs before the append.
+    pub seal: bool,
+    /// Some event asks for work once it is durable: [`Sealer::appended`] runs after it.
+    pub after_append: bool,
+}
+
+/// Seals fields of events before the log stores them, and is told what was appended. Given to
+/// an [`AnyStore`] by the program that opens it ([`AnyStore::with_sealer`]). Both
+/// [`Sealer::seal`] and [`Sealer::appended`] may block (key files are synced): the store
+/// runs them on a blocking thread, and only when [`Sealer::plan`] says so.
+pub trait Sealer: Send + Sync + fmt::Debug + 'static {
+    /// What `events` need; cheap (called on every append).
+    fn plan(&self, events: &[ProposedEvent]) -> SealPlan;
+
+    /// Rewrites `events` of `stream` in place so that the fields to protect are sealed.
+    ///
+    /// # Errors
+    /// [`SealRefusal`] when an event cannot be written as asked; nothing is appended.
+    fn seal(&self, stream: &StreamId, events: &mut [ProposedEvent]) -> Result<(), SealRefusal>;
+
+    /// Called once `events` of `stream` are durable (or were already in the log).
+    ///
+    /// # Errors
+    /// [`SealRefusal`] when the follow-up work failed; the events stay appended.
+    fn appended(&self, stream: &StreamId, events: &[ProposedEvent]) -> Result<(), SealRefusal>;
+
+    /// The sealer as [`Any`], so the program that set it can get its own type back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The backend an [`AnyStore`] delegates to.
 #[derive(Clone)]
-#[non_exhaustive]
-pub enum AnyStore {
-    /// The embedded default: a sled database in one directory, one process.
+enum Backend {
     Sled(SledStore),
-    /// A NATS JetStream stream: replicated, shared by many processes.
     JetStream(JetStreamStore),
-    /// The in-memory reference model (tests, scratch work).
     Memory(MemoryStore),
+}
+
+/// The log, on one of the backends, with an optional [`Sealer`].
+#[derive(Clone)]
+pub struct AnyStore {
+    backend: Backend,
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 impl fmt::Debug for AnyStore {
@@ -38,65 +83,110 @@ impl fmt::Debug for AnyStore {
 /// Calls the same method on whichever backend `self` holds.
 macro_rules! delegate {
     ($self:expr, $store:ident => $call:expr) => {
-        match $self {
-            AnyStore::Sled($store) => $call,
-            AnyStore::JetStream($store) => $call,
-            AnyStore::Memory($store) => $call,
+        match &$self.backend {
+            Backend::Sled($store) => $call,
+            Backend::JetStream($store) => $call,
+            Backend::Memory($store) => $call,
         }
     };
 }
 
 impl AnyStore {
+    /// The same log, with every append passing `sealer` first.
+    #[must_use]
+    pub fn with_sealer(self, sealer: Arc<dyn Sealer>) -> AnyStore {
+        AnyStore {
+            backend: self.backend,
+            sealer: Some(sealer),
+        }
+    }
+
+    /// The sealer set with [`AnyStore::with_sealer`], if any.
+    #[must_use]
+    pub fn sealer(&self) -> Option<&Arc<dyn Sealer>> {
+        self.sealer.as_ref()
+    }
+
+    /// The embedded sled backend, when the log is one.
+    #[must_use]
+    pub fn as_sled(&self) -> Option<&SledStore> {
+        match &self.backend {
+            Backend::Sled(s) => Some(s),
+            Backend::JetStream(_) | Backend::Memory(_) => None,
+        }
+    }
+
     /// Where the log lives, for messages: `sled:<dir>`, `nats:<urls>/<stream>`, `memory`.
     #[must_use]
     pub fn describe(&self) -> String {
-        match self {
-            AnyStore::Sled(s) => format!("sled:{}", s.path().display()),
-            AnyStore::JetStream(s) => {
+        match &self.backend {
+            Backend::Sled(s) => format!("sled:{}", s.path().display()),
+            Backend::JetStream(s) => {
                 format!(
                     "{} (JetStream stream {})",
                     s.config().url,
                     s.config().stream_name
                 )
             }
-            AnyStore::Memory(_) => "memory".into(),
+            Backend::Memory(_) => "memory".into(),
         }
     }
 
     /// Bytes the log occupies on this machine's disk, when it lives here.
     #[must_use]
     pub fn local_size_bytes(&self) -> Option<u64> {
-        match self {
-            AnyStore::Sled(s) => s.size_on_disk_bytes().ok(),
-            AnyStore::JetStream(_) | AnyStore::Memory(_) => None,
+        match &self.backend {
+            Backend::Sled(s) => s.size_on_disk_bytes().ok(),
+            Backend::JetStream(_) | Backend::Memory(_) => None,
         }
     }
 
     /// Finishes the appends already queued and releases the backend (the
     /// sled directory lock is released when the last clone is dropped).
     pub async fn close(self) {
-        match self {
-            AnyStore::Sled(s) => s.close().await,
-            AnyStore::JetStream(_) | AnyStore::Memory(_) => {}
+        match self.backend {
+            Backend::Sled(s) => s.close().await,
+            Backend::JetStream(_) | Backend::Memory(_) => {}
         }
     }
 }
 
 impl From<SledStore> for AnyStore {
     fn from(s: SledStore) -> AnyStore {
-        AnyStore::Sled(s)
+        AnyStore {
+            backend: Backend::Sled(s),
+            sealer: None,
+        }
     }
 }
 
 impl From<JetStreamStore> for AnyStore {
     fn from(s: JetStreamStore) -> AnyStore {
-        AnyStore::JetStream(s)
+        AnyStore {
+            backend: Backend::JetStream(s),
+            sealer: None,
+        }
     }
 }
 
 impl From<MemoryStore> for AnyStore {
     fn from(s: MemoryStore) -> AnyStore {
-        AnyStore::Memory(s)
+        AnyStore {
+            backend: Backend::Memory(s),
+            sealer: None,
+        }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool (it syncs files).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SealRefusal> + Send + 'static,
+) -> Result<T, AppendError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(AppendError::Sealing),
+        Err(joined) => Err(AppendError::Sealing(SealRefusal::unavailable(format!(
+            "the sealing task stopped ({joined})"
+        )))),
     }
 }
 
@@ -107,7 +197,28 @@ impl EventStore for AnyStore {
         expected: ExpectedVersion,
         events: Vec<ProposedEvent>,
     ) -> Result<AppendResult, AppendError> {
-        delegate!(self, s => s.append(stream, expected, events).await)
+        let Some(sealer) = &self.sealer else {
+            return delegate!(self, s => s.append(stream, expected, events).await);
+        };
+        let plan = sealer.plan(&events);
+        let events = if plan.seal {
+            let (sealer, stream) = (Arc::clone(sealer), stream.clone());
+            blocking(move || {
+                let mut events = events;
+                sealer.seal(&stream, &mut events).map(|()| events)
+            })
+            .await?
+        } else {
+            events
+        };
+        // Kept for the sealer's follow-up only when it asked for one.
+        let sealed = plan.after_append.then(|| events.clone());
+        let result = delegate!(self, s => s.append(stream, expected, events).await)?;
+        if let Some(events) = sealed {
+            let (sealer, stream) = (Arc::clone(sealer), stream.clone());
+            blocking(move || sealer.appended(&stream, &events)).await?;
+        }
+        Ok(result)
     }
 
     async fn read_stream(

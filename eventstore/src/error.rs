@@ -50,6 +50,40 @@ pub enum AppendError {
     Closed,
     #[error("the log's storage service did not take the append ({0}); the append may or may not be in the log: resend it unchanged once the service is reachable (appends are idempotent by event id)")]
     Unavailable(String),
+    /// The sealer given to [`crate::AnyStore`] refused the append or its follow-up.
+    #[error("{0}")]
+    Sealing(SealRefusal),
+}
+
+/// Why a [`crate::any::Sealer`] refused: its message says what and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SealRefusal {
+    /// What went wrong and what to do, in the words of the program that set the sealer.
+    pub message: String,
+    /// Whether resending may succeed once the cause is fixed (a key store that could not be
+    /// written) rather than never (the event cannot be written as it is).
+    pub retryable: bool,
+}
+
+impl SealRefusal {
+    /// A refusal that resending the same events will meet again.
+    #[must_use]
+    pub fn refused(message: impl Into<String>) -> SealRefusal {
+        SealRefusal {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A failure that resending may get past once its cause is fixed.
+    #[must_use]
+    pub fn unavailable(message: impl Into<String>) -> SealRefusal {
+        SealRefusal {
+            message: message.into(),
+            retryable: true,
+        }
+    }
 }
 
 /// Why a read failed.

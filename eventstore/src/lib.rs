@@ -33,8 +33,8 @@ pub mod sled_store;
 pub mod store;
 pub mod types;
 
-pub use any::AnyStore;
-pub use error::{AppendError, Corruption, OpenError, ReadError};
+pub use any::{AnyStore, SealPlan, Sealer};
+pub use error::{AppendError, Corruption, OpenError, ReadError, SealRefusal};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;

@@ -13,8 +13,8 @@
 //!   the directory synced before [`KeyStore::key_for`] returns it, so a key is durable before
 //!   any event sealed with it can be appended. Erasure overwrites the key file with zeros,
 //!   syncs, writes and syncs the tombstone, removes the key file and syncs the directory.
-//! - **Sealing.** [`seal`] and [`open`] use XChaCha20-Poly1305 (RustCrypto) with a random
-//!   nonce and the event id and field name as associated data, so a sealed value cannot be
+//! - **Sealing.** [`seal`] and [`open`] use XChaCha20-Poly1305 (RustCrypto) with a
+//!   synthetic nonce (see [`seal`]) and the event id and field name as associated data, so a sealed value cannot be
 //!   moved to another event or field unnoticed; altered bytes fail authentication
 //!   ([`KeyError::Tampered`]), never decrypt to other text.
 //!
@@ -161,13 +161,22 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// `FORMAT_VERSION || nonce || ciphertext` of `plaintext` under `cipher` with `aad`.
+/// `FORMAT_VERSION || nonce || ciphertext` of `plaintext` under `cipher` with `aad` and a
+/// random nonce.
 fn seal_with(
     cipher: &XChaCha20Poly1305,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    let nonce: [u8; NONCE_BYTES] = random()?;
+    seal_with_nonce(cipher, random()?, aad, plaintext)
+}
+
+fn seal_with_nonce(
+    cipher: &XChaCha20Poly1305,
+    nonce: [u8; NONCE_BYTES],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KeyError> {
     let sealed = cipher
         .encrypt(
             XNonce::from_slice(&nonce),
@@ -211,17 +220,31 @@ fn field_aad(event_id: Uuid, field: &str) -> Vec<u8> {
 
 /// Seals `plaintext`, the value of `field` of event `event_id`, with `key`.
 ///
+/// The nonce is synthetic: a keyed BLAKE3 hash (under a key derived from `key`) of the
+/// associated data and the plaintext. Sealing the same value of the same event twice gives
+/// the same bytes, so a resent append stays idempotent by event id; two different values
+/// never share a nonce (short of a 192-bit collision), so nonce reuse cannot happen.
+///
 /// # Errors
-/// [`KeyError::Random`].
+/// [`KeyError::Tampered`] only if the cipher refuses the input (it does not for these sizes).
 pub fn seal(
     key: &DataKey,
     event_id: Uuid,
     field: &str,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    seal_with(
+    let aad = field_aad(event_id, field);
+    let nonce_key = blake3::derive_key("crm-eventlog personal-field nonce v1", &key.0);
+    let mut hasher = blake3::Hasher::new_keyed(&nonce_key);
+    hasher.update(&u64::try_from(aad.len()).unwrap_or(u64::MAX).to_le_bytes());
+    hasher.update(&aad);
+    hasher.update(plaintext);
+    let mut nonce = [0u8; NONCE_BYTES];
+    hasher.finalize_xof().fill(&mut nonce);
+    seal_with_nonce(
         &XChaCha20Poly1305::new(&key.0.into()),
-        &field_aad(event_id, field),
+        nonce,
+        &aad,
         plaintext,
     )
 }
@@ -271,6 +294,44 @@ impl KeyStore {
             dir: dir.to_owned(),
             master,
         })
+    }
+
+    /// The key store in `dir` without creating it (a reader's view: a missing directory
+    /// makes every subject's key missing, an error, never an erasure).
+    #[must_use]
+    pub fn open_existing(dir: &Path, master: MasterKey) -> KeyStore {
+        KeyStore {
+            dir: dir.to_owned(),
+            master,
+        }
+    }
+
+    /// The directory holding the key files.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many subjects have a key and how many were erased.
+    ///
+    /// # Errors
+    /// [`KeyError::Io`] when the directory cannot be listed.
+    pub fn count(&self) -> Result<(usize, usize), KeyError> {
+        let (mut keys, mut erased) = (0usize, 0usize);
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io(&self.dir))?.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("key") => keys = keys.saturating_add(1),
+                Some("erased") => erased = erased.saturating_add(1),
+                _ => {}
+            }
+        }
+        Ok((keys, erased))
     }
 
     fn file(&self, subject: &str, extension: &str) -> PathBuf {
@@ -424,7 +485,7 @@ fn unwrap_key_file(master: &MasterKey, file: &[u8]) -> Option<(String, DataKey)>
     ))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -503,6 +564,17 @@ mod tests {
             open(&key, event, "personal", &sealed[..10]),
             Err(KeyError::Tampered)
         ));
+        // Sealing is deterministic per event, field and value (resent appends stay
+        // idempotent), and a different value or event never reuses the nonce.
+        assert_eq!(
+            seal(&key, event, "personal", b"Ada Lovelace").unwrap(),
+            sealed
+        );
+        let nonce = |s: &[u8]| s[1..=NONCE_BYTES].to_vec();
+        let other_value = seal(&key, event, "personal", b"Ada King").unwrap();
+        let other_event = seal(&key, Uuid::now_v7(), "personal", b"Ada Lovelace").unwrap();
+        assert_ne!(nonce(&other_value), nonce(&sealed));
+        assert_ne!(nonce(&other_event), nonce(&sealed));
     }
 
     #[test]

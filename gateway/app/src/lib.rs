@@ -27,6 +27,7 @@ pub mod envelope;
 pub mod ids;
 pub mod inspect;
 pub mod keys;
+pub mod personal;
 pub mod projections;
 pub mod propose;
 pub mod store;

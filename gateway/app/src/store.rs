@@ -1,12 +1,20 @@
 //! Opening the log the configuration names: the embedded sled log in a directory, or a
 //! JetStream stream on NATS servers. Everything above this module works on
 //! [`AnyStore`] and does not care which.
+//!
+//! Every log opened here carries the [`PersonalSealer`] over the key store in
+//! `<data_dir>/keys`: a verb that may write ([`Create::IfMissing`]) needs the master key and
+//! refuses to start without it; a reading verb without it shows sealed values as `[sealed]`.
+//! Opening applies the erasures the log records and the key store has not (see
+//! [`PersonalSealer::reconcile`]).
 
 use std::path::Path;
 
 use crm_eventstore::{AnyStore, JetStreamConfig, JetStreamStore, OpenError, SledStore};
 
 use crate::config::{Config, JetStreamSettings, StoreLocation};
+use crate::keys::KeyError;
+use crate::personal::{self, PersonalSealer, ReconcileError};
 
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +26,17 @@ pub enum StoreOpenError {
     /// The backend refused to open (its message names the place and what to do).
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The master key is missing or unreadable, or the key store cannot be opened.
+    #[error("{source} (needed to {purpose})")]
+    Keys {
+        /// What the key is needed for.
+        purpose: &'static str,
+        /// Why it could not be had.
+        source: KeyError,
+    },
+    /// The key store could not be brought in line with the erasures the log records.
+    #[error("{0}; the log was not opened, so nothing erased can be shown")]
+    Reconcile(#[from] ReconcileError),
     /// The data directory could not be created.
     #[error("could not create {path}: {source}; check the parent directory's permissions or choose another --data-dir")]
     CreateDir {
@@ -43,6 +62,33 @@ pub enum Create {
 /// [`StoreOpenError`] when the embedded log is missing (with [`Create::Never`]) or the
 /// backend cannot be opened (locked directory, unreachable NATS, newer format...).
 pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
+    // The master key first: a writer without it must not even create the log.
+    let master = config
+        .load_master_key()
+        .map_err(|source| StoreOpenError::Keys {
+            purpose: "read and write personal data",
+            source,
+        })?;
+    if master.is_none() && create == Create::IfMissing {
+        return Err(StoreOpenError::Keys {
+            purpose: "write personal data, which is encrypted at rest; for a first try, `crm keys init` creates one beside the data directory",
+            source: KeyError::NoMasterKey,
+        });
+    }
+    let store = open_backend(config, create).await?;
+    let sealer = personal::sealer(&config.keys_dir(), master, create == Create::IfMissing)
+        .map_err(|source| StoreOpenError::Keys {
+            purpose: "open the key store",
+            source,
+        })?;
+    let store = store.with_sealer(sealer);
+    if let Some(sealer) = PersonalSealer::of(&store) {
+        sealer.reconcile(&store).await?;
+    }
+    Ok(store)
+}
+
+async fn open_backend(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
     match config.store_location() {
         StoreLocation::Sled(dir) => {
             if create == Create::IfMissing && !dir.exists() {

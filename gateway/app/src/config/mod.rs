@@ -29,6 +29,10 @@
 //! [nats.publish]                # the publisher and `crm tail` as another user (CRM_PUBLISH_NATS_*)
 //! user = "crm-publisher"
 //! password_file = "/run/secrets/nats-publisher-password"
+//! [keys]                        # the master key wrapping the data keys of personal data
+//! master_key_file = "/run/secrets/crm-master-key"  # 64 hex characters; also CRM_MASTER_KEY_FILE,
+//!                               # CRM_MASTER_KEY (the key itself), --master-key-file; default
+//!                               # <data_dir>.master-key when that file exists (`crm keys init`)
 //! ```
 //! Without `tls_cert_file` and `tls_key_file`, `crm serve` speaks plain HTTP (put a
 //! TLS-terminating proxy in front, or keep it on loopback); with them, HTTPS only.
@@ -44,10 +48,12 @@ use crm_projections::ReadModelConfig;
 use serde::Deserialize;
 
 pub mod auth;
+pub mod keys;
 pub mod nats;
 pub mod publish;
 
 pub use auth::{AuthSettings, OidcSettings};
+pub use keys::{default_master_key_file, MasterKeySource, MASTER_KEY_FILE_ENV};
 pub use nats::{NatsSettings, NatsSettingsError};
 pub use publish::PublishSettings;
 
@@ -112,6 +118,8 @@ pub struct Config {
     pub nats: NatsSettings,
     /// The certificate and key `crm serve` terminates TLS with; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Where the master key of personal data comes from (file section `[keys]`).
+    pub master_key: MasterKeySource,
 }
 
 /// The PEM files `crm serve` terminates TLS with (`[serve] tls_cert_file` and
@@ -220,6 +228,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             nats: NatsSettings::default(),
             tls: None,
+            master_key: MasterKeySource::Default,
         }
     }
 }
@@ -243,6 +252,8 @@ pub struct Flags {
     pub tls_cert: Option<PathBuf>,
     /// `crm serve --tls-key FILE`.
     pub tls_key: Option<PathBuf>,
+    /// `--master-key-file FILE`.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Why the settings could not be resolved.
@@ -258,7 +269,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid.
-    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve]` (listen, tls_cert_file, tls_key_file), `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication), `[nats]` (NATS credentials and TLS) and `[auth]` (required, public, `[auth.oidc]`)")]
+    #[error("config file {path} is invalid: {reason}; valid keys are `data_dir`, `store`, `[import] on_error`, `[serve]` (listen, tls_cert_file, tls_key_file), `[jetstream]` (stream_name, subject_prefix, replicas), `[projections]` (read-model settings), `[publish]` (NATS publication), `[nats]` (NATS credentials and TLS), `[auth]` (required, public, `[auth.oidc]`) and `[keys]` (master_key_file)")]
     Parse {
         /// The file.
         path: String,
@@ -311,6 +322,7 @@ struct FileConfig {
     #[serde(default)]
     auth: Option<AuthSettings>,
     nats: Option<nats::NatsSection>,
+    keys: Option<keys::KeysSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -342,6 +354,27 @@ impl Config {
             .unwrap_or_else(|| StoreLocation::Sled(self.log_dir()))
     }
 
+    /// The key store of personal data, `<data_dir>/keys`.
+    #[must_use]
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
+    /// The master key file used when none is configured: `<data_dir>.master-key`.
+    #[must_use]
+    pub fn default_master_key_file(&self) -> PathBuf {
+        default_master_key_file(&self.data_dir)
+    }
+
+    /// The configured master key, `None` when none is configured and the default file does
+    /// not exist.
+    ///
+    /// # Errors
+    /// [`crate::keys::KeyError`] for a named file that cannot be read or holds no key.
+    pub fn load_master_key(&self) -> Result<Option<crate::keys::MasterKey>, crate::keys::KeyError> {
+        keys::load(&self.master_key, &self.default_master_key_file())
+    }
+
     /// The projections' snapshot directory, `<data_dir>/projections`.
     #[must_use]
     pub fn projections_dir(&self) -> PathBuf {
@@ -359,6 +392,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         let mut nats_section = None;
+        let mut keys_section = None;
         let (mut tls_cert, mut tls_key) = (None, None);
         let file = flags
             .config_file
@@ -402,6 +436,7 @@ impl Config {
                 config.auth = auth;
             }
             nats_section = parsed.nats;
+            keys_section = parsed.keys;
         }
         config.nats = nats::resolve(nats_section.as_ref(), &env)
             .map_err(|(section, reason)| ConfigError::Nats { section, reason })?;
@@ -478,6 +513,16 @@ impl Config {
             tls_key = Some(file.clone());
         }
         config.tls = tls_files(tls_cert, tls_key)?;
+        config.master_key = keys::resolve(
+            keys_section.as_ref(),
+            flags.master_key_file.as_ref(),
+            &env,
+        )
+        .map_err(|_| ConfigError::Env {
+            var: crate::keys::MASTER_KEY_ENV,
+            value: "(hidden)".to_owned(),
+            reason: "give 64 hex characters (32 bytes), e.g. from `openssl rand -hex 32`, or name a file with CRM_MASTER_KEY_FILE",
+        })?;
         Ok(config)
     }
 }
@@ -583,6 +628,7 @@ mod tests {
             nats: Some("nats://flag:4222".into()),
             tls_cert: None,
             tls_key: None,
+            master_key_file: None,
         };
         let by_flags = Config::resolve(&flags, env(&vars)).unwrap();
         assert_eq!(by_flags.data_dir, PathBuf::from("/from-flag"));
