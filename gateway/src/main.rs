@@ -50,6 +50,12 @@ enum Verb {
     /// Access: API tokens for services and scripts (`crm auth token create|list|revoke`),
     /// with local admin access to the data directory.
     Auth(verbs::auth::AuthArgs),
+    /// The master key and the key store of personal data: create a master key, rotate it,
+    /// show what the key store holds.
+    Keys(verbs::keys::KeysArgs),
+    /// Erase a data subject's personal data for good: records who erased whom and why, then
+    /// destroys the subject's key; reads show "[erased]" from then on.
+    Erase(verbs::keys::EraseArgs),
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -67,6 +73,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Demo(args) => verbs::demo::run(g, args).await,
         Verb::Tail(args) => verbs::tail::run(g, args).await,
         Verb::Auth(args) => verbs::auth::run(g, args).await,
+        Verb::Keys(args) => verbs::keys::run(g, args).await,
+        Verb::Erase(args) => verbs::keys::erase(g, args).await,
     }
 }
 

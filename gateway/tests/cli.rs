@@ -15,6 +15,11 @@ fn crm(data_dir: &Path, args: &[&str]) -> Output {
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
+        .env(
+            "CRM_MASTER_KEY",
+            "7e57000000000000000000000000000000000000000000000000000000007e57",
+        )
+        .env_remove("CRM_MASTER_KEY_FILE")
         .env_remove("CRM_CONFIG")
         .env_remove("CRM_DATA_DIR")
         .env_remove("CRM_ON_ERROR")

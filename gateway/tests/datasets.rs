@@ -254,7 +254,9 @@ async fn helpdesk_counts_match_the_file_and_export_round_trips() {
         json: true,
         filter: EventFilter::default(),
     };
-    let printed = verbs::events(&store, &query, &mut jsonl).await.unwrap();
+    let printed = verbs::events(&store, &query, &verbs::as_stored, &mut jsonl)
+        .await
+        .unwrap();
     assert_eq!(printed, events.len() as u64);
     // Filters: one type; one import run's correlation id (every event of this import).
     let filtered = |filter: EventFilter| {
@@ -266,7 +268,9 @@ async fn helpdesk_counts_match_the_file_and_export_round_trips() {
         let store = store.clone();
         async move {
             let mut out = Vec::new();
-            verbs::events(&store, &query, &mut out).await.unwrap()
+            verbs::events(&store, &query, &verbs::as_stored, &mut out)
+                .await
+                .unwrap()
         }
     };
     let repeated = filtered(EventFilter {

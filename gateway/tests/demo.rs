@@ -1,15 +1,25 @@
-//! `crm demo --no-serve` end to end: the real binary on an empty data directory, twice.
+//! `crm demo --no-serve` end to end: the real binary on an empty data directory, twice, as on
+//! a fresh machine (no master key configured: the demo creates one beside the data
+//! directory), and none of the personal data it imported is in the data directory's files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
 use std::process::Command;
 
-fn demo(data_dir: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+fn crm(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+    command
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["demo", "--no-serve"])
-        .output()
-        .unwrap();
+        .env_remove("CRM_CONFIG")
+        .env_remove("CRM_DATA_DIR")
+        .env_remove("CRM_MASTER_KEY")
+        .env_remove("CRM_MASTER_KEY_FILE");
+    command
+}
+
+fn demo(data_dir: &Path) -> String {
+    let out = crm(data_dir).args(["demo", "--no-serve"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -25,10 +35,54 @@ fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
 }
 
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = demo(dir.path());
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let dir = &data;
+    let first = demo(dir);
+    assert!(
+        parent.path().join("data.master-key").exists(),
+        "the demo creates its master key beside the data directory"
+    );
+    // The 41 Maven agents' names are personal data: sealed, never in a file in plain text.
+    let teams = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/maven-crm/sales_teams.csv"),
+    )
+    .unwrap();
+    let names: std::collections::BTreeSet<&str> = teams
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split(',').take(2))
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert_eq!(names.len(), 41, "35 agents and 6 managers");
+    let stored = files(&data);
+    assert!(stored.len() > 3, "{stored:?}");
+    for file in &stored {
+        let bytes = std::fs::read(file).unwrap();
+        for name in &names {
+            assert!(
+                !bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} in plain text in {}",
+                file.display()
+            );
+        }
+    }
     // Every bundled data set imported, all events new.
     for (set, events) in [
         ("maven-crm", 23_980),
@@ -87,7 +141,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .expect("the demo prints an anchor");
     assert!(anchor.starts_with("62617:"), "{anchor}");
 
-    let second = demo(dir.path());
+    let second = demo(dir);
     for (set, events) in [
         ("maven-crm", 23_980),
         ("telco-churn", 22_998),
@@ -106,9 +160,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         line_with(&second, "sales.win_rate ")
     );
     // The anchor printed by the first run still holds after the second.
-    let verified = Command::new(env!("CARGO_BIN_EXE_crm"))
-        .arg("--data-dir")
-        .arg(dir.path())
+    let verified = crm(dir)
         .args(["verify", "--anchor", anchor])
         .output()
         .unwrap();

@@ -31,6 +31,26 @@ pub enum VerbError {
     /// Writing the output failed.
     #[error("could not write the output: {0}")]
     Output(String),
+    /// A sealed personal field could not be shown.
+    #[error("{0}; the key store (or the log) needs restoring from backup")]
+    Reveal(#[from] crate::personal::RevealError),
+}
+
+/// How `crm events` shows each event (e.g. [`crate::personal::as_seen`] with the log's key
+/// store, or the stored form as it is).
+pub type Show<'s> = dyn for<'e> Fn(
+        &'e RecordedEvent,
+    ) -> Result<std::borrow::Cow<'e, RecordedEvent>, crate::personal::RevealError>
+    + 's;
+
+/// Shows events as stored.
+///
+/// # Errors
+/// Never.
+pub fn as_stored(
+    event: &RecordedEvent,
+) -> Result<std::borrow::Cow<'_, RecordedEvent>, crate::personal::RevealError> {
+    Ok(std::borrow::Cow::Borrowed(event))
 }
 
 fn output(e: impl fmt::Display) -> VerbError {
@@ -82,6 +102,7 @@ fn print_event(out: &mut impl Write, event: &RecordedEvent, json: bool) -> Resul
 pub async fn events<S: EventStore>(
     store: &S,
     query: &EventsQuery,
+    show: &Show<'_>,
     out: &mut impl Write,
 ) -> Result<u64, VerbError> {
     let stream = query.stream.clone().map(StreamId::new).transpose()?;
@@ -92,7 +113,7 @@ pub async fn events<S: EventStore>(
             let event = event?;
             if stream.as_ref().is_none_or(|s| *s == event.stream_id) && query.filter.matches(&event)
             {
-                print_event(out, &event, query.json)?;
+                print_event(out, &*show(&event)?, query.json)?;
                 out.flush().map_err(output)?;
                 printed += 1;
             }
@@ -122,7 +143,7 @@ pub async fn events<S: EventStore>(
             if usize::try_from(printed).unwrap_or(usize::MAX) >= limit {
                 break;
             }
-            print_event(out, event, query.json)?;
+            print_event(out, &*show(event)?, query.json)?;
             printed += 1;
         }
     }

@@ -312,19 +312,20 @@ impl KeyStore {
         &self.dir
     }
 
-    /// How many subjects have a key and how many were erased.
+    /// How many subjects have a key and how many were erased in the key store at `dir` (no
+    /// master key needed).
     ///
     /// # Errors
     /// [`KeyError::Io`] when the directory cannot be listed.
-    pub fn count(&self) -> Result<(usize, usize), KeyError> {
+    pub fn count(dir: &Path) -> Result<(usize, usize), KeyError> {
         let (mut keys, mut erased) = (0usize, 0usize);
-        let entries = match fs::read_dir(&self.dir) {
+        let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-            Err(e) => return Err(io(&self.dir)(e)),
+            Err(e) => return Err(io(dir)(e)),
         };
         for entry in entries {
-            let path = entry.map_err(io(&self.dir))?.path();
+            let path = entry.map_err(io(dir))?.path();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("key") => keys = keys.saturating_add(1),
                 Some("erased") => erased = erased.saturating_add(1),

@@ -24,6 +24,7 @@ pub mod access;
 pub mod commands;
 pub mod config;
 pub mod envelope;
+pub mod erasure;
 pub mod ids;
 pub mod inspect;
 pub mod keys;

@@ -430,6 +430,14 @@ pub fn as_seen<'a>(
     Ok(Cow::Owned(copy))
 }
 
+/// [`as_seen`] on `store` with `visibility`, as a function of the event alone.
+pub fn shown_by(
+    store: &AnyStore,
+    visibility: Visibility,
+) -> impl for<'e> Fn(&'e RecordedEvent) -> Result<Cow<'e, RecordedEvent>, RevealError> + '_ {
+    move |event| as_seen(store, event, visibility)
+}
+
 fn marker(marker: Marker) -> Box<RawValue> {
     // A marker is a fixed ASCII string: its JSON is always valid.
     RawValue::from_string(format!("\"{}\"", marker.as_str()))
@@ -459,7 +467,7 @@ fn holds_personal_field(payload: &[u8]) -> bool {
 
 /// The top-level entries of a JSON object payload, in order, with the index of its
 /// non-null `personal` entry; `None` when there is none (or the payload is no object).
-fn personal_entry(payload: &[u8]) -> Option<(Vec<(String, Box<RawValue>)>, usize)> {
+fn personal_entry(payload: &[u8]) -> Option<(Entries, usize)> {
     let entries = parse_object(payload)?;
     let at = entries
         .iter()
@@ -467,10 +475,13 @@ fn personal_entry(payload: &[u8]) -> Option<(Vec<(String, Box<RawValue>)>, usize
     Some((entries, at))
 }
 
-fn parse_object(payload: &[u8]) -> Option<Vec<(String, Box<RawValue>)>> {
-    struct Entries;
-    impl<'de> Visitor<'de> for Entries {
-        type Value = Vec<(String, Box<RawValue>)>;
+/// The top-level entries of a JSON object, in order, each value as its exact JSON text.
+type Entries = Vec<(String, Box<RawValue>)>;
+
+fn parse_object(payload: &[u8]) -> Option<Entries> {
+    struct EntriesVisitor;
+    impl<'de> Visitor<'de> for EntriesVisitor {
+        type Value = Entries;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a JSON object")
         }
@@ -483,7 +494,7 @@ fn parse_object(payload: &[u8]) -> Option<Vec<(String, Box<RawValue>)>> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let entries = (&mut de).deserialize_map(Entries).ok()?;
+    let entries = (&mut de).deserialize_map(EntriesVisitor).ok()?;
     de.end().ok()?;
     Some(entries)
 }

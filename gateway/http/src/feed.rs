@@ -27,7 +27,8 @@ use uuid::Uuid;
 use super::problem::{ApiError, Problem};
 use super::{AppState, FEEDS_MAX};
 use crm_app::access::Principal;
-use crm_app::envelope::{as_seen, EventFilter, EventLine};
+use crm_app::envelope::{EventFilter, EventLine};
+use crm_app::personal::{as_seen, Visibility};
 use crm_domain::access::Permission;
 
 /// Interval of SSE keep-alive comments on an idle feed.
@@ -56,8 +57,12 @@ struct Feed {
     subscription: Subscription<AnyStore>,
     shutdown: watch::Receiver<bool>,
     filter: EventFilter,
-    /// Mask personal fields (the caller lacks `read_personal_data`).
-    mask: bool,
+    /// How the caller is shown personal fields.
+    visibility: Visibility,
+    /// The log, to show sealed personal fields with its key store.
+    store: AnyStore,
+    /// An error was sent: the feed ends.
+    failed: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -66,8 +71,13 @@ impl Feed {
         self.filter.matches(event)
     }
 
-    /// The next message, `None` at shutdown, store close or after a read error.
+    /// The next message, `None` at shutdown, store close or after an error (sent once as an
+    /// `error` message: a damaged record or an unreadable sealed field does not heal by
+    /// reading it again).
     async fn next(&mut self) -> Option<Event> {
+        if self.failed {
+            return None;
+        }
         loop {
             let next = tokio::select! {
                 _ = self.shutdown.wait_for(|stopping| *stopping) => return None,
@@ -75,10 +85,17 @@ impl Feed {
             };
             match next? {
                 Ok(event) if self.wants(&event) => {
-                    return Some(message(&as_seen(&event, self.mask)));
+                    match as_seen(&self.store, &event, self.visibility) {
+                        Ok(shown) => return Some(message(&shown)),
+                        Err(e) => {
+                            self.failed = true;
+                            return Some(Event::default().event("error").data(e.to_string()));
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    self.failed = true;
                     return Some(Event::default().event("error").data(e.to_string()));
                 }
             }
@@ -154,7 +171,9 @@ pub async fn feed(
             correlation_id: query.correlation,
             causation_id: query.causation,
         },
-        mask: !principal.can(Permission::ReadPersonalData),
+        visibility: Visibility::allowed(principal.can(Permission::ReadPersonalData)),
+        store: state.store.clone(),
+        failed: false,
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {

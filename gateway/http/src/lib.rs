@@ -47,6 +47,7 @@ pub mod problem;
 pub mod read_models;
 pub mod reads;
 pub mod schemas;
+pub mod subjects;
 pub mod tls;
 pub mod view_cache;
 pub mod write;
@@ -131,6 +132,7 @@ pub struct AppState {
         (name = "metrics", description = "Versioned metric definitions: evaluate, compare, explain, diff, define"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "access", description = "API tokens (admin) and who the caller is"),
+        (name = "personal data", description = "Erasure of a data subject's personal data (admin)"),
     )
 )]
 struct ApiDoc;
@@ -201,6 +203,7 @@ pub fn router_full(
         .routes(routes!(auth::tokens::whoami))
         .routes(routes!(auth::tokens::list, auth::tokens::create))
         .routes(routes!(auth::tokens::revoke))
+        .routes(routes!(subjects::erase))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

@@ -98,6 +98,9 @@ pub enum ApiError {
     /// The store cannot serve the request (closed, storage failure, corrupt record).
     #[error("{0}")]
     Unavailable(String),
+    /// A sealed personal field cannot be opened: altered bytes, or a missing or damaged key.
+    #[error("{0}")]
+    PersonalDataUnreadable(String),
     /// A bug: the detail is logged.
     #[error("{0}")]
     Internal(String),
@@ -127,6 +130,10 @@ impl ApiError {
             }
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+            ApiError::PersonalDataUnreadable(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "personal-data-unreadable",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -164,6 +171,14 @@ impl From<ReadError> for ApiError {
     }
 }
 
+impl From<crm_app::personal::RevealError> for ApiError {
+    fn from(e: crm_app::personal::RevealError) -> Self {
+        ApiError::PersonalDataUnreadable(format!(
+            "{e}; retrying will not help: the operator must restore the key store (or the log) from backup"
+        ))
+    }
+}
+
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         match e {
@@ -186,6 +201,10 @@ impl From<AppendError> for ApiError {
             AppendError::Unavailable(_) => ApiError::Unavailable(format!(
                 "{e}; the outcome is unknown: resend the request unchanged with the same Idempotency-Key"
             )),
+            AppendError::Sealing(refusal) if refusal.retryable => {
+                ApiError::Unavailable(refusal.message)
+            }
+            AppendError::Sealing(refusal) => ApiError::RuleViolated(refusal.message),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_app::access::Principal;
-use crm_eventstore::{EventStore, Position, RecordedEvent, StreamId, StreamVersion};
+use crm_eventstore::{AnyStore, EventStore, Position, RecordedEvent, StreamId, StreamVersion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -16,7 +16,8 @@ use super::problem::{ApiError, Problem};
 use super::{AppState, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use std::borrow::Cow;
 
-use crm_app::envelope::{as_seen, EventFilter, EventLine};
+use crm_app::envelope::{EventFilter, EventLine};
+use crm_app::personal::{as_seen, Visibility};
 use crm_domain::access::Permission;
 
 /// Records of the global log one filtered read looks at, at most.
@@ -126,7 +127,7 @@ pub async fn read_stream(
         .last()
         .filter(|last| last.stream_version < version)
         .map(|last| last.stream_version.0 + 1);
-    let page = shown(&page, &principal);
+    let page = shown(&state.store, &page, &principal)?;
     let body = EventPage {
         events: page.iter().map(|e| EventLine::new(e)).collect(),
         next_from,
@@ -183,7 +184,7 @@ pub async fn read_log(
         .filter(|p| *p < head)
         .map(|p| p.0 + 1)
         .or_else(|| (page.is_empty() && from <= head).then_some(from.0));
-    let selected = shown(selected, &principal);
+    let selected = shown(&state.store, selected, &principal)?;
     let body = EventPage {
         events: selected.iter().map(|e| EventLine::new(e)).collect(),
         next_from,
@@ -193,16 +194,23 @@ pub async fn read_log(
     Ok(Json(body).into_response())
 }
 
-/// `events` as `principal` may see them: with personal fields masked unless its roles give
-/// `read_personal_data`.
-/// Events without personal data are not copied.
-#[must_use]
+/// `events` as `principal` may see them: personal fields opened when its roles give
+/// `read_personal_data` (or marked erased), masked otherwise. Events without personal data
+/// are not copied.
+///
+/// # Errors
+/// [`ApiError::PersonalDataUnreadable`] when a sealed field fails authentication or its key
+/// is missing or damaged.
 pub fn shown<'a>(
+    store: &AnyStore,
     events: impl IntoIterator<Item = &'a RecordedEvent>,
     principal: &Principal,
-) -> Vec<Cow<'a, RecordedEvent>> {
-    let mask = !principal.can(Permission::ReadPersonalData);
-    events.into_iter().map(|e| as_seen(e, mask)).collect()
+) -> Result<Vec<Cow<'a, RecordedEvent>>, ApiError> {
+    let visibility = Visibility::allowed(principal.can(Permission::ReadPersonalData));
+    events
+        .into_iter()
+        .map(|e| as_seen(store, e, visibility).map_err(ApiError::from))
+        .collect()
 }
 
 /// The aggregates: stream category, command names, event types.

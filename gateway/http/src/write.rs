@@ -83,6 +83,21 @@ pub async fn command(
             principal.scope.join(", ")
         )));
     }
+    let command = body
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default();
+    if crm_domain::SUBJECTS
+        .iter()
+        .any(|k| k.erase_command == command)
+        && !principal.can(Permission::ErasePersonalData)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} may not send {command}: erasing personal data needs permission `{}` (role admin); POST /v1/subjects/{{subject}}/erasure is the route for it",
+            principal.name,
+            Permission::ErasePersonalData
+        )));
+    }
     let on_behalf_of = header_text(&headers, "x-actor")?;
     if let Some(on_behalf_of) = on_behalf_of {
         if on_behalf_of.is_empty() || on_behalf_of.len() > ACTOR_SIZE_MAX_BYTES {

@@ -7,6 +7,7 @@ use clap::Args;
 use crm_app::config::Flags;
 use crm_app::envelope::EventFilter;
 use crm_app::inspect::{self, EventsQuery};
+use crm_app::personal::{shown_by, Visibility};
 use crm_app::store::Create;
 
 use super::{with_store, Globals};
@@ -65,7 +66,9 @@ pub async fn run(globals: &Globals, args: EventsArgs) -> anyhow::Result<ExitCode
     };
     with_store(&config, Create::Never, async |store| {
         let mut stdout = std::io::stdout().lock();
-        inspect::events(store, &query, &mut stdout).await?;
+        // The operator at the machine holds the master key: personal fields are shown.
+        let show = shown_by(store, Visibility::Reveal);
+        inspect::events(store, &query, &show, &mut stdout).await?;
         Ok(())
     })
     .await?;

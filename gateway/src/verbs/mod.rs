@@ -7,6 +7,7 @@ pub mod demo;
 pub mod events;
 pub mod explain;
 pub mod import;
+pub mod keys;
 pub mod metric;
 pub mod metrics;
 pub mod project;
@@ -39,6 +40,10 @@ pub struct Globals {
     /// also `CRM_STORE`.
     #[arg(long, global = true, value_name = "STORE")]
     pub store: Option<StoreLocation>,
+    /// The master key of personal data (64 hex characters in a file); also
+    /// `CRM_MASTER_KEY_FILE`, `CRM_MASTER_KEY`. Default DATA_DIR.master-key if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -54,6 +59,7 @@ impl Globals {
             config_file: self.config.clone(),
             data_dir: self.data_dir.clone(),
             store: self.store.clone(),
+            master_key_file: self.master_key_file.clone(),
             ..verb
         };
         let config = Config::resolve(&flags, |k| std::env::var(k).ok())?;

@@ -21,12 +21,19 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
-/// `crm` with a clean environment and `--data-dir`.
+/// The master key the tests give `crm` (`CRM_MASTER_KEY`): personal data is sealed with
+/// keys it wraps. Not a secret: test data only.
+pub const TEST_MASTER_KEY: &str =
+    "7e57000000000000000000000000000000000000000000000000000000007e57";
+
+/// `crm` with a clean environment, `--data-dir` and the tests' master key.
 pub fn crm(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
     command
         .arg("--data-dir")
         .arg(data_dir)
+        .env("CRM_MASTER_KEY", TEST_MASTER_KEY)
+        .env_remove("CRM_MASTER_KEY_FILE")
         .env_remove("CRM_CONFIG")
         .env_remove("CRM_DATA_DIR")
         .env_remove("CRM_LISTEN")

@@ -86,6 +86,11 @@ pub const ROUTES: &[(&str, &str, Access)] = {
             "/v1/auth/tokens/{token}",
             Requires(P::ManageAccess),
         ),
+        (
+            "POST",
+            "/v1/subjects/{subject}/erasure",
+            Requires(P::ErasePersonalData),
+        ),
         ("GET", "/healthz", Public),
         ("GET", "/readyz", Public),
         ("GET", "/metrics", Requires(P::Monitor)),

@@ -305,6 +305,9 @@ fn plan_agents(
                 &mut events,
             )
             .map_err(|e| row.row_error(e.to_string()))?;
+            // The row's key is the agent's pseudonymous id, not the name: the source
+            // reference in every event's metadata is never personal data.
+            let key = this_agent.to_string();
             if reference
                 .agents
                 .insert(name.to_owned(), this_agent)
@@ -312,10 +315,12 @@ fn plan_agents(
             {
                 return Err(row.error(
                     c_agent,
-                    format!("agent `{name}` is listed twice; keep one row"),
+                    format!(
+                        "agent `{key}` (the id of this row's name) is listed twice; keep one row"
+                    ),
                 ));
             }
-            unit(&row, name, events, &[])
+            unit(&row, &key, events, &[])
         })();
         plan.units.push(unit);
     }

@@ -89,6 +89,12 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> anyhow::Result<ExitCode> 
         listen: args.listen,
         ..Flags::default()
     })?;
+    if let Some(created) = super::keys::ensure_default_key(&config)? {
+        eprintln!(
+            "demo: created the master key {} (personal data is encrypted at rest with keys it wraps); keep real data's master key in a secret store, apart from the data directory",
+            created.display()
+        );
+    }
     let store = store::open(&config, Create::IfMissing).await?;
     let bundle = args.bundle.unwrap_or_else(default_bundle);
     let mut stdout = std::io::stdout().lock();
