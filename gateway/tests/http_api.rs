@@ -348,6 +348,7 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         ("get", "/v1/auth/tokens"),
         ("post", "/v1/auth/tokens"),
         ("delete", "/v1/auth/tokens/{token}"),
+        ("post", "/v1/subjects/{subject}/erasure"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

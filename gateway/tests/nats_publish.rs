@@ -724,3 +724,81 @@ async fn a_stream_of_another_log_is_refused_and_a_recreated_stream_is_filled_aga
         .unwrap();
     assert_eq!(saved.position, 5);
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn published_events_carry_personal_data_only_sealed_and_the_broker_keeps_no_plaintext() {
+    let nats = NatsCluster::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path(), &nats.url());
+    let seen = subscribe(&nats.url()).await;
+    let (name, email) = ("Pia Brokermark-6604", "pia.broker6604@example.org");
+    serve
+        .command(
+            "contact",
+            &json!({
+                "type": "AddContact", "contact_id": "p1", "account_id": "acme", "role": "user",
+                "personal": { "full_name": name, "email": email, "phone": null },
+                "is_test": false, "occurred_at": "2026-01-03T00:00:00Z",
+            }),
+        )
+        .await
+        .unwrap();
+    serve
+        .command(
+            "contact",
+            &json!({"type": "EraseContactPersonalData", "contact_id": "p1", "reason": "asked", "occurred_at": "2026-01-04T00:00:00Z"}),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "both events are received",
+        async || last_processed(&seen) >= 2,
+        || serve.stderr_tail(),
+    )
+    .await;
+    {
+        let seen = seen.lock().unwrap();
+        let added = &seen.processed[0].body;
+        let personal = &added["payload"]["personal"];
+        assert_eq!(personal["sealed_with"], "contact-p1", "{added}");
+        assert!(
+            personal["ciphertext"].as_str().unwrap().len() > 40,
+            "{added}"
+        );
+        let text = added.to_string();
+        assert!(!text.contains(name) && !text.contains(email), "{text}");
+        assert_eq!(
+            seen.processed[1].body["event_type"], "ContactPersonalDataErased",
+            "{}",
+            seen.processed[1].body
+        );
+    }
+    // The log itself shows the erasure marker now; the broker's copy was never plaintext.
+    let log = serve.events().await;
+    assert_eq!(log[&1]["payload"]["personal"], "[erased]", "{}", log[&1]);
+    serve.terminate();
+    for file in files_under(nats.dir()) {
+        let bytes = std::fs::read(&file).unwrap();
+        for needle in [name, email] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in {}",
+                file.display()
+            );
+        }
+    }
+}

@@ -360,6 +360,11 @@ impl NatsCluster {
     }
 
     /// Client URLs of every node, comma-separated (the store fails over between them).
+    /// The directory holding every node's configuration, log and JetStream storage.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn url(&self) -> String {
         self.nodes
             .iter()

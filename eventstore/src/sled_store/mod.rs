@@ -423,6 +423,19 @@ pub mod testing {
     /// Flips one bit in the middle of the frame of the record at `position`,
     /// in the closed store at `dir`, and makes the damage durable.
     pub fn flip_byte(dir: &Path, position: Position) -> Result<(), FlipError> {
+        alter_frame(dir, position, |frame| {
+            let middle = frame.len() / 2;
+            frame[middle] ^= 0x01;
+        })
+    }
+
+    /// Lets `alter` change the bytes of the frame of the record at `position` (e.g. one
+    /// character of a field), in the closed store at `dir`, and makes the damage durable.
+    pub fn alter_frame(
+        dir: &Path,
+        position: Position,
+        alter: impl FnOnce(&mut [u8]),
+    ) -> Result<(), FlipError> {
         let wait = std::time::Duration::from_millis(super::OPEN_LOCK_WAIT_MS);
         let db = super::open_db(dir, wait).map_err(|e| match e {
             OpenDbError::Locked => FlipError::Locked,
@@ -440,8 +453,7 @@ pub mod testing {
             })
             .ok_or(FlipError::NoRecord(position))??;
         let mut bytes = chunk.to_vec();
-        let middle = range.start + range.len() / 2;
-        bytes[middle] ^= 0x01;
+        alter(&mut bytes[range]);
         tree.insert(layout::chunk_key(first), bytes)
             .map_err(FlipError::Storage)?;
         db.flush().map_err(FlipError::Storage)?;

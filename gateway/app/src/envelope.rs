@@ -43,47 +43,6 @@ pub struct EventLine<'a> {
     pub hash: String,
 }
 
-/// What stands in for the personal fields of an event shown to a caller who may not see them.
-pub const PERSONAL_MASK: &str = "[masked: needs permission read_personal_data]";
-
-/// `event` with the value of its payload's personal field
-/// ([`crm_domain::PERSONAL_DATA_FIELD`]) replaced by [`PERSONAL_MASK`], or `None` when the
-/// payload holds no personal data. The masked copy keeps the stored checksum and hashes,
-/// which then describe the stored bytes, not the copy.
-#[must_use]
-pub fn mask_personal(event: &RecordedEvent) -> Option<RecordedEvent> {
-    let field = crm_domain::PERSONAL_DATA_FIELD;
-    let needle = format!("\"{field}\"");
-    if !event
-        .payload
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-    {
-        return None;
-    }
-    let mut payload: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&event.payload).ok()?;
-    match payload.get_mut(field) {
-        Some(value) if !value.is_null() => {
-            *value = serde_json::Value::String(PERSONAL_MASK.to_owned());
-        }
-        _ => return None,
-    }
-    let mut masked = event.clone();
-    masked.payload = serde_json::to_vec(&payload).ok()?;
-    Some(masked)
-}
-
-/// `event` as a reader sees it: with its personal fields masked when `mask` is set (the
-/// reader may not see them), else as stored; a copy is made only for a masked event.
-#[must_use]
-pub fn as_seen(event: &RecordedEvent, mask: bool) -> std::borrow::Cow<'_, RecordedEvent> {
-    match mask.then(|| mask_personal(event)).flatten() {
-        Some(masked) => std::borrow::Cow::Owned(masked),
-        None => std::borrow::Cow::Borrowed(event),
-    }
-}
-
 /// Bytes as embedded JSON when they are single-line JSON, else as hex (empty → neither).
 fn body(bytes: &[u8]) -> (Option<&RawValue>, Option<String>) {
     if bytes.is_empty() {

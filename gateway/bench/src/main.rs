@@ -34,6 +34,20 @@ enum Target {
     /// steady append rate on a scratch log, beside raw JetStream publish -> receive on the
     /// same server (streams CRM_BENCH_*, deleted afterwards).
     NatsLag(crm_bench::nats_lag::NatsLagArgs),
+    /// What sealing personal data costs: append and replay throughput with the sealer
+    /// against without, on the demo's data sets and on contacts that all carry personal data,
+    /// on scratch logs in the system's temp directory.
+    Personal {
+        /// Rounds per workload (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Contacts of the all-personal workload (each a subject with its own key).
+        #[arg(long, default_value_t = 5000)]
+        contacts: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -54,6 +68,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 maven_crm: bundled.is_dir().then_some(bundled),
             };
             let report = crm_bench::http::http(&options).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                write!(stdout, "{report}")?;
+            }
+        }
+        Target::Personal {
+            rounds,
+            contacts,
+            json,
+        } => {
+            let options = crm_bench::personal::PersonalOptions {
+                rounds,
+                contacts,
+                scratch: std::env::temp_dir()
+                    .join(format!("crm-bench-personal-{}", std::process::id())),
+                bundle: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"),
+            };
+            let report = crm_bench::personal::personal(&options).await?;
             if json {
                 writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
             } else {

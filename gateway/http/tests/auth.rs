@@ -499,7 +499,7 @@ async fn personal_fields_are_masked_for_roles_without_read_personal_data() {
             } else {
                 assert_eq!(
                     personal,
-                    &json!(crm_app::envelope::PERSONAL_MASK),
+                    &json!(crm_domain::personal::Marker::Masked.as_str()),
                     "{who} {path}"
                 );
                 assert!(!page.to_string().contains(marker), "{who} {path}");
