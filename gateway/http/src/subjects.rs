@@ -10,7 +10,7 @@ use crm_app::erasure::{self, EraseError, Erasure};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, JsonObject, Problem};
 use super::AppState;
 
 /// Longest erasure reason, in bytes.
@@ -52,6 +52,9 @@ impl From<EraseError> for ApiError {
         (status = 400, description = "Not a subject's stream id, or a malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller lacks permission `erase_personal_data` (role admin)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body above the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The erase command was refused (the domain's message)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage or key store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -59,8 +62,14 @@ pub async fn erase(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(subject): Path<String>,
-    Json(request): Json<ErasureRequest>,
+    JsonObject(body): JsonObject,
 ) -> Result<Json<Erasure>, ApiError> {
+    let request: ErasureRequest =
+        serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body must be {{\"reason\": \"...\"}} and nothing else: {e}"
+            ))
+        })?;
     let reason = request.reason.trim();
     if reason.is_empty() || reason.len() > REASON_SIZE_MAX_BYTES {
         return Err(ApiError::BadRequest(format!(
