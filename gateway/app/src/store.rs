@@ -63,12 +63,21 @@ pub enum Create {
 /// backend cannot be opened (locked directory, unreachable NATS, newer format...).
 pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
     // The master key first: a writer without it must not even create the log.
-    let master = config
-        .load_master_key()
-        .map_err(|source| StoreOpenError::Keys {
-            purpose: "read and write personal data",
-            source,
-        })?;
+    let master = match config.load_master_key() {
+        Ok(master) => master,
+        Err(source) if create == Create::IfMissing => {
+            return Err(StoreOpenError::Keys {
+                purpose: "read and write personal data",
+                source,
+            })
+        }
+        // A reader (a projection worker, `crm verify` on a backup) needs no key: sealed
+        // fields then show as `[sealed]`.
+        Err(e) => {
+            tracing::warn!(error = %e, "no master key: personal fields show as [sealed]");
+            None
+        }
+    };
     if master.is_none() && create == Create::IfMissing {
         return Err(StoreOpenError::Keys {
             purpose: "write personal data, which is encrypted at rest; for a first try, `crm keys init` creates one beside the data directory",

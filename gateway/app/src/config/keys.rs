@@ -15,6 +15,8 @@ use crate::keys::{KeyError, MasterKey, MASTER_KEY_ENV};
 
 /// Variable naming the master key file.
 pub const MASTER_KEY_FILE_ENV: &str = "CRM_MASTER_KEY_FILE";
+/// Variable naming the key store's directory.
+pub const KEYS_DIR_ENV: &str = "CRM_KEYS_DIR";
 
 /// Where the master key comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub enum MasterKeySource {
 #[serde(deny_unknown_fields)]
 pub(super) struct KeysSection {
     master_key_file: Option<PathBuf>,
+    pub(super) dir: Option<PathBuf>,
 }
 
 /// Resolves the source from the file section, the environment and the flag.
@@ -93,6 +96,7 @@ mod tests {
     fn the_flag_beats_the_environment_which_beats_the_file_section() {
         let section = KeysSection {
             master_key_file: Some("/from-file".into()),
+            dir: None,
         };
         let hex = "ab".repeat(32);
         let env_key = |k: &str| (k == MASTER_KEY_ENV).then(|| hex.clone());

@@ -33,6 +33,8 @@
 //! master_key_file = "/run/secrets/crm-master-key"  # 64 hex characters; also CRM_MASTER_KEY_FILE,
 //!                               # CRM_MASTER_KEY (the key itself), --master-key-file; default
 //!                               # <data_dir>.master-key when that file exists (`crm keys init`)
+//! dir = "/var/lib/crm-keys"     # the key store; default <data_dir>/keys; also CRM_KEYS_DIR.
+//!                               # Every process that writes personal data must share it.
 //! ```
 //! Without `tls_cert_file` and `tls_key_file`, `crm serve` speaks plain HTTP (put a
 //! TLS-terminating proxy in front, or keep it on loopback); with them, HTTPS only.
@@ -120,6 +122,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Where the master key of personal data comes from (file section `[keys]`).
     pub master_key: MasterKeySource,
+    /// The key store's directory when not `<data_dir>/keys` (`[keys] dir`, `CRM_KEYS_DIR`).
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// The PEM files `crm serve` terminates TLS with (`[serve] tls_cert_file` and
@@ -229,6 +233,7 @@ impl Default for Config {
             nats: NatsSettings::default(),
             tls: None,
             master_key: MasterKeySource::Default,
+            keys_dir: None,
         }
     }
 }
@@ -354,10 +359,13 @@ impl Config {
             .unwrap_or_else(|| StoreLocation::Sled(self.log_dir()))
     }
 
-    /// The key store of personal data, `<data_dir>/keys`.
+    /// The key store of personal data: `[keys] dir` (`CRM_KEYS_DIR`), by default
+    /// `<data_dir>/keys`.
     #[must_use]
     pub fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("keys")
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
     /// The master key file used when none is configured: `<data_dir>.master-key`.
@@ -513,6 +521,10 @@ impl Config {
             tls_key = Some(file.clone());
         }
         config.tls = tls_files(tls_cert, tls_key)?;
+        config.keys_dir = env(keys::KEYS_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| keys_section.as_ref().and_then(|k| k.dir.clone()));
         config.master_key = keys::resolve(
             keys_section.as_ref(),
             flags.master_key_file.as_ref(),
@@ -945,6 +957,16 @@ mod tests {
                 env(&[]),
             )
             .unwrap_or_else(|e| panic!("{file}: {e}"));
+            // The master key of personal data comes from a secret file, never the config.
+            match &config.master_key {
+                MasterKeySource::File(path) => assert!(
+                    path.starts_with(secrets.rsplit_once('/').map_or(secrets, |(dir, _)| dir))
+                        || path.starts_with("/run/secrets/crm-keys"),
+                    "{file}: {}",
+                    path.display()
+                ),
+                other => panic!("{file}: master key from {other:?}"),
+            }
             for (auth, user, secret) in [
                 (config.nats.for_store(), "crm-store", "store-password"),
                 (
