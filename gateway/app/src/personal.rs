@@ -44,7 +44,7 @@ use uuid::Uuid;
 use crate::keys::{self, DataKey, KeyError, KeyStore, SubjectKey};
 
 /// Unwrapped data keys kept in memory, at most; the cache is emptied when it is full.
-const KEY_CACHE_ENTRIES_MAX: usize = 4096;
+const KEY_CACHE_ENTRIES_MAX: usize = 65_536;
 /// Events read per page while reconciling erasures.
 const RECONCILE_PAGE_EVENTS: usize = 1024;
 /// File of the key store recording up to where the log's erasures were applied.
