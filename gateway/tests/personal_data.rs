@@ -160,6 +160,9 @@ async fn an_erased_subject_leaves_no_trace_in_any_file_and_every_read_shows_the_
         })
         .expect("contact-c1 has a key file");
     let wrapped_key = std::fs::read(&key_file).unwrap();
+    // An anchor taken before the erasure: the log is not rewritten, so it still holds after.
+    let (_, page) = server.get("/v1/events?from=4&limit=1").await;
+    let anchor = format!("4:{}", page["events"][0]["hash"].as_str().unwrap());
 
     // Erase the contact on the admin route, the lead with its domain command.
     let response = server
@@ -292,8 +295,8 @@ async fn an_erased_subject_leaves_no_trace_in_any_file_and_every_read_shows_the_
     assert!(!key_file.exists());
 
     // The log still verifies; the other subjects still decrypt; the CLI shows the marker.
-    let verified = run_ok(crm(&dir).args(["verify"]));
-    assert!(verified.contains("ok"), "{verified}");
+    let verified = run_ok(crm(&dir).args(["verify", "--anchor", &anchor]));
+    assert!(verified.contains("anchor 4 ok"), "{verified}");
     let c2 = run_ok(crm(&dir).args(["events", "--stream", "contact-c2", "--json"]));
     assert!(c2.contains(kept[0]) && c2.contains(kept[2]), "{c2}");
     let c1 = run_ok(crm(&dir).args(["events", "--stream", "contact-c1", "--json"]));
@@ -323,6 +326,24 @@ async fn an_erased_subject_leaves_no_trace_in_any_file_and_every_read_shows_the_
         holding(parent.path(), agent.as_bytes()),
         Vec::<PathBuf>::new()
     );
+
+    // A lost key (no erasure recorded) is an error naming the subject, never "[erased]".
+    for file in files(&dir.join("keys")) {
+        if std::fs::read(&file).unwrap().windows(10).any(|w| w == b"contact-c2") {
+            std::fs::remove_file(&file).unwrap();
+        }
+    }
+    let out = crm(&dir)
+        .args(["events", "--stream", "contact-c2", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("contact-c2") && stderr.contains("missing") && stderr.contains("position 2"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(ERASED));
 }
 
 #[tokio::test]
