@@ -329,7 +329,11 @@ async fn an_erased_subject_leaves_no_trace_in_any_file_and_every_read_shows_the_
 
     // A lost key (no erasure recorded) is an error naming the subject, never "[erased]".
     for file in files(&dir.join("keys")) {
-        if std::fs::read(&file).unwrap().windows(10).any(|w| w == b"contact-c2") {
+        if std::fs::read(&file)
+            .unwrap()
+            .windows(10)
+            .any(|w| w == b"contact-c2")
+        {
             std::fs::remove_file(&file).unwrap();
         }
     }
@@ -340,7 +344,9 @@ async fn an_erased_subject_leaves_no_trace_in_any_file_and_every_read_shows_the_
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("contact-c2") && stderr.contains("missing") && stderr.contains("position 2"),
+        stderr.contains("contact-c2")
+            && stderr.contains("missing")
+            && stderr.contains("position 2"),
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(ERASED));
