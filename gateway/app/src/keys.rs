@@ -380,11 +380,26 @@ impl KeyStore {
         let key = DataKey(random()?);
         let file = key_file(&self.master, subject, &key)?;
         let path = self.file(subject, "key");
-        let temporary = self.file(subject, "key.new");
+        // A temporary name of this attempt alone, then a link that fails if the key exists:
+        // of two writers creating the same subject's key at once (threads or processes
+        // sharing the key store), one wins and the other uses the winner's key, so no event
+        // is ever sealed with a key that is not the one kept.
+        let temporary = self.file(subject, &format!("new-{}", hex(&random::<8>()?)));
         write_synced(&temporary, &file)?;
-        fs::rename(&temporary, &path).map_err(io(&path))?;
-        self.sync_dir()?;
-        Ok(Some(key))
+        let linked = fs::hard_link(&temporary, &path);
+        let removed = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {
+                removed.map_err(io(&temporary))?;
+                self.sync_dir()?;
+                Ok(Some(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.get(subject)? {
+                SubjectKey::Key(key) => Ok(Some(key)),
+                SubjectKey::Erased => Ok(None),
+            },
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Destroys the subject's key for good and records the erasure. `false` when it was
@@ -641,6 +656,25 @@ mod tests {
         keys.key_for("agent-a1").unwrap();
         let other = KeyStore::open(&keys.dir, MasterKey::generate().unwrap()).unwrap();
         assert!(matches!(other.get("agent-a1"), Err(KeyError::Damaged(_))));
+    }
+
+    #[test]
+    fn writers_creating_one_subjects_key_at_once_all_get_the_kept_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = store(dir.path());
+        let got: Vec<DataKey> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| keys.key_for("lead-race").unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let kept = match keys.get("lead-race").unwrap() {
+            SubjectKey::Key(key) => key,
+            SubjectKey::Erased => panic!("not erased"),
+        };
+        assert!(got.iter().all(|k| *k == kept));
+        // No temporary file is left behind.
+        assert_eq!(every_file(dir.path()).len(), 1);
     }
 
     #[test]
