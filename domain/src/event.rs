@@ -98,6 +98,16 @@ macro_rules! domain_event {
                 match self { $( Self::$variant(e) => e.encode(), )+ }
             }
 
+            /// The JSON Schema of every domain event type's payload, by type name in
+            /// catalog order; shared types go to `generator`'s definitions.
+            pub fn event_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                let mut all = Vec::new();
+                $( all.extend($inner::event_schemas(generator)); )+
+                all
+            }
+
             pub(crate) fn decode_json(
                 event_type: &str,
                 value: serde_json::Value,
@@ -209,6 +219,31 @@ impl DomainEvent {
                 .iter()
                 .map(move |(event_type, version)| (*category, *event_type, *version))
         })
+    }
+
+    /// The top-level payload fields of `event_type` (current schema version), `None` if the
+    /// type is unknown.
+    #[must_use]
+    pub fn payload_fields(event_type: &str) -> Option<&'static [String]> {
+        static FIELDS: std::sync::OnceLock<std::collections::BTreeMap<&'static str, Vec<String>>> =
+            std::sync::OnceLock::new();
+        FIELDS
+            .get_or_init(|| {
+                let mut generator = schemars::SchemaGenerator::default();
+                Self::event_schemas(&mut generator)
+                    .into_iter()
+                    .map(|(t, schema)| {
+                        let fields = schema
+                            .get("properties")
+                            .and_then(serde_json::Value::as_object)
+                            .map(|p| p.keys().cloned().collect())
+                            .unwrap_or_default();
+                        (t, fields)
+                    })
+                    .collect()
+            })
+            .get(event_type)
+            .map(Vec::as_slice)
     }
 
     /// Current schema version of `event_type`, `None` if the type is unknown.

@@ -43,6 +43,17 @@ macro_rules! event_enum {
                 match self { $( Self::$variant(_) => stringify!($variant), )+ }
             }
 
+            /// The JSON Schema of each event type's payload (the event struct), by type name
+            /// in [`Self::EVENT_TYPES`] order; shared types go to `generator`'s definitions.
+            pub fn event_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![ $( (
+                    stringify!($variant),
+                    <$variant as schemars::JsonSchema>::json_schema(generator),
+                ), )+ ]
+            }
+
             /// Current schema version of this event type.
             #[must_use]
             pub fn schema_version(&self) -> u16 {

@@ -116,3 +116,19 @@ fn a_field_the_command_lacks_is_refused_with_the_nearest_real_one() {
     assert!(!text.contains("did you mean"), "{text}");
     assert!(text.contains("account_id"), "{text}");
 }
+
+#[test]
+fn every_event_type_has_a_payload_schema_naming_its_fields() {
+    let mut generator = schemars::SchemaGenerator::default();
+    let schemas = crm_domain::DomainEvent::event_schemas(&mut generator);
+    let catalog: Vec<&str> = crm_domain::DomainEvent::catalog()
+        .map(|(_, t, _)| t)
+        .collect();
+    assert_eq!(schemas.iter().map(|(t, _)| *t).collect::<Vec<_>>(), catalog);
+    let fields = crm_domain::DomainEvent::payload_fields("OpportunityWon").unwrap();
+    assert!(fields.iter().any(|f| f == "opportunity_id"), "{fields:?}");
+    assert!(fields.iter().any(|f| f == "occurred_at"), "{fields:?}");
+    let lead = crm_domain::DomainEvent::payload_fields("LeadCaptured").unwrap();
+    assert!(lead.iter().any(|f| f == "source") && lead.iter().any(|f| f == "personal"));
+    assert_eq!(crm_domain::DomainEvent::payload_fields("NoSuchEvent"), None);
+}

@@ -109,6 +109,65 @@ fn validation_errors_name_the_key() {
     );
 }
 
+/// The message of the definition error `text` gives.
+fn refusal(text: &str) -> String {
+    parse_definition(text).unwrap_err().to_string()
+}
+
+#[test]
+fn definitions_are_checked_against_the_event_schemas() {
+    // An event type that does not exist, in the facts or in a function: refused with the
+    // nearest real one.
+    let e = refusal(&WIN_RATE_V3.replacen("\"OpportunityLost\"", "\"OpportunityLots\"", 1));
+    assert!(
+        e.contains("facts.events")
+            && e.contains("no event type `OpportunityLots`")
+            && e.contains("`OpportunityLost`"),
+        "{e}"
+    );
+    let e = refusal(&WIN_RATE_V3.replacen("\"OpportunityWon\", ", "\"NoSuchEvent\", ", 1));
+    assert!(e.contains("no event type `NoSuchEvent`"), "{e}");
+    let e = refusal(&WIN_RATE_V3.replacen("OpportunityReopened", "OpportunityReopen", 1));
+    assert!(
+        e.contains("exclude[0].when") && e.contains("did you mean `OpportunityReopened`"),
+        "{e}"
+    );
+    // A payload field the named types lack, a misspelt stream attribute, a field of a
+    // referenced stream: refused with the key and the nearest field.
+    let e = refusal(&WIN_RATE_V3.replacen(
+        "when = \"event.type == 'OpportunityWon'\"",
+        "when = \"payload.ammount > 0\"",
+        1,
+    ));
+    assert!(
+        e.contains("measure.when")
+            && e.contains("`payload.ammount` is not a field of OpportunityLost, OpportunityReopened, OpportunityWon")
+            && e.contains("did you mean `payload.amount`"),
+        "{e}"
+    );
+    let e = refusal(&WIN_RATE_V3.replacen("stream.owner", "stream.ownr", 1));
+    assert!(
+        e.contains("dims.owner") && e.contains("did you mean `stream.owner`"),
+        "{e}"
+    );
+    let e = refusal(&WIN_RATE_V3.replacen(
+        "stream.owner",
+        "ref('account', stream.account_id).segmnt",
+        1,
+    ));
+    assert!(
+        e.contains("dims.owner") && e.contains("did you mean `ref('account', ..).segment`"),
+        "{e}"
+    );
+    // The same with the right names is accepted.
+    assert!(parse_definition(&WIN_RATE_V3.replacen(
+        "stream.owner",
+        "ref('account', stream.account_id).segment",
+        1
+    ))
+    .is_ok());
+}
+
 #[test]
 fn spec_hash_covers_meaning_not_wording() {
     let a = parse_definition(WIN_RATE_V3).unwrap();

@@ -8,12 +8,14 @@ mod calendar;
 mod measure;
 
 use crm_domain::calendar::BusinessCalendar;
+use crm_domain::registry::nearest_name;
+use crm_domain::DomainEvent;
 
 use crate::definition::{
     Agg, FactsSpec, InputRef, MeasureType, MetricDefinition, Param, Pick, RuleSpec,
 };
 use crate::error::DefinitionError;
-use crate::expr::{self, Expr, Lit, Reads};
+use crate::expr::{self, Expr, FieldSource, Lit, Reads};
 use crate::period::Grain;
 
 /// Most event types one list may name.
@@ -182,6 +184,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) reads: Reads,
     pub(crate) params: &'a BTreeMap<String, Param>,
     pub(crate) types: BTreeSet<String>,
+    /// Each field an expression reads, with the expression's key and whose payload it is:
+    /// checked against the event schemas once every type the definition names is known.
+    pub(crate) fields_read: Vec<(String, FieldSource, String)>,
 }
 
 impl Ctx<'_> {
@@ -213,6 +218,11 @@ impl Ctx<'_> {
         self.reads.stream |= r.stream;
         self.reads.meta |= r.meta;
         self.reads.actor |= r.actor;
+        self.fields_read.extend(
+            r.sourced
+                .iter()
+                .map(|(source, f)| (key.to_owned(), source.clone(), f.clone())),
+        );
         self.reads.fields.extend(r.fields);
         Ok(e)
     }
@@ -375,11 +385,101 @@ pub(crate) fn check_type(key: &str, t: &str) -> Result<(), DefinitionError> {
         && t.len() <= 128
         && t.starts_with(|c: char| c.is_ascii_uppercase())
         && t.chars().all(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(DefinitionError::invalid(key, format!("{t:?} is not an event type name; use the stored CamelCase name, e.g. \"OpportunityWon\"")))
+    if !ok {
+        return Err(DefinitionError::invalid(key, format!("{t:?} is not an event type name; use the stored CamelCase name, e.g. \"OpportunityWon\"")));
     }
+    if DomainEvent::current_schema_version(t).is_some() {
+        return Ok(());
+    }
+    let known = DomainEvent::catalog().map(|(_, t, _)| t);
+    let hint = nearest_name(t, known)
+        .map(|n| format!("did you mean `{n}`? "))
+        .unwrap_or_default();
+    Err(DefinitionError::invalid(
+        key,
+        format!("there is no event type `{t}`; {hint}`crm schema` lists every event type"),
+    ))
+}
+
+/// Checks that each field read names a field of the events it is read from: `payload.x` one
+/// of `types` (the definition's event types), `stream.x` an event of their categories,
+/// `ref('c', ..).x` an event of category `c`. A definition naming no event type (built only
+/// from other metrics) reads no payload of its own.
+fn check_fields(
+    fields_read: &[(String, FieldSource, String)],
+    types: &BTreeSet<String>,
+) -> Result<(), DefinitionError> {
+    let fields_of = |types: &mut dyn Iterator<Item = &str>| -> BTreeSet<String> {
+        types
+            .filter_map(DomainEvent::payload_fields)
+            .flatten()
+            .cloned()
+            .collect()
+    };
+    let categories: BTreeSet<&str> = types
+        .iter()
+        .filter_map(|t| DomainEvent::category_of(t))
+        .collect();
+    let in_categories = |cats: &BTreeSet<&str>| -> Vec<&'static str> {
+        DomainEvent::catalog()
+            .filter(|(c, _, _)| cats.contains(c))
+            .map(|(_, t, _)| t)
+            .collect()
+    };
+    for (key, source, field) in fields_read {
+        let (read_from, described): (Vec<String>, String) = match source {
+            FieldSource::Payload => (
+                types.iter().cloned().collect(),
+                format!(
+                    "{} (the event types this definition names)",
+                    types
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            FieldSource::Stream => (
+                in_categories(&categories)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                format!(
+                    "the events of the streams it reads ({})",
+                    categories.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            FieldSource::Ref(category) => (
+                in_categories(&BTreeSet::from([category.as_str()]))
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                format!("the events of `{category}` streams"),
+            ),
+        };
+        if read_from.is_empty() {
+            continue;
+        }
+        let known = fields_of(&mut read_from.iter().map(String::as_str));
+        if known.contains(field) {
+            continue;
+        }
+        let prefix = match source {
+            FieldSource::Payload => "payload.".to_owned(),
+            FieldSource::Stream => "stream.".to_owned(),
+            FieldSource::Ref(category) => format!("ref('{category}', ..)."),
+        };
+        let hint = nearest_name(field, known.iter().map(String::as_str))
+            .map(|n| format!("did you mean `{prefix}{n}`? "))
+            .unwrap_or_default();
+        return Err(DefinitionError::invalid(
+            key,
+            format!(
+                "`{prefix}{field}` is not a field of {described}; {hint}`crm schema TYPE` lists a type's fields"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_code(key: &str, code: &str) -> Result<(), DefinitionError> {
@@ -428,6 +528,7 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
         reads: Reads::default(),
         params: &def.params,
         types: BTreeSet::new(),
+        fields_read: Vec::new(),
     };
     let time = cx.opt("time", &def.time)?;
     if def.dims.len() > RULES_MAX {
@@ -469,6 +570,7 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
     reads.fact_types = fact_types(&measure, &mut reads.metrics);
     reads.types = cx.types.clone();
     reads.types.extend(cx.reads.types.iter().cloned());
+    check_fields(&cx.fields_read, &reads.types)?;
     Ok(Compiled {
         time,
         dims,

@@ -132,6 +132,19 @@ pub(crate) struct Reads {
     /// Top-level payload fields read anywhere (`payload.x`, `stream.x`, `first(..).payload.x`,
     /// `ref(..).x`): the loader keeps only these.
     pub fields: BTreeSet<String>,
+    /// Where each field read comes from, to check it against the event schemas.
+    pub sourced: BTreeSet<(FieldSource, String)>,
+}
+
+/// Whose payload a field read belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FieldSource {
+    /// `payload.x`: the event being evaluated (one of the types the definition names).
+    Payload,
+    /// `stream.x`: the stream's attributes (events of the named types' categories).
+    Stream,
+    /// `ref('category', ..).x`: a referenced stream of that category.
+    Ref(String),
 }
 
 impl Expr {
@@ -144,6 +157,9 @@ impl Expr {
                 Root::Stream => {
                     out.stream = true;
                     out.fields.extend(fields.first().cloned());
+                    if let Some(first) = fields.first() {
+                        out.sourced.insert((FieldSource::Stream, first.clone()));
+                    }
                 }
                 Root::Meta => out.meta = true,
                 Root::Params => {
@@ -155,6 +171,9 @@ impl Expr {
                     // A bare `payload` needs every field.
                     out.fields
                         .insert(fields.first().cloned().unwrap_or_else(|| "*".into()));
+                    if let Some(first) = fields.first() {
+                        out.sourced.insert((FieldSource::Payload, first.clone()));
+                    }
                 }
                 Root::Event => out.actor |= fields.first().is_some_and(|f| f == "actor"),
             },
@@ -163,13 +182,21 @@ impl Expr {
             }
             Expr::Get(e, fields) => {
                 match (e.as_ref(), fields.as_slice()) {
-                    (Expr::Call(name, _), [first, second, ..])
+                    (Expr::Call(name, args), [first, second, ..])
                         if name == "ref" && first == "created" =>
                     {
                         out.fields.insert(second.clone());
+                        if let Some(Expr::Lit(Lit::Str(category))) = args.first() {
+                            out.sourced
+                                .insert((FieldSource::Ref(category.clone()), second.clone()));
+                        }
                     }
-                    (Expr::Call(name, _), [first, ..]) if name == "ref" => {
+                    (Expr::Call(name, args), [first, ..]) if name == "ref" => {
                         out.fields.insert(first.clone());
+                        if let Some(Expr::Lit(Lit::Str(category))) = args.first() {
+                            out.sourced
+                                .insert((FieldSource::Ref(category.clone()), first.clone()));
+                        }
                     }
                     (Expr::Call(..), [p, second, ..]) if p == "payload" => {
                         out.fields.insert(second.clone());
