@@ -7,8 +7,8 @@ mod metrics_support;
 
 use crm_eventstore::{EventStore, StreamId, StreamVersion};
 use crm_metrics::{
-    define, evaluate, parse_definition, set_default, DefinitionError, MetricError, Query, Registry,
-    Status,
+    define, define_as, evaluate, parse_definition, set_default, DefinitionError, MetricError,
+    Query, Registry, Status,
 };
 use metrics_support::{t, Log};
 
@@ -351,6 +351,15 @@ async fn definitions_are_events_and_versions_are_frozen() {
     assert_eq!(
         define(&log.store, &reworded, at).await.unwrap().outcome,
         "wording_revised"
+    );
+    // The first wording again, later and by someone else: a no-op naming where it was
+    // published, whatever came in between.
+    let again = define_as(&log.store, WIN_RATE_V3, t("2024-02-01"), "token:other")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.outcome, again.position),
+        ("already_defined", out.position)
     );
     // Another spec under version 3 is refused, naming the next free version.
     let changed = WIN_RATE_V3.replace("stream.kind == 'new'", "stream.kind == 'expansion'");

@@ -416,6 +416,8 @@ pub async fn define_as<S: EventStore>(
         let m = builtin.get(&def.id, Some(v))?;
         known.insert(v, (m.spec_hash.clone(), m.text.clone(), None));
     }
+    // Where this exact text of this version was first published, if it was.
+    let mut published_at: Option<u64> = None;
     for rec in events.iter().filter(|r| r.event_type == METRIC_DEFINED) {
         let stored =
             DefinitionEvent::from_payload(&rec.event_type, rec.schema_version, &rec.payload)
@@ -424,7 +426,23 @@ pub async fn define_as<S: EventStore>(
                     source,
                 })?;
         if let DefinitionEvent::MetricDefined(d) = stored {
+            if d.version == def.version && d.definition == text {
+                published_at.get_or_insert(rec.position.0);
+            }
             known.insert(d.version, (d.spec_hash, d.definition, Some(rec.position.0)));
+        }
+    }
+    // The same text published before, whatever came in between: nothing to append.
+    if let Some(position) = published_at {
+        if known.get(&def.version).is_some_and(|(h, _, _)| *h == hash) {
+            return Ok(DefineOutcome {
+                id: def.id.clone(),
+                version: def.version,
+                spec_hash: hash,
+                stream: stream.to_string(),
+                outcome: "already_defined",
+                position: Some(position),
+            });
         }
     }
     let next = known.keys().next_back().map_or(1, |v| v + 1);
