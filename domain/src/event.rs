@@ -161,6 +161,12 @@ macro_rules! domain_event {
                     let event = DomainEvent::from_payload(event_type, schema_version, payload)?;
                     Ok(Self::try_from(event)?)
                 }
+
+                fn event_schemas(
+                    generator: &mut schemars::SchemaGenerator,
+                ) -> Vec<(&'static str, schemars::Schema)> {
+                    $inner::event_schemas(generator)
+                }
             }
 
             impl TryFrom<DomainEvent> for $inner {

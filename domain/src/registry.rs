@@ -61,6 +61,12 @@ pub trait EventEnum: Sized + Send + Sync + 'static {
         schema_version: u16,
         payload: &[u8],
     ) -> Result<Self, FoldError>;
+    /// The JSON Schema of each event type's payload, by type in [`EventEnum::EVENT_TYPES`]
+    /// order; an aggregate that gives none is described by its type names only.
+    fn event_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+        let _ = generator;
+        Vec::new()
+    }
 }
 
 /// A stored event that cannot be folded into the aggregate of its stream.
@@ -214,6 +220,8 @@ pub trait AggregateKind: Send + Sync {
     /// refuses unknown fields; the types the commands share are added to `generator`'s
     /// definitions.
     fn command_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)>;
+    /// The JSON Schema of each event type's payload (see [`EventEnum::event_schemas`]).
+    fn event_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)>;
 }
 
 impl fmt::Debug for dyn AggregateKind {
@@ -376,6 +384,10 @@ where
                 (name, schema)
             })
             .collect()
+    }
+
+    fn event_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+        A::Event::event_schemas(generator)
     }
 }
 

@@ -56,6 +56,9 @@ enum Verb {
     /// Erase a data subject's personal data for good: records who erased whom and why, then
     /// destroys the subject's key; reads show "[erased]" from then on.
     Erase(verbs::keys::EraseArgs),
+    /// The commands and events the domain knows, and one type's fields (types, enum values,
+    /// personal fields): what a mapping or a metric definition may name.
+    Schema(verbs::schema::SchemaArgs),
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -75,6 +78,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Auth(args) => verbs::auth::run(g, args).await,
         Verb::Keys(args) => verbs::keys::run(g, args).await,
         Verb::Erase(args) => verbs::keys::erase(g, args).await,
+        Verb::Schema(args) => verbs::schema::run(&args),
     }
 }
 

@@ -327,3 +327,73 @@ fn every_verb_has_help_and_reading_a_missing_log_fails_clearly() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_schema_and_a_definition_check_need_no_log() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("none");
+    let out = crm(&dir, &["schema", "CaptureLead"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("CaptureLead (command) of aggregate `lead`")
+            && shown.contains("one of phone, email")
+            && shown.contains("personal data: sealed at rest, erasable"),
+        "{shown}"
+    );
+    let out = crm(&dir, &["schema", "LeadCapture"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("did you mean `LeadCaptured`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&crm(&dir, &["schema", "--json"]).stdout).unwrap();
+    assert_eq!(
+        json["events"]["AgentRegistered"]["personal_fields"][0], "personal",
+        "{}",
+        json["events"]["AgentRegistered"]
+    );
+
+    let good = root.path().join("good.toml");
+    std::fs::write(
+        &good,
+        r#"
+id = "marketing.web_leads"
+version = 1
+name = "Web leads"
+domain = "marketing"
+unit = "count"
+kind = "flow"
+formula = "COUNT(LeadCaptured WHERE channel = web)"
+[dims]
+source = "payload.source"
+[facts]
+events = ["LeadCaptured"]
+where = "payload.channel == 'web'"
+[measure]
+type = "simple"
+agg = "count"
+"#,
+    )
+    .unwrap();
+    let out = crm(&dir, &["metrics", "check", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("marketing.web_leads v1 is valid"));
+    let bad = root.path().join("bad.toml");
+    let typo = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("payload.source", "payload.sourse");
+    std::fs::write(&bad, typo).unwrap();
+    let out = crm(&dir, &["metrics", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml")
+            && stderr.contains("dims.source")
+            && stderr.contains("did you mean `payload.source`"),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "checking creates no log");
+}

@@ -349,6 +349,8 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         ("post", "/v1/auth/tokens"),
         ("delete", "/v1/auth/tokens/{token}"),
         ("post", "/v1/subjects/{subject}/erasure"),
+        ("get", "/v1/schema"),
+        ("get", "/v1/schema/{type}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -396,6 +398,30 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
             assert_eq!(response.status().as_u16(), 200, "{path}");
         }
     }
+
+    // The schema of every command and event type, one by name, the nearest for a typo.
+    let (status, types) = server.get("/v1/schema").await;
+    assert_eq!(status, 200);
+    let captured = types
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "LeadCaptured")
+        .unwrap();
+    assert_eq!(captured["kind"], "event");
+    assert_eq!(captured["personal_fields"][0], "personal");
+    let (status, one) = server.get("/v1/schema/CaptureLead").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(
+        one["schema"]["properties"]["channel"]["oneOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(9),
+        "{one}"
+    );
+    let (status, missing) = server.get("/v1/schema/CaptureLaed").await;
+    let detail = assert_problem(status, &missing, 404, "not-found");
+    assert!(detail.contains("did you mean `CaptureLead`"), "{detail}");
 
     let (status, health) = server.get("/healthz").await;
     assert_eq!((status, &health["status"]), (200, &json!("ok")));

@@ -31,5 +31,6 @@ pub mod keys;
 pub mod personal;
 pub mod projections;
 pub mod propose;
+pub mod schema;
 pub mod store;
 pub mod telemetry;

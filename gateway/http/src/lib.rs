@@ -49,6 +49,7 @@ pub mod reads;
 pub mod schemas;
 pub mod subjects;
 pub mod tls;
+pub mod type_schemas;
 pub mod view_cache;
 pub mod write;
 
@@ -204,6 +205,8 @@ pub fn router_full(
         .routes(routes!(auth::tokens::list, auth::tokens::create))
         .routes(routes!(auth::tokens::revoke))
         .routes(routes!(subjects::erase))
+        .routes(routes!(type_schemas::list))
+        .routes(routes!(type_schemas::one))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

@@ -32,6 +32,9 @@ enum MetricsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Validate a TOML definition (keys, expressions, event types and fields against the
+    /// event schemas) without a log and without appending; exit code 1 if it is refused.
+    Check { file: PathBuf },
 }
 
 /// Runs `crm metrics`.
@@ -39,14 +42,31 @@ enum MetricsAction {
 /// # Errors
 /// No log, an unreadable file, a definition the engine refuses.
 pub async fn run(globals: &Globals, args: MetricsArgs) -> anyhow::Result<ExitCode> {
+    if let MetricsAction::Check { file } = &args.action {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let def = crm_metrics::parse_definition(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}: {} v{} is valid (spec hash {}); `crm metrics define {}` publishes it",
+            file.display(),
+            def.id,
+            def.version,
+            def.spec_hash(),
+            file.display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = globals.config(Flags::default())?;
     let text = match &args.action {
         MetricsAction::Define { file, .. } => Some(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         ),
-        MetricsAction::List { .. } => None,
+        MetricsAction::List { .. } | MetricsAction::Check { .. } => None,
     };
     let output = with_store(&config, Create::Never, async |store| match &args.action {
+        MetricsAction::Check { .. } => Ok(String::new()),
         MetricsAction::List { json } => {
             Ok(metric_output::list(store, format_of(*json, false)).await?)
         }

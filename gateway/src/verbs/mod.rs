@@ -11,6 +11,7 @@ pub mod keys;
 pub mod metric;
 pub mod metrics;
 pub mod project;
+pub mod schema;
 pub mod serve;
 pub mod stats;
 pub mod tail;

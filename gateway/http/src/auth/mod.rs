@@ -56,6 +56,8 @@ pub const ROUTES: &[(&str, &str, Access)] = {
             Requires(P::SendCommands),
         ),
         ("GET", "/v1/aggregates", Requires(P::Describe)),
+        ("GET", "/v1/schema", Requires(P::Describe)),
+        ("GET", "/v1/schema/{type}", Requires(P::Describe)),
         ("GET", "/v1/streams/{stream_id}", Requires(P::ReadLog)),
         ("GET", "/v1/events", Requires(P::ReadLog)),
         ("GET", "/v1/feed", Requires(P::SubscribeFeed)),
