@@ -395,5 +395,53 @@ agg = "count"
             && stderr.contains("did you mean `payload.source`"),
         "{stderr}"
     );
+    // A mapping import checked: every row decided, nothing appended, no log created.
+    let csv = fixture("contracts.csv");
+    let mapping = fixture("contracts.toml");
+    let out = crm(
+        &dir,
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--check",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["rows"], &report["rows_refused"], &report["events"]),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(0),
+            &serde_json::json!(6)
+        ),
+        "{report}"
+    );
+    let broken = root.path().join("broken.csv");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<&str> = rows.lines().collect();
+    lines.push("only;three;cells");
+    std::fs::write(&broken, lines.join("\n")).unwrap();
+    let out = crm(
+        &dir,
+        &[
+            "import",
+            "csv",
+            broken.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--check",
+        ],
+    );
+    assert!(!out.status.success());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("4 rows, 1 refused") && shown.contains("refused: broken.csv:5"),
+        "{shown}"
+    );
     assert!(!dir.exists(), "checking creates no log");
 }

@@ -153,6 +153,7 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
             "no [[commands]]: give at least one command per row".into()
         ));
     }
+    check_against_schema(&spec, registry).map_err(bad)?;
     let file = CsvSource::read(path, delimiter)?;
     let mut commands = Vec::new();
     for (i, command) in spec.commands.iter().enumerate() {
@@ -244,6 +245,123 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
     }
     plan.notes.push(format!("mapping {mapping_file}"));
     Ok(plan)
+}
+
+/// Checks `spec` against the schema of the commands it names, before any row is read:
+/// every aggregate and command exists, every field is a field of its command, no required
+/// field is left out, and every constant or `map` target of an enum field is one of its
+/// values. Each error names the key (`commands[2].fields.industy`) and the nearest valid name.
+fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), String> {
+    use crm_domain::registry::nearest_name;
+    let types = crm_app::schema::catalog(registry);
+    let suggest = |given: &str, known: &mut dyn Iterator<Item = &str>| {
+        nearest_name(given, known)
+            .map(|n| format!(" (did you mean `{n}`?)"))
+            .unwrap_or_default()
+    };
+    for (i, command) in spec.commands.iter().enumerate() {
+        let at = format!("commands[{i}]");
+        let Some(kind) = registry.get(&command.aggregate) else {
+            return Err(format!(
+                "{at}.aggregate: there is no aggregate `{}`{}; the aggregates are {}",
+                command.aggregate,
+                suggest(&command.aggregate, &mut registry.categories().into_iter()),
+                registry.categories().join(", ")
+            ));
+        };
+        let Some(schema) = types.iter().find(|t| {
+            t.kind == crm_app::schema::TypeKind::Command
+                && t.aggregate == kind.category()
+                && t.name == command.command
+        }) else {
+            return Err(format!(
+                "{at}.command: aggregate `{}` has no command `{}`{}; its commands are {} (`crm schema` shows each one's fields)",
+                command.aggregate,
+                command.command,
+                suggest(&command.command, &mut kind.command_types().iter().copied()),
+                kind.command_types().join(", ")
+            ));
+        };
+        let fields = crm_app::schema::fields(&schema.schema);
+        let id_field = format!("{}_id", command.aggregate);
+        let given: Vec<&str> = command
+            .fields
+            .keys()
+            .map(String::as_str)
+            .chain([id_field.as_str(), "occurred_at"])
+            .collect();
+        for name in command.fields.keys() {
+            if name == &id_field || name == "occurred_at" {
+                return Err(format!(
+                    "{at}.fields.{name}: given by `{}` of the command already; remove it from [commands.fields]",
+                    if name == "occurred_at" { "occurred_at" } else { "id" }
+                ));
+            }
+            if !fields.iter().any(|f| &f.name == name) {
+                return Err(format!(
+                    "{at}.fields.{name}: `{}` has no field `{name}`{}; its fields are {} (`crm schema {}`)",
+                    command.command,
+                    suggest(name, &mut fields.iter().map(|f| f.name.as_str())),
+                    fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+                    command.command
+                ));
+            }
+        }
+        let missing: Vec<&str> = fields
+            .iter()
+            .filter(|f| f.required && !given.contains(&f.name.as_str()))
+            .map(|f| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{at}: `{}` needs {} which the mapping does not give; map a column or a constant `value` to each (`crm schema {}`)",
+                command.command,
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                command.command
+            ));
+        }
+        for (name, field) in &command.fields {
+            let Some(values) = enum_values(&schema.schema, name) else {
+                continue;
+            };
+            let targets = field.map.iter().flat_map(|m| m.values().cloned()).chain(
+                field
+                    .value
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned)),
+            );
+            for target in targets {
+                if !values.contains(&target) {
+                    return Err(format!(
+                        "{at}.fields.{name}: `{target}` is not a value of `{name}`{}; the values are {}",
+                        suggest(&target, &mut values.iter().map(String::as_str)),
+                        values.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The enum values of field `name` of a command schema, when it is an enum.
+fn enum_values(schema: &Value, name: &str) -> Option<Vec<String>> {
+    let field = schema.get("properties")?.get(name)?;
+    let literal = |v: &Value| v.as_str().map(str::to_owned);
+    if let Some(values) = field.get("enum").and_then(Value::as_array) {
+        return values.iter().map(literal).collect();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(items) = field.get(key).and_then(Value::as_array) {
+            let consts: Option<Vec<String>> = items
+                .iter()
+                .filter(|i| i.get("type").and_then(Value::as_str) != Some("null"))
+                .map(|i| i.get("const").and_then(literal))
+                .collect();
+            return consts.filter(|c| !c.is_empty());
+        }
+    }
+    None
 }
 
 fn convert(row: &Row<'_>, field: &Field<'_>) -> Result<Value, RowError> {
@@ -401,5 +519,69 @@ impl States {
     /// Keeps the states of an accepted row.
     fn commit(&mut self, overlay: States) {
         self.0.extend(overlay.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    /// The error of planning the contracts fixture with its mapping changed by `edit`.
+    fn refusal(from: &str, to: &str) -> String {
+        let text = std::fs::read_to_string(fixture("contracts.toml")).unwrap();
+        assert!(text.contains(from), "{from}");
+        let dir = tempfile::tempdir().unwrap();
+        let mapping = dir.path().join("edited.toml");
+        std::fs::write(&mapping, text.replacen(from, to, 1)).unwrap();
+        match plan(&fixture("contracts.csv"), &mapping) {
+            Err(e) => e.to_string(),
+            Ok(_) => "accepted".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_mapping_is_checked_against_the_command_schemas_before_any_row() {
+        let e = refusal("industry = {", "industy = {");
+        assert!(
+            e.contains("edited.toml")
+                && e.contains("commands[0].fields.industy")
+                && e.contains("did you mean `industry`"),
+            "{e}"
+        );
+        let e = refusal("command = \"OpenAccount\"", "command = \"OpenAcount\"");
+        assert!(
+            e.contains("commands[0].command") && e.contains("did you mean `OpenAccount`"),
+            "{e}"
+        );
+        let e = refusal(
+            "aggregate = \"subscription\"",
+            "aggregate = \"subscripton\"",
+        );
+        assert!(e.contains("did you mean `subscription`"), "{e}");
+        let e = refusal("name = { column = \"Firma\" }\n", "");
+        assert!(
+            e.contains("commands[0]") && e.contains("needs `name`"),
+            "{e}"
+        );
+        let e = refusal(
+            "kind = { value = \"product\" }",
+            "kind = { value = \"produkt\" }",
+        );
+        assert!(
+            e.contains("commands[1].fields.kind")
+                && e.contains("`produkt` is not a value")
+                && e.contains("did you mean `product`"),
+            "{e}"
+        );
+        // Unknown keys of the mapping itself are refused by the TOML reader, with the line.
+        let e = refusal("key_column = \"Vertrag\"", "key_colum = \"Vertrag\"");
+        assert!(e.contains("key_colum") && e.contains("line"), "{e}");
+        assert_eq!(refusal("delimiter", "delimiter"), "accepted");
     }
 }

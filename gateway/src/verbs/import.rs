@@ -22,6 +22,25 @@ pub struct ImportArgs {
     /// Print the summary as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Read and decide every row without opening the log or appending anything: the rows,
+    /// the events they would give and the first refused rows; exit code 1 if any row is
+    /// refused. Decisions see the file alone (not what the log already holds).
+    #[arg(long, global = true)]
+    check: bool,
+}
+
+/// Refused rows `--check` prints, at most.
+const CHECK_ERRORS_SHOWN_MAX: usize = 10;
+
+/// What `--check` found.
+#[derive(Debug, serde::Serialize)]
+struct CheckReport {
+    files: Vec<String>,
+    rows: u64,
+    rows_refused: u64,
+    events: u64,
+    first_refused: Vec<String>,
+    notes: Vec<String>,
 }
 
 fn on_error_parser() -> impl clap::builder::TypedValueParser<Value = OnError> {
@@ -80,6 +99,50 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
         Source::Csv { file, mapping } => crm_import::mapping::plan(file, mapping)?,
         Source::Jsonl { file } => crm_import::jsonl::plan(file)?,
     };
+    if args.check {
+        let refused: Vec<String> = plan
+            .units
+            .iter()
+            .filter_map(|u| u.as_ref().err().map(ToString::to_string))
+            .collect();
+        let report = CheckReport {
+            files: plan.files.clone(),
+            rows: plan.rows(),
+            rows_refused: u64::try_from(refused.len()).unwrap_or(u64::MAX),
+            events: plan
+                .units
+                .iter()
+                .filter_map(|u| u.as_ref().ok())
+                .map(|u| u64::try_from(u.events.len()).unwrap_or(u64::MAX))
+                .sum(),
+            first_refused: refused.into_iter().take(CHECK_ERRORS_SHOWN_MAX).collect(),
+            notes: plan.notes.clone(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        if args.json {
+            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+        } else {
+            writeln!(
+                stdout,
+                "{}: {} rows, {} refused, {} events would be appended (nothing was)",
+                report.files.join(", "),
+                report.rows,
+                report.rows_refused,
+                report.events
+            )?;
+            for line in &report.first_refused {
+                writeln!(stdout, "  refused: {line}")?;
+            }
+            for note in &report.notes {
+                writeln!(stdout, "  note: {note}")?;
+            }
+        }
+        return Ok(if report.rows_refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let options = RunOptions {
         on_error: config.on_error,
         progress: true,
