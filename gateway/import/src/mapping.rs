@@ -282,6 +282,14 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
                 kind.command_types().join(", ")
             ));
         };
+        for (key, spec) in [("id", &command.id), ("occurred_at", &command.occurred_at)] {
+            if spec.optional {
+                return Err(format!(
+                    "{at}.{key}: cannot be optional: every event needs {}; filter blank rows out of the file, or give a constant `value`",
+                    if key == "id" { "the id of its aggregate" } else { "a business time" }
+                ));
+            }
+        }
         let fields = crm_app::schema::fields(&schema.schema);
         let id_field = format!("{}_id", command.aggregate);
         let given: Vec<&str> = command
@@ -582,6 +590,14 @@ mod tests {
         // Unknown keys of the mapping itself are refused by the TOML reader, with the line.
         let e = refusal("key_column = \"Vertrag\"", "key_colum = \"Vertrag\"");
         assert!(e.contains("key_colum") && e.contains("line"), "{e}");
+        let e = refusal(
+            "occurred_at = { column = \"Beginn\", type = \"datetime\", format = \"%d.%m.%Y\" }",
+            "occurred_at = { column = \"Beginn\", type = \"datetime\", format = \"%d.%m.%Y\", optional = true }",
+        );
+        assert!(
+            e.contains("commands[0].occurred_at: cannot be optional"),
+            "{e}"
+        );
         assert_eq!(refusal("delimiter", "delimiter"), "accepted");
     }
 }

@@ -19,6 +19,33 @@ pub struct CsvSource {
 /// Most data rows one CSV source may hold; larger exports should be split.
 pub const CSV_ROWS_MAX: usize = 2_000_000;
 
+/// The 1-based line of byte offsets, counted incrementally (offsets only grow).
+#[derive(Debug, Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    /// The line a record starting at `byte` is on. A record that starts on the `\n` of a
+    /// CRLF (the reader ends records at the `\r`) is on the next line.
+    fn line_at(&mut self, bytes: &[u8], byte: u64) -> u64 {
+        let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
+        while bytes.get(start).is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            start += 1;
+        }
+        if start >= self.offset {
+            self.newlines += bytecount(&bytes[self.offset..start]);
+            self.offset = start;
+        }
+        self.newlines + 1
+    }
+}
+
+fn bytecount(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.iter().filter(|b| **b == b'\n').count()).unwrap_or(u64::MAX)
+}
+
 impl CsvSource {
     /// Reads `path` with `delimiter`.
     ///
@@ -26,7 +53,7 @@ impl CsvSource {
     /// [`ImportError::Io`] if the file cannot be read, [`ImportError::Csv`] if it is not CSV.
     pub fn read(path: &Path, delimiter: u8) -> Result<Self, ImportError> {
         let file = file_name(path);
-        let handle = File::open(path).map_err(|source| ImportError::Io {
+        let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
             path: path.display().to_string(),
             source,
         })?;
@@ -34,7 +61,7 @@ impl CsvSource {
             .delimiter(delimiter)
             .flexible(true)
             .has_headers(true)
-            .from_reader(handle);
+            .from_reader(bytes.as_slice());
         let headers = reader
             .headers()
             .map_err(|e| csv_error(&file, &e))?
@@ -42,9 +69,13 @@ impl CsvSource {
             .map(|h| h.trim_start_matches('\u{feff}').trim().to_owned())
             .collect();
         let mut rows = Vec::new();
+        // Lines counted from the bytes: the reader's own count is one short in CRLF files.
+        let mut lines = LineCounter::default();
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(&file, &e))?;
-            let line = record.position().map_or(0, csv::Position::line);
+            let line = record
+                .position()
+                .map_or(0, |p| lines.line_at(&bytes, p.byte()));
             if rows.len() >= CSV_ROWS_MAX {
                 return Err(ImportError::TooLarge {
                     file,
@@ -71,8 +102,31 @@ impl CsvSource {
             .ok_or_else(|| ImportError::MissingColumn {
                 file: self.file.clone(),
                 column: name.to_owned(),
-                found: self.headers.join(", "),
+                found: format!("{}{}", self.headers.join(", "), self.delimiter_hint()),
             })
+    }
+
+    /// A hint when the header reads as one column that holds another likely delimiter (the
+    /// mapping's `delimiter` is wrong), else nothing.
+    fn delimiter_hint(&self) -> String {
+        let [only] = self.headers.as_slice() else {
+            return String::new();
+        };
+        [';', '\t', '|', ',']
+            .into_iter()
+            .filter(|d| only.contains(*d))
+            .max_by_key(|d| only.matches(*d).count())
+            .map(|d| {
+                format!(
+                    " (one column only: the header looks {}-delimited; set delimiter = {:?} in the mapping)",
+                    match d {
+                        '\t' => "tab".to_owned(),
+                        other => format!("`{other}`"),
+                    },
+                    d
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// Number of data rows.
@@ -322,5 +376,45 @@ mod tests {
         for bad in ["", " ", "1.234", "1,000.00", "abc", "1.", ".5", "1e3"] {
             assert!(parse_minor_units(bad, '.', 2).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    fn lines_of(content: &str) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        std::fs::write(&path, content).unwrap();
+        let source = CsvSource::read(&path, b',').unwrap();
+        source.rows().map(|r| r.line).collect()
+    }
+
+    #[test]
+    fn a_wrong_delimiter_is_named_in_the_missing_column_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("semi.csv");
+        std::fs::write(&path, "id;name;amount\n1;a;2\n").unwrap();
+        let source = CsvSource::read(&path, b',').unwrap();
+        let e = source.column("name").unwrap_err().to_string();
+        assert!(
+            e.contains("missing column `name`") && e.contains("set delimiter = ';'"),
+            "{e}"
+        );
+        let right = CsvSource::read(&path, b';').unwrap();
+        assert_eq!(right.column("name").unwrap(), 1);
+        assert!(!right
+            .column("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("delimiter"));
+    }
+
+    #[test]
+    fn line_numbers_are_exact_for_lf_and_crlf_files() {
+        assert_eq!(lines_of("a,b\n1,2\n3,4\n"), [2, 3]);
+        assert_eq!(lines_of("a,b\r\n1,2\r\n3,4\r\n"), [2, 3]);
+        assert_eq!(lines_of("a,b\r\n1,2\r\n\"x\r\ny\",4\r\n5,6\r\n"), [2, 3, 5]);
     }
 }
