@@ -1,7 +1,6 @@
 //! Reading CSV sources with positions: every value knows its file, line and column, so an error
 //! can name them. Rows with too few or too many fields are reported, never padded.
 
-use std::fs::File;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
