@@ -399,6 +399,21 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         }
     }
 
+    // Instants as dates (midnight UTC) or RFC 3339; anything else is a 400 naming the forms.
+    let (status, body) = server
+        .get("/v1/read-models/pipeline?as_of=2026-01-01")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .get("/v1/metrics/sales.win_rate?from=2017-01-01&to=2018-01-01")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .get("/v1/read-models/pipeline?as_of=01/02/2026")
+        .await;
+    let detail = assert_problem(status, &body, 400, "malformed-request");
+    assert!(detail.contains("YYYY-MM-DD"), "{detail}");
+
     // The schema of every command and event type, one by name, the nearest for a typo.
     let (status, types) = server.get("/v1/schema").await;
     assert_eq!(status, 200);

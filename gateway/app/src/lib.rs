@@ -27,6 +27,7 @@ pub mod envelope;
 pub mod erasure;
 pub mod ids;
 pub mod inspect;
+pub mod instant;
 pub mod keys;
 pub mod personal;
 pub mod projections;

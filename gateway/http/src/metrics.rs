@@ -64,15 +64,19 @@ impl From<MetricError> for ApiError {
 pub struct MetricParams {
     /// Version of the definition (default: the metric's default version).
     pub version: Option<u32>,
-    /// Start of the range, inclusive (RFC 3339; default: the earliest fact).
+    /// Start of the range, inclusive (YYYY-MM-DD or RFC 3339; default: the earliest fact).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub from: Option<DateTime<Utc>>,
-    /// End of the range, exclusive (RFC 3339; default: just after the latest fact).
+    /// End of the range, exclusive (YYYY-MM-DD or RFC 3339; default: just after the latest
+    /// fact).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub to: Option<DateTime<Utc>>,
     /// Period grain: `day`, `week`, `month`, `quarter`, `year` or `all` (default).
     pub period: Option<String>,
     /// Breakdown dimensions, comma-separated (e.g. `regional_office`).
     pub by: Option<String>,
-    /// Count facts that occurred by this instant (RFC 3339).
+    /// Count facts that occurred by this instant (YYYY-MM-DD or RFC 3339).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Count only what the log had recorded by then: an RFC 3339 time or a log position.
     pub known_at: Option<String>,
@@ -83,11 +87,11 @@ fn parse_known_at(name: &str, text: &str) -> Result<KnownAt, ApiError> {
     if let Ok(position) = text.parse::<u64>() {
         return Ok(KnownAt::Position(position));
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| KnownAt::Time(t.with_timezone(&Utc)))
+    crm_app::instant::parse(text)
+        .map(KnownAt::Time)
         .map_err(|e| {
             ApiError::BadRequest(format!(
-                "`{name}` = {text:?} is neither an RFC 3339 time nor a log position: {e}"
+                "`{name}` is neither an instant nor a log position: {e}"
             ))
         })
 }

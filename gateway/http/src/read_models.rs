@@ -133,11 +133,14 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Vec<WorkerStat
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PipelineParams {
-    /// "Now" (RFC 3339; default the current time): open deals are those open then.
+    /// "Now" (YYYY-MM-DD or RFC 3339; default the current time): open deals are those open then.
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Closes counted from this instant (default: all history).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub closed_from: Option<DateTime<Utc>>,
     /// Closes counted before this instant (default `as_of`).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub closed_to: Option<DateTime<Utc>>,
     /// Coverage target in minor units of the reporting currency.
     pub coverage_target_minor: Option<i64>,
@@ -182,10 +185,13 @@ pub async fn pipeline(
 #[into_params(parameter_in = Query)]
 pub struct ChurnParams {
     /// "Now" (default the current time).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Churn rates over `[period_from, period_to)` among customers active at `period_from`.
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub period_from: Option<DateTime<Utc>>,
     /// End of the period (both needed).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub period_to: Option<DateTime<Utc>>,
     /// Most customers listed, highest risk first (default 100, at most 10,000).
     pub limit: Option<usize>,
@@ -221,6 +227,7 @@ pub async fn churn(
 #[into_params(parameter_in = Query)]
 pub struct LifetimeValueParams {
     /// "Now" (default the current time).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Only this account id.
     pub account: Option<String>,
@@ -259,10 +266,13 @@ pub async fn lifetime_value(
 #[into_params(parameter_in = Query)]
 pub struct SlaParams {
     /// "Now" (default the current time).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Compliance counts cases decided from this instant (default all).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub decided_from: Option<DateTime<Utc>>,
     /// ... and before this one (default `as_of`).
+    #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub decided_to: Option<DateTime<Utc>>,
     /// Most rows per list (default 100, at most 10,000).
     pub limit: Option<usize>,

@@ -50,11 +50,11 @@ enum MetricAction {
         #[arg(long)]
         version: Option<u32>,
         /// The two report dates (give the flag twice).
-        #[arg(long = "known-at", num_args = 1, required = true)]
+        #[arg(long = "known-at", num_args = 1, required = true, value_parser = super::instant)]
         known_at: Vec<chrono::DateTime<chrono::Utc>>,
-        #[arg(long)]
+        #[arg(long, value_parser = super::instant)]
         from: Option<chrono::DateTime<chrono::Utc>>,
-        #[arg(long)]
+        #[arg(long, value_parser = super::instant)]
         to: Option<chrono::DateTime<chrono::Utc>>,
         #[arg(long)]
         period: Option<String>,

@@ -105,14 +105,24 @@ pub fn format_of(json: bool, csv: bool) -> Format {
     }
 }
 
+/// An instant from a flag (see [`crm_app::instant::parse`]).
+///
+/// # Errors
+/// [`crm_app::instant::InstantError`] naming the accepted forms.
+pub fn instant(
+    text: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, crm_app::instant::InstantError> {
+    crm_app::instant::parse(text)
+}
+
 /// Query flags shared by `metric` and `explain`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct QueryArgs {
-    /// Start of the range (RFC 3339), inclusive.
-    #[arg(long)]
+    /// Start of the range (YYYY-MM-DD or RFC 3339), inclusive.
+    #[arg(long, value_parser = instant)]
     pub from: Option<chrono::DateTime<chrono::Utc>>,
-    /// End of the range (RFC 3339), exclusive.
-    #[arg(long)]
+    /// End of the range (YYYY-MM-DD or RFC 3339), exclusive.
+    #[arg(long, value_parser = instant)]
     pub to: Option<chrono::DateTime<chrono::Utc>>,
     /// day, week, month, quarter, year (default: the whole range).
     #[arg(long)]
@@ -120,11 +130,11 @@ pub struct QueryArgs {
     /// Breakdown dimensions, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub by: Vec<String>,
-    /// Count facts that occurred by this instant.
-    #[arg(long)]
+    /// Count facts that occurred by this instant (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_parser = instant)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
-    /// Count only what the log had recorded by this instant.
-    #[arg(long)]
+    /// Count only what the log had recorded by this instant (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_parser = instant)]
     pub known_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -60,8 +60,8 @@ enum ProjectAction {
     Show {
         /// The projection: pipeline, churn, lifetime-value or sla.
         name: String,
-        /// "Now" for the report (RFC 3339; default the current time).
-        #[arg(long, value_name = "T")]
+        /// "Now" for the report (YYYY-MM-DD or RFC 3339; default the current time).
+        #[arg(long, value_name = "T", value_parser = super::instant)]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
         /// Most rows per breakdown.
         #[arg(long)]
