@@ -10,6 +10,11 @@
 //! of `optional` fields become `null`. The aggregate decides the events, so domain rules apply;
 //! one row may yield several events. Aggregate state is kept in memory for the whole file, so
 //! later rows can change records earlier rows created. Example: `gateway/tests/fixtures/`.
+//!
+//! A field may also come from a `template` (`"{Invoice}-{Line}"`, `{row}`, `{line}`) or, for a
+//! date, from `parts` (`{ day = "Day", month = "Month", year = 2017 }`, `utc_offset`); a
+//! command with `when` conditions applies only to the rows that pass them (equals,
+//! not_equals, one_of, blank, above, below, matches). See `rules.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -23,6 +28,11 @@ use serde_json::{json, Map, Value};
 
 use super::source::{file_name, parse_minor_units, CsvSource, Row};
 use super::{stage_encoded, ImportError, Plan, RowError, SourceRow, Unit};
+
+mod rules;
+
+pub use rules::{Condition, When};
+use rules::{DateParts, Guard, GuardError, Template};
 
 /// Importer name.
 pub const NAME: &str = "csv";
@@ -59,6 +69,8 @@ pub struct CommandSpec {
     /// Other fields of the command.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
+    /// Only rows that pass these conditions make this command (see [`Condition`]).
+    pub when: Option<When>,
 }
 
 /// Type of a mapped value.
@@ -88,6 +100,14 @@ pub struct FieldSpec {
     pub column: Option<String>,
     /// A constant instead of a column.
     pub value: Option<toml::Value>,
+    /// Text built from columns, `{row}` (the data row's number) and `{line}`, e.g.
+    /// `"{Invoice}-{Line}"`, instead of one column.
+    pub template: Option<String>,
+    /// A date assembled from parts (`date` / `datetime`): `{ day = "Day", month = "Month",
+    /// year = 2017 }`, each a column or a constant.
+    pub parts: Option<BTreeMap<String, toml::Value>>,
+    /// Offset of the local times of `parts`, e.g. `+01:00` (default UTC).
+    pub utc_offset: Option<String>,
     /// Conversion.
     #[serde(default, rename = "type")]
     pub kind: FieldType,
@@ -108,11 +128,40 @@ pub struct FieldSpec {
     pub false_values: Option<Vec<String>>,
 }
 
+/// Where a resolved field's value comes from.
+enum Source {
+    Column(usize),
+    Constant,
+    Template(Template),
+    Parts(DateParts),
+}
+
 /// A field spec resolved against the file's header.
 struct Field<'m> {
     name: String,
     spec: &'m FieldSpec,
-    column: Option<usize>,
+    source: Source,
+}
+
+impl Field<'_> {
+    /// The column errors of this field point at, if it reads one.
+    fn column(&self) -> Option<usize> {
+        match &self.source {
+            Source::Column(i) => Some(*i),
+            Source::Template(t) => t.first_column(),
+            Source::Constant | Source::Parts(_) => None,
+        }
+    }
+}
+
+fn guard_error(file: &str, e: GuardError) -> ImportError {
+    match e {
+        GuardError::Mapping(reason) => ImportError::Mapping {
+            file: file.to_owned(),
+            reason,
+        },
+        GuardError::Column(e) => e,
+    }
 }
 
 /// Reads `mapping` and `path` and plans the import, for the domain's aggregates.
@@ -172,12 +221,27 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
         ];
         let named = command.fields.iter().map(|(k, v)| (k.clone(), v));
         for (name, field) in fixed.into_iter().chain(named) {
-            let column = match (&field.column, &field.value) {
-                (Some(col), None) => Some(file.column(col)?),
-                (None, Some(_)) => None,
+            let at = format!("commands[{i}].fields.{name}");
+            let source = match (&field.column, &field.value, &field.template, &field.parts) {
+                (Some(col), None, None, None) => Source::Column(file.column(col)?),
+                (None, Some(_), None, None) => Source::Constant,
+                (None, None, Some(text), None) => Source::Template(
+                    Template::resolve(text, &at, &file).map_err(|e| guard_error(&mapping_file, e))?,
+                ),
+                (None, None, None, Some(parts)) => {
+                    if !matches!(field.kind, FieldType::Date | FieldType::Datetime) {
+                        return Err(bad(format!(
+                            "{at}: `parts` builds a date: give type = \"date\" or \"datetime\""
+                        )));
+                    }
+                    Source::Parts(
+                        DateParts::resolve(parts, field.utc_offset.as_deref(), &at, &file)
+                            .map_err(|e| guard_error(&mapping_file, e))?,
+                    )
+                }
                 _ => {
                     return Err(bad(format!(
-                        "field `{name}` of command #{} needs exactly one of `column` or `value`",
+                        "field `{name}` of command #{} needs exactly one of `column`, `value`, `template` or `parts`",
                         i + 1
                     )))
                 }
@@ -190,14 +254,20 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
             fields.push(Field {
                 name,
                 spec: field,
-                column,
+                source,
             });
         }
-        commands.push((command, kind, fields));
+        let guard = command
+            .when
+            .as_ref()
+            .map(|when| Guard::resolve(when, &format!("commands[{i}].when"), &file))
+            .transpose()
+            .map_err(|e| guard_error(&mapping_file, e))?;
+        commands.push((command, kind, fields, guard));
     }
     let key_column = match &spec.key_column {
         Some(col) => Some(file.column(col)?),
-        None => commands[0].2[0].column,
+        None => commands[0].2[0].column(),
     };
     let mut plan = Plan {
         importer: NAME,
@@ -205,21 +275,27 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
         ..Plan::default()
     };
     let mut states = States::default();
-    for row in file.rows() {
+    for (number, row) in (1u64..).zip(file.rows()) {
         let unit = (|| {
             row.check_width()?;
             let mut overlay = States::default();
             let mut events: Vec<EncodedEvent> = Vec::new();
-            for (command, kind, fields) in &commands {
+            for (command, kind, fields, guard) in &commands {
+                if let Some(guard) = guard {
+                    if !guard.admits(&row)? {
+                        continue;
+                    }
+                }
                 let mut body = Map::new();
                 let mut id = String::new();
                 for (n, field) in fields.iter().enumerate() {
-                    let value = convert(&row, field)?;
+                    let value = convert(&row, number, field)?;
                     if n == 0 {
                         id = value.as_str().unwrap_or_default().to_owned();
                     }
-                    body.insert(field.name.clone(), value);
+                    insert_path(&mut body, &field.name, value);
                 }
+                null_empty_objects(&mut body);
                 let made = states
                     .execute(&mut overlay, *kind, &id, &command.command, body)
                     .map_err(|e| row.row_error(format!("{} {}: {e}", command.command, id)))?;
@@ -245,6 +321,39 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
     }
     plan.notes.push(format!("mapping {mapping_file}"));
     Ok(plan)
+}
+
+/// Puts `value` at the dotted `path` of `body` (`personal.email` into the `personal` object).
+fn insert_path(body: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            body.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = body
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Replaces every object built from dotted fields whose values are all null by null (an
+/// optional nested value the row leaves blank).
+fn null_empty_objects(body: &mut Map<String, Value>) {
+    for value in body.values_mut() {
+        if let Value::Object(inner) = value {
+            null_empty_objects(inner);
+            if inner.values().all(Value::is_null) {
+                *value = Value::Null;
+            }
+        }
+    }
 }
 
 /// Checks `spec` against the schema of the commands it names, before any row is read:
@@ -295,10 +404,34 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
         let given: Vec<&str> = command
             .fields
             .keys()
-            .map(String::as_str)
+            .map(|k| k.split('.').next().unwrap_or(k))
             .chain([id_field.as_str(), "occurred_at"])
             .collect();
-        for name in command.fields.keys() {
+        for full in command.fields.keys() {
+            let (name, sub) = match full.split_once('.') {
+                Some((head, rest)) => (head.to_owned(), Some(rest)),
+                None => (full.clone(), None),
+            };
+            let name = &name;
+            if let (Some(sub), Some(parent)) = (
+                sub,
+                schema
+                    .schema
+                    .get("properties")
+                    .and_then(|p| p.get(name.as_str())),
+            ) {
+                let mut known = Vec::new();
+                collect_names(parent, &mut known);
+                let first = sub.split('.').next().unwrap_or(sub);
+                if !known.is_empty() && !known.iter().any(|k| k == first) {
+                    return Err(format!(
+                        "{at}.fields.{full}: `{name}` of `{}` has no field `{first}`{}; its fields are {}",
+                        command.command,
+                        suggest(first, &mut known.iter().map(String::as_str)),
+                        known.join(", ")
+                    ));
+                }
+            }
             if name == &id_field || name == "occurred_at" {
                 return Err(format!(
                     "{at}.fields.{name}: given by `{}` of the command already; remove it from [commands.fields]",
@@ -352,6 +485,24 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
     Ok(())
 }
 
+/// The property names of an object schema or of its alternatives, in order, once each.
+fn collect_names(schema: &Value, out: &mut Vec<String>) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for k in props.keys() {
+            if !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(items) = schema.get(key).and_then(Value::as_array) {
+            for item in items {
+                collect_names(item, out);
+            }
+        }
+    }
+}
+
 /// The enum values of field `name` of a command schema, when it is an enum.
 fn enum_values(schema: &Value, name: &str) -> Option<Vec<String>> {
     let field = schema.get("properties")?.get(name)?;
@@ -372,35 +523,50 @@ fn enum_values(schema: &Value, name: &str) -> Option<Vec<String>> {
     None
 }
 
-fn convert(row: &Row<'_>, field: &Field<'_>) -> Result<Value, RowError> {
+fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowError> {
     let spec = field.spec;
-    let (raw, index) = match (field.column, &spec.value) {
-        (Some(index), _) => match row.opt(index) {
-            Some(v) => (v.to_owned(), index),
-            None if spec.optional => return Ok(Value::Null),
-            None => {
-                return Err(row.error(
-                    index,
-                    format!(
-                    "`{}` is required but the cell is blank; fill it in or mark the field optional",
-                    field.name
-                ),
-                ))
-            }
-        },
-        (None, Some(value)) => {
-            // Constants: strings go through the conversion, other TOML values are taken as is.
-            match value {
-                toml::Value::String(s) => (s.clone(), 0),
-                other => {
-                    return serde_json::to_value(other).map_err(|e| row.row_error(e.to_string()))
-                }
-            }
+    let blank = |index: Option<usize>| {
+        let reason = format!(
+            "`{}` is required but the cell is blank; fill it in or mark the field optional",
+            field.name
+        );
+        match index {
+            Some(i) => row.error(i, reason),
+            None => row.row_error(reason),
         }
-        (None, None) => return Ok(Value::Null),
+    };
+    let (raw, index) = match &field.source {
+        Source::Column(index) => match row.opt(*index) {
+            Some(v) => (v.to_owned(), *index),
+            None if spec.optional => return Ok(Value::Null),
+            None => return Err(blank(Some(*index))),
+        },
+        Source::Template(template) => match template.render(row, number) {
+            Some(text) => (text, template.first_column().unwrap_or(0)),
+            None if spec.optional => return Ok(Value::Null),
+            None => return Err(blank(template.first_column())),
+        },
+        Source::Parts(parts) => {
+            return match parts.instant(row)? {
+                Some(t) if spec.kind == FieldType::Date => {
+                    Ok(Value::String(t.date_naive().to_string()))
+                }
+                Some(t) => Ok(Value::String(t.to_rfc3339())),
+                None if spec.optional => Ok(Value::Null),
+                None => Err(blank(None)),
+            };
+        }
+        Source::Constant => match &spec.value {
+            // Constants: strings go through the conversion, other TOML values are taken as is.
+            Some(toml::Value::String(s)) => (s.clone(), 0),
+            Some(other) => {
+                return serde_json::to_value(other).map_err(|e| row.row_error(e.to_string()))
+            }
+            None => return Ok(Value::Null),
+        },
     };
     let err = |reason: String| {
-        if field.column.is_some() {
+        if field.column().is_some() {
             row.error(index, reason)
         } else {
             row.row_error(format!("constant of `{}`: {reason}", field.name))
@@ -599,5 +765,139 @@ mod tests {
             "{e}"
         );
         assert_eq!(refusal("delimiter", "delimiter"), "accepted");
+    }
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    /// Each row's event types and payloads, from planning `csv` with `mapping`.
+    fn planned(csv: &Path, mapping: &Path) -> Vec<Result<Vec<(String, Value)>, String>> {
+        plan(csv, mapping)
+            .unwrap()
+            .units
+            .into_iter()
+            .map(|u| {
+                u.map(|unit| {
+                    unit.events
+                        .into_iter()
+                        .map(|s| {
+                            (
+                                s.event.event_type.clone(),
+                                serde_json::from_slice(&s.event.payload).unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conditions_templates_date_parts_and_nested_fields() {
+        let rows = planned(&fixture("campaign.csv"), &fixture("campaign.toml"));
+        let types = |i: usize| -> Vec<String> {
+            rows[i]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        // "yes" with more than one call: captured, qualified, converted.
+        assert_eq!(types(0), ["LeadCaptured", "LeadQualified", "LeadConverted"]);
+        // "no": captured and disqualified.
+        assert_eq!(types(1), ["LeadCaptured", "LeadDisqualified"]);
+        assert_eq!(types(2), ["LeadCaptured", "LeadQualified", "LeadConverted"]);
+        // Another outcome: captured only.
+        assert_eq!(types(3), ["LeadCaptured"]);
+        let (_, captured) = &rows[0].as_ref().unwrap()[0];
+        assert_eq!(captured["lead_id"], "bank-7");
+        // 5 May 2017 09:00 at +01:00.
+        assert_eq!(captured["occurred_at"], "2017-05-05T08:00:00Z");
+        assert_eq!(captured["personal"]["full_name"], "Ana Row");
+        assert_eq!(captured["personal"]["phone"], "+44 20 7000 1");
+        let (_, converted) = &rows[2].as_ref().unwrap()[2];
+        assert_eq!(converted["contact_id"], "contact-9-3");
+        assert_eq!(converted["occurred_at"], "2017-06-07T11:00:00Z");
+        // A blank optional nested field is null, the others are kept.
+        let (_, no_email) = &rows[3].as_ref().unwrap()[0];
+        assert_eq!(no_email["personal"]["email"], Value::Null);
+        assert_eq!(no_email["personal"]["full_name"], "Di Row");
+    }
+
+    #[test]
+    fn a_bad_condition_template_or_date_part_is_named() {
+        let text = std::fs::read_to_string(fixture("campaign.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let attempt = |from: &str, to: &str| -> String {
+            assert!(text.contains(from), "{from}");
+            let mapping = dir.path().join("campaign.toml");
+            std::fs::write(&mapping, text.replacen(from, to, 1)).unwrap();
+            match plan(&fixture("campaign.csv"), &mapping) {
+                Err(e) => e.to_string(),
+                Ok(p) => p
+                    .units
+                    .iter()
+                    .find_map(|u| u.as_ref().err().map(ToString::to_string))
+                    .unwrap_or_else(|| "accepted".to_owned()),
+            }
+        };
+        let e = attempt(
+            "equals = \"yes\" }\n\n[commands.fields]\nbudget",
+            "equals = \"yes\", blank = true }\n\n[commands.fields]\nbudget",
+        );
+        assert!(
+            e.contains("commands[1].when[0]") && e.contains("exactly one test"),
+            "{e}"
+        );
+        let e = attempt(
+            "{ template = \"acct-{Id}\" }",
+            "{ template = \"acct-{Idd}\" }",
+        );
+        assert!(e.contains("missing column `Idd`"), "{e}");
+        let e = attempt(
+            "{ template = \"acct-{Id}\" }",
+            "{ template = \"acct-{Id\" }",
+        );
+        assert!(e.contains("unclosed"), "{e}");
+        let e = attempt("year = 2017, hour = 9 }", "hour = 9 }");
+        assert!(
+            e.contains("commands[0].fields.occurred_at.parts") && e.contains("`year` is missing"),
+            "{e}"
+        );
+        let e = attempt("\"personal.email\"", "\"personal.emial\"");
+        assert!(
+            e.contains("has no field `emial`") && e.contains("did you mean `email`"),
+            "{e}"
+        );
+        let e = attempt("above = 1 }", "above = 1, matches = \"(\" }");
+        assert!(
+            e.contains("exactly one test") || e.contains("regular expression"),
+            "{e}"
+        );
+        // A month that is no month: the row is refused with its place.
+        let csv = dir.path().join("bad-month.csv");
+        std::fs::write(
+            &csv,
+            std::fs::read_to_string(fixture("campaign.csv"))
+                .unwrap()
+                .replace("9;7;Jun", "9;7;Junk"),
+        )
+        .unwrap();
+        let rows = planned(&csv, &fixture("campaign.toml"));
+        let refused = rows[2].as_ref().unwrap_err();
+        assert!(
+            refused.contains("bad-month.csv:4") && refused.contains("is not a month"),
+            "{refused}"
+        );
     }
 }
