@@ -445,3 +445,112 @@ agg = "count"
     );
     assert!(!dir.exists(), "checking creates no log");
 }
+
+#[test]
+fn a_second_mapping_import_continues_streams_the_first_began() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let write = |name: &str, text: &str| {
+        let path = root.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let launches = write(
+        "launches.csv",
+        "campaign,name,channel,day\nspring,Spring mailing,email,2017-03-01\nfair,Trade fair,event,2017-04-01\n",
+    );
+    let launch_mapping = write(
+        "launch.toml",
+        r#"
+[[commands]]
+aggregate = "campaign"
+command = "LaunchCampaign"
+id = { column = "campaign" }
+occurred_at = { column = "day", type = "datetime", format = "%Y-%m-%d" }
+[commands.fields]
+name = { column = "name" }
+channel = { column = "channel" }
+audience_size = { value = 1000 }
+cost = { value = "0", type = "money", currency = "EUR" }
+is_test = { value = false }
+"#,
+    );
+    let costs = write(
+        "costs.csv",
+        "campaign,amount,day\nspring,120.50,2017-03-05\nfair,900.00,2017-04-02\nspring,30.00,2017-03-09\n",
+    );
+    let cost_mapping = write(
+        "costs.toml",
+        r#"
+[[commands]]
+aggregate = "campaign"
+command = "RecordCampaignCost"
+id = { column = "campaign" }
+occurred_at = { column = "day", type = "datetime", format = "%Y-%m-%d" }
+[commands.fields]
+amount = { column = "amount", type = "money", currency = "EUR" }
+category = { value = "media" }
+"#,
+    );
+    let import = |csv: &PathBuf, mapping: &PathBuf| {
+        crm(
+            &data,
+            &[
+                "import",
+                "csv",
+                csv.to_str().unwrap(),
+                "--mapping",
+                mapping.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+    let out = import(&launches, &launch_mapping);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The costs of campaigns an earlier import launched: decided against the log.
+    let out = import(&costs, &cost_mapping);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["appended"], 3, "{summary}");
+    assert!(
+        summary["notes"]
+            .to_string()
+            .contains("2 streams continued from the log"),
+        "{summary}"
+    );
+    // The same file again: the same decisions, nothing appended, nothing refused.
+    let out = import(&costs, &cost_mapping);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &again["appended"],
+            &again["already_present"],
+            &again["skipped_rows"]
+        ),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(3),
+            &serde_json::json!(0)
+        ),
+        "{again}"
+    );
+    // Checked alone (no log), the costs file cannot know the campaigns: every row refused.
+    let out = crm(
+        &data,
+        &[
+            "import",
+            "csv",
+            costs.to_str().unwrap(),
+            "--mapping",
+            cost_mapping.to_str().unwrap(),
+            "--check",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("3 rows, 3 refused"),
+        "{}",
+        text(&out.stdout)
+    );
+}

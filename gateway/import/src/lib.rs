@@ -136,6 +136,13 @@ pub enum ImportError {
         source: AppendError,
     },
     /// A domain event could not be encoded (a bug).
+    #[error("reading stream `{stream}` from the log failed: {reason}")]
+    ReadLog {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
     #[error("could not encode an event: {0}")]
     Encode(String),
     /// An append task failed to run (a bug or a shutdown).
@@ -198,6 +205,9 @@ pub struct Plan {
     pub units: Vec<Result<Unit, RowError>>,
     /// Data-cleansing notes and documented choices, shown in the summary.
     pub notes: Vec<String>,
+    /// Streams the plan continues from the log (decided against their state there): their
+    /// version in the log when planned, where their first append expects them to be.
+    pub initial_versions: std::collections::HashMap<String, u64>,
 }
 
 impl Plan {

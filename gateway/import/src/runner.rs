@@ -49,7 +49,11 @@ pub async fn run<S: EventStore>(
         ..ImportSummary::default()
     };
     let bar = progress_bar(options.progress, summary.rows);
-    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    let mut versions: HashMap<StreamId, u64> = plan
+        .initial_versions
+        .iter()
+        .filter_map(|(stream, v)| Some((StreamId::new(stream.clone()).ok()?, *v)))
+        .collect();
     let mut units = plan.units.into_iter().peekable();
     while units.peek().is_some() {
         let batch: Vec<_> = units.by_ref().take(BATCH_UNITS).collect();

@@ -9,6 +9,8 @@ use crm_app::config::{Flags, OnError};
 use crm_app::store::Create;
 use crm_import::RunOptions;
 
+use crm_eventstore::AnyStore;
+
 use super::{with_store, Globals};
 
 /// Flags of `crm import`.
@@ -92,6 +94,21 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
     })?;
     // Rows/s and events/s cover reading and deciding too, not only the appends.
     let started = std::time::Instant::now();
+    // A mapping import decides against what the log already holds (when not only checking).
+    if let (Source::Csv { file, mapping }, false) = (&args.source, args.check) {
+        let (file, mapping) = (file.clone(), mapping.clone());
+        let options = RunOptions {
+            on_error: config.on_error,
+            progress: true,
+        };
+        let mut summary = with_store(&config, Create::IfMissing, async |store| {
+            let plan = plan_against_log(store, file, mapping).await?;
+            Ok(crm_import::run(store, plan, options).await?)
+        })
+        .await?;
+        summary.elapsed = started.elapsed();
+        return print_summary(&summary, args.json);
+    }
     let plan = match &args.source {
         Source::MavenCrm { dir } => crm_import::maven::plan(dir)?,
         Source::TelcoChurn { file } => crm_import::telco::plan(file)?,
@@ -152,11 +169,46 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
     })
     .await?;
     summary.elapsed = started.elapsed();
+    print_summary(&summary, args.json)
+}
+
+fn print_summary(summary: &crm_import::ImportSummary, json: bool) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    if args.json {
-        writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string(summary)?)?;
     } else {
         write!(stdout, "{summary}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Plans a mapping import on a blocking thread, reading the streams it touches from `store`.
+async fn plan_against_log(
+    store: &AnyStore,
+    file: PathBuf,
+    mapping: PathBuf,
+) -> anyhow::Result<crm_import::Plan> {
+    let store = store.clone();
+    let handle = tokio::runtime::Handle::current();
+    let plan = tokio::task::spawn_blocking(move || {
+        let mut load = |name: &str| {
+            let error = |reason: String| crm_import::ImportError::ReadLog {
+                stream: name.to_owned(),
+                reason,
+            };
+            let stream =
+                crm_eventstore::StreamId::new(name.to_owned()).map_err(|e| error(e.to_string()))?;
+            handle
+                .block_on(crm_app::commands::load_stream(&store, &stream))
+                .map_err(|e| error(e.to_string()))
+        };
+        crm_import::mapping::plan_with_log(
+            &file,
+            &mapping,
+            &crm_domain::Registry::builtin(),
+            &mut load,
+        )
+    })
+    .await??;
+    Ok(plan)
 }

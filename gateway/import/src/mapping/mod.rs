@@ -45,6 +45,7 @@ pub struct Mapping {
     #[serde(default = "comma")]
     pub delimiter: char,
     /// Column whose value keys the row (ids, audit); default: the first command's id column.
+    /// A value that repeats keys its later rows as `VALUE#2`, `VALUE#3`...
     pub key_column: Option<String>,
     /// Commands per row, in order.
     pub commands: Vec<CommandSpec>,
@@ -173,11 +174,31 @@ pub fn plan(path: &Path, mapping: &Path) -> Result<Plan, ImportError> {
     plan_with(path, mapping, &Registry::builtin())
 }
 
-/// As [`plan`], for the aggregates of `registry`.
+/// Reads the events of a stream from the log, for [`plan_with_log`].
+pub type StreamLoader<'a> =
+    dyn FnMut(&str) -> Result<Vec<crm_eventstore::RecordedEvent>, ImportError> + 'a;
+
+/// As [`plan`], for the aggregates of `registry`, deciding against the file alone.
 ///
 /// # Errors
 /// As [`plan`].
 pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Plan, ImportError> {
+    plan_with_log(path, mapping, registry, &mut |_| Ok(Vec::new()))
+}
+
+/// As [`plan_with`], deciding each row against the state the log already holds for the
+/// streams it touches (`load` reads a stream), so a file can continue what an earlier import
+/// or a command began. Events this same file imported before are left out of that state, so
+/// importing the file again decides the same events and appends nothing.
+///
+/// # Errors
+/// As [`plan`]; a stream that cannot be read refuses the row that needs it.
+pub fn plan_with_log(
+    path: &Path,
+    mapping: &Path,
+    registry: &Registry,
+    load: &mut StreamLoader<'_>,
+) -> Result<Plan, ImportError> {
     let mapping_file = file_name(mapping);
     let bad = |reason: String| ImportError::Mapping {
         file: mapping_file.clone(),
@@ -275,7 +296,24 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
         ..Plan::default()
     };
     let mut states = States::default();
+    let mut occurrences: HashMap<String, u32> = HashMap::new();
+    let mut log = LogState {
+        load,
+        file: file.file.clone(),
+        versions: std::collections::HashMap::new(),
+    };
     for (number, row) in (1u64..).zip(file.rows()) {
+        let key = key_column.map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
+        // A key that repeats (several rows of one aggregate) gets its occurrence number, so
+        // every row's events have ids of their own, the same on every import (counted before
+        // the row is decided, so fixing a refused row renumbers nothing).
+        let seen = occurrences.entry(key.clone()).or_insert(0u32);
+        *seen += 1;
+        let key = if *seen == 1 {
+            key
+        } else {
+            format!("{key}#{seen}")
+        };
         let unit = (|| {
             row.check_width()?;
             let mut overlay = States::default();
@@ -297,12 +335,11 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
                 }
                 null_empty_objects(&mut body);
                 let made = states
-                    .execute(&mut overlay, *kind, &id, &command.command, body)
+                    .execute(&mut overlay, &mut log, *kind, &id, &command.command, body)
                     .map_err(|e| row.row_error(format!("{} {}: {e}", command.command, id)))?;
                 events.extend(made);
             }
-            let key =
-                key_column.map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
+
             let source = SourceRow {
                 importer: NAME,
                 file: row.file().to_owned(),
@@ -320,6 +357,13 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
         plan.units.push(unit);
     }
     plan.notes.push(format!("mapping {mapping_file}"));
+    let continued = log.versions.values().filter(|v| **v > 0).count();
+    if continued > 0 {
+        plan.notes.push(format!(
+            "{continued} streams continued from the log (decided against their state there)"
+        ));
+    }
+    plan.initial_versions = log.versions;
     Ok(plan)
 }
 
@@ -661,6 +705,62 @@ enum StepError {
     /// The aggregate refused the command.
     #[error(transparent)]
     Decide(#[from] DecideError),
+    /// The stream's state could not be read from the log.
+    #[error("the stream's state in the log could not be read: {0}")]
+    Load(String),
+}
+
+/// The log's side of planning: reads a stream the first time a row touches it and keeps its
+/// version there.
+struct LogState<'a, 'l> {
+    load: &'a mut StreamLoader<'l>,
+    /// This file's name: events it imported before are not part of the state.
+    file: String,
+    versions: std::collections::HashMap<String, u64>,
+}
+
+impl LogState<'_, '_> {
+    /// The state of `stream` in the log, without this file's own earlier events.
+    fn state(
+        &mut self,
+        kind: &dyn AggregateKind,
+        stream: &str,
+    ) -> Result<Box<dyn ErasedState>, StepError> {
+        let events = (self.load)(stream).map_err(|e| StepError::Load(e.to_string()))?;
+        let mut state = kind.new_state();
+        let mut version = 0u64;
+        for event in &events {
+            version = event.stream_version.0;
+            if self.imported_by_this_file(&event.metadata) {
+                continue;
+            }
+            state
+                .fold(&event.event_type, event.schema_version, &event.payload)
+                .map_err(|e| {
+                    StepError::Load(format!("event at position {}: {e}", event.position))
+                })?;
+        }
+        self.versions.insert(stream.to_owned(), version);
+        Ok(state)
+    }
+
+    fn imported_by_this_file(&self, metadata: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Meta {
+            source: Option<Src>,
+        }
+        #[derive(Deserialize)]
+        struct Src {
+            importer: Option<String>,
+            file: Option<String>,
+        }
+        serde_json::from_slice::<Meta>(metadata)
+            .ok()
+            .and_then(|m| m.source)
+            .is_some_and(|s| {
+                s.importer.as_deref() == Some(NAME) && s.file.as_deref() == Some(&self.file)
+            })
+    }
 }
 
 /// Aggregate state per stream id, folded from this file's accepted rows.
@@ -673,6 +773,7 @@ impl States {
     fn execute(
         &self,
         overlay: &mut States,
+        log: &mut LogState<'_, '_>,
         kind: &dyn AggregateKind,
         id: &str,
         name: &str,
@@ -682,11 +783,17 @@ impl States {
             .parse_command(name, fields)
             .map_err(|e| StepError::Parse(e.fault))?;
         let stream = crm_domain::stream_id(kind.category(), id);
-        let state = overlay.0.entry(stream).or_insert_with_key(|stream| {
-            self.0
-                .get(stream)
-                .map_or_else(|| kind.new_state(), |s| s.clone_state())
-        });
+        if !overlay.0.contains_key(&stream) {
+            let state = match self.0.get(&stream) {
+                Some(state) => state.clone_state(),
+                None => log.state(kind, &stream)?,
+            };
+            overlay.0.insert(stream.clone(), state);
+        }
+        let state = overlay
+            .0
+            .get_mut(&stream)
+            .ok_or_else(|| StepError::Load(format!("no state for `{stream}`")))?;
         Ok(state.execute(command.as_ref())?)
     }
 

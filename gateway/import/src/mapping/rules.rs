@@ -312,9 +312,11 @@ impl DateParts {
                     Part::Column(file.column(column).map_err(GuardError::Column)?)
                 }
                 toml::Value::Integer(n) => Part::Const(*n),
-                _ => return Err(GuardError::Mapping(format!(
+                _ => {
+                    return Err(GuardError::Mapping(format!(
                     "{at}.parts.{name}: give a column name (text) or a constant (a whole number)"
-                ))),
+                )))
+                }
             };
             out.insert(*part, source);
         }
