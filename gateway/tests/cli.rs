@@ -554,3 +554,71 @@ category = { value = "media" }
         text(&out.stdout)
     );
 }
+
+#[test]
+fn infer_writes_a_mapping_skeleton_and_gzip_files_import() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let csv = fixture("contracts.csv");
+    let out = crm(
+        &dir,
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--infer",
+            "--command",
+            "OpenAccount",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let skeleton = text(&out.stdout);
+    assert!(
+        skeleton.contains("delimiter = \";\"")
+            && skeleton.contains("command = \"OpenAccount\"")
+            && skeleton.contains("[commands.fields]"),
+        "{skeleton}"
+    );
+    let out = crm(
+        &dir,
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--infer",
+            "--command",
+            "OpenAcount",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("did you mean `OpenAccount`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.exists(), "inferring creates no log");
+
+    // The same export gzip-compressed imports like the plain file.
+    let gz = root.path().join("contracts.csv.gz");
+    let status = std::process::Command::new("gzip")
+        .args(["-c", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    std::fs::write(&gz, status.stdout).unwrap();
+    let mapping = fixture("contracts.toml");
+    let out = crm(
+        &dir,
+        &[
+            "import",
+            "csv",
+            gz.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["appended"], 6, "{summary}");
+}

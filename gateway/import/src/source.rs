@@ -17,6 +17,8 @@ pub struct CsvSource {
 
 /// Most data rows one CSV source may hold; larger exports should be split.
 pub const CSV_ROWS_MAX: usize = 2_000_000;
+/// Most bytes of a source once decompressed (a gzip file is read up to this).
+pub const CSV_SIZE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// The 1-based line of byte offsets, counted incrementally (offsets only grow).
 #[derive(Debug, Default)]
@@ -52,10 +54,27 @@ impl CsvSource {
     /// [`ImportError::Io`] if the file cannot be read, [`ImportError::Csv`] if it is not CSV.
     pub fn read(path: &Path, delimiter: u8) -> Result<Self, ImportError> {
         let file = file_name(path);
-        let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        let io = |source| ImportError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mut bytes = std::fs::read(path).map_err(io)?;
+        // gzip (`.csv.gz`), recognised by its magic bytes whatever the file is called.
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            use std::io::Read as _;
+            let mut plain = Vec::new();
+            flate2::read::MultiGzDecoder::new(bytes.as_slice())
+                .take(CSV_SIZE_MAX_BYTES + 1)
+                .read_to_end(&mut plain)
+                .map_err(io)?;
+            if u64::try_from(plain.len()).unwrap_or(u64::MAX) > CSV_SIZE_MAX_BYTES {
+                return Err(ImportError::TooLarge {
+                    file,
+                    limit: CSV_ROWS_MAX,
+                });
+            }
+            bytes = plain;
+        }
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
@@ -126,6 +145,12 @@ impl CsvSource {
                 )
             })
             .unwrap_or_default()
+    }
+
+    /// The column names, in file order.
+    #[must_use]
+    pub fn headers(&self) -> &[String] {
+        &self.headers
     }
 
     /// Number of data rows.
@@ -408,6 +433,19 @@ mod line_tests {
             .unwrap_err()
             .to_string()
             .contains("delimiter"));
+    }
+
+    #[test]
+    fn a_gzip_file_reads_like_its_plain_text() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"a,b\r\n1,2\r\n3,4\r\n").unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let source = CsvSource::read(&path, b',').unwrap();
+        assert_eq!(source.rows().map(|r| r.line).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(source.column("b").unwrap(), 1);
     }
 
     #[test]

@@ -68,13 +68,21 @@ enum Source {
         /// The CSV file.
         file: PathBuf,
     },
-    /// Any CSV export, with a TOML mapping of columns to domain commands.
+    /// Any CSV export (or .csv.gz), with a TOML mapping of columns to domain commands.
     Csv {
         /// The CSV file.
         file: PathBuf,
         /// The mapping (TOML).
-        #[arg(long, value_name = "MAPPING.toml")]
-        mapping: PathBuf,
+        #[arg(long, value_name = "MAPPING.toml", required_unless_present = "infer")]
+        mapping: Option<PathBuf>,
+        /// Print a mapping skeleton inferred from the header and the first rows (delimiter,
+        /// column types and formats; with --command, that command's fields matched to
+        /// columns) instead of importing.
+        #[arg(long)]
+        infer: bool,
+        /// With --infer: the command each row makes (`crm schema` lists them).
+        #[arg(long, value_name = "NAME", requires = "infer")]
+        command: Option<String>,
     },
     /// Events in the JSON-lines form `crm events --json` prints.
     Jsonl {
@@ -94,8 +102,31 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
     })?;
     // Rows/s and events/s cover reading and deciding too, not only the appends.
     let started = std::time::Instant::now();
+    if let Source::Csv {
+        file,
+        infer: true,
+        command,
+        ..
+    } = &args.source
+    {
+        let skeleton = crm_import::mapping::infer::infer(
+            file,
+            command.as_deref(),
+            &crm_domain::Registry::builtin(),
+        )?;
+        write!(std::io::stdout().lock(), "{skeleton}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // A mapping import decides against what the log already holds (when not only checking).
-    if let (Source::Csv { file, mapping }, false) = (&args.source, args.check) {
+    if let (
+        Source::Csv {
+            file,
+            mapping: Some(mapping),
+            ..
+        },
+        false,
+    ) = (&args.source, args.check)
+    {
         let (file, mapping) = (file.clone(), mapping.clone());
         let options = RunOptions {
             on_error: config.on_error,
@@ -113,7 +144,14 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
         Source::MavenCrm { dir } => crm_import::maven::plan(dir)?,
         Source::TelcoChurn { file } => crm_import::telco::plan(file)?,
         Source::Helpdesk { file } => crm_import::helpdesk::plan(file)?,
-        Source::Csv { file, mapping } => crm_import::mapping::plan(file, mapping)?,
+        Source::Csv {
+            file,
+            mapping: Some(mapping),
+            ..
+        } => crm_import::mapping::plan(file, mapping)?,
+        Source::Csv { mapping: None, .. } => {
+            anyhow::bail!("give --mapping MAPPING.toml (or --infer to write one)")
+        }
         Source::Jsonl { file } => crm_import::jsonl::plan(file)?,
     };
     if args.check {

@@ -29,6 +29,7 @@ use serde_json::{json, Map, Value};
 use super::source::{file_name, parse_minor_units, CsvSource, Row};
 use super::{stage_encoded, ImportError, Plan, RowError, SourceRow, Unit};
 
+pub mod infer;
 mod rules;
 
 pub use rules::{Condition, When};
