@@ -622,3 +622,87 @@ fn infer_writes_a_mapping_skeleton_and_gzip_files_import() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["appended"], 6, "{summary}");
 }
+
+#[test]
+fn questions_at_query_time_filter_order_limit_and_tidy_csv() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let out = crm(
+        &data,
+        &[
+            "import",
+            "maven-crm",
+            bundled("maven-crm").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = |args: &[&str]| {
+        let out = crm(&data, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // The dimensions a query may name.
+    let dims = run(&["metrics", "dimensions", "sales.win_rate", "--json"]);
+    let dims: serde_json::Value = serde_json::from_str(&dims).unwrap();
+    let dim = dims
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.contains("office") || k.contains("region"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no regional dimension in {dims}"));
+    // Broken down by it, one figure per value; filtered to one value, exactly that figure.
+    let by: serde_json::Value =
+        serde_json::from_str(&run(&["metric", "sales.win_rate", "--by", &dim, "--json"])).unwrap();
+    let figures = by["figures"].as_array().unwrap();
+    assert!(figures.len() >= 3, "{by}");
+    let first = &figures[0];
+    let value = first["dims"][&dim].as_str().unwrap();
+    let filtered: serde_json::Value = serde_json::from_str(&run(&[
+        "metric",
+        "sales.win_rate",
+        "--where",
+        &format!("{dim}={value}"),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        filtered["figures"][0]["value"], first["value"],
+        "{filtered}"
+    );
+    assert_eq!(filtered["figures"][0]["included"], first["included"]);
+    // Ordered largest first and cut to two, several metrics in one tidy CSV.
+    let csv = run(&[
+        "metric",
+        "sales.win_rate",
+        "sales.avg_deal_size",
+        "--by",
+        &dim,
+        "--order",
+        "-value",
+        "--limit",
+        "2",
+        "--from",
+        "2016-01-01",
+        "--csv",
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("metric,version,spec_hash,period,period_start,period_end,{dim},value,display,numerator,denominator,included,excluded,log_position,chain_hash")
+    );
+    assert_eq!(lines.len(), 5, "{csv}");
+    let values: Vec<f64> = lines[1..3]
+        .iter()
+        .map(|l| l.split(',').nth(7).unwrap().parse().unwrap())
+        .collect();
+    assert!(values[0] >= values[1], "{csv}");
+    assert!(lines[3].starts_with("sales.avg_deal_size,"), "{csv}");
+    // An unknown dimension is refused with the ones the metric has.
+    let out = crm(
+        &data,
+        &["metric", "sales.win_rate", "--where", "regoin=East"],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&dim), "{}", text(&out.stderr));
+}

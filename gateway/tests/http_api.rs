@@ -409,6 +409,11 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = server
+        .get("/v1/metrics/sales.win_rate?where=nonsense")
+        .await;
+    let detail = assert_problem(status, &body, 400, "malformed-request");
+    assert!(detail.contains("DIM=VALUE"), "{detail}");
+    let (status, body) = server
         .get("/v1/read-models/pipeline?as_of=01/02/2026")
         .await;
     let detail = assert_problem(status, &body, 400, "malformed-request");

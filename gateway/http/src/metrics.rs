@@ -80,6 +80,11 @@ pub struct MetricParams {
     pub as_of: Option<DateTime<Utc>>,
     /// Count only what the log had recorded by then: an RFC 3339 time or a log position.
     pub known_at: Option<String>,
+    /// Only facts whose dimension has this value: `DIM=VALUE`, several comma-separated (all
+    /// must hold), e.g. `regional_office=East`.
+    #[serde(rename = "where")]
+    #[param(rename = "where")]
+    pub filter: Option<String>,
 }
 
 fn parse_known_at(name: &str, text: &str) -> Result<KnownAt, ApiError> {
@@ -121,7 +126,17 @@ impl MetricParams {
             to: self.to,
             period,
             by: comma_list(self.by.as_deref()),
-            filter: Default::default(),
+            filter: comma_list(self.filter.as_deref())
+                .into_iter()
+                .map(|pair| match pair.split_once('=') {
+                    Some((dim, value)) if !dim.trim().is_empty() => {
+                        Ok((dim.trim().to_owned(), value.trim().to_owned()))
+                    }
+                    _ => Err(ApiError::BadRequest(format!(
+                        "`where` = {pair:?} is not DIM=VALUE, e.g. where=regional_office=East"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
             as_of: self.as_of,
             known_at,
         })

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use crm_eventstore::EventStore;
 use crm_metrics::{
-    compare, define_as, diff, evaluate, explain, to_csv, ExplainSelect, Grain, KnownAt,
+    compare, define_as, diff, evaluate, explain, to_csv, Evaluation, ExplainSelect, Grain, KnownAt,
     MetricError, Num, Query, Registry, Status,
 };
 
@@ -32,6 +32,77 @@ pub struct QueryFlags {
     pub by: Vec<String>,
     pub as_of: Option<DateTime<Utc>>,
     pub known_at: Option<DateTime<Utc>>,
+    /// Only facts whose dimension has this value (`--where DIM=VALUE`).
+    pub filter: std::collections::BTreeMap<String, String>,
+}
+
+/// Which figures to print, and in which order (`--order`, `--limit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Sort the figures.
+    pub order: Option<Order>,
+    /// Print at most this many figures per metric.
+    pub limit: Option<usize>,
+}
+
+/// `--order`: `value`, `-value` (largest first), `period`, `-period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    ValueAscending,
+    ValueDescending,
+    PeriodAscending,
+    PeriodDescending,
+}
+
+impl std::str::FromStr for Order {
+    type Err = OrderError;
+
+    fn from_str(text: &str) -> Result<Order, OrderError> {
+        match text {
+            "value" => Ok(Order::ValueAscending),
+            "-value" => Ok(Order::ValueDescending),
+            "period" => Ok(Order::PeriodAscending),
+            "-period" => Ok(Order::PeriodDescending),
+            other => Err(OrderError(other.to_owned())),
+        }
+    }
+}
+
+/// An `--order` that is none of the orders.
+#[derive(Debug, thiserror::Error)]
+#[error("--order {0:?}: use value, -value (largest first), period or -period")]
+pub struct OrderError(String);
+
+impl Shape {
+    /// Sorts and cuts `ev`'s figures; the number left out.
+    fn apply(self, ev: &mut Evaluation) -> usize {
+        match self.order {
+            Some(Order::ValueAscending) => ev.figures.sort_by(|a, b| {
+                a.value
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&b.value.unwrap_or(f64::NAN))
+            }),
+            Some(Order::ValueDescending) => ev.figures.sort_by(|a, b| {
+                b.value
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&a.value.unwrap_or(f64::NEG_INFINITY))
+            }),
+            Some(Order::PeriodAscending) => ev.figures.sort_by_key(|f| f.period.start),
+            Some(Order::PeriodDescending) => {
+                ev.figures
+                    .sort_by_key(|f| std::cmp::Reverse(f.period.start));
+            }
+            None => {}
+        }
+        match self.limit {
+            Some(limit) if ev.figures.len() > limit => {
+                let cut = ev.figures.len() - limit;
+                ev.figures.truncate(limit);
+                cut
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl QueryFlags {
@@ -43,7 +114,7 @@ impl QueryFlags {
             to: self.to,
             period: self.period.unwrap_or_default(),
             by: self.by.clone(),
-            filter: Default::default(),
+            filter: self.filter.clone(),
             as_of: self.as_of,
             known_at: self.known_at.map(KnownAt::Time),
         }
@@ -118,88 +189,167 @@ pub async fn define_file<S: EventStore>(
     ))
 }
 
-/// `crm metric ID`: one metric's figures with their derivation.
+/// `crm metric ID [ID...]`: metrics' figures with their derivation, in one output (one CSV
+/// header, a JSON array when several).
 ///
 /// # Errors
 /// [`MetricError`] for an unknown metric, a bad query or a read error.
-pub async fn metric<S: EventStore>(
+pub async fn metrics<S: EventStore>(
     store: &S,
-    id: &str,
+    ids: &[String],
     version: Option<u32>,
     flags: &QueryFlags,
+    shape: Shape,
     format: Format,
 ) -> Result<String, MetricError> {
     let registry = Registry::load(store).await?;
-    let ev = evaluate(store, &registry, id, version, &flags.query()).await?;
+    let mut evaluations = Vec::new();
+    for id in ids {
+        let mut ev = evaluate(store, &registry, id, version, &flags.query()).await?;
+        let cut = shape.apply(&mut ev);
+        evaluations.push((ev, cut));
+    }
     match format {
-        Format::Json => json(&ev),
+        Format::Json => match evaluations.as_slice() {
+            [(one, _)] => json(one),
+            many => json(&many.iter().map(|(e, _)| e).collect::<Vec<_>>()),
+        },
         Format::Csv => {
-            let mut out = String::from(
-                "metric,version,spec_hash,period,dims,value,numerator,denominator,included,excluded,log_position,chain_hash\n",
+            let mut out = String::from("metric,version,spec_hash,period,period_start,period_end");
+            for dim in &flags.by {
+                out.push(',');
+                out.push_str(&csv_field(dim));
+            }
+            out.push_str(
+                ",value,display,numerator,denominator,included,excluded,log_position,chain_hash\n",
             );
-            for f in &ev.figures {
-                let dims: Vec<String> = f.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let excluded: Vec<String> =
-                    f.excluded.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{}",
-                    ev.metric.id,
-                    ev.metric.version,
-                    ev.metric.spec_hash,
-                    csv_field(&f.period.label),
-                    csv_field(&dims.join(";")),
-                    f.value.map_or_else(String::new, |v| v.to_string()),
-                    num_or_blank(f.numerator.as_ref()),
-                    num_or_blank(f.denominator.as_ref()),
-                    f.included,
-                    csv_field(&excluded.join(";")),
-                    ev.log.position,
-                    ev.log.chain_hash
-                );
+            for (ev, _) in &evaluations {
+                for f in &ev.figures {
+                    let excluded: Vec<String> =
+                        f.excluded.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let _ = write!(
+                        out,
+                        "{},{},{},{},{},{}",
+                        ev.metric.id,
+                        ev.metric.version,
+                        ev.metric.spec_hash,
+                        csv_field(&f.period.label),
+                        f.period.start.to_rfc3339(),
+                        f.period.end.to_rfc3339()
+                    );
+                    for dim in &flags.by {
+                        let _ = write!(
+                            out,
+                            ",{}",
+                            csv_field(f.dims.get(dim).map_or("", String::as_str))
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        ",{},{},{},{},{},{},{},{}",
+                        f.value.map_or_else(String::new, |v| v.to_string()),
+                        csv_field(&f.display),
+                        num_or_blank(f.numerator.as_ref()),
+                        num_or_blank(f.denominator.as_ref()),
+                        f.included,
+                        csv_field(&excluded.join(";")),
+                        ev.log.position,
+                        ev.log.chain_hash
+                    );
+                }
             }
             Ok(out)
         }
         Format::Text => {
             let mut out = String::new();
-            let single = ev.figures.len() == 1 && ev.figures.iter().all(|f| f.dims.is_empty());
-            if single || ev.status != Status::Ok {
-                let _ = writeln!(out, "{}", scorecard_line(&ev));
-            } else {
-                let _ = writeln!(
-                    out,
-                    "{} v{}  {}",
-                    ev.metric.id, ev.metric.version, ev.metric.name
-                );
-            }
-            if ev.status == Status::Ok && !single {
-                for f in &ev.figures {
-                    let dims: Vec<String> =
-                        f.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let _ = writeln!(
-                        out,
-                        "  {:<28} {:<30} {:>16}  included {} excluded {:?}",
-                        f.period.label,
-                        dims.join(" "),
-                        f.display,
-                        f.included,
-                        f.excluded
-                    );
+            for (ev, cut) in &evaluations {
+                out.push_str(&text(ev));
+                if *cut > 0 {
+                    let _ = writeln!(out, "  ({cut} more figures not shown: --limit)");
                 }
             }
-            let _ = writeln!(
-                out,
-                "definition {} v{} spec hash {}; computed at log position {} chain hash {} ({} events scanned)",
-                ev.metric.id,
-                ev.metric.version,
-                ev.metric.spec_hash,
-                ev.log.position,
-                ev.log.chain_hash,
-                ev.log.events_scanned
-            );
             Ok(out)
         }
     }
+}
+
+/// One evaluation as text.
+fn text(ev: &Evaluation) -> String {
+    let mut out = String::new();
+    let single = ev.figures.len() == 1 && ev.figures.iter().all(|f| f.dims.is_empty());
+    if single || ev.status != Status::Ok {
+        let _ = writeln!(out, "{}", scorecard_line(ev));
+    } else {
+        let _ = writeln!(
+            out,
+            "{} v{}  {}",
+            ev.metric.id, ev.metric.version, ev.metric.name
+        );
+    }
+    if ev.status == Status::Ok && !single {
+        for f in &ev.figures {
+            let dims: Vec<String> = f.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "  {:<28} {:<30} {:>16}  included {} excluded {:?}",
+                f.period.label,
+                dims.join(" "),
+                f.display,
+                f.included,
+                f.excluded
+            );
+        }
+    }
+    if !ev.query.filter.is_empty() {
+        let filter: Vec<String> = ev
+            .query
+            .filter
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "only facts with {}", filter.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "definition {} v{} spec hash {}; computed at log position {} chain hash {} ({} events scanned)",
+        ev.metric.id,
+        ev.metric.version,
+        ev.metric.spec_hash,
+        ev.log.position,
+        ev.log.chain_hash,
+        ev.log.events_scanned
+    );
+    out
+}
+
+/// `crm metrics dimensions ID`: what a query may break down or filter the metric by.
+///
+/// # Errors
+/// [`MetricError`] for an unknown metric or version.
+pub async fn dimensions<S: EventStore>(
+    store: &S,
+    id: &str,
+    version: Option<u32>,
+    format: Format,
+) -> Result<String, MetricError> {
+    let registry = Registry::load(store).await?;
+    let m = registry.get(id, version)?;
+    let dims = &m.definition.dims;
+    if format == Format::Json {
+        return json(dims);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} v{}: {} dimensions (--by NAME, --where NAME=VALUE)",
+        m.definition.id,
+        m.definition.version,
+        dims.len()
+    );
+    for (name, expr) in dims {
+        let _ = writeln!(out, "  {name:<24} {expr}");
+    }
+    Ok(out)
 }
 
 fn num_or_blank(n: Option<&Num>) -> String {

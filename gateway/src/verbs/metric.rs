@@ -18,8 +18,8 @@ use crate::metric_output;
 pub struct MetricArgs {
     #[command(subcommand)]
     action: Option<MetricAction>,
-    /// Metric id, e.g. sales.win_rate.
-    id: Option<String>,
+    /// Metric ids, e.g. sales.win_rate (several: one output, one CSV header).
+    ids: Vec<String>,
     /// Definition version (default: the metric's default version).
     #[arg(long)]
     version: Option<u32>,
@@ -27,8 +27,15 @@ pub struct MetricArgs {
     query: QueryArgs,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// Tidy CSV: one column per dimension of --by, period start and end apart.
     #[arg(long)]
     csv: bool,
+    /// Order of the figures: value, -value (largest first), period, -period.
+    #[arg(long, allow_hyphen_values = true)]
+    order: Option<metric_output::Order>,
+    /// At most this many figures per metric (after --order).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,13 +122,20 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
             .await?
         }
         None => {
-            let Some(id) = args.id else {
+            if args.ids.is_empty() {
                 bail!("name a metric, e.g. `crm metric sales.win_rate`; `crm metrics list` shows them");
-            };
+            }
             let flags = args.query.flags()?;
             let format = format_of(args.json, args.csv);
+            let shape = metric_output::Shape {
+                order: args.order,
+                limit: args.limit,
+            };
             with_store(&config, Create::Never, async |store| {
-                Ok(metric_output::metric(store, &id, args.version, &flags, format).await?)
+                Ok(
+                    metric_output::metrics(store, &args.ids, args.version, &flags, shape, format)
+                        .await?,
+                )
             })
             .await?
         }

@@ -35,6 +35,14 @@ enum MetricsAction {
     /// Validate a TOML definition (keys, expressions, event types and fields against the
     /// event schemas) without a log and without appending; exit code 1 if it is refused.
     Check { file: PathBuf },
+    /// The dimensions of a metric: what --by and --where may name, and what each reads.
+    Dimensions {
+        id: String,
+        #[arg(long)]
+        version: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `crm metrics`.
@@ -63,10 +71,15 @@ pub async fn run(globals: &Globals, args: MetricsArgs) -> anyhow::Result<ExitCod
         MetricsAction::Define { file, .. } => Some(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         ),
-        MetricsAction::List { .. } | MetricsAction::Check { .. } => None,
+        MetricsAction::List { .. }
+        | MetricsAction::Check { .. }
+        | MetricsAction::Dimensions { .. } => None,
     };
     let output = with_store(&config, Create::Never, async |store| match &args.action {
         MetricsAction::Check { .. } => Ok(String::new()),
+        MetricsAction::Dimensions { id, version, json } => {
+            Ok(metric_output::dimensions(store, id, *version, format_of(*json, false)).await?)
+        }
         MetricsAction::List { json } => {
             Ok(metric_output::list(store, format_of(*json, false)).await?)
         }

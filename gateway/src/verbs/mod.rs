@@ -136,6 +136,24 @@ pub struct QueryArgs {
     /// Count only what the log had recorded by this instant (YYYY-MM-DD or RFC 3339).
     #[arg(long, value_parser = instant)]
     pub known_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only facts whose dimension has this value: DIM=VALUE, repeatable (all must hold);
+    /// `crm metrics dimensions ID` lists the dimensions.
+    #[arg(long = "where", value_name = "DIM=VALUE", value_parser = dimension_value)]
+    pub filter: Vec<(String, String)>,
+}
+
+/// Text that is no `DIM=VALUE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not DIM=VALUE, e.g. --where regional_office=East")]
+pub struct FilterSyntaxError(String);
+
+fn dimension_value(text: &str) -> Result<(String, String), FilterSyntaxError> {
+    match text.split_once('=') {
+        Some((dim, value)) if !dim.trim().is_empty() => {
+            Ok((dim.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(FilterSyntaxError(text.to_owned())),
+    }
 }
 
 impl QueryArgs {
@@ -151,6 +169,7 @@ impl QueryArgs {
             by: self.by.clone(),
             as_of: self.as_of,
             known_at: self.known_at,
+            filter: self.filter.iter().cloned().collect(),
         })
     }
 }

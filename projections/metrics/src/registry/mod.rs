@@ -85,6 +85,9 @@ pub struct MetricSummary {
     pub inputs: Vec<String>,
     /// For `unsupported` measures: what is missing.
     pub unsupported: Option<String>,
+    /// The dimensions a query may break down or filter by (`--by`, `--where`), with the
+    /// expression each reads.
+    pub dimensions: BTreeMap<String, String>,
 }
 
 /// All definitions: built-ins and those in the log.
@@ -298,6 +301,7 @@ impl Registry {
                         })
                         .collect(),
                     unsupported: m.definition.measure.needs.clone(),
+                    dimensions: m.definition.dims.clone(),
                 });
             }
         }
