@@ -698,6 +698,46 @@ fn questions_at_query_time_filter_order_limit_and_tidy_csv() {
         .collect();
     assert!(values[0] >= values[1], "{csv}");
     assert!(lines[3].starts_with("sales.avg_deal_size,"), "{csv}");
+    // explain --csv says when it wrote one page only; --all writes every row.
+    let out = crm(
+        &data,
+        &["explain", "sales.win_rate", "--csv", "--limit", "5"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 6);
+    assert!(
+        text(&out.stderr).contains("--offset 5 gives the next page"),
+        "{}",
+        text(&out.stderr)
+    );
+    let all = run(&[
+        "explain",
+        "sales.win_rate",
+        "--csv",
+        "--limit",
+        "2000",
+        "--all",
+    ]);
+    assert_eq!(
+        all.lines().count(),
+        6711 + 1,
+        "every considered fact and the header"
+    );
+    // diff summarises in text; --json has everything.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let summary = run(&[
+        "metric",
+        "diff",
+        "sales.win_rate",
+        "--known-at",
+        "2001-01-01",
+        "--known-at",
+        &later,
+    ]);
+    assert!(
+        summary.contains("1 of 1 figures moved") && summary.contains("OpportunityWon"),
+        "{summary}"
+    );
     // An unknown dimension is refused with the ones the metric has.
     let out = crm(
         &data,

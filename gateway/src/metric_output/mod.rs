@@ -419,6 +419,7 @@ pub async fn diff_known_at<S: EventStore>(
     flags: &QueryFlags,
     t1: DateTime<Utc>,
     t2: DateTime<Utc>,
+    format: Format,
 ) -> Result<String, MetricError> {
     let registry = Registry::load(store).await?;
     let d = diff(
@@ -431,8 +432,60 @@ pub async fn diff_known_at<S: EventStore>(
         KnownAt::Time(t2),
     )
     .await?;
-    json(&d)
+    if format == Format::Json {
+        return json(&d);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} v{}: known at {} (log position {}) against {} (log position {})",
+        d.metric.id,
+        d.metric.version,
+        t1.to_rfc3339(),
+        d.before.position,
+        t2.to_rfc3339(),
+        d.after.position
+    );
+    let moved: Vec<_> = d.cells.iter().filter(|c| c.before != c.after).collect();
+    let _ = writeln!(out, "{} of {} figures moved:", moved.len(), d.cells.len());
+    for c in moved.iter().take(DIFF_LINES_SHOWN) {
+        let dims: Vec<String> = c.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<24} {} -> {}",
+            c.period,
+            dims.join(" "),
+            c.before_display,
+            c.after_display
+        );
+    }
+    let mut by_type: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for e in &d.accounted_by {
+        *by_type.entry(e.event_type.as_str()).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "{} facts changed their part, accounted for by {} events recorded in between:",
+        d.changed_facts.len(),
+        d.accounted_by.len()
+    );
+    for (event_type, n) in &by_type {
+        let _ = writeln!(out, "  {n:>7} {event_type}");
+    }
+    if moved.len() > DIFF_LINES_SHOWN {
+        let _ = writeln!(
+            out,
+            "({} more figures: --json gives every figure, fact and event)",
+            moved.len() - DIFF_LINES_SHOWN
+        );
+    } else {
+        let _ = writeln!(out, "--json gives every fact and event");
+    }
+    Ok(out)
 }
+
+/// Moved figures `crm metric diff` lists in text.
+const DIFF_LINES_SHOWN: usize = 40;
 
 /// `crm explain ID`: the events behind a figure, one page.
 ///
@@ -444,12 +497,38 @@ pub async fn explain_page<S: EventStore>(
     version: Option<u32>,
     flags: &QueryFlags,
     select: &ExplainSelect,
+    all: bool,
     format: Format,
 ) -> Result<String, MetricError> {
     let registry = Registry::load(store).await?;
     let x = explain(store, &registry, id, version, &flags.query(), select).await?;
     match format {
-        Format::Csv => Ok(to_csv(&x)),
+        Format::Csv => {
+            let mut csv = to_csv(&x);
+            // `--all`: every page, one header.
+            let mut next = x.next_offset.filter(|_| all);
+            while let Some(offset) = next {
+                let page = ExplainSelect {
+                    offset,
+                    ..select.clone()
+                };
+                let more = explain(store, &registry, id, version, &flags.query(), &page).await?;
+                let text = to_csv(&more);
+                csv.push_str(text.split_once('\n').map_or("", |(_, rows)| rows));
+                next = more.next_offset;
+            }
+            if !all {
+                if let Some(offset) = x.next_offset {
+                    eprintln!(
+                        "explain: wrote rows {}..{} of {}; --offset {offset} gives the next page, --all every row",
+                        select.offset + 1,
+                        offset,
+                        x.total_rows
+                    );
+                }
+            }
+            Ok(csv)
+        }
         Format::Json => json(&x),
         Format::Text => {
             let mut out = String::new();

@@ -35,6 +35,9 @@ pub struct ExplainArgs {
     json: bool,
     #[arg(long)]
     csv: bool,
+    /// With --csv: every row, page after page (one header), not one page.
+    #[arg(long, requires = "csv")]
+    all: bool,
 }
 
 /// Runs `crm explain`.
@@ -53,10 +56,16 @@ pub async fn run(globals: &Globals, args: ExplainArgs) -> anyhow::Result<ExitCod
     let flags = args.query.flags()?;
     let format = format_of(args.json, args.csv);
     let output = with_store(&config, Create::Never, async |store| {
-        Ok(
-            metric_output::explain_page(store, &args.id, args.version, &flags, &select, format)
-                .await?,
+        Ok(metric_output::explain_page(
+            store,
+            &args.id,
+            args.version,
+            &flags,
+            &select,
+            args.all,
+            format,
         )
+        .await?)
     })
     .await?;
     write!(std::io::stdout().lock(), "{output}")?;

@@ -67,6 +67,9 @@ enum MetricAction {
         period: Option<String>,
         #[arg(long, value_delimiter = ',')]
         by: Vec<String>,
+        /// Every figure, fact and event as JSON (default: a summary).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -104,6 +107,7 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
             to,
             period,
             by,
+            json,
         }) => {
             let [t1, t2] = known_at[..] else {
                 bail!("give --known-at exactly twice: the two report dates to compare");
@@ -117,7 +121,16 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
             };
             let flags = query.flags()?;
             with_store(&config, Create::Never, async |store| {
-                Ok(metric_output::diff_known_at(store, &id, version, &flags, t1, t2).await?)
+                Ok(metric_output::diff_known_at(
+                    store,
+                    &id,
+                    version,
+                    &flags,
+                    t1,
+                    t2,
+                    format_of(json, false),
+                )
+                .await?)
             })
             .await?
         }

@@ -255,6 +255,7 @@ pub async fn demo(
         None,
         &metric_output::QueryFlags::default(),
         &sel,
+        false,
         metric_output::Format::Text,
     )
     .await?;
