@@ -50,6 +50,10 @@ pub struct Mapping {
     pub key_column: Option<String>,
     /// Commands per row, in order.
     pub commands: Vec<CommandSpec>,
+    /// Consecutive rows with the same value in this column make one group: each command
+    /// runs once per group, its fields from the group's first row, and `list[].field`
+    /// fields collect one list element per row (an invoice spread over its lines).
+    pub group_by: Option<String>,
 }
 
 fn comma() -> char {
@@ -110,6 +114,9 @@ pub struct FieldSpec {
     pub parts: Option<BTreeMap<String, toml::Value>>,
     /// Offset of the local times of `parts`, e.g. `+01:00` (default UTC).
     pub utc_offset: Option<String>,
+    /// For `money` and `int`: multiply by the whole number in this column (a line total
+    /// from a unit price and a quantity).
+    pub times: Option<String>,
     /// Conversion.
     #[serde(default, rename = "type")]
     pub kind: FieldType,
@@ -143,6 +150,8 @@ struct Field<'m> {
     name: String,
     spec: &'m FieldSpec,
     source: Source,
+    /// The column of `times`.
+    times: Option<usize>,
 }
 
 impl Field<'_> {
@@ -273,10 +282,22 @@ pub fn plan_with_log(
             } else if field.kind == FieldType::Money {
                 return Err(bad(format!("money field `{name}` needs a `currency`")));
             }
+            let times = match &field.times {
+                Some(column) if matches!(field.kind, FieldType::Money | FieldType::Int) => {
+                    Some(file.column(column)?)
+                }
+                Some(_) => {
+                    return Err(bad(format!(
+                        "{at}.times: only `money` and `int` fields can be multiplied"
+                    )))
+                }
+                None => None,
+            };
             fields.push(Field {
                 name,
                 spec: field,
                 source,
+                times,
             });
         }
         let guard = command
@@ -303,7 +324,24 @@ pub fn plan_with_log(
         file: file.file.clone(),
         versions: std::collections::HashMap::new(),
     };
-    for (number, row) in (1u64..).zip(file.rows()) {
+    let group_column = spec
+        .group_by
+        .as_deref()
+        .map(|c| file.column(c))
+        .transpose()?;
+    let numbered: Vec<(u64, Row<'_>)> = (1u64..).zip(file.rows()).collect();
+    let groups: Vec<&[(u64, Row<'_>)]> = match group_column {
+        // Consecutive rows with the same value make one group (an invoice's lines).
+        Some(c) => numbered
+            .chunk_by(|a, b| a.1.raw(c).trim() == b.1.raw(c).trim())
+            .collect(),
+        None => numbered.chunks(1).collect(),
+    };
+    for group in groups {
+        let Some((number, row)) = group.first() else {
+            continue;
+        };
+        let (number, row) = (*number, *row);
         let key = key_column.map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
         // A key that repeats (several rows of one aggregate) gets its occurrence number, so
         // every row's events have ids of their own, the same on every import (counted before
@@ -316,7 +354,9 @@ pub fn plan_with_log(
             format!("{key}#{seen}")
         };
         let unit = (|| {
-            row.check_width()?;
+            for (_, r) in group {
+                r.check_width()?;
+            }
             let mut overlay = States::default();
             let mut events: Vec<EncodedEvent> = Vec::new();
             for (command, kind, fields, guard) in &commands {
@@ -328,6 +368,17 @@ pub fn plan_with_log(
                 let mut body = Map::new();
                 let mut id = String::new();
                 for (n, field) in fields.iter().enumerate() {
+                    // `lines[].product`: one list element per row of the group.
+                    if let Some((list, sub)) = field.name.split_once("[].") {
+                        let mut items = Vec::with_capacity(group.len());
+                        for (num, r) in group {
+                            let mut element = Map::new();
+                            insert_path(&mut element, sub, convert(r, *num, field)?);
+                            items.push(element);
+                        }
+                        merge_list(&mut body, list, items);
+                        continue;
+                    }
                     let value = convert(&row, number, field)?;
                     if n == 0 {
                         id = value.as_str().unwrap_or_default().to_owned();
@@ -351,7 +402,7 @@ pub fn plan_with_log(
                 stage_encoded(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?;
             states.commit(overlay);
             Ok(Unit {
-                rows: 1,
+                rows: u64::try_from(group.len()).unwrap_or(u64::MAX),
                 events: staged,
             })
         })();
@@ -366,6 +417,27 @@ pub fn plan_with_log(
     }
     plan.initial_versions = log.versions;
     Ok(plan)
+}
+
+/// Merges the per-row `items` of one list field into `body[list]`, element by element (the
+/// fields of one element come from several `list[].x` mappings).
+fn merge_list(body: &mut Map<String, Value>, list: &str, items: Vec<Map<String, Value>>) {
+    let entry = body
+        .entry(list.to_owned())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !entry.is_array() {
+        *entry = Value::Array(Vec::new());
+    }
+    if let Value::Array(existing) = entry {
+        for (i, item) in items.into_iter().enumerate() {
+            if existing.len() <= i {
+                existing.push(Value::Object(Map::new()));
+            }
+            if let Some(Value::Object(element)) = existing.get_mut(i) {
+                element.extend(item);
+            }
+        }
+    }
 }
 
 /// Puts `value` at the dotted `path` of `body` (`personal.email` into the `personal` object).
@@ -449,12 +521,12 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
         let given: Vec<&str> = command
             .fields
             .keys()
-            .map(|k| k.split('.').next().unwrap_or(k))
+            .map(|k| k.split('.').next().unwrap_or(k).trim_end_matches("[]"))
             .chain([id_field.as_str(), "occurred_at"])
             .collect();
         for full in command.fields.keys() {
             let (name, sub) = match full.split_once('.') {
-                Some((head, rest)) => (head.to_owned(), Some(rest)),
+                Some((head, rest)) => (head.trim_end_matches("[]").to_owned(), Some(rest)),
                 None => (full.clone(), None),
             };
             let name = &name;
@@ -532,6 +604,10 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
 
 /// The property names of an object schema or of its alternatives, in order, once each.
 fn collect_names(schema: &Value, out: &mut Vec<String>) {
+    // A list: the fields of its elements.
+    if let Some(items) = schema.get("items") {
+        collect_names(items, out);
+    }
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for k in props.keys() {
             if !out.contains(k) {
@@ -630,12 +706,30 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
         })?,
         None => raw,
     };
+    let factor = match field.times {
+        None => 1i64,
+        Some(column) => {
+            let cell = row.raw(column).trim();
+            cell.parse::<i64>().map_err(|_| {
+                row.error(
+                    column,
+                    format!(
+                        "{cell:?} is not a whole number to multiply `{}` by",
+                        field.name
+                    ),
+                )
+            })?
+        }
+    };
+    let overflow = || err(format!("`{}` times {factor} is too large", field.name));
     match spec.kind {
         FieldType::String => Ok(Value::String(text)),
         FieldType::Int => text
             .parse::<i64>()
+            .map_err(|_| err(format!("{text:?} is not a whole number")))?
+            .checked_mul(factor)
             .map(Value::from)
-            .map_err(|_| err(format!("{text:?} is not a whole number"))),
+            .ok_or_else(overflow),
         FieldType::Bool => {
             let lower = text.to_lowercase();
             let yes = spec
@@ -689,7 +783,9 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
                 spec.decimal_separator.unwrap_or('.'),
                 currency.minor_unit_exponent(),
             )
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.to_string()))?
+            .checked_mul(factor)
+            .ok_or_else(overflow)?;
             Ok(json!({ "minor_units": units, "currency": code }))
         }
     }
@@ -1006,6 +1102,57 @@ mod feature_tests {
         assert!(
             refused.contains("bad-month.csv:4") && refused.contains("is not a month"),
             "{refused}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn consecutive_rows_of_one_key_make_one_command_with_a_list() {
+        let plan = plan(&fixture("invoices.csv"), &fixture("invoices.toml")).unwrap();
+        assert_eq!(plan.rows(), 6);
+        let units: Vec<&Unit> = plan.units.iter().map(|u| u.as_ref().unwrap()).collect();
+        assert_eq!(units.len(), 3, "three invoices");
+        assert_eq!(units.iter().map(|u| u.rows).collect::<Vec<_>>(), [3, 1, 2]);
+        let order: Value = serde_json::from_slice(&units[0].events[0].event.payload).unwrap();
+        assert_eq!(units[0].events[0].event.event_type, "OrderPlaced");
+        assert_eq!(order["order_id"], "536365");
+        assert_eq!(order["account_id"], "customer-17850");
+        let lines = order["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["product"], "85123A");
+        assert_eq!(lines[0]["quantity"], 6);
+        // 6 × 2.55 = 15.30 GBP; 8 × 2.75 = 22.00 GBP.
+        assert_eq!(lines[0]["amount"]["minor_units"], 1530);
+        assert_eq!(lines[2]["amount"]["minor_units"], 2200);
+        assert_eq!(order["occurred_at"], "2010-12-01T08:26:00Z");
+    }
+
+    #[test]
+    fn a_list_field_the_command_lacks_is_refused() {
+        let text = std::fs::read_to_string(fixture("invoices.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mapping = dir.path().join("invoices.toml");
+        std::fs::write(
+            &mapping,
+            text.replace("\"lines[].quantity\"", "\"lines[].quantty\""),
+        )
+        .unwrap();
+        let e = plan(&fixture("invoices.csv"), &mapping)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fields.lines[].quantty") && e.contains("did you mean `quantity`"),
+            "{e}"
         );
     }
 }
