@@ -208,12 +208,17 @@ pub struct Plan {
     /// Streams the plan continues from the log (decided against their state there): their
     /// version in the log when planned, where their first append expects them to be.
     pub initial_versions: std::collections::HashMap<String, u64>,
+    /// Source rows, when units group several rows (a refused group is one error).
+    pub rows_total: Option<u64>,
 }
 
 impl Plan {
     /// Source rows covered by the plan (good and bad).
     #[must_use]
     pub fn rows(&self) -> u64 {
+        if let Some(total) = self.rows_total {
+            return total;
+        }
         self.units
             .iter()
             .map(|u| match u {

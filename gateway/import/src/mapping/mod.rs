@@ -50,9 +50,10 @@ pub struct Mapping {
     pub key_column: Option<String>,
     /// Commands per row, in order.
     pub commands: Vec<CommandSpec>,
-    /// Consecutive rows with the same value in this column make one group: each command
-    /// runs once per group, its fields from the group's first row, and `list[].field`
-    /// fields collect one list element per row (an invoice spread over its lines).
+    /// Rows with the same value in this column make one group (wherever they are in the
+    /// file): each command runs once per group, its fields from the group's first row, and
+    /// `list[].field` fields collect one list element per row (an invoice spread over its
+    /// lines).
     pub group_by: Option<String>,
 }
 
@@ -117,6 +118,10 @@ pub struct FieldSpec {
     /// For `money` and `int`: multiply by the whole number in this column (a line total
     /// from a unit price and a quantity).
     pub times: Option<String>,
+    /// For `money`: accept more decimals than the currency has (up to 4 more, e.g. a unit
+    /// price of 0.001) and round the result (after `times`) half away from zero.
+    #[serde(default)]
+    pub round: bool,
     /// Conversion.
     #[serde(default, rename = "type")]
     pub kind: FieldType,
@@ -125,6 +130,9 @@ pub struct FieldSpec {
     pub optional: bool,
     /// Source value → domain value, applied before the conversion.
     pub map: Option<BTreeMap<String, String>>,
+    /// With `map`: values it does not list pass unchanged (default: they are an error).
+    #[serde(default)]
+    pub keep_unmapped: bool,
     /// chrono format for `date` / `datetime`.
     pub format: Option<String>,
     /// ISO currency for `money`.
@@ -330,14 +338,28 @@ pub fn plan_with_log(
         .map(|c| file.column(c))
         .transpose()?;
     let numbered: Vec<(u64, Row<'_>)> = (1u64..).zip(file.rows()).collect();
-    let groups: Vec<&[(u64, Row<'_>)]> = match group_column {
-        // Consecutive rows with the same value make one group (an invoice's lines).
-        Some(c) => numbered
-            .chunk_by(|a, b| a.1.raw(c).trim() == b.1.raw(c).trim())
-            .collect(),
-        None => numbered.chunks(1).collect(),
+    let groups: Vec<Vec<(u64, Row<'_>)>> = match group_column {
+        // Rows with the same value make one group (an invoice's lines), in the order of its
+        // first row, wherever its other rows are.
+        Some(c) => {
+            let mut at: HashMap<&str, usize> = HashMap::new();
+            let mut groups: Vec<Vec<(u64, Row<'_>)>> = Vec::new();
+            for (number, row) in &numbered {
+                let value = row.raw(c).trim();
+                match at.get(value) {
+                    Some(&i) => groups[i].push((*number, *row)),
+                    None => {
+                        at.insert(value, groups.len());
+                        groups.push(vec![(*number, *row)]);
+                    }
+                }
+            }
+            groups
+        }
+        None => numbered.iter().map(|r| vec![*r]).collect(),
     };
-    for group in groups {
+    plan.rows_total = Some(u64::try_from(numbered.len()).unwrap_or(u64::MAX));
+    for group in &groups {
         let Some((number, row)) = group.first() else {
             continue;
         };
@@ -354,7 +376,7 @@ pub fn plan_with_log(
             format!("{key}#{seen}")
         };
         let unit = (|| {
-            for (_, r) in group {
+            for (_, r) in group.iter() {
                 r.check_width()?;
             }
             let mut overlay = States::default();
@@ -371,7 +393,7 @@ pub fn plan_with_log(
                     // `lines[].product`: one list element per row of the group.
                     if let Some((list, sub)) = field.name.split_once("[].") {
                         let mut items = Vec::with_capacity(group.len());
-                        for (num, r) in group {
+                        for (num, r) in group.iter() {
                             let mut element = Map::new();
                             insert_path(&mut element, sub, convert(r, *num, field)?);
                             items.push(element);
@@ -694,6 +716,7 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
         }
     };
     let text = match &spec.map {
+        Some(map) if spec.keep_unmapped => map.get(&raw).cloned().unwrap_or(raw),
         Some(map) => map.get(&raw).cloned().ok_or_else(|| {
             err(format!(
                 "unknown value `{raw}`; the mapping of `{}` knows: {}",
@@ -778,14 +801,31 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
         FieldType::Money => {
             let code = spec.currency.as_deref().unwrap_or_default();
             let currency = Currency::new(code).map_err(|e| err(e.to_string()))?;
-            let units = parse_minor_units(
+            // With `round`, four more decimals are read and the product rounded back.
+            let extra: u32 = if spec.round { 4 } else { 0 };
+            let scaled = parse_minor_units(
                 &text,
                 spec.decimal_separator.unwrap_or('.'),
-                currency.minor_unit_exponent(),
+                currency.minor_unit_exponent() + extra,
             )
-            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| {
+                err(if spec.round {
+                    e.to_string()
+                } else {
+                    format!("{e}; add round = true to the field to round it")
+                })
+            })?
             .checked_mul(factor)
             .ok_or_else(overflow)?;
+            let divisor = 10_i64.pow(extra);
+            let half = divisor / 2;
+            let units = if divisor == 1 {
+                scaled
+            } else if scaled >= 0 {
+                (scaled + half) / divisor
+            } else {
+                (scaled - half) / divisor
+            };
             Ok(json!({ "minor_units": units, "currency": code }))
         }
     }
@@ -1117,24 +1157,45 @@ mod group_tests {
     }
 
     #[test]
-    fn consecutive_rows_of_one_key_make_one_command_with_a_list() {
+    fn rows_of_one_key_make_one_command_with_a_list() {
         let plan = plan(&fixture("invoices.csv"), &fixture("invoices.toml")).unwrap();
-        assert_eq!(plan.rows(), 6);
+        assert_eq!(plan.rows(), 8);
         let units: Vec<&Unit> = plan.units.iter().map(|u| u.as_ref().unwrap()).collect();
         assert_eq!(units.len(), 3, "three invoices");
-        assert_eq!(units.iter().map(|u| u.rows).collect::<Vec<_>>(), [3, 1, 2]);
+        // The last row belongs to the first invoice: grouped wherever it is.
+        assert_eq!(units.iter().map(|u| u.rows).collect::<Vec<_>>(), [4, 2, 2]);
         let order: Value = serde_json::from_slice(&units[0].events[0].event.payload).unwrap();
         assert_eq!(units[0].events[0].event.event_type, "OrderPlaced");
         assert_eq!(order["order_id"], "536365");
         assert_eq!(order["account_id"], "customer-17850");
         let lines = order["lines"].as_array().unwrap();
-        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["product"], "85123A");
         assert_eq!(lines[0]["quantity"], 6);
         // 6 × 2.55 = 15.30 GBP; 8 × 2.75 = 22.00 GBP.
         assert_eq!(lines[0]["amount"]["minor_units"], 1530);
         assert_eq!(lines[2]["amount"]["minor_units"], 2200);
         assert_eq!(order["occurred_at"], "2010-12-01T08:26:00Z");
+        // 1000 × 0.0045 = 4.50 GBP, read with more decimals than pence and rounded.
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[3]["amount"]["minor_units"], 450);
+        // A mapped code is renamed, the others kept.
+        let second: Value = serde_json::from_slice(&units[1].events[0].event.payload).unwrap();
+        assert_eq!(second["lines"][0]["product"], "22633");
+        assert_eq!(second["lines"][1]["product"], "BANK-CHARGES");
+    }
+
+    #[test]
+    fn more_decimals_than_the_currency_need_round() {
+        let text = std::fs::read_to_string(fixture("invoices.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mapping = dir.path().join("invoices.toml");
+        std::fs::write(&mapping, text.replace(", round = true", "")).unwrap();
+        let plan = plan(&fixture("invoices.csv"), &mapping).unwrap();
+        let refused = plan.units[0].as_ref().unwrap_err().to_string();
+        assert!(
+            refused.contains("0.0045") && refused.contains("round = true"),
+            "{refused}"
+        );
     }
 
     #[test]
