@@ -141,3 +141,73 @@ fn the_documented_channel_is_the_subject_the_publisher_uses() {
         "#/channels/events"
     );
 }
+
+/// The payload schemas the document should carry: one per event type, generated from the
+/// domain's types (as `crm schema --json` gives them), and the envelope's `payload` as any of
+/// them.
+fn generated_payload_schemas() -> serde_json::Map<String, Value> {
+    let types = crm_app::schema::catalog(&crm_domain::Registry::builtin());
+    types
+        .into_iter()
+        .filter(|t| t.kind == crm_app::schema::TypeKind::Event)
+        .map(|t| {
+            let mut schema = t.schema.clone();
+            if let Some(object) = schema.as_object_mut() {
+                object.insert(
+                    "x-schema-version".into(),
+                    Value::from(t.schema_version.unwrap_or_default()),
+                );
+                object.insert("x-aggregate".into(), Value::from(t.aggregate.clone()));
+                object.insert(
+                    "x-personal-fields".into(),
+                    Value::from(t.personal_fields.clone()),
+                );
+            }
+            (format!("{}Payload", t.name), schema)
+        })
+        .collect()
+}
+
+#[test]
+fn the_payload_schemas_are_generated_from_the_domain_types() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncapi.json");
+    let mut doc = document();
+    let generated = generated_payload_schemas();
+    let refs: Vec<Value> = generated
+        .keys()
+        .map(|name| serde_json::json!({ "$ref": format!("#/components/schemas/{name}") }))
+        .collect();
+    if std::env::var_os("CRM_REGENERATE_ASYNCAPI").is_some() {
+        let schemas = doc["components"]["schemas"].as_object_mut().unwrap();
+        schemas.retain(|name, _| !name.ends_with("Payload"));
+        schemas.extend(generated.clone());
+        doc["components"]["schemas"]["EventEnvelope"]["properties"]["payload"]["anyOf"] =
+            Value::from(refs.clone());
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    }
+    let documented: serde_json::Map<String, Value> = doc["components"]["schemas"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.ends_with("Payload"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        documented.keys().collect::<Vec<_>>(),
+        generated.keys().collect::<Vec<_>>(),
+        "run the test with CRM_REGENERATE_ASYNCAPI=1 to regenerate"
+    );
+    for (name, schema) in &generated {
+        assert_eq!(
+            &documented[name], schema,
+            "{name} differs from the domain type; run with CRM_REGENERATE_ASYNCAPI=1"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["EventEnvelope"]["properties"]["payload"]["anyOf"],
+        Value::from(refs)
+    );
+    // The sealed form of personal data is what the payloads document.
+    let lead = &generated["LeadCapturedPayload"];
+    assert!(lead.to_string().contains("sealed_with"), "{lead}");
+}
