@@ -725,20 +725,6 @@ async fn a_stream_of_another_log_is_refused_and_a_recreated_stream_is_filled_aga
     assert_eq!(saved.position, 5);
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn published_events_carry_personal_data_only_sealed_and_the_broker_keeps_no_plaintext() {
     let nats = NatsCluster::single().await;
@@ -791,7 +777,7 @@ async fn published_events_carry_personal_data_only_sealed_and_the_broker_keeps_n
     let log = serve.events().await;
     assert_eq!(log[&1]["payload"]["personal"], "[erased]", "{}", log[&1]);
     serve.terminate();
-    for file in files_under(nats.dir()) {
+    for file in common::files(nats.dir()) {
         let bytes = std::fs::read(&file).unwrap();
         for needle in [name, email] {
             assert!(

@@ -42,20 +42,6 @@ fn register_agent(id: &str, name: &str) -> Value {
     })
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// The files under `dir` holding `needle`.
 fn holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     files(dir)

@@ -220,3 +220,17 @@ pub fn assert_problem(status: u16, body: &Value, expected: u16, slug: &str) -> S
     assert_eq!(body["type"], format!("urn:crm:problem:{slug}"), "{body}");
     body["detail"].as_str().unwrap().to_owned()
 }
+
+/// Every file under `dir`, recursively (to scan a data directory's files).
+pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
