@@ -448,21 +448,33 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, serde_json::E
     serde_json::value::to_raw_value(value)
 }
 
-const FIELD_NEEDLE: &[u8] = b"\"personal\":";
-const OBJECT_NEEDLE: &[u8] = b"\"personal\":{";
+const FIELD_NEEDLE: &[u8] = b"\"personal\"";
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// The offsets just after each `"personal"` in `payload`.
+fn after_field_names(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    payload
+        .windows(FIELD_NEEDLE.len())
+        .enumerate()
+        .filter(|(_, w)| *w == FIELD_NEEDLE)
+        .map(|(i, _)| i + FIELD_NEEDLE.len())
 }
 
-/// Whether `payload` may hold a personal value as an object (plain or sealed); cheap.
+/// Whether `payload` may hold a personal value as an object (plain or sealed): a
+/// `"personal"` key followed, across any white space, by `:` and `{`. Cheap; it errs on the
+/// side of sealing (the seal step parses the payload).
 fn holds_personal_object(payload: &[u8]) -> bool {
-    contains(payload, OBJECT_NEEDLE)
+    after_field_names(payload).any(|at| {
+        let mut rest = payload[at..]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace());
+        rest.next() == Some(b':') && rest.next() == Some(b'{')
+    })
 }
 
 /// Whether `payload` may hold a personal field at all; cheap.
 fn holds_personal_field(payload: &[u8]) -> bool {
-    contains(payload, FIELD_NEEDLE)
+    after_field_names(payload).next().is_some()
 }
 
 /// The top-level entries of a JSON object payload, in order, with the index of its
@@ -570,6 +582,40 @@ mod tests {
     fn sealed_store(dir: &std::path::Path) -> AnyStore {
         let sealer = sealer(dir, Some(keys::MasterKey::generate().unwrap()), true).unwrap();
         AnyStore::from(MemoryStore::new()).with_sealer(sealer)
+    }
+
+    #[test]
+    fn personal_objects_are_found_across_white_space() {
+        assert!(holds_personal_object(br#"{"personal":{"email":"a@b"}}"#));
+        assert!(holds_personal_object(
+            b"{\"personal\" :\n {\"email\":\"a@b\"}}"
+        ));
+        assert!(!holds_personal_object(br#"{"personal":null}"#));
+        assert!(!holds_personal_object(br#"{"personal":"[erased]"}"#));
+        assert!(!holds_personal_object(br#"{"text":"\"personal\":{"}"#));
+        assert!(holds_personal_field(br#"{"personal":null}"#));
+    }
+
+    #[tokio::test]
+    async fn pretty_printed_personal_data_is_sealed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sealed_store(dir.path());
+        let stream = StreamId::new("contact-p2").unwrap();
+        let payload = "{\n  \"contact_id\": \"p2\",\n  \"personal\" : { \"full_name\": \"Pretty Printed\" }\n}";
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![proposed(payload, "ContactAdded")],
+            )
+            .await
+            .unwrap();
+        let stored = store.read_all(Position::FIRST, 1).await.unwrap().remove(0);
+        let text = String::from_utf8(stored.payload.clone()).unwrap();
+        assert!(
+            !text.contains("Pretty") && text.contains("sealed_with"),
+            "{text}"
+        );
     }
 
     #[test]
