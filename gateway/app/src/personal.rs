@@ -278,6 +278,10 @@ impl PersonalSealer {
         let Some(keys) = self.keys.as_ref() else {
             return Ok(0);
         };
+        // No key store at all (a reader of a copy without one): no key to destroy.
+        if !keys.dir().exists() {
+            return Ok(0);
+        }
         let checkpoint = keys.dir().join(RECONCILED_FILE);
         let mut next = Position::FIRST;
         if let Some((position, hash)) = read_checkpoint(&checkpoint) {
