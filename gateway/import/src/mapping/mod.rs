@@ -241,7 +241,7 @@ pub fn plan_with_log(
             "no [[commands]]: give at least one command per row".into()
         ));
     }
-    check_against_schema(&spec, registry).map_err(bad)?;
+    check_against_schema(&spec, registry, &mapping_file)?;
     let file = CsvSource::read(path, delimiter)?;
     let mut commands = Vec::new();
     for (i, command) in spec.commands.iter().enumerate() {
@@ -499,8 +499,16 @@ fn null_empty_objects(body: &mut Map<String, Value>) {
 /// every aggregate and command exists, every field is a field of its command, no required
 /// field is left out, and every constant or `map` target of an enum field is one of its
 /// values. Each error names the key (`commands[2].fields.industy`) and the nearest valid name.
-fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), String> {
+fn check_against_schema(
+    spec: &Mapping,
+    registry: &Registry,
+    file: &str,
+) -> Result<(), ImportError> {
     use crm_domain::registry::nearest_name;
+    let bad = |reason: String| ImportError::Mapping {
+        file: file.to_owned(),
+        reason,
+    };
     let types = crm_app::schema::catalog(registry);
     let suggest = |given: &str, known: &mut dyn Iterator<Item = &str>| {
         nearest_name(given, known)
@@ -510,32 +518,32 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
     for (i, command) in spec.commands.iter().enumerate() {
         let at = format!("commands[{i}]");
         let Some(kind) = registry.get(&command.aggregate) else {
-            return Err(format!(
+            return Err(bad(format!(
                 "{at}.aggregate: there is no aggregate `{}`{}; the aggregates are {}",
                 command.aggregate,
                 suggest(&command.aggregate, &mut registry.categories().into_iter()),
                 registry.categories().join(", ")
-            ));
+            )));
         };
         let Some(schema) = types.iter().find(|t| {
             t.kind == crm_app::schema::TypeKind::Command
                 && t.aggregate == kind.category()
                 && t.name == command.command
         }) else {
-            return Err(format!(
+            return Err(bad(format!(
                 "{at}.command: aggregate `{}` has no command `{}`{}; its commands are {} (`crm schema` shows each one's fields)",
                 command.aggregate,
                 command.command,
                 suggest(&command.command, &mut kind.command_types().iter().copied()),
                 kind.command_types().join(", ")
-            ));
+            )));
         };
         for (key, spec) in [("id", &command.id), ("occurred_at", &command.occurred_at)] {
             if spec.optional {
-                return Err(format!(
+                return Err(bad(format!(
                     "{at}.{key}: cannot be optional: every event needs {}; filter blank rows out of the file, or give a constant `value`",
                     if key == "id" { "the id of its aggregate" } else { "a business time" }
-                ));
+                )));
             }
         }
         let fields = crm_app::schema::fields(&schema.schema);
@@ -563,28 +571,28 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
                 collect_names(parent, &mut known);
                 let first = sub.split('.').next().unwrap_or(sub);
                 if !known.is_empty() && !known.iter().any(|k| k == first) {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "{at}.fields.{full}: `{name}` of `{}` has no field `{first}`{}; its fields are {}",
                         command.command,
                         suggest(first, &mut known.iter().map(String::as_str)),
                         known.join(", ")
-                    ));
+                    )));
                 }
             }
             if name == &id_field || name == "occurred_at" {
-                return Err(format!(
+                return Err(bad(format!(
                     "{at}.fields.{name}: given by `{}` of the command already; remove it from [commands.fields]",
                     if name == "occurred_at" { "occurred_at" } else { "id" }
-                ));
+                )));
             }
             if !fields.iter().any(|f| &f.name == name) {
-                return Err(format!(
+                return Err(bad(format!(
                     "{at}.fields.{name}: `{}` has no field `{name}`{}; its fields are {} (`crm schema {}`)",
                     command.command,
                     suggest(name, &mut fields.iter().map(|f| f.name.as_str())),
                     fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
                     command.command
-                ));
+                )));
             }
         }
         let missing: Vec<&str> = fields
@@ -593,12 +601,12 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
             .map(|f| f.name.as_str())
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
+            return Err(bad(format!(
                 "{at}: `{}` needs {} which the mapping does not give; map a column or a constant `value` to each (`crm schema {}`)",
                 command.command,
                 missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
                 command.command
-            ));
+            )));
         }
         for (name, field) in &command.fields {
             let Some(values) = enum_values(&schema.schema, name) else {
@@ -612,11 +620,11 @@ fn check_against_schema(spec: &Mapping, registry: &Registry) -> Result<(), Strin
             );
             for target in targets {
                 if !values.contains(&target) {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "{at}.fields.{name}: `{target}` is not a value of `{name}`{}; the values are {}",
                         suggest(&target, &mut values.iter().map(String::as_str)),
                         values.join(", ")
-                    ));
+                    )));
                 }
             }
         }
