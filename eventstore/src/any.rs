@@ -107,15 +107,6 @@ impl AnyStore {
         self.sealer.as_ref()
     }
 
-    /// The embedded sled backend, when the log is one.
-    #[must_use]
-    pub fn as_sled(&self) -> Option<&SledStore> {
-        match &self.backend {
-            Backend::Sled(s) => Some(s),
-            Backend::JetStream(_) | Backend::Memory(_) => None,
-        }
-    }
-
     /// Where the log lives, for messages: `sled:<dir>`, `nats:<urls>/<stream>`, `memory`.
     #[must_use]
     pub fn describe(&self) -> String {

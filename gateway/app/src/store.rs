@@ -2,11 +2,11 @@
 //! JetStream stream on NATS servers. Everything above this module works on
 //! [`AnyStore`] and does not care which.
 //!
-//! Every log opened here carries the [`PersonalSealer`] over the key store in
+//! Every log opened here carries the [`crate::personal::PersonalSealer`] over the key store in
 //! `<data_dir>/keys`: a verb that may write ([`Create::IfMissing`]) needs the master key and
 //! refuses to start without it; a reading verb without it shows sealed values as `[sealed]`.
 //! Opening applies the erasures the log records and the key store has not (see
-//! [`PersonalSealer::reconcile`]).
+//! [`crate::personal::PersonalSealer::reconcile`]).
 
 use std::path::Path;
 
@@ -14,7 +14,7 @@ use crm_eventstore::{AnyStore, JetStreamConfig, JetStreamStore, OpenError, SledS
 
 use crate::config::{Config, JetStreamSettings, StoreLocation};
 use crate::keys::KeyError;
-use crate::personal::{self, PersonalSealer, ReconcileError};
+use crate::personal::{self, ReconcileError};
 
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +90,8 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
             purpose: "open the key store",
             source,
         })?;
-    let store = store.with_sealer(sealer);
-    if let Some(sealer) = PersonalSealer::of(&store) {
-        sealer.reconcile(&store).await?;
-    }
+    let store = store.with_sealer(sealer.clone());
+    sealer.reconcile(&store).await?;
     Ok(store)
 }
 
