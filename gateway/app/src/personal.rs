@@ -206,27 +206,23 @@ impl PersonalSealer {
             StoredPersonalData::Plain(_) => {
                 let keys =
                     keys.ok_or_else(|| SealRefusal::refused(KeyError::NoMasterKey.to_string()))?;
-                let key = match self.subject_key(keys, subject) {
-                    Ok(SubjectKey::Key(key)) => key,
-                    Ok(SubjectKey::Erased) => {
-                        return Err(SealRefusal::refused(format!(
-                            "the personal data of `{subject}` was erased; it takes no new personal data (record a new {} instead)",
-                            stream.category()
-                        )))
-                    }
-                    Err(KeyError::Missing(_)) => {
+                // The cached key, else the key store's (created and made durable if the
+                // subject has none yet).
+                let key = match self.cached(subject) {
+                    Some(key) => key,
+                    None => {
                         let key = keys
                             .key_for(subject)
                             .map_err(|e| SealRefusal::unavailable(e.to_string()))?
                             .ok_or_else(|| {
                                 SealRefusal::refused(format!(
-                                    "the personal data of `{subject}` was erased; it takes no new personal data"
+                                    "the personal data of `{subject}` was erased; it takes no new personal data (record a new {} instead)",
+                                    stream.category()
                                 ))
                             })?;
                         self.remember(subject, &key);
                         key
                     }
-                    Err(e) => return Err(SealRefusal::unavailable(e.to_string())),
                 };
                 let plaintext = entries[at].1.get().as_bytes();
                 let ciphertext = keys::seal(&key, event.event_id.0, PERSONAL_DATA_FIELD, plaintext)
@@ -235,7 +231,7 @@ impl PersonalSealer {
                     sealed_with: subject.to_owned(),
                     ciphertext: base64::engine::general_purpose::STANDARD.encode(ciphertext),
                 };
-                entries[at].1 = to_raw(&sealed)
+                entries[at].1 = serde_json::value::to_raw_value(&sealed)
                     .map_err(|e| SealRefusal::refused(format!("sealing failed: {e}")))?;
                 event.payload = write_object(&entries);
                 Ok(())
@@ -446,10 +442,6 @@ fn marker(marker: Marker) -> Box<RawValue> {
     // A marker is a fixed ASCII string: its JSON is always valid.
     RawValue::from_string(format!("\"{}\"", marker.as_str()))
         .unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
-
-fn to_raw<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
-    serde_json::value::to_raw_value(value)
 }
 
 const FIELD_NEEDLE: &[u8] = b"\"personal\"";
