@@ -154,6 +154,24 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The state of registered agent `id`: refused when no agent is registered, or another one
+    /// was loaded.
+    fn registered(&self, id: &AgentId) -> Result<&State, AgentError> {
+        let s = self
+            .state
+            .as_ref()
+            .ok_or_else(|| AgentError::NotFound { id: id.clone() })?;
+        if s.id != *id {
+            return Err(AgentError::WrongInstance {
+                loaded: s.id.clone(),
+                command: id.clone(),
+            });
+        }
+        Ok(s)
+    }
+}
+
 impl Aggregate for Agent {
     const CATEGORY: &'static str = AgentEvent::CATEGORY;
     type Command = AgentCommand;
@@ -184,15 +202,7 @@ impl Aggregate for Agent {
                 .into()])
             }
             AgentCommand::AssignRep(c) => {
-                let s = self.state.as_ref().ok_or_else(|| AgentError::NotFound {
-                    id: c.agent_id.clone(),
-                })?;
-                if s.id != c.agent_id {
-                    return Err(AgentError::WrongInstance {
-                        loaded: s.id.clone(),
-                        command: c.agent_id.clone(),
-                    });
-                }
+                let s = self.registered(&c.agent_id)?;
                 if c.manager.as_ref() == Some(&c.agent_id) {
                     return Err(AgentError::OwnManager {
                         id: c.agent_id.clone(),
@@ -216,15 +226,7 @@ impl Aggregate for Agent {
                 .into()])
             }
             AgentCommand::EraseAgentPersonalData(c) => {
-                let s = self.state.as_ref().ok_or_else(|| AgentError::NotFound {
-                    id: c.agent_id.clone(),
-                })?;
-                if s.id != c.agent_id {
-                    return Err(AgentError::WrongInstance {
-                        loaded: s.id.clone(),
-                        command: c.agent_id.clone(),
-                    });
-                }
+                let s = self.registered(&c.agent_id)?;
                 if s.erased {
                     return Err(AgentError::AlreadyErased {
                         id: c.agent_id.clone(),
