@@ -55,10 +55,8 @@ fn personal_fields(schema: &Schema) -> Vec<String> {
         return Vec::new();
     };
     let mut out = vec![PERSONAL_DATA_FIELD.to_owned()];
-    let mut inner = Vec::new();
-    collect_property_names(personal, &mut inner);
+    let mut inner = field_names(personal);
     inner.sort();
-    inner.dedup();
     out.extend(
         inner
             .into_iter()
@@ -67,18 +65,53 @@ fn personal_fields(schema: &Schema) -> Vec<String> {
     out
 }
 
-/// The property names of an object schema or of any of its alternatives.
-fn collect_property_names(schema: &Value, out: &mut Vec<String>) {
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        out.extend(props.keys().cloned());
-    }
-    for key in ["anyOf", "oneOf", "allOf"] {
-        if let Some(items) = schema.get(key).and_then(Value::as_array) {
-            for item in items {
-                collect_property_names(item, out);
+/// The field names of an object schema, of its alternatives and of a list's elements, in
+/// schema order, each once (what a dotted `a.b` or `a[].b` may name below field `a`).
+#[must_use]
+pub fn field_names(schema: &Value) -> Vec<String> {
+    fn collect(schema: &Value, out: &mut Vec<String>) {
+        if let Some(items) = schema.get("items") {
+            collect(items, out);
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for k in props.keys() {
+                if !out.contains(k) {
+                    out.push(k.clone());
+                }
+            }
+        }
+        for key in ["anyOf", "oneOf", "allOf"] {
+            if let Some(items) = schema.get(key).and_then(Value::as_array) {
+                for item in items {
+                    collect(item, out);
+                }
             }
         }
     }
+    let mut out = Vec::new();
+    collect(schema, &mut out);
+    out
+}
+
+/// The values of a field whose schema is an enum (`enum`, or alternatives that are each a
+/// `const`, a `null` alternative aside); `None` for any other field.
+#[must_use]
+pub fn enum_values(field: &Value) -> Option<Vec<String>> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    if let Some(values) = field.get("enum").and_then(Value::as_array) {
+        return values.iter().map(text).collect();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(items) = field.get(key).and_then(Value::as_array) {
+            let consts: Option<Vec<String>> = items
+                .iter()
+                .filter(|i| i.get("type").and_then(Value::as_str) != Some("null"))
+                .map(|i| i.get("const").and_then(text))
+                .collect();
+            return consts.filter(|c| !c.is_empty());
+        }
+    }
+    None
 }
 
 /// Every command and event type of `registry`'s aggregates, commands first, per aggregate.

@@ -567,8 +567,7 @@ fn check_against_schema(
                     .get("properties")
                     .and_then(|p| p.get(name.as_str())),
             ) {
-                let mut known = Vec::new();
-                collect_names(parent, &mut known);
+                let known = crm_app::schema::field_names(parent);
                 let first = sub.split('.').next().unwrap_or(sub);
                 if !known.is_empty() && !known.iter().any(|k| k == first) {
                     return Err(bad(format!(
@@ -609,7 +608,12 @@ fn check_against_schema(
             )));
         }
         for (name, field) in &command.fields {
-            let Some(values) = enum_values(&schema.schema, name) else {
+            let Some(values) = schema
+                .schema
+                .get("properties")
+                .and_then(|p| p.get(name))
+                .and_then(crm_app::schema::enum_values)
+            else {
                 continue;
             };
             let targets = field.map.iter().flat_map(|m| m.values().cloned()).chain(
@@ -630,48 +634,6 @@ fn check_against_schema(
         }
     }
     Ok(())
-}
-
-/// The property names of an object schema or of its alternatives, in order, once each.
-fn collect_names(schema: &Value, out: &mut Vec<String>) {
-    // A list: the fields of its elements.
-    if let Some(items) = schema.get("items") {
-        collect_names(items, out);
-    }
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for k in props.keys() {
-            if !out.contains(k) {
-                out.push(k.clone());
-            }
-        }
-    }
-    for key in ["anyOf", "oneOf", "allOf"] {
-        if let Some(items) = schema.get(key).and_then(Value::as_array) {
-            for item in items {
-                collect_names(item, out);
-            }
-        }
-    }
-}
-
-/// The enum values of field `name` of a command schema, when it is an enum.
-fn enum_values(schema: &Value, name: &str) -> Option<Vec<String>> {
-    let field = schema.get("properties")?.get(name)?;
-    let literal = |v: &Value| v.as_str().map(str::to_owned);
-    if let Some(values) = field.get("enum").and_then(Value::as_array) {
-        return values.iter().map(literal).collect();
-    }
-    for key in ["oneOf", "anyOf"] {
-        if let Some(items) = field.get(key).and_then(Value::as_array) {
-            let consts: Option<Vec<String>> = items
-                .iter()
-                .filter(|i| i.get("type").and_then(Value::as_str) != Some("null"))
-                .map(|i| i.get("const").and_then(literal))
-                .collect();
-            return consts.filter(|c| !c.is_empty());
-        }
-    }
-    None
 }
 
 fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowError> {
