@@ -298,6 +298,18 @@ impl<S: Send + Sync> FromRequest<S> for Body413 {
 #[derive(Debug)]
 pub struct JsonObject(pub serde_json::Map<String, serde_json::Value>);
 
+impl JsonObject {
+    /// The object as a typed request; a field it lacks or does not know is a 400 whose
+    /// detail starts with `what`.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`].
+    pub fn parse<T: serde::de::DeserializeOwned>(self, what: &str) -> Result<T, ApiError> {
+        serde_json::from_value(serde_json::Value::Object(self.0))
+            .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 

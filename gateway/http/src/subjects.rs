@@ -62,14 +62,10 @@ pub async fn erase(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(subject): Path<String>,
-    JsonObject(body): JsonObject,
+    body: JsonObject,
 ) -> Result<Json<Erasure>, ApiError> {
     let request: ErasureRequest =
-        serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body must be {{\"reason\": \"...\"}} and nothing else: {e}"
-            ))
-        })?;
+        body.parse("the body must be {\"reason\": \"...\"} and nothing else")?;
     let reason = request.reason.trim();
     if reason.is_empty() || reason.len() > REASON_SIZE_MAX_BYTES {
         return Err(ApiError::BadRequest(format!(

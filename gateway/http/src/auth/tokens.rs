@@ -142,10 +142,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiE
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    JsonObject(body): JsonObject,
+    body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let request: TokenCreate = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| ApiError::BadRequest(format!("the token request is invalid: {e}")))?;
+    let request: TokenCreate = body.parse("the token request is invalid")?;
     let request = TokenRequest {
         roles: roles(&request.roles)?,
         scope: scope(&state, request.scope)?,
