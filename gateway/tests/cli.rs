@@ -5,6 +5,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,10 +17,7 @@ fn crm(data_dir: &Path, args: &[&str]) -> Output {
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
-        .env(
-            "CRM_MASTER_KEY",
-            "7e57000000000000000000000000000000000000000000000000000000007e57",
-        )
+        .env("CRM_MASTER_KEY", common::TEST_MASTER_KEY)
         .env_remove("CRM_MASTER_KEY_FILE")
         .env_remove("CRM_CONFIG")
         .env_remove("CRM_DATA_DIR")

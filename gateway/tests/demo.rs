@@ -10,15 +10,10 @@ use std::process::Command;
 
 use common::files;
 
+/// `crm` as on a fresh machine: the harness's clean environment without its master key.
 fn crm(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
-    command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CRM_CONFIG")
-        .env_remove("CRM_DATA_DIR")
-        .env_remove("CRM_MASTER_KEY")
-        .env_remove("CRM_MASTER_KEY_FILE");
+    let mut command = common::crm(data_dir);
+    command.env_remove("CRM_MASTER_KEY");
     command
 }
 
