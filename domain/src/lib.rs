@@ -31,6 +31,7 @@ mod macros;
 pub mod access;
 pub mod aggregate;
 pub mod aggregates;
+pub mod attributes;
 pub mod calendar;
 pub mod codec;
 pub mod definitions;

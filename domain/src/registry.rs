@@ -15,12 +15,18 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 
+use chrono::{DateTime, Utc};
+
 use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::aggregate::Aggregate;
+use crate::attributes::{
+    self, AttributeError, Attributes, AttributesSet, CurrentAttributes, SetAttributes,
+    ATTRIBUTES_FIELD, ATTRIBUTES_SET, ATTRIBUTES_SET_VERSION, SET_ATTRIBUTES,
+};
 use crate::codec::{CodecError, EncodedEvent};
 use crate::event::WrongCategory;
 
@@ -79,6 +85,9 @@ pub enum FoldError {
     /// The event belongs to another aggregate.
     #[error(transparent)]
     WrongCategory(#[from] WrongCategory),
+    /// An [`ATTRIBUTES_SET`] payload that does not decode.
+    #[error("`{ATTRIBUTES_SET}` payload does not decode: {0}")]
+    Attributes(serde_json::Error),
 }
 
 /// A command body that does not make a command of the aggregate.
@@ -100,6 +109,9 @@ pub enum CommandFault {
     /// The fields do not deserialize: unknown command, missing or malformed field.
     #[error(transparent)]
     Fields(serde_json::Error),
+    /// The command's `attributes` are refused (see [`crate::attributes`]).
+    #[error(transparent)]
+    Attributes(#[from] AttributeError),
     /// A field the command does not have: refused, never dropped.
     #[error("unknown field `{field}`{}; the command's fields are {}", nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default(), known.join(", "))]
     UnknownField {
@@ -155,6 +167,60 @@ pub trait ErasedCommand: fmt::Debug + Send + Sync {
     fn target(&self) -> &str;
     /// The typed command, for the kind that parsed it.
     fn as_any(&self) -> &dyn Any;
+    /// The custom attributes the command sets besides its own fields, if any.
+    fn attributes(&self) -> Option<&Attributes> {
+        None
+    }
+    /// The business time the command's body gave, when known here (it dates the attributes
+    /// of a command that decides no events of its own).
+    fn occurred_at(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+}
+
+/// A command body's `attributes`, beside the command itself.
+#[derive(Debug)]
+struct Attributed {
+    command: Box<dyn ErasedCommand>,
+    attributes: Attributes,
+    /// The body's `occurred_at`, for a command that decides no events of its own.
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+impl ErasedCommand for Attributed {
+    fn command_type(&self) -> &'static str {
+        self.command.command_type()
+    }
+    fn target(&self) -> &str {
+        self.command.target()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self.command.as_any()
+    }
+    fn attributes(&self) -> Option<&Attributes> {
+        Some(&self.attributes)
+    }
+    fn occurred_at(&self) -> Option<DateTime<Utc>> {
+        self.occurred_at
+    }
+}
+
+impl ErasedCommand for SetAttributes {
+    fn command_type(&self) -> &'static str {
+        SET_ATTRIBUTES
+    }
+    fn target(&self) -> &str {
+        &self.id
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn attributes(&self) -> Option<&Attributes> {
+        Some(&self.attributes)
+    }
+    fn occurred_at(&self) -> Option<DateTime<Utc>> {
+        Some(self.occurred_at)
+    }
 }
 
 impl<C: CommandEnum> ErasedCommand for C {
@@ -249,7 +315,14 @@ impl<A> Default for Kind<A> {
     }
 }
 
-struct State<A>(A);
+#[derive(Clone)]
+struct State<A> {
+    aggregate: A,
+    /// Custom attributes, folded from [`ATTRIBUTES_SET`] events (no rule reads them).
+    attributes: CurrentAttributes,
+    /// Events folded so far.
+    version: u64,
+}
 
 impl<A> State<A>
 where
@@ -258,8 +331,11 @@ where
     A::Event: EventEnum,
     A::Error: Send + Sync + 'static,
 {
-    /// The events the typed aggregate decides for `command`.
+    /// The events the typed aggregate decides for `command` (none for [`SET_ATTRIBUTES`]).
     fn handle(&self, command: &dyn ErasedCommand) -> Result<Vec<A::Event>, DecideError> {
+        if command.as_any().is::<SetAttributes>() {
+            return Ok(Vec::new());
+        }
         let typed =
             command
                 .as_any()
@@ -268,9 +344,59 @@ where
                     category: A::Event::CATEGORY,
                     command: command.command_type(),
                 })?;
-        self.0
+        self.aggregate
             .handle(typed)
             .map_err(|e| DecideError::Rejected(Box::new(e)))
+    }
+
+    /// The [`ATTRIBUTES_SET`] event recording what `command`'s attributes change, after
+    /// `decided` (the command's own events).
+    fn attributes_event(
+        &self,
+        command: &dyn ErasedCommand,
+        decided: &[EncodedEvent],
+    ) -> Result<Option<(EncodedEvent, AttributesSet)>, DecideError> {
+        let Some(wanted) = command.attributes() else {
+            return Ok(None);
+        };
+        let stream = crate::aggregate::stream_id(A::Event::CATEGORY, command.target());
+        if self.version == 0 && decided.is_empty() {
+            return Err(DecideError::Rejected(Box::new(
+                AttributeError::NoSuchInstance { stream },
+            )));
+        }
+        let changes = self.attributes.changes(wanted);
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let occurred_at = decided
+            .last()
+            .map(|e| e.occurred_at)
+            .or_else(|| command.occurred_at())
+            .ok_or_else(|| {
+                DecideError::Rejected(Box::new(AttributeError::Malformed(
+                    "the command has no `occurred_at` to date its attributes with".into(),
+                )))
+            })?;
+        let event = AttributesSet {
+            attributes: changes,
+            occurred_at,
+        };
+        let payload = serde_json::to_vec(&event).map_err(|source| CodecError::Encode {
+            event_type: ATTRIBUTES_SET,
+            source,
+        })?;
+        Ok(Some((
+            EncodedEvent {
+                stream_id: stream,
+                event_type: ATTRIBUTES_SET,
+                schema_version: ATTRIBUTES_SET_VERSION,
+                occurred_at,
+                payload,
+                carries_personal_data: false,
+            },
+            event,
+        )))
     }
 }
 
@@ -294,26 +420,43 @@ where
         schema_version: u16,
         payload: &[u8],
     ) -> Result<(), FoldError> {
-        let event = A::Event::from_stored(event_type, schema_version, payload)?;
-        self.0.apply(&event);
+        if event_type == ATTRIBUTES_SET {
+            let set = attributes::decode(schema_version, payload).map_err(FoldError::Attributes)?;
+            self.attributes.apply(&set);
+        } else {
+            let event = A::Event::from_stored(event_type, schema_version, payload)?;
+            self.aggregate.apply(&event);
+        }
+        self.version += 1;
         Ok(())
     }
 
     fn decide(&self, command: &dyn ErasedCommand) -> Result<Vec<EncodedEvent>, DecideError> {
-        encode_all(&self.handle(command)?)
+        let mut decided = encode_all(&self.handle(command)?)?;
+        if let Some((event, _)) = self.attributes_event(command, &decided)? {
+            decided.push(event);
+        }
+        Ok(decided)
     }
 
     fn execute(&mut self, command: &dyn ErasedCommand) -> Result<Vec<EncodedEvent>, DecideError> {
         let events = self.handle(command)?;
-        let encoded = encode_all(&events)?;
+        let mut encoded = encode_all(&events)?;
+        let attributes = self.attributes_event(command, &encoded)?;
         for event in &events {
-            self.0.apply(event);
+            self.aggregate.apply(event);
+        }
+        self.version += u64::try_from(events.len()).unwrap_or(u64::MAX);
+        if let Some((event, set)) = attributes {
+            self.attributes.apply(&set);
+            self.version += 1;
+            encoded.push(event);
         }
         Ok(encoded)
     }
 
     fn clone_state(&self) -> Box<dyn ErasedState> {
-        Box::new(State(self.0.clone()))
+        Box::new(self.clone())
     }
 }
 
@@ -346,6 +489,20 @@ where
             command: name.to_owned(),
             fault,
         };
+        if name == SET_ATTRIBUTES {
+            let command: SetAttributes = serde_json::from_value(Value::Object(fields))
+                .map_err(|e| error(CommandFault::Fields(e)))?;
+            attributes::check(&command.attributes).map_err(|e| error(e.into()))?;
+            return Ok(Box::new(command));
+        }
+        let mut fields = fields;
+        let attributes = match fields.remove(ATTRIBUTES_FIELD) {
+            Some(value) => Some(attributes::parse(value).map_err(|e| error(e.into()))?),
+            None => None,
+        };
+        let occurred_at = fields
+            .get("occurred_at")
+            .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok());
         let given: Vec<String> = fields.keys().cloned().collect();
         let mut tagged = Map::new();
         tagged.insert(name.to_owned(), Value::Object(fields));
@@ -369,18 +526,33 @@ where
                 }));
             }
         }
-        Ok(Box::new(command))
+        Ok(match attributes {
+            Some(attributes) => Box::new(Attributed {
+                command: Box::new(command),
+                attributes,
+                occurred_at,
+            }),
+            None => Box::new(command),
+        })
     }
 
     fn new_state(&self) -> Box<dyn ErasedState> {
-        Box::new(State(A::default()))
+        Box::new(State {
+            aggregate: A::default(),
+            attributes: CurrentAttributes::default(),
+            version: 0,
+        })
     }
 
     fn command_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+        let attributes = generator.subschema_for::<Attributes>().to_value();
         A::Command::command_schemas(generator)
             .into_iter()
             .map(|(name, mut schema)| {
                 schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+                if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+                    properties.insert(ATTRIBUTES_FIELD.to_owned(), attributes.clone());
+                }
                 (name, schema)
             })
             .collect()

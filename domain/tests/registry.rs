@@ -132,3 +132,107 @@ fn every_event_type_has_a_payload_schema_naming_its_fields() {
     assert!(lead.iter().any(|f| f == "source") && lead.iter().any(|f| f == "personal"));
     assert_eq!(crm_domain::DomainEvent::payload_fields("NoSuchEvent"), None);
 }
+
+#[test]
+fn attributes_ride_on_any_command_and_change_by_their_own_command() {
+    let kind = Registry::builtin().get("account").unwrap();
+    let mut open = fields(json!({
+        "account_id": "acme", "name": "Acme", "segment": "smb", "region": "East",
+        "owner": "agent-1", "is_internal": false, "is_test": false,
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }));
+    open.insert(
+        "attributes".into(),
+        json!({"industry_code": "C25", "employees": 120, "listed": false}),
+    );
+    let mut state = kind.new_state();
+    // Attributes of an instance that does not exist are refused.
+    let early = kind
+        .parse_command(
+            "SetAttributes",
+            fields(json!({"id": "acme", "attributes": {"tier": "gold"},
+                          "occurred_at": "2026-01-02T00:00:00Z"})),
+        )
+        .unwrap();
+    let err = state.decide(early.as_ref()).unwrap_err();
+    assert!(
+        err.to_string().contains("account-acme` does not exist"),
+        "{err}"
+    );
+
+    let command = kind.parse_command("OpenAccount", open).unwrap();
+    let decided = state.execute(command.as_ref()).unwrap();
+    let types: Vec<&str> = decided.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, ["AccountOpened", "AttributesSet"]);
+    let set: Value = serde_json::from_slice(&decided[1].payload).unwrap();
+    assert_eq!(
+        set,
+        json!({"attributes": {"employees": 120, "industry_code": "C25", "listed": false},
+               "occurred_at": "2026-01-01T00:00:00Z"})
+    );
+    assert_eq!(decided[1].stream_id, "account-acme");
+
+    // Only what changes is recorded; the same values record nothing.
+    let change = |attrs: Value| {
+        kind.parse_command(
+            "SetAttributes",
+            fields(json!({"id": "acme", "attributes": attrs,
+                          "occurred_at": "2026-02-01T00:00:00Z"})),
+        )
+        .unwrap()
+    };
+    assert!(state
+        .decide(change(json!({"employees": 120})).as_ref())
+        .unwrap()
+        .is_empty());
+    let decided = state
+        .execute(change(json!({"employees": 130, "listed": null, "tier": "gold"})).as_ref())
+        .unwrap();
+    let set: Value = serde_json::from_slice(&decided[0].payload).unwrap();
+    assert_eq!(
+        set["attributes"],
+        json!({"employees": 130, "listed": null, "tier": "gold"})
+    );
+
+    // A stream with attributes folds like any other.
+    let mut folded = kind.new_state();
+    for e in state
+        .clone_state()
+        .decide(change(json!({"tier": "silver"})).as_ref())
+        .unwrap()
+    {
+        folded
+            .fold(e.event_type, e.schema_version, &e.payload)
+            .unwrap();
+    }
+    // Bad names and shapes are refused with the rule.
+    let err = kind
+        .parse_command(
+            "SetAttributes",
+            fields(json!({"id": "acme", "attributes": {"Tier": 1},
+                          "occurred_at": "2026-02-01T00:00:00Z"})),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("lower_snake_case"), "{err}");
+    let mut bad = fields(json!({"account_id": "x", "name": "X", "segment": "smb",
+        "region": "East", "owner": "a", "is_internal": false, "is_test": false,
+        "occurred_at": "2026-01-01T00:00:00Z"}));
+    bad.insert("attributes".into(), json!({"notes": {"nested": true}}));
+    let err = kind.parse_command("OpenAccount", bad).unwrap_err();
+    assert!(
+        err.to_string().contains("`attributes` must be an object"),
+        "{err}"
+    );
+    // Every command schema names the field.
+    let mut generator = schemars::SchemaGenerator::default();
+    for (name, schema) in kind.command_schemas(&mut generator) {
+        assert!(
+            schema
+                .get("properties")
+                .unwrap()
+                .get("attributes")
+                .is_some(),
+            "{name}"
+        );
+    }
+}

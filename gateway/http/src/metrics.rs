@@ -10,6 +10,8 @@
 //! ([`super::view_cache`]); an answer is kept until the head moves ([`super::answer_cache`]).
 //! Every answer names the position it read to.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -73,15 +75,17 @@ pub struct MetricParams {
     pub to: Option<DateTime<Utc>>,
     /// Period grain: `day`, `week`, `month`, `quarter`, `year` or `all` (default).
     pub period: Option<String>,
-    /// Breakdown dimensions, comma-separated (e.g. `regional_office`).
+    /// Breakdown, comma-separated: declared dimensions (e.g. `regional_office`) or
+    /// expressions of the definition language without a comma (e.g. `attr.job`).
     pub by: Option<String>,
     /// Count facts that occurred by this instant (YYYY-MM-DD or RFC 3339).
     #[serde(default, deserialize_with = "crm_app::instant::deserialize_opt")]
     pub as_of: Option<DateTime<Utc>>,
     /// Count only what the log had recorded by then: an RFC 3339 time or a log position.
     pub known_at: Option<String>,
-    /// Only facts whose dimension has this value: `DIM=VALUE`, several comma-separated (all
-    /// must hold), e.g. `regional_office=East`.
+    /// Only some facts: `DIM=VALUE`, several comma-separated (all must hold), e.g.
+    /// `regional_office=East`; or one expression of the definition language, e.g.
+    /// `attr.origin == 'API' and payload.channel != 'web'`.
     #[serde(rename = "where")]
     #[param(rename = "where")]
     pub filter: Option<String>,
@@ -121,25 +125,31 @@ impl MetricParams {
             .as_deref()
             .map(|t| parse_known_at("known_at", t))
             .transpose()?;
-        Ok(metrics::Query {
+        let mut query = metrics::Query {
             from: self.from,
             to: self.to,
             period,
             by: comma_list(self.by.as_deref()),
-            filter: comma_list(self.filter.as_deref())
-                .into_iter()
-                .map(|pair| match pair.split_once('=') {
-                    Some((dim, value)) if !dim.trim().is_empty() => {
-                        Ok((dim.trim().to_owned(), value.trim().to_owned()))
-                    }
-                    _ => Err(ApiError::BadRequest(format!(
-                        "`where` = {pair:?} is not DIM=VALUE, e.g. where=regional_office=East"
-                    ))),
-                })
-                .collect::<Result<_, _>>()?,
+            filter: BTreeMap::new(),
+            conditions: Vec::new(),
             as_of: self.as_of,
             known_at,
-        })
+        };
+        // A list of DIM=VALUE pairs, or else the whole text is one expression (which may
+        // hold commas of its own, as in `x in ['a', 'b']`).
+        let pairs = comma_list(self.filter.as_deref());
+        let all_pairs = pairs.iter().all(|p| {
+            matches!(
+                metrics::WhereClause::parse(p),
+                metrics::WhereClause::Dimension(..)
+            )
+        });
+        if all_pairs {
+            pairs.iter().for_each(|p| query.add_where(p));
+        } else if let Some(text) = self.filter.as_deref() {
+            query.conditions.push(text.trim().to_owned());
+        }
+        Ok(query)
     }
 }
 

@@ -18,7 +18,7 @@ use quick_cache::sync::Cache;
 pub const VIEWS_MAX: usize = 4;
 
 /// (log head at lookup, `as_of`, `known_at`, spec hashes of the definitions read).
-type Key = (u64, String, String, Vec<String>);
+type Key = (u64, String, String, String, Vec<String>);
 
 /// The cache of loaded views.
 pub struct ViewCache {
@@ -52,14 +52,14 @@ impl ViewCache {
             store.head().position.0,
             format!("{:?}", query.as_of),
             format!("{:?}", query.known_at),
+            // Breakdown expressions and conditions read parts of the log of their own.
+            format!("{:?} {:?}", query.by, query.conditions),
             hashes,
         );
         match self.views.get_value_or_guard_async(&key).await {
             Ok(view) => Ok(view),
             Err(guard) => {
-                let view = Arc::new(
-                    metrics::load_view(store, registry, defs, query.as_of, query.known_at).await?,
-                );
+                let view = Arc::new(metrics::load_view(store, registry, defs, query).await?);
                 let _ = guard.insert(Arc::clone(&view));
                 Ok(view)
             }

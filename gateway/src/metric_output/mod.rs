@@ -34,6 +34,8 @@ pub struct QueryFlags {
     pub known_at: Option<DateTime<Utc>>,
     /// Only facts whose dimension has this value (`--where DIM=VALUE`).
     pub filter: std::collections::BTreeMap<String, String>,
+    /// Only facts meeting these expressions (`--where "attr.origin == 'API'"`).
+    pub conditions: Vec<String>,
 }
 
 /// Which figures to print, and in which order (`--order`, `--limit`).
@@ -115,6 +117,7 @@ impl QueryFlags {
             period: self.period.unwrap_or_default(),
             by: self.by.clone(),
             filter: self.filter.clone(),
+            conditions: self.conditions.clone(),
             as_of: self.as_of,
             known_at: self.known_at.map(KnownAt::Time),
         }

@@ -127,7 +127,8 @@ pub struct QueryArgs {
     /// day, week, month, quarter, year (default: the whole range).
     #[arg(long)]
     pub period: Option<String>,
-    /// Breakdown dimensions, comma separated.
+    /// Breakdown: declared dimensions (`crm metrics dimensions ID`) or expressions such as
+    /// `attr.job`; comma separated or repeated.
     #[arg(long, value_delimiter = ',')]
     pub by: Vec<String>,
     /// Count facts that occurred by this instant (YYYY-MM-DD or RFC 3339).
@@ -136,24 +137,11 @@ pub struct QueryArgs {
     /// Count only what the log had recorded by this instant (YYYY-MM-DD or RFC 3339).
     #[arg(long, value_parser = instant)]
     pub known_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only facts whose dimension has this value: DIM=VALUE, repeatable (all must hold);
-    /// `crm metrics dimensions ID` lists the dimensions.
-    #[arg(long = "where", value_name = "DIM=VALUE", value_parser = dimension_value)]
-    pub filter: Vec<(String, String)>,
-}
-
-/// Text that is no `DIM=VALUE`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not DIM=VALUE, e.g. --where regional_office=East")]
-pub struct FilterSyntaxError(String);
-
-fn dimension_value(text: &str) -> Result<(String, String), FilterSyntaxError> {
-    match text.split_once('=') {
-        Some((dim, value)) if !dim.trim().is_empty() => {
-            Ok((dim.trim().to_owned(), value.trim().to_owned()))
-        }
-        _ => Err(FilterSyntaxError(text.to_owned())),
-    }
+    /// Only some facts, repeatable (all must hold): DIM=VALUE (a dimension's value;
+    /// `crm metrics dimensions ID` lists them) or an expression of the definition language,
+    /// e.g. "attr.origin == 'API'" or "payload.channel in ['web', 'email']".
+    #[arg(long = "where", value_name = "DIM=VALUE|EXPR")]
+    pub filter: Vec<String>,
 }
 
 impl QueryArgs {
@@ -162,6 +150,10 @@ impl QueryArgs {
     /// # Errors
     /// An unknown period grain.
     pub fn flags(&self) -> anyhow::Result<QueryFlags> {
+        let mut query = crm_metrics::Query::default();
+        for clause in &self.filter {
+            query.add_where(clause);
+        }
         Ok(QueryFlags {
             from: self.from,
             to: self.to,
@@ -169,7 +161,8 @@ impl QueryArgs {
             by: self.by.clone(),
             as_of: self.as_of,
             known_at: self.known_at,
-            filter: self.filter.iter().cloned().collect(),
+            filter: query.filter,
+            conditions: query.conditions,
         })
     }
 }

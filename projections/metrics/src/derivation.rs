@@ -148,6 +148,8 @@ pub(crate) struct Frame<'a> {
     pub periods: &'a [Period],
     pub by: &'a [String],
     pub filter: &'a BTreeMap<String, String>,
+    /// The query's own breakdown expressions and conditions.
+    pub adhoc: &'a crate::adhoc::Adhoc,
 }
 
 /// A candidate fact after selection, pick and rules.
@@ -252,19 +254,29 @@ pub(crate) fn dims_of(
     frame: &Frame<'_>,
     ev: u32,
 ) -> Result<Option<Vec<String>>, MetricError> {
-    for (dim, want) in frame.filter {
-        let e = c.dims.get(dim).ok_or_else(|| unknown_dim(dim, c))?;
-        if dim_text(&env.eval(Some(ev), e)) != *want {
+    let dim = |d: &String| {
+        c.dims
+            .get(d)
+            .or_else(|| frame.adhoc.by.get(d))
+            .ok_or_else(|| unknown_dim(d, c))
+    };
+    for (d, want) in frame.filter {
+        if dim_text(&env.eval(Some(ev), dim(d)?)) != *want {
             return Ok(None);
         }
+    }
+    if !frame
+        .adhoc
+        .conditions
+        .iter()
+        .all(|e| env.eval(Some(ev), e).truthy())
+    {
+        return Ok(None);
     }
     frame
         .by
         .iter()
-        .map(|d| {
-            let e = c.dims.get(d).ok_or_else(|| unknown_dim(d, c))?;
-            Ok(dim_text(&env.eval(Some(ev), e)))
-        })
+        .map(|d| Ok(dim_text(&env.eval(Some(ev), dim(d)?))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -280,7 +292,7 @@ fn dim_text(v: &Val<'_>) -> String {
 fn unknown_dim(dim: &str, c: &Compiled) -> MetricError {
     let known: Vec<&str> = c.dims.keys().map(String::as_str).collect();
     MetricError::Query(format!(
-        "dimension `{dim}` is not declared by this metric; it has: {}",
+        "dimension `{dim}` is not declared by this metric (or give an expression such as `attr.{dim}`); it has: {}",
         if known.is_empty() {
             "none".to_owned()
         } else {

@@ -177,14 +177,7 @@ pub async fn explain<S: EventStore>(
 ) -> Result<Explanation, MetricError> {
     check_select(query, sel)?;
     let m = registry.get(id, version)?;
-    let view = load_view(
-        store,
-        registry,
-        std::slice::from_ref(&m),
-        query.as_of,
-        query.known_at,
-    )
-    .await?;
+    let view = load_view(store, registry, std::slice::from_ref(&m), query).await?;
     explain_in(&view, registry, &m, query, sel)
 }
 
@@ -398,8 +391,12 @@ pub async fn diff<S: EventStore>(
 ) -> Result<Diff, MetricError> {
     let m = registry.get(id, version)?;
     let one = std::slice::from_ref(&m);
-    let v1 = load_view(store, registry, one, query.as_of, Some(t1)).await?;
-    let v2 = load_view(store, registry, one, query.as_of, Some(t2)).await?;
+    let at = |t: KnownAt| Query {
+        known_at: Some(t),
+        ..query.clone()
+    };
+    let v1 = load_view(store, registry, one, &at(t1)).await?;
+    let v2 = load_view(store, registry, one, &at(t2)).await?;
     if v2.mark.position < v1.mark.position {
         return Err(MetricError::Query(
             "the second `known_at` must not be before the first".into(),

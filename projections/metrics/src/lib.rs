@@ -63,6 +63,7 @@
 //! [`explain()`] with [`to_csv`], and [`diff`]; the metric catalog document is
 //! [`catalog::document`].
 
+pub mod adhoc;
 pub mod catalog;
 pub(crate) mod compile;
 pub mod definition;
@@ -85,7 +86,7 @@ pub use expr::ExprError;
 pub use period::{Grain, Period};
 pub use query::{
     compare, compare_in, evaluate, evaluate_in, load_view, Comparison, Evaluation, Figure,
-    MetricRef, Query, Status,
+    MetricRef, Query, Status, WhereClause,
 };
 pub use registry::{
     define, define_as, set_default, set_default_as, DefineOutcome, MetricSummary, RegisteredMetric,

@@ -41,18 +41,60 @@ pub struct Query {
     pub to: Option<DateTime<Utc>>,
     #[serde(default)]
     pub period: Grain,
-    /// Breakdown by these dimensions (declared by the metric's `dims`).
+    /// Breakdown by these dimensions: a name the metric's `dims` declares, or any expression
+    /// of the definition language (`attr.job`, `payload.channel`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by: Vec<String>,
     /// Only facts whose dimension has this value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub filter: BTreeMap<String, String>,
+    /// Only facts for which every one of these expressions holds
+    /// (`attr.origin == 'API'`; at most [`crate::adhoc::CONDITIONS_MAX`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
     /// Count facts that occurred by this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<Utc>>,
     /// Count only what the log had recorded by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_at: Option<KnownAt>,
+}
+
+/// One `where` clause of a query: `DIM=VALUE` (a declared dimension has this value) or an
+/// expression of the definition language that every counted fact must meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhereClause {
+    /// `region=East`: the dimension's value, compared as text.
+    Dimension(String, String),
+    /// `attr.origin == 'API'`, `payload.amount.minor_units > 100000`.
+    Condition(String),
+}
+
+impl WhereClause {
+    /// Reads a clause: a lower_snake_case name, one `=` (not `==`) and a value is a
+    /// dimension's value; anything else is an expression.
+    #[must_use]
+    pub fn parse(text: &str) -> WhereClause {
+        if let Some((name, value)) = text.split_once('=') {
+            let name = name.trim();
+            if crate::adhoc::is_dimension_name(name) && !value.starts_with('=') {
+                return WhereClause::Dimension(name.to_owned(), value.trim().to_owned());
+            }
+        }
+        WhereClause::Condition(text.trim().to_owned())
+    }
+}
+
+impl Query {
+    /// Adds a `where` clause ([`WhereClause::parse`]).
+    pub fn add_where(&mut self, text: &str) {
+        match WhereClause::parse(text) {
+            WhereClause::Dimension(d, v) => {
+                self.filter.insert(d, v);
+            }
+            WhereClause::Condition(c) => self.conditions.push(c),
+        }
+    }
 }
 
 /// Which definition a figure was computed with.
@@ -127,29 +169,26 @@ pub struct Evaluation {
     pub figures: Vec<Figure>,
 }
 
-/// Loads one view holding what all `metrics` (and their inputs) read.
+/// Loads one view holding what all `metrics` (and their inputs) read, and what `query`'s
+/// own expressions read, as of `query.as_of` / `query.known_at`.
 ///
 /// # Errors
-/// Unknown metric or a read error.
+/// Unknown metric, a bad query expression, or a read error.
 pub async fn load_view<S: EventStore>(
     store: &S,
     registry: &Registry,
     metrics: &[Arc<RegisteredMetric>],
-    as_of: Option<DateTime<Utc>>,
-    known_at: Option<KnownAt>,
+    query: &Query,
 ) -> Result<LogView, MetricError> {
     let mut req = crate::compile::Requirements::default();
     for m in metrics {
         let r = registry.requirements(m)?;
-        req.fact_types.extend(r.fact_types);
-        req.types.extend(r.types);
-        req.ref_categories.extend(r.ref_categories);
-        req.fields.extend(r.fields);
-        req.stream_attrs |= r.stream_attrs;
-        req.meta |= r.meta;
-        req.actor |= r.actor;
+        let adhoc = crate::adhoc::compile(query, &r.fact_types)?;
+        req.merge(&r);
+        req.merge(&adhoc.reads);
     }
-    LogView::load(store, &req, as_of, known_at).await
+    req.metrics.clear();
+    LogView::load(store, &req, query.as_of, query.known_at).await
 }
 
 /// Evaluates `id` (default version unless `version`) over the log.
@@ -164,14 +203,7 @@ pub async fn evaluate<S: EventStore>(
     query: &Query,
 ) -> Result<Evaluation, MetricError> {
     let m = registry.get(id, version)?;
-    let view = load_view(
-        store,
-        registry,
-        std::slice::from_ref(&m),
-        query.as_of,
-        query.known_at,
-    )
-    .await?;
+    let view = load_view(store, registry, std::slice::from_ref(&m), query).await?;
     evaluate_in(&view, registry, &m, query)
 }
 
@@ -215,11 +247,14 @@ pub(crate) fn run_in(
         };
         return Ok((ev, Computed::default(), Vec::new()));
     }
+    let adhoc = crate::adhoc::compile(query, &req.fact_types)?;
+    view.covers(&adhoc.reads)?;
     let periods = query_periods(view, query.period, query.from, query.to)?;
     let frame = Frame {
         periods: &periods,
         by: &query.by,
         filter: &query.filter,
+        adhoc: &adhoc,
     };
     let mut runner = Runner {
         view,
@@ -358,7 +393,7 @@ pub async fn compare<S: EventStore>(
         .iter()
         .map(|v| registry.get(id, Some(*v)))
         .collect::<Result<Vec<_>, _>>()?;
-    let view = load_view(store, registry, &metrics, query.as_of, query.known_at).await?;
+    let view = load_view(store, registry, &metrics, query).await?;
     compare_in(&view, registry, &metrics, query)
 }
 

@@ -107,6 +107,8 @@ pub struct LogView {
     pub now: DateTime<Utc>,
     /// Payloads that could not be decoded (kept with a null payload).
     pub undecodable: u64,
+    /// What the view was loaded to hold.
+    loaded: Requirements,
 }
 
 impl fmt::Debug for LogView {
@@ -195,12 +197,18 @@ impl LogView {
     ) -> Result<LogView, MetricError> {
         let mut fields = req.fields.clone();
         fields.extend(["is_test", "event_id"].map(String::from));
+        if req.attrs {
+            fields.insert(crm_domain::attributes::ATTRIBUTES_FIELD.to_owned());
+        }
         let keep = Keep {
             all: fields.contains("*"),
             fields: &fields,
         };
         let mut wanted: BTreeSet<&str> = req.types.iter().map(String::as_str).collect();
         wanted.extend(CORRECTION_TYPES);
+        if req.attrs {
+            wanted.insert(crm_domain::attributes::ATTRIBUTES_SET);
+        }
         let creation_categories: BTreeSet<&str> = req
             .types
             .iter()
@@ -225,6 +233,7 @@ impl LogView {
             },
             now: DateTime::<Utc>::UNIX_EPOCH,
             undecodable: 0,
+            loaded: req.clone(),
         };
         // Pages are read (and their frames decoded) on another task while this one decodes
         // payloads: two cores, one pass.
@@ -308,6 +317,43 @@ impl LogView {
         };
         view.apply_global_rules();
         Ok(view)
+    }
+
+    /// Checks that the view holds what `req` reads (a view loaded for other questions would
+    /// answer with missing values, never an error, so it is refused here).
+    ///
+    /// # Errors
+    /// [`MetricError::Query`] naming what the view lacks.
+    pub(crate) fn covers(&self, req: &Requirements) -> Result<(), MetricError> {
+        let l = &self.loaded;
+        let lacks = if req.attrs && !l.attrs {
+            Some("custom attributes".to_owned())
+        } else if req.meta && !l.meta {
+            Some("event metadata".to_owned())
+        } else if req.actor && !l.actor {
+            Some("event actors".to_owned())
+        } else if let Some(t) = req.types.iter().find(|t| !l.types.contains(*t)) {
+            Some(format!("`{t}` events"))
+        } else if let Some(c) = req
+            .ref_categories
+            .iter()
+            .find(|c| !l.ref_categories.contains(*c))
+        {
+            Some(format!("`{c}` streams"))
+        } else if l.fields.contains("*") {
+            None
+        } else {
+            req.fields
+                .iter()
+                .find(|f| !l.fields.contains(*f))
+                .map(|f| format!("payload field `{f}`"))
+        };
+        match lacks {
+            Some(what) => Err(MetricError::Query(format!(
+                "this view was loaded without {what}, which the query reads; load it for the query (load_view with the same query)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn push(

@@ -16,7 +16,9 @@ use crm_app::config::{Flags, OnError};
 use crm_app::store::{self, Create};
 use crm_eventstore::{AnyStore, EventStore};
 use crm_import::{ImportError, ImportSummary, RunOptions};
-use crm_metrics::{evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Registry};
+use crm_metrics::{
+    evaluate_in, load_view, Evaluation, ExplainSelect, MetricError, Query, Registry,
+};
 
 use crm_projections::{ProjectionError, ReadModelConfig};
 
@@ -206,7 +208,7 @@ pub async fn demo(
         .flat_map(|(_, entries)| entries.iter())
         .map(|e| registry.get(e.id, e.version))
         .collect::<Result<Vec<_>, _>>()?;
-    let view = load_view(store, &registry, &chosen, None, None).await?;
+    let view = load_view(store, &registry, &chosen, &Query::default()).await?;
     let mut scorecard = Vec::new();
     let mut metrics_iter = chosen.iter();
     for (domain, entries) in SCORECARD {

@@ -32,6 +32,8 @@ pub(crate) struct Requirements {
     pub types: BTreeSet<String>,
     pub ref_categories: BTreeSet<String>,
     pub stream_attrs: bool,
+    /// Whether custom attributes are read (the loader keeps `AttributesSet` events).
+    pub attrs: bool,
     pub meta: bool,
     /// Whether `event.actor` is read.
     pub actor: bool,
@@ -39,6 +41,22 @@ pub(crate) struct Requirements {
     pub fields: BTreeSet<String>,
     /// Other metrics this one is built from.
     pub metrics: Vec<(String, Option<u32>)>,
+}
+
+impl Requirements {
+    /// Adds what `other` reads (its fact types and metrics included).
+    pub(crate) fn merge(&mut self, other: &Requirements) {
+        self.fact_types.extend(other.fact_types.iter().cloned());
+        self.types.extend(other.types.iter().cloned());
+        self.ref_categories
+            .extend(other.ref_categories.iter().cloned());
+        self.fields.extend(other.fields.iter().cloned());
+        self.stream_attrs |= other.stream_attrs;
+        self.attrs |= other.attrs;
+        self.meta |= other.meta;
+        self.actor |= other.actor;
+        self.metrics.extend(other.metrics.iter().cloned());
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -201,7 +219,7 @@ impl Ctx<'_> {
         if let Some(v) = r.vars.iter().next() {
             return Err(DefinitionError::invalid(
                 key,
-                format!("unknown name `{v}`; paths start with payload., stream., meta., params. or event., and times are occurred_at / recorded_at"),
+                format!("unknown name `{v}`; paths start with payload., stream., attr., meta., params. or event., and times are occurred_at / recorded_at"),
             ));
         }
         if let Some(p) = r.params.iter().find(|p| !self.params.contains_key(*p)) {
@@ -217,6 +235,7 @@ impl Ctx<'_> {
         self.reads.ref_categories.extend(r.ref_categories);
         self.reads.stream |= r.stream;
         self.reads.meta |= r.meta;
+        self.reads.attrs |= r.attrs;
         self.reads.actor |= r.actor;
         self.fields_read.extend(
             r.sourced
@@ -405,7 +424,7 @@ pub(crate) fn check_type(key: &str, t: &str) -> Result<(), DefinitionError> {
 /// of `types` (the definition's event types), `stream.x` an event of their categories,
 /// `ref('c', ..).x` an event of category `c`. A definition naming no event type (built only
 /// from other metrics) reads no payload of its own.
-fn check_fields(
+pub(crate) fn check_fields(
     fields_read: &[(String, FieldSource, String)],
     types: &BTreeSet<String>,
 ) -> Result<(), DefinitionError> {
@@ -562,6 +581,7 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
         types: BTreeSet::new(),
         ref_categories: cx.reads.ref_categories.clone(),
         stream_attrs: cx.reads.stream,
+        attrs: cx.reads.attrs,
         meta: cx.reads.meta,
         actor: cx.reads.actor,
         fields: cx.reads.fields.clone(),

@@ -117,6 +117,14 @@ pub enum ExprError {
         /// The fields it takes.
         fields: &'static [&'static str],
     },
+    /// `attr` without exactly one lower_snake_case attribute name.
+    #[error(
+        "`attr` at character {at} takes one attribute name, e.g. `attr.job` (lower_snake_case)"
+    )]
+    AttributeName {
+        /// Its offset.
+        at: usize,
+    },
     /// A root (`meta`, `params`, `event`) used without a field.
     #[error("`{name}` at character {at} needs a field, e.g. `{name}.x`")]
     FieldNeeded {
@@ -174,7 +182,8 @@ impl ExprError {
             | ExprError::Expected { at, .. }
             | ExprError::FieldNameExpected { at }
             | ExprError::EventField { at, .. }
-            | ExprError::FieldNeeded { at, .. } => Some(*at),
+            | ExprError::FieldNeeded { at, .. }
+            | ExprError::AttributeName { at } => Some(*at),
         }
     }
 }

@@ -105,6 +105,36 @@ fn walk<'a>(mut v: &'a Value, fields: &[String]) -> Val<'a> {
     json(v)
 }
 
+/// Custom attribute `name` of stream `s`: the value of its last change at or before `at`,
+/// else (set only later) the first value it was given; `Null` when never set or removed.
+fn attribute<'a>(view: &'a LogView, s: u32, name: &str, at: DateTime<Utc>) -> Val<'a> {
+    let (Some(info), Some(ty)) = (
+        view.stream(s),
+        view.type_id(crm_domain::attributes::ATTRIBUTES_SET),
+    ) else {
+        return Val::Null;
+    };
+    let mut first: Option<&Value> = None;
+    let mut current: Option<&Value> = None;
+    for e in info.events.iter().filter_map(|i| view.ev(*i)) {
+        if e.ty != ty {
+            continue;
+        }
+        let Some(v) = e
+            .payload
+            .get(crm_domain::attributes::ATTRIBUTES_FIELD)
+            .and_then(|a| a.get(name))
+        else {
+            continue;
+        };
+        first.get_or_insert(v);
+        if e.occurred_at <= at {
+            current = Some(v);
+        }
+    }
+    current.or(first).map_or(Val::Null, json)
+}
+
 /// What an expression is evaluated against.
 pub(crate) struct Env<'a> {
     pub view: &'a LogView,
@@ -162,6 +192,9 @@ impl<'a> Env<'a> {
             Root::Payload => walk(&fact.payload, fields),
             Root::Meta => walk(&fact.meta, fields),
             Root::Params => fields.first().map_or(Val::Null, |p| self.param(p)),
+            Root::Attr => fields.first().map_or(Val::Null, |name| {
+                attribute(view, fact.stream, name, fact.occurred_at)
+            }),
             Root::Stream => view
                 .stream(fact.stream)
                 .and_then(|s| s.creation)
@@ -224,6 +257,12 @@ impl<'a> Env<'a> {
                 let Some(info) = view.stream(stream) else {
                     return Val::Null;
                 };
+                if first == "attr" {
+                    return match rest {
+                        [name] => attribute(view, stream, name, at),
+                        _ => Val::Null,
+                    };
+                }
                 if first == "created" {
                     return info
                         .creation

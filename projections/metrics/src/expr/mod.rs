@@ -11,6 +11,8 @@
 //! Paths: `payload.a.b` (the decoded, upcast payload of the fact), `stream.x` (the payload
 //! of the stream's creation event), `meta.x` (the event's metadata JSON), `params.x` (the
 //! definition's constants), `event.type|stream|category|position|version|id|actor`,
+//! `attr.x` (the custom attribute `x` of the fact's stream, as it was at the fact's time; see
+//! `crm_domain::attributes`; `ref(..).attr.x` reads another stream's),
 //! `occurred_at`, `recorded_at`, `now` (the instant the view is read at: `as_of`, the
 //! `known_at` instant, or the last `recorded_at`). Literals: numbers, `'text'`, `true`, `false`, `null`,
 //! lists `[..]`, durations `30d`, `12h`, `15m`, `10s`, `2w` (in seconds). Operators by
@@ -60,6 +62,8 @@ pub(crate) enum Root {
     Meta,
     Params,
     Event,
+    /// `attr.x`: a custom attribute of the fact's stream.
+    Attr,
 }
 
 /// Binary operators.
@@ -123,6 +127,8 @@ pub(crate) struct Reads {
     pub stream: bool,
     /// Whether `meta.` is read.
     pub meta: bool,
+    /// Whether custom attributes (`attr.x`, `ref(..).attr.x`) are read.
+    pub attrs: bool,
     /// Whether `event.actor` is read.
     pub actor: bool,
     /// Bare names (inputs of derived metrics).
@@ -162,6 +168,7 @@ impl Expr {
                     }
                 }
                 Root::Meta => out.meta = true,
+                Root::Attr => out.attrs = true,
                 Root::Params => {
                     if let Some(first) = fields.first() {
                         out.params.insert(first.clone());
@@ -182,6 +189,9 @@ impl Expr {
             }
             Expr::Get(e, fields) => {
                 match (e.as_ref(), fields.as_slice()) {
+                    (Expr::Call(name, _), [first, ..]) if name == "ref" && first == "attr" => {
+                        out.attrs = true;
+                    }
                     (Expr::Call(name, args), [first, second, ..])
                         if name == "ref" && first == "created" =>
                     {

@@ -414,6 +414,7 @@ impl Parser {
             "meta" => Some(Root::Meta),
             "params" => Some(Root::Params),
             "event" => Some(Root::Event),
+            "attr" => Some(Root::Attr),
             _ => None,
         };
         if let Some(root) = root {
@@ -430,6 +431,12 @@ impl Parser {
                             fields: EVENT_FIELDS,
                         })
                     }
+                }
+            }
+            if root == Root::Attr {
+                match fields.as_slice() {
+                    [f] if crm_domain::attributes::valid_name(f) => {}
+                    _ => return Err(ExprError::AttributeName { at: pos }),
                 }
             }
             if fields.is_empty() && root != Root::Payload && root != Root::Stream {

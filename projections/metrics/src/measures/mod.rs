@@ -181,6 +181,7 @@ impl Runner<'_> {
                 periods: &shifted,
                 by: frame.by,
                 filter: frame.filter,
+                adhoc: frame.adhoc,
             };
             let mut out = self.run(&m, &sub)?;
             let tag: Arc<str> = Arc::from(name.as_str());

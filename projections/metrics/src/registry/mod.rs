@@ -327,13 +327,9 @@ impl Registry {
             }
             seen.push(key);
             let r = &m.compiled.reads;
-            out.fact_types.extend(r.fact_types.iter().cloned());
-            out.types.extend(r.types.iter().cloned());
-            out.ref_categories.extend(r.ref_categories.iter().cloned());
-            out.fields.extend(r.fields.iter().cloned());
-            out.stream_attrs |= r.stream_attrs;
-            out.meta |= r.meta;
-            out.actor |= r.actor;
+            let mut own = r.clone();
+            own.metrics.clear();
+            out.merge(&own);
             todo.extend(r.metrics.iter().cloned());
         }
         Ok(out)

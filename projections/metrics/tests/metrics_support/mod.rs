@@ -112,6 +112,28 @@ impl Log {
         positions
     }
 
+    /// Records custom attributes (an `AttributesSet` event) on `stream`.
+    pub async fn set_attributes(&mut self, stream: &str, attributes: serde_json::Value, at: &str) {
+        self.seq += 1;
+        let payload = serde_json::json!({ "attributes": attributes, "occurred_at": t(at) });
+        let proposed = ProposedEvent {
+            event_id: EventId(Uuid::from_u128(self.seq)),
+            event_type: crm_domain::attributes::ATTRIBUTES_SET.to_owned(),
+            schema_version: crm_domain::attributes::ATTRIBUTES_SET_VERSION,
+            occurred_at: t(at),
+            causation_id: None,
+            correlation_id: None,
+            actor: "test".into(),
+            metadata: Vec::new(),
+            payload: serde_json::to_vec(&payload).unwrap(),
+        };
+        let stream = StreamId::new(stream).unwrap();
+        self.store
+            .append(&stream, ExpectedVersion::Any, vec![proposed])
+            .await
+            .unwrap();
+    }
+
     /// Every recorded event.
     pub async fn all(&self) -> Vec<RecordedEvent> {
         self.store
