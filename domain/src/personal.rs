@@ -69,6 +69,14 @@ pub struct PersonalData {
     pub phone: Option<String>,
 }
 
+/// Reads a command's `personal` that may be `null` (nothing known) as empty personal data.
+///
+/// # Errors
+/// As deserializing [`PersonalData`].
+pub(crate) fn or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PersonalData, D::Error> {
+    Ok(Option::<PersonalData>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A data subject's category, the command that erases one, and the event it records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubjectKind {

@@ -497,8 +497,8 @@ where
         }
         let mut fields = fields;
         let attributes = match fields.remove(ATTRIBUTES_FIELD) {
+            None | Some(Value::Null) => None,
             Some(value) => Some(attributes::parse(value).map_err(|e| error(e.into()))?),
-            None => None,
         };
         let occurred_at = fields
             .get("occurred_at")

@@ -51,6 +51,8 @@ pub struct CaptureLead {
     pub region: Option<Label>,
     /// The customer account that referred the lead.
     pub referred_by: Option<AccountId>,
+    /// The lead's name, email and phone, when known (absent or `null`: none).
+    #[serde(default, deserialize_with = "crate::personal::or_none")]
     pub personal: PersonalData,
     pub is_test: bool,
     pub occurred_at: DateTime<Utc>,
@@ -312,12 +314,16 @@ impl Lead {
                 id: c.lead_id.clone(),
             });
         }
-        c.personal
-            .validate()
-            .map_err(|source| LeadError::PersonalData {
-                id: c.lead_id.clone(),
-                source,
-            })?;
+        // An anonymous lead (an export without names) records no personal data at all.
+        let anonymous = c.personal == PersonalData::default();
+        if !anonymous {
+            c.personal
+                .validate()
+                .map_err(|source| LeadError::PersonalData {
+                    id: c.lead_id.clone(),
+                    source,
+                })?;
+        }
         Ok(vec![LeadCaptured {
             lead_id: c.lead_id.clone(),
             source: c.source.clone(),
@@ -327,7 +333,7 @@ impl Lead {
             industry: c.industry.clone(),
             region: c.region.clone(),
             referred_by: c.referred_by.clone(),
-            personal: Some(c.personal.clone()),
+            personal: (!anonymous).then(|| c.personal.clone()),
             is_test: c.is_test,
             occurred_at: c.occurred_at,
         }

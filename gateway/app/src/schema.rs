@@ -3,6 +3,9 @@
 //! personal. `crm schema [TYPE]` prints it, `GET /v1/schema` serves it; mapping and definition
 //! authors read it, and the checks of metric definitions use the same event schemas.
 
+use crm_domain::attributes::{
+    AttributesSet, SetAttributes, ATTRIBUTES_SET, ATTRIBUTES_SET_VERSION, SET_ATTRIBUTES,
+};
 use crm_domain::{DomainEvent, Registry, PERSONAL_DATA_FIELD};
 use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
@@ -147,6 +150,28 @@ pub fn catalog(registry: &Registry) -> Vec<TypeSchema> {
                 schema: schema.to_value(),
             });
         }
+        // Custom attributes: every aggregate takes the command, and records the event.
+        let mut set = generator.root_schema_for::<SetAttributes>();
+        set.insert("additionalProperties".into(), Value::Bool(false));
+        set.insert("title".into(), Value::from(SET_ATTRIBUTES));
+        out.push(TypeSchema {
+            name: SET_ATTRIBUTES.to_owned(),
+            kind: TypeKind::Command,
+            aggregate: kind.category().to_owned(),
+            schema_version: None,
+            personal_fields: Vec::new(),
+            schema: set.to_value(),
+        });
+        let mut recorded = generator.root_schema_for::<AttributesSet>();
+        recorded.insert("title".into(), Value::from(ATTRIBUTES_SET));
+        out.push(TypeSchema {
+            name: ATTRIBUTES_SET.to_owned(),
+            kind: TypeKind::Event,
+            aggregate: kind.category().to_owned(),
+            schema_version: Some(ATTRIBUTES_SET_VERSION),
+            personal_fields: Vec::new(),
+            schema: recorded.to_value(),
+        });
     }
     out
 }

@@ -7,6 +7,7 @@
 //! type's schema (upcasting old versions); a line with `stream_version` must land at exactly
 //! that version of its stream.
 
+use crm_domain::attributes::ATTRIBUTES_SET;
 use std::path::Path;
 
 use crm_app::envelope::{unhex, EventLineIn};
@@ -92,19 +93,35 @@ fn event(line: &str) -> Result<Unit, LineError> {
     let stream = StreamId::new(parsed.stream_id).map_err(|e| field("stream_id", e.to_string()))?;
     let payload = bytes("payload", parsed.payload, parsed.payload_hex)?;
     let metadata = bytes("metadata", parsed.metadata, parsed.metadata_hex)?;
-    let decoded = DomainEvent::from_payload(&parsed.event_type, parsed.schema_version, &payload)
-        .map_err(|e| field("payload", e.to_string()))?;
-    if decoded.stream_id() != stream.as_str() {
-        return Err(field(
-            "stream_id",
-            format!(
-                "a `{}` event of `{}` belongs to stream `{}`, not `{stream}`",
-                parsed.event_type,
-                decoded.aggregate_id(),
-                decoded.stream_id()
-            ),
-        ));
-    }
+    let (event_type, carries_personal_data) = if parsed.event_type == ATTRIBUTES_SET {
+        // Custom attributes belong to any aggregate's stream.
+        crm_domain::attributes::decode(parsed.schema_version, &payload)
+            .map_err(|e| field("payload", e.to_string()))?;
+        let category = stream.as_str().split('-').next().unwrap_or_default();
+        if crm_domain::Registry::builtin().get(category).is_none() {
+            return Err(field(
+                "stream_id",
+                format!("`{ATTRIBUTES_SET}` belongs to an aggregate's stream, and `{category}` is no aggregate"),
+            ));
+        }
+        (ATTRIBUTES_SET, false)
+    } else {
+        let decoded =
+            DomainEvent::from_payload(&parsed.event_type, parsed.schema_version, &payload)
+                .map_err(|e| field("payload", e.to_string()))?;
+        if decoded.stream_id() != stream.as_str() {
+            return Err(field(
+                "stream_id",
+                format!(
+                    "a `{}` event of `{}` belongs to stream `{}`, not `{stream}`",
+                    parsed.event_type,
+                    decoded.aggregate_id(),
+                    decoded.stream_id()
+                ),
+            ));
+        }
+        (decoded.event_type(), decoded.carries_personal_data())
+    };
     let expect = match parsed.stream_version {
         Some(0) => return Err(field("stream_version", "stream versions start at 1")),
         Some(v) => Expect::Exact(v - 1),
@@ -118,11 +135,11 @@ fn event(line: &str) -> Result<Unit, LineError> {
             event: proposed_event(
                 EncodedEvent {
                     stream_id: stream.to_string(),
-                    event_type: decoded.event_type(),
+                    event_type,
                     schema_version: parsed.schema_version,
                     occurred_at: parsed.occurred_at,
                     payload,
-                    carries_personal_data: decoded.carries_personal_data(),
+                    carries_personal_data,
                 },
                 EventId(parsed.event_id),
                 &Provenance {

@@ -78,6 +78,10 @@ pub struct CommandSpec {
     pub fields: BTreeMap<String, FieldSpec>,
     /// Only rows that pass these conditions make this command (see [`Condition`]).
     pub when: Option<When>,
+    /// With `group_by`: only the group's rows that pass these conditions make elements of
+    /// the `list[].field` fields (an invoice's priced lines); a group with none makes no
+    /// command.
+    pub elements_when: Option<When>,
 }
 
 /// Type of a mapped value.
@@ -89,6 +93,8 @@ pub enum FieldType {
     String,
     /// Whole number.
     Int,
+    /// Any number, kept as written (`2.5`, `-3`, `1e3`); for custom attributes.
+    Number,
     /// Boolean.
     Bool,
     /// Calendar date (`YYYY-MM-DD` in JSON).
@@ -128,6 +134,12 @@ pub struct FieldSpec {
     /// Blank cells become `null` instead of an error.
     #[serde(default)]
     pub optional: bool,
+    /// The text a blank cell is read as (before `map` and the conversion), e.g.
+    /// `default = "unknown"`; a blank cell is otherwise an error unless `optional`.
+    pub default: Option<String>,
+    /// Cell texts that mean "no value" and are read as blank (placeholders such as
+    /// `Select` or `N/A`), then as `optional` says.
+    pub blank_values: Option<Vec<String>>,
     /// Source value → domain value, applied before the conversion.
     pub map: Option<BTreeMap<String, String>>,
     /// With `map`: values it does not list pass unchanged (default: they are an error).
@@ -255,7 +267,7 @@ pub fn plan_with_log(
         };
         let mut fields = Vec::new();
         let fixed = [
-            (format!("{}_id", command.aggregate), &command.id),
+            (id_field(command), &command.id),
             ("occurred_at".to_owned(), &command.occurred_at),
         ];
         let named = command.fields.iter().map(|(k, v)| (k.clone(), v));
@@ -314,7 +326,13 @@ pub fn plan_with_log(
             .map(|when| Guard::resolve(when, &format!("commands[{i}].when"), &file))
             .transpose()
             .map_err(|e| guard_error(&mapping_file, e))?;
-        commands.push((command, kind, fields, guard));
+        let elements = command
+            .elements_when
+            .as_ref()
+            .map(|w| Guard::resolve(w, &format!("commands[{i}].elements_when"), &file))
+            .transpose()
+            .map_err(|e| guard_error(&mapping_file, e))?;
+        commands.push((command, kind, fields, guard, elements));
     }
     let key_column = match &spec.key_column {
         Some(col) => Some(file.column(col)?),
@@ -381,19 +399,28 @@ pub fn plan_with_log(
             }
             let mut overlay = States::default();
             let mut events: Vec<EncodedEvent> = Vec::new();
-            for (command, kind, fields, guard) in &commands {
+            for (command, kind, fields, guard, elements) in &commands {
                 if let Some(guard) = guard {
                     if !guard.admits(&row)? {
                         continue;
                     }
+                }
+                let mut members = Vec::with_capacity(group.len());
+                for (num, r) in group.iter() {
+                    if elements.as_ref().map_or(Ok(true), |e| e.admits(r))? {
+                        members.push((*num, *r));
+                    }
+                }
+                if members.is_empty() {
+                    continue;
                 }
                 let mut body = Map::new();
                 let mut id = String::new();
                 for (n, field) in fields.iter().enumerate() {
                     // `lines[].product`: one list element per row of the group.
                     if let Some((list, sub)) = field.name.split_once("[].") {
-                        let mut items = Vec::with_capacity(group.len());
-                        for (num, r) in group.iter() {
+                        let mut items = Vec::with_capacity(members.len());
+                        for (num, r) in &members {
                             let mut element = Map::new();
                             insert_path(&mut element, sub, convert(r, *num, field)?);
                             items.push(element);
@@ -495,6 +522,16 @@ fn null_empty_objects(body: &mut Map<String, Value>) {
     }
 }
 
+/// The field of a command's body that holds its aggregate's id: `{aggregate}_id`, or `id`
+/// for `SetAttributes`, which every aggregate takes.
+fn id_field(command: &CommandSpec) -> String {
+    if command.command == crm_domain::attributes::SET_ATTRIBUTES {
+        "id".to_owned()
+    } else {
+        format!("{}_id", command.aggregate)
+    }
+}
+
 /// Checks `spec` against the schema of the commands it names, before any row is read:
 /// every aggregate and command exists, every field is a field of its command, no required
 /// field is left out, and every constant or `map` target of an enum field is one of its
@@ -547,7 +584,7 @@ fn check_against_schema(
             }
         }
         let fields = crm_app::schema::fields(&schema.schema);
-        let id_field = format!("{}_id", command.aggregate);
+        let id_field = id_field(command);
         let given: Vec<&str> = command
             .fields
             .keys()
@@ -560,6 +597,15 @@ fn check_against_schema(
                 None => (full.clone(), None),
             };
             let name = &name;
+            if name == crm_domain::attributes::ATTRIBUTES_FIELD {
+                let attribute = sub.unwrap_or_default();
+                if !crm_domain::attributes::valid_name(attribute) {
+                    return Err(bad(format!(
+                        "{at}.fields.{full}: name a custom attribute as `attributes.NAME`, NAME in lower_snake_case (a-z, 0-9, _), e.g. `attributes.lead_origin`"
+                    )));
+                }
+                continue;
+            }
             if let (Some(sub), Some(parent)) = (
                 sub,
                 schema
@@ -649,12 +695,25 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
         }
     };
     let (raw, index) = match &field.source {
-        Source::Column(index) => match row.opt(*index) {
-            Some(v) => (v.to_owned(), *index),
+        Source::Column(index) => match row
+            .opt(*index)
+            .filter(|v| {
+                !spec
+                    .blank_values
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(|p| p == v))
+            })
+            .map(str::to_owned)
+            .or_else(|| spec.default.clone())
+        {
+            Some(v) => (v, *index),
             None if spec.optional => return Ok(Value::Null),
             None => return Err(blank(Some(*index))),
         },
-        Source::Template(template) => match template.render(row, number) {
+        Source::Template(template) => match template
+            .render(row, number)
+            .or_else(|| spec.default.clone())
+        {
             Some(text) => (text, template.first_column().unwrap_or(0)),
             None if spec.optional => return Ok(Value::Null),
             None => return Err(blank(template.first_column())),
@@ -717,6 +776,9 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
     let overflow = || err(format!("`{}` times {factor} is too large", field.name));
     match spec.kind {
         FieldType::String => Ok(Value::String(text)),
+        FieldType::Number => serde_json::from_str::<serde_json::Number>(&text)
+            .map(Value::Number)
+            .map_err(|_| err(format!("{text:?} is not a number"))),
         FieldType::Int => text
             .parse::<i64>()
             .map_err(|_| err(format!("{text:?} is not a whole number")))?
@@ -752,7 +814,16 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
                 } else {
                     "%Y-%m-%dT%H:%M:%S"
                 });
-            let instant = NaiveDateTime::parse_from_str(&text, format)
+            // Without a format, an RFC 3339 instant with its offset is read as well.
+            let rfc3339 = spec
+                .format
+                .is_none()
+                .then(|| chrono::DateTime::parse_from_rfc3339(&text).ok())
+                .flatten()
+                .map(|t| t.naive_utc());
+            let instant = rfc3339
+                .ok_or(())
+                .or_else(|()| NaiveDateTime::parse_from_str(&text, format))
                 .or_else(|_| {
                     NaiveDate::parse_from_str(&text, format)
                         .map(|d| d.and_time(chrono::NaiveTime::MIN))
