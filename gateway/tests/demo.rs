@@ -73,6 +73,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         ("maven-crm", 23_980),
         ("telco-churn", 22_998),
         ("helpdesk", 15_639),
+        ("leads", 25_602),
     ] {
         let line = line_with(&first, set);
         assert!(
@@ -87,7 +88,20 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
     assert!(line_with(&first, "sales.win_rate ").contains("4238 / 6711"));
     assert!(line_with(&first, "sales.avg_deal_size").contains("USD 2360.91"));
     assert!(line_with(&first, "sales.cycle_duration").contains("51.78 d"));
-    assert!(line_with(&first, "marketing.new_leads").contains("no data: needs LeadCaptured"));
+    // The leads export (SOURCE.md): 9,240 leads, 3,561 converted = 38.54 %; by origin, a
+    // custom attribute asked at query time: Lead Add Form 92.48 % of 718.
+    assert!(line_with(&first, "marketing.new_leads").contains(" 9240 "));
+    let conversion = line_with(&first, "marketing.lead_conversion_rate ");
+    assert!(
+        conversion.contains("38.54%") && conversion.contains("3561 / 9240"),
+        "{conversion}"
+    );
+    let add_form = line_with(&first, "Lead Add Form");
+    assert!(
+        add_form.contains("92.48%") && add_form.contains("(718 leads)"),
+        "{add_form}"
+    );
+    assert!(!first.contains("no data"), "{first}");
     // Helpdesk (SOURCE.md): 3,804 cases, 974 closed on the day opened = 25.60 %; the cases
     // opened figure leaves out the 236 closed as invalid, and says so.
     let same_day = line_with(&first, "service.cases_closed_same_day");
@@ -124,13 +138,14 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("crm verify --anchor "))
         .expect("the demo prints an anchor");
-    assert!(anchor.starts_with("62617:"), "{anchor}");
+    assert!(anchor.starts_with("88219:"), "{anchor}");
 
     let second = demo(dir);
     for (set, events) in [
         ("maven-crm", 23_980),
         ("telco-churn", 22_998),
         ("helpdesk", 15_639),
+        ("leads", 25_602),
     ] {
         let line = line_with(&second, set);
         assert!(
@@ -138,7 +153,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
             "{line}"
         );
     }
-    assert!(line_with(&second, "demo done").contains("62617 records"));
+    assert!(line_with(&second, "demo done").contains("88219 records"));
     // Same log, same figures.
     assert_eq!(
         line_with(&first, "sales.win_rate "),
@@ -151,5 +166,5 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{stdout}");
-    assert!(stdout.contains("anchor 62617 ok"), "{stdout}");
+    assert!(stdout.contains("anchor 88219 ok"), "{stdout}");
 }

@@ -53,7 +53,15 @@ impl ViewCache {
             format!("{:?}", query.as_of),
             format!("{:?}", query.known_at),
             // Breakdown expressions and conditions read parts of the log of their own.
-            format!("{:?} {:?}", query.by, query.conditions),
+            format!(
+                "{:?} {:?}",
+                query
+                    .by
+                    .iter()
+                    .filter(|b| !metrics::adhoc::is_dimension_name(b))
+                    .collect::<Vec<_>>(),
+                query.conditions
+            ),
             hashes,
         );
         match self.views.get_value_or_guard_async(&key).await {

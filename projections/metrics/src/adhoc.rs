@@ -76,7 +76,12 @@ pub(crate) fn compile(query: &Query, fact_types: &BTreeSet<String>) -> Result<Ad
         out.by.insert(text.clone(), e);
     }
     for text in &query.conditions {
-        let e = compiled(&format!("where {text:?}"), text)?;
+        let e = compiled(&format!("where {text:?}"), text).map_err(|e| {
+            MetricError::Query(format!(
+                "{}; a where clause is DIM=VALUE (a dimension's value) or an expression such as attr.origin == 'API'",
+                e.to_string().trim_start_matches("query: ")
+            ))
+        })?;
         out.conditions.push(e);
     }
     let mut types = fact_types.clone();

@@ -48,6 +48,9 @@ pub enum DemoError {
     Output(#[from] std::io::Error),
 }
 
+/// The custom attribute the demo breaks lead conversion down by.
+const BY_ORIGIN: &str = "attr.lead_origin";
+
 /// Where the bundled data sets live in a checkout.
 #[must_use]
 pub fn default_bundle() -> PathBuf {
@@ -168,6 +171,14 @@ pub async fn demo(
             "helpdesk",
             crm_import::helpdesk::plan(&bundle.join("helpdesk/helpdesk.csv"))?,
         ),
+        // An export without an importer of its own: its mapping file is all it needs.
+        (
+            "leads",
+            crm_import::mapping::plan(
+                &bundle.join("leads/Leads.csv"),
+                &bundle.join("leads/mapping.toml"),
+            )?,
+        ),
     ];
     let mut imports = Vec::new();
     for (name, plan) in plans {
@@ -219,6 +230,33 @@ pub async fn demo(
             writeln!(out, "     {}", scorecard_line(&ev))?;
             scorecard.push(ev);
         }
+    }
+    // A question asked at query time, over a custom attribute the leads' mapping set.
+    let by_origin = Query {
+        by: vec![BY_ORIGIN.to_owned()],
+        ..Query::default()
+    };
+    let lead_conversion = registry.get("marketing.lead_conversion_rate", None)?;
+    let origin_view = load_view(
+        store,
+        &registry,
+        std::slice::from_ref(&lead_conversion),
+        &by_origin,
+    )
+    .await?;
+    let ev = evaluate_in(&origin_view, &registry, &lead_conversion, &by_origin)?;
+    writeln!(
+        out,
+        "   marketing.lead_conversion_rate --by {BY_ORIGIN} (asked at query time, no new definition)"
+    )?;
+    for f in &ev.figures {
+        writeln!(
+            out,
+            "     {:<28} {:>8}  ({} leads)",
+            f.dims.get(BY_ORIGIN).map_or("", String::as_str),
+            f.display,
+            f.included
+        )?;
     }
     let mark = &view.mark;
     writeln!(

@@ -53,7 +53,6 @@ pub const SCORECARD: &[(&str, &[ScoreEntry])] = &[
         &[
             all("marketing.new_leads"),
             all("marketing.lead_conversion_rate"),
-            all("marketing.campaigns"),
         ],
     ),
     (
