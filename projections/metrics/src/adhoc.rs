@@ -88,16 +88,6 @@ pub(crate) fn compile(query: &Query, fact_types: &BTreeSet<String>) -> Result<Ad
     types.extend(cx.reads.types.iter().cloned());
     compile::check_fields(&cx.fields_read, &types)
         .map_err(|e| MetricError::Query(e.to_string()))?;
-    out.reads = Requirements {
-        fact_types: BTreeSet::new(),
-        types: cx.reads.types.clone(),
-        ref_categories: cx.reads.ref_categories.clone(),
-        stream_attrs: cx.reads.stream,
-        attrs: cx.reads.attrs,
-        meta: cx.reads.meta,
-        actor: cx.reads.actor,
-        fields: cx.reads.fields.clone(),
-        metrics: Vec::new(),
-    };
+    out.reads = cx.requirements();
     Ok(out)
 }

@@ -208,6 +208,24 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// What the expressions and type lists compiled so far read from the log (no fact
+    /// types, no input metrics: the caller adds those).
+    pub(crate) fn requirements(&self) -> Requirements {
+        let mut types = self.types.clone();
+        types.extend(self.reads.types.iter().cloned());
+        Requirements {
+            fact_types: BTreeSet::new(),
+            types,
+            ref_categories: self.reads.ref_categories.clone(),
+            stream_attrs: self.reads.stream,
+            attrs: self.reads.attrs,
+            meta: self.reads.meta,
+            actor: self.reads.actor,
+            fields: self.reads.fields.clone(),
+            metrics: Vec::new(),
+        }
+    }
+
     pub(crate) fn expr(&mut self, key: &str, text: &str) -> Result<Expr, DefinitionError> {
         let e = expr::parse(text).map_err(|reason| DefinitionError::Expression {
             key: key.to_owned(),
@@ -576,20 +594,8 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
     let rules = cx.rules("exclude", &def.exclude)?;
     let m = &def.measure;
     let measure = measure::measure(&mut cx, def, m)?;
-    let mut reads = Requirements {
-        fact_types: BTreeSet::new(),
-        types: BTreeSet::new(),
-        ref_categories: cx.reads.ref_categories.clone(),
-        stream_attrs: cx.reads.stream,
-        attrs: cx.reads.attrs,
-        meta: cx.reads.meta,
-        actor: cx.reads.actor,
-        fields: cx.reads.fields.clone(),
-        metrics: Vec::new(),
-    };
+    let mut reads = cx.requirements();
     reads.fact_types = fact_types(&measure, &mut reads.metrics);
-    reads.types = cx.types.clone();
-    reads.types.extend(cx.reads.types.iter().cloned());
     check_fields(&cx.fields_read, &reads.types)?;
     Ok(Compiled {
         time,
