@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use crm_domain::aggregates::order::*;
-use crm_domain::values::{InvoiceId, MoneyError, OrderId, SalesChannel};
+use crm_domain::values::{InvoiceId, MoneyError, OrderId, SalesChannel, ID_LEN_MAX_BYTES};
 
 fn oid() -> OrderId {
     id("ORD-1")
@@ -163,6 +163,62 @@ fn an_order_needs_lines_with_a_quantity() {
     given_nothing::<Order>()
         .when(zero)
         .then_err(|e| matches!(e, OrderError::ZeroQuantity { line: 2, .. }));
+}
+
+#[test]
+fn a_long_order_records_its_lines_over_several_events() {
+    // 450 lines: OrderPlaced with the first 200 and the total of all, then 200 and 50 more.
+    let mut long = place_cmd();
+    long.lines = (1..=450).map(|i| line(i * 100)).collect();
+    let events = given_nothing::<Order>().when(long.clone()).then_ok();
+    assert_eq!(events.len(), 3);
+    let OrderEvent::OrderPlaced(head) = &events[0] else {
+        panic!("first event {:?}", events[0]);
+    };
+    assert_eq!(head.lines.len(), ORDER_LINES_PER_EVENT);
+    assert_eq!(head.total, eur((1..=450).map(|i| i * 100).sum()));
+    let mut recorded = head.lines.clone();
+    for event in &events[1..] {
+        let OrderEvent::OrderLinesRecorded(more) = event else {
+            panic!("continuation {event:?}");
+        };
+        assert_eq!(
+            (&more.order_id, more.occurred_at),
+            (&long.order_id, long.occurred_at)
+        );
+        recorded.extend(more.lines.iter().cloned());
+    }
+    assert_eq!(recorded, long.lines, "every line once, in order");
+    // Invoicing and paying work on the whole total.
+    let state = given_nothing::<Order>().when(long).then(events);
+    assert!(state.paid().is_some());
+
+    let mut too_long = place_cmd();
+    too_long.lines = vec![line(100); ORDER_LINES_MAX + 1];
+    let message = given_nothing::<Order>().when(too_long).then_err(
+        |e| matches!(e, OrderError::LineCount { lines, .. } if *lines == ORDER_LINES_MAX + 1),
+    );
+    assert!(message.contains("10000"), "{message}");
+}
+
+#[test]
+fn the_largest_order_event_stays_under_the_log_event_bound() {
+    // The log refuses an event over 64 KiB (payload, metadata, type and actor): a full
+    // event of lines with the longest ids and the widest amounts leaves 4 KiB for the rest.
+    let widest = OrderLine {
+        product: id(&"P".repeat(ID_LEN_MAX_BYTES)),
+        quantity: u32::MAX,
+        amount: eur(i64::MAX / 1_000_000),
+        cost: Some(eur(i64::MAX / 1_000_000)),
+    };
+    let mut order = place_cmd();
+    order.order_id = id(&"O".repeat(ID_LEN_MAX_BYTES));
+    order.account_id = id(&"A".repeat(ID_LEN_MAX_BYTES));
+    order.lines = vec![widest; ORDER_LINES_PER_EVENT * 2];
+    for event in given_nothing::<Order>().when(order).then_ok() {
+        let payload = crm_domain::DomainEvent::from(event).to_payload().unwrap();
+        assert!(payload.len() <= 60 * 1024, "{} bytes", payload.len());
+    }
 }
 
 #[test]

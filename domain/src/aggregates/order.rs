@@ -18,8 +18,15 @@ use crate::values::{
     ProductId, SalesChannel,
 };
 
-/// Most lines accepted on one order.
-pub const ORDER_LINES_MAX: usize = 1_000;
+/// Most lines accepted on one order (a wholesale invoice can run past a thousand lines: the
+/// UCI retail export has one of 1,114).
+pub const ORDER_LINES_MAX: usize = 10_000;
+
+/// Most lines one event records. An event must stay small (the log caps one at 64 KiB), so
+/// [`OrderPlaced`] records the first lines of a longer order and [`OrderLinesRecorded`]
+/// events, decided and appended with it, the rest: 200 lines of the longest ids and amounts
+/// take about 40 KiB.
+pub const ORDER_LINES_PER_EVENT: usize = 200;
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -115,13 +122,27 @@ command_enum! {
 pub struct OrderPlaced {
     pub order_id: OrderId,
     pub account_id: AccountId,
+    /// The order's lines, or for an order of more than [`ORDER_LINES_PER_EVENT`] lines its
+    /// first ones: the rest follow in [`OrderLinesRecorded`] events appended with this one.
     pub lines: Vec<OrderLine>,
-    /// Sum of the line amounts.
+    /// Sum of the amounts of all the order's lines (also those recorded by
+    /// [`OrderLinesRecorded`]).
     pub total: Money,
     pub channel: SalesChannel,
     pub campaign: Option<CampaignId>,
     pub opportunity: Option<OpportunityId>,
     pub is_test: bool,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// More lines of an order placed with more than [`ORDER_LINES_PER_EVENT`] lines, in the
+/// order given, appended with its [`OrderPlaced`] (same command, same time). Carries no
+/// amount of its own: the order's `total` already counts these lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLinesRecorded {
+    pub order_id: OrderId,
+    pub lines: Vec<OrderLine>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -182,8 +203,8 @@ event_enum! {
         category: "order",
         id: order_id: OrderId,
         events: {
-            OrderPlaced = 1, OrderCancelled = 1, InvoiceIssued = 1, PaymentReceived = 1,
-            PaymentOverdue = 1, Refunded = 1,
+            OrderPlaced = 1, OrderLinesRecorded = 1, OrderCancelled = 1, InvoiceIssued = 1,
+            PaymentReceived = 1, PaymentOverdue = 1, Refunded = 1,
         }
     }
 }
@@ -352,18 +373,27 @@ impl Order {
             }
             total = money(id, total.checked_add(amount))?;
         }
-        Ok(vec![OrderPlaced {
+        let mut chunks = c.lines.chunks(ORDER_LINES_PER_EVENT);
+        let placed = OrderPlaced {
             order_id: id.clone(),
             account_id: c.account_id.clone(),
-            lines: c.lines.clone(),
+            lines: chunks.next().map(<[OrderLine]>::to_vec).unwrap_or_default(),
             total,
             channel: c.channel,
             campaign: c.campaign.clone(),
             opportunity: c.opportunity.clone(),
             is_test: c.is_test,
             occurred_at: c.occurred_at,
-        }
-        .into()])
+        };
+        let more = chunks.map(|lines| {
+            OrderLinesRecorded {
+                order_id: id.clone(),
+                lines: lines.to_vec(),
+                occurred_at: c.occurred_at,
+            }
+            .into()
+        });
+        Ok(std::iter::once(placed.into()).chain(more).collect())
     }
 }
 
@@ -565,7 +595,7 @@ impl Aggregate for Order {
             Money::new(a.minor_units.saturating_add(b.minor_units), a.currency)
         };
         match event {
-            E::OrderPlaced(_) | E::PaymentOverdue(_) => {}
+            E::OrderPlaced(_) | E::OrderLinesRecorded(_) | E::PaymentOverdue(_) => {}
             E::OrderCancelled(e) => s.cancelled_at = Some(e.occurred_at),
             E::InvoiceIssued(e) => {
                 s.invoiced = add(s.invoiced, e.amount);

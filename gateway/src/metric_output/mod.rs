@@ -337,7 +337,7 @@ pub async fn dimensions<S: EventStore>(
 ) -> Result<String, MetricError> {
     let registry = Registry::load(store).await?;
     let m = registry.get(id, version)?;
-    let dims = &m.definition.dims;
+    let dims = &m.definition.dimensions();
     if format == Format::Json {
         return json(dims);
     }

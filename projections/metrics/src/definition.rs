@@ -121,6 +121,12 @@ pub enum MeasureType {
     Duration,
     /// State at an instant (spells opened and closed by events), and stock pairs.
     Stock,
+    /// Entities (the facts' `entity`, default the stream) with a counted fact in the period:
+    /// the share of them with at least `min_facts` counted facts there (repeat purchasers).
+    Entities,
+    /// Recency, frequency and monetary quintile scores per entity at each period's end,
+    /// counted per cell: the breakdowns `rfm` (`5-5-5`), `r`, `f` and `m` are the scores.
+    Rfm,
     /// Named in the catalog, not expressible in this language yet; evaluation says why.
     Unsupported,
 }
@@ -335,7 +341,27 @@ pub struct MeasureSpec {
     /// Why an `unsupported` measure cannot be computed yet, and what it needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<String>,
+    /// `entities` only: counted facts an entity needs in the period to be in the numerator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_facts: Option<u32>,
 }
+
+/// The breakdowns an `rfm` measure fills (name, meaning).
+pub const RFM_DIMENSIONS: [(&str, &str); 4] = [
+    ("rfm", "(scored by the measure) R-F-M cell, e.g. 5-5-5"),
+    (
+        "r",
+        "(scored by the measure) recency quintile, 5 = most recent",
+    ),
+    (
+        "f",
+        "(scored by the measure) frequency quintile, 5 = most facts",
+    ),
+    (
+        "m",
+        "(scored by the measure) monetary quintile, 5 = largest sum",
+    ),
+];
 
 /// A metric definition; the built-in ones are documented in the metric catalog,
 /// `projections/metrics/CATALOG.md`.
@@ -398,6 +424,19 @@ struct Semantics<'a> {
 }
 
 impl MetricDefinition {
+    /// What a query may break the metric down or filter it by: the declared dimensions and
+    /// those its measure fills (an `rfm` measure's scores), name → expression or meaning.
+    #[must_use]
+    pub fn dimensions(&self) -> BTreeMap<String, String> {
+        let mut out = self.dims.clone();
+        if self.measure.kind == MeasureType::Rfm {
+            for (name, meaning) in RFM_DIMENSIONS {
+                out.insert(name.to_owned(), meaning.to_owned());
+            }
+        }
+        out
+    }
+
     /// `id@version`.
     pub fn key(&self) -> String {
         format!("{}@{}", self.id, self.version)

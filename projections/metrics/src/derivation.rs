@@ -261,6 +261,9 @@ pub(crate) fn dims_of(
             .ok_or_else(|| unknown_dim(d, c))
     };
     for (d, want) in frame.filter {
+        if measure_dim(c, d) {
+            continue; // filled and filtered by the measure
+        }
         if dim_text(&env.eval(Some(ev), dim(d)?)) != *want {
             return Ok(None);
         }
@@ -279,6 +282,14 @@ pub(crate) fn dims_of(
         .map(|d| Ok(dim_text(&env.eval(Some(ev), dim(d)?))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// Whether the measure fills dimension `d` itself (an `rfm` measure's scores).
+pub(crate) fn measure_dim(c: &Compiled, d: &str) -> bool {
+    matches!(c.measure, crate::compile::CMeasure::Rfm { .. })
+        && crate::definition::RFM_DIMENSIONS
+            .iter()
+            .any(|(n, _)| *n == d)
 }
 
 fn dim_text(v: &Val<'_>) -> String {

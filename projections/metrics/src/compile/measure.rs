@@ -58,7 +58,10 @@ pub(super) fn measure(
         forbid("measure.expr", m.expr.is_some(), t)?;
         forbid("measure.inputs", !m.inputs.is_empty(), t)?;
     }
-    if !matches!(t, MeasureType::Cumulative | MeasureType::Conversion) {
+    if !matches!(
+        t,
+        MeasureType::Cumulative | MeasureType::Conversion | MeasureType::Rfm
+    ) {
         forbid("measure.window", m.window.is_some(), t)?;
     }
     if t != MeasureType::Cumulative {
@@ -78,6 +81,9 @@ pub(super) fn measure(
     }
     if t != MeasureType::Unsupported {
         forbid("measure.needs", m.needs.is_some(), t)?;
+    }
+    if t != MeasureType::Entities {
+        forbid("measure.min_facts", m.min_facts.is_some(), t)?;
     }
     Ok(match t {
         MeasureType::Simple => CMeasure::Simple {
@@ -114,6 +120,48 @@ pub(super) fn measure(
             CMeasure::Ratio {
                 num: Box::new(input(cx, "measure.numerator", num)?),
                 den: Box::new(input(cx, "measure.denominator", den)?),
+            }
+        }
+        MeasureType::Entities => {
+            forbid("measure.agg", agg_keys, t)?;
+            let min_facts = m.min_facts.ok_or_else(|| {
+                DefinitionError::invalid(
+                    "measure.min_facts",
+                    "`type = \"entities\"` needs `min_facts`: the counted facts an entity needs in the period to be in the numerator (2 for repeat purchasers)",
+                )
+            })?;
+            if min_facts == 0 {
+                return Err(DefinitionError::invalid(
+                    "measure.min_facts",
+                    "`min_facts` must be at least 1",
+                ));
+            }
+            CMeasure::Entities {
+                facts: top_facts(cx, def)?,
+                min_facts,
+            }
+        }
+        MeasureType::Rfm => {
+            let others = m.agg.is_some()
+                || m.when.is_some()
+                || m.per.is_some()
+                || m.p.is_some()
+                || m.currency.is_some();
+            forbid("measure.agg", others, t)?;
+            let text = m.of.as_deref().ok_or_else(|| {
+                DefinitionError::invalid(
+                    "measure.of",
+                    "an rfm measure needs `of`: the monetary value of one fact, e.g. \"payload.total.minor_units\"",
+                )
+            })?;
+            CMeasure::Rfm {
+                facts: top_facts(cx, def)?,
+                of: cx.expr("measure.of", text)?,
+                window_s: m
+                    .window
+                    .as_deref()
+                    .map(|w| window_seconds("measure.window", w))
+                    .transpose()?,
             }
         }
         MeasureType::Derived => {

@@ -181,6 +181,17 @@ pub(crate) enum CMeasure {
         currency: Option<Expr>,
         calc: StockCalc,
     },
+    Entities {
+        facts: CFacts,
+        min_facts: u32,
+    },
+    Rfm {
+        facts: CFacts,
+        /// The monetary value of one fact.
+        of: Expr,
+        /// Trailing window of frequency and monetary (all history when absent).
+        window_s: Option<i64>,
+    },
     Unsupported {
         needs: String,
     },
@@ -594,6 +605,18 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
     let rules = cx.rules("exclude", &def.exclude)?;
     let m = &def.measure;
     let measure = measure::measure(&mut cx, def, m)?;
+    if matches!(measure, CMeasure::Rfm { .. }) {
+        // Scored by the measure: a placeholder here, filled in per entity.
+        for (name, _) in crate::definition::RFM_DIMENSIONS {
+            if dims.contains_key(name) {
+                return Err(DefinitionError::invalid(
+                    format!("dims.{name}"),
+                    "an rfm measure fills the dimensions rfm, r, f and m itself; rename this one",
+                ));
+            }
+            dims.insert(name.to_owned(), Expr::Lit(crate::expr::Lit::Null));
+        }
+    }
     let mut reads = cx.requirements();
     reads.fact_types = fact_types(&measure, &mut reads.metrics);
     check_fields(&cx.fields_read, &reads.types)?;
@@ -652,7 +675,9 @@ fn fact_types(m: &CMeasure, metrics: &mut Vec<(String, Option<u32>)>) -> BTreeSe
         CMeasure::Simple { facts, .. }
         | CMeasure::Cumulative { facts, .. }
         | CMeasure::Conversion { facts, .. }
-        | CMeasure::Duration { facts, .. } => out.extend(facts.events.iter().cloned()),
+        | CMeasure::Duration { facts, .. }
+        | CMeasure::Entities { facts, .. }
+        | CMeasure::Rfm { facts, .. } => out.extend(facts.events.iter().cloned()),
         CMeasure::Ratio { num, den } => {
             input(num, &mut out);
             input(den, &mut out);

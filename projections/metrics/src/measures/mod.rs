@@ -125,6 +125,12 @@ impl Runner<'_> {
                 ))
             }
             CMeasure::Derived { expr, inputs } => self.derived(c, frame, expr, inputs),
+            CMeasure::Entities { facts, min_facts } => entities(&env, c, frame, facts, *min_facts),
+            CMeasure::Rfm {
+                facts,
+                of,
+                window_s,
+            } => rfm(&env, c, frame, facts, of, *window_s),
             CMeasure::Unsupported { .. } => Ok(Computed::default()),
         }
     }
@@ -351,6 +357,235 @@ fn cumulative(
         }
     }
     let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
+    Ok(Computed { rows, cells })
+}
+
+/// The entities with a counted fact in each (period, breakdown) cell, and the share of them
+/// with at least `min_facts` counted facts there. An entity's first fact of the cell carries
+/// it (denominator 1, numerator 1 when it reaches `min_facts`); its other facts are rows that
+/// add nothing, so an explanation lists every fact an entity was counted with.
+fn entities(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    min_facts: u32,
+) -> Result<Computed, MetricError> {
+    let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    let mut rows = Vec::new();
+    place(
+        env,
+        c,
+        frame,
+        &single(),
+        &cands,
+        |cand| Contribution {
+            excluded: cand.excluded.clone(),
+            num: None,
+            den: None,
+            sample: None,
+            key: None,
+            currency: None,
+        },
+        &mut rows,
+    )?;
+    let mut groups: HashMap<(usize, Vec<String>, String), Vec<usize>> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        if row.excluded.is_none() {
+            let entity = entity_key(env, facts.entity.as_ref(), row.ev);
+            groups
+                .entry((row.period, row.dims.clone(), entity))
+                .or_default()
+                .push(i);
+        }
+    }
+    for members in groups.values() {
+        let reached = u32::try_from(members.len()).map_or(true, |n| n >= min_facts);
+        for (j, i) in members.iter().enumerate() {
+            if let Some(row) = rows.get_mut(*i) {
+                let (num, den) = match (j, reached) {
+                    (0, true) => (Num::ONE, Num::ONE),
+                    (0, false) => (Num::ZERO, Num::ONE),
+                    _ => (Num::ZERO, Num::ZERO),
+                };
+                row.num = Some(num);
+                row.den = Some(den);
+            }
+        }
+    }
+    let reducer = Reducer::Additive {
+        ratio: true,
+        count_value: false,
+    };
+    let cells = reduce(&mut rows, reducer, frame)?;
+    Ok(Computed { rows, cells })
+}
+
+/// Quintile scores 1..=5 of `values` (one per entity, in entity-key order): ranks by value,
+/// ties in that order (pandas `rank(method="first")`), cut into five bins of equal count
+/// (`qcut` of the ranks); `reverse` gives 5 to the lowest values (recency: fewest days).
+fn quintiles<T: PartialOrd + Copy>(values: &[T], reverse: bool) -> Vec<u8> {
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // A stable sort keeps equal values in entity-key order: the rank `first` gives.
+    order.sort_by(|a, b| {
+        values[*a]
+            .partial_cmp(&values[*b])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut scores = vec![0u8; n];
+    let span = i_to_f(i128::try_from(n.saturating_sub(1)).unwrap_or(0));
+    for (rank0, i) in order.into_iter().enumerate() {
+        // Rank r (1-based) falls in bin k when edge(k-1) < r <= edge(k), edge(k) = 1 + k/5 (n-1).
+        let r = i_to_f(i128::try_from(rank0).unwrap_or(0)) + 1.0;
+        let bin = (1u8..=5)
+            .find(|k| r <= 1.0 + f64::from(*k) / 5.0 * span)
+            .unwrap_or(5);
+        if let Some(slot) = scores.get_mut(i) {
+            *slot = if reverse { 6 - bin } else { bin };
+        }
+    }
+    scores
+}
+
+/// One entity of an RFM scoring: its counted facts, last fact time, frequency, monetary.
+type Scored<'a> = (Vec<&'a Cand>, DateTime<Utc>, u64, f64);
+
+/// RFM: at each period's end, every entity with a counted fact before it gets recency (whole
+/// days since its last fact), frequency (its facts) and monetary (Σ `of`) values, frequency
+/// and monetary over the trailing window when one is given; each is cut into quintiles over
+/// all those entities, and the cells count entities by their scores (`rfm`, `r`, `f`, `m`)
+/// and the other breakdowns of their last fact. Every fact counted is a row; the entity's
+/// last one carries it.
+fn rfm(
+    env: &Env<'_>,
+    c: &Compiled,
+    frame: &Frame<'_>,
+    facts: &CFacts,
+    of: &Expr,
+    window_s: Option<i64>,
+) -> Result<Computed, MetricError> {
+    let mut cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    cands.retain(|k| k.time.is_some());
+    cands.sort_by_key(|k| (k.time, k.ev));
+    let input = single();
+    let mut rows = Vec::new();
+    let day = Duration::days(1);
+    let scored_only = frame.filter.keys().any(|d| derivation::measure_dim(c, d));
+    for (p, per) in frame.periods.iter().enumerate() {
+        let at = per.end;
+        let hi = cands.partition_point(|k| k.time < Some(at));
+        let window_start =
+            window_s.and_then(|w| Duration::try_seconds(w).and_then(|w| at.checked_sub_signed(w)));
+        let mut per_entity: BTreeMap<String, Scored<'_>> = BTreeMap::new();
+        for cand in cands.get(..hi).unwrap_or_default() {
+            let Some(t) = cand.time else { continue };
+            let in_window = window_start.is_none_or(|s| t >= s);
+            if cand.excluded.is_some() {
+                // Left out by a rule: listed in the period it falls in, under "(not scored)",
+                // unless the query asks for one score only.
+                if scored_only {
+                    continue;
+                }
+                if let Some(mut dims) = derivation::dims_of(env, c, frame, cand.ev)? {
+                    for (slot, d) in dims.iter_mut().zip(frame.by) {
+                        if derivation::measure_dim(c, d) {
+                            "(not scored)".clone_into(slot);
+                        }
+                    }
+                    if per.contains(t) {
+                        derivation::push(
+                            &mut rows,
+                            Row {
+                                ev: cand.ev,
+                                input: Arc::clone(&input),
+                                period: p,
+                                dims,
+                                excluded: cand.excluded.clone(),
+                                num: None,
+                                den: None,
+                                sample: None,
+                                key: None,
+                                currency: None,
+                            },
+                        )?;
+                    }
+                }
+                continue;
+            }
+            let value = Num::of(&env.eval(Some(cand.ev), of)).map(Num::to_f64);
+            let entry = per_entity
+                .entry(entity_key(env, facts.entity.as_ref(), cand.ev))
+                .or_insert_with(|| (Vec::new(), t, 0, 0.0));
+            entry.0.push(cand);
+            entry.1 = entry.1.max(t);
+            if in_window {
+                entry.2 += 1;
+                entry.3 += value.unwrap_or(0.0);
+            }
+        }
+        per_entity.retain(|_, e| e.2 > 0);
+        let entities: Vec<_> = per_entity.into_values().collect();
+        let recency: Vec<i64> = entities
+            .iter()
+            .map(|e| (at - e.1).num_seconds().div_euclid(day.num_seconds()))
+            .collect();
+        let frequency: Vec<u64> = entities.iter().map(|e| e.2).collect();
+        let monetary: Vec<f64> = entities.iter().map(|e| e.3).collect();
+        let (r, f, m) = (
+            quintiles(&recency, true),
+            quintiles(&frequency, false),
+            quintiles(&monetary, false),
+        );
+        for (i, (counted, ..)) in entities.iter().enumerate() {
+            let scores = [
+                ("rfm", format!("{}-{}-{}", r[i], f[i], m[i])),
+                ("r", r[i].to_string()),
+                ("f", f[i].to_string()),
+                ("m", m[i].to_string()),
+            ];
+            let score_of = |d: &str| scores.iter().find(|(n, _)| *n == d).map(|(_, v)| v);
+            if frame
+                .filter
+                .iter()
+                .any(|(d, want)| score_of(d).is_some_and(|v| v != want))
+            {
+                continue;
+            }
+            let Some(last) = counted.last() else { continue };
+            let Some(mut dims) = derivation::dims_of(env, c, frame, last.ev)? else {
+                continue;
+            };
+            for (slot, d) in dims.iter_mut().zip(frame.by) {
+                if let Some(v) = score_of(d) {
+                    slot.clone_from(v);
+                }
+            }
+            for cand in counted.iter() {
+                let carries = cand.ev == last.ev;
+                derivation::push(
+                    &mut rows,
+                    Row {
+                        ev: cand.ev,
+                        input: Arc::clone(&input),
+                        period: p,
+                        dims: dims.clone(),
+                        excluded: None,
+                        num: Some(if carries { Num::ONE } else { Num::ZERO }),
+                        den: None,
+                        sample: None,
+                        key: None,
+                        currency: None,
+                    },
+                )?;
+            }
+        }
+    }
+    let reducer = Reducer::Additive {
+        ratio: false,
+        count_value: false,
+    };
+    let cells = reduce(&mut rows, reducer, frame)?;
     Ok(Computed { rows, cells })
 }
 

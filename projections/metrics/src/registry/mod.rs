@@ -301,7 +301,7 @@ impl Registry {
                         })
                         .collect(),
                     unsupported: m.definition.measure.needs.clone(),
-                    dimensions: m.definition.dims.clone(),
+                    dimensions: m.definition.dimensions(),
                 });
             }
         }

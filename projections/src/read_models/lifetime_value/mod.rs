@@ -146,6 +146,18 @@ fn fold_order(state: &mut LifetimeValueState, event: &OrderEvent) {
                 },
             );
         }
+        OrderEvent::OrderLinesRecorded(e) => {
+            // The lines of a long order beyond the first event's: their cost joins the
+            // order's (unknown if any line's is).
+            if let Some(o) = state.orders.get_mut(id) {
+                let more = e
+                    .lines
+                    .iter()
+                    .map(|l| l.cost.map(|c| c.minor_units))
+                    .sum::<Option<i64>>();
+                o.cost_minor = o.cost_minor.zip(more).map(|(a, b)| a.saturating_add(b));
+            }
+        }
         OrderEvent::OrderCancelled(_) => {
             if let Some(o) = state.orders.get_mut(id) {
                 o.cancelled = true;
