@@ -490,3 +490,116 @@ async fn durations_on_calendar_and_business_clocks() {
         (Some(1.0), Some(Num::Int(4)))
     );
 }
+
+/// Orders of four customers and a guest (account `unknown`), amounts in cents.
+async fn orders() -> Log {
+    let mut log = Log::new();
+    let mut ev = log.order("o1", "a1", 10_000, "2024-01-02");
+    ev.extend(log.order("o2", "a1", 5_000, "2024-01-20"));
+    ev.extend(log.order("o3", "a1", 3_000, "2024-02-05"));
+    ev.extend(log.order("o4", "a2", 50_000, "2024-01-10"));
+    ev.extend(log.order("o5", "a3", 2_000, "2024-02-01"));
+    ev.extend(log.order("o6", "a3", 2_000, "2024-02-03"));
+    ev.extend(log.cancel_order("o6", "2024-02-04"));
+    ev.extend(log.order("o7", "unknown", 7_000, "2024-01-15"));
+    ev.extend(log.order("o9", "a5", 1_000, "2024-02-20"));
+    log.append(ev).await;
+    log
+}
+
+fn counts(e: &Evaluation, dim: &str) -> BTreeMap<String, (Option<Num>, Option<Num>)> {
+    e.figures
+        .iter()
+        .map(|f| {
+            (
+                f.dims.get(dim).cloned().unwrap_or_default(),
+                (f.numerator, f.denominator),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn entities_share_repeat_customers_per_period() {
+    let log = orders().await;
+    let reg = Registry::load(&log.store).await.unwrap();
+    let ask = |q: Query| {
+        let (store, reg) = (log.store.clone(), reg.clone());
+        async move {
+            evaluate(&store, &reg, "customer.repeat_purchase_rate", None, &q)
+                .await
+                .unwrap()
+        }
+    };
+    // Over both months: a1 ordered 3 times; a2, a3 (o6 cancelled) and a5 once: 1 of 4.
+    let all = ask(q("2024-01-01", "2024-03-01", Grain::All)).await;
+    let f = &all.figures[0];
+    assert_eq!(
+        (f.numerator, f.denominator),
+        (Some(Num::Int(1)), Some(Num::Int(4)))
+    );
+    assert!(close(f.value, 0.25));
+    assert_eq!(
+        f.excluded,
+        BTreeMap::from([("CANCELLED".into(), 1), ("NO_CUSTOMER".into(), 1)])
+    );
+    // Per month: January a1 twice, a2 once (1 of 2); February a1, a3, a5 once each (0 of 3).
+    let monthly = ask(q("2024-01-01", "2024-03-01", Grain::Month)).await;
+    let parts: Vec<_> = monthly
+        .figures
+        .iter()
+        .map(|f| (f.numerator, f.denominator))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (Some(Num::Int(1)), Some(Num::Int(2))),
+            (Some(Num::Int(0)), Some(Num::Int(3)))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rfm_scores_quintiles_at_the_period_end() {
+    let log = orders().await;
+    let reg = Registry::load(&log.store).await.unwrap();
+    let ask = |by: &str, filter: Option<(&str, &str)>| {
+        let (store, reg) = (log.store.clone(), reg.clone());
+        let mut query = q("2024-01-01", "2024-03-01", Grain::All);
+        query.by = vec![by.to_owned()];
+        if let Some((d, v)) = filter {
+            query.filter.insert(d.to_owned(), v.to_owned());
+        }
+        async move {
+            evaluate(&store, &reg, "customer.rfm", None, &query)
+                .await
+                .unwrap()
+        }
+    };
+    // At 2024-03-01, four scored customers (ranks 1..4 cut into fifths: bins 1, 2, 4, 5):
+    //   recency days a5 10, a1 25, a3 29, a2 51 -> R 5, 4, 2, 1 (fewest days best);
+    //   frequency a2 1, a3 1, a5 1 (ties in id order), a1 3 -> F 1, 2, 4, 5;
+    //   monetary a5 10, a3 20, a1 180, a2 500 -> M 1, 2, 4, 5.
+    let cells = counts(&ask("rfm", None).await, "rfm");
+    let one = (Some(Num::Int(1)), None);
+    assert_eq!(
+        cells,
+        BTreeMap::from([
+            ("(not scored)".to_owned(), (Some(Num::Int(0)), None)),
+            ("1-1-5".to_owned(), one),
+            ("2-2-2".to_owned(), one),
+            ("4-5-4".to_owned(), one),
+            ("5-4-1".to_owned(), one),
+        ])
+    );
+    // A score as a filter: only the champion of recency, a5; the unscored are not listed.
+    let r5 = ask("f", Some(("r", "5"))).await;
+    assert_eq!(counts(&r5, "f"), BTreeMap::from([("4".to_owned(), one)]));
+    // Version 2 scores the trailing year only; here all purchases are in it: same cells.
+    let mut query = q("2024-01-01", "2024-03-01", Grain::All);
+    query.by = vec!["rfm".into()];
+    let v2 = evaluate(&log.store, &reg, "customer.rfm", Some(2), &query)
+        .await
+        .unwrap();
+    assert_eq!(counts(&v2, "rfm"), cells);
+}

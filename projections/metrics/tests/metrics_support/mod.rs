@@ -70,6 +70,7 @@ pub struct Log {
     pub cases: HashMap<String, Case>,
     pub subs: HashMap<String, Subscription>,
     pub leads: HashMap<String, Lead>,
+    pub orders: HashMap<String, crm_domain::aggregates::Order>,
 }
 
 impl Log {
@@ -81,6 +82,7 @@ impl Log {
             cases: HashMap::new(),
             subs: HashMap::new(),
             leads: HashMap::new(),
+            orders: HashMap::new(),
         }
     }
 
@@ -403,6 +405,44 @@ impl Log {
                 reason: label("price"),
                 effective_at: t(effective),
                 initiated_by: CancellationInitiator::Customer,
+                occurred_at: t(at),
+            },
+        )
+    }
+
+    /// Order `id` of `account`: one line of `amount` cents, placed at `at`.
+    pub fn order(&mut self, id: &str, account: &str, amount: i64, at: &str) -> Vec<DomainEvent> {
+        let mut o = crm_domain::aggregates::Order::default();
+        let ev = exec(
+            &mut o,
+            crm_domain::aggregates::order::PlaceOrder {
+                order_id: crm_domain::values::OrderId::new(id).unwrap(),
+                account_id: AccountId::new(account).unwrap(),
+                lines: vec![crm_domain::aggregates::order::OrderLine {
+                    product: ProductId::new("P-1").unwrap(),
+                    quantity: 1,
+                    amount: usd(amount),
+                    cost: None,
+                }],
+                channel: SalesChannel::Online,
+                campaign: None,
+                opportunity: None,
+                is_test: false,
+                occurred_at: t(at),
+            },
+        );
+        self.orders.insert(id.to_owned(), o);
+        ev
+    }
+
+    /// Cancels order `id`.
+    pub fn cancel_order(&mut self, id: &str, at: &str) -> Vec<DomainEvent> {
+        let o = self.orders.get_mut(id).unwrap();
+        exec(
+            o,
+            crm_domain::aggregates::order::CancelOrder {
+                order_id: crm_domain::values::OrderId::new(id).unwrap(),
+                reason: label("changed mind"),
                 occurred_at: t(at),
             },
         )
