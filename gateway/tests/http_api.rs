@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{assert_problem, change_segment, crm, open_account, Server};
+use common::{assert_problem, change_segment, crm, open_account, open_opportunity, Server};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,4 +743,86 @@ async fn raw_get(server: &Server, path: &str) -> (String, String) {
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (cache_status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_questions_take_expressions_over_custom_attributes() {
+    let server = Server::start();
+    assert_eq!(
+        server
+            .command("account", &open_account("acme"), &[])
+            .await
+            .0,
+        200
+    );
+    // Six deals: list "fair" (three, two won) and "web" (three, one won); sizes 1..6.
+    for i in 1..=6_i64 {
+        let id = format!("d{i}");
+        let mut open = open_opportunity(&id, "acme", i * 100_000);
+        open["attributes"] = json!({ "list": if i <= 3 { "fair" } else { "web" }, "size": i });
+        let (status, _, body) = server.command("opportunity", &open, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let close = if matches!(i, 1 | 2 | 4) {
+            json!({
+                "type": "WinOpportunity", "opportunity_id": id,
+                "amount": { "minor_units": i * 100_000, "currency": "USD" },
+                "list_price": null, "discount": null, "competitor": null,
+                "occurred_at": "2026-03-01T00:00:00Z",
+            })
+        } else {
+            json!({
+                "type": "LoseOpportunity", "opportunity_id": id, "reason": "price",
+                "competitor": null, "occurred_at": "2026-03-01T00:00:00Z",
+            })
+        };
+        let (status, _, body) = server.command("opportunity", &close, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let cells = |ev: &Value, dim: &str| -> Vec<(String, Value, Value)> {
+        ev["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["dims"][dim].as_str().unwrap_or("").to_owned(),
+                    f["numerator"].clone(),
+                    f["denominator"].clone(),
+                )
+            })
+            .collect()
+    };
+    // By a custom attribute, no definition needed.
+    let (status, by_list) = server.get("/v1/metrics/sales.win_rate?by=attr.list").await;
+    assert_eq!(status, 200, "{by_list}");
+    assert_eq!(
+        cells(&by_list, "attr.list"),
+        vec![
+            ("fair".into(), json!(2), json!(3)),
+            ("web".into(), json!(1), json!(3))
+        ]
+    );
+    // An expression as the condition (URL-encoded), and a declared dimension as DIM=VALUE.
+    let (status, big) = server
+        .get("/v1/metrics/sales.win_rate?where=attr.size%20%3E%3D%203")
+        .await;
+    assert_eq!(status, 200, "{big}");
+    assert_eq!(cells(&big, "-"), vec![(String::new(), json!(1), json!(4))]);
+    let (status, both) = server
+        .get("/v1/metrics/sales.win_rate?where=attr.size%20%3E%3D%203&where=kind=new&by=attr.list")
+        .await;
+    assert_eq!(status, 200, "{both}");
+    assert_eq!(
+        cells(&both, "attr.list"),
+        vec![
+            ("fair".into(), json!(0), json!(1)),
+            ("web".into(), json!(1), json!(3))
+        ]
+    );
+    // A field the facts do not have is refused with the nearest name.
+    let (status, body) = server
+        .get("/v1/metrics/sales.win_rate?where=payload.amonut%20%3E%200")
+        .await;
+    let detail = assert_problem(status, &body, 400, "malformed-request");
+    assert!(detail.contains("amount"), "{detail}");
 }

@@ -83,12 +83,12 @@ pub struct MetricParams {
     pub as_of: Option<DateTime<Utc>>,
     /// Count only what the log had recorded by then: an RFC 3339 time or a log position.
     pub known_at: Option<String>,
-    /// Only some facts: `DIM=VALUE`, several comma-separated (all must hold), e.g.
-    /// `regional_office=East`; or one expression of the definition language, e.g.
+    /// Only some facts, repeatable (all must hold): `DIM=VALUE`, several comma-separated,
+    /// e.g. `regional_office=East`; or one expression of the definition language, e.g.
     /// `attr.origin == 'API' and payload.channel != 'web'`.
-    #[serde(rename = "where")]
+    #[serde(rename = "where", default)]
     #[param(rename = "where")]
-    pub filter: Option<String>,
+    pub filter: Vec<String>,
 }
 
 fn parse_known_at(name: &str, text: &str) -> Result<KnownAt, ApiError> {
@@ -135,19 +135,21 @@ impl MetricParams {
             as_of: self.as_of,
             known_at,
         };
-        // A list of DIM=VALUE pairs, or else the whole text is one expression (which may
-        // hold commas of its own, as in `x in ['a', 'b']`).
-        let pairs = comma_list(self.filter.as_deref());
-        let all_pairs = pairs.iter().all(|p| {
-            matches!(
-                metrics::WhereClause::parse(p),
-                metrics::WhereClause::Dimension(..)
-            )
-        });
-        if all_pairs {
-            pairs.iter().for_each(|p| query.add_where(p));
-        } else if let Some(text) = self.filter.as_deref() {
-            query.conditions.push(text.trim().to_owned());
+        // Each `where`: a list of DIM=VALUE pairs, or else the whole text is one expression
+        // (which may hold commas of its own, as in `x in ['a', 'b']`).
+        for text in &self.filter {
+            let pairs = comma_list(Some(text));
+            let all_pairs = pairs.iter().all(|p| {
+                matches!(
+                    metrics::WhereClause::parse(p),
+                    metrics::WhereClause::Dimension(..)
+                )
+            });
+            if all_pairs {
+                pairs.iter().for_each(|p| query.add_where(p));
+            } else {
+                query.conditions.push(text.trim().to_owned());
+            }
         }
         Ok(query)
     }
@@ -294,7 +296,7 @@ pub async fn evaluate(
     State(state): State<AppState>,
     uri: Uri,
     Path(id): Path<String>,
-    Query(params): Query<MetricParams>,
+    axum_extra::extract::Query(params): axum_extra::extract::Query<MetricParams>,
 ) -> Result<Response, ApiError> {
     let query = params.query()?;
     let version = params.version;
@@ -328,7 +330,7 @@ pub async fn compare(
     uri: Uri,
     Path(id): Path<String>,
     Query(versions): Query<CompareParams>,
-    Query(params): Query<MetricParams>,
+    axum_extra::extract::Query(params): axum_extra::extract::Query<MetricParams>,
 ) -> Result<Response, ApiError> {
     let versions = comma_list(Some(&versions.versions))
         .iter()
@@ -378,7 +380,7 @@ pub async fn explain(
     State(state): State<AppState>,
     uri: Uri,
     Path(id): Path<String>,
-    Query(params): Query<MetricParams>,
+    axum_extra::extract::Query(params): axum_extra::extract::Query<MetricParams>,
     Query(select): Query<ExplainParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -427,7 +429,7 @@ pub async fn diff(
     uri: Uri,
     Path(id): Path<String>,
     Query(dates): Query<DiffParams>,
-    Query(params): Query<MetricParams>,
+    axum_extra::extract::Query(params): axum_extra::extract::Query<MetricParams>,
 ) -> Result<Response, ApiError> {
     let t1 = parse_known_at("known_at_1", &dates.known_at_1)?;
     let t2 = parse_known_at("known_at_2", &dates.known_at_2)?;
