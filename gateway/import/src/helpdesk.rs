@@ -289,6 +289,7 @@ fn case(
             file: row.file().to_owned(),
             line: row.line,
             key: format!("{key}#{}", n + 1),
+            content_sha256: None,
         };
         staged.extend(stage(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?);
     }

@@ -36,6 +36,7 @@ pub use crm_app::config::OnError;
 use crm_app::ids;
 use crm_app::propose::{proposed_event, Provenance};
 
+pub(crate) use runner::Appender;
 pub use runner::{run, RunOptions};
 
 /// Rows (units) validated and appended together; a bad unit in stop mode holds back its batch.
@@ -127,6 +128,16 @@ pub enum ImportError {
         /// Events found already present before the failing batch.
         already_present: u64,
     },
+    /// A row imported before decides another event now: the log keeps what it recorded.
+    #[error("{file}: stream `{stream}`: the event this source's earlier import recorded at position {position} (`crm events --from {position} --limit 1` shows it and its row's line) differs from what its row decides now: the row changed since it was imported, and importing it again cannot change what the log holds. Record the change with a command (or as a new row with a key of its own), or restore the row")]
+    Changed {
+        /// The file imported.
+        file: String,
+        /// The stream.
+        stream: String,
+        /// Position of the recorded event.
+        position: u64,
+    },
     /// The store refused an append.
     #[error("appending to stream `{stream}` failed: {source}")]
     Append {
@@ -161,6 +172,9 @@ pub struct SourceRow {
     pub line: u64,
     /// The row's key in the source (`"1C1I7A6R"`, `"case 5 row 3"`).
     pub key: String,
+    /// SHA-256 (hex) of the whole file's content, for the importers that identify a source by
+    /// its content as well as its name (the mapping importer); recorded in the metadata.
+    pub content_sha256: Option<String>,
 }
 
 /// Which stream version an append expects.
@@ -172,6 +186,12 @@ pub enum Expect {
     Exact(u64),
     /// No check.
     Any,
+    /// The event is in the log already, at this position: an earlier import of the same
+    /// source recorded it (found while deciding), and it is proposed again with that record's
+    /// id and provenance. It is appended on its own, so the store either confirms it unchanged
+    /// (`already present`) or refuses it as changed; it does not move the version the
+    /// stream's new events expect.
+    Recorded(u64),
 }
 
 /// One event ready to append.
@@ -192,6 +212,19 @@ pub struct Unit {
     pub rows: u64,
     /// Events in order.
     pub events: Vec<Staged>,
+}
+
+/// Units decided together and handed to the appending side at once (a streaming import's
+/// step; [`run`] cuts a [`Plan`] into these).
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Units in source order.
+    pub units: Vec<Result<Unit, RowError>>,
+    /// Source rows the units cover (a refused group is one unit of several rows).
+    pub rows: u64,
+    /// Streams first read from the log for these units' decisions: their version there,
+    /// where their first append expects them to be.
+    pub initial_versions: std::collections::HashMap<String, u64>,
 }
 
 /// What an importer made of its sources, before anything is appended.
@@ -256,7 +289,6 @@ pub fn stage_encoded(
     events: Vec<EncodedEvent>,
     cleansing: &[String],
 ) -> Result<Vec<Staged>, ImportError> {
-    let source_name = format!("{}/{}", source.importer, source.file);
     let mut meta = serde_json::json!({
         "source": {
             "importer": source.importer,
@@ -265,6 +297,9 @@ pub fn stage_encoded(
             "key": source.key,
         }
     });
+    if let Some(hash) = &source.content_sha256 {
+        meta["source"]["content_sha256"] = serde_json::json!(hash);
+    }
     if !cleansing.is_empty() {
         meta["cleansing"] = serde_json::json!(cleansing);
     }
@@ -280,8 +315,7 @@ pub fn stage_encoded(
         .map(|(i, encoded)| {
             let stream = StreamId::new(encoded.stream_id.clone())
                 .map_err(|e| ImportError::Encode(e.to_string()))?;
-            let kind = format!("{}#{i}", encoded.event_type);
-            let id = EventId(ids::event_id(&source_name, &source.key, &kind));
+            let id = staged_event_id(source, i, encoded.event_type);
             Ok(Staged {
                 stream,
                 event: proposed_event(encoded, id, &provenance),
@@ -289,6 +323,17 @@ pub fn stage_encoded(
             })
         })
         .collect()
+}
+
+/// The id of the `index`-th event (of type `event_type`) made from `source`'s row: UUID v5
+/// of the importer and file name, the row's key and the event's kind.
+#[must_use]
+pub fn staged_event_id(source: &SourceRow, index: usize, event_type: &str) -> EventId {
+    EventId(ids::event_id(
+        &format!("{}/{}", source.importer, source.file),
+        &source.key,
+        &format!("{event_type}#{index}"),
+    ))
 }
 
 /// The actor of imported events: the local user running the import (`local:<user>`); the

@@ -1,16 +1,20 @@
-//! Appends a [`Plan`] in batches: validate a batch, then append each of its streams
+//! Appends an import in batches: validate a batch, then append each of its streams
 //! concurrently (one task per stream, so the store's group commit takes them in one flush).
+//! [`run`] appends a whole [`Plan`]; an [`Appender`] takes batches as a streaming import
+//! decides them.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use crm_eventstore::limits::{APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES};
-use crm_eventstore::{EventStore, ExpectedVersion, ProposedEvent, StreamId, StreamVersion};
+use crm_eventstore::{
+    AppendError, EventStore, ExpectedVersion, ProposedEvent, StreamId, StreamVersion,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
 
 use super::{
-    Expect, ImportError, ImportSummary, OnError, Plan, Staged, Unit, BAD_ROWS_LISTED_MAX,
+    Batch, Expect, ImportError, ImportSummary, OnError, Plan, Staged, Unit, BAD_ROWS_LISTED_MAX,
     BATCH_UNITS,
 };
 
@@ -26,8 +30,10 @@ pub struct RunOptions {
 /// One stream's share of a batch.
 struct StreamJob {
     stream: StreamId,
-    expect: Expect,
-    events: Vec<ProposedEvent>,
+    /// What the stream's first new event expects (`None` while it has only recorded ones).
+    expect: Option<Expect>,
+    /// The events in order, each with its position in the log if it is recorded already.
+    events: Vec<(ProposedEvent, Option<u64>)>,
 }
 
 /// Appends `plan` to `store`.
@@ -40,52 +46,110 @@ pub async fn run<S: EventStore>(
     plan: Plan,
     options: RunOptions,
 ) -> Result<ImportSummary, ImportError> {
-    let started = Instant::now();
-    let mut summary = ImportSummary {
-        importer: plan.importer.to_owned(),
-        files: plan.files.clone(),
-        rows: plan.rows(),
-        notes: plan.notes.clone(),
-        ..ImportSummary::default()
-    };
-    let bar = progress_bar(options.progress, summary.rows);
-    let mut versions: HashMap<StreamId, u64> = plan
-        .initial_versions
-        .iter()
-        .filter_map(|(stream, v)| Some((StreamId::new(stream.clone()).ok()?, *v)))
-        .collect();
+    let rows = plan.rows();
+    let mut appender = Appender::new(store, plan.importer, plan.files, rows, options);
+    appender.summary.notes = plan.notes;
+    let mut initial_versions = Some(plan.initial_versions);
     let mut units = plan.units.into_iter().peekable();
     while units.peek().is_some() {
-        let batch: Vec<_> = units.by_ref().take(BATCH_UNITS).collect();
-        let mut good: Vec<Unit> = Vec::with_capacity(batch.len());
-        for unit in batch {
+        let batch = Batch {
+            units: units.by_ref().take(BATCH_UNITS).collect(),
+            rows: 0,
+            initial_versions: initial_versions.take().unwrap_or_default(),
+        };
+        appender.append(batch).await?;
+    }
+    let mut summary = appender.finish();
+    summary.rows = rows;
+    Ok(summary)
+}
+
+/// The appending side of an import: takes its batches in source order and keeps the summary,
+/// the progress bar and the version each stream is at.
+pub(crate) struct Appender<'s, S> {
+    store: &'s S,
+    options: RunOptions,
+    summary: ImportSummary,
+    versions: HashMap<StreamId, u64>,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl<'s, S: EventStore> Appender<'s, S> {
+    /// An appender for an import of `files` by `importer`, of about `rows` source rows (the
+    /// length of the progress bar).
+    pub(crate) fn new(
+        store: &'s S,
+        importer: &str,
+        files: Vec<String>,
+        rows: u64,
+        options: RunOptions,
+    ) -> Self {
+        Self {
+            store,
+            options,
+            summary: ImportSummary {
+                importer: importer.to_owned(),
+                files,
+                ..ImportSummary::default()
+            },
+            versions: HashMap::new(),
+            bar: progress_bar(options.progress, rows),
+            started: Instant::now(),
+        }
+    }
+
+    /// Appends `batch`: all of it, its bad units left out and counted with
+    /// [`OnError::Skip`], nothing of it at its first bad unit with [`OnError::Stop`].
+    ///
+    /// # Errors
+    /// [`ImportError::Stopped`] at the first bad unit with [`OnError::Stop`];
+    /// [`ImportError::Append`] when the store refuses an append.
+    pub(crate) async fn append(&mut self, batch: Batch) -> Result<(), ImportError> {
+        for (stream, version) in batch.initial_versions {
+            if let Ok(stream) = StreamId::new(stream) {
+                self.versions.entry(stream).or_insert(version);
+            }
+        }
+        let mut good: Vec<Unit> = Vec::with_capacity(batch.units.len());
+        for unit in batch.units {
             match unit {
                 Ok(unit) => good.push(unit),
-                Err(row) if options.on_error == OnError::Stop => {
-                    bar.finish_and_clear();
+                Err(row) if self.options.on_error == OnError::Stop => {
+                    self.bar.finish_and_clear();
                     return Err(ImportError::Stopped {
                         row,
-                        appended: summary.appended,
-                        already_present: summary.already_present,
+                        appended: self.summary.appended,
+                        already_present: self.summary.already_present,
                     });
                 }
                 Err(row) => {
-                    summary.skipped_rows += 1;
-                    if summary.bad_rows.len() < BAD_ROWS_LISTED_MAX {
-                        summary.bad_rows.push(row.to_string());
+                    self.summary.skipped_rows += 1;
+                    if self.summary.bad_rows.len() < BAD_ROWS_LISTED_MAX {
+                        self.summary.bad_rows.push(row.to_string());
                     }
-                    bar.inc(1);
+                    self.bar.inc(1);
                 }
             }
         }
+        self.summary.rows += batch.rows;
         let rows: u64 = good.iter().map(|u| u.rows).sum();
-        let jobs = group_by_stream(good, &mut summary);
-        append_batch(store, jobs, &mut versions, &mut summary).await?;
-        bar.inc(rows);
+        let jobs = group_by_stream(good, &mut self.summary);
+        if let Err(e) = append_batch(self.store, jobs, &mut self.versions, &mut self.summary).await
+        {
+            self.bar.finish_and_clear();
+            return Err(e);
+        }
+        self.bar.inc(rows);
+        Ok(())
     }
-    bar.finish_and_clear();
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+
+    /// The summary of what was appended.
+    pub(crate) fn finish(mut self) -> ImportSummary {
+        self.bar.finish_and_clear();
+        self.summary.elapsed = self.started.elapsed();
+        self.summary
+    }
 }
 
 fn progress_bar(enabled: bool, rows: u64) -> ProgressBar {
@@ -119,38 +183,68 @@ fn group_by_stream(units: Vec<Unit>, summary: &mut ImportSummary) -> Vec<StreamJ
         let at = event.occurred_at;
         summary.occurred_from = Some(summary.occurred_from.map_or(at, |t| t.min(at)));
         summary.occurred_to = Some(summary.occurred_to.map_or(at, |t| t.max(at)));
-        match index.get(&stream) {
-            Some(&i) => jobs[i].events.push(event),
+        let recorded = match expect {
+            Expect::Recorded(position) => Some(position),
+            Expect::Fold | Expect::Exact(_) | Expect::Any => None,
+        };
+        let i = match index.get(&stream) {
+            Some(&i) => i,
             None => {
                 index.insert(stream.clone(), jobs.len());
                 jobs.push(StreamJob {
                     stream,
-                    expect,
-                    events: vec![event],
+                    expect: None,
+                    events: Vec::new(),
                 });
+                jobs.len() - 1
             }
+        };
+        let job = &mut jobs[i];
+        if recorded.is_none() && job.expect.is_none() {
+            job.expect = Some(expect);
         }
+        job.events.push((event, recorded));
     }
     jobs
 }
 
-/// Splits one stream's events into appends within the store's limits.
-fn chunks(events: Vec<ProposedEvent>) -> Vec<Vec<ProposedEvent>> {
-    let mut out: Vec<Vec<ProposedEvent>> = Vec::new();
+/// One append of a stream's job: events within the store's limits, either all new or all
+/// recorded already (at consecutive positions, as one earlier append wrote them).
+struct Chunk {
+    events: Vec<ProposedEvent>,
+    /// For recorded events, the position of the first.
+    recorded: Option<u64>,
+}
+
+/// Splits one stream's events into appends within the store's limits, new events apart from
+/// recorded ones.
+fn chunks(events: Vec<(ProposedEvent, Option<u64>)>) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
     let mut size = 0usize;
-    for event in events {
+    let mut last_position: Option<u64> = None;
+    for (event, recorded) in events {
         let event_size = event.size_bytes();
         let fits = out.last().is_some_and(|last| {
-            last.len() < APPEND_EVENTS_MAX && size + event_size <= APPEND_SIZE_MAX_BYTES
+            last.events.len() < APPEND_EVENTS_MAX
+                && size + event_size <= APPEND_SIZE_MAX_BYTES
+                && last.recorded.is_some() == recorded.is_some()
+                && match (last_position, recorded) {
+                    (Some(prev), Some(at)) => prev.checked_add(1) == Some(at),
+                    _ => true,
+                }
         });
+        last_position = recorded;
         if fits {
             size += event_size;
             if let Some(last) = out.last_mut() {
-                last.push(event);
+                last.events.push(event);
             }
         } else {
             size = event_size;
-            out.push(vec![event]);
+            out.push(Chunk {
+                events: vec![event],
+                recorded,
+            });
         }
     }
     out
@@ -162,30 +256,45 @@ async fn append_batch<S: EventStore>(
     versions: &mut HashMap<StreamId, u64>,
     summary: &mut ImportSummary,
 ) -> Result<(), ImportError> {
+    let file = summary.files.join(", ");
     let mut tasks = JoinSet::new();
     for job in jobs {
-        let start = match job.expect {
-            Expect::Fold => Some(versions.get(&job.stream).copied().unwrap_or(0)),
+        let start = match job.expect.unwrap_or(Expect::Fold) {
+            Expect::Fold | Expect::Recorded(_) => {
+                Some(versions.get(&job.stream).copied().unwrap_or(0))
+            }
             Expect::Exact(v) => Some(v),
             Expect::Any => None,
         };
         let store = store.clone();
+        let file = file.clone();
         tasks.spawn(async move {
             let mut version = start;
             let (mut appended, mut present) = (0u64, 0u64);
             for chunk in chunks(job.events) {
-                let count = chunk.len() as u64;
+                let count = u64::try_from(chunk.events.len()).unwrap_or(u64::MAX);
                 let expected = version.map_or(ExpectedVersion::Any, |v| {
                     ExpectedVersion::Exact(StreamVersion(v))
                 });
-                match store.append(&job.stream, expected, chunk).await {
+                match store.append(&job.stream, expected, chunk.events).await {
                     Ok(result) => {
                         if result.already_present {
                             present += count;
                         } else {
                             appended += count;
                         }
-                        version = Some(result.stream_version.0);
+                        // Events found recorded leave the stream where it is; the new ones
+                        // were decided against its state in the log.
+                        if !(chunk.recorded.is_some() && result.already_present) {
+                            version = Some(result.stream_version.0);
+                        }
+                    }
+                    Err(AppendError::IdempotencyConflict { .. }) if chunk.recorded.is_some() => {
+                        return Err(ImportError::Changed {
+                            file,
+                            stream: job.stream.to_string(),
+                            position: chunk.recorded.unwrap_or_default(),
+                        })
                     }
                     Err(source) => {
                         return Err(ImportError::Append {
@@ -217,4 +326,44 @@ async fn append_batch<S: EventStore>(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_eventstore::EventId;
+
+    fn event(n: u128) -> ProposedEvent {
+        ProposedEvent {
+            event_id: EventId(uuid::Uuid::from_u128(n)),
+            event_type: "Noted".into(),
+            schema_version: 1,
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+            causation_id: None,
+            correlation_id: None,
+            actor: "test".into(),
+            metadata: Vec::new(),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn recorded_events_are_appended_apart_from_new_ones_and_by_runs_of_positions() {
+        let events = vec![
+            (event(1), Some(10)),
+            (event(2), Some(11)),
+            (event(3), None),
+            (event(4), None),
+            (event(5), Some(12)),
+            (event(6), Some(20)),
+        ];
+        let shape: Vec<(usize, Option<u64>)> = chunks(events)
+            .iter()
+            .map(|c| (c.events.len(), c.recorded))
+            .collect();
+        assert_eq!(
+            shape,
+            [(2, Some(10)), (2, None), (1, Some(12)), (1, Some(20))]
+        );
+    }
 }

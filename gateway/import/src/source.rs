@@ -1,114 +1,44 @@
 //! Reading CSV sources with positions: every value knows its file, line and column, so an error
 //! can name them. Rows with too few or too many fields are reported, never padded.
+//!
+//! [`CsvReader`] reads a file (plain or gzip) row by row, in constant memory, with exact line
+//! numbers in LF and CRLF files; [`CsvSource`] reads a whole (small) file into memory for the
+//! importers that look at all of it at once. [`scan`] reads a file once to count its rows and
+//! hash its content.
 
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use sha2::{Digest, Sha256};
 
 use super::{ColumnRef, ImportError, RowError};
 
 /// A CSV file with a header row, read whole (the sources are small; limits below).
 pub struct CsvSource {
-    /// File name as shown in errors and metadata (no directory).
-    pub file: String,
-    headers: Vec<String>,
+    header: Header,
     rows: Vec<(u64, csv::StringRecord)>,
 }
 
-/// Most data rows one CSV source may hold; larger exports should be split.
+/// Most data rows one in-memory CSV source may hold; larger exports should be split (or
+/// imported with a mapping, which streams).
 pub const CSV_ROWS_MAX: usize = 2_000_000;
-/// Most bytes of a source once decompressed (a gzip file is read up to this).
+/// Most bytes of an in-memory source once decompressed (a gzip file is read up to this).
 pub const CSV_SIZE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
-/// The 1-based line of byte offsets, counted incrementally (offsets only grow).
-#[derive(Debug, Default)]
-struct LineCounter {
-    offset: usize,
-    newlines: u64,
+/// Bytes the CSV parser reads ahead.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// A source file's name and column names.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// File name as shown in errors and metadata (no directory).
+    pub file: String,
+    headers: Vec<String>,
 }
 
-impl LineCounter {
-    /// The line a record starting at `byte` is on. A record that starts on the `\n` of a
-    /// CRLF (the reader ends records at the `\r`) is on the next line.
-    fn line_at(&mut self, bytes: &[u8], byte: u64) -> u64 {
-        let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
-        while bytes.get(start).is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            start += 1;
-        }
-        if start >= self.offset {
-            self.newlines += bytecount(&bytes[self.offset..start]);
-            self.offset = start;
-        }
-        self.newlines + 1
-    }
-}
-
-fn bytecount(bytes: &[u8]) -> u64 {
-    u64::try_from(bytes.iter().filter(|b| **b == b'\n').count()).unwrap_or(u64::MAX)
-}
-
-impl CsvSource {
-    /// Reads `path` with `delimiter`.
-    ///
-    /// # Errors
-    /// [`ImportError::Io`] if the file cannot be read, [`ImportError::Csv`] if it is not CSV.
-    pub fn read(path: &Path, delimiter: u8) -> Result<Self, ImportError> {
-        let file = file_name(path);
-        let io = |source| ImportError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut bytes = std::fs::read(path).map_err(io)?;
-        // gzip (`.csv.gz`), recognised by its magic bytes whatever the file is called.
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            use std::io::Read as _;
-            let mut plain = Vec::new();
-            flate2::read::MultiGzDecoder::new(bytes.as_slice())
-                .take(CSV_SIZE_MAX_BYTES + 1)
-                .read_to_end(&mut plain)
-                .map_err(io)?;
-            if u64::try_from(plain.len()).unwrap_or(u64::MAX) > CSV_SIZE_MAX_BYTES {
-                return Err(ImportError::TooLarge {
-                    file,
-                    limit: CSV_ROWS_MAX,
-                });
-            }
-            bytes = plain;
-        }
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(bytes.as_slice());
-        let headers = reader
-            .headers()
-            .map_err(|e| csv_error(&file, &e))?
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}').trim().to_owned())
-            .collect();
-        let mut rows = Vec::new();
-        // Lines counted from the bytes: the reader's own count is one short in CRLF files.
-        let mut lines = LineCounter::default();
-        for record in reader.records() {
-            let record = record.map_err(|e| csv_error(&file, &e))?;
-            let line = record
-                .position()
-                .map_or(0, |p| lines.line_at(&bytes, p.byte()));
-            if rows.len() >= CSV_ROWS_MAX {
-                return Err(ImportError::TooLarge {
-                    file,
-                    limit: CSV_ROWS_MAX,
-                });
-            }
-            rows.push((line, record));
-        }
-        Ok(Self {
-            file,
-            headers,
-            rows,
-        })
-    }
-
+impl Header {
     /// Index of the column `name`.
     ///
     /// # Errors
@@ -153,6 +83,227 @@ impl CsvSource {
         &self.headers
     }
 
+    /// Data row `record`, found at `line` of this file.
+    #[must_use]
+    pub fn row<'a>(&'a self, line: u64, record: &'a csv::StringRecord) -> Row<'a> {
+        Row {
+            header: self,
+            line,
+            record,
+        }
+    }
+}
+
+/// The bytes of a source as the CSV parser reads them: counts line ends (so a record's line
+/// is exact, also in CRLF files, where the parser's own count is one short), counts bytes and
+/// hashes them if asked.
+struct Tracked {
+    inner: Box<dyn Read + Send>,
+    /// Bytes passed to the parser so far.
+    offset: u64,
+    /// Offsets of the `\r` and `\n` bytes the parser has but no record has passed yet
+    /// (`true` for `\n`): at most one read-ahead buffer's worth.
+    ends: VecDeque<(u64, bool)>,
+    /// `\n` bytes before the last record asked about.
+    newlines: u64,
+    hasher: Option<Sha256>,
+}
+
+impl Read for Tracked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let bytes = buf.get(..n).unwrap_or_default();
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(bytes);
+        }
+        let mut at = self.offset;
+        for b in bytes {
+            if *b == b'\n' || *b == b'\r' {
+                self.ends.push_back((at, *b == b'\n'));
+            }
+            at += 1;
+        }
+        self.offset = at;
+        Ok(n)
+    }
+}
+
+impl Tracked {
+    /// The 1-based line a record starting at `byte` is on (offsets only grow). A record that
+    /// starts on line ends (the `\n` of a CRLF, the reader ending records at the `\r`, or
+    /// blank lines) is on the line after them.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        while let Some(&(at, newline)) = self.ends.front() {
+            if at >= byte {
+                break;
+            }
+            self.ends.pop_front();
+            self.newlines += u64::from(newline);
+        }
+        let mut next = byte;
+        while let Some(&(at, newline)) = self.ends.front() {
+            if at != next {
+                break;
+            }
+            self.ends.pop_front();
+            self.newlines += u64::from(newline);
+            next += 1;
+        }
+        self.newlines + 1
+    }
+}
+
+/// A CSV file with a header row, read row by row (plain text, or gzip recognised by its
+/// magic bytes whatever the file is called).
+pub struct CsvReader {
+    header: Header,
+    reader: csv::Reader<Tracked>,
+}
+
+impl CsvReader {
+    /// Opens `path` with `delimiter` and reads its header.
+    ///
+    /// # Errors
+    /// [`ImportError::Io`] if the file cannot be read, [`ImportError::Csv`] if its header is
+    /// not CSV.
+    pub fn open(path: &Path, delimiter: u8) -> Result<Self, ImportError> {
+        Self::open_with(path, delimiter, false)
+    }
+
+    fn open_with(path: &Path, delimiter: u8, hash: bool) -> Result<Self, ImportError> {
+        let file = file_name(path);
+        let io = |source| ImportError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut buffered =
+            BufReader::with_capacity(READ_BUFFER_BYTES, std::fs::File::open(path).map_err(io)?);
+        let gzip = buffered.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+        let inner: Box<dyn Read + Send> = if gzip {
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+        } else {
+            Box::new(buffered)
+        };
+        let tracked = Tracked {
+            inner,
+            offset: 0,
+            ends: VecDeque::new(),
+            newlines: 0,
+            hasher: hash.then(Sha256::new),
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .has_headers(true)
+            .buffer_capacity(READ_BUFFER_BYTES)
+            .from_reader(tracked);
+        let headers = match reader.headers() {
+            Ok(headers) => headers
+                .iter()
+                .map(|h| h.trim_start_matches('\u{feff}').trim().to_owned())
+                .collect(),
+            Err(e) => return Err(csv_error(&file, &e, reader.get_mut())),
+        };
+        Ok(Self {
+            header: Header { file, headers },
+            reader,
+        })
+    }
+
+    /// The file's name and columns.
+    #[must_use]
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Reads the next data row into `record`: its line, or `None` at the end of the file.
+    ///
+    /// # Errors
+    /// [`ImportError::Csv`] (with the line) if the file is not CSV or not UTF-8 there.
+    pub fn read(&mut self, record: &mut csv::StringRecord) -> Result<Option<u64>, ImportError> {
+        match self.reader.read_record(record) {
+            Ok(false) => Ok(None),
+            Ok(true) => Ok(Some(
+                record
+                    .position()
+                    .map_or(0, |p| self.reader.get_mut().line_at(p.byte())),
+            )),
+            Err(e) => Err(csv_error(&self.header.file, &e, self.reader.get_mut())),
+        }
+    }
+
+    /// Bytes read so far (decompressed).
+    fn bytes_read(&self) -> u64 {
+        self.reader.get_ref().offset
+    }
+}
+
+/// What one read of a whole file found: its data rows and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Data rows (records after the header).
+    pub rows: u64,
+    /// SHA-256 of the file's bytes after decompression (of a `.gz`, its CSV text), as
+    /// lower-case hex: `sha256sum FILE` (or `zcat FILE.gz | sha256sum`) prints it.
+    pub content_sha256: String,
+}
+
+/// Reads `path` once: checks it is CSV (and UTF-8), counts its data rows and hashes it.
+///
+/// # Errors
+/// As [`CsvReader::open`] and [`CsvReader::read`].
+pub fn scan(path: &Path, delimiter: u8) -> Result<Scan, ImportError> {
+    let mut reader = CsvReader::open_with(path, delimiter, true)?;
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0u64;
+    while reader.read(&mut record)?.is_some() {
+        rows += 1;
+    }
+    let digest = reader
+        .reader
+        .into_inner()
+        .hasher
+        .map(Sha256::finalize)
+        .unwrap_or_default();
+    Ok(Scan {
+        rows,
+        content_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+impl std::ops::Deref for CsvSource {
+    type Target = Header;
+
+    fn deref(&self) -> &Header {
+        &self.header
+    }
+}
+
+impl CsvSource {
+    /// Reads `path` with `delimiter`.
+    ///
+    /// # Errors
+    /// [`ImportError::Io`] if the file cannot be read, [`ImportError::Csv`] if it is not CSV,
+    /// [`ImportError::TooLarge`] beyond [`CSV_ROWS_MAX`] rows or [`CSV_SIZE_MAX_BYTES`].
+    pub fn read(path: &Path, delimiter: u8) -> Result<Self, ImportError> {
+        let mut reader = CsvReader::open(path, delimiter)?;
+        let mut rows = Vec::new();
+        let mut record = csv::StringRecord::new();
+        while let Some(line) = reader.read(&mut record)? {
+            if rows.len() >= CSV_ROWS_MAX || reader.bytes_read() > CSV_SIZE_MAX_BYTES {
+                return Err(ImportError::TooLarge {
+                    file: reader.header.file,
+                    limit: CSV_ROWS_MAX,
+                });
+            }
+            rows.push((line, std::mem::take(&mut record)));
+        }
+        Ok(Self {
+            header: reader.header,
+            rows,
+        })
+    }
+
     /// Number of data rows.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -167,18 +318,16 @@ impl CsvSource {
 
     /// The data rows, in file order.
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
-        self.rows.iter().map(move |(line, record)| Row {
-            source: self,
-            line: *line,
-            record,
-        })
+        self.rows
+            .iter()
+            .map(move |(line, record)| self.header.row(*line, record))
     }
 }
 
 /// One data row.
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
-    source: &'a CsvSource,
+    header: &'a Header,
     /// 1-based line number of the row in its file (the header is line 1).
     pub line: u64,
     record: &'a csv::StringRecord,
@@ -188,7 +337,7 @@ impl<'a> Row<'a> {
     /// File name.
     #[must_use]
     pub fn file(&self) -> &'a str {
-        &self.source.file
+        &self.header.file
     }
 
     /// Checks the row has exactly as many fields as the header.
@@ -196,14 +345,14 @@ impl<'a> Row<'a> {
     /// # Errors
     /// A [`RowError`] naming the first missing (or first extra) column.
     pub fn check_width(&self) -> Result<(), RowError> {
-        let want = self.source.headers.len();
+        let want = self.header.headers.len();
         let got = self.record.len();
         if got == want {
             return Ok(());
         }
         let index = got.min(want);
         let name = self
-            .source
+            .header
             .headers
             .get(index)
             .cloned()
@@ -251,7 +400,7 @@ impl<'a> Row<'a> {
             line: self.line,
             column: Some(ColumnRef {
                 index: index + 1,
-                name: self.source.headers.get(index).cloned().unwrap_or_default(),
+                name: self.header.headers.get(index).cloned().unwrap_or_default(),
             }),
             reason: reason.into(),
         }
@@ -376,8 +525,8 @@ pub fn file_name(path: &Path) -> String {
     )
 }
 
-fn csv_error(file: &str, e: &csv::Error) -> ImportError {
-    let line = e.position().map_or(0, csv::Position::line);
+fn csv_error(file: &str, e: &csv::Error, lines: &mut Tracked) -> ImportError {
+    let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
     ImportError::Csv {
         file: file.to_owned(),
         line,
@@ -453,5 +602,38 @@ mod line_tests {
         assert_eq!(lines_of("a,b\n1,2\n3,4\n"), [2, 3]);
         assert_eq!(lines_of("a,b\r\n1,2\r\n3,4\r\n"), [2, 3]);
         assert_eq!(lines_of("a,b\r\n1,2\r\n\"x\r\ny\",4\r\n5,6\r\n"), [2, 3, 5]);
+        // Blank lines are no rows, but they are lines.
+        assert_eq!(lines_of("a,b\n1,2\n\n\n3,4\n"), [2, 5]);
+        assert_eq!(lines_of("a,b\r\n1,2\r\n\r\n3,4"), [2, 4]);
+    }
+
+    #[test]
+    fn lines_stay_exact_across_read_buffers_and_a_scan_counts_and_hashes() {
+        use std::fmt::Write as _;
+        let mut content = String::from("id,note\r\n");
+        for i in 0..60_000 {
+            if i % 1000 == 7 {
+                let _ = write!(content, "{i},\"two\r\nlines\"\r\n");
+            } else {
+                let _ = write!(content, "{i},plain\r\n");
+            }
+        }
+        let got = lines_of(&content);
+        assert_eq!(got.len(), 60_000);
+        let mut line = 2;
+        for (i, at) in got.iter().enumerate() {
+            assert_eq!(*at, line, "row {i}");
+            line += if i % 1000 == 7 { 2 } else { 1 };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        let found = scan(&path, b',').unwrap();
+        assert_eq!(found.rows, 1);
+        // `printf 'a,b\n1,2\n' | sha256sum`
+        assert_eq!(
+            found.content_sha256,
+            "492d5ea496056f1a6a6592241032fab764c321596317930b4fa0e1e8bc3b7470"
+        );
     }
 }

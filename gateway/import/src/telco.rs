@@ -286,6 +286,7 @@ fn customer(row: &Row<'_>, c: &Columns) -> Result<Unit, RowError> {
         file: row.file().to_owned(),
         line: row.line,
         key: key.to_owned(),
+        content_sha256: None,
     };
     stage(&source, events, &[])
         .map(|events| Unit { rows: 1, events })

@@ -117,38 +117,24 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
         write!(std::io::stdout().lock(), "{skeleton}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    // A mapping import decides against what the log already holds (when not only checking).
-    if let (
-        Source::Csv {
-            file,
-            mapping: Some(mapping),
-            ..
-        },
-        false,
-    ) = (&args.source, args.check)
-    {
-        let (file, mapping) = (file.clone(), mapping.clone());
-        let options = RunOptions {
-            on_error: config.on_error,
-            progress: true,
-        };
-        let mut summary = with_store(&config, Create::IfMissing, async |store| {
-            let plan = plan_against_log(store, file, mapping).await?;
-            Ok(crm_import::run(store, plan, options).await?)
-        })
-        .await?;
-        summary.elapsed = started.elapsed();
-        return print_summary(&summary, args.json);
-    }
     let plan = match &args.source {
         Source::MavenCrm { dir } => crm_import::maven::plan(dir)?,
         Source::TelcoChurn { file } => crm_import::telco::plan(file)?,
         Source::Helpdesk { file } => crm_import::helpdesk::plan(file)?,
+        // A mapping import streams instead of planning the whole file.
         Source::Csv {
             file,
             mapping: Some(mapping),
             ..
-        } => crm_import::mapping::plan(file, mapping)?,
+        } => {
+            let mapping_import = MappingArgs {
+                file: file.clone(),
+                mapping: mapping.clone(),
+                check: args.check,
+                json: args.json,
+            };
+            return import_mapping(&config, mapping_import, started).await;
+        }
         Source::Csv { mapping: None, .. } => {
             anyhow::bail!("give --mapping MAPPING.toml (or --infer to write one)")
         }
@@ -173,30 +159,7 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
             first_refused: refused.into_iter().take(CHECK_ERRORS_SHOWN_MAX).collect(),
             notes: plan.notes.clone(),
         };
-        let mut stdout = std::io::stdout().lock();
-        if args.json {
-            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
-        } else {
-            writeln!(
-                stdout,
-                "{}: {} rows, {} refused, {} events would be appended (nothing was)",
-                report.files.join(", "),
-                report.rows,
-                report.rows_refused,
-                report.events
-            )?;
-            for line in &report.first_refused {
-                writeln!(stdout, "  refused: {line}")?;
-            }
-            for note in &report.notes {
-                writeln!(stdout, "  note: {note}")?;
-            }
-        }
-        return Ok(if report.rows_refused == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return print_check(&report, args.json);
     }
     let options = RunOptions {
         on_error: config.on_error,
@@ -220,33 +183,132 @@ fn print_summary(summary: &crm_import::ImportSummary, json: bool) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Plans a mapping import on a blocking thread, reading the streams it touches from `store`.
-async fn plan_against_log(
-    store: &AnyStore,
+/// What a mapping import was asked.
+struct MappingArgs {
     file: PathBuf,
     mapping: PathBuf,
-) -> anyhow::Result<crm_import::Plan> {
-    let store = store.clone();
-    let handle = tokio::runtime::Handle::current();
-    let plan = tokio::task::spawn_blocking(move || {
-        let mut load = |name: &str| {
-            let error = |reason: String| crm_import::ImportError::ReadLog {
-                stream: name.to_owned(),
-                reason,
-            };
-            let stream =
-                crm_eventstore::StreamId::new(name.to_owned()).map_err(|e| error(e.to_string()))?;
-            handle
-                .block_on(crm_app::commands::load_stream(&store, &stream))
-                .map_err(|e| error(e.to_string()))
-        };
-        crm_import::mapping::plan_with_log(
-            &file,
-            &mapping,
-            &crm_domain::Registry::builtin(),
-            &mut load,
-        )
+    check: bool,
+    json: bool,
+}
+
+/// Runs a mapping import: the mapping checked and the file read once (rows counted, content
+/// hashed), then the rows decided against what the log already holds while the batches
+/// decided before are appended; with `--check`, decided against the file alone.
+async fn import_mapping(
+    config: &crm_app::config::Config,
+    args: MappingArgs,
+    started: std::time::Instant,
+) -> anyhow::Result<ExitCode> {
+    let MappingArgs {
+        file,
+        mapping,
+        check,
+        json,
+    } = args;
+    let import = tokio::task::spawn_blocking(move || {
+        crm_import::mapping::MappingImport::open(&file, &mapping, &crm_domain::Registry::builtin())
     })
     .await??;
-    Ok(plan)
+    if check {
+        let report = tokio::task::spawn_blocking(move || check_mapping(&import)).await??;
+        return print_check(&report, json);
+    }
+    let options = RunOptions {
+        on_error: config.on_error,
+        progress: true,
+    };
+    let mut summary = with_store(config, Create::IfMissing, async |store| {
+        Ok(crm_import::mapping::run(
+            store,
+            import,
+            crm_domain::Registry::builtin(),
+            log_loader(store),
+            options,
+        )
+        .await?)
+    })
+    .await?;
+    summary.elapsed = started.elapsed();
+    print_summary(&summary, json)
+}
+
+/// Prints what `--check` found; exit code 1 if any row is refused.
+fn print_check(report: &CheckReport, json: bool) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string(report)?)?;
+    } else {
+        writeln!(
+            stdout,
+            "{}: {} rows, {} refused, {} events would be appended (nothing was)",
+            report.files.join(", "),
+            report.rows,
+            report.rows_refused,
+            report.events
+        )?;
+        for line in &report.first_refused {
+            writeln!(stdout, "  refused: {line}")?;
+        }
+        for note in &report.notes {
+            writeln!(stdout, "  note: {note}")?;
+        }
+    }
+    Ok(if report.rows_refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Decides every row of a mapping import against the file alone, keeping only counts and
+/// the first refusals.
+fn check_mapping(
+    import: &crm_import::mapping::MappingImport,
+) -> Result<CheckReport, crm_import::ImportError> {
+    let mut report = CheckReport {
+        files: vec![import.file().to_owned()],
+        rows: import.rows(),
+        rows_refused: 0,
+        events: 0,
+        first_refused: Vec::new(),
+        notes: Vec::new(),
+    };
+    report.notes = import.decide(
+        &crm_domain::Registry::builtin(),
+        &mut |_| Ok(Vec::new()),
+        &mut |batch| {
+            for unit in batch.units {
+                match unit {
+                    Ok(unit) => {
+                        report.events += u64::try_from(unit.events.len()).unwrap_or(u64::MAX);
+                    }
+                    Err(row) => {
+                        report.rows_refused += 1;
+                        if report.first_refused.len() < CHECK_ERRORS_SHOWN_MAX {
+                            report.first_refused.push(row.to_string());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(report)
+}
+
+/// Reads a stream of `store` for a mapping import's decisions, from the thread that decides.
+fn log_loader(store: &AnyStore) -> Box<crm_import::mapping::SendStreamLoader> {
+    let store = store.clone();
+    let handle = tokio::runtime::Handle::current();
+    Box::new(move |name: &str| {
+        let error = |reason: String| crm_import::ImportError::ReadLog {
+            stream: name.to_owned(),
+            reason,
+        };
+        let stream =
+            crm_eventstore::StreamId::new(name.to_owned()).map_err(|e| error(e.to_string()))?;
+        handle
+            .block_on(crm_app::commands::load_stream(&store, &stream))
+            .map_err(|e| error(e.to_string()))
+    })
 }

@@ -8,29 +8,33 @@
 //! `datetime` (chrono `format`), `money` (`currency`, `decimal_separator`), and an optional
 //! `map` of source values to domain values (enums; an unmapped value is an error). Blank cells
 //! of `optional` fields become `null`. The aggregate decides the events, so domain rules apply;
-//! one row may yield several events. Aggregate state is kept in memory for the whole file, so
-//! later rows can change records earlier rows created. Example: `gateway/tests/fixtures/`.
+//! one row may yield several events. The file is read as a stream (see `stream.rs`), but each
+//! aggregate's state is kept for the whole file, so later rows can change records earlier rows
+//! created. Example: `gateway/tests/fixtures/`.
 //!
 //! A field may also come from a `template` (`"{Invoice}-{Line}"`, `{row}`, `{line}`) or, for a
 //! date, from `parts` (`{ day = "Day", month = "Month", year = 2017 }`, `utc_offset`); a
 //! command with `when` conditions applies only to the rows that pass them (equals,
 //! not_equals, one_of, blank, above, below, matches). See `rules.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use crm_domain::registry::{AggregateKind, DecideError, ErasedState};
+use crm_domain::registry::AggregateKind;
 use crm_domain::values::Currency;
-use crm_domain::{EncodedEvent, Registry};
+use crm_domain::Registry;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::source::{file_name, parse_minor_units, CsvSource, Row};
-use super::{stage_encoded, ImportError, Plan, RowError, SourceRow, Unit};
+use super::source::{file_name, parse_minor_units, Header, Row};
+use super::{ImportError, Plan, RowError};
 
 pub mod infer;
 mod rules;
+mod stream;
+
+pub use stream::{run, MappingImport, SendStreamLoader, StreamLoader};
 
 pub use rules::{Condition, When};
 use rules::{DateParts, Guard, GuardError, Template};
@@ -50,10 +54,10 @@ pub struct Mapping {
     pub key_column: Option<String>,
     /// Commands per row, in order.
     pub commands: Vec<CommandSpec>,
-    /// Rows with the same value in this column make one group (wherever they are in the
-    /// file): each command runs once per group, its fields from the group's first row, and
-    /// `list[].field` fields collect one list element per row (an invoice spread over its
-    /// lines).
+    /// Consecutive rows with the same value in this column make one group: each command runs
+    /// once per group, its fields from the group's first row, and `list[].field` fields
+    /// collect one list element per row (an invoice spread over its lines). A value that comes
+    /// again after its group ended refuses those rows: the file must be sorted by the column.
     pub group_by: Option<String>,
 }
 
@@ -204,10 +208,6 @@ pub fn plan(path: &Path, mapping: &Path) -> Result<Plan, ImportError> {
     plan_with(path, mapping, &Registry::builtin())
 }
 
-/// Reads the events of a stream from the log, for [`plan_with_log`].
-pub type StreamLoader<'a> =
-    dyn FnMut(&str) -> Result<Vec<crm_eventstore::RecordedEvent>, ImportError> + 'a;
-
 /// As [`plan`], for the aggregates of `registry`, deciding against the file alone.
 ///
 /// # Errors
@@ -218,8 +218,9 @@ pub fn plan_with(path: &Path, mapping: &Path, registry: &Registry) -> Result<Pla
 
 /// As [`plan_with`], deciding each row against the state the log already holds for the
 /// streams it touches (`load` reads a stream), so a file can continue what an earlier import
-/// or a command began. Events this same file imported before are left out of that state, so
-/// importing the file again decides the same events and appends nothing.
+/// or a command began. Events this same source (this file's name, or its content under any
+/// name) imported before are left out of that state, so importing the file again decides the
+/// same events and appends nothing. The plan holds every unit: [`run`] streams instead.
 ///
 /// # Errors
 /// As [`plan`]; a stream that cannot be read refuses the row that needs it.
@@ -229,6 +230,24 @@ pub fn plan_with_log(
     registry: &Registry,
     load: &mut StreamLoader<'_>,
 ) -> Result<Plan, ImportError> {
+    let import = MappingImport::open(path, mapping, registry)?;
+    let mut plan = Plan {
+        importer: NAME,
+        files: vec![import.file().to_owned()],
+        rows_total: Some(import.rows()),
+        ..Plan::default()
+    };
+    plan.notes = import.decide(registry, load, &mut |batch| {
+        plan.units.extend(batch.units);
+        plan.initial_versions.extend(batch.initial_versions);
+        Ok(())
+    })?;
+    Ok(plan)
+}
+
+/// Reads the mapping file and checks it against the command schemas: the mapping, its
+/// file name and its delimiter.
+fn read_mapping(mapping: &Path, registry: &Registry) -> Result<(Mapping, String, u8), ImportError> {
     let mapping_file = file_name(mapping);
     let bad = |reason: String| ImportError::Mapping {
         file: mapping_file.clone(),
@@ -254,7 +273,39 @@ pub fn plan_with_log(
         ));
     }
     check_against_schema(&spec, registry, &mapping_file)?;
-    let file = CsvSource::read(path, delimiter)?;
+    Ok((spec, mapping_file, delimiter))
+}
+
+/// The commands of a mapping resolved against a file's header.
+struct Compiled<'m> {
+    commands: Vec<Command<'m>>,
+    /// The column keying each row (ids, audit); `None`: the row's line.
+    key_column: Option<usize>,
+    /// The `group_by` column.
+    group_column: Option<usize>,
+}
+
+/// One `[[commands]]` resolved: the spec, its aggregate, its fields (the id first, then
+/// `occurred_at`), its `when` and its `elements_when`.
+type Command<'m> = (
+    &'m CommandSpec,
+    &'static dyn AggregateKind,
+    Vec<Field<'m>>,
+    Option<Guard>,
+    Option<Guard>,
+);
+
+/// Resolves `spec`'s commands against `file`'s header.
+fn compile<'m>(
+    spec: &'m Mapping,
+    registry: &Registry,
+    file: &Header,
+    mapping_file: &str,
+) -> Result<Compiled<'m>, ImportError> {
+    let bad = |reason: String| ImportError::Mapping {
+        file: mapping_file.to_owned(),
+        reason,
+    };
     let mut commands = Vec::new();
     for (i, command) in spec.commands.iter().enumerate() {
         let Some(kind) = registry.get(&command.aggregate) else {
@@ -277,7 +328,7 @@ pub fn plan_with_log(
                 (Some(col), None, None, None) => Source::Column(file.column(col)?),
                 (None, Some(_), None, None) => Source::Constant,
                 (None, None, Some(text), None) => Source::Template(
-                    Template::resolve(text, &at, &file).map_err(|e| guard_error(&mapping_file, e))?,
+                    Template::resolve(text, &at, file).map_err(|e| guard_error(mapping_file, e))?,
                 ),
                 (None, None, None, Some(parts)) => {
                     if !matches!(field.kind, FieldType::Date | FieldType::Datetime) {
@@ -286,8 +337,8 @@ pub fn plan_with_log(
                         )));
                     }
                     Source::Parts(
-                        DateParts::resolve(parts, field.utc_offset.as_deref(), &at, &file)
-                            .map_err(|e| guard_error(&mapping_file, e))?,
+                        DateParts::resolve(parts, field.utc_offset.as_deref(), &at, file)
+                            .map_err(|e| guard_error(mapping_file, e))?,
                     )
                 }
                 _ => {
@@ -323,149 +374,34 @@ pub fn plan_with_log(
         let guard = command
             .when
             .as_ref()
-            .map(|when| Guard::resolve(when, &format!("commands[{i}].when"), &file))
+            .map(|when| Guard::resolve(when, &format!("commands[{i}].when"), file))
             .transpose()
-            .map_err(|e| guard_error(&mapping_file, e))?;
+            .map_err(|e| guard_error(mapping_file, e))?;
         let elements = command
             .elements_when
             .as_ref()
-            .map(|w| Guard::resolve(w, &format!("commands[{i}].elements_when"), &file))
+            .map(|w| Guard::resolve(w, &format!("commands[{i}].elements_when"), file))
             .transpose()
-            .map_err(|e| guard_error(&mapping_file, e))?;
+            .map_err(|e| guard_error(mapping_file, e))?;
         commands.push((command, kind, fields, guard, elements));
     }
     let key_column = match &spec.key_column {
         Some(col) => Some(file.column(col)?),
-        None => commands[0].2[0].column(),
-    };
-    let mut plan = Plan {
-        importer: NAME,
-        files: vec![file.file.clone()],
-        ..Plan::default()
-    };
-    let mut states = States::default();
-    let mut occurrences: HashMap<String, u32> = HashMap::new();
-    let mut log = LogState {
-        load,
-        file: file.file.clone(),
-        versions: std::collections::HashMap::new(),
+        None => commands
+            .first()
+            .and_then(|c| c.2.first())
+            .and_then(Field::column),
     };
     let group_column = spec
         .group_by
         .as_deref()
         .map(|c| file.column(c))
         .transpose()?;
-    let numbered: Vec<(u64, Row<'_>)> = (1u64..).zip(file.rows()).collect();
-    let groups: Vec<Vec<(u64, Row<'_>)>> = match group_column {
-        // Rows with the same value make one group (an invoice's lines), in the order of its
-        // first row, wherever its other rows are.
-        Some(c) => {
-            let mut at: HashMap<&str, usize> = HashMap::new();
-            let mut groups: Vec<Vec<(u64, Row<'_>)>> = Vec::new();
-            for (number, row) in &numbered {
-                let value = row.raw(c).trim();
-                match at.get(value) {
-                    Some(&i) => groups[i].push((*number, *row)),
-                    None => {
-                        at.insert(value, groups.len());
-                        groups.push(vec![(*number, *row)]);
-                    }
-                }
-            }
-            groups
-        }
-        None => numbered.iter().map(|r| vec![*r]).collect(),
-    };
-    plan.rows_total = Some(u64::try_from(numbered.len()).unwrap_or(u64::MAX));
-    for group in &groups {
-        let Some((number, row)) = group.first() else {
-            continue;
-        };
-        let (number, row) = (*number, *row);
-        let key = key_column.map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
-        // A key that repeats (several rows of one aggregate) gets its occurrence number, so
-        // every row's events have ids of their own, the same on every import (counted before
-        // the row is decided, so fixing a refused row renumbers nothing).
-        let seen = occurrences.entry(key.clone()).or_insert(0u32);
-        *seen += 1;
-        let key = if *seen == 1 {
-            key
-        } else {
-            format!("{key}#{seen}")
-        };
-        let unit = (|| {
-            for (_, r) in group.iter() {
-                r.check_width()?;
-            }
-            let mut overlay = States::default();
-            let mut events: Vec<EncodedEvent> = Vec::new();
-            for (command, kind, fields, guard, elements) in &commands {
-                if let Some(guard) = guard {
-                    if !guard.admits(&row)? {
-                        continue;
-                    }
-                }
-                let mut members = Vec::with_capacity(group.len());
-                for (num, r) in group.iter() {
-                    if elements.as_ref().map_or(Ok(true), |e| e.admits(r))? {
-                        members.push((*num, *r));
-                    }
-                }
-                if members.is_empty() {
-                    continue;
-                }
-                let mut body = Map::new();
-                let mut id = String::new();
-                for (n, field) in fields.iter().enumerate() {
-                    // `lines[].product`: one list element per row of the group.
-                    if let Some((list, sub)) = field.name.split_once("[].") {
-                        let mut items = Vec::with_capacity(members.len());
-                        for (num, r) in &members {
-                            let mut element = Map::new();
-                            insert_path(&mut element, sub, convert(r, *num, field)?);
-                            items.push(element);
-                        }
-                        merge_list(&mut body, list, items);
-                        continue;
-                    }
-                    let value = convert(&row, number, field)?;
-                    if n == 0 {
-                        id = value.as_str().unwrap_or_default().to_owned();
-                    }
-                    insert_path(&mut body, &field.name, value);
-                }
-                null_empty_objects(&mut body);
-                let made = states
-                    .execute(&mut overlay, &mut log, *kind, &id, &command.command, body)
-                    .map_err(|e| row.row_error(format!("{} {}: {e}", command.command, id)))?;
-                events.extend(made);
-            }
-
-            let source = SourceRow {
-                importer: NAME,
-                file: row.file().to_owned(),
-                line: row.line,
-                key,
-            };
-            let staged =
-                stage_encoded(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?;
-            states.commit(overlay);
-            Ok(Unit {
-                rows: u64::try_from(group.len()).unwrap_or(u64::MAX),
-                events: staged,
-            })
-        })();
-        plan.units.push(unit);
-    }
-    plan.notes.push(format!("mapping {mapping_file}"));
-    let continued = log.versions.values().filter(|v| **v > 0).count();
-    if continued > 0 {
-        plan.notes.push(format!(
-            "{continued} streams continued from the log (decided against their state there)"
-        ));
-    }
-    plan.initial_versions = log.versions;
-    Ok(plan)
+    Ok(Compiled {
+        commands,
+        key_column,
+        group_column,
+    })
 }
 
 /// Merges the per-row `items` of one list field into `body[list]`, element by element (the
@@ -872,115 +808,6 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
     }
 }
 
-/// Why one command of a row made no events.
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    /// The row's values do not deserialize into the command.
-    #[error(
-        "the row's values do not make this command ({0}); check the mapping's fields and types"
-    )]
-    Parse(crm_domain::registry::CommandFault),
-    /// The aggregate refused the command.
-    #[error(transparent)]
-    Decide(#[from] DecideError),
-    /// The stream's state could not be read from the log.
-    #[error("the stream's state in the log could not be read: {0}")]
-    Load(String),
-}
-
-/// The log's side of planning: reads a stream the first time a row touches it and keeps its
-/// version there.
-struct LogState<'a, 'l> {
-    load: &'a mut StreamLoader<'l>,
-    /// This file's name: events it imported before are not part of the state.
-    file: String,
-    versions: std::collections::HashMap<String, u64>,
-}
-
-impl LogState<'_, '_> {
-    /// The state of `stream` in the log, without this file's own earlier events.
-    fn state(
-        &mut self,
-        kind: &dyn AggregateKind,
-        stream: &str,
-    ) -> Result<Box<dyn ErasedState>, StepError> {
-        let events = (self.load)(stream).map_err(|e| StepError::Load(e.to_string()))?;
-        let mut state = kind.new_state();
-        let mut version = 0u64;
-        for event in &events {
-            version = event.stream_version.0;
-            if self.imported_by_this_file(&event.metadata) {
-                continue;
-            }
-            state
-                .fold(&event.event_type, event.schema_version, &event.payload)
-                .map_err(|e| {
-                    StepError::Load(format!("event at position {}: {e}", event.position))
-                })?;
-        }
-        self.versions.insert(stream.to_owned(), version);
-        Ok(state)
-    }
-
-    fn imported_by_this_file(&self, metadata: &[u8]) -> bool {
-        #[derive(Deserialize)]
-        struct Meta {
-            source: Option<Src>,
-        }
-        #[derive(Deserialize)]
-        struct Src {
-            importer: Option<String>,
-            file: Option<String>,
-        }
-        serde_json::from_slice::<Meta>(metadata)
-            .ok()
-            .and_then(|m| m.source)
-            .is_some_and(|s| {
-                s.importer.as_deref() == Some(NAME) && s.file.as_deref() == Some(&self.file)
-            })
-    }
-}
-
-/// Aggregate state per stream id, folded from this file's accepted rows.
-#[derive(Default)]
-struct States(HashMap<String, Box<dyn ErasedState>>);
-
-impl States {
-    /// Runs command `name` on aggregate `id` of `kind`, on the row's `overlay` (copied from
-    /// the committed state on first touch).
-    fn execute(
-        &self,
-        overlay: &mut States,
-        log: &mut LogState<'_, '_>,
-        kind: &dyn AggregateKind,
-        id: &str,
-        name: &str,
-        fields: Map<String, Value>,
-    ) -> Result<Vec<EncodedEvent>, StepError> {
-        let command = kind
-            .parse_command(name, fields)
-            .map_err(|e| StepError::Parse(e.fault))?;
-        let stream = crm_domain::stream_id(kind.category(), id);
-        if !overlay.0.contains_key(&stream) {
-            let state = match self.0.get(&stream) {
-                Some(state) => state.clone_state(),
-                None => log.state(kind, &stream)?,
-            };
-            overlay.0.insert(stream.clone(), state);
-        }
-        let state = overlay
-            .0
-            .get_mut(&stream)
-            .ok_or_else(|| StepError::Load(format!("no state for `{stream}`")))?;
-        Ok(state.execute(command.as_ref())?)
-    }
-
-    /// Keeps the states of an accepted row.
-    fn commit(&mut self, overlay: States) {
-        self.0.extend(overlay.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1190,6 +1017,7 @@ mod feature_tests {
 #[cfg(test)]
 mod group_tests {
     use super::*;
+    use crate::Unit;
 
     fn fixture(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1203,7 +1031,7 @@ mod group_tests {
         assert_eq!(plan.rows(), 8);
         let units: Vec<&Unit> = plan.units.iter().map(|u| u.as_ref().unwrap()).collect();
         assert_eq!(units.len(), 3, "three invoices");
-        // The last row belongs to the first invoice: grouped wherever it is.
+        // Consecutive rows of one invoice make its order.
         assert_eq!(units.iter().map(|u| u.rows).collect::<Vec<_>>(), [4, 2, 2]);
         let order: Value = serde_json::from_slice(&units[0].events[0].event.payload).unwrap();
         assert_eq!(units[0].events[0].event.event_type, "OrderPlaced");
@@ -1223,6 +1051,39 @@ mod group_tests {
         let second: Value = serde_json::from_slice(&units[1].events[0].event.payload).unwrap();
         assert_eq!(second["lines"][0]["product"], "22633");
         assert_eq!(second["lines"][1]["product"], "BANK-CHARGES");
+    }
+
+    #[test]
+    fn a_group_key_that_comes_again_after_its_group_is_refused_with_both_places() {
+        let text = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        // The second invoice's bank charges after the third invoice: line 9, its group 6-6.
+        let bank = lines.remove(6);
+        lines.push(bank);
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("unsorted.csv");
+        std::fs::write(&csv, lines.join("\r\n") + "\r\n").unwrap();
+        let plan = plan(&csv, &fixture("invoices.toml")).unwrap();
+        assert_eq!(plan.rows(), 8);
+        assert_eq!(
+            plan.units.len(),
+            4,
+            "three groups and the row that came again"
+        );
+        assert_eq!(
+            plan.units[..3]
+                .iter()
+                .map(|u| u.as_ref().unwrap().rows)
+                .collect::<Vec<_>>(),
+            [4, 1, 2]
+        );
+        let refused = plan.units[3].as_ref().unwrap_err().to_string();
+        assert!(
+            refused.starts_with("unsorted.csv:9: column 1 `InvoiceNo`: `536366` comes again")
+                && refused.contains("lines 6-6")
+                && refused.contains("sort the file by `InvoiceNo`"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 
-use super::super::source::{CsvSource, Row};
+use super::super::source::{Header, Row};
 use super::super::{ImportError, RowError};
 
 /// One test of a row's cell; a command's `when` holds one or a list (all must hold).
@@ -71,7 +71,7 @@ impl Guard {
     /// # Errors
     /// A condition with no test or several, a bad pattern (as text for the mapping error), or
     /// a missing column.
-    pub fn resolve(when: &When, at: &str, file: &CsvSource) -> Result<Guard, GuardError> {
+    pub fn resolve(when: &When, at: &str, file: &Header) -> Result<Guard, GuardError> {
         let mut tests = Vec::new();
         for (i, c) in when.conditions().iter().enumerate() {
             let at = format!("{at}[{i}]");
@@ -175,7 +175,7 @@ impl Template {
     ///
     /// # Errors
     /// An unclosed brace (as text) or a missing column.
-    pub fn resolve(text: &str, at: &str, file: &CsvSource) -> Result<Template, GuardError> {
+    pub fn resolve(text: &str, at: &str, file: &Header) -> Result<Template, GuardError> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().peekable();
@@ -297,7 +297,7 @@ impl DateParts {
         parts: &BTreeMap<String, toml::Value>,
         utc_offset: Option<&str>,
         at: &str,
-        file: &CsvSource,
+        file: &Header,
     ) -> Result<DateParts, GuardError> {
         let mut out = BTreeMap::new();
         for (name, value) in parts {

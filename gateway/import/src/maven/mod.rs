@@ -91,6 +91,7 @@ fn source_row(row: &Row<'_>, key: &str) -> SourceRow {
         file: row.file().to_owned(),
         line: row.line,
         key: key.to_owned(),
+        content_sha256: None,
     }
 }
 

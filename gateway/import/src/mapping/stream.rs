@@ -1,0 +1,632 @@
+//! A mapping import as a stream: the file is read row by row, each row (or group of
+//! consecutive rows) decided against the state its streams have, and the units handed on in
+//! batches of [`BATCH_UNITS`] while the appending side writes the batches before them. Memory
+//! holds one group of rows, a batch or two, and per record the file touches its aggregate's
+//! state (and per group key its lines): it grows with the records, not with the rows.
+//!
+//! A source's identity is its file name and its content: the file is read once first, to
+//! count its rows and hash its content (SHA-256, recorded as `source.content_sha256`). Events
+//! an earlier import of the same name, or of the same content under another name, recorded
+//! are left out of the state rows are decided against, and an event decided again with the
+//! id such an import gave it is proposed with that record's id and provenance: the store finds
+//! it already present (or refuses it, if the row now decides something else).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use crm_domain::registry::{AggregateKind, DecideError, ErasedState};
+use crm_domain::{EncodedEvent, Registry};
+use crm_eventstore::{EventId, EventStore, RecordedEvent};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::super::source::{self, CsvReader, Header, Row, Scan};
+use super::super::{
+    stage_encoded, staged_event_id, Appender, Batch, Expect, ImportError, ImportSummary, RowError,
+    RunOptions, SourceRow, Staged, Unit, BATCH_UNITS,
+};
+use super::{
+    compile, convert, insert_path, merge_list, null_empty_objects, read_mapping, Compiled, Mapping,
+    NAME,
+};
+
+/// Batches decided ahead of the one being appended, at most.
+const BATCHES_AHEAD: usize = 2;
+
+/// Reads the events of a stream from the log, for [`super::plan_with_log`] and
+/// [`MappingImport::decide`].
+pub type StreamLoader<'a> = dyn FnMut(&str) -> Result<Vec<RecordedEvent>, ImportError> + 'a;
+
+/// A [`StreamLoader`] that can move to the thread that decides, for [`run`].
+pub type SendStreamLoader = dyn FnMut(&str) -> Result<Vec<RecordedEvent>, ImportError> + Send;
+
+/// A mapping import ready to decide: the mapping read and checked against the command
+/// schemas and the file's header, the file read once (CSV throughout, its data rows counted,
+/// its content hashed).
+pub struct MappingImport {
+    spec: Mapping,
+    mapping_file: String,
+    delimiter: u8,
+    path: PathBuf,
+    file: String,
+    scan: Scan,
+}
+
+impl MappingImport {
+    /// Reads and checks `mapping`, checks the columns it names against `path`'s header, then
+    /// reads `path` once through.
+    ///
+    /// # Errors
+    /// [`ImportError::Mapping`] for an invalid mapping; [`ImportError::Io`],
+    /// [`ImportError::Csv`] and [`ImportError::MissingColumn`] for the file.
+    pub fn open(path: &Path, mapping: &Path, registry: &Registry) -> Result<Self, ImportError> {
+        let (spec, mapping_file, delimiter) = read_mapping(mapping, registry)?;
+        let file = {
+            let reader = CsvReader::open(path, delimiter)?;
+            compile(&spec, registry, reader.header(), &mapping_file)?;
+            reader.header().file.clone()
+        };
+        let scan = source::scan(path, delimiter)?;
+        Ok(Self {
+            spec,
+            mapping_file,
+            delimiter,
+            path: path.to_owned(),
+            file,
+            scan,
+        })
+    }
+
+    /// The file's name (no directory).
+    #[must_use]
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The file's data rows.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.scan.rows
+    }
+
+    /// SHA-256 (hex) of the file's content (of a `.gz`, its CSV text).
+    #[must_use]
+    pub fn content_sha256(&self) -> &str {
+        &self.scan.content_sha256
+    }
+
+    /// Decides the file's rows in order against the state `load` reads from the log, and
+    /// hands the units to `sink` in batches of [`BATCH_UNITS`]; returns the notes of the
+    /// import's summary. With `group_by`, consecutive rows with the same value are one unit; a
+    /// value that comes again after its group ended refuses its rows (the file must be sorted
+    /// by that column).
+    ///
+    /// # Errors
+    /// The file cannot be read again (or changed: not CSV any more), or `sink` failed.
+    pub fn decide(
+        &self,
+        registry: &Registry,
+        load: &mut StreamLoader<'_>,
+        sink: &mut dyn FnMut(Batch) -> Result<(), ImportError>,
+    ) -> Result<Vec<String>, ImportError> {
+        let mut reader = CsvReader::open(&self.path, self.delimiter)?;
+        let header = reader.header().clone();
+        let compiled = compile(&self.spec, registry, &header, &self.mapping_file)?;
+        let mut decider = Decider {
+            compiled: &compiled,
+            header: &header,
+            content_sha256: &self.scan.content_sha256,
+            states: States::default(),
+            occurrences: HashMap::new(),
+            log: LogState {
+                load,
+                file: &self.file,
+                content_sha256: &self.scan.content_sha256,
+                fresh: HashMap::new(),
+                continued: 0,
+                aliases: BTreeSet::new(),
+                recorded: HashMap::new(),
+            },
+        };
+        let mut batch = Batch::default();
+        let mut pending = Pending::default();
+        // Each group key that ended, with the lines of its group.
+        let mut ended: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut number = 0u64;
+        loop {
+            let slot = pending.next_slot();
+            let Some(line) = reader.read(&mut slot.record)? else {
+                break;
+            };
+            number += 1;
+            slot.line = line;
+            slot.number = number;
+            let Some(column) = compiled.group_column else {
+                let unit = decider.unit(std::slice::from_ref(slot));
+                hand_on(&mut batch, unit, 1, &mut decider.log.fresh, sink)?;
+                continue;
+            };
+            let at = pending.len;
+            let key = pending.slots[at]
+                .record
+                .get(column)
+                .unwrap_or_default()
+                .trim();
+            if at > 0 && key == pending.key {
+                pending.len += 1;
+                continue;
+            }
+            let key = key.to_owned();
+            if at > 0 {
+                let unit = pending.decide(&mut decider, column, &mut ended);
+                hand_on(&mut batch, unit, at, &mut decider.log.fresh, sink)?;
+            }
+            pending.start(key, &ended);
+        }
+        if let Some(column) = compiled.group_column.filter(|_| pending.len > 0) {
+            let rows = pending.len;
+            let unit = pending.decide(&mut decider, column, &mut ended);
+            hand_on(&mut batch, unit, rows, &mut decider.log.fresh, sink)?;
+        }
+        if !batch.units.is_empty() {
+            batch.initial_versions = std::mem::take(&mut decider.log.fresh);
+            sink(batch)?;
+        }
+        let mut notes = vec![format!(
+            "mapping {}; content sha256 {}",
+            self.mapping_file, self.scan.content_sha256
+        )];
+        if decider.log.continued > 0 {
+            notes.push(format!(
+                "{} streams continued from the log (decided against their state there)",
+                decider.log.continued
+            ));
+        }
+        if !decider.log.aliases.is_empty() {
+            notes.push(format!(
+                "the same content was imported before as {}: its rows are not imported twice",
+                decider
+                    .log
+                    .aliases
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(notes)
+    }
+}
+
+/// Imports `import` into `store`: the rows are decided on a blocking thread (streams read with
+/// `load`) while the batches decided before are appended, so neither the file nor its events
+/// are ever held whole.
+///
+/// # Errors
+/// As [`super::super::run`]; [`ImportError::Task`] if the deciding thread failed.
+pub async fn run<S: EventStore>(
+    store: &S,
+    import: MappingImport,
+    registry: Registry,
+    load: Box<SendStreamLoader>,
+    options: RunOptions,
+) -> Result<ImportSummary, ImportError> {
+    let mut appender = Appender::new(
+        store,
+        NAME,
+        vec![import.file().to_owned()],
+        import.rows(),
+        options,
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(BATCHES_AHEAD);
+    let decider = tokio::task::spawn_blocking(move || {
+        let mut load = load;
+        import.decide(&registry, &mut *load, &mut |batch| {
+            tx.blocking_send(batch).map_err(|_| {
+                ImportError::Task("the appending side stopped before every row was decided".into())
+            })
+        })
+    });
+    let mut failed = None;
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = appender.append(batch).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    // The decider's next hand-on fails and it stops.
+    drop(rx);
+    let decided = decider
+        .await
+        .map_err(|e| ImportError::Task(e.to_string()))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let notes = decided?;
+    let mut summary = appender.finish();
+    summary.notes = notes;
+    Ok(summary)
+}
+
+/// Adds `unit` (of `rows` source rows) to `batch`, and hands the batch to `sink` once it is
+/// full, with the streams read for it (`fresh`).
+fn hand_on(
+    batch: &mut Batch,
+    unit: Result<Unit, RowError>,
+    rows: usize,
+    fresh: &mut HashMap<String, u64>,
+    sink: &mut dyn FnMut(Batch) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    batch.units.push(unit);
+    batch.rows += u64::try_from(rows).unwrap_or(u64::MAX);
+    if batch.units.len() >= BATCH_UNITS {
+        batch.initial_versions = std::mem::take(fresh);
+        sink(std::mem::take(batch))?;
+    }
+    Ok(())
+}
+
+/// One data row kept while its group is read.
+#[derive(Default)]
+struct Slot {
+    /// 1-based number of the data row.
+    number: u64,
+    line: u64,
+    record: csv::StringRecord,
+}
+
+/// The rows of the group being read (the slots after `len` are kept for reuse).
+#[derive(Default)]
+struct Pending {
+    slots: Vec<Slot>,
+    len: usize,
+    key: String,
+    /// The lines of this key's group, if one ended before: the rows are refused.
+    earlier: Option<(u64, u64)>,
+}
+
+impl Pending {
+    /// The slot the next row is read into.
+    fn next_slot(&mut self) -> &mut Slot {
+        if self.slots.len() <= self.len {
+            self.slots.resize_with(self.len + 1, Slot::default);
+        }
+        &mut self.slots[self.len]
+    }
+
+    /// Starts a group of key `key` with the row just read (the slot after the group).
+    fn start(&mut self, key: String, ended: &HashMap<String, (u64, u64)>) {
+        self.slots.swap(0, self.len);
+        self.len = 1;
+        self.earlier = ended.get(&key).copied();
+        self.key = key;
+    }
+
+    /// Decides the group (or refuses it, if its key came before) and notes that it ended.
+    fn decide(
+        &mut self,
+        decider: &mut Decider<'_, '_, '_>,
+        column: usize,
+        ended: &mut HashMap<String, (u64, u64)>,
+    ) -> Result<Unit, RowError> {
+        let rows = &self.slots[..self.len];
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(Unit::default());
+        };
+        if let Some((from, to)) = self.earlier {
+            let row = decider.header.row(first.line, &first.record);
+            let name = decider
+                .header
+                .headers()
+                .get(column)
+                .cloned()
+                .unwrap_or_default();
+            let more = match rows.len() {
+                1 => String::new(),
+                n => format!(" (this row and the {} after it are refused)", n - 1),
+            };
+            return Err(row.error(
+                column,
+                format!(
+                    "`{}` comes again after its group ended: its rows were lines {from}-{to}, and the rows of one group must follow each other{more}; sort the file by `{name}` (header first; a stable sort keeps each group's rows in order) and import it again",
+                    self.key
+                ),
+            ));
+        }
+        ended.insert(self.key.clone(), (first.line, last.line));
+        decider.unit(rows)
+    }
+}
+
+/// Decides rows against the state of their streams: this import's decisions so far, on top
+/// of what the log held when a stream was first touched.
+struct Decider<'c, 'a, 'l> {
+    compiled: &'c Compiled<'c>,
+    header: &'c Header,
+    content_sha256: &'c str,
+    states: States,
+    /// How often each key was seen: a key that repeats keys its later rows `KEY#2`, ...
+    occurrences: HashMap<String, u32>,
+    log: LogState<'a, 'l>,
+}
+
+impl Decider<'_, '_, '_> {
+    /// The unit of `rows` (one row, or a group): the events its commands decide, staged.
+    fn unit(&mut self, rows: &[Slot]) -> Result<Unit, RowError> {
+        let group: Vec<(u64, Row<'_>)> = rows
+            .iter()
+            .map(|s| (s.number, self.header.row(s.line, &s.record)))
+            .collect();
+        let Some(&(number, row)) = group.first() else {
+            return Ok(Unit::default());
+        };
+        let key = self
+            .compiled
+            .key_column
+            .map_or_else(|| row.line.to_string(), |c| row.raw(c).trim().to_owned());
+        // A key that repeats (several rows of one aggregate) gets its occurrence number, so
+        // every row's events have ids of their own, the same on every import (counted before
+        // the row is decided, so fixing a refused row renumbers nothing).
+        let seen = self.occurrences.entry(key.clone()).or_insert(0u32);
+        *seen += 1;
+        let key = if *seen == 1 {
+            key
+        } else {
+            format!("{key}#{seen}")
+        };
+        for (_, r) in &group {
+            r.check_width()?;
+        }
+        let mut overlay = States::default();
+        let mut events: Vec<EncodedEvent> = Vec::new();
+        for (command, kind, fields, guard, elements) in &self.compiled.commands {
+            if let Some(guard) = guard {
+                if !guard.admits(&row)? {
+                    continue;
+                }
+            }
+            let mut members = Vec::with_capacity(group.len());
+            for (num, r) in &group {
+                if elements.as_ref().map_or(Ok(true), |e| e.admits(r))? {
+                    members.push((*num, *r));
+                }
+            }
+            if members.is_empty() {
+                continue;
+            }
+            let mut body = Map::new();
+            let mut id = String::new();
+            for (n, field) in fields.iter().enumerate() {
+                // `lines[].product`: one list element per row of the group.
+                if let Some((list, sub)) = field.name.split_once("[].") {
+                    let mut items = Vec::with_capacity(members.len());
+                    for (num, r) in &members {
+                        let mut element = Map::new();
+                        insert_path(&mut element, sub, convert(r, *num, field)?);
+                        items.push(element);
+                    }
+                    merge_list(&mut body, list, items);
+                    continue;
+                }
+                let value = convert(&row, number, field)?;
+                if n == 0 {
+                    id = value.as_str().unwrap_or_default().to_owned();
+                }
+                insert_path(&mut body, &field.name, value);
+            }
+            null_empty_objects(&mut body);
+            let made = self
+                .states
+                .execute(
+                    &mut overlay,
+                    &mut self.log,
+                    *kind,
+                    &id,
+                    &command.command,
+                    body,
+                )
+                .map_err(|e| row.row_error(format!("{} {}: {e}", command.command, id)))?;
+            events.extend(made);
+        }
+        let source = SourceRow {
+            importer: NAME,
+            file: row.file().to_owned(),
+            line: row.line,
+            key,
+            content_sha256: Some(self.content_sha256.to_owned()),
+        };
+        let mut staged =
+            stage_encoded(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?;
+        self.log.adopt(&source, &mut staged);
+        self.states.commit(overlay);
+        Ok(Unit {
+            rows: u64::try_from(group.len()).unwrap_or(u64::MAX),
+            events: staged,
+        })
+    }
+}
+
+/// Why one command of a row made no events.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// The row's values do not deserialize into the command.
+    #[error(
+        "the row's values do not make this command ({0}); check the mapping's fields and types"
+    )]
+    Parse(crm_domain::registry::CommandFault),
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    /// The stream's state could not be read from the log.
+    #[error("the stream's state in the log could not be read: {0}")]
+    Load(String),
+}
+
+/// An event an earlier import of this source recorded: where, and its provenance.
+struct Recorded {
+    position: u64,
+    metadata: Vec<u8>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    actor: String,
+}
+
+/// The log's side of deciding: reads a stream the first time a row touches it, keeps its
+/// version there and the events this source recorded in it before.
+struct LogState<'a, 'l> {
+    load: &'a mut StreamLoader<'l>,
+    /// This file's name.
+    file: &'a str,
+    /// This file's content hash.
+    content_sha256: &'a str,
+    /// Streams read since the last batch was handed on, with their version in the log.
+    fresh: HashMap<String, u64>,
+    /// Streams read that the log held events of.
+    continued: usize,
+    /// Other names this content was imported under.
+    aliases: BTreeSet<String>,
+    /// Events of streams read that this source recorded before, not yet decided again.
+    recorded: HashMap<EventId, Recorded>,
+}
+
+impl LogState<'_, '_> {
+    /// The state of `stream` in the log, without the events this source imported before.
+    fn state(
+        &mut self,
+        kind: &dyn AggregateKind,
+        stream: &str,
+    ) -> Result<Box<dyn ErasedState>, StepError> {
+        let events = (self.load)(stream).map_err(|e| StepError::Load(e.to_string()))?;
+        let mut state = kind.new_state();
+        let mut version = 0u64;
+        for event in events {
+            version = event.stream_version.0;
+            if let Some(file) = self.imported_by_this_source(&event.metadata) {
+                if file != self.file {
+                    self.aliases.insert(file);
+                }
+                self.recorded.insert(
+                    event.event_id,
+                    Recorded {
+                        position: event.position.0,
+                        metadata: event.metadata,
+                        correlation_id: event.correlation_id,
+                        causation_id: event.causation_id,
+                        actor: event.actor,
+                    },
+                );
+                continue;
+            }
+            state
+                .fold(&event.event_type, event.schema_version, &event.payload)
+                .map_err(|e| {
+                    StepError::Load(format!("event at position {}: {e}", event.position))
+                })?;
+        }
+        self.fresh.insert(stream.to_owned(), version);
+        if version > 0 {
+            self.continued += 1;
+        }
+        Ok(state)
+    }
+
+    /// The file name an event of this source was imported from (this file's, or another
+    /// name of the same content), or `None` for any other event.
+    fn imported_by_this_source(&self, metadata: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Meta {
+            source: Option<Src>,
+        }
+        #[derive(Deserialize)]
+        struct Src {
+            importer: Option<String>,
+            file: Option<String>,
+            content_sha256: Option<String>,
+        }
+        let source = serde_json::from_slice::<Meta>(metadata).ok()?.source?;
+        if source.importer.as_deref() != Some(NAME) {
+            return None;
+        }
+        let file = source.file?;
+        (file == self.file || source.content_sha256.as_deref() == Some(self.content_sha256))
+            .then_some(file)
+    }
+
+    /// Gives the events of `staged` that this source recorded before (by the id this file's
+    /// name, or another name of its content, gives them) that record's id and provenance, so
+    /// the store finds them present instead of appending them again.
+    fn adopt(&mut self, source: &SourceRow, staged: &mut [Staged]) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        for (i, s) in staged.iter_mut().enumerate() {
+            let mut found = self
+                .recorded
+                .remove(&s.event.event_id)
+                .map(|r| (s.event.event_id, r));
+            for alias in &self.aliases {
+                if found.is_some() {
+                    break;
+                }
+                let named = SourceRow {
+                    importer: source.importer,
+                    file: alias.clone(),
+                    line: source.line,
+                    key: source.key.clone(),
+                    content_sha256: None,
+                };
+                let id = staged_event_id(&named, i, &s.event.event_type);
+                found = self.recorded.remove(&id).map(|r| (id, r));
+            }
+            if let Some((id, recorded)) = found {
+                s.event.event_id = id;
+                s.event.metadata = recorded.metadata;
+                s.event.correlation_id = recorded.correlation_id;
+                s.event.causation_id = recorded.causation_id;
+                s.event.actor = recorded.actor;
+                s.expect = Expect::Recorded(recorded.position);
+            }
+        }
+    }
+}
+
+/// Aggregate state per stream id, folded from this file's accepted rows.
+#[derive(Default)]
+struct States(HashMap<String, Box<dyn ErasedState>>);
+
+impl States {
+    /// Runs command `name` on aggregate `id` of `kind`, on the row's `overlay` (copied from
+    /// the committed state on first touch).
+    fn execute(
+        &self,
+        overlay: &mut States,
+        log: &mut LogState<'_, '_>,
+        kind: &dyn AggregateKind,
+        id: &str,
+        name: &str,
+        fields: Map<String, Value>,
+    ) -> Result<Vec<EncodedEvent>, StepError> {
+        let command = kind
+            .parse_command(name, fields)
+            .map_err(|e| StepError::Parse(e.fault))?;
+        let stream = crm_domain::stream_id(kind.category(), id);
+        if !overlay.0.contains_key(&stream) {
+            let state = match self.0.get(&stream) {
+                Some(state) => state.clone_state(),
+                None => log.state(kind, &stream)?,
+            };
+            overlay.0.insert(stream.clone(), state);
+        }
+        let state = overlay
+            .0
+            .get_mut(&stream)
+            .ok_or_else(|| StepError::Load(format!("no state for `{stream}`")))?;
+        Ok(state.execute(command.as_ref())?)
+    }
+
+    /// Keeps the states of an accepted row.
+    fn commit(&mut self, overlay: States) {
+        self.0.extend(overlay.0);
+    }
+}

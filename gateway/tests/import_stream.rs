@@ -1,0 +1,259 @@
+//! The real `crm` binary importing with a mapping, which streams: a source is known by its
+//! content as well as its name (a renamed or recompressed copy appends nothing, a changed file
+//! only its new rows, and the content hash is in every new event's metadata); a long file is
+//! appended batch by batch, a bad row stops it with what came before appended; a group key
+//! that comes again after its group ended is refused with both places.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `crm import csv FILE --mapping MAPPING --json ARGS` on `data`.
+fn import(data: &Path, file: &Path, mapping: &Path, args: &[&str]) -> Output {
+    common::crm(data)
+        .args(["import", "csv"])
+        .arg(file)
+        .arg("--mapping")
+        .arg(mapping)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The summary of an import that succeeded.
+fn imported(data: &Path, file: &Path, mapping: &Path) -> Value {
+    let out = import(data, file, mapping, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (appended, already present) of a summary.
+fn counts(summary: &Value) -> (u64, u64) {
+    (
+        summary["appended"].as_u64().unwrap(),
+        summary["already_present"].as_u64().unwrap(),
+    )
+}
+
+/// The events of `stream`, as `crm events --json` prints them.
+fn events(data: &Path, stream: &str) -> Vec<Value> {
+    let out = common::run_ok(common::crm(data).args(["events", "--stream", stream, "--json"]));
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `sha256sum FILE`.
+fn sha256(path: &Path) -> String {
+    let out = common::run_ok(std::process::Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn a_copy_under_another_name_appends_nothing_and_a_changed_file_only_its_new_rows() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mapping = fixture("campaign.toml");
+    let calls = root.path().join("calls.csv");
+    let original = std::fs::read_to_string(fixture("campaign.csv")).unwrap();
+    std::fs::write(&calls, &original).unwrap();
+
+    let first = imported(&data, &calls, &mapping);
+    let (appended, present) = counts(&first);
+    assert!(appended >= 4 && present == 0, "{first}");
+    // The content hash is recorded in the source metadata (personal data sealed as usual).
+    let lead = events(&data, "lead-bank-7");
+    assert_eq!(lead[0]["metadata"]["source"]["file"], "calls.csv");
+    assert_eq!(
+        lead[0]["metadata"]["source"]["content_sha256"],
+        sha256(&calls).as_str()
+    );
+
+    // The same file again, a renamed copy, a gzip copy: nothing new.
+    let renamed = root.path().join("calls-2017-renamed.csv");
+    std::fs::copy(&calls, &renamed).unwrap();
+    let gz = root.path().join("calls-export.csv.gz");
+    let zipped = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(&calls)
+        .output()
+        .unwrap();
+    std::fs::write(&gz, zipped.stdout).unwrap();
+    for file in [&calls, &renamed, &gz] {
+        let again = imported(&data, file, &mapping);
+        assert_eq!(counts(&again), (0, appended), "{file:?}: {again}");
+        assert_eq!(again["skipped_rows"], 0, "{again}");
+    }
+    let copy = imported(&data, &renamed, &mapping);
+    assert!(
+        copy["notes"]
+            .to_string()
+            .contains("imported before as `calls.csv`"),
+        "{copy}"
+    );
+    // The copies recorded nothing of their own.
+    assert_eq!(events(&data, "lead-bank-7").len(), lead.len());
+
+    // The file changed under its name (a row added; the mapping numbers phone numbers by
+    // row, so it goes last): the new row is appended, the rows imported before are present.
+    let changed = format!("{original}11;9;jun;no;email;Eve New;eve@example.org;1\n");
+    std::fs::write(&calls, &changed).unwrap();
+    let update = imported(&data, &calls, &mapping);
+    let (new, present) = counts(&update);
+    assert_eq!(
+        (new, present),
+        (2, appended),
+        "captured and disqualified: {update}"
+    );
+    let eve = events(&data, "lead-bank-11");
+    assert_eq!(eve.len(), 2);
+    assert_eq!(eve[0]["metadata"]["source"]["line"], 6);
+    assert_eq!(
+        eve[0]["metadata"]["source"]["content_sha256"],
+        sha256(&calls).as_str()
+    );
+    // Ana's events keep the line and hash of the import that recorded them.
+    assert_eq!(events(&data, "lead-bank-7"), lead);
+    // And the changed file again: nothing new.
+    let again = imported(&data, &calls, &mapping);
+    assert_eq!(counts(&again), (0, appended + new), "{again}");
+}
+
+/// A leads file of `rows` rows; the row numbered `blank` (1-based) has no id.
+fn leads(rows: usize, blank: Option<usize>) -> String {
+    let mut out = String::from("id,day\r\n");
+    for i in 1..=rows {
+        let id = if Some(i) == blank {
+            String::new()
+        } else {
+            format!("L{i}")
+        };
+        let _ = write!(out, "{id},2017-05-{:02}\r\n", 1 + i % 28);
+    }
+    out
+}
+
+const LEADS_MAPPING: &str = r#"
+[[commands]]
+aggregate = "lead"
+command = "CaptureLead"
+id = { column = "id" }
+occurred_at = { column = "day", type = "datetime", format = "%Y-%m-%d" }
+[commands.fields]
+source = { value = "web" }
+channel = { value = "web" }
+is_test = { value = false }
+"#;
+
+#[test]
+fn a_long_file_is_appended_batch_by_batch_and_a_bad_row_stops_only_its_batch() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mapping = root.path().join("leads.toml");
+    std::fs::write(&mapping, LEADS_MAPPING).unwrap();
+    let file = root.path().join("leads.csv");
+    // 1,200 rows: batches of 500; row 1,101 (line 1,102, in the third batch) has no id.
+    std::fs::write(&file, leads(1_200, Some(1_101))).unwrap();
+
+    let out = import(&data, &file, &mapping, &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("import stopped at leads.csv:1102: column 1 `id`")
+            && stderr.contains("1000 events appended by earlier batches"),
+        "{stderr}"
+    );
+    assert_eq!(events(&data, "lead-L1000").len(), 1);
+    assert!(
+        events(&data, "lead-L1001").is_empty(),
+        "its batch held back"
+    );
+
+    let out = import(&data, &file, &mapping, &["--on-error=skip"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts(&summary), (199, 1000), "{summary}");
+    assert_eq!(summary["rows"], 1_200);
+    assert_eq!(summary["skipped_rows"], 1);
+
+    // The row fixed: only it is new.
+    std::fs::write(&file, leads(1_200, None)).unwrap();
+    let summary = imported(&data, &file, &mapping);
+    assert_eq!(counts(&summary), (1, 1_199), "{summary}");
+    // A row added first: every other row's line moves, yet they are found present.
+    let mut first = leads(1_200, None);
+    first.insert_str("id,day\r\n".len(), "L0,2017-04-30\r\n");
+    std::fs::write(&file, first).unwrap();
+    let summary = imported(&data, &file, &mapping);
+    assert_eq!(counts(&summary), (1, 1_200), "{summary}");
+    assert_eq!(events(&data, "lead-L0")[0]["metadata"]["source"]["line"], 2);
+    assert_eq!(events(&data, "lead-L1")[0]["metadata"]["source"]["line"], 2);
+    // A row that decides something else now is refused: the log keeps what it recorded.
+    let position = events(&data, "lead-L7")[0]["position"].as_u64().unwrap();
+    let moved = leads(1_200, None).replace("\r\nL7,2017-05-08\r\n", "\r\nL7,2017-06-08\r\n");
+    std::fs::write(&file, moved).unwrap();
+    let out = import(&data, &file, &mapping, &["--on-error=skip"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "leads.csv: stream `lead-L7`: the event this source's earlier import recorded at position {position}"
+        )) && stderr.contains("the row changed since it was imported"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_group_that_comes_again_is_refused_and_checking_streams_too() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mapping = fixture("invoices.toml");
+    let sorted = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
+    let mut lines: Vec<&str> = sorted.lines().collect();
+    let first_line_of_first_invoice = lines.remove(1);
+    lines.push(first_line_of_first_invoice);
+    let unsorted = root.path().join("unsorted.csv");
+    std::fs::write(&unsorted, lines.join("\n") + "\n").unwrap();
+
+    let out = common::crm(&data)
+        .args(["import", "csv"])
+        .arg(&unsorted)
+        .arg("--mapping")
+        .arg(&mapping)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("8 rows, 1 refused")
+            && shown.contains("refused: unsorted.csv:9: column 1 `InvoiceNo`: `536365` comes again after its group ended: its rows were lines 2-4")
+            && shown.contains("sort the file by `InvoiceNo`"),
+        "{shown}"
+    );
+    assert!(!data.exists(), "checking creates no log");
+
+    let out = import(&data, &unsorted, &mapping, &["--on-error=skip"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["skipped_rows"], 1, "{summary}");
+    assert_eq!(summary["events_by_type"]["OrderPlaced"], 3, "{summary}");
+}
