@@ -74,6 +74,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         ("telco-churn", 22_998),
         ("helpdesk", 15_639),
         ("leads", 25_602),
+        ("online-retail", 41_792),
     ] {
         let line = line_with(&first, set);
         assert!(
@@ -102,6 +103,21 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         "{add_form}"
     );
     assert!(!first.contains("no data"), "{first}");
+    // Online retail (SOURCE.md): 19,960 orders with something to pay, GBP 534.40 per order,
+    // 2,845 of 4,339 customers ordered again, 348 customers in RFM cell 5-5-5 at 2011-12-10.
+    let orders = line_with(&first, "sales.orders");
+    assert!(
+        orders.contains(" 19960 ") && orders.contains("excluded NO_CHARGE 766"),
+        "{orders}"
+    );
+    assert!(first.contains("GBP 10666684.54"), "{first}");
+    assert!(line_with(&first, "sales.avg_order_value").contains("GBP 534.40"));
+    let repeat = line_with(&first, "customer.repeat_purchase_rate");
+    assert!(
+        repeat.contains("65.57%") && repeat.contains("2845 / 4339"),
+        "{repeat}"
+    );
+    assert!(line_with(&first, "customer.rfm").contains(" 348 "));
     // Helpdesk (SOURCE.md): 3,804 cases, 974 closed on the day opened = 25.60 %; the cases
     // opened figure leaves out the 236 closed as invalid, and says so.
     let same_day = line_with(&first, "service.cases_closed_same_day");
@@ -138,7 +154,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("crm verify --anchor "))
         .expect("the demo prints an anchor");
-    assert!(anchor.starts_with("88219:"), "{anchor}");
+    assert!(anchor.starts_with("130011:"), "{anchor}");
 
     let second = demo(dir);
     for (set, events) in [
@@ -146,6 +162,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         ("telco-churn", 22_998),
         ("helpdesk", 15_639),
         ("leads", 25_602),
+        ("online-retail", 41_792),
     ] {
         let line = line_with(&second, set);
         assert!(
@@ -153,7 +170,7 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
             "{line}"
         );
     }
-    assert!(line_with(&second, "demo done").contains("88219 records"));
+    assert!(line_with(&second, "demo done").contains("130011 records"));
     // Same log, same figures.
     assert_eq!(
         line_with(&first, "sales.win_rate "),
@@ -166,5 +183,5 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{stdout}");
-    assert!(stdout.contains("anchor 88219 ok"), "{stdout}");
+    assert!(stdout.contains("anchor 130011 ok"), "{stdout}");
 }

@@ -226,9 +226,16 @@ fn a_group_that_comes_again_is_refused_and_checking_streams_too() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let mapping = fixture("invoices.toml");
+    // The fixture's first line of invoice 536365 moved to the end, after 1,001 more
+    // one-line invoices: more rows between two of its rows than a group may have.
     let sorted = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
-    let mut lines: Vec<&str> = sorted.lines().collect();
+    let mut lines: Vec<String> = sorted.lines().map(str::to_owned).collect();
     let first_line_of_first_invoice = lines.remove(1);
+    for i in 0..1_001 {
+        lines.push(format!(
+            "7{i:05},22633,HAND WARMER UNION JACK,6,12/1/2010 9:00,1.85,17850,United Kingdom"
+        ));
+    }
     lines.push(first_line_of_first_invoice);
     let unsorted = root.path().join("unsorted.csv");
     std::fs::write(&unsorted, lines.join("\n") + "\n").unwrap();
@@ -244,8 +251,8 @@ fn a_group_that_comes_again_is_refused_and_checking_streams_too() {
     assert!(!out.status.success());
     let shown = text(&out.stdout);
     assert!(
-        shown.contains("8 rows, 1 refused")
-            && shown.contains("refused: unsorted.csv:9: column 1 `InvoiceNo`: `536365` comes again after its group ended: its rows were lines 2-4")
+        shown.contains("1009 rows, 1 refused")
+            && shown.contains("refused: unsorted.csv:1010: column 1 `InvoiceNo`: `536365` comes again after its group ended: its rows were lines 2-4")
             && shown.contains("sort the file by `InvoiceNo`"),
         "{shown}"
     );
@@ -255,5 +262,5 @@ fn a_group_that_comes_again_is_refused_and_checking_streams_too() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["skipped_rows"], 1, "{summary}");
-    assert_eq!(summary["events_by_type"]["OrderPlaced"], 3, "{summary}");
+    assert_eq!(summary["events_by_type"]["OrderPlaced"], 1_004, "{summary}");
 }

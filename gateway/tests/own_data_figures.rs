@@ -134,3 +134,238 @@ async fn the_leads_export_gives_its_figures_through_its_mapping_alone() {
     let city = ask(q).await;
     assert!(cells(&city, "attr.city").keys().all(|k| k != "Select"));
 }
+
+/// What the retail file says, recomputed here (SOURCE.md's definitions): clean lines are
+/// those of a non-cancelled invoice with a positive quantity and price.
+#[derive(Default)]
+struct Retail {
+    rows: u64,
+    /// Invoice → (customer, clean amount in pence, has a line with quantity > 0, price >= 0).
+    invoices: BTreeMap<String, (String, i64, bool)>,
+    /// Month (`2011-11`) → clean amount in pence.
+    months: BTreeMap<String, i64>,
+    /// Country → clean amount in pence.
+    countries: BTreeMap<String, i64>,
+}
+
+fn pence(price: &str, quantity: i64) -> i64 {
+    // Prices have up to 3 decimals (0.001): work in tenths of a penny, round half away.
+    let (whole, frac) = price.split_once('.').unwrap_or((price, ""));
+    let frac = format!("{frac:0<3}");
+    let mills: i64 = whole.parse::<i64>().unwrap() * 1000 + frac[..3].parse::<i64>().unwrap();
+    let total = mills * quantity;
+    (total + 5 * total.signum()) / 10
+}
+
+fn retail() -> Retail {
+    let file = std::fs::File::open(data("online-retail/online_retail.csv.gz")).unwrap();
+    let mut reader = csv::Reader::from_reader(flate2::read::GzDecoder::new(file));
+    let mut out = Retail::default();
+    for record in reader.records() {
+        let r = record.unwrap();
+        out.rows += 1;
+        let (invoice, quantity, date, price, customer, country) =
+            (&r[0], &r[3], &r[4], &r[5], &r[6], &r[7]);
+        if invoice.starts_with('C') {
+            continue;
+        }
+        let quantity: i64 = quantity.parse().unwrap();
+        let priced = !price.starts_with('-');
+        let entry = out
+            .invoices
+            .entry(invoice.to_owned())
+            .or_insert_with(|| (customer.trim_end_matches(".0").to_owned(), 0, false));
+        if quantity > 0 && priced {
+            entry.2 = true;
+            let amount = pence(price, quantity);
+            entry.1 += amount;
+            *out.months.entry(date[..7].to_owned()).or_default() += amount;
+            *out.countries.entry(country.to_owned()).or_default() += amount;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retail_export_gives_its_figures_through_its_mapping_alone() {
+    let file = retail();
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("online-retail/figures.json")).unwrap())
+            .unwrap();
+    let reference = |key: &str| figures[key].as_f64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::from(SledStore::open(dir.path().join("log")).unwrap());
+    let plan = import::mapping::plan(
+        &data("online-retail/online_retail.csv.gz"),
+        &data("online-retail/mapping.toml"),
+    )
+    .unwrap();
+    let options = RunOptions {
+        on_error: OnError::Stop,
+        progress: false,
+    };
+    let summary = import::run(&store, plan, options).await.unwrap();
+    assert_eq!((summary.rows, summary.skipped_rows), (541_909, 0));
+    assert_eq!(summary.rows, file.rows);
+
+    let reg = Registry::load(&store).await.unwrap();
+    let ask = |id: &'static str, q: Query| {
+        let (store, reg) = (store.clone(), reg.clone());
+        async move { evaluate(&store, &reg, id, None, &q).await.unwrap() }
+    };
+    let int = |x: Option<Num>| match x.unwrap() {
+        Num::Int(i) => i64::try_from(i).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // Orders: every non-cancelled invoice with a sales line; those whose lines are all free
+    // are NO_CHARGE. Clean invoices: SOURCE.md 19,960.
+    let placed = file.invoices.values().filter(|i| i.2).count();
+    let clean: Vec<_> = file.invoices.values().filter(|i| i.1 > 0).collect();
+    let orders = ask("sales.orders", Query::default()).await;
+    let o = &orders.figures[0];
+    assert_eq!(int(o.numerator), i64::try_from(clean.len()).unwrap());
+    assert_eq!(clean.len() as f64, reference("clean_invoices"));
+    assert_eq!(
+        o.excluded.get("NO_CHARGE").copied(),
+        Some(u64::try_from(placed - clean.len()).unwrap())
+    );
+
+    // Revenue (clean lines): 10,666,684.54; by month (Nov 2011 1,509,496.33); by country.
+    let revenue_pence: i64 = clean.iter().map(|i| i.1).sum();
+    assert_eq!(revenue_pence as f64 / 100.0, reference("revenue_clean"));
+    let revenue = ask("sales.new_revenue", Query::default()).await;
+    assert_eq!(int(revenue.figures[0].numerator), revenue_pence);
+    let monthly = ask(
+        "sales.new_revenue",
+        Query {
+            period: crm_metrics::Grain::Month,
+            ..Query::default()
+        },
+    )
+    .await;
+    let by_month: BTreeMap<String, i64> = monthly
+        .figures
+        .iter()
+        .map(|f| (f.period.label.clone(), int(f.numerator)))
+        .collect();
+    assert_eq!(by_month, file.months);
+    assert_eq!(
+        by_month["2011-11"] as f64 / 100.0,
+        reference("revenue_2011_11")
+    );
+    let countries = ask(
+        "sales.new_revenue",
+        Query {
+            by: vec!["attr.country".into()],
+            ..Query::default()
+        },
+    )
+    .await;
+    let by_country: BTreeMap<String, i64> = countries
+        .figures
+        .iter()
+        .map(|f| (f.dims["attr.country"].clone(), int(f.numerator)))
+        .collect();
+    assert_eq!(by_country, file.countries);
+    assert_eq!(
+        by_country["United Kingdom"] as f64 / 100.0,
+        figures["revenue_by_country_top5"]["United Kingdom"]
+            .as_f64()
+            .unwrap()
+    );
+
+    // Average order value: clean revenue / clean invoices = 534.40.
+    let aov = ask("sales.avg_order_value", Query::default()).await;
+    let a = &aov.figures[0];
+    assert_eq!(
+        (int(a.numerator), int(a.denominator)),
+        (revenue_pence, i64::try_from(clean.len()).unwrap())
+    );
+    assert_eq!(
+        a.display,
+        format!("GBP {:.2}", reference("average_order_value"))
+    );
+
+    // Repeat purchase rate: known customers with >= 2 orders / with >= 1 = 2,845 / 4,339.
+    let mut per_customer: BTreeMap<&str, u64> = BTreeMap::new();
+    for (customer, _, placed) in file.invoices.values() {
+        if *placed && !customer.is_empty() {
+            *per_customer.entry(customer).or_default() += 1;
+        }
+    }
+    let repeat = per_customer.values().filter(|n| **n >= 2).count();
+    let anonymous = file
+        .invoices
+        .values()
+        .filter(|i| i.2 && i.0.is_empty())
+        .count();
+    let rate = ask("customer.repeat_purchase_rate", Query::default()).await;
+    let r = &rate.figures[0];
+    assert_eq!(
+        (int(r.numerator), int(r.denominator)),
+        (
+            i64::try_from(repeat).unwrap(),
+            i64::try_from(per_customer.len()).unwrap()
+        )
+    );
+    assert_eq!(
+        (repeat as f64, per_customer.len() as f64),
+        (
+            reference("repeat_customers"),
+            reference("customers_with_orders")
+        )
+    );
+    assert_eq!(
+        r.display,
+        format!("{:.2}%", reference("repeat_purchase_rate_pct"))
+    );
+    assert_eq!(
+        r.excluded.get("NO_CUSTOMER").copied(),
+        Some(u64::try_from(anonymous).unwrap())
+    );
+
+    // RFM at SOURCE.md's snapshot 2011-12-10: 4,338 scored customers, 348 in 5-5-5, 184 in
+    // 1-1-1, 867 or 868 per recency score (pandas qcut of first-ranks, ties by customer id).
+    let snapshot = "2011-12-10T00:00:00Z".parse().unwrap();
+    let rfm = |by: &str| {
+        ask(
+            "customer.rfm",
+            Query {
+                to: Some(snapshot),
+                by: vec![by.into()],
+                ..Query::default()
+            },
+        )
+    };
+    let counts = |ev: &Evaluation, dim: &str| -> BTreeMap<String, i64> {
+        ev.figures
+            .iter()
+            .filter(|f| f.dims[dim] != "(not scored)")
+            .map(|f| (f.dims[dim].clone(), int(f.numerator)))
+            .collect()
+    };
+    let cells = counts(&rfm("rfm").await, "rfm");
+    assert_eq!(
+        cells.values().sum::<i64>() as f64,
+        reference("rfm_customers")
+    );
+    assert_eq!(
+        cells["5-5-5"] as f64,
+        reference("rfm_segment_555_customers")
+    );
+    assert_eq!(
+        cells["1-1-1"] as f64,
+        reference("rfm_segment_111_customers")
+    );
+    let per_r: BTreeMap<String, f64> = counts(&rfm("r").await, "r")
+        .into_iter()
+        .map(|(k, v)| (k, v as f64))
+        .collect();
+    let expected: BTreeMap<String, f64> = figures["rfm_customers_per_R_score"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(per_r, expected);
+}

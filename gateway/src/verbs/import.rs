@@ -297,7 +297,7 @@ fn check_mapping(
 }
 
 /// Reads a stream of `store` for a mapping import's decisions, from the thread that decides.
-fn log_loader(store: &AnyStore) -> Box<crm_import::mapping::SendStreamLoader> {
+pub(crate) fn log_loader(store: &AnyStore) -> Box<crm_import::mapping::SendStreamLoader> {
     let store = store.clone();
     let handle = tokio::runtime::Handle::current();
     Box::new(move |name: &str| {

@@ -12,7 +12,7 @@ use crm_app::schema::{self, TypeKind};
 use crm_domain::registry::nearest_name;
 use crm_domain::Registry;
 
-use super::super::source::{file_name, CsvSource};
+use super::super::source::{file_name, CsvReader};
 use super::super::ImportError;
 
 /// Rows read for the samples.
@@ -111,6 +111,27 @@ fn guess(samples: &[&str]) -> Guess {
     Guess::Text
 }
 
+/// The first line of `path` (of a `.gz`, of its text), at most 64 KiB of it.
+fn first_line(path: &Path) -> Result<Vec<u8>, ImportError> {
+    use std::io::{BufRead, BufReader, Read};
+    let io = |source| ImportError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut buffered = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let gzip = buffered.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    let text: Box<dyn Read> = if gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let mut line = Vec::new();
+    BufReader::new(text.take(64 * 1024))
+        .read_until(b'\n', &mut line)
+        .map_err(io)?;
+    Ok(line)
+}
+
 /// The delimiter that splits `header` into the most columns.
 fn delimiter_of(header: &[u8]) -> u8 {
     DELIMITERS
@@ -139,20 +160,23 @@ pub fn infer(
     command: Option<&str>,
     registry: &Registry,
 ) -> Result<String, ImportError> {
-    let head = std::fs::read(path).map_err(|source| ImportError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let header_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let delimiter = delimiter_of(header_line);
-    let file = CsvSource::read(path, delimiter)?;
-    let rows: Vec<_> = file.rows().take(SAMPLE_ROWS).collect();
-    let columns: Vec<(String, Guess, bool, String)> = file
+    let delimiter = delimiter_of(&first_line(path)?);
+    let mut reader = CsvReader::open(path, delimiter)?;
+    let mut rows: Vec<csv::StringRecord> = Vec::new();
+    let mut record = csv::StringRecord::new();
+    while rows.len() < SAMPLE_ROWS && reader.read(&mut record)?.is_some() {
+        rows.push(std::mem::take(&mut record));
+    }
+    let columns: Vec<(String, Guess, bool, String)> = reader
+        .header()
         .headers()
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let samples: Vec<&str> = rows.iter().map(|r| r.raw(i).trim()).collect();
+            let samples: Vec<&str> = rows
+                .iter()
+                .map(|r| r.get(i).unwrap_or_default().trim())
+                .collect();
             let blanks = samples.iter().any(|v| v.is_empty());
             let example = samples
                 .iter()
@@ -355,5 +379,23 @@ mod tests {
         assert_eq!(delimiter_of(b"a;b;c"), b';');
         assert_eq!(delimiter_of(b"a,b;c,d"), b',');
         assert_eq!(delimiter_of(b"a\tb"), b'\t');
+    }
+
+    #[test]
+    fn a_gzip_file_is_inferred_from_its_text() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(b"Id;Day;Amount\nA1;2017-05-01;12,50\nA2;2017-05-02;3,00\n")
+            .unwrap();
+        gz.finish().unwrap();
+        let skeleton = infer(&path, None, &Registry::builtin()).unwrap();
+        assert!(skeleton.contains("delimiter = \";\""), "{skeleton}");
+        assert!(skeleton.contains("2 rows sampled"), "{skeleton}");
+        assert!(skeleton.contains("%Y-%m-%d"), "{skeleton}");
     }
 }

@@ -144,6 +144,10 @@ pub struct FieldSpec {
     /// Cell texts that mean "no value" and are read as blank (placeholders such as
     /// `Select` or `N/A`), then as `optional` says.
     pub blank_values: Option<Vec<String>>,
+    /// A regular expression (Rust `regex` syntax) a non-blank cell must match; its first
+    /// capture group (or the whole match) is kept, before `map` and the conversion, e.g.
+    /// `extract = "^(\\d+)\\.0$"` reads an id a spreadsheet wrote as `17850.0` as `17850`.
+    pub extract: Option<String>,
     /// Source value → domain value, applied before the conversion.
     pub map: Option<BTreeMap<String, String>>,
     /// With `map`: values it does not list pass unchanged (default: they are an error).
@@ -176,6 +180,8 @@ struct Field<'m> {
     source: Source,
     /// The column of `times`.
     times: Option<usize>,
+    /// The compiled `extract` pattern.
+    extract: Option<regex::Regex>,
 }
 
 impl Field<'_> {
@@ -364,11 +370,20 @@ fn compile<'m>(
                 }
                 None => None,
             };
+            let extract = field
+                .extract
+                .as_deref()
+                .map(|pattern| {
+                    regex::Regex::new(pattern)
+                        .map_err(|e| bad(format!("{at}.extract: not a regular expression: {e}")))
+                })
+                .transpose()?;
             fields.push(Field {
                 name,
                 spec: field,
                 source,
                 times,
+                extract,
             });
         }
         let guard = command
@@ -618,6 +633,27 @@ fn check_against_schema(
     Ok(())
 }
 
+/// The part of a cell `extract` keeps (the whole cell without it).
+fn extract(row: &Row<'_>, index: usize, field: &Field<'_>, cell: &str) -> Result<String, RowError> {
+    let Some(re) = &field.extract else {
+        return Ok(cell.to_owned());
+    };
+    match re.captures(cell) {
+        Some(found) => Ok(found
+            .get(1)
+            .or_else(|| found.get(0))
+            .map_or_else(String::new, |m| m.as_str().to_owned())),
+        None => Err(row.error(
+            index,
+            format!(
+                "`{cell}` does not match the `extract` pattern `{}` of `{}`; fix the cell or the pattern",
+                re.as_str(),
+                field.name
+            ),
+        )),
+    }
+}
+
 fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowError> {
     let spec = field.spec;
     let blank = |index: Option<usize>| {
@@ -639,7 +675,8 @@ fn convert(row: &Row<'_>, number: u64, field: &Field<'_>) -> Result<Value, RowEr
                     .as_ref()
                     .is_some_and(|b| b.iter().any(|p| p == v))
             })
-            .map(str::to_owned)
+            .map(|cell| extract(row, *index, field, cell))
+            .transpose()?
             .or_else(|| spec.default.clone())
         {
             Some(v) => (v, *index),
@@ -1054,33 +1091,54 @@ mod group_tests {
     }
 
     #[test]
-    fn a_group_key_that_comes_again_after_its_group_is_refused_with_both_places() {
+    fn rows_of_a_group_interrupted_by_others_still_make_one_unit() {
+        // The second invoice's bank charges after the third invoice (as a cancellation can
+        // interrupt an invoice's lines in a real export): still one order of two lines,
+        // decided in the order of the groups' first rows.
         let text = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
         let mut lines: Vec<&str> = text.lines().collect();
-        // The second invoice's bank charges after the third invoice: line 9, its group 6-6.
         let bank = lines.remove(6);
         lines.push(bank);
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("interleaved.csv");
+        std::fs::write(&csv, lines.join("\r\n") + "\r\n").unwrap();
+        let plan = plan(&csv, &fixture("invoices.toml")).unwrap();
+        let units: Vec<_> = plan.units.iter().map(|u| u.as_ref().unwrap()).collect();
+        assert_eq!(units.iter().map(|u| u.rows).collect::<Vec<_>>(), [4, 2, 2]);
+        let second: Value = serde_json::from_slice(&units[1].events[0].event.payload).unwrap();
+        assert_eq!(second["order_id"], "536366");
+        assert_eq!(second["lines"][1]["product"], "BANK-CHARGES");
+    }
+
+    #[test]
+    fn a_group_key_that_comes_again_after_its_group_is_refused_with_both_places() {
+        // Invoice 536365 once, then GROUP_GAP_ROWS + 1 one-line invoices, then 536365 again.
+        let text = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
+        let mut lines: Vec<String> = text.lines().take(2).map(str::to_owned).collect();
+        let others = usize::try_from(stream::GROUP_GAP_ROWS).unwrap() + 1;
+        for i in 0..others {
+            lines.push(format!(
+                "6{i:05},22633,HAND WARMER UNION JACK,6,12/1/2010 8:28,1.85,17850,United Kingdom"
+            ));
+        }
+        lines.push(text.lines().nth(2).unwrap().to_owned());
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("unsorted.csv");
         std::fs::write(&csv, lines.join("\r\n") + "\r\n").unwrap();
         let plan = plan(&csv, &fixture("invoices.toml")).unwrap();
-        assert_eq!(plan.rows(), 8);
         assert_eq!(
             plan.units.len(),
-            4,
-            "three groups and the row that came again"
+            others + 2,
+            "every group and the row that came again"
         );
-        assert_eq!(
-            plan.units[..3]
-                .iter()
-                .map(|u| u.as_ref().unwrap().rows)
-                .collect::<Vec<_>>(),
-            [4, 1, 2]
-        );
-        let refused = plan.units[3].as_ref().unwrap_err().to_string();
+        assert!(plan.units[..=others].iter().all(Result::is_ok));
+        let last_line = others + 3;
+        let refused = plan.units[others + 1].as_ref().unwrap_err().to_string();
         assert!(
-            refused.starts_with("unsorted.csv:9: column 1 `InvoiceNo`: `536366` comes again")
-                && refused.contains("lines 6-6")
+            refused.starts_with(&format!(
+                "unsorted.csv:{last_line}: column 1 `InvoiceNo`: `536365` comes again"
+            )) && refused.contains("lines 2-2")
+                && refused.contains("at most 1000 other rows")
                 && refused.contains("sort the file by `InvoiceNo`"),
             "{refused}"
         );

@@ -1,7 +1,7 @@
-//! A mapping import as a stream: the file is read row by row, each row (or group of
-//! consecutive rows) decided against the state its streams have, and the units handed on in
+//! A mapping import as a stream: the file is read row by row, each row (or group of rows
+//! with one key, near each other) decided against the state its streams have, and the units handed on in
 //! batches of [`BATCH_UNITS`] while the appending side writes the batches before them. Memory
-//! holds one group of rows, a batch or two, and per record the file touches its aggregate's
+//! holds the open groups (at most [`GROUP_GAP_ROWS`] rows past their last), a batch or two, and per record the file touches its aggregate's
 //! state (and per group key its lines): it grows with the records, not with the rows.
 //!
 //! A source's identity is its file name and its content: the file is read once first, to
@@ -98,9 +98,10 @@ impl MappingImport {
 
     /// Decides the file's rows in order against the state `load` reads from the log, and
     /// hands the units to `sink` in batches of [`BATCH_UNITS`]; returns the notes of the
-    /// import's summary. With `group_by`, consecutive rows with the same value are one unit; a
-    /// value that comes again after its group ended refuses its rows (the file must be sorted
-    /// by that column).
+    /// import's summary. With `group_by`, rows with the same value are one unit, decided in
+    /// the order of their first rows; they may be interleaved with others, but a value that
+    /// comes again after [`GROUP_GAP_ROWS`] rows without it refuses its rows (the file must
+    /// be sorted by that column).
     ///
     /// # Errors
     /// The file cannot be read again (or changed: not CSV any more), or `sink` failed.
@@ -130,12 +131,12 @@ impl MappingImport {
             },
         };
         let mut batch = Batch::default();
-        let mut pending = Pending::default();
+        let mut open = OpenGroups::default();
         // Each group key that ended, with the lines of its group.
         let mut ended: HashMap<String, (u64, u64)> = HashMap::new();
         let mut number = 0u64;
         loop {
-            let slot = pending.next_slot();
+            let mut slot = Slot::default();
             let Some(line) = reader.read(&mut slot.record)? else {
                 break;
             };
@@ -143,31 +144,29 @@ impl MappingImport {
             slot.line = line;
             slot.number = number;
             let Some(column) = compiled.group_column else {
-                let unit = decider.unit(std::slice::from_ref(slot));
+                let unit = decider.unit(std::slice::from_ref(&slot));
                 hand_on(&mut batch, unit, 1, &mut decider.log.fresh, sink)?;
                 continue;
             };
-            let at = pending.len;
-            let key = pending.slots[at]
+            let key = slot
                 .record
                 .get(column)
                 .unwrap_or_default()
-                .trim();
-            if at > 0 && key == pending.key {
-                pending.len += 1;
-                continue;
+                .trim()
+                .to_owned();
+            open.add(key, slot, &ended);
+            while let Some(group) = open.closed(number) {
+                let rows = group.slots.len();
+                let unit = group.decide(&mut decider, column, &mut ended);
+                hand_on(&mut batch, unit, rows, &mut decider.log.fresh, sink)?;
             }
-            let key = key.to_owned();
-            if at > 0 {
-                let unit = pending.decide(&mut decider, column, &mut ended);
-                hand_on(&mut batch, unit, at, &mut decider.log.fresh, sink)?;
-            }
-            pending.start(key, &ended);
         }
-        if let Some(column) = compiled.group_column.filter(|_| pending.len > 0) {
-            let rows = pending.len;
-            let unit = pending.decide(&mut decider, column, &mut ended);
-            hand_on(&mut batch, unit, rows, &mut decider.log.fresh, sink)?;
+        if let Some(column) = compiled.group_column {
+            while let Some(group) = open.pop() {
+                let rows = group.slots.len();
+                let unit = group.decide(&mut decider, column, &mut ended);
+                hand_on(&mut batch, unit, rows, &mut decider.log.fresh, sink)?;
+            }
         }
         if !batch.units.is_empty() {
             batch.initial_versions = std::mem::take(&mut decider.log.fresh);
@@ -276,41 +275,95 @@ struct Slot {
     record: csv::StringRecord,
 }
 
-/// The rows of the group being read (the slots after `len` are kept for reuse).
-#[derive(Default)]
-struct Pending {
-    slots: Vec<Slot>,
-    len: usize,
+/// Rows of other groups that may come between two rows of one group: a group stays open
+/// until this many rows passed without one of its own (an export that is grouped but not
+/// strictly, such as an invoice whose lines a cancellation interrupts).
+pub const GROUP_GAP_ROWS: u64 = 1_000;
+
+/// Rows held in open groups at most: past it, the oldest open group is decided early (a
+/// later row of its key is refused as coming again).
+const GROUP_HELD_ROWS_MAX: usize = 100_000;
+
+/// One group of rows with the same key.
+struct Group {
     key: String,
+    slots: Vec<Slot>,
+    /// Number of its last data row.
+    last: u64,
     /// The lines of this key's group, if one ended before: the rows are refused.
     earlier: Option<(u64, u64)>,
 }
 
-impl Pending {
-    /// The slot the next row is read into.
-    fn next_slot(&mut self) -> &mut Slot {
-        if self.slots.len() <= self.len {
-            self.slots.resize_with(self.len + 1, Slot::default);
+/// The groups being read, oldest first: each is decided, in the order of its first row, once
+/// [`GROUP_GAP_ROWS`] rows passed without one of its own (or at the end of the file).
+#[derive(Default)]
+struct OpenGroups {
+    groups: std::collections::VecDeque<Group>,
+    /// Key → sequence number of its open group; the front group's is `first`.
+    index: HashMap<String, u64>,
+    first: u64,
+    held: usize,
+}
+
+impl OpenGroups {
+    /// Adds a row to its key's open group, or opens one.
+    fn add(&mut self, key: String, slot: Slot, ended: &HashMap<String, (u64, u64)>) {
+        self.held += 1;
+        let number = slot.number;
+        let open = self
+            .index
+            .get(&key)
+            .and_then(|seq| seq.checked_sub(self.first))
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.groups.get_mut(i));
+        if let Some(group) = open {
+            group.slots.push(slot);
+            group.last = number;
+            return;
         }
-        &mut self.slots[self.len]
+        let seq = self.first + u64::try_from(self.groups.len()).unwrap_or(u64::MAX);
+        self.index.insert(key.clone(), seq);
+        self.groups.push_back(Group {
+            earlier: ended.get(&key).copied(),
+            key,
+            slots: vec![slot],
+            last: number,
+        });
     }
 
-    /// Starts a group of key `key` with the row just read (the slot after the group).
-    fn start(&mut self, key: String, ended: &HashMap<String, (u64, u64)>) {
-        self.slots.swap(0, self.len);
-        self.len = 1;
-        self.earlier = ended.get(&key).copied();
-        self.key = key;
+    /// The oldest group, if no row of it came for [`GROUP_GAP_ROWS`] rows up to row `number`
+    /// (or too many rows are held).
+    fn closed(&mut self, number: u64) -> Option<Group> {
+        let front = self.groups.front()?;
+        let quiet = front.last.saturating_add(GROUP_GAP_ROWS) < number;
+        if quiet || self.held > GROUP_HELD_ROWS_MAX {
+            self.pop()
+        } else {
+            None
+        }
     }
 
+    /// The oldest group, whatever its state.
+    fn pop(&mut self) -> Option<Group> {
+        let group = self.groups.pop_front()?;
+        self.first += 1;
+        self.held = self.held.saturating_sub(group.slots.len());
+        if self.index.get(&group.key) == Some(&(self.first - 1)) {
+            self.index.remove(&group.key);
+        }
+        Some(group)
+    }
+}
+
+impl Group {
     /// Decides the group (or refuses it, if its key came before) and notes that it ended.
     fn decide(
-        &mut self,
+        self,
         decider: &mut Decider<'_, '_, '_>,
         column: usize,
         ended: &mut HashMap<String, (u64, u64)>,
     ) -> Result<Unit, RowError> {
-        let rows = &self.slots[..self.len];
+        let rows = &self.slots[..];
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return Ok(Unit::default());
         };
@@ -329,7 +382,7 @@ impl Pending {
             return Err(row.error(
                 column,
                 format!(
-                    "`{}` comes again after its group ended: its rows were lines {from}-{to}, and the rows of one group must follow each other{more}; sort the file by `{name}` (header first; a stable sort keeps each group's rows in order) and import it again",
+                    "`{}` comes again after its group ended: its rows were lines {from}-{to}, and the rows of one group must follow each other, with at most {GROUP_GAP_ROWS} other rows between two of them{more}; sort the file by `{name}` (header first; a stable sort keeps each group's rows in order) and import it again",
                     self.key
                 ),
             ));

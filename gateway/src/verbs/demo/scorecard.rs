@@ -13,6 +13,11 @@ pub enum Scope {
     /// 2019, the last full year of the Telco snapshot: a stock (active customers, MRR)
     /// needs a period whose start finds customers active.
     Year2019,
+    /// All of history, the figures in one currency (the Maven deals are in USD, the retail
+    /// orders in GBP: money in two currencies does not add up).
+    Currency(&'static str),
+    /// The retail export's RFM snapshot (2011-12-10, its SOURCE.md), the champions' cell 5-5-5.
+    RetailChampions,
 }
 
 /// One scorecard figure: a metric, its version (`None`: the catalog's default) and scope.
@@ -43,9 +48,31 @@ pub const SCORECARD: &[(&str, &[ScoreEntry])] = &[
         "sales",
         &[
             all("sales.win_rate"),
-            all("sales.new_revenue"),
+            ScoreEntry {
+                id: "sales.new_revenue",
+                version: None,
+                scope: Scope::Currency("USD"),
+            },
             all("sales.avg_deal_size"),
             all("sales.cycle_duration"),
+        ],
+    ),
+    (
+        "commerce (online retail)",
+        &[
+            all("sales.orders"),
+            ScoreEntry {
+                id: "sales.new_revenue",
+                version: None,
+                scope: Scope::Currency("GBP"),
+            },
+            all("sales.avg_order_value"),
+            all("customer.repeat_purchase_rate"),
+            ScoreEntry {
+                id: "customer.rfm",
+                version: None,
+                scope: Scope::RetailChampions,
+            },
         ],
     ),
     (
@@ -91,11 +118,26 @@ pub const SCORECARD: &[(&str, &[ScoreEntry])] = &[
 
 /// The query of a scope.
 pub(super) fn scope_query(scope: Scope) -> Query {
+    use chrono::TimeZone;
     match scope {
         Scope::AllHistory => Query::default(),
         Scope::Year2019 => Query {
             from: Some(utc(2019)),
             to: Some(utc(2020)),
+            ..Query::default()
+        },
+        Scope::Currency(code) => Query {
+            filter: [("currency".to_owned(), code.to_owned())].into(),
+            ..Query::default()
+        },
+        Scope::RetailChampions => Query {
+            to: Some(
+                chrono::Utc
+                    .with_ymd_and_hms(2011, 12, 10, 0, 0, 0)
+                    .single()
+                    .unwrap_or_default(),
+            ),
+            filter: [("rfm".to_owned(), "5-5-5".to_owned())].into(),
             ..Query::default()
         },
     }
