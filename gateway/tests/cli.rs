@@ -697,6 +697,15 @@ fn questions_at_query_time_filter_order_limit_and_tidy_csv() {
         .collect();
     assert!(values[0] >= values[1], "{csv}");
     assert!(lines[3].starts_with("sales.avg_deal_size,"), "{csv}");
+    // Money in currency units, as the display shows it: value, numerator (two decimals for
+    // USD) and the count of deals below it.
+    let deal: Vec<&str> = lines[3].split(',').collect();
+    let (value, display, numerator, denominator) = (deal[7], deal[8], deal[9], deal[10]);
+    let value: f64 = value.parse().unwrap();
+    assert_eq!(format!("USD {value:.2}"), display, "{csv}");
+    assert_eq!(numerator.split('.').nth(1).map(str::len), Some(2), "{csv}");
+    let (n, d): (f64, f64) = (numerator.parse().unwrap(), denominator.parse().unwrap());
+    assert!((n / d - value).abs() < 1e-6, "{csv}");
     // explain --csv says when it wrote one page only; --all writes every row.
     let out = crm(
         &data,

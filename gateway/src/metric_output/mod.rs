@@ -8,10 +8,12 @@ pub use line::{num, scorecard_line};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use crm_domain::values::Currency;
 use crm_eventstore::EventStore;
+use crm_metrics::definition::Unit;
 use crm_metrics::{
-    compare, define_as, diff, evaluate, explain, to_csv, Evaluation, ExplainSelect, Grain, KnownAt,
-    MetricError, Num, Query, Registry, Status,
+    compare, define_as, diff, evaluate, explain, to_csv, Evaluation, ExplainSelect, Figure, Grain,
+    KnownAt, MetricError, Num, Query, Registry, Status,
 };
 
 /// Output form of a metric verb.
@@ -247,13 +249,14 @@ pub async fn metrics<S: EventStore>(
                             csv_field(f.dims.get(dim).map_or("", String::as_str))
                         );
                     }
+                    let (value, numerator, denominator) = display_units(ev.metric.unit, f);
                     let _ = writeln!(
                         out,
                         ",{},{},{},{},{},{},{},{}",
-                        f.value.map_or_else(String::new, |v| v.to_string()),
+                        value,
                         csv_field(&f.display),
-                        num_or_blank(f.numerator.as_ref()),
-                        num_or_blank(f.denominator.as_ref()),
+                        numerator,
+                        denominator,
                         f.included,
                         csv_field(&excluded.join(";")),
                         ev.log.position,
@@ -353,6 +356,58 @@ pub async fn dimensions<S: EventStore>(
         let _ = writeln!(out, "  {name:<24} {expr}");
     }
     Ok(out)
+}
+
+/// A figure's value, numerator and denominator for the CSV, in the units people read: money
+/// in currency units (`10666684.54`, not minor units) where the figure names its currency
+/// (the value and numerator of a money figure, whose denominator counts facts; numerator
+/// and denominator of a share of money); shares as fractions, durations in seconds, counts
+/// as they are.
+fn display_units(unit: Unit, f: &Figure) -> (String, String, String) {
+    let value = f.value.map_or_else(String::new, |v| v.to_string());
+    let (numerator, denominator) = (
+        num_or_blank(f.numerator.as_ref()),
+        num_or_blank(f.denominator.as_ref()),
+    );
+    let Some(currency) = f.currency.as_deref().and_then(|c| Currency::new(c).ok()) else {
+        return (value, numerator, denominator);
+    };
+    let exponent = currency.minor_unit_exponent();
+    let money = |n: Option<&Num>| n.map_or_else(String::new, |n| in_currency_units(*n, exponent));
+    match unit {
+        Unit::Money => (
+            f.value.map_or_else(String::new, |v| {
+                (v / 10f64.powi(i32::try_from(exponent).unwrap_or(2))).to_string()
+            }),
+            money(f.numerator.as_ref()),
+            denominator,
+        ),
+        Unit::Percent => (
+            value,
+            money(f.numerator.as_ref()),
+            money(f.denominator.as_ref()),
+        ),
+        _ => (value, numerator, denominator),
+    }
+}
+
+/// Minor units as an exact decimal in currency units (`1066668454`, 2 → `10666684.54`).
+fn in_currency_units(n: Num, exponent: u32) -> String {
+    match n {
+        Num::Int(minor) => {
+            let scale = 10i128.pow(exponent);
+            let sign = if minor < 0 { "-" } else { "" };
+            let (whole, part) = (
+                minor.unsigned_abs() / scale.unsigned_abs(),
+                minor.unsigned_abs() % scale.unsigned_abs(),
+            );
+            match usize::try_from(exponent) {
+                Ok(0) | Err(_) => format!("{sign}{whole}"),
+                Ok(width) => format!("{sign}{whole}.{part:0width$}"),
+            }
+        }
+        Num::Float(v) => (v / 10f64.powi(i32::try_from(exponent).unwrap_or(2))).to_string(),
+    }
 }
 
 fn num_or_blank(n: Option<&Num>) -> String {

@@ -1159,6 +1159,47 @@ mod group_tests {
     }
 
     #[test]
+    fn extract_keeps_a_capture_of_the_cell_and_names_a_cell_that_does_not_match() {
+        // Customer ids as a spreadsheet writes them (`17850.0`), a blank one as `unknown`.
+        let text = std::fs::read_to_string(fixture("invoices.csv")).unwrap();
+        let text = text
+            .replacen(",17850,", ",17850.0,", 4)
+            .replace(",13047,", ",,");
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("floats.csv");
+        std::fs::write(&csv, &text).unwrap();
+        let mapping = dir.path().join("floats.toml");
+        let spec = std::fs::read_to_string(fixture("invoices.toml")).unwrap().replace(
+            r#"account_id = { template = "customer-{CustomerID}" }"#,
+            r#"account_id = { column = "CustomerID", extract = "^(\\d+)(\\.0+)?$", default = "unknown" }"#,
+        );
+        std::fs::write(&mapping, &spec).unwrap();
+        let planned = plan(&csv, &mapping).unwrap();
+        let accounts: Vec<String> = planned
+            .units
+            .iter()
+            .map(|u| {
+                let payload = &u.as_ref().unwrap().events[0].event.payload;
+                let order: Value = serde_json::from_slice(payload).unwrap();
+                order["account_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(accounts, ["17850", "17850", "unknown"]);
+        // A cell the pattern does not match is refused with the pattern.
+        std::fs::write(&csv, text.replacen(",17850.0,", ",C-17850,", 1)).unwrap();
+        let planned = plan(&csv, &mapping).unwrap();
+        let refused = planned.units[0].as_ref().unwrap_err().to_string();
+        assert!(
+            refused.contains("`C-17850` does not match the `extract` pattern"),
+            "{refused}"
+        );
+        // A pattern that is no regular expression is a mapping error.
+        std::fs::write(&mapping, spec.replace(r"^(\\d+)(\\.0+)?$", "^(")).unwrap();
+        let e = plan(&csv, &mapping).unwrap_err().to_string();
+        assert!(e.contains("extract: not a regular expression"), "{e}");
+    }
+
+    #[test]
     fn a_list_field_the_command_lacks_is_refused() {
         let text = std::fs::read_to_string(fixture("invoices.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
