@@ -322,6 +322,51 @@ pub(crate) struct Contribution {
     pub currency: Option<String>,
 }
 
+impl Row {
+    /// The row of fact `ev` in period `period` and breakdown `dims`, with its contribution.
+    pub(crate) fn new(
+        ev: u32,
+        input: &Arc<str>,
+        period: usize,
+        dims: Vec<String>,
+        k: Contribution,
+    ) -> Row {
+        Row {
+            ev,
+            input: Arc::clone(input),
+            period,
+            dims,
+            excluded: k.excluded,
+            num: k.num,
+            den: k.den,
+            sample: k.sample,
+            key: k.key,
+            currency: k.currency,
+        }
+    }
+}
+
+impl Contribution {
+    /// Nothing yet: the candidate's exclusion, if any, and no amounts.
+    pub(crate) fn empty(cand: &Cand) -> Contribution {
+        Contribution {
+            excluded: cand.excluded.clone(),
+            num: None,
+            den: None,
+            sample: None,
+            key: None,
+            currency: None,
+        }
+    }
+}
+
+/// Candidates with a time, in time order (then log order).
+pub(crate) fn timed(mut cands: Vec<Cand>) -> Vec<Cand> {
+    cands.retain(|k| k.time.is_some());
+    cands.sort_by_key(|k| (k.time, k.ev));
+    cands
+}
+
 /// Places candidates in the periods by their time and computes their dimensions: rows.
 pub(crate) fn place(
     env: &Env<'_>,
@@ -340,22 +385,7 @@ pub(crate) fn place(
         let Some(dims) = dims_of(env, c, frame, cand.ev)? else {
             continue;
         };
-        let k = contribution(cand);
-        push(
-            rows,
-            Row {
-                ev: cand.ev,
-                input: Arc::clone(input),
-                period: p,
-                dims,
-                excluded: k.excluded,
-                num: k.num,
-                den: k.den,
-                sample: k.sample,
-                key: k.key,
-                currency: k.currency,
-            },
-        )?;
+        push(rows, Row::new(cand.ev, input, p, dims, contribution(cand)))?;
     }
     Ok(())
 }
@@ -379,14 +409,7 @@ pub(crate) fn agg_contribution(
     cand: &Cand,
     value: Option<Val<'_>>,
 ) -> Contribution {
-    let mut k = Contribution {
-        excluded: cand.excluded.clone(),
-        num: None,
-        den: None,
-        sample: None,
-        key: None,
-        currency: None,
-    };
+    let mut k = Contribution::empty(cand);
     if k.excluded.is_some() {
         return k;
     }

@@ -311,9 +311,7 @@ fn cumulative(
     window_s: Option<i64>,
     to_date: Option<Grain>,
 ) -> Result<Computed, MetricError> {
-    let mut cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
-    cands.retain(|k| k.time.is_some());
-    cands.sort_by_key(|k| (k.time, k.ev));
+    let cands = derivation::timed(select(env, facts, c.time.as_ref(), &[&c.rules]));
     let input = single();
     let mut rows = Vec::new();
     let mut dims_cache: HashMap<u32, Option<Vec<String>>> = HashMap::new();
@@ -339,21 +337,7 @@ fn cumulative(
             };
             let Some(dims) = dims else { continue };
             let k = agg_contribution(env, agg, cand, None);
-            derivation::push(
-                &mut rows,
-                Row {
-                    ev: cand.ev,
-                    input: Arc::clone(&input),
-                    period: p,
-                    dims,
-                    excluded: k.excluded,
-                    num: k.num,
-                    den: k.den,
-                    sample: k.sample,
-                    key: k.key,
-                    currency: k.currency,
-                },
-            )?;
+            derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims, k))?;
         }
     }
     let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
@@ -379,14 +363,7 @@ fn entities(
         frame,
         &single(),
         &cands,
-        |cand| Contribution {
-            excluded: cand.excluded.clone(),
-            num: None,
-            den: None,
-            sample: None,
-            key: None,
-            currency: None,
-        },
+        Contribution::empty,
         &mut rows,
     )?;
     let mut groups: HashMap<(usize, Vec<String>, String), Vec<usize>> = HashMap::new();
@@ -465,9 +442,7 @@ fn rfm(
     of: &Expr,
     window_s: Option<i64>,
 ) -> Result<Computed, MetricError> {
-    let mut cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
-    cands.retain(|k| k.time.is_some());
-    cands.sort_by_key(|k| (k.time, k.ev));
+    let cands = derivation::timed(select(env, facts, c.time.as_ref(), &[&c.rules]));
     let input = single();
     let mut rows = Vec::new();
     let day = Duration::days(1);
@@ -494,21 +469,8 @@ fn rfm(
                         }
                     }
                     if per.contains(t) {
-                        derivation::push(
-                            &mut rows,
-                            Row {
-                                ev: cand.ev,
-                                input: Arc::clone(&input),
-                                period: p,
-                                dims,
-                                excluded: cand.excluded.clone(),
-                                num: None,
-                                den: None,
-                                sample: None,
-                                key: None,
-                                currency: None,
-                            },
-                        )?;
+                        let k = Contribution::empty(cand);
+                        derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims, k))?;
                     }
                 }
                 continue;
@@ -563,21 +525,9 @@ fn rfm(
             }
             for cand in counted.iter() {
                 let carries = cand.ev == last.ev;
-                derivation::push(
-                    &mut rows,
-                    Row {
-                        ev: cand.ev,
-                        input: Arc::clone(&input),
-                        period: p,
-                        dims: dims.clone(),
-                        excluded: None,
-                        num: Some(if carries { Num::ONE } else { Num::ZERO }),
-                        den: None,
-                        sample: None,
-                        key: None,
-                        currency: None,
-                    },
-                )?;
+                let mut k = Contribution::empty(cand);
+                k.num = Some(if carries { Num::ONE } else { Num::ZERO });
+                derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims.clone(), k))?;
             }
         }
     }
