@@ -210,15 +210,30 @@ fn a_long_file_is_appended_batch_by_batch_and_a_bad_row_stops_only_its_batch() {
     let position = events(&data, "lead-L7")[0]["position"].as_u64().unwrap();
     let moved = leads(1_200, None).replace("\r\nL7,2017-05-08\r\n", "\r\nL7,2017-06-08\r\n");
     std::fs::write(&file, moved).unwrap();
-    let out = import(&data, &file, &mapping, &["--on-error=skip"]);
+    let message = format!(
+        "leads.csv: stream `lead-L7`: the event this source's earlier import recorded at position {position}"
+    );
+    let out = import(&data, &file, &mapping, &[]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "leads.csv: stream `lead-L7`: the event this source's earlier import recorded at position {position}"
-        )) && stderr.contains("the row changed since it was imported"),
+        stderr.contains(&message) && stderr.contains("the row changed since it was imported"),
         "{stderr}"
     );
+    // With --on-error=skip the changed row is counted and listed, the rest imported; the log
+    // keeps what it recorded for L7.
+    let out = import(&data, &file, &mapping, &["--on-error=skip"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["skipped_rows"], 1, "{summary}");
+    assert!(
+        summary["bad_rows"][0].as_str().unwrap().contains(&message),
+        "{summary}"
+    );
+    assert_eq!(counts(&summary), (0, 1_199), "{summary}");
+    let l7 = events(&data, "lead-L7");
+    assert_eq!(l7.len(), 1);
+    assert_eq!(l7[0]["position"].as_u64(), Some(position));
 }
 
 #[test]

@@ -135,7 +135,15 @@ impl<'s, S: EventStore> Appender<'s, S> {
         self.summary.rows += batch.rows;
         let rows: u64 = good.iter().map(|u| u.rows).sum();
         let jobs = group_by_stream(good, &mut self.summary);
-        if let Err(e) = append_batch(self.store, jobs, &mut self.versions, &mut self.summary).await
+        let skip = self.options.on_error == OnError::Skip;
+        if let Err(e) = append_batch(
+            self.store,
+            jobs,
+            &mut self.versions,
+            &mut self.summary,
+            skip,
+        )
+        .await
         {
             self.bar.finish_and_clear();
             return Err(e);
@@ -250,11 +258,15 @@ fn chunks(events: Vec<(ProposedEvent, Option<u64>)>) -> Vec<Chunk> {
     out
 }
 
+/// Appends each stream's job concurrently. With `skip`, a stream whose recorded event its row
+/// no longer decides ([`ImportError::Changed`]) keeps what it holds: the rest of its job is
+/// left out and the conflict counted and listed as a skipped row.
 async fn append_batch<S: EventStore>(
     store: &S,
     jobs: Vec<StreamJob>,
     versions: &mut HashMap<StreamId, u64>,
     summary: &mut ImportSummary,
+    skip: bool,
 ) -> Result<(), ImportError> {
     let file = summary.files.join(", ");
     let mut tasks = JoinSet::new();
@@ -290,11 +302,13 @@ async fn append_batch<S: EventStore>(
                         }
                     }
                     Err(AppendError::IdempotencyConflict { .. }) if chunk.recorded.is_some() => {
-                        return Err(ImportError::Changed {
+                        // What was appended before stays counted, with the stream's version.
+                        let changed = ImportError::Changed {
                             file,
                             stream: job.stream.to_string(),
                             position: chunk.recorded.unwrap_or_default(),
-                        })
+                        };
+                        return Ok((job.stream, version, appended, present, Some(changed)));
                     }
                     Err(source) => {
                         return Err(ImportError::Append {
@@ -304,17 +318,29 @@ async fn append_batch<S: EventStore>(
                     }
                 }
             }
-            Ok((job.stream, version, appended, present))
+            Ok((job.stream, version, appended, present, None))
         });
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((stream, version, appended, present))) => {
+            Ok(Ok((stream, version, appended, present, changed))) => {
                 summary.appended += appended;
                 summary.already_present += present;
                 if let Some(v) = version {
                     versions.insert(stream, v);
+                }
+                match changed {
+                    Some(e) if skip => {
+                        summary.skipped_rows += 1;
+                        if summary.bad_rows.len() < BAD_ROWS_LISTED_MAX {
+                            summary.bad_rows.push(e.to_string());
+                        }
+                    }
+                    Some(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                    None => {}
                 }
             }
             Ok(Err(e)) => {
