@@ -37,7 +37,7 @@ pub use any::{AnyStore, SealPlan, Sealer};
 pub use error::{AppendError, Corruption, OpenError, ReadError, SealRefusal};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{SledOptions, SledStore};
 pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
 pub use types::{
     AppendResult, ChainHash, ChainHashError, EventFieldError, EventId, ExpectedVersion, Head,

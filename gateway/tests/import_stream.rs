@@ -279,3 +279,51 @@ fn a_group_that_comes_again_is_refused_and_checking_streams_too() {
     assert_eq!(summary["skipped_rows"], 1, "{summary}");
     assert_eq!(summary["events_by_type"]["OrderPlaced"], 1_004, "{summary}");
 }
+
+#[test]
+fn a_record_touched_again_long_after_is_decided_on_its_state_read_back_from_the_log() {
+    // Lead L0 captured on the first row, 12,000 other leads, then L0 qualified (which needs
+    // the lead to exist and be open):
+    // more records than an import keeps states of, so L0's is let go and read back from the
+    // log, with this import's own events, when the last row touches it.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut csv = String::from("id,day,action\n");
+    for i in 0..=12_000 {
+        let _ = writeln!(csv, "L{i},2017-05-01,capture");
+    }
+    csv.push_str("L0,2017-06-01,qualify\n");
+    let file = root.path().join("funnel.csv");
+    std::fs::write(&file, csv).unwrap();
+    let mapping = root.path().join("funnel.toml");
+    let text_of = |command: &str, action: &str, fields: &str| {
+        format!(
+            "[[commands]]\naggregate = \"lead\"\ncommand = \"{command}\"\nid = {{ column = \"id\" }}\noccurred_at = {{ column = \"day\", type = \"datetime\", format = \"%Y-%m-%d\" }}\nwhen = {{ column = \"action\", equals = \"{action}\" }}\n[commands.fields]\n{fields}\n"
+        )
+    };
+    let spec = [
+        text_of(
+            "CaptureLead",
+            "capture",
+            "source = { value = \"web\" }\nchannel = { value = \"web\" }\nis_test = { value = false }",
+        ),
+        text_of(
+            "QualifyLead",
+            "qualify",
+            "budget = { value = true }\nauthority = { value = true }\nneed = { value = true }\ntimeline = { value = true }",
+        ),
+    ]
+    .concat();
+    std::fs::write(&mapping, spec).unwrap();
+    let summary = imported(&data, &file, &mapping);
+    assert_eq!(summary["skipped_rows"], 0, "{summary}");
+    assert_eq!(counts(&summary), (12_002, 0), "{summary}");
+    let types: Vec<String> = events(&data, "lead-L0")
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["LeadCaptured", "LeadQualified"]);
+    // Importing it again appends nothing: every event is found recorded.
+    let again = imported(&data, &file, &mapping);
+    assert_eq!(counts(&again), (0, 12_002), "{again}");
+}

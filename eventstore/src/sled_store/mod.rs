@@ -65,6 +65,15 @@ fn sled_config(path: &Path) -> sled::Config {
         .flush_every_ms(None)
 }
 
+/// How a store directory is opened, beyond what every open shares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SledOptions {
+    /// Bytes of pages sled keeps in memory (`None`: sled's default, 1 GiB). A bulk import,
+    /// which writes once and reads back only the streams it continues, runs in a bounded
+    /// footprint with a small cache; a server keeps the default.
+    pub cache_bytes: Option<u64>,
+}
+
 /// How long `open` waits for the directory's lock. sled releases it from its
 /// own threads a moment after the last handle is dropped, so a close followed
 /// at once by an open in the same process can find it still held.
@@ -94,10 +103,18 @@ enum OpenDbError {
 }
 
 /// Opens sled, waiting up to `wait` for its file lock.
-fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, OpenDbError> {
+fn open_db(
+    path: &Path,
+    wait: std::time::Duration,
+    options: SledOptions,
+) -> Result<sled::Db, OpenDbError> {
     let deadline = std::time::Instant::now() + wait;
+    let config = || match options.cache_bytes {
+        Some(bytes) => sled_config(path).cache_capacity(bytes),
+        None => sled_config(path),
+    };
     loop {
-        match sled_config(path).open() {
+        match config().open() {
             Ok(db) => return Ok(db),
             Err(e) if is_lock_contention(&e) => {
                 if std::time::Instant::now() >= deadline {
@@ -151,6 +168,14 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the log in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, OpenError> {
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// As [`SledStore::open`], with `options`.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore, OpenError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let storage_err = |e: sled::Error| OpenError::Storage {
@@ -158,7 +183,7 @@ impl SledStore {
             reason: e.to_string(),
         };
         let wait = std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS);
-        let db = open_db(&path, wait).map_err(|e| match e {
+        let db = open_db(&path, wait, options).map_err(|e| match e {
             OpenDbError::Locked => OpenError::Locked {
                 path: shown.clone(),
             },
@@ -437,7 +462,7 @@ pub mod testing {
         alter: impl FnOnce(&mut [u8]),
     ) -> Result<(), FlipError> {
         let wait = std::time::Duration::from_millis(super::OPEN_LOCK_WAIT_MS);
-        let db = super::open_db(dir, wait).map_err(|e| match e {
+        let db = super::open_db(dir, wait, super::SledOptions::default()).map_err(|e| match e {
             OpenDbError::Locked => FlipError::Locked,
             OpenDbError::Sled(e) => FlipError::Storage(e),
         })?;
@@ -489,7 +514,12 @@ mod tests {
         let first = sled_config(dir.path()).open().unwrap();
         let path = dir.path().to_path_buf();
         let second = std::thread::spawn(move || {
-            open_db(&path, std::time::Duration::from_secs(20)).map(|_| ())
+            open_db(
+                &path,
+                std::time::Duration::from_secs(20),
+                SledOptions::default(),
+            )
+            .map(|_| ())
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(!second.is_finished(), "the second open did not wait");
@@ -503,7 +533,12 @@ mod tests {
     fn open_of_a_held_directory_says_it_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let _held = sled_config(dir.path()).open().unwrap();
-        let err = open_db(dir.path(), std::time::Duration::from_millis(100)).unwrap_err();
+        let err = open_db(
+            dir.path(),
+            std::time::Duration::from_millis(100),
+            SledOptions::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, OpenDbError::Locked));
         let shown = OpenError::Locked {
             path: dir.path().display().to_string(),

@@ -104,7 +104,7 @@ async fn open_backend(config: &Config, create: Create) -> Result<AnyStore, Store
                 }
                 create_private_dir(&dir)?;
             }
-            open_sled(&dir, create).map(AnyStore::from)
+            open_sled(&dir, create, config.store_cache_bytes).map(AnyStore::from)
         }
         StoreLocation::Nats(urls) => {
             let mut js = jetstream_config(&urls, &config.jetstream);
@@ -143,11 +143,18 @@ pub fn create_owner_only(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-fn open_sled(dir: &Path, create: Create) -> Result<SledStore, StoreOpenError> {
+fn open_sled(
+    dir: &Path,
+    create: Create,
+    cache_bytes: Option<u64>,
+) -> Result<SledStore, StoreOpenError> {
     if create == Create::Never && !dir.exists() {
         return Err(StoreOpenError::Missing(dir.display().to_string()));
     }
-    Ok(SledStore::open(dir)?)
+    Ok(SledStore::open_with(
+        dir,
+        crm_eventstore::SledOptions { cache_bytes },
+    )?)
 }
 
 /// The JetStream store's configuration for `urls` with the file's `[jetstream]` settings.

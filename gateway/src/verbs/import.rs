@@ -96,10 +96,12 @@ enum Source {
 /// # Errors
 /// An unreadable source, a bad row with `--on-error=stop`, or a storage failure.
 pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let config = globals.config(Flags {
+    let mut config = globals.config(Flags {
         on_error: args.on_error,
         ..Flags::default()
     })?;
+    // An import writes once: a small page cache keeps its memory bounded.
+    config.store_cache_bytes = Some(crm_app::config::IMPORT_CACHE_BYTES);
     // Rows/s and events/s cover reading and deciding too, not only the appends.
     let started = std::time::Instant::now();
     if let Source::Csv {

@@ -124,7 +124,14 @@ pub struct Config {
     pub master_key: MasterKeySource,
     /// The key store's directory when not `<data_dir>/keys` (`[keys] dir`, `CRM_KEYS_DIR`).
     pub keys_dir: Option<PathBuf>,
+    /// Bytes of pages the embedded log keeps in memory (`None`: sled's default, 1 GiB). Set by
+    /// the verb, not by the file: `crm import` uses [`IMPORT_CACHE_BYTES`].
+    pub store_cache_bytes: Option<u64>,
 }
+
+/// The embedded log's page cache during `crm import`: an import writes once and reads back
+/// only the streams it continues, so its memory stays bounded whatever the file's size.
+pub const IMPORT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The PEM files `crm serve` terminates TLS with (`[serve] tls_cert_file` and
 /// `tls_key_file`, `CRM_TLS_CERT_FILE` and `CRM_TLS_KEY_FILE`, `--tls-cert` and
@@ -234,6 +241,7 @@ impl Default for Config {
             tls: None,
             master_key: MasterKeySource::Default,
             keys_dir: None,
+            store_cache_bytes: None,
         }
     }
 }

@@ -111,6 +111,40 @@ impl MappingImport {
         load: &mut StreamLoader<'_>,
         sink: &mut dyn FnMut(Batch) -> Result<(), ImportError>,
     ) -> Result<Vec<String>, ImportError> {
+        self.decide_with(registry, load, sink, None)
+    }
+
+    /// As [`MappingImport::decide`], for a `sink` that appends each batch before it takes the
+    /// one [`BATCHES_AHEAD`] after it, to a log whose head was at position `since` when the
+    /// import began. Then the state of a record no row touched for a while is let go once
+    /// its events are durable, and read back from the log (with the events this import
+    /// appended above `since`) if a later row touches it: memory holds at most
+    /// [`STATES_KEPT_MAX`] records' states beyond the last few batches.
+    ///
+    /// # Errors
+    /// As [`MappingImport::decide`].
+    pub fn decide_appending(
+        &self,
+        registry: &Registry,
+        load: &mut StreamLoader<'_>,
+        sink: &mut dyn FnMut(Batch) -> Result<(), ImportError>,
+        since: u64,
+    ) -> Result<Vec<String>, ImportError> {
+        self.decide_with(registry, load, sink, Some(since))
+    }
+
+    fn decide_with(
+        &self,
+        registry: &Registry,
+        load: &mut StreamLoader<'_>,
+        sink: &mut dyn FnMut(Batch) -> Result<(), ImportError>,
+        since: Option<u64>,
+    ) -> Result<Vec<String>, ImportError> {
+        let handed = std::cell::Cell::new(0u64);
+        let sink = &mut |batch: Batch| {
+            handed.set(handed.get() + 1);
+            sink(batch)
+        };
         let mut reader = CsvReader::open(&self.path, self.delimiter)?;
         let header = reader.header().clone();
         let compiled = compile(&self.spec, registry, &header, &self.mapping_file)?;
@@ -124,11 +158,18 @@ impl MappingImport {
                 load,
                 file: &self.file,
                 content_sha256: &self.scan.content_sha256,
+                since,
                 fresh: HashMap::new(),
                 continued: 0,
                 aliases: BTreeSet::new(),
                 recorded: HashMap::new(),
+                pinned: BTreeSet::new(),
             },
+            kept: since.map(|_| Kept {
+                handed: &handed,
+                last_touch: HashMap::new(),
+                touches: std::collections::VecDeque::new(),
+            }),
         };
         let mut batch = Batch::default();
         let mut open = OpenGroups::default();
@@ -219,13 +260,21 @@ pub async fn run<S: EventStore>(
         options,
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(BATCHES_AHEAD);
+    let since = store.head().position.0;
     let decider = tokio::task::spawn_blocking(move || {
         let mut load = load;
-        import.decide(&registry, &mut *load, &mut |batch| {
-            tx.blocking_send(batch).map_err(|_| {
-                ImportError::Task("the appending side stopped before every row was decided".into())
-            })
-        })
+        import.decide_appending(
+            &registry,
+            &mut *load,
+            &mut |batch| {
+                tx.blocking_send(batch).map_err(|_| {
+                    ImportError::Task(
+                        "the appending side stopped before every row was decided".into(),
+                    )
+                })
+            },
+            since,
+        )
     });
     let mut failed = None;
     while let Some(batch) = rx.recv().await {
@@ -402,6 +451,72 @@ struct Decider<'c, 'a, 'l> {
     /// How often each key was seen: a key that repeats keys its later rows `KEY#2`, ...
     occurrences: HashMap<String, u32>,
     log: LogState<'a, 'l>,
+    /// When the states of records are let go (appending imports only).
+    kept: Option<Kept<'c>>,
+}
+
+/// Records' states beyond this many are let go once durable (appending imports).
+pub const STATES_KEPT_MAX: usize = 10_000;
+
+/// Batches handed on after the one a state was last touched in before that state is
+/// durable: the appender takes a batch only when the one before it is appended, and at most
+/// [`BATCHES_AHEAD`] wait between (so batch `b` is appended once batch `b + 4` is handed on).
+const DURABLE_AFTER_BATCHES: u64 = BATCHES_AHEAD as u64 + 2;
+
+/// Which records' states were touched when, for letting the oldest go.
+struct Kept<'c> {
+    /// Batches handed on so far.
+    handed: &'c std::cell::Cell<u64>,
+    /// Stream → the batch (count handed on) it was last touched in.
+    last_touch: HashMap<String, u64>,
+    /// Touches in order; an entry is stale once its stream was touched again.
+    touches: std::collections::VecDeque<(String, u64)>,
+}
+
+impl Kept<'_> {
+    /// Notes that `stream` was touched in the batch being built.
+    fn touch(&mut self, stream: &str) {
+        let now = self.handed.get();
+        self.last_touch.insert(stream.to_owned(), now);
+        self.touches.push_back((stream.to_owned(), now));
+        if self.touches.len() > 4 * STATES_KEPT_MAX.max(self.last_touch.len()) {
+            // Drop the stale entries: one per stream, oldest touch first.
+            let mut live: Vec<(u64, String)> = self
+                .last_touch
+                .iter()
+                .map(|(s, at)| (*at, s.clone()))
+                .collect();
+            live.sort();
+            self.touches = live.into_iter().map(|(at, s)| (s, at)).collect();
+        }
+    }
+
+    /// Lets go of the oldest durable states while more than [`STATES_KEPT_MAX`] are held;
+    /// `pinned` streams are kept.
+    fn let_go(&mut self, states: &mut States, pinned: &BTreeSet<String>) {
+        let handed = self.handed.get();
+        while let Some((stream, at)) = self.touches.front() {
+            if self.last_touch.get(stream) != Some(at) {
+                self.touches.pop_front(); // touched again since
+                continue;
+            }
+            if pinned.contains(stream) {
+                let stream = stream.clone();
+                self.touches.pop_front();
+                self.last_touch.remove(&stream);
+                continue;
+            }
+            if states.0.len() <= STATES_KEPT_MAX
+                || at.saturating_add(DURABLE_AFTER_BATCHES) > handed
+            {
+                break;
+            }
+            if let Some((stream, _)) = self.touches.pop_front() {
+                states.0.remove(&stream);
+                self.last_touch.remove(&stream);
+            }
+        }
+    }
 }
 
 impl Decider<'_, '_, '_> {
@@ -492,7 +607,13 @@ impl Decider<'_, '_, '_> {
         let mut staged =
             stage_encoded(&source, events, &[]).map_err(|e| row.row_error(e.to_string()))?;
         self.log.adopt(&source, &mut staged);
+        if let Some(kept) = self.kept.as_mut() {
+            overlay.0.keys().for_each(|stream| kept.touch(stream));
+        }
         self.states.commit(overlay);
+        if let Some(kept) = self.kept.as_mut() {
+            kept.let_go(&mut self.states, &self.log.pinned);
+        }
         Ok(Unit {
             rows: u64::try_from(group.len()).unwrap_or(u64::MAX),
             events: staged,
@@ -533,6 +654,9 @@ struct LogState<'a, 'l> {
     file: &'a str,
     /// This file's content hash.
     content_sha256: &'a str,
+    /// The log's head when this import began, if it appends as it decides: this source's
+    /// events above it are this import's own, part of the state a record is read back with.
+    since: Option<u64>,
     /// Streams read since the last batch was handed on, with their version in the log.
     fresh: HashMap<String, u64>,
     /// Streams read that the log held events of.
@@ -541,6 +665,9 @@ struct LogState<'a, 'l> {
     aliases: BTreeSet<String>,
     /// Events of streams read that this source recorded before, not yet decided again.
     recorded: HashMap<EventId, Recorded>,
+    /// Streams that held events this source recorded before: their states are kept for the
+    /// whole import (read back, those events would be left out again, though decided anew).
+    pinned: BTreeSet<String>,
 }
 
 impl LogState<'_, '_> {
@@ -555,7 +682,14 @@ impl LogState<'_, '_> {
         let mut version = 0u64;
         for event in events {
             version = event.stream_version.0;
-            if let Some(file) = self.imported_by_this_source(&event.metadata) {
+            let own = self.since.is_some_and(|since| event.position.0 > since);
+            if let Some(file) = self
+                .imported_by_this_source(&event.metadata)
+                .filter(|_| !own)
+            {
+                if self.since.is_some() {
+                    self.pinned.insert(stream.to_owned());
+                }
                 if file != self.file {
                     self.aliases.insert(file);
                 }
