@@ -260,7 +260,19 @@ pub async fn demo(
         for entry in entries.iter() {
             let Some(m) = metrics_iter.next() else { break };
             let ev = evaluate_in(&view, &registry, m, &scope_query(entry.scope))?;
-            writeln!(out, "     {}", scorecard_line(&ev))?;
+            // A scope that narrows the facts says so beside the figure.
+            let only: Vec<String> = ev
+                .query
+                .filter
+                .iter()
+                .map(|(dim, value)| format!("{dim}={value}"))
+                .collect();
+            let only = if only.is_empty() {
+                String::new()
+            } else {
+                format!("  [only {}]", only.join(", "))
+            };
+            writeln!(out, "     {}{only}", scorecard_line(&ev))?;
             scorecard.push(ev);
         }
     }
