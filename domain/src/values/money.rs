@@ -251,25 +251,25 @@ impl Money {
     }
 }
 
-impl fmt::Display for Money {
-    /// `EUR 1234.50`, `JPY 1200`, `EUR -0.05`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Money {
+    /// The amount in currency units, without the code: `1234.50`, `1200` (JPY), `-0.05`.
+    #[must_use]
+    pub fn decimal(&self) -> String {
         let exponent = self.currency.minor_unit_exponent();
         let sign = if self.minor_units < 0 { "-" } else { "" };
         let abs = self.minor_units.unsigned_abs();
         let scale = 10_u64.pow(exponent);
-        if exponent == 0 {
-            write!(f, "{} {sign}{abs}", self.currency)
-        } else {
-            let width = usize::try_from(exponent).map_err(|_| fmt::Error)?;
-            write!(
-                f,
-                "{} {sign}{}.{:0width$}",
-                self.currency,
-                abs / scale,
-                abs % scale
-            )
+        match usize::try_from(exponent) {
+            Ok(width) if width > 0 => format!("{sign}{}.{:0width$}", abs / scale, abs % scale),
+            _ => format!("{sign}{abs}"),
         }
+    }
+}
+
+impl fmt::Display for Money {
+    /// `EUR 1234.50`, `JPY 1200`, `EUR -0.05`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.currency, self.decimal())
     }
 }
 

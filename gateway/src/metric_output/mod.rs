@@ -8,7 +8,7 @@ pub use line::{num, scorecard_line};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use crm_domain::values::Currency;
+use crm_domain::values::{Currency, Money};
 use crm_eventstore::EventStore;
 use crm_metrics::definition::Unit;
 use crm_metrics::{
@@ -372,13 +372,11 @@ fn display_units(unit: Unit, f: &Figure) -> (String, String, String) {
     let Some(currency) = f.currency.as_deref().and_then(|c| Currency::new(c).ok()) else {
         return (value, numerator, denominator);
     };
-    let exponent = currency.minor_unit_exponent();
-    let money = |n: Option<&Num>| n.map_or_else(String::new, |n| in_currency_units(*n, exponent));
+    let money = |n: Option<&Num>| n.map_or_else(String::new, |n| in_currency_units(*n, currency));
     match unit {
         Unit::Money => (
-            f.value.map_or_else(String::new, |v| {
-                (v / 10f64.powi(i32::try_from(exponent).unwrap_or(2))).to_string()
-            }),
+            f.value
+                .map_or_else(String::new, |v| in_currency_units(Num::Float(v), currency)),
             money(f.numerator.as_ref()),
             denominator,
         ),
@@ -391,22 +389,18 @@ fn display_units(unit: Unit, f: &Figure) -> (String, String, String) {
     }
 }
 
-/// Minor units as an exact decimal in currency units (`1066668454`, 2 → `10666684.54`).
-fn in_currency_units(n: Num, exponent: u32) -> String {
+/// Minor units as an exact decimal in currency units (`1066668454`, GBP → `10666684.54`).
+fn in_currency_units(n: Num, currency: Currency) -> String {
+    let scaled = |v: f64| {
+        let exponent = i32::try_from(currency.minor_unit_exponent()).unwrap_or(2);
+        (v / 10f64.powi(exponent)).to_string()
+    };
     match n {
-        Num::Int(minor) => {
-            let scale = 10i128.pow(exponent);
-            let sign = if minor < 0 { "-" } else { "" };
-            let (whole, part) = (
-                minor.unsigned_abs() / scale.unsigned_abs(),
-                minor.unsigned_abs() % scale.unsigned_abs(),
-            );
-            match usize::try_from(exponent) {
-                Ok(0) | Err(_) => format!("{sign}{whole}"),
-                Ok(width) => format!("{sign}{whole}.{part:0width$}"),
-            }
-        }
-        Num::Float(v) => (v / 10f64.powi(i32::try_from(exponent).unwrap_or(2))).to_string(),
+        Num::Int(minor) => i64::try_from(minor).map_or_else(
+            |_| scaled(n.to_f64()),
+            |m| Money::new(m, currency).decimal(),
+        ),
+        Num::Float(v) => scaled(v),
     }
 }
 

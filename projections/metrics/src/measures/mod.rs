@@ -594,14 +594,7 @@ fn conversion_measure(
         &single(),
         &cands,
         |cand| {
-            let mut k = Contribution {
-                excluded: cand.excluded.clone(),
-                num: None,
-                den: None,
-                sample: None,
-                key: None,
-                currency: None,
-            };
+            let mut k = Contribution::empty(cand);
             let (Some(base), None) = (cand.time, &k.excluded) else {
                 return k;
             };
