@@ -265,6 +265,19 @@
   /* ---------- navigation ---------- */
 
   function navigate() {
+    // An in-page anchor (a link of the strategy map to an objective, the skip link) is not
+    // a route: go to the element and keep the route in the address bar.
+    var raw = location.hash.replace(/^#/, '');
+    if (raw && raw.charAt(0) !== '/' && raw.indexOf('=') < 0 && state.route && state.route.scorecard) {
+      var target = document.getElementById(dec(raw));
+      replaceHash(hashFor(state.route));
+      if (target) {
+        if (!target.hasAttribute('tabindex') && !/^(A|BUTTON|INPUT)$/.test(target.tagName)) target.setAttribute('tabindex', '-1');
+        target.focus();
+        target.scrollIntoView({ block: 'start' });
+      }
+      return;
+    }
     var parsed = parseHash(location.hash);
     if (parsed.token) {
       storeToken(parsed.token);
@@ -448,7 +461,7 @@
       var tbody = h('tbody');
       (p.objectives || []).forEach(function (o) {
         var causes = (o.causes || []).map(function (c) { return objectiveNames[c] || c; });
-        append(tbody, h('tr', { className: 'objective', 'data-objective': o.id },
+        append(tbody, h('tr', { className: 'objective', 'data-objective': o.id, id: 'objective-' + o.id },
           h('th', { colspan: 7, scope: 'colgroup' },
             (o.name || o.id) + ' ', statusBadge(o.status),
             causes.length ? h('span', { className: 'causes', text: ' drives: ' + causes.join(', ') }) : null)));
@@ -494,7 +507,7 @@
 
   function measureRow(route, m) {
     var na = !!m.not_applicable;
-    var tr = h('tr', { 'data-measure': m.id, className: na ? 'na' : null });
+    var tr = h('tr', { 'data-measure': m.id, id: 'measure-' + m.id, className: na ? 'na' : null });
     var metric = m.metric ? m.metric.id + '@' + m.metric.version : '';
     append(tr, h('td', { 'data-field': 'name', 'data-label': 'Measure' },
       m.name || m.id,
