@@ -118,6 +118,36 @@ def percentile(values, p):
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+CONTRAST_JS = """() => {
+  const parse = c => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  };
+  const lum = ({r, g, b}) => {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) return c;
+    }
+    return {r: 255, g: 255, b: 255, a: 1};
+  };
+  const low = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg') || !el.getClientRects().length) continue;
+    if (![...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    const l1 = lum(parse(getComputedStyle(el).color)), l2 = lum(background(el));
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    if (ratio < 4.5) low.push(el.tagName + ' "' + el.textContent.trim().slice(0, 40) + '" ' + ratio.toFixed(2));
+  }
+  return low;
+}"""
+
+
 def hash_route(config, node, rest=""):
     return "#/s/%s/n/%s%s" % (config["scorecard"], node, rest)
 
@@ -157,6 +187,8 @@ def scenario_figures(browser, config, check):
         assert row.locator('td[data-field="%s"]' % field).count() == 1, "no %s cell" % field
     status = row.locator('td[data-field="status"]').text_content().strip()
     assert status in ("on track", "at risk", "off track", "no data"), "status %r is not a word" % status
+    low = page.evaluate(CONTRAST_JS)
+    assert not low, "text below WCAG AA contrast (4.5:1): %s" % low
     shot(page, config, "cockpit-1280.png")
 
     # Down the cascade through nav#children: the first child by keyboard alone (Tab to it,
@@ -177,6 +209,11 @@ def scenario_figures(browser, config, check):
                     break
             else:
                 raise AssertionError("Tab never reached the link to %s" % name)
+            outline = page.evaluate(
+                "(() => { const s = getComputedStyle(document.activeElement);"
+                " return [s.outlineStyle, parseFloat(s.outlineWidth)] })()"
+            )
+            assert outline[0] != "none" and outline[1] >= 2, "the focused link shows no outline: %s" % outline
             page.keyboard.press("Enter")
         else:
             link.click()
