@@ -87,11 +87,18 @@ pub enum Permission {
     ManageAccess,
     /// Erase a data subject's personal data for good (destroys their key).
     ErasePersonalData,
+    /// See the scorecard nodes one is named a viewer of, and those below them, with their
+    /// figures and explanations.
+    ReadOwnScorecards,
+    /// See every node of every scorecard.
+    ReadScorecards,
+    /// Publish a new version of a scorecard.
+    DefineScorecards,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 16] = [
         Permission::SendCommands,
         Permission::ActOnBehalf,
         Permission::ReadLog,
@@ -105,6 +112,9 @@ impl Permission {
         Permission::Monitor,
         Permission::ManageAccess,
         Permission::ErasePersonalData,
+        Permission::ReadOwnScorecards,
+        Permission::ReadScorecards,
+        Permission::DefineScorecards,
     ];
 
     /// Stable name, as in the API's problem documents.
@@ -124,6 +134,9 @@ impl Permission {
             Permission::Monitor => "monitor",
             Permission::ManageAccess => "manage_access",
             Permission::ErasePersonalData => "erase_personal_data",
+            Permission::ReadOwnScorecards => "read_own_scorecards",
+            Permission::ReadScorecards => "read_scorecards",
+            Permission::DefineScorecards => "define_scorecards",
         }
     }
 
@@ -161,11 +174,14 @@ pub enum Role {
     Viewer,
     /// The server's operational metrics (a scraper).
     Monitor,
+    /// A person of the scorecard cascade: the nodes they are named a viewer of and those
+    /// below, with drill-down to what the figures counted.
+    Member,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Admin,
         Role::Writer,
         Role::Analyst,
@@ -173,6 +189,7 @@ impl Role {
         Role::Subscriber,
         Role::Viewer,
         Role::Monitor,
+        Role::Member,
     ];
 
     /// Stable name.
@@ -186,6 +203,7 @@ impl Role {
             Role::Subscriber => "subscriber",
             Role::Viewer => "viewer",
             Role::Monitor => "monitor",
+            Role::Member => "member",
         }
     }
 
@@ -208,6 +226,9 @@ impl Role {
                 P::ExplainMetrics,
                 P::DefineMetrics,
                 P::Describe,
+                P::ReadOwnScorecards,
+                P::ReadScorecards,
+                P::DefineScorecards,
             ],
             Role::Auditor => &[
                 P::ReadLog,
@@ -215,10 +236,19 @@ impl Role {
                 P::ReadMetrics,
                 P::ExplainMetrics,
                 P::Describe,
+                P::ReadOwnScorecards,
+                P::ReadScorecards,
             ],
             Role::Subscriber => &[P::SubscribeFeed, P::Describe],
-            Role::Viewer => &[P::ReadModels, P::ReadMetrics, P::Describe],
+            Role::Viewer => &[
+                P::ReadModels,
+                P::ReadMetrics,
+                P::Describe,
+                P::ReadOwnScorecards,
+                P::ReadScorecards,
+            ],
             Role::Monitor => &[P::Monitor, P::Describe],
+            Role::Member => &[P::ReadOwnScorecards, P::Describe],
         }
     }
 

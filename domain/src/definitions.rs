@@ -1,7 +1,13 @@
 //! Definitions: the events that record how the CRM measures itself, beside the aggregates'
-//! events. Today these are the metric definitions of the stream category `metric`
-//! (`metric-<id>`, one stream per metric): [`MetricDefined`] records one version of a
-//! metric's definition text, [`MetricDefaultChanged`] the version served when none is named.
+//! events. The metric definitions of the stream category `metric` (`metric-<id>`, one stream
+//! per metric): [`MetricDefined`] records one version of a metric's definition text,
+//! [`MetricDefaultChanged`] the version served when none is named. The scorecards of the
+//! category `scorecard` (`scorecard-<id>`, one stream per scorecard): [`ScorecardDefined`]
+//! records one version of a scorecard (perspectives, objectives, measures, cascade). The
+//! category `scorecard_status` (`scorecard_status-<id>`): [`ScorecardStatusChanged`]
+//! records that a measure of one node changed status after new events (on track, at risk,
+//! off track), so a service can tell its owner; kept apart so that the versions of a
+//! scorecard stay a short stream however often its statuses move.
 //!
 //! They are not aggregates: no command decides them here. The metric engine validates a
 //! definition (its text is the engine's TOML language, opaque to the domain) and appends it
@@ -25,15 +31,50 @@ pub const METRIC_DEFAULT_CHANGED: &str = "MetricDefaultChanged";
 /// Current schema version of [`METRIC_DEFAULT_CHANGED`].
 pub const METRIC_DEFAULT_CHANGED_VERSION: u16 = 1;
 
+/// Stream category of scorecards: the stream of scorecard `id` is `scorecard-<id>`.
+pub const SCORECARD_CATEGORY: &str = "scorecard";
+/// Event type of a stored scorecard definition.
+pub const SCORECARD_DEFINED: &str = "ScorecardDefined";
+/// Current schema version of [`SCORECARD_DEFINED`].
+pub const SCORECARD_DEFINED_VERSION: u16 = 1;
+/// Stream category of scorecard status changes: `scorecard_status-<id>`.
+pub const SCORECARD_STATUS_CATEGORY: &str = "scorecard_status";
+/// Event type of a measure's status change.
+pub const SCORECARD_STATUS_CHANGED: &str = "ScorecardStatusChanged";
+/// Current schema version of [`SCORECARD_STATUS_CHANGED`].
+pub const SCORECARD_STATUS_CHANGED_VERSION: u16 = 1;
+
 /// Every definition event type by stream category, with its current schema version (the
 /// counterpart of [`crate::EVENT_CATALOG`], which lists the aggregates' events).
-pub const DEFINITION_EVENT_TYPES: &[(&str, &[(&str, u16)])] = &[(
-    METRIC_CATEGORY,
-    &[
-        (METRIC_DEFINED, METRIC_DEFINED_VERSION),
-        (METRIC_DEFAULT_CHANGED, METRIC_DEFAULT_CHANGED_VERSION),
-    ],
-)];
+pub const DEFINITION_EVENT_TYPES: &[(&str, &[(&str, u16)])] = &[
+    (
+        METRIC_CATEGORY,
+        &[
+            (METRIC_DEFINED, METRIC_DEFINED_VERSION),
+            (METRIC_DEFAULT_CHANGED, METRIC_DEFAULT_CHANGED_VERSION),
+        ],
+    ),
+    (
+        SCORECARD_CATEGORY,
+        &[(SCORECARD_DEFINED, SCORECARD_DEFINED_VERSION)],
+    ),
+    (
+        SCORECARD_STATUS_CATEGORY,
+        &[(SCORECARD_STATUS_CHANGED, SCORECARD_STATUS_CHANGED_VERSION)],
+    ),
+];
+
+/// The stream of scorecard `id`'s versions: `scorecard-<id>`.
+#[must_use]
+pub fn scorecard_stream(id: &str) -> String {
+    format!("{SCORECARD_CATEGORY}-{id}")
+}
+
+/// The stream of scorecard `id`'s status changes: `scorecard_status-<id>`.
+#[must_use]
+pub fn scorecard_status_stream(id: &str) -> String {
+    format!("{SCORECARD_STATUS_CATEGORY}-{id}")
+}
 
 /// The stream of metric `id`: `metric-<id>`.
 #[must_use]
@@ -65,13 +106,88 @@ pub struct MetricDefaultChanged {
     pub version: u32,
 }
 
+/// Payload of `ScorecardDefined`: one version of a scorecard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorecardDefined {
+    /// Scorecard id, e.g. `cockpit`.
+    pub id: String,
+    /// Version (dense from 1; a version is never redefined).
+    pub version: u32,
+    /// Hash of what can change the scorecard's figures and statuses.
+    pub spec_hash: String,
+    /// The definition text as submitted (TOML).
+    pub definition: String,
+}
+
+/// Where a measure stands against its target and thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasureStatus {
+    /// At or beyond the on-track threshold.
+    OnTrack,
+    /// Between the at-risk and the on-track thresholds.
+    AtRisk,
+    /// Short of the at-risk threshold.
+    OffTrack,
+    /// No figure: none of the metric's facts in the measure's range.
+    NoData,
+}
+
+impl MeasureStatus {
+    /// Stable name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            MeasureStatus::OnTrack => "on_track",
+            MeasureStatus::AtRisk => "at_risk",
+            MeasureStatus::OffTrack => "off_track",
+            MeasureStatus::NoData => "no_data",
+        }
+    }
+}
+
+/// Payload of `ScorecardStatusChanged`: a measure of one node changed status after new
+/// events (`from` is `None` the first time the node's measure is assessed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorecardStatusChanged {
+    /// Scorecard id.
+    pub scorecard: String,
+    /// The scorecard version assessed.
+    pub version: u32,
+    /// The node of the cascade.
+    pub node: String,
+    /// The measure.
+    pub measure: String,
+    /// Who answers for the measure at this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The status before, `None` at the first assessment.
+    pub from: Option<MeasureStatus>,
+    /// The status now.
+    pub to: MeasureStatus,
+    /// The actual figure (engine units), when there is one.
+    pub actual: Option<f64>,
+    /// The actual figure as shown (`62.10%`).
+    pub actual_display: String,
+    /// The target (engine units).
+    pub target: Option<f64>,
+    /// The log position the assessment read to.
+    pub log_position: u64,
+}
+
 /// Any definition event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DefinitionEvent {
     /// A version of a metric's definition.
     MetricDefined(MetricDefined),
     /// A metric's default version changed.
     MetricDefaultChanged(MetricDefaultChanged),
+    /// A version of a scorecard.
+    ScorecardDefined(ScorecardDefined),
+    /// A scorecard measure's status changed.
+    ScorecardStatusChanged(ScorecardStatusChanged),
 }
 
 impl DefinitionEvent {
@@ -81,6 +197,8 @@ impl DefinitionEvent {
         match self {
             DefinitionEvent::MetricDefined(_) => METRIC_DEFINED,
             DefinitionEvent::MetricDefaultChanged(_) => METRIC_DEFAULT_CHANGED,
+            DefinitionEvent::ScorecardDefined(_) => SCORECARD_DEFINED,
+            DefinitionEvent::ScorecardStatusChanged(_) => SCORECARD_STATUS_CHANGED,
         }
     }
 
@@ -90,15 +208,20 @@ impl DefinitionEvent {
         match self {
             DefinitionEvent::MetricDefined(_) => METRIC_DEFINED_VERSION,
             DefinitionEvent::MetricDefaultChanged(_) => METRIC_DEFAULT_CHANGED_VERSION,
+            DefinitionEvent::ScorecardDefined(_) => SCORECARD_DEFINED_VERSION,
+            DefinitionEvent::ScorecardStatusChanged(_) => SCORECARD_STATUS_CHANGED_VERSION,
         }
     }
 
-    /// The stream the event belongs to (`metric-<id>`).
+    /// The stream the event belongs to (`metric-<id>`, `scorecard-<id>`,
+    /// `scorecard_status-<id>`).
     #[must_use]
     pub fn stream_id(&self) -> String {
         match self {
             DefinitionEvent::MetricDefined(e) => metric_stream(&e.id),
             DefinitionEvent::MetricDefaultChanged(e) => metric_stream(&e.id),
+            DefinitionEvent::ScorecardDefined(e) => scorecard_stream(&e.id),
+            DefinitionEvent::ScorecardStatusChanged(e) => scorecard_status_stream(&e.scorecard),
         }
     }
 
@@ -120,6 +243,8 @@ impl DefinitionEvent {
         let json = match self {
             DefinitionEvent::MetricDefined(e) => serde_json::to_vec(e),
             DefinitionEvent::MetricDefaultChanged(e) => serde_json::to_vec(e),
+            DefinitionEvent::ScorecardDefined(e) => serde_json::to_vec(e),
+            DefinitionEvent::ScorecardStatusChanged(e) => serde_json::to_vec(e),
         };
         json.map_err(|source| CodecError::Encode {
             event_type: self.event_type(),
@@ -145,10 +270,15 @@ impl DefinitionEvent {
             .into());
         };
         check_stored(event_type, schema_version, current, payload.len())?;
-        let decoded = if event_type == METRIC_DEFINED {
-            serde_json::from_slice(payload).map(DefinitionEvent::MetricDefined)
-        } else {
-            serde_json::from_slice(payload).map(DefinitionEvent::MetricDefaultChanged)
+        let decoded = match event_type {
+            METRIC_DEFINED => serde_json::from_slice(payload).map(DefinitionEvent::MetricDefined),
+            SCORECARD_DEFINED => {
+                serde_json::from_slice(payload).map(DefinitionEvent::ScorecardDefined)
+            }
+            SCORECARD_STATUS_CHANGED => {
+                serde_json::from_slice(payload).map(DefinitionEvent::ScorecardStatusChanged)
+            }
+            _ => serde_json::from_slice(payload).map(DefinitionEvent::MetricDefaultChanged),
         };
         decoded.map_err(|source| payload_error(event_type, schema_version, source))
     }
@@ -241,6 +371,29 @@ mod tests {
         ));
         assert!(matches!(
             DefinitionEvent::from_payload(METRIC_DEFAULT_CHANGED, 1, &bytes),
+            Err(CodecError::InvalidPayload { .. })
+        ));
+        let changed = DefinitionEvent::ScorecardStatusChanged(ScorecardStatusChanged {
+            scorecard: "cockpit".into(),
+            version: 1,
+            node: "east".into(),
+            measure: "win_rate".into(),
+            owner: Some("Cara Losch".into()),
+            from: Some(MeasureStatus::OnTrack),
+            to: MeasureStatus::AtRisk,
+            actual: Some(0.621),
+            actual_display: "62.10%".into(),
+            target: Some(0.65),
+            log_position: 42,
+        });
+        let bytes_changed = changed.to_payload().unwrap();
+        assert_eq!(
+            DefinitionEvent::from_payload(SCORECARD_STATUS_CHANGED, 1, &bytes_changed).unwrap(),
+            changed
+        );
+        assert_eq!(changed.stream_id(), "scorecard_status-cockpit");
+        assert!(matches!(
+            DefinitionEvent::from_payload(SCORECARD_DEFINED, 1, &bytes_changed),
             Err(CodecError::InvalidPayload { .. })
         ));
         assert!(matches!(

@@ -38,6 +38,9 @@ enum Verb {
     Metrics(verbs::metrics::MetricsArgs),
     /// Evaluate a metric (`crm metric ID`), compare versions, or diff two report dates.
     Metric(verbs::metric::MetricArgs),
+    /// Scorecards: define a version (strategy map, measures, cascade), list them, show a
+    /// node's actual, baseline, target, status and trend as of any date.
+    Scorecard(verbs::scorecard::ScorecardArgs),
     /// The events behind a metric's figure: included, and excluded with their rule.
     Explain(verbs::explain::ExplainArgs),
     /// The main job: import the bundled data sets, bring the read models to the head, print
@@ -72,6 +75,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Project(args) => verbs::project::run(g, args).await,
         Verb::Metrics(args) => verbs::metrics::run(g, args).await,
         Verb::Metric(args) => verbs::metric::run(g, args).await,
+        Verb::Scorecard(args) => verbs::scorecard::run(g, args).await,
         Verb::Explain(args) => verbs::explain::run(g, args).await,
         Verb::Demo(args) => verbs::demo::run(g, args).await,
         Verb::Tail(args) => verbs::tail::run(g, args).await,

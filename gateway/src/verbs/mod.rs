@@ -12,6 +12,7 @@ pub mod metric;
 pub mod metrics;
 pub mod project;
 pub mod schema;
+pub mod scorecard;
 pub mod serve;
 pub mod stats;
 pub mod tail;

@@ -75,6 +75,7 @@ pub(crate) mod measures;
 pub mod period;
 pub mod query;
 pub mod registry;
+pub mod scorecard;
 pub mod view;
 
 pub use crm_domain::definitions::METRIC_DEFINED;

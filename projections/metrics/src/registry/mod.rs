@@ -18,6 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use crm_domain::definitions::{
     DefinitionEvent, MetricDefaultChanged, MetricDefined, METRIC_CATEGORY, METRIC_DEFINED,
+    SCORECARD_CATEGORY,
 };
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
@@ -97,6 +98,8 @@ pub struct Registry {
     defaults: BTreeMap<String, u32>,
     /// Stored definitions this build could not read (position and reason); they are skipped.
     pub problems: Vec<String>,
+    /// Scorecard versions of the log, by id and version.
+    pub(crate) scorecards: BTreeMap<String, BTreeMap<u32, Arc<crate::scorecard::StoredScorecard>>>,
 }
 
 fn register(
@@ -171,6 +174,10 @@ impl Registry {
     /// Applies one record if it is a definition event; a stored definition this build cannot
     /// read is noted in [`Registry::problems`] and skipped.
     fn apply(&mut self, rec: &RecordedEvent) {
+        if rec.stream_id.category() == SCORECARD_CATEGORY {
+            self.apply_scorecard(rec);
+            return;
+        }
         if rec.stream_id.category() != METRIC_CATEGORY
             || DefinitionEvent::current_schema_version(&rec.event_type).is_none()
         {
@@ -195,6 +202,8 @@ impl Registry {
                 self.defaults.insert(d.id, d.version);
                 Ok(())
             }
+            // Scorecard events live in their own category, filtered out above.
+            Ok(_) => Ok(()),
             Err(e) => Err(MetricError::BadStoredDefinition {
                 position,
                 source: e,
