@@ -13,6 +13,8 @@
 //! | `GET /v1/read-models`, `/v1/read-models/{pipeline,churn,lifetime-value,sla}` | projections |
 //! | `GET /v1/metrics`, `POST /v1/metrics` (TOML) | the metric catalog; define a version |
 //! | `GET /v1/metrics/{id}`, `/{id}/compare`, `/{id}/explain`, `/{id}/diff` | evaluate, compare versions, explain (JSON or CSV), diff two report dates |
+//! | `GET /v1/scorecards`, `POST /v1/scorecards` (TOML), `GET /v1/scorecards/{id}`, `/{id}/explain` | scorecards: a node's measures, strategy map, cascade, the events behind a figure |
+//! | `GET /`, `/cockpit/{asset}` | the cockpit web page (public; it reads the API with the caller's token) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | operations |
 //!
 //! **Invariant:** every limit is a named constant here (body size, page size, request
@@ -38,6 +40,7 @@
 pub mod aggregates;
 pub mod answer_cache;
 pub mod auth;
+pub mod cockpit;
 pub mod connections;
 pub mod feed;
 pub mod metrics;
@@ -47,6 +50,7 @@ pub mod problem;
 pub mod read_models;
 pub mod reads;
 pub mod schemas;
+pub mod scorecards;
 pub mod subjects;
 pub mod tls;
 pub mod type_schemas;
@@ -117,6 +121,17 @@ pub struct AppState {
     pub registries: Arc<crm_metrics::RegistryCache>,
     /// Who may call what (see [`auth`]).
     pub auth: auth::Authenticator,
+    /// Scorecard assessments kept by log head (see [`scorecards`]).
+    pub scorecards: Arc<scorecards::AssessmentCache>,
+}
+
+/// What the router shares with work beside it (the scorecard status watcher).
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The metric and scorecard registry by log head.
+    pub registries: Arc<crm_metrics::RegistryCache>,
+    /// Scorecard assessments by log head.
+    pub scorecards: Arc<scorecards::AssessmentCache>,
 }
 
 #[derive(OpenApi)]
@@ -134,6 +149,8 @@ pub struct AppState {
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "access", description = "API tokens (admin) and who the caller is"),
         (name = "personal data", description = "Erasure of a data subject's personal data (admin)"),
+        (name = "scorecards", description = "Scorecards: strategy map, measures against targets, the cascade to teams and people, status over time"),
+        (name = "cockpit", description = "The cockpit web page and its assets"),
     )
 )]
 struct ApiDoc;
@@ -166,6 +183,17 @@ pub fn router_full(
     registry: Registry,
     policy: auth::AuthPolicy,
 ) -> (Router, utoipa::openapi::OpenApi, watch::Sender<bool>) {
+    router_shared(store, projections, registry, policy, Shared::default())
+}
+
+/// As [`router_full`], with caches shared with work beside the router.
+pub fn router_shared(
+    store: AnyStore,
+    projections: Option<read_models::Projections>,
+    registry: Registry,
+    policy: auth::AuthPolicy,
+    shared: Shared,
+) -> (Router, utoipa::openapi::OpenApi, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
     let tokens = crm_app::access::TokenVerifier::new(store.clone())
         .with_bootstrap(policy.settings.admin_token_sha256.as_deref());
@@ -179,8 +207,9 @@ pub fn router_full(
         projections,
         answers: Arc::new(answer_cache::AnswerCache::default()),
         views: Arc::new(view_cache::ViewCache::default()),
-        registries: Arc::new(crm_metrics::RegistryCache::new()),
+        registries: shared.registries,
         auth: auth::Authenticator { policy, tokens },
+        scorecards: shared.scorecards,
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))
@@ -207,6 +236,11 @@ pub fn router_full(
         .routes(routes!(subjects::erase))
         .routes(routes!(type_schemas::list))
         .routes(routes!(type_schemas::one))
+        .routes(routes!(scorecards::list, scorecards::define))
+        .routes(routes!(scorecards::show))
+        .routes(routes!(scorecards::explain))
+        .routes(routes!(cockpit::index))
+        .routes(routes!(cockpit::file))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -309,18 +343,30 @@ pub async fn serve_with(
     options: ServeOptions,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (app, _, stop) = router_full(
+    let shared = Shared::default();
+    let (app, _, stop) = router_shared(
         store.clone(),
         projections.clone(),
         Registry::builtin(),
         options.auth,
+        shared.clone(),
     );
+    let watcher = tokio::spawn(scorecards::watch_statuses(
+        store.clone(),
+        shared.registries,
+        shared.scorecards,
+        stop.subscribe(),
+    ));
     let stopping = async move {
         signal.await;
         eprintln!("shutting down: finishing in-flight requests");
         let _ = stop.send(true);
     };
     connections::serve_connections(listener, app, options.limits, options.tls, stopping).await;
+    // The watcher appends status changes: it ends before the store closes.
+    if let Err(e) = watcher.await {
+        eprintln!("warning: the scorecard status watcher did not stop cleanly: {e}");
+    }
     if let Some(projections) = projections {
         if let Err(e) = projections.stop().await {
             eprintln!("warning: a projection did not stop cleanly: {e}");

@@ -151,9 +151,9 @@ pub async fn run(globals: &Globals, args: ScorecardArgs) -> anyhow::Result<ExitC
                     return node_list(&a, format_of(*json, *csv));
                 }
                 let mut report = scorecard::report(&a, node.as_deref(), &visible)?;
-                let shown = report.node.id.clone();
+                let below = a.subtree(&report.node.id);
                 report.status_changes =
-                    scorecard::recent_changes(store, id, |n| n == shown).await?;
+                    scorecard::recent_changes(store, id, |n| below.contains(n)).await?;
                 match format_of(*json, *csv) {
                     Format::Json => Ok(serde_json::to_string_pretty(&report)? + "\n"),
                     Format::Csv => csv_rows(&report),

@@ -857,6 +857,20 @@ impl Assessment {
         Ok(out)
     }
 
+    /// `id` and every node below it.
+    #[must_use]
+    pub fn subtree(&self, id: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![id.to_owned()];
+        while let Some(n) = todo.pop() {
+            if let Some(node) = self.node(&n) {
+                todo.extend(node.children.iter().cloned());
+                out.insert(n);
+            }
+        }
+        out
+    }
+
     /// The nodes a caller sees: every node when `all`, else the nodes naming `principal` a
     /// viewer and those below them.
     #[must_use]
