@@ -44,6 +44,8 @@ pub enum DemoError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Metric(#[from] MetricError),
+    #[error("the cockpit scorecard: {0}")]
+    Scorecard(#[from] crm_metrics::scorecard::ScorecardError),
     #[error("could not write the demo output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -84,6 +86,8 @@ pub fn default_bundle() -> PathBuf {
 pub struct DemoReport {
     pub imports: Vec<ImportSummary>,
     pub scorecard: Vec<Evaluation>,
+    /// The cockpit's root node, then each of its children.
+    pub cockpit: Vec<crm_metrics::scorecard::ScorecardReport>,
     pub head_position: u64,
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -156,6 +160,78 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> anyhow::Result<ExitCode> 
     let banner = "serving the API on {url} (try {url}/v1/read-models/pipeline); Ctrl-C stops";
     serve_api(store, &config, true, None, banner).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The default scorecard of the bundled data (`gateway/data/scorecards/cockpit.toml`).
+pub const COCKPIT: &str = "cockpit";
+
+/// Defines the cockpit scorecard (nothing is appended when this version is there) and
+/// prints its root node by perspective and its regional offices.
+async fn cockpit(
+    store: &AnyStore,
+    bundle: &Path,
+    out: &mut impl Write,
+) -> Result<Vec<crm_metrics::scorecard::ScorecardReport>, DemoError> {
+    use crm_metrics::scorecard;
+    let file = bundle.join("scorecards").join(format!("{COCKPIT}.toml"));
+    let text = std::fs::read_to_string(&file)?;
+    let registry = std::sync::Arc::new(Registry::load(store).await?);
+    let outcome = scorecard::define_scorecard_as(
+        store,
+        &registry,
+        &text,
+        chrono::Utc::now(),
+        &crm_app::access::local_principal().name,
+    )
+    .await?;
+    let registry = std::sync::Arc::new(Registry::load(store).await?);
+    writeln!(
+        out,
+        "   {} v{}: {} ({})",
+        outcome.id,
+        outcome.version,
+        outcome.outcome.replace('_', " "),
+        file.display()
+    )?;
+    let a = scorecard::assess(store, registry, COCKPIT, None, None, None).await?;
+    let all = a.visible("", true);
+    let root = scorecard::report(&a, None, &all)?;
+    let mut reports = vec![root.clone()];
+    for p in &root.perspectives {
+        for o in &p.objectives {
+            for m in &o.measures {
+                let m = &m.reading;
+                writeln!(
+                    out,
+                    "   {:<10} {:<34} {:>18}  target {:>16}  {}",
+                    p.name,
+                    m.name,
+                    m.actual.display,
+                    m.target.display,
+                    m.status.name().replace('_', " ")
+                )?;
+            }
+        }
+    }
+    for child in &root.node.children {
+        let r = scorecard::report(&a, Some(&child.id), &all)?;
+        let win = r
+            .perspectives
+            .iter()
+            .flat_map(|p| &p.objectives)
+            .flat_map(|o| &o.measures)
+            .find(|m| m.reading.id == "win_rate")
+            .map_or("-".to_owned(), |m| m.reading.actual.display.clone());
+        writeln!(
+            out,
+            "   {:<16} win rate {win:>7}, {} below, {}",
+            r.node.name,
+            r.node.children.len(),
+            r.status.name().replace('_', " ")
+        )?;
+        reports.push(r);
+    }
+    Ok(reports)
 }
 
 /// Runs the demo on `store`, printing to `out`.
@@ -348,8 +424,14 @@ pub async fn demo(
         writeln!(out, "   {line}")?;
     }
 
+    writeln!(
+        out,
+        "\n6. The cockpit: scorecard `{COCKPIT}`, cascaded to offices, teams and agents"
+    )?;
+    let cockpit = cockpit(store, bundle, out).await?;
+
     let head = store.head();
-    writeln!(out, "\n6. Where to go next")?;
+    writeln!(out, "\n7. Where to go next")?;
     writeln!(out, "   crm metrics list                                  the catalog and what each metric needs")?;
     writeln!(
         out,
@@ -366,11 +448,17 @@ pub async fn demo(
         "   crm verify --anchor {}:{}\n                                                     proves later that the log these figures\n                                                     were computed from is unchanged",
         head.position, head.hash
     )?;
+    writeln!(out, "   crm scorecard show {COCKPIT} --node east            an office's measures, targets and trends")?;
+    writeln!(
+        out,
+        "   http://{listen}/   the cockpit (strategy map, scorecard, drill-down, live)"
+    )?;
     writeln!(out, "   http://{listen}/openapi.json   http://{listen}/v1/read-models/pipeline   http://{listen}/v1/feed?from=1")?;
     out.flush()?;
     Ok(DemoReport {
         imports,
         scorecard,
+        cockpit,
         head_position: head.position.0,
         elapsed: started.elapsed(),
     })
