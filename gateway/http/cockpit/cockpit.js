@@ -19,6 +19,8 @@
   var BACKOFF_MIN_MS = 1000;
   var BACKOFF_MAX_MS = 30000;
   var CHANGES_SHOWN = 50;
+  var RETRIES = 4;
+  var RETRY_MS = 1000;
 
   // A marker of this load of the page: the tests check it survives live updates.
   window.__cockpitLoadedAt = performance.timeOrigin + performance.now();
@@ -42,12 +44,15 @@
     explain: null,     // {key, url, data, rows, next}
     rows: {},          // explanation rows by position (the event panel's fallback)
     changes: {},       // status changes by position
+    top: {},           // the caller's top node by scorecard
     refresh: { timer: null, inFlight: false, dirty: false },
     feed: { generation: 0, controller: null, lastId: null, backoff: BACKOFF_MIN_MS, poll: null, state: 'off' },
     firstReady: false,
     navigated: false
   };
-  var stats = { renders: 0, refreshes: 0, events: 0 };
+  // What the tests read: counts, and whether a refresh is pending or running.
+  var stats = { renders: 0, refreshes: 0, events: 0,
+    pending: function () { return !!state.refresh.timer || state.refresh.inFlight; } };
   window.__cockpit = stats;
 
   function $(selector, root) { return (root || document).querySelector(selector); }
@@ -248,7 +253,7 @@
         : null;
     } else {
       var retry = h('button', { type: 'button', text: 'Try again' });
-      retry.addEventListener('click', function () { navigate(); });
+      retry.addEventListener('click', function () { navigate(0); });
       extra = h('p', null, retry);
     }
     showMessage(error.status === 403 ? error.message : (error.status ? error.message : error.message), 'error', extra);
@@ -264,7 +269,8 @@
 
   /* ---------- navigation ---------- */
 
-  function navigate() {
+  function navigate(tries) {
+    tries = typeof tries === 'number' ? tries : 0;
     // An in-page anchor (a link of the strategy map to an objective, the skip link) is not
     // a route: go to the element and keep the route in the address bar.
     var raw = location.hash.replace(/^#/, '');
@@ -319,7 +325,16 @@
         if (moved) focusHeading('#event-title');
       });
     });
-    ready.catch(function (e) { failed(e instanceof ApiError ? e : new ApiError(0, null, String(e && e.message || e)), seq); });
+    ready.catch(function (e) {
+      var error = e instanceof ApiError ? e : new ApiError(0, null, String(e && e.message || e));
+      // Busy or timed out (503), or unreachable: try again a few times before giving up.
+      if ((error.status === 503 || error.status === 0) && tries < RETRIES && seq === state.seq) {
+        showMessage('The server is busy (' + error.message + '); trying again.', 'info');
+        setTimeout(function () { if (seq === state.seq) navigate(tries + 1); }, RETRY_MS * Math.pow(2, tries));
+        return;
+      }
+      failed(error, seq);
+    });
   }
 
   function focusHeading(selector) {
@@ -343,6 +358,7 @@
       chain = chain.then(function () {
         return api(viewUrl(route)).then(function (view) {
           route.node = view.node && view.node.id;
+          state.top[route.scorecard] = route.node;
           if (seq === state.seq) replaceHash(hashFor(route));
           return view;
         });
@@ -361,6 +377,7 @@
     return have.then(function (v) {
       if (seq !== state.seq) return;
       renderView(v, key, false);
+      learnTop(route);
       startFeedOnce();
     });
   }
@@ -409,16 +426,34 @@
     if (live && changed.length) highlight(changed);
   }
 
+  /* The breadcrumb; the nodes above the caller's top node are named, not linked (the
+     server would refuse them). */
   function renderPath(node) {
     var ol = clear($('#path ol'));
     var path = (node.path && node.path.length) ? node.path : [{ id: node.id, name: node.name }];
-    path.forEach(function (p) {
+    var top = state.top[state.route.scorecard];
+    var from = 0;
+    path.forEach(function (p, i) { if (p.id === top) from = i; });
+    path.forEach(function (p, i) {
       var current = p.id === node.id;
-      append(ol, h('li', null, h('a', {
-        href: nodeHash(p.id), 'data-node': p.id, 'data-focus': 'path:' + p.id,
-        'aria-current': current ? 'page' : null, text: p.name || p.id
-      })));
+      append(ol, h('li', null, i < from
+        ? h('span', { className: 'above', 'data-above': p.id, text: p.name || p.id })
+        : h('a', {
+          href: nodeHash(p.id), 'data-node': p.id, 'data-focus': 'path:' + p.id,
+          'aria-current': current ? 'page' : null, text: p.name || p.id
+        })));
     });
+  }
+
+  /* The caller's top node (the one the scorecard opens at without a node): read once. */
+  function learnTop(route) {
+    var sc = route.scorecard;
+    if (state.top[sc] !== undefined) return;
+    state.top[sc] = null;
+    api(viewUrl({ scorecard: sc, as_of: route.as_of, version: route.version })).then(function (view) {
+      state.top[sc] = view.node && view.node.id;
+      if (state.view && state.route.scorecard === sc) renderPath(state.view.node || {});
+    }, function () { delete state.top[sc]; });
   }
 
   function renderNode(view, node) {
@@ -612,7 +647,7 @@
       var li = h('li', { 'data-position': pos, className: c.fresh ? 'fresh' : null },
         statusBadge(c.to), ' ',
         (measureNames[c.measure] || c.measure || 'status') + ' at ' + (nodeNames[c.node] || c.node || '?') + ': ' +
-          (STATUS_TEXT[c.from] || c.from || '?') + ' → ' + (STATUS_TEXT[c.to] || c.to || '?') +
+          (c.from ? (STATUS_TEXT[c.from] || c.from) + ' → ' : 'first assessed ') + (STATUS_TEXT[c.to] || c.to || '?') +
           (c.actual_display ? ' (' + c.actual_display + ')' : ''),
         h('span', { className: 'sub', text: 'position ' + count(pos) + (c.recorded_at ? ' · ' + when(c.recorded_at) : '') }));
       append(ol, li);
@@ -660,6 +695,10 @@
       var metric = data.metric || (m && m.metric) || {};
       setText('[data-field="metric"]', (metric.id || '?') + '@' + (metric.version != null ? metric.version : '?') + (metric.name ? ' (' + metric.name + ')' : ''), panel);
       setText('[data-field="spec-hash"]', metric.spec_hash || '', panel);
+      var query = data.query || {};
+      var filter = query.filter || {};
+      var where = Object.keys(filter).map(function (k) { return k + ' = ' + filter[k]; });
+      setText('[data-field="query"]', (query.period ? 'period ' + query.period : '') + (where.length ? (query.period ? '; ' : '') + where.join(', ') : ''), panel);
       setText('[data-field="log-position"]', data.log ? data.log.position : '', panel);
       setText('[data-field="chain-hash"]', data.log ? data.log.chain_hash : '', panel);
       if (data.log) main.setAttribute('data-log-position', data.log.position);
@@ -685,12 +724,24 @@
         })));
       }
     });
+    // Totals per cell ("" when the figure is not broken down): the scalar fields.
     var totals = data.totals;
     if (totals && typeof totals === 'object') {
-      var keys = Object.keys(totals).filter(function (k) { var v = totals[k]; return v === null || typeof v !== 'object'; });
-      if (keys.length) {
-        append(box, h('p', { className: 'sub', text: 'Totals: ' + keys.map(function (k) { return k + ' ' + (typeof totals[k] === 'number' ? count(totals[k]) : totals[k]); }).join(', ') }));
-      }
+      var scalars = function (o) {
+        return Object.keys(o).filter(function (k) { return o[k] !== null && typeof o[k] !== 'object'; })
+          .map(function (k) { return k + ' ' + (typeof o[k] === 'number' ? count(o[k]) : o[k]); }).join(', ');
+      };
+      var lines = [];
+      var flat = scalars(totals);
+      if (flat) lines.push(flat);
+      Object.keys(totals).forEach(function (k) {
+        var v = totals[k];
+        if (v && typeof v === 'object' && !Array.isArray(v)) {
+          var text = scalars(v);
+          if (text) lines.push((k ? k + ': ' : '') + text);
+        }
+      });
+      lines.forEach(function (line) { append(box, h('p', { className: 'sub', text: 'Totals: ' + line })); });
     }
   }
 
@@ -998,6 +1049,6 @@
     event.preventDefault();
     main.focus();
   });
-  window.addEventListener('hashchange', navigate);
+  window.addEventListener('hashchange', function () { navigate(0); });
   navigate();
 })();

@@ -39,7 +39,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// The cockpit page.
 #[utoipa::path(get, path = "/", tag = "cockpit",
-    responses((status = 200, description = "The cockpit page (HTML)", content_type = "text/html")))]
+    responses((status = 200, description = "The cockpit page (HTML)", body = String, content_type = "text/html")))]
 pub async fn index() -> Response {
     asset(INDEX_HTML, "text/html; charset=utf-8")
 }
@@ -48,7 +48,7 @@ pub async fn index() -> Response {
 #[utoipa::path(get, path = "/cockpit/{asset}", tag = "cockpit",
     params(("asset" = String, Path, description = "`cockpit.js` or `cockpit.css`")),
     responses(
-        (status = 200, description = "The asset", content_type = "text/plain"),
+        (status = 200, description = "The asset (JavaScript or CSS)", body = String, content_type = "text/plain"),
         (status = 404, description = "No such asset", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {

@@ -189,6 +189,32 @@ fn answers(generator: &mut SchemaGenerator) -> Vec<Answer> {
             media_type: json,
             schema: answer::<DefineOutcome>(generator),
         },
+        get(
+            "/v1/scorecards",
+            answer::<crate::scorecards::ScorecardList>(generator),
+        ),
+        get(
+            "/v1/scorecards/{id}",
+            answer::<crm_metrics::scorecard::ScorecardReport>(generator),
+        ),
+        get(
+            "/v1/scorecards/{id}/explain",
+            answer::<Explanation>(generator),
+        ),
+        Answer {
+            path: "/v1/scorecards",
+            method: "post",
+            status: "201",
+            media_type: json,
+            schema: answer::<crm_metrics::scorecard::ScorecardDefineOutcome>(generator),
+        },
+        Answer {
+            path: "/v1/scorecards",
+            method: "post",
+            status: "200",
+            media_type: json,
+            schema: answer::<crm_metrics::scorecard::ScorecardDefineOutcome>(generator),
+        },
         get("/openapi.json", openapi_document()),
     ]
 }

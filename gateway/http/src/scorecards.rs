@@ -126,7 +126,7 @@ impl AssessmentCache {
 }
 
 /// The scorecards in the log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ScorecardList {
     pub scorecards: Vec<scorecard::ScorecardSummary>,
 }

@@ -30,7 +30,7 @@ use crate::{Evaluation, Grain, MetricError};
 const NO_VALUE: &str = "(none)";
 
 /// A node of the cascade, written or generated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Node {
     pub id: String,
     pub parent: Option<String>,
@@ -85,7 +85,7 @@ pub struct Assessment {
 }
 
 /// A figure of a measure at a node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Reading {
     pub value: Option<f64>,
     pub display: String,
@@ -101,7 +101,7 @@ pub struct Reading {
 }
 
 /// One period of a trend.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrendPoint {
     pub period: String,
     pub start: DateTime<Utc>,
@@ -112,7 +112,7 @@ pub struct TrendPoint {
 }
 
 /// The baseline as read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BaselineReading {
     pub value: Option<f64>,
     pub display: String,
@@ -123,7 +123,7 @@ pub struct BaselineReading {
 }
 
 /// The target as shown.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TargetReading {
     pub value: f64,
     pub display: String,
@@ -138,7 +138,7 @@ pub struct TargetReading {
 }
 
 /// The definition a measure reads.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct MetricUsed {
     pub id: String,
     pub version: u32,
@@ -147,7 +147,7 @@ pub struct MetricUsed {
 }
 
 /// A measure at a node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct MeasureReading {
     pub id: String,
     pub name: String,
@@ -167,7 +167,7 @@ pub struct MeasureReading {
 }
 
 /// Where a node's children's figures stand against the node's own.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rollup {
     pub measure: String,
     /// The dimension the children split the node by.

@@ -61,7 +61,7 @@ use crate::query::WhereClause;
 use crate::registry::Registry;
 
 /// A number, or a number with its unit (`65%`, `GBP 550`, `30 d`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ValueText {
     Number(f64),
@@ -69,7 +69,7 @@ pub enum ValueText {
 }
 
 /// A baseline: a value, or a range the engine computes the measure over.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum BaselineText {
     Range { from: String, to: String },
@@ -77,7 +77,7 @@ pub enum BaselineText {
 }
 
 /// Which way is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Higher,
@@ -85,7 +85,7 @@ pub enum Direction {
 }
 
 /// Level of a node of the cascade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
     Enterprise,
@@ -219,7 +219,7 @@ struct NodeText {
 }
 
 /// A perspective of the balanced scorecard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Perspective {
     pub id: String,
     pub name: String,
@@ -227,7 +227,7 @@ pub struct Perspective {
 }
 
 /// An objective of the strategy map.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Objective {
     pub id: String,
     pub perspective: String,
@@ -238,7 +238,7 @@ pub struct Objective {
 }
 
 /// Target and thresholds, in engine units.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Goal {
     pub target: f64,
     pub on_track: f64,
@@ -249,7 +249,7 @@ pub struct Goal {
 }
 
 /// Where a baseline comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Baseline {
     Value {
@@ -263,7 +263,7 @@ pub enum Baseline {
 
 /// A measure: a catalog metric at a version, read over a range with a filter, against a
 /// goal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Measure {
     pub id: String,
     pub objective: String,
@@ -286,7 +286,7 @@ pub struct Measure {
 }
 
 /// Children generated from the data: one per value of a dimension.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Expand {
     pub by: String,
     pub kind: NodeKind,
@@ -300,7 +300,7 @@ pub struct Expand {
 }
 
 /// A node of the cascade as written (generated children come from [`Expand`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NodeDef {
     pub id: String,
     pub parent: Option<String>,
@@ -316,7 +316,7 @@ pub struct NodeDef {
 }
 
 /// One checked version of a scorecard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ScorecardDefinition {
     pub id: String,
     pub version: u32,

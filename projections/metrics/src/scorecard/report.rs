@@ -15,7 +15,7 @@ use super::store::{StatusBoard, StatusChangeLine};
 use crate::view::LogMark;
 
 /// A node named in a path or a list of children.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NodeRef {
     pub id: String,
     pub name: String,
@@ -27,7 +27,7 @@ pub struct NodeRef {
 }
 
 /// The node shown.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NodeReport {
     pub id: String,
     pub name: String,
@@ -42,7 +42,7 @@ pub struct NodeReport {
 }
 
 /// A measure at the node, with the links and pictures the edge adds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct MeasureReport {
     #[serde(flatten)]
     pub reading: MeasureReading,
@@ -56,7 +56,7 @@ pub struct MeasureReport {
 }
 
 /// An objective at the node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ObjectiveReport {
     pub id: String,
     pub name: String,
@@ -70,7 +70,7 @@ pub struct ObjectiveReport {
 }
 
 /// A perspective at the node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PerspectiveReport {
     pub id: String,
     pub name: String,
@@ -79,14 +79,14 @@ pub struct PerspectiveReport {
 }
 
 /// A measure not read at the node, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NotApplicable {
     pub measure: String,
     pub reason: String,
 }
 
 /// Which scorecard version answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ScorecardRef {
     pub id: String,
     pub version: u32,
@@ -95,7 +95,7 @@ pub struct ScorecardRef {
 }
 
 /// One node of a scorecard, assessed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ScorecardReport {
     pub scorecard: ScorecardRef,
     pub as_of: Option<DateTime<Utc>>,

@@ -38,7 +38,7 @@ pub struct StoredScorecard {
 }
 
 /// One line of `crm scorecard list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ScorecardSummary {
     pub id: String,
     pub version: u32,
@@ -150,7 +150,7 @@ impl Registry {
 }
 
 /// What [`define_scorecard_as`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ScorecardDefineOutcome {
     pub id: String,
     pub version: u32,
@@ -293,7 +293,7 @@ pub struct StatusBoard {
 }
 
 /// A status change as shown beside the scorecard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StatusChangeLine {
     pub position: u64,
     pub recorded_at: DateTime<Utc>,
