@@ -312,3 +312,138 @@ async fn the_cascade_of_the_maven_organisation_adds_up_and_moves_over_time() {
         .any(|c| c.measure == "win_rate" && c.to == MeasureStatus::AtRisk));
     assert!(recent[0].position <= position);
 }
+
+/// A scorecard of one measure whose target sits just above the Maven win rate (63.15 %):
+/// ten more won deals move it on track.
+const WATCHED: &str = r#"
+id = "watched"
+version = 1
+name = "Win rate watched"
+
+[[perspective]]
+id = "sales"
+name = "Sales"
+
+[[objective]]
+id = "win_more"
+perspective = "sales"
+name = "Win more"
+
+[[measure]]
+id = "win_rate"
+objective = "win_more"
+metric = "sales.win_rate"
+version = 1
+direction = "higher"
+target = "63.18%"
+at_risk = "60%"
+owner = "Head of sales"
+
+[root]
+id = "enterprise"
+name = "Enterprise"
+kind = "enterprise"
+"#;
+
+async fn status_events(store: &AnyStore, at_least: u64) -> Vec<serde_json::Value> {
+    let stream = StreamId::new("scorecard_status-watched").unwrap();
+    for _ in 0..600 {
+        if store.stream_version(&stream).await.unwrap().0 >= at_least {
+            let events = store
+                .read_stream(&stream, StreamVersion(1), 100)
+                .await
+                .unwrap();
+            return events
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.event_type, "ScorecardStatusChanged");
+                    assert_eq!(e.actor, crm_http::scorecards::WATCHER_ACTOR);
+                    serde_json::from_slice(&e.payload).unwrap()
+                })
+                .collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {at_least} status events within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = maven_store(dir.path()).await;
+    let registry = Registry::load(&store).await.unwrap();
+    scorecard::define_scorecard_as(&store, &registry, WATCHED, Utc::now(), "local:test")
+        .await
+        .unwrap();
+    let shared = crm_http::Shared::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(crm_http::scorecards::watch_statuses(
+        store.clone(),
+        Arc::clone(&shared.registries),
+        Arc::clone(&shared.scorecards),
+        stopped,
+    ));
+    // The first assessment records where the measure stands.
+    let first = status_events(&store, 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["from"], serde_json::Value::Null);
+    assert_eq!(first[0]["to"], "at_risk");
+    assert_eq!(first[0]["actual_display"], "63.15%");
+
+    // Ten more won deals, sent as commands like any client's.
+    let model = store
+        .read_stream(
+            &StreamId::new("opportunity-1C1I7A6R").unwrap(),
+            StreamVersion(1),
+            1,
+        )
+        .await
+        .unwrap();
+    let opened: serde_json::Value = serde_json::from_slice(&model[0].payload).unwrap();
+    let commands =
+        crm_app::commands::CommandService::new(store.clone(), crm_domain::Registry::builtin());
+    for i in 1..=10 {
+        let id = format!("watched-{i}");
+        for body in [
+            serde_json::json!({
+                "type": "OpenOpportunity", "opportunity_id": id,
+                "account_id": opened["account_id"], "owner": opened["owner"],
+                "product": opened["product"], "amount": opened["amount"],
+                "expected_close": "2017-12-31", "kind": "new", "channel": "direct",
+                "stage": "Prospecting", "probability": 10, "lead": null, "campaign": null,
+                "is_test": false, "occurred_at": "2017-12-01T00:00:00Z",
+            }),
+            serde_json::json!({
+                "type": "WinOpportunity", "opportunity_id": id,
+                "amount": opened["amount"], "list_price": null, "discount": null,
+                "competitor": null, "occurred_at": "2017-12-15T00:00:00Z",
+            }),
+        ] {
+            let serde_json::Value::Object(body) = body else {
+                unreachable!()
+            };
+            commands
+                .execute(crm_app::commands::CommandRequest {
+                    category: "opportunity".into(),
+                    body,
+                    if_match: None,
+                    idempotency_key: None,
+                    actor: "token:writer".into(),
+                    on_behalf_of: None,
+                    correlation_id: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let all = status_events(&store, 2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["from"], "at_risk");
+    assert_eq!(all[1]["to"], "on_track");
+    assert_eq!(all[1]["actual_display"], "63.20%");
+    assert_eq!(all[1]["node"], "enterprise");
+    assert_eq!(all[1]["owner"], "Head of sales");
+    assert!(all[1]["log_position"].as_u64().unwrap() > all[0]["log_position"].as_u64().unwrap());
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+}
