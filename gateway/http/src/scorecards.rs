@@ -234,6 +234,7 @@ fn visible(a: &Assessment, principal: &Principal) -> Result<BTreeSet<String>, Ap
     params(("id" = String, Path, description = "Scorecard id", example = "cockpit"), ScorecardParams),
     responses(
         (status = 200, description = "The node", body = Object),
+        (status = 400, description = "Invalid query (an unknown parameter, a bad date)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such scorecard, version or visible node", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
