@@ -18,7 +18,7 @@
   var HIGHLIGHT_MS = 4000;
   var BACKOFF_MIN_MS = 1000;
   var BACKOFF_MAX_MS = 30000;
-  var CHANGES_SHOWN = 50;
+  var CHANGES_SHOWN = 8;
   var RETRIES = 4;
   var RETRY_MS = 1000;
 
@@ -97,6 +97,11 @@
     if (!text) return '';
     var m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})/.exec(text);
     return m ? m[1] + ' ' + m[2] : text;
+  }
+  /* A date, or an instant: midnight UTC shows as the date alone. */
+  function day(text) {
+    var m = /^(\d{4}-\d{2}-\d{2})(T00:00:00(\.0+)?(Z|\+00:00))?$/.exec(String(text));
+    return m ? m[1] : when(text);
   }
   function sum(obj) {
     var total = 0;
@@ -392,6 +397,7 @@
     }
     var keep = live ? focusKey() : null;
     var previous = sameKey ? state.figures : {};
+    if (!sameKey) state.changes = {}; // the changes listed are the open node's
     state.view = view;
     state.viewKey = key;
     state.viewStale = false;
@@ -499,7 +505,7 @@
         append(tbody, h('tr', { className: 'objective', 'data-objective': o.id, id: 'objective-' + o.id },
           h('th', { colspan: 7, scope: 'colgroup' },
             (o.name || o.id) + ' ', statusBadge(o.status),
-            causes.length ? h('span', { className: 'causes', text: ' drives: ' + causes.join(', ') }) : null)));
+            causes.length ? h('span', { className: 'causes', text: ' driven by: ' + causes.join(', ') }) : null)));
         (o.measures || []).forEach(function (m) {
           var shown = m.actual ? (m.actual.display != null ? String(m.actual.display) : String(m.actual.value)) : '';
           figures[m.id] = shown;
@@ -569,7 +575,7 @@
     var target = h('td', { 'data-field': 'target', 'data-label': 'Target' });
     if (m.target) {
       append(target, h('span', { text: m.target.display != null ? String(m.target.display) : String(m.target.value) }));
-      if (m.target.by) append(target, h('span', { className: 'sub', text: 'by ' + m.target.by }));
+      if (m.target.by) append(target, h('span', { className: 'sub', text: 'by ' + day(m.target.by) }));
     } else {
       append(target, h('span', { text: '—' }), h('span', { className: 'sub', text: 'no target' }));
     }
@@ -641,18 +647,23 @@
         (o.measures || []).forEach(function (m) { measureNames[m.id] = m.name; });
       });
     });
-    var positions = Object.keys(state.changes).map(Number).sort(function (a, b) { return b - a; }).slice(0, CHANGES_SHOWN);
+    var all = Object.keys(state.changes).map(Number).sort(function (a, b) { return b - a; });
+    var positions = state.allChanges ? all : all.slice(0, CHANGES_SHOWN);
     positions.forEach(function (pos) {
       var c = state.changes[pos];
       var li = h('li', { 'data-position': pos, className: c.fresh ? 'fresh' : null },
         statusBadge(c.to), ' ',
-        (measureNames[c.measure] || c.measure || 'status') + ' at ' + (nodeNames[c.node] || c.node || '?') + ': ' +
+        (measureNames[c.measure] || c.measure || 'status') + ' at ' + (nodeNames[c.node] || String(c.node || '?').split('.').join(' › ')) + ': ' +
           (c.from ? (STATUS_TEXT[c.from] || c.from) + ' → ' : 'first assessed ') + (STATUS_TEXT[c.to] || c.to || '?') +
           (c.actual_display ? ' (' + c.actual_display + ')' : ''),
         h('span', { className: 'sub', text: 'position ' + count(pos) + (c.recorded_at ? ' · ' + when(c.recorded_at) : '') }));
       append(ol, li);
     });
     $('#changes-empty').hidden = positions.length > 0;
+    var toggle = $('#changes-all');
+    toggle.hidden = all.length <= CHANGES_SHOWN;
+    toggle.textContent = state.allChanges ? 'Show the latest ' + CHANGES_SHOWN : 'Show all ' + all.length + ' changes';
+    toggle.setAttribute('aria-expanded', state.allChanges ? 'true' : 'false');
   }
 
   /* ---------- explanation ---------- */
@@ -1020,8 +1031,9 @@
     api(viewUrl(route)).then(function (view) {
       if (seq === state.seq && route.view === 'scorecard') renderView(view, key, true);
     }, function (e) {
-      if (e.status === 401 || e.status === 403) failed(e, seq);
-      // Otherwise the next event (or poll) tries again.
+      if (e.status === 401 || e.status === 403 || e.status === 404) failed(e, seq);
+      // Busy or unreachable: try again shortly (the next event or poll would too).
+      else setTimeout(function () { if (seq === state.seq) scheduleRefresh(); }, RETRY_MS * 2);
     }).then(function () {
       r.inFlight = false;
       if (r.dirty) { r.dirty = false; scheduleRefresh(); }
@@ -1041,6 +1053,10 @@
     navigate();
   });
   $('#explain-more').addEventListener('click', moreRows);
+  $('#changes-all').addEventListener('click', function () {
+    state.allChanges = !state.allChanges;
+    renderChanges();
+  });
   $('#explain-reload').addEventListener('click', function () {
     if (state.explain) state.explain.stale = true;
     navigate();

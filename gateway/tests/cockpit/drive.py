@@ -14,8 +14,9 @@ CONFIG (JSON), written by the Rust test:
     children        {text in the child's link: win-rate display} reached through nav#children
     measure         the measure to drill down and to watch live (e.g. "win_rate")
     metric          the metric id its explanation names (e.g. "sales.win_rate")
-    live            {"node": id, "appends": [[command, ...], ...]} commands POSTed to
-                    /v1/aggregates/{category}/commands, each body with "category"
+    live            {"node": id, "setup": [command, ...], "appends": [[command, ...], ...]}:
+                    commands POSTed to /v1/aggregates/{category}/commands (each body with
+                    its "category"), the setup first, then each append, timed
     member          {"token", "node", "refused"}: a person's token, the node they see,
                     a node they may not see
 
@@ -51,15 +52,12 @@ class Check:
         self.errors = []
 
     def attach(self, context):
-        def route(r):
-            url = r.request.url
-            if url.startswith(self.base + "/") or url == self.base:
-                r.continue_()
-            else:
+        def request(r):
+            url = r.url
+            if not (url.startswith(self.base + "/") or url == self.base or url.startswith("data:")):
                 self.external.append(url)
-                r.abort()
 
-        context.route("**/*", route)
+        context.on("request", request)
 
     def watch(self, page):
         def console(msg):
@@ -290,6 +288,33 @@ def scenario_drill_down(browser, config, check):
     context.close()
 
 
+def post_all(config, token, commands):
+    for command in commands:
+        body = dict(command)
+        category = body.pop("category")
+        status, answer = http(config, "POST", "/v1/aggregates/%s/commands" % category, token, body)
+        assert status == 200, "POST %s: %s %s" % (body.get("type"), status, answer)
+
+
+def head(config, token):
+    status, page = http(config, "GET", "/v1/events?limit=1", token)
+    assert status == 200, page
+    return page["head"]
+
+
+def settle(page, config, token, quiet_ms=1500):
+    """Waits until the page has no refresh pending and the log's head stays put for
+    `quiet_ms` (the server's status watcher may append after an event)."""
+    deadline = time.time() + TIMEOUT_MS / 1000
+    while time.time() < deadline:
+        page.wait_for_function("() => !window.__cockpit.pending()", timeout=TIMEOUT_MS)
+        before = head(config, token)
+        page.wait_for_timeout(quiet_ms)
+        if head(config, token) == before and not page.evaluate("window.__cockpit.pending()"):
+            return
+    raise AssertionError("the page and the log never settled")
+
+
 def scenario_live(browser, config, check):
     """(c) events appended through the API change the open page without a reload."""
     live = config["live"]
@@ -303,9 +328,11 @@ def scenario_live(browser, config, check):
     ready(page, node)
     page.wait_for_selector('#live[data-state="live"]', timeout=TIMEOUT_MS)
     loaded_at = page.evaluate("window.__cockpitLoadedAt")
+    post_all(config, token, live.get("setup", []))
     delays = []
     seen_highlight = False
     for commands in live["appends"]:
+        settle(page, config, token)
         before = actual(page, measure)
         page.evaluate(
             """([measure, before]) => {
@@ -328,13 +355,9 @@ def scenario_live(browser, config, check):
             }""",
             [measure, before],
         )
-        for command in commands:
-            body = dict(command)
-            category = body.pop("category")
-            status, answer = http(config, "POST", "/v1/aggregates/%s/commands" % category, token, body)
-            assert status == 200, "POST %s: %s %s" % (body.get("type"), status, answer)
+        post_all(config, token, commands)
         answered = time.time() * 1000
-        page.wait_for_function("window.__changedAt !== null", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => window.__changedAt !== null", timeout=TIMEOUT_MS)
         changed_at = page.evaluate("window.__changedAt")
         seen_highlight = seen_highlight or page.evaluate("window.__changedHighlighted")
         delay = changed_at - answered
@@ -388,20 +411,36 @@ def scenario_person(browser, config, check):
     want = sorted(c["id"] for c in view["node"]["children"])
     got = sorted(page.eval_on_selector_all("nav#children a[data-node]", "els => els.map(a => a.dataset.node)"))
     assert got == want, "children shown %s, the API's %s" % (got, want)
-    log("person %s sees %s with children %s; feed: %s" % (
-        member["token"].split("_")[1] if "_" in member["token"] else "?", member["node"], got,
-        page.get_attribute("#live", "data-state")))
+    log("person sees %s with children %s; feed: %s" % (member["node"], got, page.get_attribute("#live", "data-state")))
     shot(page, config, "person-1280.png")
+    above = page.eval_on_selector_all("nav#path a[data-node]", "els => els.map(a => a.dataset.node)")
+    assert member["refused"] not in above, "the breadcrumb links to %s, which is refused" % member["refused"]
+    # A node outside the person's part of the cascade is refused (404: as if it did not
+    # exist, or 403).
     page.evaluate("location.hash = %s" % json.dumps(hash_route(config, member["refused"])))
-    page.wait_for_selector('main#cockpit[data-state="error"][data-error-status="403"]', timeout=TIMEOUT_MS)
-    message = page.text_content("#message").strip()
+    page.wait_for_selector('main#cockpit[data-state="error"]', timeout=TIMEOUT_MS)
+    refusal = page.get_attribute("main#cockpit", "data-error-status")
+    assert refusal in ("403", "404"), "refused with %s" % refusal
+    message = page.text_content("#message p").strip()
     assert message, "no reason given for the refusal"
     assert page.locator("#perspectives tr[data-measure]:visible").count() == 0, "refused figures shown"
     assert page.locator("nav#children a[data-node]").count() == 0, "refused children shown"
-    log("refused %s: %s" % (member["refused"], message.splitlines()[0]))
-    # From the refusal back to what the person may see.
+    log("refused %s (%s): %s" % (member["refused"], refusal, message.splitlines()[0]))
+    # From the refusal back to what the person may see, down to a figure's events; without
+    # `read_log` the event panel shows what the explanation recorded of the event.
     page.locator("#message a").first.click()
     ready(page, member["node"])
+    page.locator('tr[data-measure="%s"] td[data-field="actual"] a' % config["measure"]).click()
+    page.wait_for_selector("section#explain:not([hidden])", timeout=TIMEOUT_MS)
+    ready(page)
+    row = page.locator("section#explain tr[data-position]").first
+    at = row.get_attribute("data-position")
+    row.locator("a").click()
+    page.wait_for_selector("section#event:not([hidden])", timeout=TIMEOUT_MS)
+    ready(page)
+    assert page.text_content('section#event [data-field="position"]').strip() == at
+    note = page.locator("#event-note")
+    log("person's event %s: %s" % (at, note.text_content().strip() if note.is_visible() else "the full event"))
     context.close()
 
 
