@@ -149,12 +149,36 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         "{totals}"
     );
 
+    // The cockpit: defined once, its root read from the same log, its offices from the
+    // same events restricted by region.
+    assert!(first.contains("cockpit v1: appended"), "{first}");
+    let cockpit_win = line_with(&first, "Sales      Win rate ");
+    assert!(
+        cockpit_win.contains("63.15%") && cockpit_win.contains("at risk"),
+        "{cockpit_win}"
+    );
+    let cockpit_churn = line_with(&first, "Churn share (Telco)");
+    assert!(cockpit_churn.contains("26.54%"), "{cockpit_churn}");
+    for (office, rate) in [
+        ("Central", "62.56%"),
+        ("East", "63.02%"),
+        ("West", "63.94%"),
+    ] {
+        let line = line_with(&first, &format!("{office} office "));
+        assert!(line.contains(&format!("win rate  {rate}")), "{line}");
+        assert!(line.contains("2 below"), "{line}");
+    }
+    assert!(
+        first.contains("http://127.0.0.1:"),
+        "the demo prints the cockpit's address"
+    );
+
     // The anchor the demo prints holds for the log it computed from.
     let anchor = first
         .lines()
         .find_map(|l| l.trim().strip_prefix("crm verify --anchor "))
         .expect("the demo prints an anchor");
-    assert!(anchor.starts_with("130011:"), "{anchor}");
+    assert!(anchor.starts_with("130012:"), "{anchor}");
 
     let second = demo(dir);
     for (set, events) in [
@@ -170,7 +194,8 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
             "{line}"
         );
     }
-    assert!(line_with(&second, "demo done").contains("130011 records"));
+    assert!(line_with(&second, "demo done").contains("130012 records"));
+    assert!(second.contains("cockpit v1: already defined"), "{second}");
     // Same log, same figures.
     assert_eq!(
         line_with(&first, "sales.win_rate "),
@@ -183,5 +208,5 @@ fn demo_imports_scores_explains_and_appends_nothing_the_second_time() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{stdout}");
-    assert!(stdout.contains("anchor 130011 ok"), "{stdout}");
+    assert!(stdout.contains("anchor 130012 ok"), "{stdout}");
 }

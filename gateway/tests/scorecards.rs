@@ -314,7 +314,7 @@ async fn the_cascade_of_the_maven_organisation_adds_up_and_moves_over_time() {
 }
 
 /// A scorecard of one measure whose target sits just above the Maven win rate (63.15 %):
-/// ten more won deals move it on track.
+/// six more won deals move it on track.
 const WATCHED: &str = r#"
 id = "watched"
 version = 1
@@ -440,7 +440,10 @@ async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["from"], "at_risk");
     assert_eq!(all[1]["to"], "on_track");
-    assert_eq!(all[1]["actual_display"], "63.20%");
+    // The watcher may have assessed after the 6th win (4,244 of 6,717: 63.183 %, the first
+    // count at the target; 5 give 63.178 %) or any later one: one change, whenever it saw it.
+    let actual = all[1]["actual"].as_f64().unwrap();
+    assert!((4244.0 / 6717.0..=4248.0 / 6721.0).contains(&actual), "{actual}");
     assert_eq!(all[1]["node"], "enterprise");
     assert_eq!(all[1]["owner"], "Head of sales");
     assert!(all[1]["log_position"].as_u64().unwrap() > all[0]["log_position"].as_u64().unwrap());

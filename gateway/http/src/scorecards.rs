@@ -67,16 +67,45 @@ impl From<ScorecardError> for ApiError {
 /// (scorecard, version, head, `as_of`, `known_at`).
 type Key = (String, Option<u32>, u64, String, String);
 
+/// Records after an assessment's head that are read to tell whether it still holds.
+pub const REUSE_SCAN_MAX: u64 = 1_000;
+
+/// (scorecard, version, `as_of`, `known_at`).
+type Question = (String, Option<u32>, String, String);
+
 /// Assessments by scorecard, version, log head and bitemporal cut.
 pub struct AssessmentCache {
     kept: Cache<Key, Arc<Assessment>>,
+    /// The latest assessment of each question and the head it was computed at.
+    latest: std::sync::Mutex<std::collections::BTreeMap<Question, (u64, Arc<Assessment>)>>,
 }
 
 impl Default for AssessmentCache {
     fn default() -> Self {
         AssessmentCache {
             kept: Cache::new(ASSESSMENTS_MAX),
+            latest: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+}
+
+/// Whether every record after `since` up to `head` is a status change (which no measure
+/// reads): then an assessment at `since` is the assessment at `head`. At most
+/// [`REUSE_SCAN_MAX`] records are read.
+async fn only_status_changes(store: &AnyStore, since: u64, head: u64) -> bool {
+    if head <= since || head - since > REUSE_SCAN_MAX {
+        return head == since;
+    }
+    let Some(from) = crm_eventstore::Position(since).next() else {
+        return false;
+    };
+    let max = usize::try_from(head - since).unwrap_or(usize::MAX);
+    match store.read_all(from, max).await {
+        Ok(records) => records
+            .iter()
+            .filter(|r| r.position.0 <= head)
+            .all(|r| r.stream_id.category() == crm_domain::definitions::SCORECARD_STATUS_CATEGORY),
+        Err(_) => false,
     }
 }
 
@@ -95,16 +124,35 @@ impl AssessmentCache {
         as_of: Option<DateTime<Utc>>,
         known_at: Option<KnownAt>,
     ) -> Result<Arc<Assessment>, ApiError> {
-        let key: Key = (
+        let head = store.head().position.0;
+        let question: Question = (
             id.to_owned(),
             version,
-            store.head().position.0,
             format!("{as_of:?}"),
             format!("{known_at:?}"),
+        );
+        let key: Key = (
+            question.0.clone(),
+            version,
+            head,
+            question.2.clone(),
+            question.3.clone(),
         );
         match self.kept.get_value_or_guard_async(&key).await {
             Ok(a) => Ok(a),
             Err(guard) => {
+                // The watcher's own status changes move the head but no figure.
+                let previous = self
+                    .latest
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.get(&question).cloned());
+                if let Some((since, a)) = previous {
+                    if only_status_changes(store, since, head).await {
+                        let _ = guard.insert(Arc::clone(&a));
+                        return Ok(a);
+                    }
+                }
                 let store = store.clone();
                 let registries = Arc::clone(registries);
                 let id = id.to_owned();
@@ -119,6 +167,12 @@ impl AssessmentCache {
                 .map_err(|e| ApiError::Internal(format!("the scorecard task failed: {e}")))??;
                 let a = Arc::new(a);
                 let _ = guard.insert(Arc::clone(&a));
+                if let Ok(mut latest) = self.latest.lock() {
+                    if latest.len() >= ASSESSMENTS_MAX && !latest.contains_key(&question) {
+                        latest.clear();
+                    }
+                    latest.insert(question, (head, Arc::clone(&a)));
+                }
                 Ok(a)
             }
         }

@@ -38,7 +38,7 @@ enum TokenAction {
         #[arg(long)]
         name: String,
         /// A role (repeat, or separate with commas): admin, writer, analyst, auditor,
-        /// subscriber, viewer, monitor.
+        /// subscriber, viewer, monitor, member (a person of the scorecard cascade).
         #[arg(long = "role", required = true, value_delimiter = ',')]
         roles: Vec<Role>,
         /// Limit commands and stream reads to these aggregate categories (repeat or commas).

@@ -24,7 +24,7 @@ use crate::AppState;
 pub struct TokenCreate {
     /// Name, unique among live tokens: recorded as `token:<name>` on every event it writes.
     pub name: String,
-    /// Roles: admin, writer, analyst, auditor, subscriber, viewer, monitor.
+    /// Roles: admin, writer, analyst, auditor, subscriber, viewer, monitor, member.
     pub roles: Vec<String>,
     /// Aggregate categories it may write and read streams of; empty or absent means all.
     #[serde(default)]
