@@ -51,8 +51,13 @@
     navigated: false
   };
   // What the tests read: counts, and whether a refresh is pending or running.
-  var stats = { renders: 0, refreshes: 0, events: 0,
+  var stats = { renders: 0, refreshes: 0, events: 0, marks: [],
     pending: function () { return !!state.refresh.timer || state.refresh.inFlight; } };
+  /* When things happened (event received, view requested, answered, rendered): the last 100. */
+  function mark(what) {
+    stats.marks.push([what, Date.now()]);
+    if (stats.marks.length > 100) stats.marks.shift();
+  }
   window.__cockpit = stats;
 
   function $(selector, root) { return (root || document).querySelector(selector); }
@@ -261,7 +266,7 @@
       retry.addEventListener('click', function () { navigate(0); });
       extra = h('p', null, retry);
     }
-    showMessage(error.status === 403 ? error.message : (error.status ? error.message : error.message), 'error', extra);
+    showMessage(error.message, 'error', extra);
     if (error.status === 403 || error.status === 404) {
       // Nothing of what was refused stays on screen.
       showPanel('none');
@@ -314,6 +319,7 @@
         return loadView(route, seq, view).then(function () {
           if (seq !== state.seq) return;
           setState('ready');
+          if (state.viewStale) scheduleRefresh();
           if (moved && (!previous || previous.node !== route.node || previous.view !== 'scorecard')) focusHeading('#node-name');
         });
       }
@@ -375,6 +381,7 @@
   /* Reads the view for the route (unless `view` was just read), renders it. */
   function loadView(route, seq, view) {
     var key = keyOf(route);
+    var seen = stats.events;
     var have = view ? Promise.resolve(view)
       : (state.view && state.viewKey === key && !state.viewStale && route.view !== 'scorecard')
         ? Promise.resolve(state.view)
@@ -382,6 +389,8 @@
     return have.then(function (v) {
       if (seq !== state.seq) return;
       renderView(v, key, false);
+      // Events that came while the view was read may not be in it.
+      if (stats.events !== seen) state.viewStale = true;
       learnTop(route);
       startFeedOnce();
     });
@@ -402,6 +411,7 @@
     state.viewKey = key;
     state.viewStale = false;
     stats.renders++;
+    mark('render');
 
     var sc = view.scorecard || {};
     var node = view.node || {};
@@ -975,6 +985,7 @@
     if (msg.event === 'error') return; // the server ends the feed after it; reconnect resumes
     if (msg.id != null && msg.id !== '') state.feed.lastId = msg.id;
     stats.events++;
+    mark('event');
     if (msg.event === 'ScorecardStatusChanged') {
       try {
         var e = JSON.parse(msg.data);
@@ -1028,7 +1039,9 @@
     var route = state.route;
     var key = keyOf(route);
     stats.refreshes++;
+    mark('request');
     api(viewUrl(route)).then(function (view) {
+      mark('answer');
       if (seq === state.seq && route.view === 'scorecard') renderView(view, key, true);
     }, function (e) {
       if (e.status === 401 || e.status === 403 || e.status === 404) failed(e, seq);

@@ -362,7 +362,19 @@ def scenario_live(browser, config, check):
         seen_highlight = seen_highlight or page.evaluate("window.__changedHighlighted")
         delay = changed_at - answered
         delays.append(delay)
-        log("append_to_render_ms=%.0f (%s -> %s)" % (delay, before, actual(page, measure)))
+        # Where the time went: the feed's event, the page's wait, the server's answer.
+        marks = page.evaluate("window.__cockpit.marks")
+        after = [(what, t) for what, t in marks if t >= answered - 1000 and t <= changed_at]
+        first = lambda what: next((t for w, t in after if w == what), None)
+        last = lambda what: next((t for w, t in reversed(after) if w == what), None)
+        event, request, answer = first("event"), last("request"), last("answer")
+        parts = []
+        if event is not None:
+            parts.append("event after %.0f ms" % (event - answered))
+        if request is not None and answer is not None:
+            parts.append("view requested %.0f ms after the event, answered in %.0f ms, rendered %.0f ms later"
+                         % (request - (event or request), answer - request, changed_at - answer))
+        log("append_to_render_ms=%.0f (%s -> %s; %s)" % (delay, before, actual(page, measure), "; ".join(parts)))
     assert page.evaluate("window.__cockpitLoadedAt") == loaded_at, "the page was reloaded"
     assert seen_highlight, "a changed figure was not marked"
     status, view = http(config, "GET", "/v1/scorecards/%s?node=%s" % (config["scorecard"], node), token)
