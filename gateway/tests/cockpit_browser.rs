@@ -92,7 +92,11 @@ fn playwright_version(python: &str) -> String {
              CRM_PLAYWRIGHT_PYTHON=VENV/bin/python (as .ci/run does); the browser is the system's \
              Chromium (`apt-get install chromium`, or CRM_CHROMIUM=PATH), never `playwright install`",
             match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                Ok(out) => String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned(),
                 Err(e) => e.to_string(),
             }
         ),
