@@ -445,12 +445,17 @@ impl Assessment {
         Ok(())
     }
 
-    /// The values of `by` among the facts of the measures read at `node`.
-    fn values_of(&self, node: &Node, by: &str) -> Result<BTreeSet<String>, ScorecardError> {
+    /// The values of `by` among the facts of `measures` at `node`.
+    fn values_of(
+        &self,
+        node: &Node,
+        by: &str,
+        measures: &[String],
+    ) -> Result<BTreeSet<String>, ScorecardError> {
         let mut out = BTreeSet::new();
         let mut dims: Vec<String> = node.split.iter().map(|(d, _)| d.clone()).collect();
         dims.push(by.to_owned());
-        for mid in &node.measures {
+        for mid in measures {
             let Some(m) = self.stored.definition.measure(mid) else {
                 continue;
             };
@@ -480,7 +485,17 @@ impl Assessment {
         let Some(parent) = self.node(parent_id).cloned() else {
             return Ok(());
         };
-        for value in self.values_of(&parent, &e.by)? {
+        // The children's measures: those the expansion names, else the parent's.
+        let subset: Vec<String> = match &e.measures {
+            Some(chosen) => parent
+                .measures
+                .iter()
+                .filter(|m| chosen.contains(m))
+                .cloned()
+                .collect(),
+            None => parent.measures.clone(),
+        };
+        for value in self.values_of(&parent, &e.by, &subset)? {
             let id = if parent.parent.is_none() {
                 slug(&value)
             } else {
@@ -490,15 +505,6 @@ impl Assessment {
             split.push((e.by.clone(), value.clone()));
             let mut filter = parent.base.clone();
             filter.extend(split.iter().cloned());
-            let subset: Vec<String> = match &e.measures {
-                Some(chosen) => parent
-                    .measures
-                    .iter()
-                    .filter(|m| chosen.contains(m))
-                    .cloned()
-                    .collect(),
-                None => parent.measures.clone(),
-            };
             let (measures, mut not_applicable) = self.applicable(&filter, Some(&subset));
             not_applicable.extend(parent.not_applicable.iter().cloned());
             let node = Node {
@@ -510,7 +516,11 @@ impl Assessment {
                 viewers: e.viewers.iter().map(|v| fill(v, &value)).collect(),
                 base: parent.base.clone(),
                 split,
-                goals: parent.goals.clone(),
+                goals: {
+                    let mut g = parent.goals.clone();
+                    g.extend(e.goals.clone());
+                    g
+                },
                 measures,
                 not_applicable,
                 children: Vec::new(),

@@ -193,6 +193,8 @@ struct ExpandText {
     #[serde(default)]
     measures: Option<Vec<String>>,
     #[serde(default)]
+    targets: BTreeMap<String, TargetText>,
+    #[serde(default)]
     then: Option<Box<ExpandText>>,
 }
 
@@ -296,6 +298,8 @@ pub struct Expand {
     pub viewers: Vec<String>,
     /// The measures the generated nodes read (default: their parent's that apply).
     pub measures: Option<Vec<String>>,
+    /// Goals of the generated nodes, by measure (default: their parent's).
+    pub goals: BTreeMap<String, Goal>,
     pub then: Option<Box<Expand>>,
 }
 
@@ -609,6 +613,37 @@ fn goal(
     })
 }
 
+/// Goals of a node or of generated nodes, by measure; thresholds not given move with the
+/// target.
+fn goals(
+    key: &str,
+    targets: &BTreeMap<String, TargetText>,
+    measures: &[Measure],
+) -> Result<BTreeMap<String, Goal>, ScorecardError> {
+    let mids: Vec<&str> = measures.iter().map(|m| m.id.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for (mid, g) in targets {
+        let Some(m) = measures.iter().find(|m| m.id == *mid) else {
+            return Err(invalid(
+                key,
+                format!("no measure `{mid}`{}", hint(mid, mids.iter().copied())),
+            ));
+        };
+        out.insert(
+            mid.clone(),
+            goal(
+                &format!("{key}.{mid}."),
+                (&m.metric, m.unit, m.direction),
+                &g.target,
+                g.on_track.as_ref(),
+                g.at_risk.as_ref(),
+                Some(&m.goal),
+            )?,
+        );
+    }
+    Ok(out)
+}
+
 fn template_ok(key: &str, text: &str) -> Result<(), ScorecardError> {
     let mut rest = text;
     while let Some(open) = rest.find('{') {
@@ -635,8 +670,9 @@ fn expand(
     key: &str,
     e: &ExpandText,
     depth: usize,
-    mids: &[&str],
+    measures: &[Measure],
 ) -> Result<Expand, ScorecardError> {
+    let mids: Vec<&str> = measures.iter().map(|m| m.id.as_str()).collect();
     if depth > 4 {
         return Err(invalid(key, "at most 4 levels of `then`"));
     }
@@ -669,12 +705,13 @@ fn expand(
         owner: e.owner.clone(),
         viewers: e.viewers.clone(),
         measures: e.measures.clone(),
+        goals: goals(&format!("{key}.targets"), &e.targets, measures)?,
         then: match &e.then {
             Some(t) => Some(Box::new(expand(
                 &format!("{key}.then"),
                 t,
                 depth + 1,
-                mids,
+                measures,
             )?)),
             None => None,
         },
@@ -960,29 +997,10 @@ pub fn parse_scorecard(
                 }
             }
         }
-        let mut goals = BTreeMap::new();
-        for (mid, g) in &n.targets {
-            let Some(m) = measures.iter().find(|m| m.id == *mid) else {
-                return Err(invalid(
-                    format!("{key}.targets"),
-                    format!("no measure `{mid}`{}", hint(mid, mids.iter().copied())),
-                ));
-            };
-            goals.insert(
-                mid.clone(),
-                goal(
-                    &format!("{key}.targets.{mid}."),
-                    (&m.metric, m.unit, m.direction),
-                    &g.target,
-                    g.on_track.as_ref(),
-                    g.at_risk.as_ref(),
-                    Some(&m.goal),
-                )?,
-            );
-        }
+        let goals = goals(&format!("{key}.targets"), &n.targets, &measures)?;
         let expand = match &n.expand {
             Some(e) => {
-                let e = expand(&format!("{key}.expand"), e, 0, &mids)?;
+                let e = expand(&format!("{key}.expand"), e, 0, &measures)?;
                 for d in expand_dims(&e) {
                     if !all_dims.contains(d) {
                         return Err(invalid(
