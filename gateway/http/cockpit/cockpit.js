@@ -103,6 +103,10 @@
     var m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})/.exec(text);
     return m ? m[1] + ' ' + m[2] : text;
   }
+  /* A period label: its instants as dates (`2014-01-01 – 2020-01-01`), or as it is. */
+  function span(text) {
+    return String(text || '').replace(/(\d{4}-\d{2}-\d{2})T[0-9:.]+(Z|[+-]\d{2}:\d{2})/g, '$1').replace('..', ' – ');
+  }
   /* A date, or an instant: midnight UTC shows as the date alone. */
   function day(text) {
     var m = /^(\d{4}-\d{2}-\d{2})(T00:00:00(\.0+)?(Z|\+00:00))?$/.exec(String(text));
@@ -511,7 +515,7 @@
     (view.perspectives || []).forEach(function (p) {
       var tbody = h('tbody');
       (p.objectives || []).forEach(function (o) {
-        var causes = (o.causes || []).map(function (c) { return objectiveNames[c] || c; });
+        var causes = (o.causes || []).map(function (c) { return objectiveNames[c] || String(c).replace(/_/g, ' '); });
         append(tbody, h('tr', { className: 'objective', 'data-objective': o.id, id: 'objective-' + o.id },
           h('th', { colspan: 7, scope: 'colgroup' },
             (o.name || o.id) + ' ', statusBadge(o.status),
@@ -780,7 +784,7 @@
         h('td', { text: r.event_type || '' }),
         h('td', { className: 'hash', text: r.stream || '' }),
         h('td', { text: when(r.occurred_at), title: r.occurred_at || null }),
-        h('td', { text: r.period || '' }),
+        h('td', { text: span(r.period), title: r.period || null }),
         h('td', { className: 'decision', 'data-decision': r.decision, text: r.decision + (r.rule ? ': ' + r.rule : '') }),
         h('td', { text: typeof value === 'object' ? JSON.stringify(value) : String(value) })));
     });
