@@ -391,6 +391,28 @@ async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
     assert_eq!(first[0]["actual_display"], "63.15%");
 
     // Ten more won deals, sent as commands like any client's.
+    win_deals(&store, "watched", 10).await;
+    let all = status_events(&store, 2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["from"], "at_risk");
+    assert_eq!(all[1]["to"], "on_track");
+    // The watcher may have assessed after the 6th win (4,244 of 6,717: 63.183 %, the first
+    // count at the target; 5 give 63.178 %) or any later one: one change, whenever it saw it.
+    let actual = all[1]["actual"].as_f64().unwrap();
+    assert!(
+        (4244.0 / 6717.0..=4248.0 / 6721.0).contains(&actual),
+        "{actual}"
+    );
+    assert_eq!(all[1]["node"], "enterprise");
+    assert_eq!(all[1]["owner"], "Head of sales");
+    assert!(all[1]["log_position"].as_u64().unwrap() > all[0]["log_position"].as_u64().unwrap());
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+}
+
+/// Opens and wins `count` new deals like opportunity 1C1I7A6R (same agent, account and
+/// product), through the command service as a client would.
+async fn win_deals(store: &AnyStore, prefix: &str, count: usize) {
     let model = store
         .read_stream(
             &StreamId::new("opportunity-1C1I7A6R").unwrap(),
@@ -402,8 +424,8 @@ async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
     let opened: serde_json::Value = serde_json::from_slice(&model[0].payload).unwrap();
     let commands =
         crm_app::commands::CommandService::new(store.clone(), crm_domain::Registry::builtin());
-    for i in 1..=10 {
-        let id = format!("watched-{i}");
+    for i in 1..=count {
+        let id = format!("{prefix}-{i}");
         for body in [
             serde_json::json!({
                 "type": "OpenOpportunity", "opportunity_id": id,
@@ -436,17 +458,56 @@ async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
                 .unwrap();
         }
     }
-    let all = status_events(&store, 2).await;
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(all[1]["from"], "at_risk");
-    assert_eq!(all[1]["to"], "on_track");
-    // The watcher may have assessed after the 6th win (4,244 of 6,717: 63.183 %, the first
-    // count at the target; 5 give 63.178 %) or any later one: one change, whenever it saw it.
-    let actual = all[1]["actual"].as_f64().unwrap();
-    assert!((4244.0 / 6717.0..=4248.0 / 6721.0).contains(&actual), "{actual}");
-    assert_eq!(all[1]["node"], "enterprise");
-    assert_eq!(all[1]["owner"], "Head of sales");
-    assert!(all[1]["log_position"].as_u64().unwrap() > all[0]["log_position"].as_u64().unwrap());
-    stop.send(true).unwrap();
-    watcher.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_view_extended_by_new_events_answers_as_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = maven_store(dir.path()).await;
+    let registry = Registry::load(&store).await.unwrap();
+    let metrics: Vec<_> = [
+        "sales.win_rate",
+        "sales.new_revenue",
+        "sales.cycle_duration",
+    ]
+    .iter()
+    .map(|id| registry.get(id, None).unwrap())
+    .collect();
+    let query = crm_metrics::Query::default();
+    let before = crm_metrics::load_view(&store, &registry, &metrics, &query)
+        .await
+        .unwrap();
+    assert!(
+        before.extended(&store).await.unwrap().is_none(),
+        "nothing new"
+    );
+    win_deals(&store, "extended", 3).await;
+    let extended = before.extended(&store).await.unwrap().unwrap();
+    let replayed = crm_metrics::load_view(&store, &registry, &metrics, &query)
+        .await
+        .unwrap();
+    assert_eq!(extended.mark, replayed.mark);
+    assert_eq!(extended.type_counts, replayed.type_counts);
+    let questions = [
+        crm_metrics::Query::default(),
+        crm_metrics::Query {
+            by: vec!["region".into(), "owner".into()],
+            period: crm_metrics::Grain::Quarter,
+            ..crm_metrics::Query::default()
+        },
+    ];
+    for m in &metrics {
+        for q in &questions {
+            let a = crm_metrics::evaluate_in(&extended, &registry, m, q).unwrap();
+            let b = crm_metrics::evaluate_in(&replayed, &registry, m, q).unwrap();
+            assert_eq!(
+                serde_json::to_value(&a).unwrap(),
+                serde_json::to_value(&b).unwrap(),
+                "{}",
+                m.definition.id
+            );
+        }
+    }
+    let win = crm_metrics::evaluate_in(&extended, &registry, &metrics[0], &questions[0]).unwrap();
+    assert_eq!(win.figures[0].display, "63.17%");
 }

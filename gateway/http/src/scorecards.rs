@@ -147,19 +147,33 @@ impl AssessmentCache {
                     .lock()
                     .ok()
                     .and_then(|l| l.get(&question).cloned());
-                if let Some((since, a)) = previous {
-                    if only_status_changes(store, since, head).await {
-                        let _ = guard.insert(Arc::clone(&a));
-                        return Ok(a);
+                if let Some((since, a)) = &previous {
+                    if only_status_changes(store, *since, head).await {
+                        let _ = guard.insert(Arc::clone(a));
+                        return Ok(Arc::clone(a));
                     }
                 }
                 let store = store.clone();
                 let registries = Arc::clone(registries);
                 let id = id.to_owned();
                 let runtime = tokio::runtime::Handle::current();
+                let before = previous.map(|(_, a)| a);
                 let a = tokio::task::spawn_blocking(move || {
                     runtime.block_on(async move {
                         let registry = registries.get(&store).await?;
+                        // New events since the last assessment: read only those.
+                        if let Some(before) = before {
+                            let again = scorecard::reassess(
+                                &before,
+                                &store,
+                                Arc::clone(&registry),
+                                version,
+                            )
+                            .await?;
+                            if let Some(a) = again {
+                                return Ok(a);
+                            }
+                        }
                         scorecard::assess(&store, registry, &id, version, as_of, known_at).await
                     })
                 })

@@ -109,6 +109,53 @@ pub struct LogView {
     pub undecodable: u64,
     /// What the view was loaded to hold.
     loaded: Requirements,
+    /// The bitemporal cut it was loaded under.
+    as_of: Option<DateTime<Utc>>,
+    known_at: Option<KnownAt>,
+}
+
+/// Most new records [`LogView::extended`] reads; a view further behind is loaded again.
+pub const EXTEND_RECORDS_MAX: usize = 10_000;
+
+/// What a replay keeps, derived from the requirements.
+struct Selection<'a> {
+    keep: Keep<'a>,
+    wanted: BTreeSet<&'a str>,
+    creation_categories: BTreeSet<&'a str>,
+    req: &'a Requirements,
+}
+
+impl<'a> Selection<'a> {
+    fn new(req: &'a Requirements, fields: &'a BTreeSet<String>) -> Self {
+        let mut wanted: BTreeSet<&str> = req.types.iter().map(String::as_str).collect();
+        wanted.extend(CORRECTION_TYPES);
+        if req.attrs {
+            wanted.insert(crm_domain::attributes::ATTRIBUTES_SET);
+        }
+        Selection {
+            keep: Keep {
+                all: fields.contains("*"),
+                fields,
+            },
+            wanted,
+            creation_categories: req
+                .types
+                .iter()
+                .filter_map(|t| DomainEvent::category_of(t))
+                .collect(),
+            req,
+        }
+    }
+
+    /// The payload fields a replay keeps for `req`.
+    fn fields(req: &Requirements) -> BTreeSet<String> {
+        let mut kept = req.fields.clone();
+        kept.extend(["is_test", "event_id"].map(String::from));
+        if req.attrs {
+            kept.insert(crm_domain::attributes::ATTRIBUTES_FIELD.to_owned());
+        }
+        kept
+    }
 }
 
 impl fmt::Debug for LogView {
@@ -195,25 +242,8 @@ impl LogView {
         as_of: Option<DateTime<Utc>>,
         known_at: Option<KnownAt>,
     ) -> Result<LogView, MetricError> {
-        let mut fields = req.fields.clone();
-        fields.extend(["is_test", "event_id"].map(String::from));
-        if req.attrs {
-            fields.insert(crm_domain::attributes::ATTRIBUTES_FIELD.to_owned());
-        }
-        let keep = Keep {
-            all: fields.contains("*"),
-            fields: &fields,
-        };
-        let mut wanted: BTreeSet<&str> = req.types.iter().map(String::as_str).collect();
-        wanted.extend(CORRECTION_TYPES);
-        if req.attrs {
-            wanted.insert(crm_domain::attributes::ATTRIBUTES_SET);
-        }
-        let creation_categories: BTreeSet<&str> = req
-            .types
-            .iter()
-            .filter_map(|t| DomainEvent::category_of(t))
-            .collect();
+        let fields = Selection::fields(req);
+        let selection = Selection::new(req, &fields);
         let head = store.head();
         let mut view = LogView {
             events: Vec::new(),
@@ -234,6 +264,8 @@ impl LogView {
             now: DateTime::<Utc>::UNIX_EPOCH,
             undecodable: 0,
             loaded: req.clone(),
+            as_of,
+            known_at,
         };
         // Pages are read (and their frames decoded) on another task while this one decodes
         // payloads: two cores, one pass.
@@ -258,13 +290,6 @@ impl LogView {
         });
         let mut counts: HashMap<String, u64> = HashMap::new();
         let mut last: Option<(Position, ChainHash, DateTime<Utc>)> = None;
-        let actor = |rec: &RecordedEvent| {
-            if req.actor {
-                rec.actor.clone()
-            } else {
-                String::new()
-            }
-        };
         'pages: while let Some(page) = rx.recv().await {
             let page = page?;
             if page.is_empty() {
@@ -280,24 +305,7 @@ impl LogView {
                     _ => {}
                 }
                 last = Some((rec.position, rec.hash, rec.recorded_at));
-                view.mark.events_scanned += 1;
-                if as_of.is_some_and(|t| rec.occurred_at > t) {
-                    continue;
-                }
-                match counts.get_mut(rec.event_type.as_str()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        counts.insert(rec.event_type.clone(), 1);
-                    }
-                }
-                let cat = category(rec.stream_id.as_str());
-                let kept = wanted.contains(rec.event_type.as_str())
-                    || req.ref_categories.contains(cat)
-                    || (rec.stream_version.0 == 1 && creation_categories.contains(cat));
-                if kept {
-                    let who = actor(&rec);
-                    view.push(&rec, &keep, req.meta, who)?;
-                }
+                view.consider(&rec, &selection, &mut counts)?;
             }
         }
         drop(rx);
@@ -317,6 +325,110 @@ impl LogView {
         };
         view.apply_global_rules();
         Ok(view)
+    }
+
+    /// Counts one record and keeps it if the selection names it (`as_of` applied).
+    fn consider(
+        &mut self,
+        rec: &RecordedEvent,
+        selection: &Selection<'_>,
+        counts: &mut HashMap<String, u64>,
+    ) -> Result<(), MetricError> {
+        self.mark.events_scanned += 1;
+        if self.as_of.is_some_and(|t| rec.occurred_at > t) {
+            return Ok(());
+        }
+        match counts.get_mut(rec.event_type.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(rec.event_type.clone(), 1);
+            }
+        }
+        let cat = category(rec.stream_id.as_str());
+        let kept = selection.wanted.contains(rec.event_type.as_str())
+            || selection.req.ref_categories.contains(cat)
+            || (rec.stream_version.0 == 1 && selection.creation_categories.contains(cat));
+        if kept {
+            let who = if selection.req.actor {
+                rec.actor.clone()
+            } else {
+                String::new()
+            };
+            self.push(rec, &selection.keep, selection.req.meta, who)?;
+        }
+        Ok(())
+    }
+
+    /// This view brought to the store's head by reading only the records after its mark:
+    /// the view a full replay would load. `None` when that cannot be done: a view under
+    /// `as_of` or `known_at`, more than [`EXTEND_RECORDS_MAX`] new records, or a log that no
+    /// longer holds the view's last record (replaced or restored).
+    ///
+    /// # Errors
+    /// A read error, or more than [`VIEW_EVENTS_MAX`] kept events.
+    pub async fn extended<S: EventStore>(&self, store: &S) -> Result<Option<LogView>, MetricError> {
+        if self.as_of.is_some() || self.known_at.is_some() {
+            return Ok(None);
+        }
+        let head = store.head();
+        let Some(from) = Position(self.mark.position).next() else {
+            return Ok(None);
+        };
+        if head.position.0 <= self.mark.position {
+            return Ok(None);
+        }
+        let behind = head.position.0 - self.mark.position;
+        if behind > u64::try_from(EXTEND_RECORDS_MAX).unwrap_or(u64::MAX) {
+            return Ok(None);
+        }
+        if self.mark.position > 0 {
+            let holds = crm_eventstore::record_at(store, Position(self.mark.position))
+                .await?
+                .is_some_and(|r| r.hash.to_hex() == self.mark.chain_hash);
+            if !holds {
+                return Ok(None);
+            }
+        }
+        let records = store.read_all(from, EXTEND_RECORDS_MAX).await?;
+        let mut view = self.clone_view();
+        let loaded = view.loaded.clone();
+        let fields = Selection::fields(&loaded);
+        let selection = Selection::new(&loaded, &fields);
+        let mut counts: HashMap<String, u64> = view.type_counts.clone().into_iter().collect();
+        let mut last = None;
+        for rec in records.iter().filter(|r| r.position <= head.position) {
+            last = Some((rec.position, rec.hash, rec.recorded_at));
+            view.consider(rec, &selection, &mut counts)?;
+        }
+        view.type_counts = counts.into_iter().collect();
+        if let Some((position, hash, recorded_at)) = last {
+            view.mark.position = position.0;
+            view.mark.chain_hash = hash.to_hex();
+            view.mark.recorded_at = Some(recorded_at);
+        }
+        view.mark.events_kept = u64::try_from(view.events.len()).unwrap_or(u64::MAX);
+        view.now = view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        view.apply_global_rules();
+        Ok(Some(view))
+    }
+
+    fn clone_view(&self) -> LogView {
+        LogView {
+            events: self.events.clone(),
+            streams: self.streams.clone(),
+            stream_ix: self.stream_ix.clone(),
+            types: self.types.clone(),
+            schema: self.schema.clone(),
+            type_ix: self.type_ix.clone(),
+            by_type: self.by_type.clone(),
+            type_counts: self.type_counts.clone(),
+            mark: self.mark.clone(),
+            now: self.now,
+            undecodable: self.undecodable,
+            loaded: self.loaded.clone(),
+            as_of: self.as_of,
+            known_at: self.known_at,
+        }
     }
 
     /// Checks that the view holds what `req` reads (a view loaded for other questions would

@@ -316,6 +316,12 @@ impl Assessment {
         self.as_of
     }
 
+    /// What the log had recorded by, if not now.
+    #[must_use]
+    pub fn known_at(&self) -> Option<KnownAt> {
+        self.known_at
+    }
+
     /// The view the figures are computed from.
     #[must_use]
     pub fn view(&self) -> &LogView {

@@ -73,3 +73,33 @@ pub async fn assess<S: crm_eventstore::EventStore>(
     let view = crate::query::load_view(store, &registry, &metrics, &query).await?;
     Assessment::new(stored, std::sync::Arc::new(view), registry, as_of, known_at)
 }
+
+/// `previous` brought to the store's head: its view extended by the records after it
+/// ([`crate::LogView::extended`]) and the cascade assessed again, for the same scorecard
+/// version. `None` when a full [`assess`] is needed (another version is the latest, a
+/// bitemporal cut, too many new records, or a log that no longer holds the view's end).
+///
+/// # Errors
+/// A read error, or an evaluation that fails.
+pub async fn reassess<S: crm_eventstore::EventStore>(
+    previous: &Assessment,
+    store: &S,
+    registry: std::sync::Arc<crate::Registry>,
+    version: Option<u32>,
+) -> Result<Option<Assessment>, ScorecardError> {
+    let stored = registry.scorecard(&previous.def().id, version)?;
+    if stored.spec_hash != previous.stored().spec_hash {
+        return Ok(None);
+    }
+    let Some(view) = previous.view().extended(store).await? else {
+        return Ok(None);
+    };
+    Assessment::new(
+        stored,
+        std::sync::Arc::new(view),
+        registry,
+        previous.as_of(),
+        previous.known_at(),
+    )
+    .map(Some)
+}
