@@ -501,6 +501,16 @@ impl Assessment {
                 .collect(),
             None => parent.measures.clone(),
         };
+        // One evaluation per measure gives every child's value: run them side by side.
+        let mut dims: Vec<String> = parent.split.iter().map(|(d, _)| d.clone()).collect();
+        dims.push(e.by.clone());
+        let jobs: Vec<_> = subset
+            .iter()
+            .filter_map(|mid| self.stored.definition.measure(mid))
+            .filter(|m| m.dimensions.contains(&e.by))
+            .map(|m| (m, Range::Actual, parent.base.clone(), dims.clone()))
+            .collect();
+        self.run_jobs(&jobs);
         for value in self.values_of(&parent, &e.by, &subset)? {
             let id = if parent.parent.is_none() {
                 slug(&value)
@@ -565,6 +575,81 @@ impl Assessment {
             as_of: self.as_of,
             known_at: self.known_at,
         }
+    }
+
+    /// Computes, on every core, the evaluations a reader of `node` needs that are not
+    /// memoised yet: each measure's actual, trend and baseline at the node, and its
+    /// children's actuals. Errors are left for the reading that follows to report.
+    pub fn warm(&self, node: &Node) {
+        let mut jobs: Vec<(&Measure, Range, BTreeMap<String, String>, Vec<String>)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut add = |m: &'_ Measure, range: Range, n: &Node| {
+            let dims: Vec<String> = n.split.iter().map(|(d, _)| d.clone()).collect();
+            let key: MemoKey = (
+                m.id.clone(),
+                range,
+                n.base.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+                dims.clone(),
+            );
+            let known = self
+                .memo
+                .lock()
+                .map(|g| g.contains_key(&key))
+                .unwrap_or(false);
+            if !known && seen.insert(key) {
+                Some((range, n.base.clone(), dims))
+            } else {
+                None
+            }
+        };
+        for mid in &node.measures {
+            let Some(m) = self.stored.definition.measure(mid) else {
+                continue;
+            };
+            let mut ranges = vec![Range::Actual];
+            if m.grain != Grain::All {
+                ranges.push(Range::Trend);
+            }
+            if matches!(m.baseline, Some(Baseline::Computed { .. })) {
+                ranges.push(Range::Baseline);
+            }
+            for range in ranges {
+                if let Some((r, base, dims)) = add(m, range, node) {
+                    jobs.push((m, r, base, dims));
+                }
+            }
+            for child in node.children.iter().filter_map(|c| self.node(c)) {
+                if child.measures.contains(mid) {
+                    if let Some((r, base, dims)) = add(m, Range::Actual, child) {
+                        jobs.push((m, r, base, dims));
+                    }
+                }
+            }
+        }
+        self.run_jobs(&jobs);
+    }
+
+    /// Evaluates `jobs` spread over the machine's cores (at most one thread per job).
+    fn run_jobs(&self, jobs: &[(&Measure, Range, BTreeMap<String, String>, Vec<String>)]) {
+        if jobs.len() < 2 {
+            for (m, range, base, dims) in jobs {
+                let _ = self.evaluation(m, *range, base, dims);
+            }
+            return;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, jobs.len().max(1));
+        let per = jobs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for chunk in jobs.chunks(per) {
+                scope.spawn(move || {
+                    for (m, range, base, dims) in chunk {
+                        let _ = self.evaluation(m, *range, base, dims);
+                    }
+                });
+            }
+        });
     }
 
     fn evaluation(

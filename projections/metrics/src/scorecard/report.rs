@@ -137,6 +137,7 @@ pub fn report(
     let spec_hash = a.stored().spec_hash.clone();
     let as_of = a.as_of();
     let n = node_of(a, node, visible)?;
+    a.warm(n);
     let mut path = Vec::new();
     let mut cursor = Some(n);
     while let Some(c) = cursor.filter(|c| visible.contains(&c.id)) {
