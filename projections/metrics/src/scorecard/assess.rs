@@ -72,6 +72,9 @@ enum Range {
 
 type MemoKey = (String, Range, Vec<(String, String)>, Vec<String>);
 
+/// One evaluation to run: a measure over a range, with a written filter and a breakdown.
+type Job<'m> = (&'m Measure, Range, BTreeMap<String, String>, Vec<String>);
+
 /// One scorecard version assessed over one view of the log.
 pub struct Assessment {
     stored: Arc<StoredScorecard>,
@@ -581,7 +584,7 @@ impl Assessment {
     /// memoised yet: each measure's actual, trend and baseline at the node, and its
     /// children's actuals. Errors are left for the reading that follows to report.
     pub fn warm(&self, node: &Node) {
-        let mut jobs: Vec<(&Measure, Range, BTreeMap<String, String>, Vec<String>)> = Vec::new();
+        let mut jobs: Vec<Job<'_>> = Vec::new();
         let mut seen = BTreeSet::new();
         let mut add = |m: &'_ Measure, range: Range, n: &Node| {
             let dims: Vec<String> = n.split.iter().map(|(d, _)| d.clone()).collect();
@@ -630,7 +633,7 @@ impl Assessment {
     }
 
     /// Evaluates `jobs` spread over the machine's cores (at most one thread per job).
-    fn run_jobs(&self, jobs: &[(&Measure, Range, BTreeMap<String, String>, Vec<String>)]) {
+    fn run_jobs(&self, jobs: &[Job<'_>]) {
         if jobs.len() < 2 {
             for (m, range, base, dims) in jobs {
                 let _ = self.evaluation(m, *range, base, dims);
