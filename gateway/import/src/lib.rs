@@ -289,25 +289,11 @@ pub fn stage_encoded(
     events: Vec<EncodedEvent>,
     cleansing: &[String],
 ) -> Result<Vec<Staged>, ImportError> {
-    let mut meta = serde_json::json!({
-        "source": {
-            "importer": source.importer,
-            "file": source.file,
-            "line": source.line,
-            "key": source.key,
-        }
-    });
-    if let Some(hash) = &source.content_sha256 {
-        meta["source"]["content_sha256"] = serde_json::json!(hash);
-    }
-    if !cleansing.is_empty() {
-        meta["cleansing"] = serde_json::json!(cleansing);
-    }
     let provenance = Provenance {
         actor: importing_principal().to_owned(),
         correlation_id: Some(ids::correlation_id(source.importer, &source.file)),
         causation_id: None,
-        metadata: serde_json::to_vec(&meta).map_err(|e| ImportError::Encode(e.to_string()))?,
+        metadata: import_metadata(source, cleansing)?,
     };
     events
         .into_iter()
@@ -323,6 +309,45 @@ pub fn stage_encoded(
             })
         })
         .collect()
+}
+
+/// The metadata of an imported event, `{"source": {"importer", "file", "line", "key"[,
+/// "content_sha256"]}[, "cleansing": [...]]}`, in exactly this key order.
+///
+/// The bytes must not depend on how the program was built: the store compares a re-imported
+/// event with the recorded one byte for byte. A `serde_json::Value` does not promise that: its
+/// objects keep insertion order when any crate of the build enables serde_json's
+/// `preserve_order` feature (a dev-dependency does, in builds with tests) and sort their keys
+/// otherwise, so two builds of `crm` wrote the same import's metadata in two orders, and a
+/// re-import with the other build was refused as an idempotency conflict. Serialising these
+/// structs writes their fields in declaration order, whatever the features.
+fn import_metadata(source: &SourceRow, cleansing: &[String]) -> Result<Vec<u8>, ImportError> {
+    #[derive(serde::Serialize)]
+    struct Metadata<'a> {
+        source: Source<'a>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        cleansing: &'a [String],
+    }
+    #[derive(serde::Serialize)]
+    struct Source<'a> {
+        importer: &'a str,
+        file: &'a str,
+        line: u64,
+        key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content_sha256: Option<&'a str>,
+    }
+    let meta = Metadata {
+        source: Source {
+            importer: source.importer,
+            file: &source.file,
+            line: source.line,
+            key: &source.key,
+            content_sha256: source.content_sha256.as_deref(),
+        },
+        cleansing,
+    };
+    serde_json::to_vec(&meta).map_err(|e| ImportError::Encode(e.to_string()))
 }
 
 /// The id of the `index`-th event (of type `event_type`) made from `source`'s row: UUID v5

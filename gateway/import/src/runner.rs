@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crm_eventstore::limits::{APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES};
+use crm_eventstore::limits::{APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, READ_PAGE_MAX};
 use crm_eventstore::{
-    AppendError, EventStore, ExpectedVersion, ProposedEvent, StreamId, StreamVersion,
+    AppendError, AppendResult, EventId, EventStore, ExpectedVersion, ProposedEvent, StreamId,
+    StreamVersion,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
@@ -288,7 +289,11 @@ async fn append_batch<S: EventStore>(
                 let expected = version.map_or(ExpectedVersion::Any, |v| {
                     ExpectedVersion::Exact(StreamVersion(v))
                 });
-                match store.append(&job.stream, expected, chunk.events).await {
+                let outcome = match chunk.recorded {
+                    Some(_) => store.append(&job.stream, expected, chunk.events).await,
+                    None => append_new(&store, &job.stream, expected, chunk.events).await,
+                };
+                match outcome {
                     Ok(result) => {
                         if result.already_present {
                             present += count;
@@ -354,10 +359,96 @@ async fn append_batch<S: EventStore>(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Appends a chunk of events decided as new. When the store refuses it as an idempotency
+/// conflict, and the recorded events differ from these only in how their metadata's JSON is
+/// written (the same object, its keys in another order), the append is sent again with the
+/// recorded metadata bytes, so the store confirms the events as already present.
+///
+/// Such logs exist: builds of `crm` before the importers wrote their metadata from a fixed
+/// struct encoded it through a `serde_json::Value`, whose key order depended on the build's
+/// serde_json features (sorted, or in insertion order), so a re-import with another build
+/// proposed the same metadata in other bytes.
+async fn append_new<S: EventStore>(
+    store: &S,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<ProposedEvent>,
+) -> Result<AppendResult, AppendError> {
+    let refused = match store.append(stream, expected, events.clone()).await {
+        Err(e @ AppendError::IdempotencyConflict { .. }) => e,
+        outcome => return outcome,
+    };
+    match with_recorded_metadata(store, stream, events).await {
+        Some(events) => store.append(stream, expected, events).await,
+        None => Err(refused),
+    }
+}
+
+/// `events` with the metadata bytes of their records in `stream`, where some are written
+/// differently but parse to the same JSON; `None` when an event is not recorded in `stream`,
+/// a metadata differs in content, none differs at all, or the stream cannot be read.
+async fn with_recorded_metadata<S: EventStore>(
+    store: &S,
+    stream: &StreamId,
+    mut events: Vec<ProposedEvent>,
+) -> Option<Vec<ProposedEvent>> {
+    let mut wanted: HashMap<EventId, Option<Vec<u8>>> =
+        events.iter().map(|e| (e.event_id, None)).collect();
+    let mut missing = wanted.len();
+    let mut from = StreamVersion(1);
+    while missing > 0 {
+        let page = store.read_stream(stream, from, READ_PAGE_MAX).await.ok()?;
+        let last = page.last()?.stream_version;
+        for record in page {
+            if let Some(slot @ None) = wanted.get_mut(&record.event_id) {
+                *slot = Some(record.metadata);
+                missing -= 1;
+            }
+        }
+        from = StreamVersion(last.0.checked_add(1)?);
+    }
+    let mut adopted = false;
+    for event in &mut events {
+        let recorded = wanted.get_mut(&event.event_id)?.take()?;
+        if recorded == event.metadata {
+            continue;
+        }
+        let same = match (
+            serde_json::from_slice::<serde_json::Value>(&recorded),
+            serde_json::from_slice::<serde_json::Value>(&event.metadata),
+        ) {
+            (Ok(a), Ok(b)) => same_json(&a, &b),
+            _ => false,
+        };
+        if !same {
+            return None;
+        }
+        event.metadata = recorded;
+        adopted = true;
+    }
+    adopted.then_some(events)
+}
+
+/// Whether two JSON values are equal, objects compared as sets of members (whatever order
+/// the `Map` of this build keeps).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_json(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_eventstore::EventId;
 
     fn event(n: u128) -> ProposedEvent {
         ProposedEvent {
@@ -391,5 +482,55 @@ mod tests {
             shape,
             [(2, Some(10)), (2, None), (1, Some(12)), (1, Some(20))]
         );
+    }
+
+    #[test]
+    fn json_objects_are_the_same_whatever_the_order_of_their_members() {
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        let a =
+            parse(r#"{"source":{"importer":"m","file":"f","line":2,"key":"k"},"cleansing":["x"]}"#);
+        let b =
+            parse(r#"{"cleansing":["x"],"source":{"file":"f","importer":"m","key":"k","line":2}}"#);
+        assert!(same_json(&a, &b));
+        let c =
+            parse(r#"{"cleansing":["x"],"source":{"file":"f","importer":"m","key":"k","line":3}}"#);
+        assert!(!same_json(&a, &c));
+        let d = parse(r#"{"source":{"importer":"m","file":"f","line":2,"key":"k"}}"#);
+        assert!(!same_json(&a, &d));
+        assert!(!same_json(&parse("[1,2]"), &parse("[2,1]")));
+    }
+
+    #[tokio::test]
+    async fn a_recorded_event_whose_metadata_is_written_in_another_key_order_is_present() {
+        let store = crm_eventstore::MemoryStore::new();
+        let stream = StreamId::new("note-1").unwrap();
+        let mut recorded = event(1);
+        recorded.metadata = br#"{"b":1,"a":{"d":2,"c":3}}"#.to_vec();
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![recorded])
+            .await
+            .unwrap();
+        let mut proposed = event(1);
+        proposed.metadata = br#"{"a":{"c":3,"d":2},"b":1}"#.to_vec();
+        let expected = ExpectedVersion::Exact(StreamVersion(0));
+        let result = append_new(&store, &stream, expected, vec![proposed.clone()])
+            .await
+            .unwrap();
+        assert!(result.already_present);
+        // Other content stays a conflict.
+        proposed.metadata = br#"{"a":{"c":3,"d":2},"b":2}"#.to_vec();
+        let refused = append_new(&store, &stream, expected, vec![proposed]).await;
+        assert!(matches!(
+            refused,
+            Err(AppendError::IdempotencyConflict { .. })
+        ));
+        let mut changed = event(1);
+        changed.metadata = br#"{"a":{"c":3,"d":2},"b":1}"#.to_vec();
+        changed.payload = br#"{"x":1}"#.to_vec();
+        let refused = append_new(&store, &stream, expected, vec![changed]).await;
+        assert!(matches!(
+            refused,
+            Err(AppendError::IdempotencyConflict { .. })
+        ));
     }
 }
