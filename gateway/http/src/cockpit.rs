@@ -199,8 +199,48 @@ fn bullet_svg(m: &MeasureReport) -> Option<String> {
 const MAP_W: f64 = 960.0;
 const ROW_H: f64 = 96.0;
 const BOX_W: f64 = 200.0;
-const BOX_H: f64 = 56.0;
+const BOX_H: f64 = 62.0;
 const LABEL_W: f64 = 110.0;
+/// Characters of an objective's name on one line of its box.
+const LABEL_CHARS: usize = 30;
+
+/// `text` in at most `lines` lines of at most `width` characters, broken between words; the
+/// last line ends with `…` when the text does not fit.
+fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut words = text.split_whitespace().peekable();
+    while let Some(word) = words.next() {
+        let fits =
+            current.chars().count() + word.chars().count() + usize::from(!current.is_empty())
+                <= width;
+        if fits {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+            continue;
+        }
+        if out.len() + 1 == lines {
+            // The last line: as much as fits, then an ellipsis.
+            let mut last: String = current.chars().take(width.saturating_sub(1)).collect();
+            last.push('…');
+            out.push(last);
+            return out;
+        }
+        if !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current = word.chars().take(width).collect();
+        if words.peek().is_none() {
+            break;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
 
 /// The strategy map: one band per perspective, an objective box per objective coloured by
 /// its status (and naming it), arrows from each objective to those it drives. Each box
@@ -224,18 +264,26 @@ fn strategy_map_svg(r: &ScorecardReport) -> String {
             let y = y0 + (ROW_H - BOX_H) / 2.0;
             boxes.push((o.id.clone(), x, y));
             let (fill, ink) = colours(o.status);
-            let label: String = o.name.chars().take(30).collect();
+            let lines = wrap(&o.name, LABEL_CHARS, 2);
+            let mut text = String::new();
+            let first_y = y + if lines.len() > 1 { 18.0 } else { 24.0 };
+            for (k, line) in lines.iter().enumerate() {
+                let _ = write!(
+                    text,
+                    "<text x=\"{:.0}\" y=\"{:.0}\" font-size=\"12\" text-anchor=\"middle\" fill=\"{ink}\">{}</text>",
+                    x + BOX_W / 2.0,
+                    first_y + 14.0 * k as f64,
+                    esc(line)
+                );
+            }
             let _ = write!(
                 body,
-                "<a href=\"#objective-{id}\" aria-label=\"{name}: {status}\"><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{BOX_W}\" height=\"{BOX_H}\" rx=\"6\" fill=\"{fill}\" stroke=\"#1a1a1a\"/><text x=\"{:.0}\" y=\"{:.0}\" font-size=\"12\" text-anchor=\"middle\" fill=\"{ink}\">{label}</text><text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{ink}\">{status}</text></a>",
+                "<a href=\"#objective-{id}\" aria-label=\"{name}: {status}\"><title>{name}</title><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{BOX_W}\" height=\"{BOX_H}\" rx=\"6\" fill=\"{fill}\" stroke=\"#1a1a1a\"/>{text}<text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{ink}\">{status}</text></a>",
                 x + BOX_W / 2.0,
-                y + 24.0,
-                x + BOX_W / 2.0,
-                y + 42.0,
+                y + BOX_H - 7.0,
                 id = esc(&o.id),
                 name = esc(&o.name),
                 status = words(o.status),
-                label = esc(&label),
             );
         }
     }
@@ -291,4 +339,26 @@ pub fn decorate(report: &mut ScorecardReport, a: &Assessment) {
         }
     }
     report.strategy_map_svg = Some(strategy_map_svg(report));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn names_wrap_between_words_and_end_with_an_ellipsis() {
+        assert_eq!(wrap("Grow revenue", 30, 2), ["Grow revenue"]);
+        assert_eq!(
+            wrap("Fill the pipeline with leads that convert", 30, 2),
+            ["Fill the pipeline with leads", "that convert"]
+        );
+        let long = wrap(
+            "one two three four five six seven eight nine ten eleven twelve",
+            12,
+            2,
+        );
+        assert_eq!(long.len(), 2);
+        assert!(long[1].ends_with('…'), "{long:?}");
+        assert!(long.iter().all(|l| l.chars().count() <= 12), "{long:?}");
+    }
 }
