@@ -283,6 +283,27 @@ pub struct ScorecardParams {
     pub known_at: Option<DateTime<Utc>>,
 }
 
+/// The assessment of scorecard `id` at the log's head, from the server's cache.
+async fn assessment(
+    state: &AppState,
+    id: &str,
+    version: Option<u32>,
+    as_of: Option<DateTime<Utc>>,
+    known_at: Option<KnownAt>,
+) -> Result<Arc<Assessment>, ApiError> {
+    state
+        .scorecards
+        .get(
+            &state.store,
+            &state.registries,
+            id,
+            version,
+            as_of,
+            known_at,
+        )
+        .await
+}
+
 fn visible(a: &Assessment, principal: &Principal) -> Result<BTreeSet<String>, ApiError> {
     let all = principal.can(Permission::ReadScorecards);
     let seen = a.visible(&principal.name, all);
@@ -322,17 +343,7 @@ pub async fn show(
     };
     let key = format!("{who} {}", uri.path_and_query().map_or("", |p| p.as_str()));
     let compute = async {
-        let a = state
-            .scorecards
-            .get(
-                &state.store,
-                &state.registries,
-                &id,
-                params.version,
-                params.as_of,
-                known_at,
-            )
-            .await?;
+        let a = assessment(&state, &id, params.version, params.as_of, known_at).await?;
         let seen = visible(&a, &principal)?;
         let a2 = Arc::clone(&a);
         let node = params.node.clone();
@@ -393,17 +404,7 @@ pub async fn explain(
     Query(params): Query<ExplainParams>,
 ) -> Result<Response, ApiError> {
     let known_at = params.known_at.map(KnownAt::Time);
-    let a = state
-        .scorecards
-        .get(
-            &state.store,
-            &state.registries,
-            &id,
-            params.version,
-            params.as_of,
-            known_at,
-        )
-        .await?;
+    let a = assessment(&state, &id, params.version, params.as_of, known_at).await?;
     let seen = visible(&a, &principal)?;
     let node = scorecard::node_of(&a, params.node.as_deref(), &seen)?.clone();
     if !node.measures.contains(&params.measure) {

@@ -369,8 +369,21 @@ fn proposed(
     at: DateTime<Utc>,
     actor: &str,
 ) -> Result<ProposedEvent, MetricError> {
+    proposed_in(&ID_NAMESPACE, event, key, at, actor)
+}
+
+/// The definition event to append for `event`, its id the UUID v5 of `key` in `namespace`
+/// (a retried write appends nothing), with `at` as its business time and `actor` as its
+/// actor.
+pub(crate) fn proposed_in(
+    namespace: &Uuid,
+    event: &DefinitionEvent,
+    key: &str,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> Result<ProposedEvent, MetricError> {
     Ok(ProposedEvent {
-        event_id: EventId(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())),
+        event_id: EventId(Uuid::new_v5(namespace, key.as_bytes())),
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
         occurred_at: at,

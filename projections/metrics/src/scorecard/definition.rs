@@ -495,6 +495,21 @@ pub(crate) fn value(
     }
 }
 
+/// Refuses `given` unless `known` holds it, naming the nearest and all the `what`s.
+fn reference(key: &str, what: &str, given: &str, known: &[&str]) -> Result<(), ScorecardError> {
+    if known.contains(&given) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "no {what} `{given}`{}; the {what}s are {}",
+            hint(given, known.iter().copied()),
+            known.join(", ")
+        ),
+    ))
+}
+
 fn check_id(key: &str, id: &str) -> Result<(), ScorecardError> {
     let ok = !id.is_empty()
         && id.len() <= 64
@@ -798,17 +813,12 @@ pub fn parse_scorecard(
                 format!("`{}` is given twice", o.id),
             ));
         }
-        if !pids.contains(&o.perspective.as_str()) {
-            return Err(invalid(
-                format!("{key}.perspective"),
-                format!(
-                    "no perspective `{}`{}; the perspectives are {}",
-                    o.perspective,
-                    hint(&o.perspective, pids.iter().copied()),
-                    pids.join(", ")
-                ),
-            ));
-        }
+        reference(
+            &format!("{key}.perspective"),
+            "perspective",
+            &o.perspective,
+            &pids,
+        )?;
         for d in &o.drives {
             if !oids.contains(&d.as_str()) || *d == o.id {
                 return Err(invalid(
@@ -841,17 +851,12 @@ pub fn parse_scorecard(
                 format!("`{}` is given twice", m.id),
             ));
         }
-        if !oids.contains(&m.objective.as_str()) {
-            return Err(invalid(
-                format!("{key}.objective"),
-                format!(
-                    "no objective `{}`{}; the objectives are {}",
-                    m.objective,
-                    hint(&m.objective, oids.iter().copied()),
-                    oids.join(", ")
-                ),
-            ));
-        }
+        reference(
+            &format!("{key}.objective"),
+            "objective",
+            &m.objective,
+            &oids,
+        )?;
         let def = registry.get(&m.metric, Some(m.version)).map_err(|e| {
             let ids: Vec<String> = registry.list().into_iter().map(|s| s.id).collect();
             let near = hint(&m.metric, ids.iter().map(String::as_str));

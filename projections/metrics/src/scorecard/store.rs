@@ -12,7 +12,7 @@ use crm_domain::definitions::{
 };
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
-    EventId, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamId, StreamVersion,
+    EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamId, StreamVersion,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -167,17 +167,7 @@ fn proposed(
     at: DateTime<Utc>,
     actor: &str,
 ) -> Result<ProposedEvent, MetricError> {
-    Ok(ProposedEvent {
-        event_id: EventId(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())),
-        event_type: event.event_type().to_owned(),
-        schema_version: event.schema_version(),
-        occurred_at: at,
-        causation_id: None,
-        correlation_id: None,
-        actor: actor.to_owned(),
-        metadata: Vec::new(),
-        payload: event.to_payload().map_err(MetricError::Encode)?,
-    })
+    crate::registry::proposed_in(&ID_NAMESPACE, event, key, at, actor)
 }
 
 fn expected(current: StreamVersion) -> ExpectedVersion {
