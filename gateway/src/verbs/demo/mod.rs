@@ -175,7 +175,9 @@ async fn cockpit(
     use crm_metrics::scorecard;
     let file = bundle.join("scorecards").join(format!("{COCKPIT}.toml"));
     let text = std::fs::read_to_string(&file)?;
-    let registry = std::sync::Arc::new(Registry::load(store).await?);
+    // One replay for the registry; after the define only the new record is read.
+    let registries = crm_metrics::RegistryCache::new();
+    let registry = registries.get(store).await?;
     let outcome = scorecard::define_scorecard_as(
         store,
         &registry,
@@ -184,7 +186,7 @@ async fn cockpit(
         &crm_app::access::local_principal().name,
     )
     .await?;
-    let registry = std::sync::Arc::new(Registry::load(store).await?);
+    let registry = registries.get(store).await?;
     writeln!(
         out,
         "   {} v{}: {} ({})",
