@@ -79,6 +79,7 @@ pub enum BaselineText {
 /// Which way is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "MeasureDirection")]
 pub enum Direction {
     Higher,
     Lower,
