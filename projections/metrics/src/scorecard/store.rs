@@ -63,8 +63,8 @@ impl Registry {
             rec.schema_version,
             &rec.payload,
         ) {
-            Ok(DefinitionEvent::ScorecardDefined(d)) => parse_scorecard(&d.definition, self)
-                .map(|definition| {
+            Ok(DefinitionEvent::ScorecardDefined(d)) => {
+                parse_scorecard(&d.definition, self).map(|definition| {
                     let stored = StoredScorecard {
                         spec_hash: definition.spec_hash(),
                         definition,
@@ -78,12 +78,21 @@ impl Registry {
                         .or_default()
                         .insert(d.version, Arc::new(stored));
                 })
-                .map_err(|e| e.to_string()),
+            }
             Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(source) => Err(ScorecardError::Metric(MetricError::BadStoredDefinition {
+                position,
+                source,
+            })),
         };
         if let Err(e) = result {
-            self.problems.push(format!("position {position}: {e}"));
+            let reason = match e {
+                ScorecardError::Metric(MetricError::BadStoredDefinition { source, .. }) => {
+                    source.to_string()
+                }
+                other => other.to_string(),
+            };
+            self.problems.push(format!("position {position}: {reason}"));
         }
     }
 
