@@ -83,7 +83,7 @@ pub fn metric_stream(id: &str) -> String {
 }
 
 /// Payload of `MetricDefined`: one version of a metric's definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefined {
     /// Metric id, e.g. `sales.win_rate`.
@@ -97,7 +97,7 @@ pub struct MetricDefined {
 }
 
 /// Payload of `MetricDefaultChanged`: the version served when none is named.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefaultChanged {
     /// Metric id.
@@ -107,7 +107,7 @@ pub struct MetricDefaultChanged {
 }
 
 /// Payload of `ScorecardDefined`: one version of a scorecard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScorecardDefined {
     /// Scorecard id, e.g. `cockpit`.
@@ -161,7 +161,7 @@ impl MeasureStatus {
 
 /// Payload of `ScorecardStatusChanged`: a measure of one node changed status after new
 /// events (`from` is `None` the first time the node's measure is assessed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScorecardStatusChanged {
     /// Scorecard id.
