@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use crate::error::{AppendError, ReadError, SealRefusal};
 use crate::store::{EventStore, VerifyReport};
 use crate::types::{
-    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
+    StreamAppend, StreamId, StreamVersion,
 };
 use crate::{JetStreamStore, MemoryStore, SledStore};
 
@@ -210,6 +210,85 @@ impl EventStore for AnyStore {
             blocking(move || sealer.appended(&stream, &events)).await?;
         }
         Ok(result)
+    }
+
+    async fn append_batch(
+        &self,
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
+        let Some(sealer) = &self.sealer else {
+            return delegate!(self, s => s.append_batch(parts, recorded_at).await);
+        };
+        // Seal every part that needs it (one blocking task for the batch); a part the sealer
+        // refuses is answered with the refusal and not sent.
+        let plans: Vec<SealPlan> = parts.iter().map(|p| sealer.plan(&p.events)).collect();
+        let mut sealing: Vec<Result<StreamAppend, AppendError>> =
+            parts.into_iter().map(Ok).collect();
+        if plans.iter().any(|p| p.seal) {
+            let seal: Vec<bool> = plans.iter().map(|p| p.seal).collect();
+            let sealer = Arc::clone(sealer);
+            sealing = blocking(move || {
+                Ok(sealing
+                    .into_iter()
+                    .zip(seal)
+                    .map(|(part, seal)| {
+                        let mut part = part?;
+                        if seal {
+                            sealer
+                                .seal(&part.stream, &mut part.events)
+                                .map_err(AppendError::Sealing)?;
+                        }
+                        Ok(part)
+                    })
+                    .collect())
+            })
+            .await?;
+        }
+        let mut follow_up: Vec<Option<(StreamId, Vec<ProposedEvent>)>> = Vec::new();
+        let mut sent = Vec::new();
+        let mut early: Vec<Option<AppendError>> = Vec::with_capacity(sealing.len());
+        for (part, plan) in sealing.into_iter().zip(&plans) {
+            match part {
+                Ok(part) => {
+                    follow_up.push(
+                        plan.after_append
+                            .then(|| (part.stream.clone(), part.events.clone())),
+                    );
+                    sent.push(part);
+                    early.push(None);
+                }
+                Err(e) => early.push(Some(e)),
+            }
+        }
+        let mut written = if sent.is_empty() {
+            Vec::new()
+        } else {
+            delegate!(self, s => s.append_batch(sent, recorded_at).await)?
+        };
+        let mut after = Vec::new();
+        for (result, follow) in written.iter().zip(follow_up) {
+            if let (Ok(_), Some(follow)) = (result, follow) {
+                after.push(follow);
+            }
+        }
+        if !after.is_empty() {
+            let sealer = Arc::clone(sealer);
+            blocking(move || {
+                after
+                    .iter()
+                    .try_for_each(|(stream, events)| sealer.appended(stream, events))
+            })
+            .await?;
+        }
+        written.reverse();
+        Ok(early
+            .into_iter()
+            .map(|e| match e {
+                Some(e) => Err(e),
+                None => written.pop().unwrap_or(Err(AppendError::Closed)),
+            })
+            .collect())
     }
 
     async fn read_stream(

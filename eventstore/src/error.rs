@@ -50,6 +50,15 @@ pub enum AppendError {
     Closed,
     #[error("the log's storage service did not take the append ({0}); the append may or may not be in the log: resend it unchanged once the service is reachable (appends are idempotent by event id)")]
     Unavailable(String),
+    #[error(
+        "a batch of {parts} appends is over the limit of {max}; split it into several batches"
+    )]
+    TooManyParts { parts: usize, max: usize },
+    #[error("the batch states it was recorded at {stated}, after the store's clock ({now}); state an instant that has passed, or let the store record the time")]
+    RecordedInFuture {
+        stated: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    },
     /// The sealer given to [`crate::AnyStore`] refused the append or its follow-up.
     #[error("{0}")]
     Sealing(SealRefusal),

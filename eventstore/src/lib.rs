@@ -41,5 +41,6 @@ pub use sled_store::{SledOptions, SledStore};
 pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
 pub use types::{
     AppendResult, ChainHash, ChainHashError, EventFieldError, EventId, ExpectedVersion, Head,
-    Position, ProposedEvent, RecordedEvent, StreamId, StreamIdError, StreamVersion,
+    Position, ProposedEvent, RecordedAt, RecordedEvent, StreamAppend, StreamId, StreamIdError,
+    StreamVersion,
 };

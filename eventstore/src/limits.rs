@@ -25,6 +25,12 @@ pub const EVENT_TYPE_SIZE_MAX_BYTES: usize = 128;
 /// Longest actor name.
 pub const ACTOR_SIZE_MAX_BYTES: usize = 256;
 
+/// Most appends (stream parts) in one `append_batch`.
+pub const BATCH_PARTS_MAX: usize = 1_024;
+
+/// Most events in one `append_batch`, all parts together.
+pub const BATCH_EVENTS_MAX: usize = 50_000;
+
 /// Most append requests one group commit takes before it flushes.
 pub const GROUP_COMMIT_REQUESTS_MAX: usize = 1_024;
 

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 
 use crate::codec::{self, Placement};
 use crate::error::{AppendError, ReadError};
-use crate::store::{check_append, idempotent_outcome, page_size, EventStore};
+use crate::store::{check_append, check_batch, idempotent_outcome, page_size, EventStore};
 use crate::types::{
-    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt,
+    RecordedEvent, StreamAppend, StreamId, StreamVersion,
 };
 
 #[derive(Default)]
@@ -59,8 +59,32 @@ impl MemoryStore {
         expected: ExpectedVersion,
         events: Vec<ProposedEvent>,
     ) -> Result<AppendResult, AppendError> {
-        check_append(&events)?;
         let mut st = self.lock();
+        let result = Self::append_locked(&mut st, stream, expected, events, RecordedAt::Now);
+        // Publish while still holding the lock, so heads are published in order.
+        self.publish(&st);
+        drop(st);
+        result
+    }
+
+    fn publish(&self, st: &State) {
+        let head = st
+            .events
+            .last()
+            .map_or(Head::default(), RecordedEvent::as_head);
+        if *self.head.borrow() != head {
+            self.head.send_replace(head);
+        }
+    }
+
+    fn append_locked(
+        st: &mut State,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<ProposedEvent>,
+        recorded_at: RecordedAt,
+    ) -> Result<AppendResult, AppendError> {
+        check_append(&events)?;
         let existing: Vec<Option<RecordedEvent>> = events
             .iter()
             .map(|e| st.ids.get(&e.event_id).map(|&i| st.events[i].clone()))
@@ -78,8 +102,7 @@ impl MemoryStore {
                 actual,
             });
         }
-        let now = Utc::now();
-        let recorded_at = st.last_recorded_at.map_or(now, |last| last.max(now));
+        let recorded_at = recorded_at.resolve(st.last_recorded_at, Utc::now());
         let mut prev_hash = st.events.last().map(|e| e.hash).unwrap_or_default();
         let mut position = Position(u64::try_from(st.events.len()).unwrap_or(u64::MAX));
         let mut version = actual;
@@ -106,13 +129,6 @@ impl MemoryStore {
             st.events.push(rec);
         }
         st.last_recorded_at = Some(recorded_at);
-        let head = Head {
-            position,
-            hash: prev_hash,
-        };
-        // Publish while still holding the lock, so heads are published in order.
-        self.head.send_replace(head);
-        drop(st);
         Ok(AppendResult {
             first_position,
             last_position: position,
@@ -130,6 +146,22 @@ impl EventStore for MemoryStore {
         events: Vec<ProposedEvent>,
     ) -> Result<AppendResult, AppendError> {
         self.append_sync(stream, expected, events)
+    }
+
+    async fn append_batch(
+        &self,
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
+        check_batch(&parts, recorded_at, Utc::now())?;
+        let mut st = self.lock();
+        let results = parts
+            .into_iter()
+            .map(|p| Self::append_locked(&mut st, &p.stream, p.expected, p.events, recorded_at))
+            .collect();
+        self.publish(&st);
+        drop(st);
+        Ok(results)
     }
 
     async fn read_stream(

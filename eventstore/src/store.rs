@@ -9,11 +9,12 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::error::{AppendError, Corruption, ReadError};
 use crate::limits::{
-    APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, EVENT_SIZE_MAX_BYTES, READ_PAGE_MAX,
+    APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, BATCH_EVENTS_MAX, BATCH_PARTS_MAX,
+    EVENT_SIZE_MAX_BYTES, READ_PAGE_MAX,
 };
 use crate::types::{
     AppendResult, ChainHash, EventFieldError, ExpectedVersion, Head, Position, ProposedEvent,
-    RecordedEvent, StreamId, StreamVersion,
+    RecordedAt, RecordedEvent, StreamAppend, StreamId, StreamVersion,
 };
 
 /// A durable, append-only log of opaque events, in streams and in one global order.
@@ -36,6 +37,28 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<ProposedEvent>,
     ) -> impl Future<Output = Result<AppendResult, AppendError>> + Send;
+
+    /// Appends several streams' events in one request, in the order given.
+    ///
+    /// Each part is taken exactly as [`EventStore::append`] takes it (atomic on its own,
+    /// idempotent by event id, checked against its expected version) and gets its own
+    /// result; a refused part writes nothing and does not stop the parts after it. The
+    /// parts written lie in the log in the order given, so a writer that sends the same
+    /// batches to an empty log gets the same positions. Every record's `recorded_at` is
+    /// what `recorded_at` resolves to ([`RecordedAt::resolve`]). The sled and in-memory
+    /// backends write a batch with nothing of other writers between its parts, in one
+    /// durable write; JetStream keeps the order, but other processes' appends may come
+    /// between parts.
+    ///
+    /// # Errors
+    /// The whole batch is refused, nothing of it written, when it has more than
+    /// [`BATCH_PARTS_MAX`] parts or [`BATCH_EVENTS_MAX`] events, or states a recording time
+    /// after the store's clock ([`check_batch`]), or when the store is closed.
+    fn append_batch(
+        &self,
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+    ) -> impl Future<Output = Result<Vec<Result<AppendResult, AppendError>>, AppendError>> + Send;
 
     /// Up to `max` events of `stream` (capped at [`READ_PAGE_MAX`]), starting at
     /// stream version `from` (versions start at 1; 0 reads from the start).
@@ -322,6 +345,39 @@ pub fn check_append(events: &[ProposedEvent]) -> Result<(), AppendError> {
         });
     }
     Ok(())
+}
+
+/// Checks what [`EventStore::append_batch`] refuses whole: more than [`BATCH_PARTS_MAX`]
+/// parts or [`BATCH_EVENTS_MAX`] events, or a stated recording time after `now`. Each part
+/// is checked on its own later, as an append.
+///
+/// # Errors
+/// [`AppendError::TooManyParts`], [`AppendError::TooManyEvents`] or
+/// [`AppendError::RecordedInFuture`].
+pub fn check_batch(
+    parts: &[StreamAppend],
+    recorded_at: RecordedAt,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AppendError> {
+    if parts.len() > BATCH_PARTS_MAX {
+        return Err(AppendError::TooManyParts {
+            parts: parts.len(),
+            max: BATCH_PARTS_MAX,
+        });
+    }
+    let events: usize = parts.iter().map(|p| p.events.len()).sum();
+    if events > BATCH_EVENTS_MAX {
+        return Err(AppendError::TooManyEvents {
+            count: events,
+            max: BATCH_EVENTS_MAX,
+        });
+    }
+    match recorded_at {
+        RecordedAt::Stated(stated) if stated > now => {
+            Err(AppendError::RecordedInFuture { stated, now })
+        }
+        RecordedAt::Stated(_) | RecordedAt::Now => Ok(()),
+    }
 }
 
 /// Decides an append whose first event id is already in the log: either an

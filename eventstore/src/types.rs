@@ -342,6 +342,43 @@ impl RecordedEvent {
     }
 }
 
+/// One stream's share of an [`crate::EventStore::append_batch`]: what one
+/// [`crate::EventStore::append`] would take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<ProposedEvent>,
+}
+
+/// The `recorded_at` an append's records get.
+///
+/// The store's clock by default. A batch may state an instant instead (an import that pins
+/// its recording time so that importing the same files into an empty log again gives the
+/// same records, byte for byte and hash for hash). Either way a record's `recorded_at` is
+/// never earlier than its predecessor's: the store takes the later of the two, and a stated
+/// instant after the store's clock is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordedAt {
+    /// The store's clock when it takes the append.
+    #[default]
+    Now,
+    /// This instant (not after the store's clock).
+    Stated(DateTime<Utc>),
+}
+
+impl RecordedAt {
+    /// The instant a record appended after one recorded at `last` gets, the store's clock
+    /// reading `now`.
+    pub fn resolve(self, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let wanted = match self {
+            RecordedAt::Now => now,
+            RecordedAt::Stated(t) => t,
+        };
+        last.map_or(wanted, |last| last.max(wanted))
+    }
+}
+
 /// What a successful append returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {

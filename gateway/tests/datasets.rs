@@ -41,6 +41,7 @@ async fn import(store: &SledStore, plan: Plan) -> ImportSummary {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     import::run(store, plan, options).await.unwrap()
 }

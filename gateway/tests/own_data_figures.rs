@@ -64,6 +64,7 @@ async fn the_leads_export_gives_its_figures_through_its_mapping_alone() {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     let summary = import::run(&store, plan, options).await.unwrap();
     assert_eq!((summary.rows, summary.skipped_rows), (9_240, 0));
@@ -203,6 +204,7 @@ async fn the_retail_export_gives_its_figures_through_its_mapping_alone() {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     let summary = import::run(&store, plan, options).await.unwrap();
     assert_eq!((summary.rows, summary.skipped_rows), (541_909, 0));

@@ -50,6 +50,7 @@ async fn import(store: &AnyStore, plan: Plan) {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     let summary = import::run(store, plan, options).await.unwrap();
     assert!(summary.appended > 0);

@@ -91,6 +91,7 @@ async fn maven_store(dir: &Path) -> AnyStore {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     import::run(&store, plan, options).await.unwrap();
     store

@@ -20,13 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::DateTime;
+use crm_eventstore::limits::BATCH_PARTS_MAX;
 use crm_eventstore::limits::{
     ACTOR_SIZE_MAX_BYTES, APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, EVENT_SIZE_MAX_BYTES,
     EVENT_TYPE_SIZE_MAX_BYTES, READ_PAGE_MAX, STREAM_ID_SIZE_MAX_BYTES,
 };
 use crm_eventstore::{
-    AppendError, AppendResult, ChainHash, EventId, EventStore, ExpectedVersion, Head, Position,
-    ProposedEvent, RecordedEvent, StreamId, StreamIdError, StreamVersion,
+    AppendError, AppendResult, ChainHash, EventId, EventStore, ExpectedVersion, Head, MemoryStore,
+    Position, ProposedEvent, RecordedAt, RecordedEvent, StreamAppend, StreamId, StreamIdError,
+    StreamVersion,
 };
 use uuid::Uuid;
 
@@ -75,6 +77,9 @@ macro_rules! conformance_tests {
             concurrent_retries_of_one_append_write_it_once,
             head_never_moves_backwards_under_concurrent_appends,
             stream_version_tracks_appends,
+            batch_parts_land_in_order_each_with_its_own_result,
+            batch_with_a_stated_recording_time_gives_the_same_chain,
+            batch_limits_and_future_times_are_refused_whole,
         );
     };
     (@cases $name:ident, $make:expr; $($case:ident),* $(,)?) => {
@@ -1333,4 +1338,174 @@ pub async fn stream_version_tracks_appends<S: EventStore>(store: S) {
     }
     assert_eq!(counts.get(&s), Some(&3));
     assert_eq!(counts.get(&t), Some(&4));
+}
+
+fn part(name: &str, expected: ExpectedVersion, evs: Vec<ProposedEvent>) -> StreamAppend {
+    StreamAppend {
+        stream: stream(name),
+        expected,
+        events: evs,
+    }
+}
+
+/// A batch's parts are appended in the order given, each atomic on its own with its own
+/// result: a refused part writes nothing and the parts after it still land. Sending the same
+/// batch again finds every written part present.
+pub async fn batch_parts_land_in_order_each_with_its_own_result<S: EventStore>(store: S) {
+    let batch = || {
+        vec![
+            part("case-a", ExpectedVersion::NoStream, events(1..3)),
+            part("case-b", ExpectedVersion::NoStream, events(3..4)),
+            part("case-a", ExpectedVersion::NoStream, events(4..5)),
+            part("case-c", exact(0), events(5..6)),
+            part("case-d", ExpectedVersion::Any, Vec::new()),
+            part("case-a", exact(2), events(6..7)),
+        ]
+    };
+    let results = no_hang("batch", store.append_batch(batch(), RecordedAt::Now))
+        .await
+        .expect("batch taken");
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0], Ok(written(1, 2, 2)));
+    assert_eq!(results[1], Ok(written(3, 3, 1)));
+    assert!(
+        matches!(
+            results[2],
+            Err(AppendError::WrongExpectedVersion { ref stream, .. }) if stream.as_str() == "case-a"
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(results[3], Ok(written(4, 4, 1)));
+    assert_eq!(results[4], Err(AppendError::Empty));
+    assert_eq!(results[5], Ok(written(5, 5, 3)));
+    let log = read_everything(&store).await;
+    assert_eq!(positions(&log), [1, 2, 3, 4, 5]);
+    let streams: Vec<&str> = log.iter().map(|r| r.stream_id.as_str()).collect();
+    assert_eq!(streams, ["case-a", "case-a", "case-b", "case-c", "case-a"]);
+    assert_log_invariants(&log, store.head());
+    // The same batch again: what was written is present, what was refused still is.
+    let again = store
+        .append_batch(batch(), RecordedAt::Now)
+        .await
+        .expect("batch taken");
+    for i in [0, 1, 3, 5] {
+        let r = again[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("part {i}: {e}"));
+        assert!(r.already_present, "part {i} should be present: {r:?}");
+        assert_eq!(
+            Ok(AppendResult {
+                already_present: false,
+                ..r.clone()
+            }),
+            results[i]
+        );
+    }
+    assert_eq!(read_everything(&store).await.len(), 5);
+}
+
+/// Records appended with a stated recording time carry exactly it (in a log whose last
+/// record is not later), so the same batches give the same chain hashes on any backend; a
+/// later append by the store's clock comes after it, and a stated time earlier than the last
+/// record is raised to it.
+pub async fn batch_with_a_stated_recording_time_gives_the_same_chain<S: EventStore>(store: S) {
+    let stated = DateTime::from_timestamp(1_750_000_000, 0).expect("valid timestamp");
+    let batches = || {
+        vec![
+            vec![
+                part("case-a", ExpectedVersion::NoStream, events(1..4)),
+                part("case-b", ExpectedVersion::NoStream, events(4..5)),
+            ],
+            vec![
+                part("case-b", exact(1), events(5..7)),
+                part("case-c", exact(0), events(7..8)),
+                part("case-a", exact(3), events(8..9)),
+            ],
+        ]
+    };
+    let reference = MemoryStore::new();
+    for (b, batch) in batches().into_iter().enumerate() {
+        let ours = store
+            .append_batch(batch.clone(), RecordedAt::Stated(stated))
+            .await
+            .expect("batch taken");
+        let theirs = reference
+            .append_batch(batch, RecordedAt::Stated(stated))
+            .await
+            .expect("batch taken");
+        assert_eq!(ours, theirs, "batch {b}");
+        assert!(ours.iter().all(Result::is_ok), "batch {b}: {ours:?}");
+    }
+    assert_eq!(
+        store.head(),
+        reference.head(),
+        "the same batches, another chain"
+    );
+    let log = read_everything(&store).await;
+    assert_eq!(log.len(), 8);
+    assert!(log.iter().all(|r| r.recorded_at == stated));
+    assert_log_invariants(&log, store.head());
+
+    append_ok(
+        &store,
+        &stream("case-d"),
+        ExpectedVersion::Any,
+        events(9..10),
+    )
+    .await;
+    let now = read_everything(&store).await[8].recorded_at;
+    assert!(now > stated);
+    let late = store
+        .append_batch(
+            vec![part("case-d", exact(1), events(10..11))],
+            RecordedAt::Stated(stated),
+        )
+        .await
+        .expect("batch taken");
+    assert_eq!(late, [Ok(written(10, 10, 2))]);
+    let log = read_everything(&store).await;
+    assert_eq!(
+        log[9].recorded_at, now,
+        "a stated time before the last record"
+    );
+    assert_log_invariants(&log, store.head());
+}
+
+/// A batch over the part limit, or stating a recording time still to come, is refused
+/// whole: nothing of it is written.
+pub async fn batch_limits_and_future_times_are_refused_whole<S: EventStore>(store: S) {
+    let future = chrono::Utc::now() + chrono::Duration::days(1);
+    let refused = store
+        .append_batch(
+            vec![part("case-a", ExpectedVersion::Any, events(1..2))],
+            RecordedAt::Stated(future),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(AppendError::RecordedInFuture { stated, .. }) if stated == future),
+        "{refused:?}"
+    );
+    let parts: Vec<StreamAppend> = (0..=BATCH_PARTS_MAX)
+        .map(|i| {
+            let i = u128::try_from(i).expect("small");
+            part(
+                &format!("case-{i}"),
+                ExpectedVersion::Any,
+                events(i + 10..i + 11),
+            )
+        })
+        .collect();
+    let refused = store.append_batch(parts, RecordedAt::Now).await;
+    assert!(
+        matches!(refused, Err(AppendError::TooManyParts { parts, max }) if parts == BATCH_PARTS_MAX + 1 && max == BATCH_PARTS_MAX),
+        "{refused:?}"
+    );
+    assert!(read_everything(&store).await.is_empty());
+    assert_eq!(store.head(), Head::default());
+    let empty = store
+        .append_batch(Vec::new(), RecordedAt::Now)
+        .await
+        .expect("an empty batch is taken");
+    assert!(empty.is_empty());
 }

@@ -77,10 +77,10 @@ use tracing::{debug, error};
 use crate::codec;
 use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::{APPEND_QUEUE_DEPTH, READ_PAGE_MAX};
-use crate::store::{check_append, page_size, EventStore};
+use crate::store::{check_append, check_batch, page_size, EventStore};
 use crate::types::{
-    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
+    StreamAppend, StreamId, StreamVersion,
 };
 pub use auth::{NatsClientAuth, NatsConnectError, NatsCredentials, NatsTls, Secret, SecretSource};
 use index::Index;
@@ -533,6 +533,7 @@ impl EventStore for JetStreamStore {
             stream: stream.clone(),
             expected,
             events,
+            recorded_at: RecordedAt::Now,
             reply,
         };
         self.requests
@@ -542,6 +543,51 @@ impl EventStore for JetStreamStore {
         answer
             .await
             .map_err(|_| AppendError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    /// The parts go to the single writer one after the other, so they keep their order (it
+    /// may publish them in several atomic batches, with other processes' appends between).
+    async fn append_batch(
+        &self,
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
+        check_batch(&parts, recorded_at, chrono::Utc::now())?;
+        if let Some(reason) = self.shared.failure() {
+            return Err(AppendError::StorageFailed(reason));
+        }
+        let mut answers = Vec::with_capacity(parts.len());
+        for part in parts {
+            if let Err(e) = check_append(&part.events) {
+                answers.push(Err(e));
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let request = Request {
+                stream: part.stream,
+                expected: part.expected,
+                events: part.events,
+                recorded_at,
+                reply,
+            };
+            self.requests
+                .send(request)
+                .await
+                .map_err(|_| AppendError::Closed)?;
+            answers.push(Ok(answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(AppendError::Unavailable(
+                        "the writer stopped before answering".into(),
+                    ))
+                }),
+                Err(e) => Err(e),
+            });
+        }
+        Ok(results)
     }
 
     async fn read_stream(

@@ -32,8 +32,8 @@ use crate::codec::{self, Placement};
 use crate::error::AppendError;
 use crate::store::idempotent_outcome;
 use crate::types::{
-    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt,
+    RecordedEvent, StreamId, StreamVersion,
 };
 
 /// Most messages in one atomic batch (the server's limit, ADR-50).
@@ -53,6 +53,7 @@ pub(super) struct Request {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<ProposedEvent>,
+    pub recorded_at: RecordedAt,
     pub reply: Reply,
 }
 
@@ -260,7 +261,7 @@ async fn stage(
         committed.insert(*id, rec);
     }
     let now = Utc::now();
-    let recorded_at = last_recorded_at.map_or(now, |t| t.max(now));
+    let mut last_recorded_at = last_recorded_at;
     let mut staged = Staged {
         base,
         results: Vec::with_capacity(group.len()),
@@ -313,6 +314,8 @@ async fn stage(
             }));
             continue;
         }
+        let recorded_at = r.recorded_at.resolve(last_recorded_at, now);
+        last_recorded_at = Some(recorded_at);
         let subject = shared.subject(&r.stream);
         let mut version = actual;
         let mut records = Vec::with_capacity(r.events.len());

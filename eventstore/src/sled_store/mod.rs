@@ -38,10 +38,10 @@ use tracing::{debug, error};
 use crate::codec::{self, FORMAT_VERSION};
 use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::APPEND_QUEUE_DEPTH;
-use crate::store::{check_append, page_size, EventStore};
+use crate::store::{check_append, check_batch, page_size, EventStore};
 use crate::types::{
-    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
+    StreamAppend, StreamId, StreamVersion,
 };
 use layout::storage;
 use writer::{Request, Writer};
@@ -355,6 +355,50 @@ impl EventStore for SledStore {
         answer.await.map_err(|_| {
             AppendError::StorageFailed("the writer stopped before answering; reopen the store and check whether the append landed".into())
         })?
+    }
+
+    async fn append_batch(
+        &self,
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
+        check_batch(&parts, recorded_at, chrono::Utc::now())?;
+        if let Some(reason) = self.inner.failure() {
+            return Err(AppendError::StorageFailed(reason));
+        }
+        // Parts the writer would refuse on their own are answered here, off its thread.
+        let checks: Vec<Result<(), AppendError>> =
+            parts.iter().map(|p| check_append(&p.events)).collect();
+        let valid: Vec<StreamAppend> = parts
+            .into_iter()
+            .zip(&checks)
+            .filter_map(|(p, check)| check.is_ok().then_some(p))
+            .collect();
+        let mut written = if valid.is_empty() {
+            Vec::new()
+        } else {
+            let (reply, answer) = oneshot::channel();
+            let request = Request::Batch {
+                parts: valid,
+                recorded_at,
+                reply,
+            };
+            self.requests
+                .send(request)
+                .await
+                .map_err(|_| AppendError::Closed)?;
+            answer.await.map_err(|_| {
+                AppendError::StorageFailed("the writer stopped before answering; reopen the store and check whether the batch landed".into())
+            })??
+        }
+        .into_iter();
+        Ok(checks
+            .into_iter()
+            .map(|check| match check {
+                Ok(()) => written.next().unwrap_or(Err(AppendError::Closed)),
+                Err(e) => Err(e),
+            })
+            .collect())
     }
 
     async fn read_stream(

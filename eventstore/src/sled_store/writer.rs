@@ -21,11 +21,13 @@ use crate::error::{AppendError, Corruption, ReadError};
 use crate::limits::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::store::idempotent_outcome;
 use crate::types::{
-    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedEvent, StreamId,
-    StreamVersion,
+    AppendResult, EventId, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt,
+    RecordedEvent, StreamAppend, StreamId, StreamVersion,
 };
 
 pub(super) type Reply = oneshot::Sender<Result<AppendResult, AppendError>>;
+pub(super) type BatchReply =
+    oneshot::Sender<Result<Vec<Result<AppendResult, AppendError>>, AppendError>>;
 
 pub(super) enum Request {
     Append {
@@ -34,16 +36,56 @@ pub(super) enum Request {
         events: Vec<ProposedEvent>,
         reply: Reply,
     },
+    /// Several streams' appends, staged in order one after the other.
+    Batch {
+        parts: Vec<StreamAppend>,
+        recorded_at: RecordedAt,
+        reply: BatchReply,
+    },
     Close {
         done: oneshot::Sender<()>,
     },
 }
 
+/// Where an append's results go.
+enum Answer {
+    One(Reply),
+    Batch(BatchReply),
+}
+
+impl Answer {
+    fn send(self, results: Vec<Result<AppendResult, AppendError>>) {
+        match self {
+            Answer::One(reply) => {
+                let result = results
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Err(AppendError::Empty));
+                let _ = reply.send(result);
+            }
+            Answer::Batch(reply) => {
+                let _ = reply.send(Ok(results));
+            }
+        }
+    }
+
+    fn fail(self, err: &AppendError) {
+        match self {
+            Answer::One(reply) => {
+                let _ = reply.send(Err(err.clone()));
+            }
+            Answer::Batch(reply) => {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// One request's appends: a lone append is a batch of one part.
 struct Append {
-    stream: StreamId,
-    expected: ExpectedVersion,
-    events: Vec<ProposedEvent>,
-    reply: Reply,
+    parts: Vec<StreamAppend>,
+    recorded_at: RecordedAt,
+    answer: Answer,
 }
 
 /// Why a group could not be made durable; the store refuses writes after it.
@@ -71,7 +113,8 @@ struct Group {
     head: Head,
     ids: HashMap<EventId, Position>,
     versions: HashMap<StreamId, StreamVersion>,
-    recorded_at: DateTime<Utc>,
+    /// The `recorded_at` of the newest record staged (or committed, before the first).
+    recorded_at: Option<DateTime<Utc>>,
 }
 
 impl Group {
@@ -137,10 +180,25 @@ impl Writer {
                     } => {
                         events += evs.len();
                         appends.push(Append {
-                            stream,
-                            expected,
-                            events: evs,
-                            reply,
+                            parts: vec![StreamAppend {
+                                stream,
+                                expected,
+                                events: evs,
+                            }],
+                            recorded_at: RecordedAt::Now,
+                            answer: Answer::One(reply),
+                        });
+                    }
+                    Request::Batch {
+                        parts,
+                        recorded_at,
+                        reply,
+                    } => {
+                        events += parts.iter().map(|p| p.events.len()).sum::<usize>();
+                        appends.push(Append {
+                            parts,
+                            recorded_at,
+                            answer: Answer::Batch(reply),
                         });
                     }
                     Request::Close { done } => {
@@ -160,8 +218,14 @@ impl Writer {
         rx.close();
         // Answer whatever raced with the close.
         while let Ok(req) = rx.try_recv() {
-            if let Request::Append { reply, .. } = req {
-                let _ = reply.send(Err(AppendError::Closed));
+            match req {
+                Request::Append { reply, .. } => {
+                    let _ = reply.send(Err(AppendError::Closed));
+                }
+                Request::Batch { reply, .. } => {
+                    let _ = reply.send(Err(AppendError::Closed));
+                }
+                Request::Close { .. } => {}
             }
         }
         drop(self);
@@ -175,10 +239,9 @@ impl Writer {
             return;
         }
         if let Some(reason) = self.inner.failure() {
+            let err = AppendError::StorageFailed(reason);
             for a in appends {
-                let _ = a
-                    .reply
-                    .send(Err(AppendError::StorageFailed(reason.clone())));
+                a.answer.fail(&err);
             }
             return;
         }
@@ -191,12 +254,21 @@ impl Writer {
             head: self.head,
             ids: HashMap::new(),
             versions: HashMap::new(),
-            recorded_at: self.last_recorded_at.map_or(now, |last| last.max(now)),
+            recorded_at: self.last_recorded_at,
         };
         let mut answers = Vec::with_capacity(appends.len());
         for a in appends {
-            let result = self.stage(&mut group, &a.stream, a.expected, &a.events);
-            answers.push((a.reply, result));
+            let at = a.recorded_at.resolve(group.recorded_at, now);
+            let staged_before = group.slots.len();
+            let results: Vec<_> = a
+                .parts
+                .iter()
+                .map(|p| self.stage(&mut group, &p.stream, p.expected, &p.events, at))
+                .collect();
+            if group.slots.len() > staged_before {
+                group.recorded_at = Some(at);
+            }
+            answers.push((a.answer, results));
         }
         if !group.slots.is_empty() {
             let mut batch = std::mem::take(&mut group.batch);
@@ -207,16 +279,19 @@ impl Writer {
                 let reason = e.to_string();
                 self.inner.fail(reason.clone());
                 let committed = self.head.position;
-                for (reply, result) in answers {
+                for (answer, results) in answers {
                     // Only a retry of events committed before this group is
                     // still true; nothing staged in the group is known durable.
-                    let result = match result {
-                        Ok(r) if !r.already_present || r.last_position > committed => {
-                            Err(AppendError::StorageFailed(reason.clone()))
-                        }
-                        other => other,
-                    };
-                    let _ = reply.send(result);
+                    let results = results
+                        .into_iter()
+                        .map(|result| match result {
+                            Ok(r) if !r.already_present || r.last_position > committed => {
+                                Err(AppendError::StorageFailed(reason.clone()))
+                            }
+                            other => other,
+                        })
+                        .collect();
+                    answer.send(results);
                 }
                 return;
             }
@@ -225,14 +300,14 @@ impl Writer {
             }
             self.versions.extend(group.versions);
             self.head = group.head;
-            self.last_recorded_at = Some(group.recorded_at);
+            self.last_recorded_at = group.recorded_at;
             self.inner
                 .durable
                 .store(self.head.position.0, Ordering::Release);
             self.inner.head.send_replace(self.head);
         }
-        for (reply, result) in answers {
-            let _ = reply.send(result);
+        for (answer, results) in answers {
+            answer.send(results);
         }
     }
 
@@ -285,6 +360,7 @@ impl Writer {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[ProposedEvent],
+        recorded_at: DateTime<Utc>,
     ) -> Result<AppendResult, AppendError> {
         let mut existing = Vec::with_capacity(events.len());
         for e in events {
@@ -319,7 +395,7 @@ impl Writer {
                 position,
                 stream_id: stream,
                 stream_version: version,
-                recorded_at: group.recorded_at,
+                recorded_at,
                 prev_hash: head.hash,
             };
             let (frame, hash) = codec::encode_frame(e, &place)?;

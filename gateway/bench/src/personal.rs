@@ -158,6 +158,7 @@ async fn append(
         let options = RunOptions {
             on_error: OnError::Stop,
             progress: false,
+            ..RunOptions::default()
         };
         appended += crm_import::run(&store, plan, options).await?.appended;
     }

@@ -420,6 +420,9 @@ pub struct ImportSummary {
     pub occurred_from: Option<DateTime<Utc>>,
     /// Last business time seen.
     pub occurred_to: Option<DateTime<Utc>>,
+    /// The recording time stated for every appended event (`crm import --recorded-at` with
+    /// it repeats the import byte for byte in an empty log).
+    pub recorded_at: Option<DateTime<Utc>>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -477,6 +480,14 @@ impl fmt::Display for ImportSummary {
         )?;
         if let (Some(from), Some(to)) = (self.occurred_from, self.occurred_to) {
             writeln!(f, "  business time {from} .. {to}")?;
+        }
+        if let (Some(at), true) = (self.recorded_at, self.appended > 0) {
+            writeln!(
+                f,
+                "  recorded at {} (repeat it in an empty log with --recorded-at {})",
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            )?;
         }
         for (event_type, count) in &self.events_by_type {
             writeln!(f, "  {event_type:<28} {count:>7}")?;

@@ -1,18 +1,28 @@
-//! Appends an import in batches: validate a batch, then append each of its streams
-//! concurrently (one task per stream, so the store's group commit takes them in one flush).
-//! [`run`] appends a whole [`Plan`]; an [`Appender`] takes batches as a streaming import
+//! Appends an import in batches: validate a batch, then append its streams' events in one
+//! [`EventStore::append_batch`] per round (one durable write), in the order the source gives
+//! them. [`run`] appends a whole [`Plan`]; an [`Appender`] takes batches as a streaming import
 //! decides them.
+//!
+//! **Architecture Invariant:** an import is reproducible: the same files imported into an
+//! empty log give the same records at the same positions, with the same chain hashes. The
+//! order of appends is a function of the source alone (no task races another), event ids
+//! and metadata come from the rows, and every record of one import is stamped with one
+//! recording time, the import's start (or the time [`RunOptions::recorded_at`] states, to
+//! repeat an earlier import byte for byte).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crm_eventstore::limits::{APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, READ_PAGE_MAX};
+use chrono::{DateTime, Utc};
+
+use crm_eventstore::limits::{
+    APPEND_EVENTS_MAX, APPEND_SIZE_MAX_BYTES, BATCH_EVENTS_MAX, BATCH_PARTS_MAX, READ_PAGE_MAX,
+};
 use crm_eventstore::{
-    AppendError, AppendResult, EventId, EventStore, ExpectedVersion, ProposedEvent, StreamId,
-    StreamVersion,
+    AppendError, AppendResult, EventId, EventStore, ExpectedVersion, ProposedEvent, RecordedAt,
+    StreamAppend, StreamId, StreamVersion,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::task::JoinSet;
 
 use super::{
     Batch, Expect, ImportError, ImportSummary, OnError, Plan, Staged, Unit, BAD_ROWS_LISTED_MAX,
@@ -26,6 +36,11 @@ pub struct RunOptions {
     pub on_error: OnError,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
+    /// The recording time of every event the import appends; `None` takes the time the
+    /// import starts. An earlier import's time (the `recorded_at` of its records) repeats it
+    /// byte for byte in an empty log. Never later than the store's clock; raised to the
+    /// log's newest record when earlier.
+    pub recorded_at: Option<DateTime<Utc>>,
 }
 
 /// One stream's share of a batch.
@@ -70,6 +85,8 @@ pub async fn run<S: EventStore>(
 pub(crate) struct Appender<'s, S> {
     store: &'s S,
     options: RunOptions,
+    /// The recording time of every event appended.
+    recorded_at: RecordedAt,
     summary: ImportSummary,
     versions: HashMap<StreamId, u64>,
     bar: ProgressBar,
@@ -86,12 +103,15 @@ impl<'s, S: EventStore> Appender<'s, S> {
         rows: u64,
         options: RunOptions,
     ) -> Self {
+        let recorded_at = options.recorded_at.unwrap_or_else(Utc::now);
         Self {
             store,
             options,
+            recorded_at: RecordedAt::Stated(recorded_at),
             summary: ImportSummary {
                 importer: importer.to_owned(),
                 files,
+                recorded_at: Some(recorded_at),
                 ..ImportSummary::default()
             },
             versions: HashMap::new(),
@@ -137,12 +157,13 @@ impl<'s, S: EventStore> Appender<'s, S> {
         let rows: u64 = good.iter().map(|u| u.rows).sum();
         let jobs = group_by_stream(good, &mut self.summary);
         let skip = self.options.on_error == OnError::Skip;
-        if let Err(e) = append_batch(
+        if let Err(e) = append_jobs(
             self.store,
             jobs,
             &mut self.versions,
             &mut self.summary,
             skip,
+            self.recorded_at,
         )
         .await
         {
@@ -259,129 +280,191 @@ fn chunks(events: Vec<(ProposedEvent, Option<u64>)>) -> Vec<Chunk> {
     out
 }
 
-/// Appends each stream's job concurrently. With `skip`, a stream whose recorded event its row
-/// no longer decides ([`ImportError::Changed`]) keeps what it holds: the rest of its job is
-/// left out and the conflict counted and listed as a skipped row.
-async fn append_batch<S: EventStore>(
+/// A stream's job while its appends are sent.
+struct Going {
+    stream: StreamId,
+    /// The version the next append expects (`None`: any).
+    version: Option<u64>,
+    chunks: std::vec::IntoIter<Chunk>,
+    appended: u64,
+    present: u64,
+    /// Set once the job met an error: its later appends are not sent.
+    stopped: bool,
+}
+
+/// Appends the streams' jobs in rounds: round k sends the k-th append of every job still
+/// going, in the jobs' order, as [`EventStore::append_batch`]es within the batch limits. The
+/// order of the records is thus the source's, whatever the timing. With `skip`, a stream
+/// whose recorded event its row no longer decides ([`ImportError::Changed`]) keeps what it
+/// holds: the rest of its job is left out and the conflict counted and listed as a skipped
+/// row.
+async fn append_jobs<S: EventStore>(
     store: &S,
     jobs: Vec<StreamJob>,
     versions: &mut HashMap<StreamId, u64>,
     summary: &mut ImportSummary,
     skip: bool,
+    recorded_at: RecordedAt,
 ) -> Result<(), ImportError> {
     let file = summary.files.join(", ");
-    let mut tasks = JoinSet::new();
-    for job in jobs {
-        let start = match job.expect.unwrap_or(Expect::Fold) {
-            Expect::Fold | Expect::Recorded(_) => {
-                Some(versions.get(&job.stream).copied().unwrap_or(0))
+    let mut going: Vec<Going> = jobs
+        .into_iter()
+        .map(|job| {
+            let version = match job.expect.unwrap_or(Expect::Fold) {
+                Expect::Fold | Expect::Recorded(_) => {
+                    Some(versions.get(&job.stream).copied().unwrap_or(0))
+                }
+                Expect::Exact(v) => Some(v),
+                Expect::Any => None,
+            };
+            Going {
+                stream: job.stream,
+                version,
+                chunks: chunks(job.events).into_iter(),
+                appended: 0,
+                present: 0,
+                stopped: false,
             }
-            Expect::Exact(v) => Some(v),
-            Expect::Any => None,
-        };
-        let store = store.clone();
-        let file = file.clone();
-        tasks.spawn(async move {
-            let mut version = start;
-            let (mut appended, mut present) = (0u64, 0u64);
-            for chunk in chunks(job.events) {
+        })
+        .collect();
+    let mut first_error: Option<ImportError> = None;
+    loop {
+        let round: Vec<(usize, Chunk)> = going
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, g)| !g.stopped)
+            .filter_map(|(i, g)| g.chunks.next().map(|c| (i, c)))
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        for slice in within_batch_limits(round) {
+            let parts: Vec<StreamAppend> = slice
+                .iter()
+                .map(|(i, chunk)| StreamAppend {
+                    stream: going[*i].stream.clone(),
+                    expected: going[*i].version.map_or(ExpectedVersion::Any, |v| {
+                        ExpectedVersion::Exact(StreamVersion(v))
+                    }),
+                    events: chunk.events.clone(),
+                })
+                .collect();
+            let results = store
+                .append_batch(parts, recorded_at)
+                .await
+                .map_err(|source| ImportError::Append {
+                    stream: slice
+                        .first()
+                        .map(|(i, _)| going[*i].stream.to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
+            for ((i, chunk), result) in slice.into_iter().zip(results) {
+                let g = &mut going[i];
                 let count = u64::try_from(chunk.events.len()).unwrap_or(u64::MAX);
-                let expected = version.map_or(ExpectedVersion::Any, |v| {
+                let expected = g.version.map_or(ExpectedVersion::Any, |v| {
                     ExpectedVersion::Exact(StreamVersion(v))
                 });
-                let outcome = match chunk.recorded {
-                    Some(_) => store.append(&job.stream, expected, chunk.events).await,
-                    None => append_new(&store, &job.stream, expected, chunk.events).await,
+                let result = match result {
+                    Err(refused @ AppendError::IdempotencyConflict { .. })
+                        if chunk.recorded.is_none() =>
+                    {
+                        resend_with_recorded_metadata(store, &g.stream, expected, chunk.events)
+                            .await
+                            .unwrap_or(Err(refused))
+                    }
+                    other => other,
                 };
-                match outcome {
-                    Ok(result) => {
-                        if result.already_present {
-                            present += count;
+                match result {
+                    Ok(r) => {
+                        if r.already_present {
+                            g.present += count;
                         } else {
-                            appended += count;
+                            g.appended += count;
                         }
                         // Events found recorded leave the stream where it is; the new ones
                         // were decided against its state in the log.
-                        if !(chunk.recorded.is_some() && result.already_present) {
-                            version = Some(result.stream_version.0);
+                        if !(chunk.recorded.is_some() && r.already_present) {
+                            g.version = Some(r.stream_version.0);
                         }
                     }
                     Err(AppendError::IdempotencyConflict { .. }) if chunk.recorded.is_some() => {
                         // What was appended before stays counted, with the stream's version.
+                        g.stopped = true;
                         let changed = ImportError::Changed {
-                            file,
-                            stream: job.stream.to_string(),
+                            file: file.clone(),
+                            stream: g.stream.to_string(),
                             position: chunk.recorded.unwrap_or_default(),
                         };
-                        return Ok((job.stream, version, appended, present, Some(changed)));
-                    }
-                    Err(source) => {
-                        return Err(ImportError::Append {
-                            stream: job.stream.to_string(),
-                            source,
-                        })
-                    }
-                }
-            }
-            Ok((job.stream, version, appended, present, None))
-        });
-    }
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok((stream, version, appended, present, changed))) => {
-                summary.appended += appended;
-                summary.already_present += present;
-                if let Some(v) = version {
-                    versions.insert(stream, v);
-                }
-                match changed {
-                    Some(e) if skip => {
-                        summary.skipped_rows += 1;
-                        if summary.bad_rows.len() < BAD_ROWS_LISTED_MAX {
-                            summary.bad_rows.push(e.to_string());
+                        if skip {
+                            summary.skipped_rows += 1;
+                            if summary.bad_rows.len() < BAD_ROWS_LISTED_MAX {
+                                summary.bad_rows.push(changed.to_string());
+                            }
+                        } else {
+                            first_error.get_or_insert(changed);
                         }
                     }
-                    Some(e) => {
-                        first_error.get_or_insert(e);
+                    Err(source) => {
+                        g.stopped = true;
+                        first_error.get_or_insert(ImportError::Append {
+                            stream: g.stream.to_string(),
+                            source,
+                        });
                     }
-                    None => {}
                 }
             }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(ImportError::Task(e.to_string()));
-            }
+        }
+    }
+    for g in going {
+        summary.appended += g.appended;
+        summary.already_present += g.present;
+        if let Some(v) = g.version {
+            versions.insert(g.stream, v);
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
-/// Appends a chunk of events decided as new. When the store refuses it as an idempotency
-/// conflict, and the recorded events differ from these only in how their metadata's JSON is
-/// written (the same object, its keys in another order), the append is sent again with the
-/// recorded metadata bytes, so the store confirms the events as already present.
+/// Splits a round into slices of at most [`BATCH_PARTS_MAX`] appends and
+/// [`BATCH_EVENTS_MAX`] events, keeping their order.
+fn within_batch_limits(round: Vec<(usize, Chunk)>) -> Vec<Vec<(usize, Chunk)>> {
+    let mut slices: Vec<Vec<(usize, Chunk)>> = Vec::new();
+    let mut events = 0usize;
+    for item in round {
+        let n = item.1.events.len();
+        match slices.last_mut() {
+            Some(last) if last.len() < BATCH_PARTS_MAX && events + n <= BATCH_EVENTS_MAX => {
+                events += n;
+                last.push(item);
+            }
+            _ => {
+                events = n;
+                slices.push(vec![item]);
+            }
+        }
+    }
+    slices
+}
+
+/// A chunk of events decided as new that the store refused as an idempotency conflict,
+/// sent again with the recorded metadata bytes when the recorded events differ from these
+/// only in how their metadata's JSON is written (the same object, its keys in another
+/// order), so the store confirms the events as already present. `None` when they differ in
+/// more than that: the conflict stands.
 ///
 /// Such logs exist: builds of `crm` before the importers wrote their metadata from a fixed
 /// struct encoded it through a `serde_json::Value`, whose key order depended on the build's
 /// serde_json features (sorted, or in insertion order), so a re-import with another build
 /// proposed the same metadata in other bytes.
-async fn append_new<S: EventStore>(
+async fn resend_with_recorded_metadata<S: EventStore>(
     store: &S,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<ProposedEvent>,
-) -> Result<AppendResult, AppendError> {
-    let refused = match store.append(stream, expected, events.clone()).await {
-        Err(e @ AppendError::IdempotencyConflict { .. }) => e,
-        outcome => return outcome,
-    };
-    match with_recorded_metadata(store, stream, events).await {
-        Some(events) => store.append(stream, expected, events).await,
-        None => Err(refused),
-    }
+) -> Option<Result<AppendResult, AppendError>> {
+    let events = with_recorded_metadata(store, stream, events).await?;
+    Some(store.append(stream, expected, events).await)
 }
 
 /// `events` with the metadata bytes of their records in `stream`, where some are written
@@ -513,24 +596,25 @@ mod tests {
         let mut proposed = event(1);
         proposed.metadata = br#"{"a":{"c":3,"d":2},"b":1}"#.to_vec();
         let expected = ExpectedVersion::Exact(StreamVersion(0));
-        let result = append_new(&store, &stream, expected, vec![proposed.clone()])
-            .await
-            .unwrap();
+        let result =
+            resend_with_recorded_metadata(&store, &stream, expected, vec![proposed.clone()])
+                .await
+                .unwrap()
+                .unwrap();
         assert!(result.already_present);
         // Other content stays a conflict.
         proposed.metadata = br#"{"a":{"c":3,"d":2},"b":2}"#.to_vec();
-        let refused = append_new(&store, &stream, expected, vec![proposed]).await;
-        assert!(matches!(
-            refused,
-            Err(AppendError::IdempotencyConflict { .. })
-        ));
+        let refused =
+            resend_with_recorded_metadata(&store, &stream, expected, vec![proposed]).await;
+        assert!(refused.is_none());
         let mut changed = event(1);
         changed.metadata = br#"{"a":{"c":3,"d":2},"b":1}"#.to_vec();
         changed.payload = br#"{"x":1}"#.to_vec();
-        let refused = append_new(&store, &stream, expected, vec![changed]).await;
+        // Its metadata is adopted, and the store refuses the other payload.
+        let refused = resend_with_recorded_metadata(&store, &stream, expected, vec![changed]).await;
         assert!(matches!(
             refused,
-            Err(AppendError::IdempotencyConflict { .. })
+            Some(Err(AppendError::IdempotencyConflict { .. }))
         ));
     }
 }

@@ -24,6 +24,7 @@ async fn import(store: &SledStore) -> ImportSummary {
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: false,
+        ..RunOptions::default()
     };
     import::run(store, maven::plan(&maven_dir()).unwrap(), options)
         .await

@@ -29,6 +29,12 @@ pub struct ImportArgs {
     /// refused. Decisions see the file alone (not what the log already holds).
     #[arg(long, global = true)]
     check: bool,
+    /// Record every appended event at this time (RFC 3339) instead of the import's start:
+    /// the time an earlier import printed (its records' `recorded_at`) repeats that import
+    /// byte for byte, hash for hash, in an empty log. Not later than now; raised to the
+    /// log's newest record when earlier.
+    #[arg(long, global = true, value_name = "TIME")]
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Refused rows `--check` prints, at most.
@@ -134,6 +140,7 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
                 mapping: mapping.clone(),
                 check: args.check,
                 json: args.json,
+                recorded_at: args.recorded_at,
             };
             return import_mapping(&config, mapping_import, started).await;
         }
@@ -166,6 +173,7 @@ pub async fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode
     let options = RunOptions {
         on_error: config.on_error,
         progress: true,
+        recorded_at: args.recorded_at,
     };
     let mut summary = with_store(&config, Create::IfMissing, async |store| {
         Ok(crm_import::run(store, plan, options).await?)
@@ -191,6 +199,7 @@ struct MappingArgs {
     mapping: PathBuf,
     check: bool,
     json: bool,
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Runs a mapping import: the mapping checked and the file read once (rows counted, content
@@ -206,6 +215,7 @@ async fn import_mapping(
         mapping,
         check,
         json,
+        recorded_at,
     } = args;
     let import = tokio::task::spawn_blocking(move || {
         crm_import::mapping::MappingImport::open(&file, &mapping, &crm_domain::Registry::builtin())
@@ -218,6 +228,7 @@ async fn import_mapping(
     let options = RunOptions {
         on_error: config.on_error,
         progress: true,
+        recorded_at,
     };
     let mut summary = with_store(config, Create::IfMissing, async |store| {
         Ok(crm_import::mapping::run(

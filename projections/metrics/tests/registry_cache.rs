@@ -59,6 +59,14 @@ impl EventStore for Counting {
         self.inner.append(stream, expected, events).await
     }
 
+    async fn append_batch(
+        &self,
+        parts: Vec<crm_eventstore::StreamAppend>,
+        recorded_at: crm_eventstore::RecordedAt,
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
+        self.inner.append_batch(parts, recorded_at).await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,

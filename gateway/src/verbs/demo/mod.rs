@@ -276,6 +276,7 @@ pub async fn demo(
     let options = RunOptions {
         on_error: OnError::Stop,
         progress: true,
+        ..RunOptions::default()
     };
     for (name, plan) in plans {
         let t = Instant::now();
