@@ -1,6 +1,6 @@
 //! `crm`: the command-line shell of the CRM event log. It parses the command line, starts the
 //! runtime and hands each verb to its module in [`verbs`]; everything else lives in the
-//! library crates (`crm-app`, `crm-import`, `crm-http`, `crm-publish`).
+//! library crates (`crm-app`, `crm-import`, `crm-export`, `crm-http`, `crm-publish`).
 
 mod metric_output;
 mod verbs;
@@ -50,6 +50,10 @@ enum Verb {
     /// version, type, subject), or each event's JSON with --json. An ordered JetStream
     /// consumer: from --from POSITION (replay, then live) or only new events; Ctrl-C stops.
     Tail(verbs::tail::TailArgs),
+    /// Write the log's events, the read models and the metric answers as Parquet under
+    /// --out DIR (events by type and month, typed columns, no personal data); a second
+    /// export into DIR adds only the events recorded since.
+    Export(verbs::export::ExportArgs),
     /// Access: API tokens for services and scripts (`crm auth token create|list|revoke`),
     /// with local admin access to the data directory.
     Auth(verbs::auth::AuthArgs),
@@ -79,6 +83,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Explain(args) => verbs::explain::run(g, args).await,
         Verb::Demo(args) => verbs::demo::run(g, args).await,
         Verb::Tail(args) => verbs::tail::run(g, args).await,
+        Verb::Export(args) => verbs::export::run(g, args).await,
         Verb::Auth(args) => verbs::auth::run(g, args).await,
         Verb::Keys(args) => verbs::keys::run(g, args).await,
         Verb::Erase(args) => verbs::keys::erase(g, args).await,

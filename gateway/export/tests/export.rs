@@ -1,6 +1,8 @@
 //! `crm_export::export` over a small log built through the command service: the Parquet read
 //! back with the parquet crate's reader against the log itself.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -213,14 +215,11 @@ fn partition_of(path: &Path) -> (String, String) {
     (value(event_type, "event_type="), value(month, "month="))
 }
 
+/// Rows per (event type, month).
+type Counts = BTreeMap<(String, String), usize>;
+
 /// Rows per (type, month) in the files, and in the log.
-fn counts(
-    out: &Path,
-    log: &[RecordedEvent],
-) -> (
-    BTreeMap<(String, String), usize>,
-    BTreeMap<(String, String), usize>,
-) {
+fn counts(out: &Path, log: &[RecordedEvent]) -> (Counts, Counts) {
     let mut files = BTreeMap::new();
     for file in parquet_files(&out.join("events")) {
         *files.entry(partition_of(&file)).or_default() += rows(&file);

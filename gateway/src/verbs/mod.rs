@@ -6,6 +6,7 @@ pub mod auth;
 pub mod demo;
 pub mod events;
 pub mod explain;
+pub mod export;
 pub mod import;
 pub mod keys;
 pub mod metric;
