@@ -60,6 +60,9 @@ enum Verb {
     /// The master key and the key store of personal data: create a master key, rotate it,
     /// show what the key store holds.
     Keys(verbs::keys::KeysArgs),
+    /// Signed checkpoints of the log's head: sign one now, list them, verify a note with the
+    /// public key alone (and, with --log, against this log).
+    Checkpoint(verbs::checkpoint::CheckpointArgs),
     /// Erase a data subject's personal data for good: records who erased whom and why, then
     /// destroys the subject's key; reads show "[erased]" from then on.
     Erase(verbs::keys::EraseArgs),
@@ -87,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Auth(args) => verbs::auth::run(g, args).await,
         Verb::Keys(args) => verbs::keys::run(g, args).await,
         Verb::Erase(args) => verbs::keys::erase(g, args).await,
+        Verb::Checkpoint(args) => verbs::checkpoint::run(g, args).await,
         Verb::Schema(args) => verbs::schema::run(&args),
     }
 }

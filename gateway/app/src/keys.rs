@@ -161,6 +161,14 @@ impl fmt::Debug for DataKey {
     }
 }
 
+impl DataKey {
+    /// The key's bytes, for the key store's other uses (the log's signing key is a seed
+    /// kept as a data key). Never printed, logged or written outside the key store.
+    pub(crate) fn secret_bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.0
+    }
+}
+
 /// `FORMAT_VERSION || nonce || ciphertext` of `plaintext` under `cipher` with `aad` and a
 /// random nonce.
 fn seal_with(

@@ -21,6 +21,7 @@
 //! [`config::Config::resolve`] and [`store::open`].
 
 pub mod access;
+pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod envelope;

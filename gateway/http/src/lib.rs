@@ -40,6 +40,7 @@
 pub mod aggregates;
 pub mod answer_cache;
 pub mod auth;
+pub mod checkpoints;
 pub mod cockpit;
 pub mod connections;
 pub mod feed;
@@ -123,6 +124,8 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     /// Scorecard assessments kept by log head (see [`scorecards`]).
     pub scorecards: Arc<scorecards::AssessmentCache>,
+    /// Signed checkpoints, when the server has a signing key (see [`checkpoints`]).
+    pub checkpoints: Option<Arc<crm_app::checkpoint::Checkpointing>>,
 }
 
 /// What the router shares with work beside it (the scorecard status watcher).
@@ -132,6 +135,8 @@ pub struct Shared {
     pub registries: Arc<crm_metrics::RegistryCache>,
     /// Scorecard assessments by log head.
     pub scorecards: Arc<scorecards::AssessmentCache>,
+    /// Signed checkpoints, when the server has a signing key.
+    pub checkpoints: Option<Arc<crm_app::checkpoint::Checkpointing>>,
 }
 
 #[derive(OpenApi)]
@@ -210,6 +215,7 @@ pub fn router_shared(
         registries: shared.registries,
         auth: auth::Authenticator { policy, tokens },
         scorecards: shared.scorecards,
+        checkpoints: shared.checkpoints,
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))
@@ -239,6 +245,7 @@ pub fn router_shared(
         .routes(routes!(scorecards::list, scorecards::define))
         .routes(routes!(scorecards::show))
         .routes(routes!(scorecards::explain))
+        .routes(routes!(checkpoints::list, checkpoints::sign))
         .routes(routes!(cockpit::index))
         .routes(routes!(cockpit::file))
         .layer(TimeoutLayer::with_status_code(
@@ -304,6 +311,8 @@ pub struct ServeOptions {
     /// Terminate TLS with this configuration (see [`tls::server_config`]); `None` serves
     /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sign checkpoints (on schedule, and on `POST /v1/checkpoints`); `None` serves 503 there.
+    pub checkpoints: Option<Arc<crm_app::checkpoint::Checkpointing>>,
 }
 
 /// Serves the API on `listener` until `signal` completes, then shuts down gracefully: stops
@@ -343,7 +352,10 @@ pub async fn serve_with(
     options: ServeOptions,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let shared = Shared::default();
+    let shared = Shared {
+        checkpoints: options.checkpoints.clone(),
+        ..Shared::default()
+    };
     let (app, _, stop) = router_shared(
         store.clone(),
         projections.clone(),
@@ -351,6 +363,9 @@ pub async fn serve_with(
         options.auth,
         shared.clone(),
     );
+    let signer = options
+        .checkpoints
+        .map(|c| tokio::spawn(c.run_schedule(store.clone(), stop.subscribe())));
     let watcher = tokio::spawn(scorecards::watch_statuses(
         store.clone(),
         shared.registries,
@@ -366,6 +381,12 @@ pub async fn serve_with(
     // The watcher appends status changes: it ends before the store closes.
     if let Err(e) = watcher.await {
         eprintln!("warning: the scorecard status watcher did not stop cleanly: {e}");
+    }
+    if let Some(Err(e)) = match signer {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        eprintln!("warning: the checkpoint signer did not stop cleanly: {e}");
     }
     if let Some(projections) = projections {
         if let Err(e) = projections.stop().await {

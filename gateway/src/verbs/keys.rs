@@ -1,4 +1,4 @@
-//! `crm keys init|rotate|status` (the master key and the key store of personal data) and
+//! `crm keys init|rotate|status|show` (the master key and the key store of personal data) and
 //! `crm erase SUBJECT` (erase one data subject's personal data for good).
 
 use std::io::Write;
@@ -45,6 +45,10 @@ enum KeysAction {
     },
     /// Where the master key comes from and what the key store holds.
     Status(JsonFlag),
+    /// The public half of the log's checkpoint signing key (created in the key store the
+    /// first time), in the form `crm checkpoint verify --key` and `crm audit check --key`
+    /// take: NAME+KEYID+BASE64.
+    Show(JsonFlag),
 }
 
 /// Flags of `crm erase`.
@@ -156,6 +160,19 @@ pub async fn run(globals: &Globals, args: KeysArgs) -> anyhow::Result<ExitCode> 
                     String::new()
                 }
             )?;
+        }
+        KeysAction::Show(json) => {
+            let signer = super::checkpoint::own_signer(&config)?;
+            let key = signer.verifier();
+            if json.json {
+                let answer = serde_json::json!({
+                    "checkpoint_key": key.to_string(),
+                    "key_id": key.id(),
+                });
+                writeln!(out, "{answer}")?;
+            } else {
+                writeln!(out, "{key}")?;
+            }
         }
         KeysAction::Status(json) => {
             let available = config.load_master_key()?.is_some();

@@ -3,6 +3,7 @@
 //! log, output formats, the metric query flags and logging.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod demo;
 pub mod events;
 pub mod explain;

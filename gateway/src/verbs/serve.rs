@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert; also `CRM_TLS_KEY_FILE` or `[serve] tls_key_file`.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Sign the log's head every SECONDS when it moved (0: only on `POST /v1/checkpoints`).
+    /// Needs the master key, where the signing key is kept.
+    #[arg(long, value_name = "SECONDS", default_value_t = super::checkpoint::SIGN_EVERY_DEFAULT_S)]
+    checkpoint_every: u64,
 }
 
 /// Runs `crm serve`.
@@ -74,7 +78,15 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
         "crm serve: log {}, listening on {{url}} (API under /v1, /openapi.json); Ctrl-C or SIGTERM stops",
         store.describe()
     );
-    serve_api(store, &config, !args.no_projections, before_close, &banner).await?;
+    serve_api(
+        store,
+        &config,
+        !args.no_projections,
+        before_close,
+        &banner,
+        args.checkpoint_every,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,6 +105,7 @@ pub async fn serve_api(
     projections: bool,
     before_close: Option<BeforeClose>,
     banner: &str,
+    checkpoint_every_s: u64,
 ) -> anyhow::Result<()> {
     let started = async {
         let auth = AuthPolicy::resolve(&config.auth, &store, config.listen).await?;
@@ -142,6 +155,7 @@ pub async fn serve_api(
             return Err(e);
         }
     };
+    let checkpoints = super::checkpoint::checkpointing(config, &store, checkpoint_every_s);
     crm_http::serve_with(
         store,
         projections,
@@ -150,6 +164,7 @@ pub async fn serve_api(
         crm_http::ServeOptions {
             auth,
             tls,
+            checkpoints,
             ..crm_http::ServeOptions::default()
         },
         crm_http::shutdown_signal(),

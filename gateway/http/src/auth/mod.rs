@@ -101,6 +101,8 @@ pub const ROUTES: &[(&str, &str, Access)] = {
             "/v1/scorecards/{id}/explain",
             Requires(P::ReadOwnScorecards),
         ),
+        ("GET", "/v1/checkpoints", Requires(P::ReadLog)),
+        ("POST", "/v1/checkpoints", Requires(P::ReadLog)),
         ("GET", "/", Public),
         ("GET", "/cockpit/{asset}", Public),
         ("GET", "/healthz", Public),

@@ -158,7 +158,15 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     let banner = "serving the API on {url} (try {url}/v1/read-models/pipeline); Ctrl-C stops";
-    serve_api(store, &config, true, None, banner).await?;
+    serve_api(
+        store,
+        &config,
+        true,
+        None,
+        banner,
+        super::checkpoint::SIGN_EVERY_DEFAULT_S,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
