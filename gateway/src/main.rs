@@ -63,6 +63,9 @@ enum Verb {
     /// Signed checkpoints of the log's head: sign one now, list them, verify a note with the
     /// public key alone (and, with --log, against this log).
     Checkpoint(verbs::checkpoint::CheckpointArgs),
+    /// Audit bundles: the evidence for one figure in one file (`bundle`), checked without
+    /// the log and without a server (`check`).
+    Audit(verbs::audit::AuditArgs),
     /// Erase a data subject's personal data for good: records who erased whom and why, then
     /// destroys the subject's key; reads show "[erased]" from then on.
     Erase(verbs::keys::EraseArgs),
@@ -91,6 +94,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Keys(args) => verbs::keys::run(g, args).await,
         Verb::Erase(args) => verbs::keys::erase(g, args).await,
         Verb::Checkpoint(args) => verbs::checkpoint::run(g, args).await,
+        Verb::Audit(args) => verbs::audit::run(g, args).await,
         Verb::Schema(args) => verbs::schema::run(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! shares: the global flags and the configuration they resolve to, opening and closing the
 //! log, output formats, the metric query flags and logging.
 
+pub mod audit;
 pub mod auth;
 pub mod checkpoint;
 pub mod demo;
