@@ -142,6 +142,12 @@ pub struct ExportReport {
     /// Time spent on the events.
     #[serde(with = "duration_ms")]
     pub events_elapsed: Duration,
+    /// Time spent bringing the read models to the head and writing them.
+    #[serde(with = "duration_ms")]
+    pub read_models_elapsed: Duration,
+    /// Time spent evaluating and writing the metric answers.
+    #[serde(with = "duration_ms")]
+    pub metrics_elapsed: Duration,
     /// Time of the whole run.
     #[serde(with = "duration_ms")]
     pub elapsed: Duration,
@@ -204,10 +210,15 @@ pub async fn export(
     let mut table_files = 0;
     let mut table_bytes = 0;
     let mut metrics_skipped = Vec::new();
+    let (mut read_models_elapsed, mut metrics_elapsed) = (Duration::ZERO, Duration::ZERO);
     if options.tables {
         progress(Progress::ReadModels);
+        let phase = Instant::now();
         let models = tables::write_read_models(store.clone(), options).await?;
+        read_models_elapsed = phase.elapsed();
+        let phase = Instant::now();
         let metrics = tables::write_metrics(store, &options.out, &mut progress).await?;
+        metrics_elapsed = phase.elapsed();
         for entry in models.iter().chain(metrics.written.iter()) {
             table_files += 1;
             table_bytes += entry.bytes;
@@ -237,6 +248,8 @@ pub async fn export(
         orphans_removed,
         total_event_bytes: next.event_bytes(),
         events_elapsed,
+        read_models_elapsed,
+        metrics_elapsed,
         elapsed: started.elapsed(),
     })
 }

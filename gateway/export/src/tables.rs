@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
@@ -25,7 +26,10 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use chrono::{DateTime, Utc};
 use crm_app::projections::{report_json, standard, OneModel};
 use crm_eventstore::AnyStore;
-use crm_metrics::{evaluate_in, load_view, Evaluation, Grain, Num, Query, Registry, Status};
+use crm_metrics::{
+    evaluate_in, load_view, Evaluation, Grain, LogView, MetricSummary, Num, Query,
+    RegisteredMetric, Registry, Status,
+};
 use serde_json::Value;
 
 use crate::error::ExportError;
@@ -34,6 +38,8 @@ use crate::{parquet_file, ExportOptions, Progress, METRICS_DIR, READ_MODELS_DIR}
 
 /// Most rows of one breakdown of a read model's report (the reports' own cap).
 pub const READ_MODEL_ROWS_MAX: usize = 10_000;
+/// Threads evaluating metrics at once (at most one per core).
+pub const METRIC_WORKERS_MAX: usize = 8;
 /// The period of the metric answers.
 pub const METRIC_GRAIN: Grain = Grain::Month;
 /// Prefix of a dimension's column whose name a fixed column of the metric file has.
@@ -250,49 +256,95 @@ pub(crate) async fn write_metrics(
     let all: Vec<_> = metrics.iter().map(|(_, m)| Arc::clone(m)).collect();
     let view = load_view(store, &registry, &all, &base).await?;
     let total = metrics.len();
-    for (done, (summary, metric)) in metrics.iter().enumerate() {
-        progress(Progress::Metrics { done, total });
-        let name = format!("{}@{}", summary.id, summary.version);
-        let dimensions: Vec<String> = summary.dimensions.keys().cloned().collect();
-        let mut evaluations = Vec::new();
-        let mut problem = None;
-        for by in std::iter::once(None).chain(dimensions.iter().map(Some)) {
-            let query = Query {
-                by: by.cloned().into_iter().collect(),
-                ..base.clone()
-            };
-            match evaluate_in(&view, &registry, metric, &query) {
-                Ok(ev) => match &ev.status {
-                    Status::Ok => evaluations.push((by.cloned(), ev)),
-                    Status::NoData { needs } => {
-                        problem = Some(format!("no data: needs {}", needs.join(", ")));
-                        break;
-                    }
-                    Status::Unsupported { needs } => {
-                        problem = Some(format!("not computable yet: needs {needs}"));
-                        break;
-                    }
-                },
-                Err(e) => {
-                    let what = by.map_or_else(|| "totals".to_owned(), |d| format!("by {d}"));
-                    problem = Some(format!("{what}: {e}"));
+    progress(Progress::Metrics { done: 0, total });
+    // Evaluations are pure CPU over the shared view: one worker per core; files are written
+    // here, in the order the answers arrive, and listed by name.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, METRIC_WORKERS_MAX);
+    let next = AtomicUsize::new(0);
+    let (sender, answers) = mpsc::channel();
+    let written_all = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (sender, next, metrics, view, registry, base) =
+                (sender.clone(), &next, &metrics, &view, &registry, &base);
+            scope.spawn(move || loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some((summary, metric)) = metrics.get(index) else {
                     break;
+                };
+                let answer = answers_of(view, registry, summary, metric, base);
+                if sender.send((index, answer)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(sender);
+        for (done, (index, answer)) in answers.iter().enumerate() {
+            progress(Progress::Metrics { done, total });
+            let Some((summary, _)) = metrics.get(index) else {
+                continue;
+            };
+            let name = format!("{}@{}", summary.id, summary.version);
+            match answer {
+                Err(problem) => skipped.push((name, problem)),
+                Ok((dimensions, evaluations)) => {
+                    let file = out
+                        .join(METRICS_DIR)
+                        .join(safe_name(&summary.id))
+                        .join(format!("v{}.parquet", summary.version));
+                    // An error drops `answers`, so the workers stop at their next send.
+                    written.push(write_metric(out, &file, &name, &dimensions, &evaluations)?);
                 }
             }
         }
-        if let Some(problem) = problem {
-            skipped.push((name, problem));
-            continue;
-        }
-        let file = out
-            .join(METRICS_DIR)
-            .join(safe_name(&summary.id))
-            .join(format!("v{}.parquet", summary.version));
-        written.push(write_metric(out, &file, &name, &dimensions, &evaluations)?);
-    }
+        Ok::<(), ExportError>(())
+    });
+    written_all?;
+    written.sort_by(|a, b| a.name.cmp(&b.name));
+    skipped.sort();
     progress(Progress::Metrics { done: total, total });
     Ok(MetricsWritten { written, skipped })
 }
+
+/// The declared dimensions of a metric and its answers (totals, then one breakdown by each
+/// dimension), or why it has none.
+fn answers_of(
+    view: &LogView,
+    registry: &Registry,
+    summary: &MetricSummary,
+    metric: &RegisteredMetric,
+    base: &Query,
+) -> Result<Answers, String> {
+    let dimensions: Vec<String> = summary.dimensions.keys().cloned().collect();
+    let mut evaluations = Vec::new();
+    for by in std::iter::once(None).chain(dimensions.iter().map(Some)) {
+        let query = Query {
+            by: by.cloned().into_iter().collect(),
+            ..base.clone()
+        };
+        match evaluate_in(view, registry, metric, &query) {
+            Ok(ev) => match &ev.status {
+                Status::Ok => evaluations.push((by.cloned(), ev)),
+                Status::NoData { needs } => {
+                    return Err(format!("no data: needs {}", needs.join(", ")))
+                }
+                Status::Unsupported { needs } => {
+                    return Err(format!("not computable yet: needs {needs}"))
+                }
+            },
+            Err(e) => {
+                let what = by.map_or_else(|| "totals".to_owned(), |d| format!("by {d}"));
+                return Err(format!("{what}: {e}"));
+            }
+        }
+    }
+    Ok((dimensions, evaluations))
+}
+
+/// A metric's declared dimensions and its evaluations, each with the dimension it is broken
+/// down by (`None`: the totals).
+type Answers = (Vec<String>, Vec<(Option<String>, Evaluation)>);
 
 fn write_metric(
     out: &Path,

@@ -139,9 +139,11 @@ fn text(report: &ExportReport, log_bytes: Option<u64>, export_bytes: u64) -> Str
     if report.table_files > 0 {
         let _ = writeln!(
             out,
-            "read models and metric answers: {} files, {} (rewritten whole)",
+            "read models and metric answers: {} files, {} (rewritten whole; read models {:.1} s, metrics {:.1} s)",
             report.table_files,
-            mib(report.table_bytes)
+            mib(report.table_bytes),
+            report.read_models_elapsed.as_secs_f64(),
+            report.metrics_elapsed.as_secs_f64()
         );
     }
     for (metric, reason) in &report.metrics_skipped {
