@@ -134,6 +134,18 @@ async fn checkpoints_are_signed_kept_listed_and_verified_with_the_public_key_alo
             .args(["keys", "show"]),
     );
     assert_ne!(other_key.trim(), key);
+    // The signing key is kept in the key store, and not counted as a data subject's.
+    let status = run_ok(
+        crm(other.path())
+            .env(
+                "CRM_MASTER_KEY",
+                "1111111111111111111111111111111111111111111111111111111111111111",
+            )
+            .args(["keys", "status", "--json"]),
+    );
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["subjects_with_key"], 0, "{status}");
+    assert_eq!(common::files(&other.path().join("keys")).len(), 1);
     let refused = crm(elsewhere.path())
         .args([
             "checkpoint",

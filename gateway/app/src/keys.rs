@@ -321,7 +321,7 @@ impl KeyStore {
     }
 
     /// How many subjects have a key and how many were erased in the key store at `dir` (no
-    /// master key needed).
+    /// master key needed); the log's signing key is not counted.
     ///
     /// # Errors
     /// [`KeyError::Io`] when the directory cannot be listed.
@@ -332,8 +332,15 @@ impl KeyStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
             Err(e) => return Err(io(dir)(e)),
         };
+        // The log's checkpoint signing key lives here too; it is not a data subject's.
+        let signing = hex(&Sha256::digest(
+            crate::checkpoint::SIGNING_SUBJECT.as_bytes(),
+        ));
         for entry in entries {
             let path = entry.map_err(io(dir))?.path();
+            if path.file_stem().and_then(|s| s.to_str()) == Some(signing.as_str()) {
+                continue;
+            }
             match path.extension().and_then(|e| e.to_str()) {
                 Some("key") => keys = keys.saturating_add(1),
                 Some("erased") => erased = erased.saturating_add(1),
