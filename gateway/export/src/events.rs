@@ -49,6 +49,11 @@ pub const COMMON_COLUMNS: &[&str] = &[
 /// as JSON text (a top-level `personal` field removed).
 pub const UNTYPED_PAYLOAD_COLUMN: &str = "payload_json";
 
+/// Rows a new partition's columns reserve room for (they grow as rows come): a log has
+/// hundreds of partitions, most of them small.
+const ROWS_RESERVED: usize = 64;
+/// Bytes per row a new text column reserves.
+const TEXT_BYTES_RESERVED: usize = 16;
 /// Digits of a position in a part file's name.
 const POSITION_DIGITS: usize = 20;
 
@@ -310,7 +315,11 @@ fn timestamp() -> DataType {
 }
 
 fn timestamp_builder() -> TimestampMicrosecondBuilder {
-    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+    TimestampMicrosecondBuilder::with_capacity(ROWS_RESERVED).with_timezone("UTC")
+}
+
+fn text_builder() -> StringBuilder {
+    StringBuilder::with_capacity(ROWS_RESERVED, ROWS_RESERVED * TEXT_BYTES_RESERVED)
 }
 
 /// The rows of one partition being gathered, column by column.
@@ -340,19 +349,19 @@ impl Partition {
             rows: 0,
             first: 0,
             last: 0,
-            position: UInt64Builder::new(),
-            stream_id: StringBuilder::new(),
-            stream_category: StringBuilder::new(),
-            stream_version: UInt64Builder::new(),
-            event_id: StringBuilder::new(),
-            event_type: StringBuilder::new(),
-            schema_version: UInt16Builder::new(),
+            position: UInt64Builder::with_capacity(ROWS_RESERVED),
+            stream_id: text_builder(),
+            stream_category: text_builder(),
+            stream_version: UInt64Builder::with_capacity(ROWS_RESERVED),
+            event_id: text_builder(),
+            event_type: text_builder(),
+            schema_version: UInt16Builder::with_capacity(ROWS_RESERVED),
             occurred_at: timestamp_builder(),
             recorded_at: timestamp_builder(),
-            actor: StringBuilder::new(),
-            causation_id: StringBuilder::new(),
-            correlation_id: StringBuilder::new(),
-            hash: StringBuilder::new(),
+            actor: text_builder(),
+            causation_id: text_builder(),
+            correlation_id: text_builder(),
+            hash: text_builder(),
             payload: columns
                 .into_iter()
                 .map(|(name, ty)| (name, ColumnBuilder::new(ty)))
@@ -458,12 +467,16 @@ pub(crate) enum ColumnBuilder {
 impl ColumnBuilder {
     pub(crate) fn new(ty: ColumnType) -> ColumnBuilder {
         match ty {
-            ColumnType::Utf8 | ColumnType::Json => ColumnBuilder::Text(ty, StringBuilder::new()),
-            ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::new()),
-            ColumnType::Float64 => ColumnBuilder::Float(Float64Builder::new()),
-            ColumnType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
+            ColumnType::Utf8 | ColumnType::Json => ColumnBuilder::Text(ty, text_builder()),
+            ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(ROWS_RESERVED)),
+            ColumnType::Float64 => {
+                ColumnBuilder::Float(Float64Builder::with_capacity(ROWS_RESERVED))
+            }
+            ColumnType::Boolean => {
+                ColumnBuilder::Bool(BooleanBuilder::with_capacity(ROWS_RESERVED))
+            }
             ColumnType::Timestamp => ColumnBuilder::Timestamp(timestamp_builder()),
-            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(ROWS_RESERVED)),
         }
     }
 

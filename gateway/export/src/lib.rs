@@ -63,8 +63,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Rows of one partition (event type and month) buffered before they are written as a part
 /// file.
 pub const PARTITION_ROWS_MAX: usize = 64 * 1024;
-/// Rows buffered over all partitions; past it the largest partition is written out.
-pub const BUFFERED_ROWS_MAX: usize = 256 * 1024;
+/// Rows buffered over all partitions; past it the largest partition is written out (a row
+/// takes about 1 KiB while buffered, so the buffers stay near 128 MiB at most).
+pub const BUFFERED_ROWS_MAX: usize = 128 * 1024;
 /// Rows of one Parquet row group.
 pub const ROW_GROUP_ROWS_MAX: usize = 64 * 1024;
 /// Folder of the event files.

@@ -7,7 +7,8 @@
 //! `SELECT row, field, value_int FROM ... WHERE section = 'open.by_stage.rows'` gives one
 //! breakdown; `PIVOT` turns it into one column per field.
 //!
-//! A metric's file holds the answers of its default version by month over the whole log:
+//! A metric's file holds the answers of its default version by month over the whole log (an
+//! RFM scoring: one period, the whole log):
 //! the totals (`breakdown` null) and one breakdown by each dimension its definition declares
 //! (`breakdown` = the dimension's name, its value in the column of that name), with the
 //! value, numerator, denominator and count (`included`) of each figure.
@@ -26,6 +27,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use chrono::{DateTime, Utc};
 use crm_app::projections::{report_json, standard, OneModel};
 use crm_eventstore::AnyStore;
+use crm_metrics::definition::MeasureType;
 use crm_metrics::{
     evaluate_in, load_view, Evaluation, Grain, LogView, MetricSummary, Num, Query,
     RegisteredMetric, Registry, Status,
@@ -273,7 +275,13 @@ pub(crate) async fn write_metrics(
                 let Some((summary, metric)) = metrics.get(index) else {
                     break;
                 };
+                let started = std::time::Instant::now();
                 let answer = answers_of(view, registry, summary, metric, base);
+                tracing::debug!(
+                    metric = %summary.id,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "metric answers computed"
+                );
                 if sender.send((index, answer)).is_err() {
                     break;
                 }
@@ -317,10 +325,12 @@ fn answers_of(
     base: &Query,
 ) -> Result<Answers, String> {
     let dimensions: Vec<String> = summary.dimensions.keys().cloned().collect();
+    let period = grain_of(summary);
     let mut evaluations = Vec::new();
     for by in std::iter::once(None).chain(dimensions.iter().map(Some)) {
         let query = Query {
             by: by.cloned().into_iter().collect(),
+            period,
             ..base.clone()
         };
         match evaluate_in(view, registry, metric, &query) {
@@ -340,6 +350,17 @@ fn answers_of(
         }
     }
     Ok((dimensions, evaluations))
+}
+
+/// The period of a metric's answers: [`METRIC_GRAIN`], but one period over the whole log
+/// for an RFM scoring (a scoring of every entity at each month's end costs minutes on the
+/// demo data and is seldom read; `crm metric ID --to DATE` scores at any date).
+fn grain_of(summary: &MetricSummary) -> Grain {
+    if summary.measure == MeasureType::Rfm {
+        Grain::All
+    } else {
+        METRIC_GRAIN
+    }
 }
 
 /// A metric's declared dimensions and its evaluations, each with the dimension it is broken
