@@ -24,7 +24,7 @@
 //! **Invariants.** Personal data never leaves: the fields the schema marks personal
 //! (`TypeSchema::personal_fields`) have no column, since an export file cannot be erased;
 //! the access-token register's events are withheld too (they hold secret hashes), counted in
-//! the manifest. A payload field the schema does not name is an error naming the position,
+//! the manifest, and so is every event's metadata (an import's source file and row). A payload field the schema does not name is an error naming the position,
 //! never a dropped value. Every file is written under a temporary name, synced and renamed,
 //! and the manifest is replaced last, so an interrupted export leaves the previous manifest
 //! and its files valid (the next export removes the part files no manifest lists). A second
