@@ -355,6 +355,8 @@ async fn openapi_lists_every_route_and_operations_routes_answer() {
         ("post", "/v1/scorecards"),
         ("get", "/v1/scorecards/{id}"),
         ("get", "/v1/scorecards/{id}/explain"),
+        ("get", "/v1/checkpoints"),
+        ("post", "/v1/checkpoints"),
         ("get", "/"),
         ("get", "/cockpit/{asset}"),
         ("get", "/healthz"),
