@@ -1,4 +1,4 @@
-//! An audit bundle of `sales.win_rate` over the Maven CRM data checks with the public key
+//! An audit bundle of `sales.win_rate` over the Maven CRM data (its first 1,500 deals) checks with the public key
 //! alone, and each kind of tampering fails with its reason: a changed amount (alone, or with
 //! the chain recomputed after it), a dropped or reordered record, a dropped explain row, a
 //! changed figure, another key, and a checkpoint re-signed by another key.
@@ -82,8 +82,21 @@ async fn check(
     check_bundle(bytes, Some(signer.verifier())).await
 }
 
-fn maven_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/maven-crm")
+/// Rows of the Maven pipeline the test imports.
+const PIPELINE_ROWS: usize = 1_500;
+
+/// The Maven CRM export in `dir`, its pipeline cut to its first rows.
+fn maven_dir(dir: &Path) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/maven-crm");
+    let to = dir.join("maven-crm");
+    std::fs::create_dir_all(&to).unwrap();
+    for file in ["accounts.csv", "products.csv", "sales_teams.csv"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    let pipeline = std::fs::read_to_string(from.join("sales_pipeline.csv")).unwrap();
+    let head: Vec<&str> = pipeline.lines().take(PIPELINE_ROWS + 1).collect();
+    std::fs::write(to.join("sales_pipeline.csv"), head.join("\n") + "\n").unwrap();
+    to
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,10 +107,14 @@ async fn a_bundle_checks_away_from_the_log_and_every_tampering_fails_with_its_re
         progress: false,
         recorded_at: None,
     };
-    import::run(&store, maven::plan(&maven_dir()).unwrap(), options)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    import::run(
+        &store,
+        maven::plan(&maven_dir(dir.path())).unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
     let kept = Checkpoints::in_data_dir(dir.path());
     let signer = CheckpointSigner::from_seed(&[3; 32]);
     let question = Question {
@@ -110,7 +127,7 @@ async fn a_bundle_checks_away_from_the_log_and_every_tampering_fails_with_its_re
         .await
         .unwrap();
     assert_eq!(written.records, store.head().position.0);
-    assert!(written.rows > 1_000, "{} rows", written.rows);
+    assert!(written.rows > 500, "{} rows", written.rows);
 
     // Round trip: the public key and the bytes are all it takes.
     let report = check(&bytes, &signer).await.unwrap();
