@@ -1,5 +1,6 @@
 //! `crm metric ID`: a metric's figures; `crm metric compare` (versions side by side) and
-//! `crm metric diff` (why a figure moved between two report dates).
+//! `crm metric diff` (why a figure moved between two report dates); `crm metric sql` (the
+//! definition as SQL over the Parquet export, in `metric_sql.rs`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -71,6 +72,9 @@ enum MetricAction {
         #[arg(long)]
         json: bool,
     },
+    /// The definition compiled to SQL over the Parquet export (`crm export --out DIR`) for
+    /// DuckDB, Spark SQL or Trino; exit code 1 with the reason when it has no SQL form.
+    Sql(super::metric_sql::SqlArgs),
 }
 
 /// Runs `crm metric`.
@@ -78,8 +82,12 @@ enum MetricAction {
 /// # Errors
 /// No metric named, an unknown metric or version, an invalid query, no log.
 pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode> {
+    if let Some(MetricAction::Sql(sql)) = args.action {
+        return super::metric_sql::run(globals, sql).await;
+    }
     let config = globals.config(Flags::default())?;
     let output = match args.action {
+        Some(MetricAction::Sql(_)) => String::new(),
         Some(MetricAction::Compare {
             id,
             versions,

@@ -12,6 +12,7 @@ pub mod export;
 pub mod import;
 pub mod keys;
 pub mod metric;
+pub mod metric_sql;
 pub mod metrics;
 pub mod project;
 pub mod schema;

@@ -76,6 +76,7 @@ pub mod period;
 pub mod query;
 pub mod registry;
 pub mod scorecard;
+pub mod sql;
 pub mod view;
 
 pub use crm_domain::definitions::METRIC_DEFINED;
