@@ -54,6 +54,8 @@ struct Status {
     id: String,
     version: u32,
     default: bool,
+    /// The event types whose events are its facts (none in the log: no data).
+    needs: Vec<String>,
     /// The SQL, when the definition has a SQL form.
     sql: Option<String>,
     /// The construct without a SQL form (`stock measure`, `ref(..)`), when it has none.
@@ -172,6 +174,7 @@ pub async fn run(globals: &Globals, args: SqlArgs) -> anyhow::Result<ExitCode> {
             id: summary.id,
             version: summary.version,
             default: summary.is_default,
+            needs: summary.needs,
             sql,
             construct,
             reason,

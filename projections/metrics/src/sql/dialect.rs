@@ -239,6 +239,15 @@ impl Dialect {
         }
     }
 
+    /// The text at top-level field `field` of a JSON text column, null when absent.
+    pub(crate) fn json_text(self, column: &str, field: &str) -> String {
+        match self {
+            Dialect::DuckDb => format!("json_extract_string({column}, '$.{field}')"),
+            Dialect::Spark => format!("get_json_object({column}, '$.{field}')"),
+            Dialect::Trino => format!("json_extract_scalar({column}, '$.{field}')"),
+        }
+    }
+
     /// The number of characters of a text.
     pub(crate) fn char_length(self, x: &str) -> String {
         match self {

@@ -6,6 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::NoSqlForm;
 
+/// The one payload column of an event type the export has no schema of (its payload as JSON
+/// text), as `crm-export` names it: the correction events the engine reads in every replay
+/// (`RecordFlaggedTest`, `EventRetracted`, `RecordMerged`) are such types today.
+pub const UNTYPED_PAYLOAD_COLUMN: &str = "payload_json";
+
 /// The type of an export column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ColumnKind {

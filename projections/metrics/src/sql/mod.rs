@@ -42,7 +42,7 @@ use std::fmt::Write as _;
 
 pub use dialect::{Dialect, UnknownDialect, DIALECTS};
 pub use error::{NoSqlForm, SqlError};
-pub use layout::{ColumnKind, EventLayout, LayoutColumn, TypeLayout};
+pub use layout::{ColumnKind, EventLayout, LayoutColumn, TypeLayout, UNTYPED_PAYLOAD_COLUMN};
 
 use dialect::MICROS_PER_SECOND;
 use lower::{truthy, Lower, Scope, Sql, Ty};
@@ -1085,6 +1085,18 @@ impl Builder<'_> {
         for (name, kind) in is_test.iter().chain(retracted.iter()) {
             columns.insert(name.clone(), *kind);
         }
+        // A retraction names the retracted event's id; without a typed column it is in the
+        // untyped payload's JSON (the engine parses it as a UUID: compared in lower case).
+        let retracted_id = match &retracted {
+            Some((name, _)) => format!("lower({})", d.ident(name)),
+            None => {
+                columns.insert(UNTYPED_PAYLOAD_COLUMN.to_owned(), ColumnKind::Json);
+                format!(
+                    "CASE WHEN event_type = 'EventRetracted' THEN lower({}) END",
+                    d.json_text(&d.ident(UNTYPED_PAYLOAD_COLUMN), "event_id")
+                )
+            }
+        };
 
         let mut sql = String::new();
         let _ = writeln!(
@@ -1167,10 +1179,7 @@ impl Builder<'_> {
                 Some((name, _)) => format!("{} AS is_test_flag", d.ident(name)),
                 None => "CAST(NULL AS BOOLEAN) AS is_test_flag".to_owned(),
             },
-            match &retracted {
-                Some((name, _)) => format!("{} AS retracted_id", d.ident(name)),
-                None => format!("CAST(NULL AS {}) AS retracted_id", d.text_type()),
-            },
+            format!("{retracted_id} AS retracted_id"),
         ];
         kept.extend(self.lower.columns.keys().map(|n| d.ident(n)));
         let mut keep = vec![format!("event_type IN ({})", self.list(&kept_types))];
