@@ -237,4 +237,31 @@ mod tests {
             .iter()
             .any(|c| c.name == "amount_minor_units" && c.kind == ColumnKind::Int));
     }
+
+    /// `projections/metrics/SQL.md` is what the compiler says of the built-in definitions
+    /// over the export's layout; `UPDATE_SQL_DOC=1` rewrites it.
+    #[test]
+    fn the_checked_in_sql_document_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../projections/metrics/SQL.md");
+        let generated =
+            crm_metrics::sql::document(&Registry::builtin().unwrap(), &export_layout().unwrap())
+                .unwrap();
+        if std::env::var("UPDATE_SQL_DOC").is_ok_and(|v| v == "1") {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = checked_in
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b);
+        assert!(
+            checked_in == generated,
+            "projections/metrics/SQL.md is not what the compiler generates (first difference at \
+             line {}); refresh it with `{}` and commit it",
+            line.map_or(0, |l| l + 1),
+            crm_metrics::sql::SQL_DOC_REFRESH_COMMAND
+        );
+    }
 }

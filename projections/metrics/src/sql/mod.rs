@@ -33,6 +33,7 @@
 //! of the exported events (the export withholds the access-token register's events).
 
 mod dialect;
+mod doc;
 mod error;
 mod layout;
 mod lower;
@@ -41,6 +42,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 pub use dialect::{Dialect, UnknownDialect, DIALECTS};
+pub use doc::{document, SQL_DOC_REFRESH_COMMAND};
 pub use error::{NoSqlForm, SqlError};
 pub use layout::{ColumnKind, EventLayout, LayoutColumn, TypeLayout, UNTYPED_PAYLOAD_COLUMN};
 
