@@ -171,6 +171,19 @@ impl Dialect {
         }
     }
 
+    /// Timestamp `ts` moved `n` periods of `grain` back (`All` is no step: `ts` itself).
+    pub(crate) fn back(self, grain: Grain, ts: &str, n: u32) -> String {
+        let step = match grain {
+            Grain::Day => format!("'{n}' DAY"),
+            Grain::Week => format!("'{}' DAY", u64::from(n) * 7),
+            Grain::Month => format!("'{n}' MONTH"),
+            Grain::Quarter => format!("'{}' MONTH", u64::from(n) * 3),
+            Grain::Year => format!("'{n}' YEAR"),
+            Grain::All => return ts.to_owned(),
+        };
+        format!("({ts} - INTERVAL {step})")
+    }
+
     /// A calendar field of timestamp `ts` formatted with a pattern (`date_format` style).
     fn format(self, ts: &str, strftime: &str, java: &str) -> String {
         match self {
@@ -267,11 +280,11 @@ impl Dialect {
     }
 
     /// The periods of `grain` covering `[lo, hi)` (microseconds), as a `SELECT` of
-    /// `period`, `start_us`, `end_us` from the relation `bounds` (columns `lo`, `hi`, `facts_n`).
+    /// `period`, `key_us` (the start: the key of its cells), `start_us`, `end_us` from the relation `bounds` (columns `lo`, `hi`, `facts_n`).
     pub(crate) fn periods(self, grain: Grain) -> String {
         if grain == Grain::All {
             return format!(
-                "SELECT {} || '..' || {} AS period, lo AS start_us, hi AS end_us FROM bounds WHERE facts_n > 0",
+                "SELECT {} || '..' || {} AS period, lo AS key_us, lo AS start_us, hi AS end_us FROM bounds WHERE facts_n > 0",
                 self.rfc3339("lo"),
                 self.rfc3339("hi")
             );
@@ -280,8 +293,9 @@ impl Dialect {
         let first = self.trunc(grain, &self.ts("lo"));
         let stop = self.ts("hi");
         let columns = format!(
-            "{} AS period, {} AS start_us, {} AS end_us",
+            "{} AS period, {} AS key_us, {} AS start_us, {} AS end_us",
             self.label(grain, "s"),
+            self.ts_us("s"),
             self.ts_us("s"),
             self.ts_us(&self.next(grain, "s"))
         );

@@ -66,7 +66,7 @@ pub(crate) struct Sql {
 }
 
 impl Sql {
-    fn new(text: impl Into<String>, ty: Ty) -> Sql {
+    pub(crate) fn new(text: impl Into<String>, ty: Ty) -> Sql {
         Sql {
             text: text.into(),
             ty,
@@ -192,6 +192,8 @@ pub(crate) struct Lower<'a> {
     /// Payload columns the kept events must carry, with their types.
     pub columns: BTreeMap<String, ColumnKind>,
     pub uses_now: bool,
+    /// Values of the names of a derived formula (its inputs, `period_days`).
+    pub vars: BTreeMap<String, Sql>,
 }
 
 /// The event types whose events can open a stream of the categories of `types`.
@@ -266,13 +268,23 @@ impl Lower<'_> {
                 self.uses_now = true;
                 Sql::new("(SELECT now_us FROM head)", Ty::Time)
             }
-            Expr::Var(name) => {
-                return Err(NoSqlForm::construct_at(
-                    key,
-                    format!("`{name}`"),
-                    "a derived metric's inputs are not lowered here",
-                ))
-            }
+            Expr::Var(name) => match self.vars.get(name) {
+                Some(v) => v.clone(),
+                None if name == "business_days" => {
+                    return Err(NoSqlForm::construct_at(
+                        key,
+                        "`business_days`",
+                        "the working days of the business calendar in a period need the calendar's walk",
+                    ))
+                }
+                None => {
+                    return Err(NoSqlForm::construct_at(
+                        key,
+                        format!("`{name}`"),
+                        "only a derived metric's inputs and period_days are names",
+                    ))
+                }
+            },
             Expr::Path(root, fields) => self.path(scope, key, *root, fields)?,
             Expr::Neg(x) => {
                 let x = self.expr(scope, key, x)?;
