@@ -22,12 +22,12 @@
 //! `numerator`, `denominator`, `currency`, `included` and `excluded_<CODE>` per reason code.
 //!
 //! What has a SQL form: `simple` measures (every aggregation; median and percentile not in
-//! Trino), `ratio` (inline or metric inputs that have one), `cumulative`, `entities`,
-//! `conversion`, and `duration` on the calendar clock without pauses, with conditions made
-//! of payload and envelope fields, `stream.x`, the stream lookups, `now`, arithmetic,
+//! Trino), `ratio`, `cumulative`, `entities`, `conversion`, `duration` on the calendar clock
+//! without pauses, `stock` (`stock.rs`) and `derived` (`derived.rs`), with conditions made of
+//! payload and envelope fields, `stream.x`, the stream lookups, `now`, arithmetic,
 //! comparisons and the calendar functions. What has none, and why, is each [`NoSqlForm`]:
-//! `stock`, `derived` and `rfm` measures, `ref(..)`, `attr.x`, `meta.x`, `biz_seconds(..)`,
-//! `sum_field(..)`, JSON and date columns.
+//! `rfm` measures, `ref(..)`, `attr.x`, `meta.x`, the business calendar, `sum_field(..)`,
+//! JSON and date columns; `projections/metrics/SQL.md` lists every built-in definition.
 //!
 //! Pure: no I/O. Caveat of the export, not of the query: `now` is the latest `recorded_at`
 //! of the exported events (the export withholds the access-token register's events).
