@@ -43,6 +43,21 @@ impl ColumnKind {
         }
     }
 
+    /// The type's name in `dialect`.
+    pub(crate) fn sql_type(self, dialect: super::Dialect) -> &'static str {
+        match (dialect, self) {
+            (super::Dialect::DuckDb, k) => k.duckdb(),
+            (super::Dialect::Spark, ColumnKind::Text | ColumnKind::Json) => "STRING",
+            (super::Dialect::Spark, ColumnKind::Timestamp) => "TIMESTAMP",
+            (super::Dialect::Trino, ColumnKind::Text | ColumnKind::Json) => "VARCHAR",
+            (super::Dialect::Trino, ColumnKind::Timestamp) => "TIMESTAMP(6) WITH TIME ZONE",
+            (_, ColumnKind::Int) => "BIGINT",
+            (_, ColumnKind::Float) => "DOUBLE",
+            (_, ColumnKind::Bool) => "BOOLEAN",
+            (_, ColumnKind::Date) => "DATE",
+        }
+    }
+
     fn numeric(self) -> bool {
         matches!(self, ColumnKind::Int | ColumnKind::Float)
     }

@@ -387,3 +387,6 @@ struct ValueColumn {
     text: String,
     ty: Ty,
 }
+
+#[cfg(test)]
+mod tests;

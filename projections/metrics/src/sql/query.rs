@@ -90,8 +90,17 @@ impl Builder<'_> {
             }
         }
         if !columns.is_empty() {
-            let names: Vec<&str> = columns.keys().map(String::as_str).collect();
+            let names: Vec<String> = columns
+                .iter()
+                .map(|(name, kind)| format!("{name} {}", kind.sql_type(d)))
+                .collect();
             let _ = writeln!(sql, "-- Payload columns read: {}.", names.join(", "));
+            if d != Dialect::DuckDb {
+                let _ = writeln!(
+                    sql,
+                    "-- `events` must have each of them: add one no event file has yet as a typed null column."
+                );
+            }
         }
         sql.push_str("WITH\n");
         let mut ctes: Vec<(String, String)> = Vec::new();
