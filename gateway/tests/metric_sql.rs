@@ -3,7 +3,9 @@
 //!
 //! The log: the Maven CRM data set in full (the sales metrics), and the first rows of the
 //! Telco churn, helpdesk, leads and online retail files (the customer, service and marketing
-//! metrics; slices keep the run short, and both sides read the same log). `crm export
+//! metrics; slices keep the run short, and both sides read the same log), and a few referred
+//! leads and deals opened from leads (`tests/metric_sql/references.csv`), so `ref(..)` reads
+//! values. `crm export
 //! --events-only` writes the Parquet files; `crm metric sql --all --json` gives every
 //! definition's SQL (or the construct without one, printed with its reason) for the whole
 //! range and by month; `tests/metric_sql/run.py` runs them all in one DuckDB process (PyPI
@@ -134,6 +136,15 @@ fn log_and_export(dir: &Path) -> PathBuf {
                 .arg(data(&format!("{name}/mapping.toml"))),
         );
     }
+    // Referrals and deals opened from leads, which the bundled data sets lack: `ref(..)`
+    // reads values.
+    run_ok(
+        crm(dir)
+            .args(["import", "csv"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/metric_sql/references.csv"))
+            .arg("--mapping")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/metric_sql/references.toml")),
+    );
     let export = dir.join("export");
     run_ok(
         crm(dir)
@@ -322,6 +333,7 @@ fn every_metric_with_a_sql_form_gives_the_engines_figures_in_duckdb() {
         "service.time_to_resolution",
         "customer.active_customers",
         "sales.new_revenue_growth",
+        "marketing.customer_referrals",
     ] {
         assert!(
             with_sql.iter().any(|d| d.id == must),

@@ -8,7 +8,9 @@
 //! Each lowered expression carries a static type. Where the engine's answer would depend on
 //! comparing values of different types (text with a number, a boolean with a number), on a
 //! value the export does not hold as the engine reads it, or on a construct with no set-based
-//! form (`ref(..)`, `attr.x`, `biz_seconds(..)`), lowering refuses with [`NoSqlForm`].
+//! form (`attr.x`, `biz_seconds(..)`), lowering refuses with [`NoSqlForm`]. `ref('c', key).x`
+//! is a correlated subquery: `max_by` of the field over the referenced stream's events, ranked
+//! so the latest one by the fact's time wins, else the earliest.
 //!
 //! Stream lookups (`has`, `later`, `before`, `count`, `first`, `last`, `sum`) become one
 //! aggregate per stream ([`Lookup`], a CTE `lkN` over the kept events of the type that match
@@ -916,11 +918,7 @@ impl Lower<'_> {
         let end = match name.as_str() {
             "first" => End::First,
             "last" => End::Last,
-            "ref" => return Err(NoSqlForm::construct_at(
-                key,
-                "`ref(..)`",
-                "it reads another stream's latest value at the fact's time, a time-ordered lookup",
-            )),
+            "ref" => return self.reference(scope, key, args, fields),
             other => {
                 return Err(NoSqlForm::construct_at(
                     key,
@@ -951,5 +949,94 @@ impl Lower<'_> {
             },
             _ => Sql::null(),
         })
+    }
+
+    /// `ref('category', key).field`: the field's latest non-null value among the referenced
+    /// stream's events that occurred by the fact's time, else its earliest one (the event
+    /// ranked highest by `position` when it occurred by then, by `-position` otherwise);
+    /// `ref(..).created.x`: the referenced stream's creation event's field.
+    fn reference(
+        &mut self,
+        scope: &mut Scope<'_>,
+        key: &str,
+        args: &[Expr],
+        fields: &[String],
+    ) -> Result<Sql, NoSqlForm> {
+        let d = self.dialect;
+        if !scope.nested {
+            return Err(NoSqlForm::construct_at(
+                key,
+                "`ref(..)` inside a lookup's condition",
+                "a lookup reads the looked-up event alone",
+            ));
+        }
+        let Some(Expr::Lit(Lit::Str(category))) = args.first() else {
+            return Ok(Sql::null());
+        };
+        let k = match args.get(1) {
+            Some(e) => self.expr(scope, key, e)?,
+            None => Sql::null(),
+        };
+        let prefix = d.text(&format!("{category}-"));
+        let stream = match k.ty {
+            Ty::Text => format!("({prefix} || {})", k.text),
+            Ty::Int => format!("({prefix} || CAST({} AS {}))", k.text, d.text_type()),
+            // The engine names a stream by a text or an integer only.
+            _ => return Ok(Sql::null()),
+        };
+        let types: BTreeSet<String> = DomainEvent::catalog()
+            .filter(|(c, _, _)| c == category)
+            .map(|(_, t, _)| t.to_owned())
+            .collect();
+        if types.is_empty() {
+            return Err(NoSqlForm::construct_at(
+                key,
+                format!("`ref('{category}', ..)`"),
+                format!("no event type of the domain has the category `{category}`"),
+            ));
+        }
+        let col = |this: &mut Lower<'_>, path: &[String]| this.payload(key, "r", &types, path);
+        match fields.split_first() {
+            Some((f, _)) if f == "attr" => Err(NoSqlForm::construct_at(
+                key,
+                "`ref(..).attr.x`",
+                "a custom attribute is the stream's value at the fact's time, a time-ordered lookup over AttributesSet events",
+            )),
+            Some((f, rest)) if f == "created" => {
+                let c = col(self, rest)?;
+                if c.ty == Ty::Null {
+                    return Ok(c);
+                }
+                Ok(Sql::new(
+                    format!(
+                        "(SELECT MAX({}) FROM marked r WHERE r.stream_id = {stream} AND r.stream_version = 1)",
+                        c.text
+                    ),
+                    c.ty,
+                ))
+            }
+            Some((f, [])) => {
+                let c = col(self, std::slice::from_ref(f))?;
+                if c.ty == Ty::Null {
+                    return Ok(c);
+                }
+                let at = format!("{}.occurred_us", scope.alias);
+                let rank = format!(
+                    "CASE WHEN r.occurred_us <= {at} THEN CAST(r.position AS BIGINT) ELSE -CAST(r.position AS BIGINT) END"
+                );
+                Ok(Sql::new(
+                    format!(
+                        "(SELECT max_by({}, {rank}) FROM marked r WHERE r.stream_id = {stream} AND {} IS NOT NULL)",
+                        c.text, c.text
+                    ),
+                    c.ty,
+                ))
+            }
+            _ => Err(NoSqlForm::construct_at(
+                key,
+                "a field inside an object of another stream",
+                "the engine reads the object's latest value as a whole",
+            )),
+        }
     }
 }

@@ -26,7 +26,7 @@
 //! without pauses, `stock` (`stock.rs`) and `derived` (`derived.rs`), with conditions made of
 //! payload and envelope fields, `stream.x`, the stream lookups, `now`, arithmetic,
 //! comparisons and the calendar functions. What has none, and why, is each [`NoSqlForm`]:
-//! `rfm` measures, `ref(..)`, `attr.x`, `meta.x`, the business calendar, `sum_field(..)`,
+//! `rfm` measures, `attr.x`, `meta.x`, the business calendar, `sum_field(..)`,
 //! JSON and date columns; `projections/metrics/SQL.md` lists every built-in definition.
 //!
 //! Pure: no I/O. Caveat of the export, not of the query: `now` is the latest `recorded_at`

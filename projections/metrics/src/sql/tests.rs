@@ -95,11 +95,11 @@ fn the_win_rate_reads_the_export_and_follows_the_engine() {
 
 #[test]
 fn what_has_no_sql_form_names_the_construct_and_where_it_is() {
-    match reason("sales.time_to_close", Some(1)) {
+    match reason("sales.margin", None) {
         NoSqlForm::Construct { key, construct, .. } => {
             assert_eq!(
                 (key.as_str(), construct.as_str()),
-                ("measure.of", "`ref(..)`")
+                ("measure.of", "`sum_field(..)`")
             );
         }
         other => panic!("{other:?}"),
