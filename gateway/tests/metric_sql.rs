@@ -21,6 +21,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -85,19 +86,17 @@ fn duckdb_version(python: &str) -> String {
 
 /// The header and the first `rows` lines of a CSV (gzipped or not), written to `out`.
 fn slice(source: &Path, rows: usize, out: &Path) {
-    let text = if source.extension().is_some_and(|e| e == "gz") {
-        let out = Command::new("gzip")
-            .arg("-dc")
-            .arg(source)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "gzip -dc {}", source.display());
-        String::from_utf8(out.stdout).unwrap()
+    let file = std::fs::File::open(source).unwrap();
+    let reader: Box<dyn BufRead> = if source.extension().is_some_and(|e| e == "gz") {
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
     } else {
-        std::fs::read_to_string(source).unwrap()
+        Box::new(BufReader::new(file))
     };
-    let kept: Vec<&str> = text.lines().take(rows + 1).collect();
+    let kept: Vec<String> = reader
+        .lines()
+        .take(rows + 1)
+        .collect::<Result<_, _>>()
+        .unwrap();
     std::fs::write(out, kept.join("\n") + "\n").unwrap();
 }
 
