@@ -251,10 +251,10 @@ impl TypePlan {
                 let Some(column) = self.columns.get(*index) else {
                     return Ok(());
                 };
-                let cell = convert(value, column.ty).map_err(|found| FieldError::BadValue {
+                let cell = convert(value, column.ty).ok_or_else(|| FieldError::BadValue {
                     field: path.to_owned(),
                     expected: column.ty.words(),
-                    found,
+                    found: quoted(value),
                 })?;
                 if let Some(slot) = cells.get_mut(*index) {
                     *slot = cell;
@@ -455,10 +455,10 @@ fn shape_one(schema: &Value) -> Shape<'_> {
     }
 }
 
-/// `value` as a cell of type `ty`; `Err` with the value quoted when it does not fit.
-fn convert(value: &Value, ty: ColumnType) -> Result<Cell, String> {
+/// `value` as a cell of type `ty`; `None` when it does not fit.
+fn convert(value: &Value, ty: ColumnType) -> Option<Cell> {
     if value.is_null() {
-        return Ok(Cell::Null);
+        return Some(Cell::Null);
     }
     let cell = match ty {
         ColumnType::Json => Some(Cell::Text(value.to_string())),
@@ -478,7 +478,7 @@ fn convert(value: &Value, ty: ColumnType) -> Result<Cell, String> {
             })
             .map(Cell::Days),
     };
-    cell.ok_or_else(|| quoted(value))
+    cell
 }
 
 fn quoted(value: &Value) -> String {

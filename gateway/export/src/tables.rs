@@ -295,7 +295,7 @@ pub(crate) async fn write_metrics(
             };
             let name = format!("{}@{}", summary.id, summary.version);
             match answer {
-                Err(problem) => skipped.push((name, problem)),
+                Err(problem) => skipped.push((name, problem.to_string())),
                 Ok((dimensions, evaluations)) => {
                     let file = out
                         .join(METRICS_DIR)
@@ -315,6 +315,20 @@ pub(crate) async fn write_metrics(
     Ok(MetricsWritten { written, skipped })
 }
 
+/// Why a metric has no answers to export.
+#[derive(Debug, thiserror::Error)]
+enum NoAnswers {
+    #[error("no data: needs {}", .needs.join(", "))]
+    NoData { needs: Vec<String> },
+    #[error("not computable yet: needs {needs}")]
+    Unsupported { needs: String },
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        source: crm_metrics::MetricError,
+    },
+}
+
 /// The declared dimensions of a metric and its answers (totals, then one breakdown by each
 /// dimension), or why it has none.
 fn answers_of(
@@ -323,7 +337,7 @@ fn answers_of(
     summary: &MetricSummary,
     metric: &RegisteredMetric,
     base: &Query,
-) -> Result<Answers, String> {
+) -> Result<Answers, NoAnswers> {
     let dimensions: Vec<String> = summary.dimensions.keys().cloned().collect();
     let period = grain_of(summary);
     let mut evaluations = Vec::new();
@@ -337,15 +351,19 @@ fn answers_of(
             Ok(ev) => match &ev.status {
                 Status::Ok => evaluations.push((by.cloned(), ev)),
                 Status::NoData { needs } => {
-                    return Err(format!("no data: needs {}", needs.join(", ")))
+                    return Err(NoAnswers::NoData {
+                        needs: needs.clone(),
+                    })
                 }
                 Status::Unsupported { needs } => {
-                    return Err(format!("not computable yet: needs {needs}"))
+                    return Err(NoAnswers::Unsupported {
+                        needs: needs.clone(),
+                    })
                 }
             },
-            Err(e) => {
+            Err(source) => {
                 let what = by.map_or_else(|| "totals".to_owned(), |d| format!("by {d}"));
-                return Err(format!("{what}: {e}"));
+                return Err(NoAnswers::Failed { what, source });
             }
         }
     }
