@@ -229,6 +229,35 @@ pub fn encode_frame(
     frame_from_body(&body, place.prev_hash).map(|(frame, hash, _)| (frame, hash))
 }
 
+/// As [`encode_frame`], appending the frame to `out` (left as it was on error): returns
+/// the chain hash.
+pub fn encode_frame_into(
+    proposed: &ProposedEvent,
+    place: &Placement<'_>,
+    out: &mut Vec<u8>,
+) -> Result<ChainHash, EncodeError> {
+    let start = out.len();
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&[0; 4]);
+    let body_start = out.len();
+    if let Err(e) = bincode::encode_into_std_write(body_of(proposed, place), out, config()) {
+        out.truncate(start);
+        return Err(EncodeError::Body(e.to_string()));
+    }
+    let size = out.len() - body_start;
+    let Ok(body_len) = u32::try_from(size) else {
+        out.truncate(start);
+        return Err(EncodeError::BodyTooLarge { size });
+    };
+    out[start + 1..body_start].copy_from_slice(&body_len.to_le_bytes());
+    let hash = chain_hash(&place.prev_hash, FORMAT_VERSION, &out[body_start..]);
+    out.extend_from_slice(&place.prev_hash.0);
+    out.extend_from_slice(&hash.0);
+    let checksum = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    Ok(hash)
+}
+
 /// Encodes a proposed event at its placement: returns the frame and the record
 /// as it will be read back.
 pub fn encode(
@@ -432,6 +461,23 @@ mod tests {
             );
         }
         assert!(decode(&frame[..frame.len() - 1], None, false).is_err());
+    }
+
+    #[test]
+    fn encoding_into_a_buffer_writes_the_same_frame() {
+        let (e, s) = sample();
+        let place = Placement {
+            position: Position(7),
+            stream_id: &s,
+            stream_version: StreamVersion(3),
+            recorded_at: e.occurred_at,
+            prev_hash: ChainHash([9; 32]),
+        };
+        let (frame, hash) = encode_frame(&e, &place).unwrap();
+        let mut buf = vec![1, 2, 3];
+        assert_eq!(encode_frame_into(&e, &place, &mut buf).unwrap(), hash);
+        assert_eq!(&buf[..3], &[1, 2, 3]);
+        assert_eq!(&buf[3..], frame.as_slice());
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub enum AppendError {
         stated: chrono::DateTime<chrono::Utc>,
         now: chrono::DateTime<chrono::Utc>,
     },
+    #[error(
+        "the log was opened read-only (a copy or backup being read); open it writable to append"
+    )]
+    ReadOnly,
     /// The sealer given to [`crate::AnyStore`] refused the append or its follow-up.
     #[error("{0}")]
     Sealing(SealRefusal),
@@ -106,6 +110,10 @@ pub enum ReadError {
     },
     #[error("storage read failed ({0}); check the disk and retry")]
     Storage(String),
+    /// The embedded log's index (derived from the records) cannot be read; the records
+    /// themselves are not affected.
+    #[error("the log's index at {path} is damaged ({reason}); the records are intact: stop every process using the log, move that directory away and open the log again to rebuild the index from the records")]
+    IndexDamaged { path: String, reason: String },
     #[error("the log's storage service did not answer the read ({0}); retry once it is reachable")]
     Unavailable(String),
     #[error("the store is closed; reopen it")]
@@ -124,15 +132,21 @@ pub enum Corruption {
     /// The record's content cannot be encoded again to recompute its hash.
     #[error(transparent)]
     Unencodable(#[from] EncodeError),
-    #[error("frame length does not fit its chunk (damaged header)")]
-    FrameOverrunsChunk,
-    #[error("no chunk holds this position")]
-    NoChunk,
-    #[error("malformed chunk key")]
-    MalformedChunkKey,
-    /// A chunk is missing: the chunk after the previous one starts later.
-    #[error("record is missing: the next chunk starts at {next_chunk}")]
-    MissingBeforeChunk { next_chunk: Position },
+    #[error("the frame's length field is damaged")]
+    FrameOverrunsSegment,
+    #[error("no segment holds this position")]
+    NoSegment,
+    #[error("segment {segment} is missing")]
+    SegmentMissing { segment: Position },
+    /// The segment file ends inside the record's frame (the file was truncated).
+    #[error("the segment starting at position {segment} ends {available} bytes into this record (the file was cut short)")]
+    SegmentCut { segment: Position, available: usize },
+    /// The segment ends before this position and the next one starts later.
+    #[error("record is missing: the segment starting at {segment} ends before it and the next segment starts at {next_segment}")]
+    SegmentGap {
+        segment: Position,
+        next_segment: Position,
+    },
     #[error("record is missing below the durable head")]
     MissingBelowHead,
     /// `verify` found no record where the walk expected one.

@@ -1,41 +1,53 @@
-//! The embedded default backend: the log in one sled tree, written by one
-//! writer thread that commits concurrent appends together (group commit).
+//! The embedded default backend: the log's records in append-only segment files, its
+//! index in sled, written by one writer thread that commits concurrent appends together
+//! (group commit).
 //!
-//! Start with [`layout`] (what lives under which key) and [`writer`] (the
-//! group commit). The `meta` tree holds `format` → the frame format version
-//! the log was created with.
+//! Start with [`segment`] (the files the records live in), [`writer`] (the group commit),
+//! [`index`] (streams, event ids and offsets, in sled behind an in-memory tail) and
+//! [`recovery`] (what an open does with what a crash left).
 //!
-//! **Architecture Invariant:** readers never look past the durable head, so a
-//! record that is applied but not yet flushed is never served. A failed write
-//! or flush poisons the store: it refuses every later write until reopened
-//! (after an fsync error the kernel may have dropped the dirty pages; retrying
-//! could acknowledge lost data). An append answered with `StorageFailed` may or
-//! may not be in the log after the reopen; check by reading.
+//! Directory layout: `<dir>/segments/<first position>.seg` (the records), `<dir>/index/`
+//! (sled: the index, derived from the segments).
 //!
-//! **Durability note on sled 0.34.7.** On Linux, `Db::flush` ends in
-//! `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, which neither persists
-//! the file's metadata (its size, when the log file grows) nor flushes the
-//! device's write cache; and nodes past a quarter of a segment go to blob
-//! files that sled never fsyncs. So after each group's `flush` the writer also
-//! calls `fdatasync` on sled's log file (`<dir>/db`), and the store keeps every
-//! tree node far below the blob threshold: events are capped at
-//! [`crate::limits::EVENT_SIZE_MAX_BYTES`] (64 KiB), chunks at 128 KiB, and the
-//! segment size is 16 MiB (blob threshold 4 MiB; a leaf holds at most 17
-//! entries before it splits).
+//! **Durability.** A group commit writes its frames at the end of the tip segment in one
+//! `write` and calls `fdatasync` on that file once; `fdatasync` persists the data and the
+//! file size, and flushes the device's write cache. Only then does the writer publish the
+//! new durable head and answer the appends: an acknowledged event is in a synced segment.
+//! A new segment's header is synced, and its directory entry (`fsync` of `segments/`),
+//! before any group is written to it. The index is not on this path: it is derived data,
+//! written by the indexer thread and flushed from time to time; after a crash the open
+//! scans the segments from the index's marker on and indexes again what follows it.
+//! A crash during a group's write can leave an unfinished frame at the end of the tip
+//! segment; that group was never acknowledged, and the open cuts it off (keeping the cut
+//! bytes beside the segment, `.torn-<offset>`), unless the index already held those
+//! positions, which only damage can explain: then the open fails and names them.
+//!
+//! **Architecture Invariant:** readers never look past the durable head, so a record that
+//! is written but not yet synced is never served. A failed write or sync poisons the
+//! store: it refuses every later write until reopened (after an fsync error the kernel may
+//! have dropped the dirty pages; retrying could acknowledge lost data). An append answered
+//! with `StorageFailed` may or may not be in the log after the reopen; check by reading.
+//!
+//! **Architecture Invariant:** damage is reported with the positions it affects, never
+//! served and never a panic: frames carry checksums ([`crate::codec`]), segments are
+//! walked position by position, and a panic of sled's on damaged index files is caught and
+//! answered by rebuilding the index from the segments at open, or with
+//! [`ReadError::IndexDamaged`] when it happens later.
 
-mod layout;
+mod index;
+mod legacy;
+mod recovery;
+mod segment;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
-use crate::codec::{self, FORMAT_VERSION};
+use crate::codec::FORMAT_VERSION;
 use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::APPEND_QUEUE_DEPTH;
 use crate::store::{check_append, check_batch, page_size, EventStore};
@@ -43,34 +55,21 @@ use crate::types::{
     AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
     StreamAppend, StreamId, StreamVersion,
 };
-use layout::storage;
+use index::{Index, IndexError, FORMAT_KEY};
+use segment::{Offsets, SEGMENTS_DIR};
 use writer::{Request, Writer};
 
-const FORMAT_KEY: &[u8] = b"format";
-/// sled's segment size; fixed at creation (sled refuses to reopen with another).
-const SEGMENT_SIZE_BYTES: usize = 16 * 1024 * 1024;
-/// The file sled keeps its log in, inside the store directory.
-const SLED_LOG_FILE: &str = "db";
-
-/// The sled configuration every open of a store directory must use.
-///
-/// No background flusher: every group commit flushes and `fdatasync`s itself, and sled's
-/// flusher thread would keep the directory's lock for up to its interval after the last
-/// handle is dropped.
-fn sled_config(path: &Path) -> sled::Config {
-    sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::HighThroughput)
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .flush_every_ms(None)
-}
+/// Where the index lives inside the store directory.
+const INDEX_DIR: &str = "index";
+/// Indexing steps queued for the indexer before the writer waits.
+const INDEX_QUEUE_DEPTH: usize = 64;
 
 /// How a store directory is opened, beyond what every open shares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SledOptions {
-    /// Bytes of pages sled keeps in memory (`None`: sled's default, 1 GiB). A bulk import,
-    /// which writes once and reads back only the streams it continues, runs in a bounded
-    /// footprint with a small cache; a server keeps the default.
+    /// Bytes of index pages sled keeps in memory (`None`: sled's default, 1 GiB). A bulk
+    /// import, which writes once and reads back only the streams it continues, runs in a
+    /// bounded footprint with a small cache; a server keeps the default.
     pub cache_bytes: Option<u64>,
 }
 
@@ -79,65 +78,17 @@ pub struct SledOptions {
 /// at once by an open in the same process can find it still held.
 const OPEN_LOCK_WAIT_MS: u64 = 5_000;
 
-/// Whether sled refused to open because another handle holds the directory's
-/// lock. sled 0.34 reports this as an `io::ErrorKind::Other` error whose
-/// message carries the OS error (`WouldBlock`), so the message is what tells.
-fn is_lock_contention(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock")
-        }
-        _ => false,
-    }
-}
-
-/// Why [`open_db`] failed.
-#[derive(Debug, thiserror::Error)]
-enum OpenDbError {
-    /// The lock was still held when the wait ran out.
-    #[error("the directory's lock is held by another handle")]
-    Locked,
-    #[error(transparent)]
-    Sled(sled::Error),
-}
-
-/// Opens sled, waiting up to `wait` for its file lock.
-fn open_db(
-    path: &Path,
-    wait: std::time::Duration,
-    options: SledOptions,
-) -> Result<sled::Db, OpenDbError> {
-    let deadline = std::time::Instant::now() + wait;
-    let config = || match options.cache_bytes {
-        Some(bytes) => sled_config(path).cache_capacity(bytes),
-        None => sled_config(path),
-    };
-    loop {
-        match config().open() {
-            Ok(db) => return Ok(db),
-            Err(e) if is_lock_contention(&e) => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(OpenDbError::Locked);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => return Err(OpenDbError::Sled(e)),
-        }
-    }
-}
-
 struct Inner {
-    db: sled::Db,
-    /// sled's log file, opened only to `fdatasync` it after each flush.
-    log_file: std::fs::File,
-    tree: sled::Tree,
+    index: Index,
+    offsets: Offsets,
     path: PathBuf,
     /// Position of the newest durable record; readers never look past it.
     durable: AtomicU64,
     head: watch::Sender<Head>,
-    /// Set when a write or flush failed; the store then refuses writes.
+    /// Set when a write or sync failed; the store then refuses writes.
     failed: Mutex<Option<String>>,
+    /// Makes the next `fdatasync` of a segment fail (tests of the failure path).
+    inject_sync_failure: AtomicBool,
 }
 
 impl Inner {
@@ -154,7 +105,14 @@ impl Inner {
 
     fn fail(&self, reason: String) {
         error!(path = %self.path.display(), %reason, "event store refuses writes from now on");
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_none() {
+            *failed = Some(reason);
+        }
+    }
+
+    fn segments_dir(&self) -> PathBuf {
+        self.path.join(SEGMENTS_DIR)
     }
 }
 
@@ -162,7 +120,12 @@ impl Inner {
 #[derive(Clone)]
 pub struct SledStore {
     inner: Arc<Inner>,
-    requests: mpsc::Sender<Request>,
+    /// `None` for a store opened read-only.
+    requests: Option<mpsc::Sender<Request>>,
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 impl SledStore {
@@ -178,155 +141,222 @@ impl SledStore {
     pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore, OpenError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let storage_err = |e: sled::Error| OpenError::Storage {
-            path: shown.clone(),
-            reason: e.to_string(),
-        };
-        let wait = std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS);
-        let db = open_db(&path, wait, options).map_err(|e| match e {
-            OpenDbError::Locked => OpenError::Locked {
-                path: shown.clone(),
-            },
-            OpenDbError::Sled(e) => storage_err(e),
-        })?;
         let io_err = |what: &str, e: std::io::Error| OpenError::Storage {
             path: shown.clone(),
             reason: format!("{what}: {e}"),
         };
-        let log_file = std::fs::File::open(path.join(SLED_LOG_FILE))
-            .map_err(|e| io_err("could not open sled's log file", e))?;
-        // Make the directory entries sled created durable too.
-        std::fs::File::open(&path)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| io_err("could not fsync the store directory", e))?;
-        let meta = db.open_tree("meta").map_err(storage_err)?;
-        let tree = db.open_tree("log").map_err(storage_err)?;
-        match meta.get(FORMAT_KEY).map_err(storage_err)? {
-            Some(v) => {
-                let found = v.first().copied().unwrap_or(0);
-                if found > FORMAT_VERSION {
-                    return Err(OpenError::NewerFormat {
-                        path: shown,
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-                if found == 0 {
-                    return Err(OpenError::Damaged {
-                        path: shown,
-                        reason: "the format marker is empty".into(),
-                    });
-                }
-            }
-            None => {
-                if !tree.is_empty() {
-                    return Err(OpenError::Damaged {
-                        path: shown,
-                        reason: "records exist but the format marker is missing".into(),
-                    });
-                }
-                meta.insert(FORMAT_KEY, &[FORMAT_VERSION])
-                    .map_err(storage_err)?;
-                db.flush().map_err(storage_err)?;
-                log_file
-                    .sync_data()
-                    .map_err(|e| io_err("could not fsync sled's log file", e))?;
-            }
+        std::fs::create_dir_all(&path).map_err(|e| io_err("could not create the directory", e))?;
+        legacy::migrate_if_needed(&path)?;
+        let segments = path.join(SEGMENTS_DIR);
+        if !segments.is_dir() {
+            std::fs::create_dir_all(&segments)
+                .and_then(|()| sync_dir(&path))
+                .map_err(|e| io_err("could not create the segments directory", e))?;
         }
-        let (head, last_recorded_at) = Self::recover_head(&tree, &shown)?;
+        let index = open_index(&path, options.cache_bytes)?;
+        let format = index
+            .get_meta(FORMAT_KEY)
+            .map_err(|e| index_open_error(&shown, &e))?;
+        if let Some(v) = format {
+            let found = v.first().copied().unwrap_or(0);
+            if found > FORMAT_VERSION {
+                return Err(OpenError::NewerFormat {
+                    path: shown,
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        } else {
+            index
+                .set_meta(FORMAT_KEY, &[FORMAT_VERSION])
+                .map_err(|e| index_open_error(&shown, &e))?;
+        }
+        let offsets = Offsets::default();
+        let recovered = recovery::recover(&path, &index, &offsets, true)?;
+        let head = recovered.head;
         debug!(path = %shown, head = head.position.0, "opened sled event store");
         let (head_tx, _) = watch::channel(head);
         let inner = Arc::new(Inner {
-            db,
-            log_file,
-            tree,
+            index,
+            offsets,
             path,
             durable: AtomicU64::new(head.position.0),
             head: head_tx,
             failed: Mutex::new(None),
+            inject_sync_failure: AtomicBool::new(false),
         });
+        let (index_tx, index_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_DEPTH);
+        let indexer_inner = inner.clone();
+        let indexer = std::thread::Builder::new()
+            .name("crm-sled-indexer".into())
+            .spawn(move || {
+                let inner = indexer_inner;
+                inner
+                    .index
+                    .run_indexer(index_rx, |reason| inner.fail(reason));
+            })
+            .map_err(|e| io_err("could not start the indexer thread", e))?;
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
         let writer = Writer {
             inner: inner.clone(),
             head,
-            last_recorded_at,
-            versions: HashMap::new(),
+            last_recorded_at: recovered.last_recorded_at,
+            versions: std::collections::HashMap::new(),
+            tip: recovered.tip,
+            indexer: index_tx,
         };
         std::thread::Builder::new()
             .name("crm-sled-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| OpenError::Storage {
-                path: shown,
-                reason: format!("could not start the writer thread: {e}"),
-            })?;
+            .spawn(move || writer.run(rx, indexer))
+            .map_err(|e| io_err("could not start the writer thread", e))?;
         Ok(SledStore {
             inner,
-            requests: tx,
+            requests: Some(tx),
         })
     }
 
-    fn recover_head(
-        tree: &sled::Tree,
-        shown: &str,
-    ) -> Result<(Head, Option<DateTime<Utc>>), OpenError> {
-        let damaged = |reason: String| OpenError::Damaged {
-            path: shown.to_owned(),
-            reason,
-        };
-        let Some((first, chunk)) = layout::last_chunk(tree).map_err(|e| damaged(e.to_string()))?
-        else {
-            return Ok((Head::default(), None));
-        };
-        let mut last = None;
-        for frame in layout::frames(&chunk, first) {
-            last = Some(frame.map_err(|e| damaged(e.to_string()))?);
+    /// Opens the log in `path` for reading only: nothing in the directory is written or
+    /// locked, so a read-only copy (a backup, a mounted snapshot) can be read and verified.
+    /// The open walks every segment to find the records and builds the stream index in
+    /// memory; appends are refused.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`]; a directory without segments is not a log.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SledStore, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        if !path.join(SEGMENTS_DIR).is_dir() {
+            return Err(OpenError::Storage {
+                path: shown,
+                reason: "no segments directory: not a log of this format (a log written by an \
+                         older version is converted by a writable open)"
+                    .into(),
+            });
         }
-        let Some((position, range)) = last else {
-            return Err(damaged(format!(
-                "the newest chunk, at position {first}, is empty"
-            )));
-        };
-        let rec = codec::decode(&chunk[range], Some(position), true).map_err(|e| {
-            damaged(format!(
-                "the newest record, at position {position}, is corrupt: {e}"
-            ))
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| OpenError::Storage {
+                path: shown.clone(),
+                reason: format!("could not create the in-memory index: {e}"),
+            })?;
+        let index = Index::open(db, path.join(INDEX_DIR)).map_err(|e| OpenError::Storage {
+            path: shown.clone(),
+            reason: format!("could not create the in-memory index: {e}"),
         })?;
-        let indexed =
-            layout::id_position(tree, &rec.event_id).map_err(|e| damaged(e.to_string()))?;
-        if indexed != Some(position) {
-            return Err(damaged(format!(
-                "the newest record, at position {position}, is missing from the event id index"
-            )));
-        }
-        let version = layout::stream_version(tree, &rec.stream_id, position)
-            .map_err(|e| damaged(e.to_string()))?;
-        if version != rec.stream_version {
-            return Err(damaged(format!(
-                "the newest record is version {} of `{}` but the stream index says {version}",
-                rec.stream_version, rec.stream_id
-            )));
-        }
-        Ok((rec.as_head(), Some(rec.recorded_at)))
+        let offsets = Offsets::default();
+        let recovered = recovery::recover(&path, &index, &offsets, false)?;
+        let head = recovered.head;
+        let (head_tx, _) = watch::channel(head);
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                index,
+                offsets,
+                path,
+                durable: AtomicU64::new(head.position.0),
+                head: head_tx,
+                failed: Mutex::new(Some("the log was opened read-only".into())),
+                inject_sync_failure: AtomicBool::new(false),
+            }),
+            requests: None,
+        })
     }
 
-    /// Stops the writer after the appends already queued, and waits for it.
-    /// Appends sent after this fail with [`AppendError::Closed`]. The files
-    /// are released when the last clone of this store is dropped.
+    /// Stops the writer after the appends already queued, and waits for it and for the
+    /// indexer to write what it holds. Appends sent after this fail with
+    /// [`AppendError::Closed`]. The files are released when the last clone of this store
+    /// is dropped.
     pub async fn close(self) {
+        let Some(requests) = &self.requests else {
+            return;
+        };
         let (done, wait) = oneshot::channel();
-        if self.requests.send(Request::Close { done }).await.is_ok() {
+        if requests.send(Request::Close { done }).await.is_ok() {
             let _ = wait.await;
         }
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk: segments and index.
     pub fn size_on_disk_bytes(&self) -> Result<u64, ReadError> {
-        self.inner.db.size_on_disk().map_err(storage)
+        let mut total = self.inner.index.size_on_disk_bytes()?;
+        for segment in self.inner.offsets.all_segments() {
+            let len = segment
+                .file
+                .metadata()
+                .map_err(|e| {
+                    ReadError::Storage(format!("reading {}: {e}", segment.path.display()))
+                })?
+                .len();
+            total = total.saturating_add(len);
+        }
+        Ok(total)
     }
 
     /// The directory the store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Runs a read on the blocking pool, off the async executor's threads.
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Inner) -> Result<T, ReadError> + Send + 'static,
+    ) -> Result<T, ReadError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || read(&inner))
+            .await
+            .map_err(|e| ReadError::Storage(format!("the read task stopped: {e}")))?
+    }
+}
+
+/// The error an open reports for an index it could not use.
+fn index_open_error(shown: &str, e: &IndexError) -> OpenError {
+    match e {
+        IndexError::Locked => OpenError::Locked {
+            path: shown.to_owned(),
+        },
+        e => OpenError::Storage {
+            path: shown.to_owned(),
+            reason: format!("the index: {e}"),
+        },
+    }
+}
+
+/// Opens the index; a damaged one (sled reports corruption or stops on its files) is set
+/// aside as `index.damaged-<seconds>` and an empty one takes its place, which the open's
+/// recovery fills again from the segments.
+fn open_index(path: &Path, cache_bytes: Option<u64>) -> Result<Index, OpenError> {
+    let shown = path.display().to_string();
+    let dir = path.join(INDEX_DIR);
+    let wait = std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS);
+    let opened = index::open_db(&dir, wait, cache_bytes)
+        .and_then(|db| Index::open(db, dir.clone()))
+        .and_then(|index| index.indexed().map(|_| index));
+    match opened {
+        Ok(index) => Ok(index),
+        Err(e) if e.is_damage() => {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = path.join(format!("{INDEX_DIR}.damaged-{seconds}"));
+            warn!(path = %shown, reason = %e, aside = %aside.display(),
+                "the log's index is damaged; it is set aside and rebuilt from the segments");
+            std::fs::rename(&dir, &aside)
+                .and_then(|()| sync_dir(path))
+                .map_err(|io| OpenError::Storage {
+                    path: shown.clone(),
+                    reason: format!(
+                        "the index is damaged ({e}) and could not be set aside ({io}); move \
+                         {} away and open again to rebuild it from the segments",
+                        dir.display()
+                    ),
+                })?;
+            index::open_db(&dir, wait, cache_bytes)
+                .and_then(|db| Index::open(db, dir.clone()))
+                .map_err(|e| index_open_error(&shown, &e))
+        }
+        Err(e) => Err(index_open_error(&shown, &e)),
     }
 }
 
@@ -338,6 +368,9 @@ impl EventStore for SledStore {
         events: Vec<ProposedEvent>,
     ) -> Result<AppendResult, AppendError> {
         check_append(&events)?;
+        let Some(requests) = &self.requests else {
+            return Err(AppendError::ReadOnly);
+        };
         if let Some(reason) = self.inner.failure() {
             return Err(AppendError::StorageFailed(reason));
         }
@@ -348,7 +381,7 @@ impl EventStore for SledStore {
             events,
             reply,
         };
-        self.requests
+        requests
             .send(request)
             .await
             .map_err(|_| AppendError::Closed)?;
@@ -363,6 +396,9 @@ impl EventStore for SledStore {
         recorded_at: RecordedAt,
     ) -> Result<Vec<Result<AppendResult, AppendError>>, AppendError> {
         check_batch(&parts, recorded_at, chrono::Utc::now())?;
+        let Some(requests) = &self.requests else {
+            return Err(AppendError::ReadOnly);
+        };
         if let Some(reason) = self.inner.failure() {
             return Err(AppendError::StorageFailed(reason));
         }
@@ -383,7 +419,7 @@ impl EventStore for SledStore {
                 recorded_at,
                 reply,
             };
-            self.requests
+            requests
                 .send(request)
                 .await
                 .map_err(|_| AppendError::Closed)?;
@@ -407,54 +443,21 @@ impl EventStore for SledStore {
         from: StreamVersion,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let durable = self.inner.durable();
-        let from = StreamVersion(from.0.max(1));
-        let max = page_size(max);
-        let mut out = Vec::new();
-        let mut expected = from;
-        for run in layout::stream_runs(&self.inner.tree, stream, from, durable) {
-            let run = run?;
-            if run.last_version() < from {
-                continue;
-            }
-            let skip = expected.0.saturating_sub(run.first_version.0);
-            let want = usize::try_from(run.count - skip)
-                .unwrap_or(usize::MAX)
-                .min(max - out.len());
-            let records = layout::read_range(
-                &self.inner.tree,
-                Position(run.first_position.0 + skip),
-                want,
-                durable,
-            )?;
-            for rec in records {
-                if &rec.stream_id != stream || rec.stream_version != expected {
-                    return Err(ReadError::Corrupt {
-                        position: rec.position,
-                        reason: Corruption::StreamIndexMismatch {
-                            stream: stream.clone(),
-                            version: expected,
-                            found_stream: rec.stream_id,
-                            found_version: rec.stream_version,
-                        },
-                    });
-                }
-                expected = StreamVersion(expected.0 + 1);
-                out.push(rec);
-            }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        let stream = stream.clone();
+        self.off_executor(move |inner| read_stream(inner, &stream, from, max))
+            .await
     }
 
     async fn read_all(&self, from: Position, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        layout::read_range(&self.inner.tree, from, page_size(max), self.inner.durable())
+        let max = page_size(max);
+        self.off_executor(move |inner| inner.offsets.read_range(from, max, inner.durable()))
+            .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, ReadError> {
-        layout::stream_version(&self.inner.tree, stream, self.inner.durable())
+        let stream = stream.clone();
+        self.off_executor(move |inner| inner.index.stream_version(&stream, inner.durable()))
+            .await
     }
 
     fn head(&self) -> Head {
@@ -466,27 +469,132 @@ impl EventStore for SledStore {
     }
 }
 
-/// Tools for tests of code built on the store (the gateway's `verify`, crash
+fn read_stream(
+    inner: &Inner,
+    stream: &StreamId,
+    from: StreamVersion,
+    max: usize,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let durable = inner.durable();
+    let from = StreamVersion(from.0.max(1));
+    let max = page_size(max);
+    let mut out = Vec::new();
+    let mut expected = from;
+    for run in inner.index.stream_runs(stream, from, durable, max)? {
+        if run.last_version() < expected {
+            continue;
+        }
+        if run.first_version > expected {
+            return Err(ReadError::IndexDamaged {
+                path: inner.path.join(INDEX_DIR).display().to_string(),
+                reason: format!(
+                    "the index of `{stream}` has no entry for version {expected}, the next \
+                     starts at version {}",
+                    run.first_version
+                ),
+            });
+        }
+        let skip = expected.0 - run.first_version.0;
+        let want = usize::try_from(run.count - skip)
+            .unwrap_or(usize::MAX)
+            .min(max - out.len());
+        let records =
+            inner
+                .offsets
+                .read_range(Position(run.first_position.0 + skip), want, durable)?;
+        for rec in records {
+            if &rec.stream_id != stream || rec.stream_version != expected {
+                return Err(ReadError::Corrupt {
+                    position: rec.position,
+                    reason: Corruption::StreamIndexMismatch {
+                        stream: stream.clone(),
+                        version: expected,
+                        found_stream: rec.stream_id,
+                        found_version: rec.stream_version,
+                    },
+                });
+            }
+            expected = StreamVersion(expected.0 + 1);
+            out.push(rec);
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Tools for tests of code built on the store (the gateway's `verify`, crash and damage
 /// tests): not part of the stable API.
 #[doc(hidden)]
 pub mod testing {
-    use super::{layout, OpenDbError};
+    use super::segment::{open_segments, Offsets, Step, SEGMENTS_DIR, SEGMENT_HEADER_BYTES};
+    use super::SledStore;
     use crate::error::ReadError;
     use crate::types::Position;
-    use std::path::Path;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::Ordering;
 
     /// Why [`flip_byte`] could not damage the record.
     #[derive(Debug, thiserror::Error)]
     #[non_exhaustive]
     pub enum FlipError {
-        #[error("the directory's lock is held by another handle")]
-        Locked,
-        #[error(transparent)]
-        Storage(sled::Error),
+        #[error("{0}")]
+        Io(#[from] std::io::Error),
+        #[error("the segments could not be opened: {0}")]
+        Segments(String),
         #[error("no record at position {0}")]
         NoRecord(Position),
         #[error(transparent)]
         Read(ReadError),
+    }
+
+    /// Where the frame of the record at `position` is, in the closed store at `dir`: its
+    /// segment file, byte offset and length.
+    pub fn frame_location(
+        dir: &Path,
+        position: Position,
+    ) -> Result<(PathBuf, u64, usize), FlipError> {
+        let segments = open_segments(&dir.join(SEGMENTS_DIR))
+            .map_err(|e| FlipError::Segments(e.to_string()))?;
+        let offsets = Offsets::default();
+        let Some(start) = segments
+            .iter()
+            .filter(|s| s.first <= position)
+            .map(|s| s.first)
+            .next_back()
+        else {
+            return Err(FlipError::NoRecord(position));
+        };
+        for s in segments {
+            offsets.add_segment(s);
+        }
+        let mut walk = offsets
+            .walk(
+                start,
+                super::segment::Offset {
+                    segment: start,
+                    at: SEGMENT_HEADER_BYTES,
+                },
+            )
+            .map_err(FlipError::Read)?;
+        while walk.position < position {
+            match walk.next_frame(false).map_err(FlipError::Read)? {
+                Step::End => return Err(FlipError::NoRecord(position)),
+                Step::Skipped | Step::Record(_) => {}
+            }
+        }
+        let segment = walk.segment_first();
+        match walk.frame().map_err(FlipError::Read)? {
+            super::segment::FrameRead::Frame(len) => Ok((
+                dir.join(SEGMENTS_DIR)
+                    .join(super::segment::segment_name(segment)),
+                walk.at,
+                len,
+            )),
+            _ => Err(FlipError::NoRecord(position)),
+        }
     }
 
     /// Flips one bit in the middle of the frame of the record at `position`,
@@ -505,35 +613,34 @@ pub mod testing {
         position: Position,
         alter: impl FnOnce(&mut [u8]),
     ) -> Result<(), FlipError> {
-        let wait = std::time::Duration::from_millis(super::OPEN_LOCK_WAIT_MS);
-        let db = super::open_db(dir, wait, super::SledOptions::default()).map_err(|e| match e {
-            OpenDbError::Locked => FlipError::Locked,
-            OpenDbError::Sled(e) => FlipError::Storage(e),
-        })?;
-        let tree = db.open_tree("log").map_err(FlipError::Storage)?;
-        let (first, chunk) = layout::chunk_holding(&tree, position)
-            .map_err(FlipError::Read)?
-            .ok_or(FlipError::NoRecord(position))?;
-        let range = layout::frames(&chunk, first)
-            .find_map(|f| match f {
-                Ok((p, range)) if p == position => Some(Ok(range)),
-                Ok(_) => None,
-                Err(e) => Some(Err(FlipError::Read(e))),
-            })
-            .ok_or(FlipError::NoRecord(position))??;
-        let mut bytes = chunk.to_vec();
-        alter(&mut bytes[range]);
-        tree.insert(layout::chunk_key(first), bytes)
-            .map_err(FlipError::Storage)?;
-        db.flush().map_err(FlipError::Storage)?;
+        let (path, at, len) = frame_location(dir, position)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, at)?;
+        alter(&mut bytes);
+        file.write_all_at(&bytes, at)?;
+        file.sync_data()?;
         Ok(())
+    }
+
+    /// Makes the store's next `fdatasync` of a segment fail, as a failing disk would.
+    pub fn fail_next_sync(store: &SledStore) {
+        store
+            .inner
+            .inject_sync_failure
+            .store(true, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EventId;
+    use crate::codec::{encode_frame, Placement};
+    use crate::types::{ChainHash, EventId};
+    use chrono::DateTime;
     use uuid::Uuid;
 
     fn event(n: u128) -> ProposedEvent {
@@ -550,21 +657,36 @@ mod tests {
         }
     }
 
+    async fn store_with(dir: &Path, events: u128) -> SledStore {
+        let store = SledStore::open(dir).unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        for n in 1..=events {
+            store
+                .append(&s, ExpectedVersion::Any, vec![event(n)])
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    fn tip_segment(dir: &Path) -> PathBuf {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join(SEGMENTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        names.sort();
+        names.pop().unwrap()
+    }
+
     /// A second open of a directory whose lock is held waits for the lock
     /// and succeeds once the holder is gone.
     #[test]
     fn open_waits_for_a_lock_released_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
-        let first = sled_config(dir.path()).open().unwrap();
+        let first = SledStore::open(dir.path()).unwrap();
         let path = dir.path().to_path_buf();
-        let second = std::thread::spawn(move || {
-            open_db(
-                &path,
-                std::time::Duration::from_secs(20),
-                SledOptions::default(),
-            )
-            .map(|_| ())
-        });
+        let second = std::thread::spawn(move || SledStore::open(&path).map(|_| ()));
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(!second.is_finished(), "the second open did not wait");
         drop(first);
@@ -576,35 +698,21 @@ mod tests {
     #[test]
     fn open_of_a_held_directory_says_it_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = sled_config(dir.path()).open().unwrap();
-        let err = open_db(
-            dir.path(),
-            std::time::Duration::from_millis(100),
-            SledOptions::default(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, OpenDbError::Locked));
-        let shown = OpenError::Locked {
-            path: dir.path().display().to_string(),
-        }
-        .to_string();
-        assert!(shown.contains("in use by another process"), "{shown}");
+        let _held =
+            index::open_db(&dir.path().join(INDEX_DIR), std::time::Duration::ZERO, None).unwrap();
+        let err = open_index(dir.path(), None).err().unwrap();
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn a_corrupted_record_is_reported_with_its_position_and_never_served() {
         let dir = tempfile::tempdir().unwrap();
         let s = StreamId::new("case-1").unwrap();
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            for n in 1..=3 {
-                store
-                    .append(&s, ExpectedVersion::Any, vec![event(n)])
-                    .await
-                    .unwrap();
-            }
-            store.close().await;
-        }
+        store_with(dir.path(), 3).await.close().await;
         testing::flip_byte(dir.path(), Position(2)).unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let err = store.read_all(Position(1), 10).await.unwrap_err();
@@ -645,13 +753,17 @@ mod tests {
     #[tokio::test]
     async fn a_log_written_by_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        store_with(dir.path(), 1).await.close().await;
         {
-            let db = sled_config(dir.path()).open().unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert(FORMAT_KEY, &[FORMAT_VERSION + 1])
-                .unwrap();
-            db.flush().unwrap();
+            let db = index::open_db(
+                &dir.path().join(INDEX_DIR),
+                std::time::Duration::from_secs(5),
+                None,
+            )
+            .unwrap();
+            let index = Index::open(db, dir.path().join(INDEX_DIR)).unwrap();
+            index.set_meta(FORMAT_KEY, &[FORMAT_VERSION + 1]).unwrap();
+            index.flush().unwrap();
         }
         match SledStore::open(dir.path()) {
             Err(OpenError::NewerFormat {
@@ -662,5 +774,237 @@ mod tests {
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a newer format was opened"),
         }
+    }
+
+    /// After a failed fsync nothing more is acknowledged, by this instance; a reopen
+    /// works, and the log is whole.
+    #[tokio::test]
+    async fn a_failed_sync_is_final_for_the_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let store = store_with(dir.path(), 2).await;
+        testing::fail_next_sync(&store);
+        let err = store
+            .append(&s, ExpectedVersion::Any, vec![event(3)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::StorageFailed(_)), "{err}");
+        assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        let err = store
+            .append(&s, ExpectedVersion::Any, vec![event(4)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::StorageFailed(_)), "{err}");
+        assert_eq!(store.head().position, Position(2));
+        assert_eq!(store.read_all(Position(1), 10).await.unwrap().len(), 2);
+        store.close().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        // The unsynced group may or may not have reached the disk; either way the log is whole.
+        let head = store.head().position;
+        assert!(head == Position(2) || head == Position(3), "{head}");
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
+        let r = store
+            .append(&s, ExpectedVersion::Any, vec![event(5)])
+            .await
+            .unwrap();
+        assert_eq!(r.last_position, Position(head.0 + 1));
+    }
+
+    /// The end of an unfinished write (never acknowledged) is set aside at the open, and
+    /// the log goes on from the last whole record.
+    #[tokio::test]
+    async fn an_unfinished_write_at_the_end_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), 3).await;
+        let head = store.head();
+        store.close().await;
+        // The index lost its last steps too, as after a power loss.
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR)).unwrap();
+        let tip = tip_segment(dir.path());
+        let len = std::fs::metadata(&tip).unwrap().len();
+        let s = StreamId::new("case-1").unwrap();
+        let place = Placement {
+            position: Position(4),
+            stream_id: &s,
+            stream_version: StreamVersion(4),
+            recorded_at: DateTime::from_timestamp(1_600_000_000, 0).unwrap(),
+            prev_hash: head.hash,
+        };
+        let (frame, _) = encode_frame(&event(4), &place).unwrap();
+        let file = std::fs::OpenOptions::new().append(true).open(&tip).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &frame[..frame.len() / 2], len).unwrap();
+        drop(file);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head(), head);
+        assert_eq!(std::fs::metadata(&tip).unwrap().len(), len);
+        let aside = tip.with_file_name(format!(
+            "{}.torn-{len}",
+            tip.file_name().unwrap().to_str().unwrap()
+        ));
+        assert_eq!(
+            std::fs::metadata(aside).unwrap().len(),
+            u64::try_from(frame.len() / 2).unwrap()
+        );
+        let r = store
+            .append(&s, ExpectedVersion::Exact(StreamVersion(3)), vec![event(4)])
+            .await
+            .unwrap();
+        assert_eq!(r.last_position, Position(4));
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
+    }
+
+    /// A damaged record followed by intact ones is damage, not an unfinished write: the
+    /// open names its position and cuts nothing.
+    #[tokio::test]
+    async fn damage_before_intact_records_is_not_taken_for_an_unfinished_write() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with(dir.path(), 5).await.close().await;
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR)).unwrap();
+        testing::flip_byte(dir.path(), Position(3)).unwrap();
+        let tip = tip_segment(dir.path());
+        let len = std::fs::metadata(&tip).unwrap().len();
+        let err = SledStore::open(dir.path()).err().unwrap();
+        assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("position 3"), "{shown}");
+        assert!(
+            shown.contains("restore it from a replica or backup"),
+            "{shown}"
+        );
+        assert_eq!(std::fs::metadata(&tip).unwrap().len(), len);
+    }
+
+    /// A damaged index is set aside and rebuilt from the segments.
+    #[tokio::test]
+    async fn a_damaged_index_is_rebuilt_from_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = {
+            let store = store_with(dir.path(), 20).await;
+            let head = store.head();
+            store.close().await;
+            head
+        };
+        let db = dir.path().join(INDEX_DIR).join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len(len / 3)
+            .unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head(), head);
+        let s = StreamId::new("case-1").unwrap();
+        assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(20));
+        assert_eq!(
+            store
+                .read_stream(&s, StreamVersion(1), 100)
+                .await
+                .unwrap()
+                .len(),
+            20
+        );
+        // Idempotency still knows every id.
+        let r = store
+            .append(&s, ExpectedVersion::Any, vec![event(7)])
+            .await
+            .unwrap();
+        assert!(r.already_present);
+    }
+
+    /// A read-only open reads and verifies a log without writing to its directory.
+    #[tokio::test]
+    async fn a_read_only_open_reads_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = {
+            let store = store_with(dir.path(), 10).await;
+            let head = store.head();
+            store.close().await;
+            head
+        };
+        let listing = |d: &Path| {
+            let mut all = Vec::new();
+            for e in walk_files(d) {
+                let m = std::fs::metadata(&e).unwrap();
+                all.push((e, m.len(), m.modified().unwrap()));
+            }
+            all.sort();
+            all
+        };
+        let before = listing(dir.path());
+        let store = SledStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(store.head(), head);
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
+        let s = StreamId::new("case-1").unwrap();
+        assert_eq!(
+            store
+                .read_stream(&s, StreamVersion(4), 3)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(10));
+        let err = store
+            .append(&s, ExpectedVersion::Any, vec![event(99)])
+            .await
+            .unwrap_err();
+        assert_eq!(err, AppendError::ReadOnly);
+        drop(store);
+        assert_eq!(listing(dir.path()), before);
+    }
+
+    fn walk_files(d: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A log in the earlier layout (records in sled chunks) is converted at its first open,
+    /// frame for frame.
+    #[tokio::test]
+    async fn a_log_in_the_earlier_layout_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let mut hash = ChainHash::GENESIS;
+        {
+            let db = index::open_db(dir.path(), std::time::Duration::from_secs(5), None).unwrap();
+            let tree = db.open_tree("log").unwrap();
+            let mut chunk = Vec::new();
+            for n in 1..=5u64 {
+                let place = Placement {
+                    position: Position(n),
+                    stream_id: &s,
+                    stream_version: StreamVersion(n),
+                    recorded_at: DateTime::from_timestamp(1_600_000_000, 0).unwrap(),
+                    prev_hash: hash,
+                };
+                let (frame, h) = encode_frame(&event(u128::from(n)), &place).unwrap();
+                hash = h;
+                chunk.extend_from_slice(&frame);
+                if n == 3 || n == 5 {
+                    let first = if n == 3 { 1u64 } else { 4 };
+                    let mut key = vec![b'C'];
+                    key.extend_from_slice(&first.to_be_bytes());
+                    tree.insert(key, chunk.clone()).unwrap();
+                    chunk.clear();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head().position, Position(5));
+        assert_eq!(store.head().hash, hash);
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
+        assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(5));
+        assert!(dir.path().join("sled-before-segments").join("db").is_file());
+        assert!(!dir.path().join("db").exists());
     }
 }

@@ -1,20 +1,28 @@
 //! The single writer thread of the sled backend: group commit.
 //!
-//! **Architecture Invariant:** the writer is the only thread that writes the
-//! `log` tree. It takes every append request queued (up to the group limits),
-//! validates them in arrival order against the committed log and what the
-//! group staged before them, writes the group's chunks and index entries as
-//! one atomic sled batch, flushes and `fdatasync`s once, and only then
-//! publishes the new durable head and answers the requests.
+//! **Architecture Invariant:** the writer is the only thread that writes segments. It
+//! takes every append request queued (up to the group limits), validates them in arrival
+//! order against the committed log and what the group staged before them, writes the
+//! group's frames at the end of the current segment in one `write`, `fdatasync`s the
+//! segment once, and only then puts the group's index entries in the tail, publishes the
+//! new durable head and answers the requests. The index entries reach sled later, on the
+//! indexer thread ([`super::index`]).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::layout::{self, chunk_key, id_key, stream_entry, stream_key, CHUNK_SIZE_MAX_BYTES};
+use super::index::{StreamRun, Work};
+use super::segment::{
+    segment_header, segment_name, Offset, Segment, OFFSET_STRIDE_BYTES, SEGMENT_HEADER_BYTES,
+    SEGMENT_SIZE_TARGET_BYTES,
+};
 use super::Inner;
 use crate::codec::{self, Placement};
 use crate::error::{AppendError, Corruption, ReadError};
@@ -91,26 +99,63 @@ struct Append {
 /// Why a group could not be made durable; the store refuses writes after it.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
-    #[error("sled batch write failed: {0}")]
-    Batch(sled::Error),
-    #[error("sled flush failed: {0}")]
-    Flush(sled::Error),
-    #[error("fdatasync of sled's log file failed: {0}")]
-    Sync(std::io::Error),
+    #[error("could not start segment {path}: {source}")]
+    NewSegment {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing {len} bytes at byte {at} of {path} failed: {source}")]
+    Write {
+        path: String,
+        at: u64,
+        len: usize,
+        source: std::io::Error,
+    },
+    #[error("fdatasync of {path} failed: {source}")]
+    Sync {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// Where a staged frame sits: chunk index, byte range.
-type Slot = (usize, std::ops::Range<usize>);
+/// `fdatasync` of `file`, or the failure a test injected.
+fn sync_file(
+    inject: &std::sync::atomic::AtomicBool,
+    file: &File,
+    path: &std::path::Path,
+) -> Result<(), WriteError> {
+    let result = if inject.swap(false, Ordering::AcqRel) {
+        Err(std::io::Error::other("injected fsync failure"))
+    } else {
+        file.sync_data()
+    };
+    result.map_err(|source| WriteError::Sync {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The segment the writer appends to.
+pub(super) struct Tip {
+    pub(super) file: File,
+    pub(super) first: Position,
+    pub(super) path: PathBuf,
+    /// Bytes in the file (all durable).
+    pub(super) len: u64,
+    /// Bytes of frames since the last entry of the offset map.
+    pub(super) since_entry: u64,
+}
 
 /// What a group has staged but not yet committed.
 struct Group {
-    batch: sled::Batch,
-    /// Chunks of the group: first position and concatenated frames.
-    chunks: Vec<(Position, Vec<u8>)>,
-    /// One slot per staged position, in order from `first`.
-    slots: Vec<Slot>,
+    /// The group's frames, concatenated.
+    buf: Vec<u8>,
+    /// One byte range of `buf` per staged position, in order from `first`.
+    slots: Vec<std::ops::Range<usize>>,
     first: Position,
     head: Head,
+    /// Index entries of the staged records (offsets are added at the write).
+    work: Work,
     ids: HashMap<EventId, Position>,
     versions: HashMap<StreamId, StreamVersion>,
     /// The `recorded_at` of the newest record staged (or committed, before the first).
@@ -118,36 +163,14 @@ struct Group {
 }
 
 impl Group {
-    fn push_frame(&mut self, position: Position, frame: &[u8]) {
-        let fits = self
-            .chunks
-            .last()
-            .is_some_and(|(_, c)| c.len() + frame.len() <= CHUNK_SIZE_MAX_BYTES);
-        if !fits {
-            self.chunks.push((
-                position,
-                Vec::with_capacity(CHUNK_SIZE_MAX_BYTES.min(frame.len() * 64)),
-            ));
-        }
-        let index = self.chunks.len() - 1;
-        let chunk = &mut self.chunks[index].1;
-        let start = chunk.len();
-        chunk.extend_from_slice(frame);
-        self.slots.push((index, start..chunk.len()));
-    }
-
     fn staged(&self, position: Position) -> Result<RecordedEvent, ReadError> {
         let missing = || ReadError::Corrupt {
             position,
             reason: Corruption::StagedMissing,
         };
         let index = usize::try_from(position.0 - self.first.0).map_err(|_| missing())?;
-        let (chunk, range) = self.slots.get(index).ok_or_else(missing)?;
-        let bytes = self
-            .chunks
-            .get(*chunk)
-            .and_then(|(_, c)| c.get(range.clone()))
-            .ok_or_else(missing)?;
+        let range = self.slots.get(index).ok_or_else(missing)?;
+        let bytes = self.buf.get(range.clone()).ok_or_else(missing)?;
         codec::decode(bytes, Some(position), false).map_err(|e| ReadError::Corrupt {
             position,
             reason: e.into(),
@@ -155,16 +178,23 @@ impl Group {
     }
 }
 
-/// The single writer: owns the committed head and a cache of stream versions.
+/// The single writer: owns the committed head, the tip segment and a cache of stream
+/// versions.
 pub(super) struct Writer {
     pub(super) inner: Arc<Inner>,
     pub(super) head: Head,
     pub(super) last_recorded_at: Option<DateTime<Utc>>,
     pub(super) versions: HashMap<StreamId, StreamVersion>,
+    pub(super) tip: Option<Tip>,
+    pub(super) indexer: std::sync::mpsc::SyncSender<Work>,
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        indexer: std::thread::JoinHandle<()>,
+    ) {
         let mut close_ack = None;
         while let Some(first) = rx.blocking_recv() {
             let mut appends = Vec::new();
@@ -228,7 +258,9 @@ impl Writer {
                 Request::Close { .. } => {}
             }
         }
+        // Dropping the writer closes the indexer's queue: it writes what it holds and ends.
         drop(self);
+        let _ = indexer.join();
         if let Some(done) = close_ack {
             let _ = done.send(());
         }
@@ -238,6 +270,9 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
+        self.inner
+            .index
+            .wait_for_room(|| self.inner.failure().is_some());
         if let Some(reason) = self.inner.failure() {
             let err = AppendError::StorageFailed(reason);
             for a in appends {
@@ -246,12 +281,13 @@ impl Writer {
             return;
         }
         let now = Utc::now();
+        let first = self.head.position.next().unwrap_or(self.head.position);
         let mut group = Group {
-            batch: sled::Batch::default(),
-            chunks: Vec::new(),
+            buf: Vec::new(),
             slots: Vec::new(),
-            first: self.head.position.next().unwrap_or(self.head.position),
+            first,
             head: self.head,
+            work: Work::default(),
             ids: HashMap::new(),
             versions: HashMap::new(),
             recorded_at: self.last_recorded_at,
@@ -271,11 +307,7 @@ impl Writer {
             answers.push((a.answer, results));
         }
         if !group.slots.is_empty() {
-            let mut batch = std::mem::take(&mut group.batch);
-            for (first, chunk) in &group.chunks {
-                batch.insert(&chunk_key(*first), chunk.as_slice());
-            }
-            if let Err(e) = self.write_durably(batch) {
+            if let Err(e) = self.write_durably(&mut group) {
                 let reason = e.to_string();
                 self.inner.fail(reason.clone());
                 let committed = self.head.position;
@@ -301,25 +333,113 @@ impl Writer {
             self.versions.extend(group.versions);
             self.head = group.head;
             self.last_recorded_at = group.recorded_at;
+            group.work.through = self.head.position;
+            self.inner
+                .offsets
+                .add_entries(group.work.offsets.iter().copied());
+            self.inner.index.tail_add(&group.work);
             self.inner
                 .durable
                 .store(self.head.position.0, Ordering::Release);
             self.inner.head.send_replace(self.head);
+            if self.indexer.send(group.work).is_err() {
+                self.inner
+                    .fail("the indexer thread stopped; reopen the store".to_owned());
+            }
         }
         for (answer, results) in answers {
             answer.send(results);
         }
     }
 
-    /// Applies the batch atomically, then makes it durable: sled's flush, then
-    /// `fdatasync` of sled's log file (see the module notes on sled's flush).
-    fn write_durably(&self, batch: sled::Batch) -> Result<(), WriteError> {
-        self.inner
-            .tree
-            .apply_batch(batch)
-            .map_err(WriteError::Batch)?;
-        self.inner.db.flush().map_err(WriteError::Flush)?;
-        self.inner.log_file.sync_data().map_err(WriteError::Sync)
+    /// Starts a new segment whose first record is at `first`: header written and synced,
+    /// directory entry synced.
+    fn start_segment(&mut self, first: Position) -> Result<(), WriteError> {
+        let path = self.inner.segments_dir().join(segment_name(first));
+        let failed = |source| WriteError::NewSegment {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(failed)?;
+        file.write_all_at(&segment_header(first), 0)
+            .map_err(failed)?;
+        sync_file(&self.inner.inject_sync_failure, &file, &path).map_err(|e| match e {
+            WriteError::Sync { source, .. } => failed(source),
+            other => other,
+        })?;
+        File::open(self.inner.segments_dir())
+            .and_then(|dir| dir.sync_all())
+            .map_err(failed)?;
+        let reader = file.try_clone().map_err(failed)?;
+        self.inner.offsets.add_segment(Segment {
+            first,
+            path: path.clone(),
+            file: reader,
+        });
+        self.tip = Some(Tip {
+            file,
+            first,
+            path,
+            len: SEGMENT_HEADER_BYTES,
+            since_entry: 0,
+        });
+        Ok(())
+    }
+
+    /// Writes the group's frames at the end of the tip segment (a new one when the tip is
+    /// full), then `fdatasync`s it: one write, one sync. Records the offset entries.
+    fn write_durably(&mut self, group: &mut Group) -> Result<(), WriteError> {
+        let full = self.tip.as_ref().is_none_or(|t| {
+            t.len > SEGMENT_HEADER_BYTES
+                && t.len
+                    .saturating_add(u64::try_from(group.buf.len()).unwrap_or(u64::MAX))
+                    > SEGMENT_SIZE_TARGET_BYTES
+        });
+        if full {
+            self.start_segment(group.first)?;
+        }
+        let Some(tip) = self.tip.as_mut() else {
+            return Err(WriteError::NewSegment {
+                path: self.inner.segments_dir().display().to_string(),
+                source: std::io::Error::other("no segment to write to"),
+            });
+        };
+        let base = tip.len;
+        let mut position = group.first;
+        for range in &group.slots {
+            let at = base.saturating_add(u64::try_from(range.start).unwrap_or(u64::MAX));
+            if at == SEGMENT_HEADER_BYTES || tip.since_entry >= OFFSET_STRIDE_BYTES {
+                group.work.offsets.push((
+                    position,
+                    Offset {
+                        segment: tip.first,
+                        at,
+                    },
+                ));
+                tip.since_entry = 0;
+            }
+            tip.since_entry = tip
+                .since_entry
+                .saturating_add(u64::try_from(range.len()).unwrap_or(u64::MAX));
+            position = Position(position.0 + 1);
+        }
+        tip.file
+            .write_all_at(&group.buf, base)
+            .map_err(|source| WriteError::Write {
+                path: tip.path.display().to_string(),
+                at: base,
+                len: group.buf.len(),
+                source,
+            })?;
+        let len = base.saturating_add(u64::try_from(group.buf.len()).unwrap_or(u64::MAX));
+        sync_file(&self.inner.inject_sync_failure, &tip.file, &tip.path)?;
+        tip.len = len;
+        Ok(())
     }
 
     /// The recorded event with this id, whether committed or staged in `group`.
@@ -327,14 +447,22 @@ impl Writer {
         if let Some(&position) = group.ids.get(id) {
             return group.staged(position).map(Some);
         }
-        match layout::id_position(&self.inner.tree, id)? {
+        match self.inner.index.id_position(id)? {
             None => Ok(None),
-            Some(position) => layout::read_one(&self.inner.tree, position, self.head.position)?
-                .map(Some)
-                .ok_or(ReadError::Corrupt {
-                    position,
-                    reason: Corruption::DanglingIdEntry { event_id: *id },
-                }),
+            Some(position) => {
+                let found = self
+                    .inner
+                    .offsets
+                    .read_range(position, 1, self.head.position)?
+                    .pop();
+                match found {
+                    Some(rec) if rec.event_id == *id => Ok(Some(rec)),
+                    _ => Err(ReadError::Corrupt {
+                        position,
+                        reason: Corruption::DanglingIdEntry { event_id: *id },
+                    }),
+                }
+            }
         }
     }
 
@@ -346,7 +474,10 @@ impl Writer {
         {
             return Ok(*v);
         }
-        let v = layout::stream_version(&self.inner.tree, stream, self.head.position)?;
+        let v = self
+            .inner
+            .index
+            .stream_version(stream, self.head.position)?;
         self.versions.insert(stream.clone(), v);
         Ok(v)
     }
@@ -377,19 +508,19 @@ impl Writer {
                 actual,
             });
         }
-        let count = u32::try_from(events.len()).map_err(|_| AppendError::TooManyEvents {
-            count: events.len(),
-            max: crate::limits::APPEND_EVENTS_MAX,
-        })?;
         // Encode everything first, so a failure stages nothing.
-        let mut frames = Vec::with_capacity(events.len());
+        let mark = group.buf.len();
+        let mut slots = Vec::with_capacity(events.len());
         let mut head = group.head;
         let mut version = actual;
         for e in events {
-            let position = head
-                .position
-                .next()
-                .ok_or(AppendError::LogFull(head.position))?;
+            let position = match head.position.next() {
+                Some(p) => p,
+                None => {
+                    group.buf.truncate(mark);
+                    return Err(AppendError::LogFull(head.position));
+                }
+            };
             version = StreamVersion(version.0 + 1);
             let place = Placement {
                 position,
@@ -398,25 +529,33 @@ impl Writer {
                 recorded_at,
                 prev_hash: head.hash,
             };
-            let (frame, hash) = codec::encode_frame(e, &place)?;
-            frames.push(frame);
-            head = Head { position, hash };
+            let start = group.buf.len();
+            match codec::encode_frame_into(e, &place, &mut group.buf) {
+                Ok(hash) => head = Head { position, hash },
+                Err(err) => {
+                    group.buf.truncate(mark);
+                    return Err(err.into());
+                }
+            }
+            slots.push(start..group.buf.len());
         }
         let first_position = group.head.position.next().unwrap_or(head.position);
         let mut position = first_position;
-        for (e, frame) in events.iter().zip(&frames) {
-            group.push_frame(position, frame);
-            group
-                .batch
-                .insert(&id_key(&e.event_id), &position.0.to_be_bytes());
+        for (e, slot) in events.iter().zip(slots) {
+            group.slots.push(slot);
+            group.work.ids.push((e.event_id, position));
             group.ids.insert(e.event_id, position);
             position = Position(position.0 + 1);
         }
-        let first_version = StreamVersion(actual.0 + 1);
-        group.batch.insert(
-            stream_key(stream, first_version),
-            &stream_entry(first_position, count),
-        );
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        group.work.runs.push((
+            stream.clone(),
+            StreamRun {
+                first_version: StreamVersion(actual.0 + 1),
+                first_position,
+                count,
+            },
+        ));
         group.versions.insert(stream.clone(), version);
         group.head = head;
         Ok(AppendResult {
