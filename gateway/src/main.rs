@@ -99,6 +99,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `error` and its causes on one line, as `{:#}` shows them, but leaving out a cause whose
+/// text is already shown (an error that prints its source in its own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut shown = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        if !shown.is_empty() {
+            shown.push_str(": ");
+        }
+        shown.push_str(&text);
+    }
+    shown
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     verbs::init_tracing(cli.globals.verbose);
@@ -115,11 +132,29 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             if let Some(remedy) = verbs::remedy(&e) {
                 eprintln!("to fix: {remedy}");
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_shown_once() {
+        let inner = anyhow::anyhow!("record at position 4 is corrupt");
+        let repeated =
+            inner.context("reading the erasures failed: record at position 4 is corrupt");
+        assert_eq!(
+            describe(&repeated),
+            "reading the erasures failed: record at position 4 is corrupt"
+        );
+        let added = anyhow::anyhow!("no such file").context("opening the mapping");
+        assert_eq!(describe(&added), "opening the mapping: no such file");
     }
 }

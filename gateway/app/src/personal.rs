@@ -268,6 +268,11 @@ impl PersonalSealer {
     /// store's checkpoint (all of them when the checkpoint does not match this log), then
     /// moves the checkpoint to the head. The number of keys destroyed.
     ///
+    /// A damaged record does not stop the open (the damage is for the reads, `crm verify`
+    /// and `crm serve` to report, with its position): it is skipped with an error in the
+    /// log, the records around it are reconciled, and the checkpoint stays where it was, so
+    /// that the first open after the log is restored reads that record too.
+    ///
     /// # Errors
     /// [`ReconcileError`]; the checkpoint then stays where it was.
     pub async fn reconcile(&self, store: &AnyStore) -> Result<usize, ReconcileError> {
@@ -281,44 +286,80 @@ impl PersonalSealer {
         let checkpoint = keys.dir().join(RECONCILED_FILE);
         let mut next = Position::FIRST;
         if let Some((position, hash)) = read_checkpoint(&checkpoint) {
-            if record_at(store, Position(position))
-                .await?
-                .is_some_and(|r| r.hash.to_hex() == hash)
-            {
-                next = Position(position.saturating_add(1));
+            match record_at(store, Position(position)).await {
+                Ok(Some(record)) if record.hash.to_hex() == hash => {
+                    next = Position(position.saturating_add(1));
+                }
+                Ok(_) | Err(ReadError::Corrupt { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let head = store.head();
         let mut destroyed = 0usize;
+        let mut damaged = None;
         while next <= head.position {
-            let page = store.read_all(next, RECONCILE_PAGE_EVENTS).await?;
+            let page = match store.read_all(next, RECONCILE_PAGE_EVENTS).await {
+                Ok(page) => page,
+                Err(ReadError::Corrupt { position, reason }) if position >= next => {
+                    tracing::error!(
+                        position = position.0,
+                        %reason,
+                        "the log is damaged: the record at this position cannot be read, so an erasure it may record is not applied; restore the log from a replica or backup"
+                    );
+                    damaged.get_or_insert(position);
+                    let before = usize::try_from(position.0 - next.0)
+                        .unwrap_or(RECONCILE_PAGE_EVENTS)
+                        .min(RECONCILE_PAGE_EVENTS);
+                    let page = if before > 0 {
+                        store.read_all(next, before).await?
+                    } else {
+                        Vec::new()
+                    };
+                    destroyed = destroyed.saturating_add(self.apply_erasures(&page)?);
+                    next = match page.last() {
+                        Some(last) if last.position.next() < Some(position) => {
+                            Position(last.position.0.saturating_add(1))
+                        }
+                        _ => Position(position.0.saturating_add(1)),
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let Some(last) = page.last() else { break };
             next = Position(last.position.0.saturating_add(1));
-            for event in page.iter().filter(|e| is_erasure(&e.event_type)) {
-                let subject = event.stream_id.as_str();
-                if self
-                    .erase(subject)
-                    .map_err(|source| ReconcileError::Erase {
-                        subject: subject.to_owned(),
-                        position: event.position.0,
-                        source,
-                    })?
-                {
-                    destroyed = destroyed.saturating_add(1);
-                    tracing::warn!(
-                        subject,
-                        position = event.position.0,
-                        "an erasure recorded in the log still had its key (interrupted erasure or restored key store); key destroyed"
-                    );
-                }
-            }
+            destroyed = destroyed.saturating_add(self.apply_erasures(&page)?);
         }
-        if head.position > Position::ZERO {
+        if head.position > Position::ZERO && damaged.is_none() {
             let line = format!("{} {}\n", head.position.0, head.hash.to_hex());
             // A read-only key store (a backup being checked) keeps its checkpoint: the next
             // open scans again, which is slower but still right.
             if let Err(e) = keys::write_synced(&checkpoint, line.as_bytes()) {
                 tracing::debug!(error = %e, "erasure checkpoint not written");
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// Destroys the key of every subject whose erasure `page` holds; the number destroyed.
+    fn apply_erasures(&self, page: &[RecordedEvent]) -> Result<usize, ReconcileError> {
+        let mut destroyed = 0usize;
+        for event in page.iter().filter(|e| is_erasure(&e.event_type)) {
+            let subject = event.stream_id.as_str();
+            if self
+                .erase(subject)
+                .map_err(|source| ReconcileError::Erase {
+                    subject: subject.to_owned(),
+                    position: event.position.0,
+                    source,
+                })?
+            {
+                destroyed = destroyed.saturating_add(1);
+                tracing::warn!(
+                    subject,
+                    position = event.position.0,
+                    "an erasure recorded in the log still had its key (interrupted erasure or restored key store); key destroyed"
+                );
             }
         }
         Ok(destroyed)

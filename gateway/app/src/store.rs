@@ -95,6 +95,17 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
     Ok(store)
 }
 
+/// Opens the existing log at `config`'s store location to check it (`crm verify`): without
+/// the key store and the sealer, so nothing is reconciled or written by this program (a
+/// read-only backup can be checked) and a damaged record is left for the check to name.
+/// Personal fields stay sealed; a verb that shows or writes events uses [`open`].
+///
+/// # Errors
+/// [`StoreOpenError`] when the log is missing or the backend cannot be opened.
+pub async fn open_to_check(config: &Config) -> Result<AnyStore, StoreOpenError> {
+    open_backend(config, Create::Never).await
+}
+
 async fn open_backend(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
     match config.store_location() {
         StoreLocation::Sled(dir) => {
@@ -153,7 +164,10 @@ fn open_sled(
     }
     Ok(SledStore::open_with(
         dir,
-        crm_eventstore::SledOptions { cache_bytes },
+        crm_eventstore::SledOptions {
+            cache_bytes,
+            ..Default::default()
+        },
     )?)
 }
 

@@ -183,20 +183,31 @@ pub fn exit(ok: bool) -> ExitCode {
 }
 
 /// What the user can do about `error`, in the words of the `crm` command, when the layers
-/// below described a fault without a remedy of this program's verbs.
+/// below described a fault without a remedy of this program's verbs. Damage to the log
+/// (anywhere in the chain, also behind wrappers that show the store's error as their own)
+/// is named with its position and answered with restoring, never with a retry.
 #[must_use]
-pub fn remedy(error: &anyhow::Error) -> Option<&'static str> {
+pub fn remedy(error: &anyhow::Error) -> Option<String> {
+    use crm_app::damage::{LogDamage, OPS_GUIDE_SECTION};
     use crm_app::store::StoreOpenError;
     use crm_eventstore::{AppendError, OpenError, ReadError};
-    const RESTORE: &str =
-        "run `crm verify` to find the first bad record, then restore the log from a replica or backup";
+    if let Some(damage) = error.chain().find_map(LogDamage::of_error) {
+        return Some(format!(
+            "{}; `crm verify` names the first bad record",
+            damage.remedy()
+        ));
+    }
     let open_remedy = |open: &OpenError| {
         match open {
         OpenError::Locked { .. } => Some(
-            "a running `crm serve` or `crm project run` has the log open: stop it, or send the command to the server over HTTP",
+            "a running `crm serve` or `crm project run` has the log open: stop it, or send the command to the server over HTTP".to_owned(),
         ),
-        OpenError::NewerFormat { .. } => Some("upgrade `crm` to a build that reads this format"),
-        OpenError::Damaged { .. } => Some(RESTORE),
+        OpenError::NewerFormat { .. } => {
+            Some("upgrade `crm` to a build that reads this format".to_owned())
+        }
+        OpenError::Storage { .. } => Some(format!(
+            "if the path, its permissions and the lock are fine, the log's files may be damaged: restore the log from a replica or backup ({OPS_GUIDE_SECTION})"
+        )),
         _ => None,
     }
     };
@@ -207,12 +218,14 @@ pub fn remedy(error: &anyhow::Error) -> Option<&'static str> {
         if let Some(open) = cause.downcast_ref::<OpenError>() {
             return open_remedy(open);
         }
-        if let Some(ReadError::Corrupt { .. }) = cause.downcast_ref::<ReadError>() {
-            return Some(RESTORE);
+        if let Some(ReadError::Storage(_)) = cause.downcast_ref::<ReadError>() {
+            return Some(format!(
+                "check the disk (kernel log, free space); if it is sound and the error persists, run `crm verify`: if it names a bad record, restore the log from a replica or backup ({OPS_GUIDE_SECTION})"
+            ));
         }
         match cause.downcast_ref::<AppendError>() {
             Some(AppendError::StorageFailed(_)) => Some(
-                "writes are refused until the log is reopened: check the disk, run the command again, then `crm verify`",
+                "writes are refused until the log is reopened: check the disk, run the command again, then `crm verify`".to_owned(),
             ),
             Some(_) | None => None,
         }
@@ -252,7 +265,28 @@ mod tests {
             reason: crm_eventstore::Corruption::Missing,
         })
         .context("reading the log");
-        assert!(remedy(&corrupt).unwrap().contains("`crm verify`"));
+        let shown = remedy(&corrupt).unwrap();
+        assert!(shown.contains("`crm verify`"), "{shown}");
+        assert!(shown.contains("damaged at position 7"), "{shown}");
+        assert!(shown.contains("replica or backup"), "{shown}");
+        assert!(shown.contains("Restoring a damaged log"), "{shown}");
         assert_eq!(remedy(&anyhow::anyhow!("no such metric")), None);
+    }
+
+    #[test]
+    fn damage_behind_a_transparent_wrapper_still_gets_the_restore_remedy() {
+        let hidden = anyhow::Error::from(crm_app::inspect::VerbError::Read(ReadError::Corrupt {
+            position: Position(4),
+            reason: crm_eventstore::Corruption::Missing,
+        }));
+        let shown = remedy(&hidden).unwrap();
+        assert!(shown.contains("damaged at position 4"), "{shown}");
+        let damaged = anyhow::Error::from(StoreOpenError::Open(OpenError::Damaged {
+            path: "/data/log".into(),
+            reason: "records 3 to 9 are missing".into(),
+        }));
+        assert!(remedy(&damaged).unwrap().contains("replica or backup"));
+        let io = anyhow::Error::from(ReadError::Storage("EIO".into()));
+        assert!(remedy(&io).unwrap().contains("`crm verify`"));
     }
 }
