@@ -382,6 +382,7 @@ async fn new_events_that_move_a_measure_are_recorded_as_a_status_change() {
         store.clone(),
         Arc::clone(&shared.registries),
         Arc::clone(&shared.scorecards),
+        Arc::clone(&shared.damage),
         stopped,
     ));
     // The first assessment records where the measure stands.

@@ -6,10 +6,16 @@
 //! Filters (`category`, `type`, `correlation`, `causation`) only skip events; the ids stay
 //! positions.
 //!
+//! A feed that meets a damaged record sends the intact events before it, then one `error`
+//! message whose data is the problem document (`log-damaged`, naming the position), and
+//! ends; the server latches the damage (see [`super::damage`]).
+//!
 //! **Invariant:** at most [`super::FEEDS_MAX`] feeds at once; every feed ends when the server
-//! shuts down, so a graceful shutdown is not held open by followers.
+//! shuts down, so a graceful shutdown is not held open by followers, and after its first
+//! error, so a damaged log is reported once, never in a loop.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -17,16 +23,18 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use crm_eventstore::{AnyStore, EventStore, Position, RecordedEvent, Subscription};
+use crm_eventstore::{AnyStore, EventStore, Position, RecordedEvent};
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::damage::DamageLatch;
 use super::problem::{ApiError, Problem};
 use super::{AppState, FEEDS_MAX};
 use crm_app::access::Principal;
+use crm_app::damage::UpToDamage;
 use crm_app::envelope::{EventFilter, EventLine};
 use crm_app::personal::{as_seen, Visibility};
 use crm_domain::access::Permission;
@@ -54,7 +62,8 @@ pub struct FeedQuery {
 }
 
 struct Feed {
-    subscription: Subscription<AnyStore>,
+    /// The log from `from` on; at a damaged record, the intact events before it first.
+    subscription: UpToDamage<AnyStore>,
     shutdown: watch::Receiver<bool>,
     filter: EventFilter,
     /// How the caller is shown personal fields.
@@ -63,17 +72,25 @@ struct Feed {
     store: AnyStore,
     /// An error was sent: the feed ends.
     failed: bool,
+    /// Where the server latches damage (`/readyz` turns not ready).
+    damage: Arc<DamageLatch>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Feed {
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        self.filter.matches(event)
+    /// The feed's one error message: the problem document as data; the feed ends after it.
+    fn error(&mut self, error: &ApiError) -> Event {
+        self.failed = true;
+        if let ApiError::LogDamaged(met) = error {
+            self.damage.latch(met);
+        }
+        let data = serde_json::to_string(&error.problem()).unwrap_or_default();
+        Event::default().event("error").data(data)
     }
 
-    /// The next message, `None` at shutdown, store close or after an error (sent once as an
-    /// `error` message: a damaged record or an unreadable sealed field does not heal by
-    /// reading it again).
+    /// The next message, `None` at shutdown, store close or after an error. An error is sent
+    /// once, as an `error` message carrying the problem document, and ends the feed: a
+    /// damaged record or an unreadable sealed field does not heal by reading it again.
     async fn next(&mut self) -> Option<Event> {
         if self.failed {
             return None;
@@ -84,20 +101,14 @@ impl Feed {
                 next = self.subscription.next() => next,
             };
             match next? {
-                Ok(event) if self.wants(&event) => {
-                    match as_seen(&self.store, &event, self.visibility) {
-                        Ok(shown) => return Some(message(&shown)),
-                        Err(e) => {
-                            self.failed = true;
-                            return Some(Event::default().event("error").data(e.to_string()));
-                        }
-                    }
+                Ok(event) if self.filter.matches(&event) => {
+                    return Some(match as_seen(&self.store, &event, self.visibility) {
+                        Ok(shown) => message(&shown),
+                        Err(e) => self.error(&e.into()),
+                    });
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Event::default().event("error").data(e.to_string()));
-                }
+                Err(e) => return Some(self.error(&e.into())),
             }
         }
     }
@@ -129,6 +140,7 @@ fn message(event: &RecordedEvent) -> Event {
     responses(
         (status = 200, description = "`text/event-stream`: one message per event, `id` = position, `event` = type, `data` = the event's JSON", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid Last-Event-ID or query", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The log is damaged at `from` (`log-damaged`: a feed from there has nothing to send before the damage). A feed that meets damage later sends the events before it, then one `error` message whose `data` is the problem document, and ends", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many feeds open", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -156,6 +168,14 @@ pub async fn feed(
         (None, Some(from)) => from.max(1),
         (None, None) => state.store.head().position.0 + 1,
     };
+    // A feed that would start at the damaged record this server met has nothing to send but
+    // the error: answer it as a problem, which also ends an `EventSource`'s reconnections
+    // (a reconnect with `Last-Event-ID` lands exactly there).
+    if let Some(met) = state.damage.get() {
+        if met.position == Some(from) {
+            return Err(ApiError::LogDamaged(met));
+        }
+    }
     let permit = state.feeds.clone().try_acquire_owned().map_err(|_| {
         ApiError::Busy(format!(
             "{FEEDS_MAX} feeds are open, the limit; retry later or read pages of /v1/events"
@@ -163,7 +183,7 @@ pub async fn feed(
     })?;
     metrics::gauge!("crm_http_feeds_open").increment(1.0);
     let feed = Feed {
-        subscription: state.store.subscribe(Position(from)),
+        subscription: UpToDamage::new(&state.store, Position(from)),
         shutdown: state.shutdown.clone(),
         filter: EventFilter {
             category: query.category,
@@ -174,6 +194,7 @@ pub async fn feed(
         visibility: Visibility::allowed(principal.can(Permission::ReadPersonalData)),
         store: state.store.clone(),
         failed: false,
+        damage: Arc::clone(&state.damage),
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {

@@ -31,6 +31,10 @@
 //! (`[serve] tls_cert_file` and `tls_key_file`, `--tls-cert`/`--tls-key`). The handshake
 //! shares the header-read timeout; failures are counted with reason `tls_handshake`.
 //!
+//! **Invariant:** a request that meets a damaged record gets 500 `log-damaged` (no
+//! `Retry-After`), a feed sends it as one `error` event and ends, and `/readyz` answers 503
+//! `log-damaged` from then on ([`damage`]).
+//!
 //! **Invariant:** shutdown (SIGTERM, Ctrl-C) stops accepting connections, ends the feeds,
 //! lets in-flight requests (appends) finish, then closes the store.
 //!
@@ -43,6 +47,7 @@ pub mod auth;
 pub mod checkpoints;
 pub mod cockpit;
 pub mod connections;
+pub mod damage;
 pub mod feed;
 pub mod metrics;
 pub mod ops;
@@ -126,6 +131,8 @@ pub struct AppState {
     pub scorecards: Arc<scorecards::AssessmentCache>,
     /// Signed checkpoints, when the server has a signing key (see [`checkpoints`]).
     pub checkpoints: Option<Arc<crm_app::checkpoint::Checkpointing>>,
+    /// The first damage a read of this server met (see [`damage`]).
+    pub damage: Arc<damage::DamageLatch>,
 }
 
 /// What the router shares with work beside it (the scorecard status watcher).
@@ -137,6 +144,8 @@ pub struct Shared {
     pub scorecards: Arc<scorecards::AssessmentCache>,
     /// Signed checkpoints, when the server has a signing key.
     pub checkpoints: Option<Arc<crm_app::checkpoint::Checkpointing>>,
+    /// The first damage met in the log, by a request or by work beside the router.
+    pub damage: Arc<damage::DamageLatch>,
 }
 
 #[derive(OpenApi)]
@@ -216,6 +225,7 @@ pub fn router_shared(
         auth: auth::Authenticator { policy, tokens },
         scorecards: shared.scorecards,
         checkpoints: shared.checkpoints,
+        damage: shared.damage,
     };
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(write::command))
@@ -260,6 +270,7 @@ pub fn router_shared(
             auth::authenticate,
         ))
         .route_layer(middleware::from_fn(ops::track))
+        .route_layer(middleware::from_fn_with_state(state.clone(), damage::latch))
         .split_for_parts();
     // `OpenApiRouter::new()` starts from utoipa-axum's own `info`; the document's is ours.
     openapi.info = ApiDoc::openapi().info;
@@ -267,6 +278,7 @@ pub fn router_shared(
     // What could not be placed is a mistake of `schemas`, which its tests catch.
     let (openapi, _) = schemas::document(openapi, state.commands.registry());
     let openapi = auth::document_security(openapi, &state.auth.policy.settings);
+    let openapi = damage::document(openapi);
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             connections::refused("overloaded");
@@ -370,6 +382,7 @@ pub async fn serve_with(
         store.clone(),
         shared.registries,
         shared.scorecards,
+        shared.damage,
         stop.subscribe(),
     ));
     let stopping = async move {

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::damage::DamageMet;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 
@@ -77,11 +78,12 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The store is open, projections are caught up within a bound, the server is not stopping.
+/// The store is open and its head readable, no read of this server met a damaged record,
+/// projections are caught up within a bound, the server is not stopping.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready: the store is open and readable", body = Readiness),
-        (status = 503, description = "Shutting down, the store is not readable, or a projection is more than 1,000 events behind the head", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready: shutting down, the store is not readable, a projection is more than 1,000 events behind the head (`storage-unavailable`, with `Retry-After`), or a read of this server met a damaged record (`log-damaged`, without `Retry-After`: not ready until the log is restored and the server restarted)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if *state.shutdown.borrow() {
@@ -89,9 +91,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
             "the server is shutting down".to_owned(),
         ));
     }
+    if let Some(met) = state.damage.get() {
+        return Err(ApiError::NotReadyLogDamaged(met));
+    }
     let head = state.store.head().position;
     if head.0 > 0 {
-        state.store.read_all(head, 1).await?;
+        if let Err(e) = state.store.read_all(head, 1).await {
+            return Err(match DamageMet::of_read(&e) {
+                Some(met) => {
+                    state.damage.latch(&met);
+                    ApiError::NotReadyLogDamaged(met)
+                }
+                None => e.into(),
+            });
+        }
     }
     if let Some(projections) = &state.projections {
         let max = super::read_models::READY_LAG_EVENTS_MAX;

@@ -13,6 +13,8 @@ use crm_eventstore::{AppendError, ReadError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::damage::{DamageMet, LOG_DAMAGED};
+
 /// Media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -34,6 +36,9 @@ pub struct Problem {
     /// For 409: the stream's current version (reload and retry with it in `If-Match`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u64>,
+    /// For `log-damaged`: the position of the damaged record, when the store named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_position: Option<u64>,
 }
 
 impl Problem {
@@ -46,6 +51,7 @@ impl Problem {
             status: status.as_u16(),
             detail,
             current_version: None,
+            damaged_position: None,
         }
     }
 }
@@ -95,9 +101,17 @@ pub enum ApiError {
     /// The server is at its limit of concurrent requests or feeds.
     #[error("{0}")]
     Busy(String),
-    /// The store cannot serve the request (closed, storage failure, corrupt record).
+    /// The store cannot serve the request now (closed, storage failure, unreachable):
+    /// 503 with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// The request met a damaged record: 500 `log-damaged`, no `Retry-After` (reading it
+    /// again will not heal it); the server latches the damage (see [`crate::damage`]).
+    #[error("{}", .0.detail)]
+    LogDamaged(DamageMet),
+    /// `/readyz` of a server that met damage: 503 `log-damaged`, no `Retry-After`.
+    #[error("not ready: a read of this server met damage in the log: {}", .0.detail)]
+    NotReadyLogDamaged(DamageMet),
     /// A sealed personal field cannot be opened: altered bytes, or a missing or damaged key.
     #[error("{0}")]
     PersonalDataUnreadable(String),
@@ -130,6 +144,8 @@ impl ApiError {
             }
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+            ApiError::LogDamaged(_) => (StatusCode::INTERNAL_SERVER_ERROR, LOG_DAMAGED),
+            ApiError::NotReadyLogDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, LOG_DAMAGED),
             ApiError::PersonalDataUnreadable(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "personal-data-unreadable",
@@ -153,19 +169,23 @@ impl ApiError {
                 } => Some(*current_version),
                 _ => None,
             },
+            damaged_position: match self {
+                ApiError::LogDamaged(met) | ApiError::NotReadyLogDamaged(met) => met.position,
+                _ => None,
+            },
         }
     }
 }
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
+        if let Some(met) = DamageMet::of_read(&e) {
+            return ApiError::LogDamaged(met);
+        }
         match e {
-            ReadError::Corrupt { .. } => ApiError::Unavailable(format!(
-                "{e}; retrying will not help: the operator must run `crm verify` and restore the log"
+            ReadError::Closed => ApiError::Unavailable(format!(
+                "{e}; the server is stopping, retry once it is back"
             )),
-            ReadError::Closed => {
-                ApiError::Unavailable(format!("{e}; the server is stopping, retry once it is back"))
-            }
             _ => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -243,7 +263,8 @@ pub fn problem_response(problem: &Problem) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    // 503 invites a retry, except for a damaged log: reading it again will not heal it.
+    if status == StatusCode::SERVICE_UNAVAILABLE && !problem.type_uri.ends_with(LOG_DAMAGED) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -257,6 +278,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "internal error");
         }
         let mut response = problem_response(&self.problem());
+        if let ApiError::LogDamaged(met) = self {
+            // Latched by the server's middleware (`crate::damage::latch`).
+            response.extensions_mut().insert(met);
+            return response;
+        }
         if matches!(self, ApiError::Unauthenticated(_)) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -417,5 +443,32 @@ mod tests {
         assert_eq!(json["type"], "urn:crm:problem:version-conflict");
         assert_eq!(ApiError::Busy("b".into()).problem().status, 503);
         assert_eq!(ApiError::TooLarge("t".into()).problem().status, 413);
+    }
+
+    #[test]
+    fn a_damaged_record_is_log_damaged_without_retry_after_and_carries_its_position() {
+        let corrupt = ReadError::Corrupt {
+            position: crm_eventstore::Position(4),
+            reason: crm_eventstore::Corruption::Missing,
+        };
+        let error = ApiError::from(corrupt);
+        let problem = error.problem();
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.type_uri, "urn:crm:problem:log-damaged");
+        assert_eq!(problem.damaged_position, Some(4));
+        assert!(
+            problem.detail.contains("retrying will not help"),
+            "{problem:?}"
+        );
+        let response = error.into_response();
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let met = response.extensions().get::<DamageMet>().cloned().unwrap();
+        assert_eq!(met.position, Some(4));
+
+        let not_ready = ApiError::NotReadyLogDamaged(met).into_response();
+        assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(not_ready.headers().get(header::RETRY_AFTER).is_none());
+        let unavailable = ApiError::Unavailable("closed".into()).into_response();
+        assert!(unavailable.headers().get(header::RETRY_AFTER).is_some());
     }
 }

@@ -446,11 +446,13 @@ pub async fn explain(
 /// Records status changes: whenever the log's head moves (after [`WATCH_DEBOUNCE`]), each
 /// scorecard's latest version is assessed at the head and every measure of every node
 /// whose status differs from the last recorded one gets a `ScorecardStatusChanged` event
-/// (published like any other event). Runs until `stop` turns true.
+/// (published like any other event). Runs until `stop` turns true. Damage met in the log
+/// is latched in `damage` (the server turns not ready) and reported once.
 pub async fn watch_statuses(
     store: AnyStore,
     registries: Arc<RegistryCache>,
     cache: Arc<AssessmentCache>,
+    damage: Arc<crate::damage::DamageLatch>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut heads = store.watch_head();
@@ -459,8 +461,15 @@ pub async fn watch_statuses(
     loop {
         let head = store.head().position.0;
         if seen_head != Some(head) {
-            if let Err(e) = assess_once(&store, &registries, &cache, &mut boards).await {
-                tracing::warn!(error = %e, "scorecard status watcher: assessment failed; retrying at the next event");
+            match assess_once(&store, &registries, &cache, &mut boards).await {
+                Ok(()) => {}
+                // Latching logs it once; the damage does not heal, so no warning per event.
+                Err(ApiError::LogDamaged(met)) => {
+                    damage.latch(&met);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scorecard status watcher: assessment failed; retrying at the next event");
+                }
             }
             seen_head = Some(head);
         }

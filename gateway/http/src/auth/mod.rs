@@ -212,7 +212,8 @@ impl Authenticator {
     ///
     /// # Errors
     /// [`ApiError::Unauthenticated`] without a valid credential where one is needed;
-    /// [`ApiError::Unavailable`] when the token register cannot be read.
+    /// [`ApiError::Unavailable`] when the token register cannot be read now;
+    /// [`ApiError::LogDamaged`] when it meets a damaged record.
     pub async fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let Some(credential) = bearer(headers)? else {
             if self.policy.required {
@@ -227,7 +228,17 @@ impl Authenticator {
                 .tokens
                 .verify(credential, Utc::now())
                 .await
-                .map_err(|e| ApiError::Unavailable(format!("{e}; retry shortly")))?
+                .map_err(|e| match e {
+                    crm_app::access::RegisterError::Read(read) => {
+                        match crate::damage::DamageMet::of_read(&read) {
+                            Some(met) => ApiError::LogDamaged(met),
+                            None => ApiError::Unavailable(format!(
+                                "the token register could not be read: {read}; retry shortly"
+                            )),
+                        }
+                    }
+                    e => ApiError::Unavailable(format!("{e}; retry shortly")),
+                })?
                 .map_err(|refused| ApiError::Unauthenticated(refused.to_string()));
         }
         match &self.policy.oidc {
