@@ -9,7 +9,9 @@
 //! advancing the published position over the acknowledged prefix only. The first failure
 //! (a refused publish, a timed-out acknowledgement, a lost connection) ends the session; the
 //! next one starts again from the stream's own last sequence, so nothing is skipped and
-//! nothing is stored twice.
+//! nothing is stored twice. A session that meets a damaged record of the log publishes what
+//! was acknowledged before it, reports the damage once (log, `last_error`) and stops: no
+//! retry reads a damaged record intact, so none is made.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,11 +23,12 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{Config as StreamConfig, RawMessageErrorKind, StorageType};
 use async_nats::{Client, ConnectOptions};
-use crm_eventstore::{EventStore, Position};
+use crm_app::damage::{LogDamage, UpToDamage};
+use crm_eventstore::{EventStore, Position, ReadError};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::message::{self, NATS_MSG_ID};
 use super::{
@@ -44,16 +47,39 @@ enum End {
 }
 
 /// Why a session ended; `progressed` when it published something first (the backoff then
-/// starts again from [`BACKOFF_MIN`]).
+/// starts again from [`BACKOFF_MIN`]); `damaged` when it met a damaged record of the log,
+/// which no retry gets past.
 struct Failure {
     message: String,
     progressed: bool,
+    damaged: bool,
 }
 
 fn fail(message: impl Into<String>) -> Failure {
     Failure {
         message: message.into(),
         progressed: false,
+        damaged: false,
+    }
+}
+
+/// A failed read of the log: damage (named, with the remedy, and final) or a fault a later
+/// session may get past.
+fn read_failed(what: &str, error: &ReadError, progressed: bool) -> Failure {
+    match LogDamage::of_read(error) {
+        Some(damage) => Failure {
+            message: format!(
+                "{what}: {error}; publication stops here until the log is restored and the server restarted: {}",
+                damage.remedy()
+            ),
+            progressed,
+            damaged: true,
+        },
+        None => Failure {
+            message: format!("{what}: {error}"),
+            progressed,
+            damaged: false,
+        },
     }
 }
 
@@ -83,6 +109,17 @@ pub(super) async fn run<S: EventStore>(
             Ok(End::Stopped) => return,
             Ok(End::StoreClosed) => {
                 debug!("the store closed; the publisher waits for its stop");
+                let _ = stop.wait_for(|stopped| *stopped).await;
+                return;
+            }
+            Err(failure) if failure.damaged => {
+                // Reading the damaged record again will not heal it: report once, stop
+                // publishing, and wait for the stop (the events before it are published).
+                error!(error = %failure.message, "publishing to NATS stopped: the log is damaged");
+                state.send_modify(|s| {
+                    s.connected = false;
+                    s.last_error = Some(failure.message);
+                });
                 let _ = stop.wait_for(|stopped| *stopped).await;
                 return;
             }
@@ -196,10 +233,13 @@ async fn check_stream_matches_log<S: EventStore>(
             )))
         }
     };
-    let page = store
-        .read_all(Position(last), 1)
-        .await
-        .map_err(|e| fail(format!("cannot read position {last} of the log: {e}")))?;
+    let page = store.read_all(Position(last), 1).await.map_err(|e| {
+        read_failed(
+            &format!("cannot read position {last} of the log"),
+            &e,
+            false,
+        )
+    })?;
     let expected = page.first().map(|e| e.event_id.0.to_string());
     let found = message
         .headers
@@ -275,11 +315,13 @@ async fn session<S: EventStore>(
     acknowledged.send_replace(last);
 
     let mut published = last;
-    let mut subscription = store.subscribe(Position(last.saturating_add(1)));
+    // At a damaged record, the intact events before it are published first.
+    let mut subscription = UpToDamage::new(store, Position(last.saturating_add(1)));
     let mut acks: Acks = FuturesOrdered::new();
     let failed = |message: String, published: u64| Failure {
         message,
         progressed: published > last,
+        damaged: false,
     };
     loop {
         tokio::select! {
@@ -315,7 +357,9 @@ async fn session<S: EventStore>(
                         return Ok(End::StoreClosed);
                     }
                     Some(Err(e)) => {
-                        return Err(failed(format!("cannot read the log: {e}"), published));
+                        // The acknowledged prefix is kept (and checkpointed) before stopping.
+                        drain(&mut acks, &mut published, state, acknowledged).await;
+                        return Err(read_failed("cannot read the log", &e, published > last));
                     }
                     Some(Ok(event)) => event,
                 };
