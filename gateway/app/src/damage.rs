@@ -38,16 +38,20 @@ pub enum DamageLocation {
         /// Its global position.
         position: u64,
     },
-    /// A record from `first` to `last` (inclusive) could not be read; which one is not
-    /// known.
+    /// The damage is somewhere from `first` to `last` (inclusive): records missing, or a
+    /// record there could not be read and which one is not known.
     Within {
-        /// The first position that could not be read.
+        /// The first position that may be affected.
         first: u64,
-        /// The last position that may be affected (the head).
+        /// The last position that may be affected.
         last: u64,
     },
-    /// The store did not name positions (the log could not be opened); the reason says what
-    /// it found.
+    /// The damage is somewhere before this position, which is all the store could tell.
+    Before {
+        /// The first position known to be past the damage.
+        position: u64,
+    },
+    /// The store did not name positions; the reason says what it found.
     Unknown,
 }
 
@@ -57,8 +61,42 @@ impl DamageLocation {
     pub fn first_bad_position(self) -> Option<u64> {
         match self {
             DamageLocation::At { position } => Some(position),
-            DamageLocation::Within { .. } | DamageLocation::Unknown => None,
+            DamageLocation::Within { .. }
+            | DamageLocation::Before { .. }
+            | DamageLocation::Unknown => None,
         }
+    }
+
+    /// The positions a store's message names in one of the forms the stores use: "record at
+    /// position N" (the first damaged record), "records A to B" (missing or unreadable),
+    /// "before position P"; [`DamageLocation::Unknown`] otherwise. For damage found at
+    /// open ([`OpenError::Damaged`]), whose reason is text.
+    #[must_use]
+    pub fn named_in(reason: &str) -> DamageLocation {
+        /// The number right after the first `prefix` in `text`, and the text after it.
+        fn number_after<'t>(text: &'t str, prefix: &str) -> Option<(u64, &'t str)> {
+            let start = text.find(prefix)? + prefix.len();
+            let rest = &text[start..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            Some((rest[..end].parse().ok()?, &rest[end..]))
+        }
+        if let Some((position, _)) = number_after(reason, "record at position ") {
+            return DamageLocation::At { position };
+        }
+        if let Some((first, rest)) = number_after(reason, "records ") {
+            if let Some(last) = rest
+                .strip_prefix(" to ")
+                .and_then(|r| number_after(r, "").map(|(n, _)| n))
+            {
+                return DamageLocation::Within { first, last };
+            }
+        }
+        if let Some((position, _)) = number_after(reason, "before position ") {
+            return DamageLocation::Before { position };
+        }
+        DamageLocation::Unknown
     }
 }
 
@@ -72,7 +110,8 @@ impl fmt::Display for DamageLocation {
             DamageLocation::Within { first, last } => {
                 write!(f, "at a position from {first} to {last}")
             }
-            DamageLocation::Unknown => write!(f, "at positions the store did not name"),
+            DamageLocation::Before { position } => write!(f, "before position {position}"),
+            DamageLocation::Unknown => write!(f, "where the store did not say"),
         }
     }
 }
@@ -102,12 +141,12 @@ impl LogDamage {
     }
 
     /// The damage `error` reports: [`OpenError::Damaged`], whose reason names what the
-    /// store found (and the positions, when it knows them).
+    /// store found, and the positions when it knows them ([`DamageLocation::named_in`]).
     #[must_use]
     pub fn of_open(error: &OpenError) -> Option<LogDamage> {
         match error {
             OpenError::Damaged { path, reason } => Some(LogDamage {
-                location: DamageLocation::Unknown,
+                location: DamageLocation::named_in(reason),
                 reason: format!("the log at {path} is damaged: {reason}"),
             }),
             _ => None,
@@ -290,11 +329,25 @@ mod tests {
     fn a_damaged_open_is_damage_at_positions_the_store_names_in_its_reason() {
         let open = OpenError::Damaged {
             path: "/d/log".into(),
-            reason: "the record at position 9 is damaged".into(),
+            reason: "the record at position 9 (segment 1.seg, byte 1698) is damaged (the segment ends 51 bytes into its frame); records from position 9 on cannot be read".into(),
         };
         let damage = LogDamage::find(&StoreOpenError::Open(open)).unwrap();
-        assert_eq!(damage.location, DamageLocation::Unknown);
-        assert!(damage.reason.contains("position 9"), "{damage}");
+        assert_eq!(damage.location, DamageLocation::At { position: 9 });
+        assert!(damage.reason.contains("/d/log"), "{damage}");
+        for (reason, location) in [
+            (
+                "the index reaches position 12 but the segments end at position 7: records 8 to 12 are missing",
+                DamageLocation::Within { first: 8, last: 12 },
+            ),
+            (
+                "a chunk is unreadable somewhere before position 30",
+                DamageLocation::Before { position: 30 },
+            ),
+            ("a malformed chunk key", DamageLocation::Unknown),
+            ("records 3 are odd", DamageLocation::Unknown),
+        ] {
+            assert_eq!(DamageLocation::named_in(reason), location, "{reason}");
+        }
         let locked = StoreOpenError::Open(OpenError::Locked { path: "/d".into() });
         assert_eq!(LogDamage::find(&locked), None);
     }
