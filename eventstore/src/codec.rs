@@ -313,14 +313,16 @@ pub fn frame_len(bytes: &[u8]) -> Option<usize> {
         .checked_add(FRAME_OVERHEAD_BYTES)
 }
 
-/// Decodes a frame, checking format version, lengths and checksum. When
-/// `expected` is given, the frame must hold that position. With `check_hash`
-/// the chain hash is recomputed too (done by `verify`; reads rely on the checksum).
-pub fn decode(
-    frame: &[u8],
-    expected: Option<Position>,
-    check_hash: bool,
-) -> Result<RecordedEvent, FrameError> {
+/// Checks a frame's format version, lengths and checksum, without decoding its body.
+///
+/// # Errors
+/// The first check that fails.
+pub fn check_frame(frame: &[u8]) -> Result<(), FrameError> {
+    checked(frame).map(|_| ())
+}
+
+/// The checks of [`check_frame`]; returns the format version, body length and checksum.
+fn checked(frame: &[u8]) -> Result<(u8, usize, u32), FrameError> {
     let min = HEADER_LEN + HASH_LEN * 2 + CHECKSUM_LEN;
     if frame.len() < min {
         return Err(FrameError::Truncated {
@@ -363,6 +365,19 @@ pub fn decode(
     if stored != computed {
         return Err(FrameError::Checksum { stored, computed });
     }
+    Ok((version, body_len, stored))
+}
+
+/// Decodes a frame, checking format version, lengths and checksum. When
+/// `expected` is given, the frame must hold that position. With `check_hash`
+/// the chain hash is recomputed too (done by `verify`; reads rely on the checksum).
+pub fn decode(
+    frame: &[u8],
+    expected: Option<Position>,
+    check_hash: bool,
+) -> Result<RecordedEvent, FrameError> {
+    let (version, body_len, stored) = checked(frame)?;
+    let min = FRAME_OVERHEAD_BYTES;
     let body = &frame[HEADER_LEN..HEADER_LEN + body_len];
     let prev_hash = read_array::<32>(frame, HEADER_LEN + body_len)
         .map(ChainHash)

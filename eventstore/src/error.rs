@@ -132,6 +132,14 @@ pub enum Corruption {
     /// The record's content cannot be encoded again to recompute its hash.
     #[error(transparent)]
     Unencodable(#[from] EncodeError),
+    /// A damaged record of the embedded log, and how far the damage reaches: the records
+    /// from it up to `next_readable` (exclusive; the end of the log when `None`) cannot be
+    /// read, because the frames between cannot be told apart.
+    #[error("{cause}; the records from here {}", match next_readable { Some(p) => format!("up to position {p} (exclusive) cannot be read", p = p), None => "to the end of the log cannot be read".to_owned() })]
+    Unreadable {
+        next_readable: Option<Position>,
+        cause: Box<Corruption>,
+    },
     #[error("the frame's length field is damaged")]
     FrameOverrunsSegment,
     #[error("no segment holds this position")]

@@ -71,6 +71,9 @@ pub struct SledOptions {
     /// import, which writes once and reads back only the streams it continues, runs in a
     /// bounded footprint with a small cache; a server keeps the default.
     pub cache_bytes: Option<u64>,
+    /// Size past which the writer starts a new segment (`None`: 256 MiB). Tests use small
+    /// segments to cross segment boundaries with few records.
+    pub segment_target_bytes: Option<u64>,
 }
 
 /// How long `open` waits for the directory's lock. sled releases it from its
@@ -204,6 +207,9 @@ impl SledStore {
             versions: std::collections::HashMap::new(),
             tip: recovered.tip,
             indexer: index_tx,
+            segment_target_bytes: options
+                .segment_target_bytes
+                .unwrap_or(segment::SEGMENT_SIZE_TARGET_BYTES),
         };
         std::thread::Builder::new()
             .name("crm-sled-writer".into())
@@ -334,7 +340,8 @@ fn open_index(path: &Path, cache_bytes: Option<u64>) -> Result<Index, OpenError>
         .and_then(|index| index.indexed().map(|_| index));
     match opened {
         Ok(index) => Ok(index),
-        Err(e) if e.is_damage() => {
+        // Anything but another holder of the lock: the index is derived, rebuild it.
+        Err(e) if !matches!(e, IndexError::Locked) => {
             let seconds = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -35,6 +35,9 @@ pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
 pub(crate) const SEGMENT_SIZE_TARGET_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes of frames between two entries of the offset map.
 pub(crate) const OFFSET_STRIDE_BYTES: u64 = 64 * 1024;
+/// Largest frame a walk accepts: the event size limit plus the envelope's own fields with
+/// room to spare. A longer length field is damage, not a reason to read gigabytes.
+const FRAME_SIZE_MAX_BYTES: usize = crate::limits::EVENT_SIZE_MAX_BYTES + 8 * 1024;
 /// Bytes one positioned read of a reader asks for at least.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// Where the segments live inside the store directory.
@@ -157,9 +160,12 @@ impl Offsets {
             .unwrap_or(max)
             .min(max);
         let mut out = Vec::with_capacity(capacity);
-        let mut walk = self.walk(start, offset)?;
+        let mut walk = self.walk(start, offset).map_err(|e| self.span(e))?;
         while walk.position <= limit && out.len() < max {
-            match walk.next_frame(walk.position >= from)? {
+            match walk
+                .next_frame(walk.position >= from)
+                .map_err(|e| self.span(e))?
+            {
                 Step::Record(rec) => out.push(rec),
                 Step::Skipped => {}
                 Step::End => {
@@ -168,6 +174,31 @@ impl Offsets {
             }
         }
         Ok(out)
+    }
+
+    /// Names the records a damaged frame makes unreadable: from its position up to the
+    /// next entry of the offset map, where frames can be found again.
+    fn span(&self, e: ReadError) -> ReadError {
+        match e {
+            ReadError::Corrupt { position, reason } => {
+                use std::ops::Bound::{Excluded, Unbounded};
+                let next_readable = self
+                    .entries
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .range((Excluded(position), Unbounded))
+                    .next()
+                    .map(|(p, _)| *p);
+                ReadError::Corrupt {
+                    position,
+                    reason: Corruption::Unreadable {
+                        next_readable,
+                        cause: Box::new(reason),
+                    },
+                }
+            }
+            other => other,
+        }
     }
 
     /// A cursor on the frame of `position`, which starts at `offset`.
@@ -292,7 +323,7 @@ impl Walk<'_> {
             Ok(h) => codec::frame_len(h),
             Err(e) => return Err(self.storage(&e)),
         };
-        let Some(len) = len else {
+        let Some(len) = len.filter(|&l| l <= FRAME_SIZE_MAX_BYTES) else {
             return Err(corrupt(self.position, Corruption::FrameOverrunsSegment));
         };
         let got = match self.cursor.bytes(at, len) {
@@ -355,13 +386,16 @@ impl Walk<'_> {
             match self.frame()? {
                 FrameRead::Frame(len) => {
                     let position = self.position;
+                    let bytes = self.frame_bytes(len)?;
                     let step = if decode {
-                        let bytes = self.frame_bytes(len)?;
                         Step::Record(
                             codec::decode(bytes, Some(position), false)
                                 .map_err(|e| corrupt(position, e.into()))?,
                         )
                     } else {
+                        // A frame walked past is checked too: a damaged length would send
+                        // the walk astray.
+                        codec::check_frame(bytes).map_err(|e| corrupt(position, e.into()))?;
                         Step::Skipped
                     };
                     self.advance(len);

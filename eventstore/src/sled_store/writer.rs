@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::index::{StreamRun, Work};
 use super::segment::{
     segment_header, segment_name, Offset, Segment, OFFSET_STRIDE_BYTES, SEGMENT_HEADER_BYTES,
-    SEGMENT_SIZE_TARGET_BYTES,
 };
 use super::Inner;
 use crate::codec::{self, Placement};
@@ -187,6 +186,8 @@ pub(super) struct Writer {
     pub(super) versions: HashMap<StreamId, StreamVersion>,
     pub(super) tip: Option<Tip>,
     pub(super) indexer: std::sync::mpsc::SyncSender<Work>,
+    /// Size past which a group goes to a new segment.
+    pub(super) segment_target_bytes: u64,
 }
 
 impl Writer {
@@ -398,7 +399,7 @@ impl Writer {
             t.len > SEGMENT_HEADER_BYTES
                 && t.len
                     .saturating_add(u64::try_from(group.buf.len()).unwrap_or(u64::MAX))
-                    > SEGMENT_SIZE_TARGET_BYTES
+                    > self.segment_target_bytes
         });
         if full {
             self.start_segment(group.first)?;
