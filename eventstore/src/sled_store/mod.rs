@@ -974,6 +974,70 @@ mod tests {
         out
     }
 
+    /// A read that touches the disk leaves the executor's thread free: on a current-thread
+    /// runtime, another task runs while a 10,000-event page is read (a read run on the
+    /// executor's thread would let no other task run until it returned).
+    #[test]
+    fn reads_run_off_the_executor_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = build.block_on(async {
+            let store = SledStore::open(dir.path()).unwrap();
+            let s = StreamId::new("case-1").unwrap();
+            for chunk in 0..10u128 {
+                let events = (1..=1_000).map(|n| event(chunk * 1_000 + n)).collect();
+                store
+                    .append(&s, ExpectedVersion::Any, events)
+                    .await
+                    .unwrap();
+            }
+            store
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let turns = Arc::new(AtomicU64::new(0));
+            let done = Arc::new(AtomicBool::new(false));
+            let counter = {
+                let (turns, done) = (turns.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !done.load(Ordering::Acquire) {
+                        turns.fetch_add(1, Ordering::AcqRel);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            tokio::task::yield_now().await;
+            let s = StreamId::new("case-1").unwrap();
+            for read in 0..2 {
+                let before = turns.load(Ordering::Acquire);
+                let n = if read == 0 {
+                    store.read_all(Position(1), 10_000).await.unwrap().len()
+                } else {
+                    store
+                        .read_stream(&s, StreamVersion(1), 10_000)
+                        .await
+                        .unwrap()
+                        .len()
+                };
+                assert_eq!(n, 10_000);
+                let after = turns.load(Ordering::Acquire);
+                assert!(
+                    after > before,
+                    "read {read}: no other task ran while it read"
+                );
+            }
+            done.store(true, Ordering::Release);
+            counter.await.unwrap();
+        });
+        drop(build);
+    }
+
     /// A log in the earlier layout (records in sled chunks) is converted at its first open,
     /// frame for frame.
     #[tokio::test]
