@@ -15,7 +15,9 @@ use std::error::Error;
 use std::fmt;
 
 use crm_eventstore::limits::READ_PAGE_MAX;
-use crm_eventstore::{EventStore, OpenError, Position, ReadError, RecordedEvent, Subscription};
+use crm_eventstore::{
+    Corruption, EventStore, OpenError, Position, ReadError, RecordedEvent, Subscription,
+};
 use serde::Serialize;
 
 use crate::commands::CommandError;
@@ -37,6 +39,15 @@ pub enum DamageLocation {
     At {
         /// Its global position.
         position: u64,
+    },
+    /// The record at `first` is damaged and the records from it up to `next_readable`
+    /// (exclusive; to the end of the log when `None`) cannot be read: the store cannot tell
+    /// their frames apart.
+    Span {
+        /// The damaged record's position.
+        first: u64,
+        /// The first position readable again, if one is.
+        next_readable: Option<u64>,
     },
     /// The damage is somewhere from `first` to `last` (inclusive): records missing, or a
     /// record there could not be read and which one is not known.
@@ -60,7 +71,10 @@ impl DamageLocation {
     #[must_use]
     pub fn first_bad_position(self) -> Option<u64> {
         match self {
-            DamageLocation::At { position } => Some(position),
+            DamageLocation::At { position }
+            | DamageLocation::Span {
+                first: position, ..
+            } => Some(position),
             DamageLocation::Within { .. }
             | DamageLocation::Before { .. }
             | DamageLocation::Unknown => None,
@@ -104,6 +118,20 @@ impl fmt::Display for DamageLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DamageLocation::At { position } => write!(f, "at position {position}"),
+            DamageLocation::Span {
+                first,
+                next_readable: Some(next),
+            } if next.saturating_sub(*first) > 1 => {
+                write!(f, "at positions {first} to {}", next - 1)
+            }
+            DamageLocation::Span {
+                first,
+                next_readable: Some(_),
+            } => write!(f, "at position {first}"),
+            DamageLocation::Span {
+                first,
+                next_readable: None,
+            } => write!(f, "from position {first} to the end of the log"),
             DamageLocation::Within { first, last } if first == last => {
                 write!(f, "at position {first}")
             }
@@ -126,13 +154,20 @@ pub struct LogDamage {
 }
 
 impl LogDamage {
-    /// The damage `error` reports: [`ReadError::Corrupt`], at its position.
+    /// The damage `error` reports: [`ReadError::Corrupt`], at its position, and the span of
+    /// records it makes unreadable when the store says ([`Corruption::Unreadable`]).
     #[must_use]
     pub fn of_read(error: &ReadError) -> Option<LogDamage> {
         match error {
             ReadError::Corrupt { position, reason } => Some(LogDamage {
-                location: DamageLocation::At {
-                    position: position.0,
+                location: match reason {
+                    Corruption::Unreadable { next_readable, .. } => DamageLocation::Span {
+                        first: position.0,
+                        next_readable: next_readable.map(|p| p.0),
+                    },
+                    _ => DamageLocation::At {
+                        position: position.0,
+                    },
                 },
                 reason: reason.to_string(),
             }),
@@ -291,7 +326,6 @@ impl<S: EventStore> UpToDamage<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_eventstore::Corruption;
 
     fn corrupt(position: u64) -> ReadError {
         ReadError::Corrupt {
@@ -361,5 +395,33 @@ mod tests {
         assert!(!remedy.contains("retry"), "{remedy}");
         let within = DamageLocation::Within { first: 4, last: 6 }.to_string();
         assert_eq!(within, "at a position from 4 to 6");
+    }
+
+    #[test]
+    fn a_record_that_hides_its_neighbours_is_damage_over_their_span() {
+        let unreadable = |next: Option<u64>| ReadError::Corrupt {
+            position: Position(4),
+            reason: Corruption::Unreadable {
+                next_readable: next.map(Position),
+                cause: Box::new(Corruption::FrameOverrunsSegment),
+            },
+        };
+        let damage = LogDamage::of_read(&unreadable(Some(7))).unwrap();
+        assert_eq!(
+            damage.location,
+            DamageLocation::Span {
+                first: 4,
+                next_readable: Some(7)
+            }
+        );
+        assert_eq!(damage.first_bad_position(), Some(Position(4)));
+        assert!(damage.remedy().contains("at positions 4 to 6"), "{damage}");
+        let to_end = LogDamage::of_read(&unreadable(None)).unwrap();
+        assert!(
+            to_end
+                .remedy()
+                .contains("from position 4 to the end of the log"),
+            "{to_end}"
+        );
     }
 }

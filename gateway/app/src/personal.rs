@@ -33,8 +33,8 @@ use base64::Engine as _;
 use crm_domain::personal::{is_erasure, Marker, SealedPersonalData, StoredPersonalData};
 use crm_domain::PERSONAL_DATA_FIELD;
 use crm_eventstore::{
-    record_at, AnyStore, EventStore, Position, ProposedEvent, ReadError, RecordedEvent, SealPlan,
-    SealRefusal, Sealer, StreamId,
+    record_at, AnyStore, Corruption, EventStore, Position, ProposedEvent, ReadError, RecordedEvent,
+    SealPlan, SealRefusal, Sealer, StreamId,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::Deserializer as _;
@@ -300,14 +300,15 @@ impl PersonalSealer {
         while next <= head.position {
             let page = match store.read_all(next, RECONCILE_PAGE_EVENTS).await {
                 Ok(page) => page,
-                Err(ReadError::Corrupt { position, reason }) if position >= next => {
+                Err(ReadError::Corrupt { position, reason }) => {
                     tracing::error!(
                         position = position.0,
                         %reason,
                         "the log is damaged: the record at this position cannot be read, so an erasure it may record is not applied; restore the log from a replica or backup"
                     );
                     damaged.get_or_insert(position);
-                    let before = usize::try_from(position.0 - next.0)
+                    // The records before the damaged one, in this page.
+                    let before = usize::try_from(position.0.saturating_sub(next.0))
                         .unwrap_or(RECONCILE_PAGE_EVENTS)
                         .min(RECONCILE_PAGE_EVENTS);
                     let page = if before > 0 {
@@ -316,11 +317,26 @@ impl PersonalSealer {
                         Vec::new()
                     };
                     destroyed = destroyed.saturating_add(self.apply_erasures(&page)?);
+                    // Go on after the damage: past the records it makes unreadable when the
+                    // store says how far that is, else past the damaged record; never back.
+                    let past = match &reason {
+                        Corruption::Unreadable {
+                            next_readable: Some(readable),
+                            ..
+                        } => *readable,
+                        Corruption::Unreadable {
+                            next_readable: None,
+                            ..
+                        } => break,
+                        _ => Position(position.0.saturating_add(1)),
+                    };
                     next = match page.last() {
                         Some(last) if last.position.next() < Some(position) => {
                             Position(last.position.0.saturating_add(1))
                         }
-                        _ => Position(position.0.saturating_add(1)),
+                        _ if past > next => past,
+                        // The store named damage behind where this read started: no way on.
+                        _ => break,
                     };
                     continue;
                 }
