@@ -117,7 +117,21 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `crm verify --json` prints its report whatever happens, a bad flag included.
+            let args: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            if e.use_stderr() && verbs::verify::asks_for_json_report(&args) {
+                let shown = e.to_string();
+                let first = shown.lines().next().unwrap_or_default();
+                verbs::verify::print_failure_json(first.strip_prefix("error: ").unwrap_or(first));
+            }
+            e.exit()
+        }
+    };
     verbs::init_tracing(cli.globals.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,7 +139,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
+            let shown = format!("could not start the async runtime: {e}");
+            if matches!(&cli.verb, Verb::Verify(args) if args.json) {
+                verbs::verify::print_failure_json(&shown);
+            }
+            eprintln!("error: {shown}");
             return ExitCode::FAILURE;
         }
     };

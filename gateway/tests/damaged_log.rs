@@ -128,6 +128,24 @@ fn verify_reports_the_damage_as_json_and_every_reading_verb_names_it() {
         "{report}"
     );
     assert!(report["remedy"].is_string(), "{report}");
+
+    // A flag that does not parse: the usage error (exit 2), and still the report.
+    let out = crm(dir.path())
+        .args(["verify", "--json", "--anchor", "6-abc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("POSITION:HASH"),
+        "{}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "error", "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("--anchor"),
+        "{report}"
+    );
 }
 
 /// Every file under `dir` whose name ends with `suffix`.
@@ -278,9 +296,9 @@ async fn serve_answers_log_damaged_turns_not_ready_and_ends_a_feed_after_one_err
         assert_log_damaged(status, &problem, 500);
     }
     // Reads that do not meet it are served.
-    let (status, page) = server.get("/v1/events?from=5").await;
+    let (status, page) = server.get("/v1/events?from=1&limit=3").await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
 
     // Not ready from now on, without an invitation to retry.
     let response = server

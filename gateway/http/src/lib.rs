@@ -368,6 +368,8 @@ pub async fn serve_with(
         checkpoints: options.checkpoints.clone(),
         ..Shared::default()
     };
+    // 0 until a read meets a damaged record (see [`damage`]): an alert can watch for 1.
+    ::metrics::gauge!("crm_log_damaged").set(0.0);
     let (app, _, stop) = router_shared(
         store.clone(),
         projections.clone(),

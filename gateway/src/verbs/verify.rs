@@ -29,7 +29,7 @@ pub struct VerifyArgs {
     /// Machine-readable output: one JSON object on stdout, also when the log cannot be
     /// opened or read (`status`: ok, damaged or error).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also check that the record at POSITION still has chain hash HASH (as printed by
     /// `crm stats` or beside a metric figure: "computed at log position P chain hash H"):
     /// with a clean chain, a match proves records 1..=POSITION unchanged since. Repeatable.
@@ -295,6 +295,21 @@ async fn check(globals: &Globals, args: &VerifyArgs) -> Outcome {
             Outcome::failed(log, checked, None, anyhow!(what))
         }
     }
+}
+
+/// Whether the command line `args` (program name first) asks for `crm verify --json`, so
+/// that one that does not parse still gets its report.
+#[must_use]
+pub fn asks_for_json_report(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| a == "verify") && args.iter().any(|a| a == "--json")
+}
+
+/// Prints the report of a `crm verify --json` that could not run at all (a command line
+/// that does not parse, no runtime): status `error` and `reason`.
+pub fn print_failure_json(reason: &str) {
+    let outcome = Outcome::failed(None, 0, None, anyhow!(reason.to_owned()));
+    // Nothing else can be done when stdout is closed: the exit code still says it failed.
+    let _ = writeln!(std::io::stdout().lock(), "{}", outcome.json());
 }
 
 /// Runs `crm verify`.
