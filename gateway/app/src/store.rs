@@ -103,7 +103,15 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
 /// # Errors
 /// [`StoreOpenError`] when the log is missing or the backend cannot be opened.
 pub async fn open_to_check(config: &Config) -> Result<AnyStore, StoreOpenError> {
-    open_backend(config, Create::Never).await
+    match config.store_location() {
+        // Read-only: nothing in the directory is written or locked, so a read-only copy (a
+        // backup, a mounted snapshot) is checked as it is, and so is a log a server has open.
+        // A log of the earlier layout is converted by a writable open first.
+        StoreLocation::Sled(dir) if dir.join("segments").is_dir() => {
+            Ok(AnyStore::from(SledStore::open_read_only(&dir)?))
+        }
+        _ => open_backend(config, Create::Never).await,
+    }
 }
 
 async fn open_backend(config: &Config, create: Create) -> Result<AnyStore, StoreOpenError> {
