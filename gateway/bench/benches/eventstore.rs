@@ -341,6 +341,47 @@ async fn replay_subscribe(store: &SledStore) -> Outcome {
     }
 }
 
+/// A 1 ms timer's lateness on the runtime while `readers` tasks read 10,000-event pages
+/// of `store` without pause: reads run on the blocking pool, so the timer keeps time.
+async fn timer_jitter(store: &SledStore, readers: usize, duration: Duration) -> Outcome {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let head = store.head().position.0;
+    let mut tasks = Vec::new();
+    for r in 0..readers {
+        let (store, stop) = (store.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut next = 1 + (r as u64 * 250_000) % head.max(1);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let page = store.read_all(Position(next), READ_PAGE_MAX).await.unwrap();
+                next = page.last().map_or(1, |l| l.position.0 + 1);
+                if next > head {
+                    next = 1;
+                }
+                std::hint::black_box(&page);
+            }
+        }));
+    }
+    let tick = Duration::from_millis(1);
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let due = Instant::now() + tick;
+        tokio::time::sleep_until(due.into()).await;
+        latencies.push(Instant::now().saturating_duration_since(due));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Outcome {
+        scenario: format!("timer_lateness_{readers}_readers"),
+        events: latencies.len() as u64,
+        seconds,
+        latencies,
+    }
+}
+
 fn bench_dir() -> tempfile::TempDir {
     // Benches get a scratch directory inside `target/`: the same disk as the
     // build, and not a tmpfs.
@@ -419,6 +460,21 @@ fn main() {
     report.add(outcome, false);
     let outcome = rt.block_on(replay_subscribe(&store));
     report.add(outcome, false);
+    for readers in [0, 4] {
+        let outcome = rt.block_on(timer_jitter(&store, readers, config.scenario_time));
+        eprintln!(
+            "timer lateness with {readers} readers of 10,000-event pages: max {:.2} ms",
+            outcome
+                .latencies
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        );
+        report.add(outcome, false);
+    }
     rt.block_on(store.close());
 
     // The disk's fsync rate drifts (shared VMs, other load): measure it again
