@@ -180,6 +180,10 @@ impl Offsets {
     /// next entry of the offset map, where frames can be found again.
     fn span(&self, e: ReadError) -> ReadError {
         match e {
+            e @ ReadError::Corrupt {
+                reason: Corruption::Unreadable { .. },
+                ..
+            } => e,
             ReadError::Corrupt { position, reason } => {
                 use std::ops::Bound::{Excluded, Unbounded};
                 let next_readable = self
@@ -353,6 +357,24 @@ impl Walk<'_> {
         self.position = Position(self.position.0.saturating_add(1));
     }
 
+    /// Whether the frame after the current one (of `len` bytes) is the next record, whole.
+    fn next_record_follows(&mut self, len: usize) -> bool {
+        let at = self
+            .at
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+        let next = Position(self.position.0.saturating_add(1));
+        let Ok(header) = self.cursor.bytes(at, 5) else {
+            return false;
+        };
+        let Some(next_len) = codec::frame_len(header).filter(|&l| l <= FRAME_SIZE_MAX_BYTES) else {
+            return false;
+        };
+        match self.cursor.bytes(at, next_len) {
+            Ok(bytes) if bytes.len() == next_len => codec::decode(bytes, Some(next), false).is_ok(),
+            _ => false,
+        }
+    }
+
     /// The first position of the segment the walk is in.
     pub fn segment_first(&self) -> Position {
         self.cursor.segment.first
@@ -387,19 +409,39 @@ impl Walk<'_> {
                 FrameRead::Frame(len) => {
                     let position = self.position;
                     let bytes = self.frame_bytes(len)?;
-                    let step = if decode {
-                        Step::Record(
-                            codec::decode(bytes, Some(position), false)
-                                .map_err(|e| corrupt(position, e.into()))?,
-                        )
+                    let checked = if decode {
+                        codec::decode(bytes, Some(position), false).map(Step::Record)
                     } else {
-                        // A frame walked past is checked too: a damaged length would send
-                        // the walk astray.
-                        codec::check_frame(bytes).map_err(|e| corrupt(position, e.into()))?;
-                        Step::Skipped
+                        codec::check_frame(bytes).map(|()| Step::Skipped)
                     };
-                    self.advance(len);
-                    return Ok(step);
+                    match checked {
+                        Ok(step) => {
+                            self.advance(len);
+                            return Ok(step);
+                        }
+                        Err(e) => {
+                            // A damaged frame whose length is intact is followed by the next
+                            // record: only this one is unreadable. Otherwise nothing can be
+                            // told apart up to the next offset entry.
+                            let follows = self.next_record_follows(len);
+                            if follows && !decode {
+                                self.advance(len);
+                                return Ok(Step::Skipped);
+                            }
+                            let reason: Corruption = e.into();
+                            return Err(corrupt(
+                                position,
+                                if follows {
+                                    Corruption::Unreadable {
+                                        next_readable: Some(Position(position.0 + 1)),
+                                        cause: Box::new(reason),
+                                    }
+                                } else {
+                                    reason
+                                },
+                            ));
+                        }
+                    }
                 }
                 FrameRead::Cut { available } => {
                     return Err(corrupt(

@@ -103,14 +103,19 @@ pub async fn open(config: &Config, create: Create) -> Result<AnyStore, StoreOpen
 /// # Errors
 /// [`StoreOpenError`] when the log is missing or the backend cannot be opened.
 pub async fn open_to_check(config: &Config) -> Result<AnyStore, StoreOpenError> {
-    match config.store_location() {
-        // Read-only: nothing in the directory is written or locked, so a read-only copy (a
-        // backup, a mounted snapshot) is checked as it is, and so is a log a server has open.
-        // A log of the earlier layout is converted by a writable open first.
-        StoreLocation::Sled(dir) if dir.join("segments").is_dir() => {
-            Ok(AnyStore::from(SledStore::open_read_only(&dir)?))
-        }
-        _ => open_backend(config, Create::Never).await,
+    match (
+        config.store_location(),
+        open_backend(config, Create::Never).await,
+    ) {
+        // The log is in use (a server holds it) or cannot be written (a read-only copy, a
+        // backup on read-only media): check it read-only, without writing or locking
+        // anything. A writable open comes first because it knows how far the index reached,
+        // which tells a log cut short from a write a crash left unfinished.
+        (
+            StoreLocation::Sled(dir),
+            Err(StoreOpenError::Open(OpenError::Locked { .. } | OpenError::Storage { .. })),
+        ) if dir.join("segments").is_dir() => Ok(AnyStore::from(SledStore::open_read_only(&dir)?)),
+        (_, opened) => opened,
     }
 }
 
