@@ -48,6 +48,51 @@ enum Target {
         #[arg(long)]
         json: bool,
     },
+    /// Time and peak memory (RSS) of a metric question per measure type, of the read
+    /// models' catch-up from position 0 and of a plain replay, each a child process, over a
+    /// generated log of customer stories kept in DIR/log (written once, then reused).
+    MetricMemory {
+        /// Events of the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Data directory (default: crm-bench-metric-memory-EVENTS in the temp directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The `crm` binary (default: `crm` beside this binary).
+        #[arg(long)]
+        crm: Option<std::path::PathBuf>,
+        /// Metrics to ask, as TYPE=ID or TYPE=ID@VERSION (default: one per measure type).
+        #[arg(long = "metric", value_name = "TYPE=ID")]
+        metrics: Vec<String>,
+        /// Period of the metric questions.
+        #[arg(long, default_value = "month")]
+        period: String,
+        /// Skip the read models' catch-up.
+        #[arg(long)]
+        no_catch_up: bool,
+        /// Runs of each measurement (the median by time is reported).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Stop a child whose resident memory passes this many MiB.
+        #[arg(long, default_value_t = 4096)]
+        rss_cap_mib: u64,
+        /// Remove the data directory afterwards.
+        #[arg(long)]
+        remove: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pages through a sled log with `read_all` and prints the events read (the plain
+    /// replay `metric-memory` measures as a child process).
+    #[command(hide = true)]
+    ReplayLog {
+        /// The log directory.
+        log: std::path::PathBuf,
+        /// The embedded log's page cache, MiB (default: the store's own default).
+        #[arg(long)]
+        cache_mib: Option<u64>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -92,6 +137,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 write!(stdout, "{report}")?;
             }
+        }
+        Target::MetricMemory {
+            events,
+            dir,
+            crm,
+            metrics,
+            period,
+            no_catch_up,
+            rounds,
+            rss_cap_mib,
+            remove,
+            json,
+        } => {
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("crm-bench-metric-memory-{events}"))
+            });
+            let crm = match crm {
+                Some(c) => c,
+                None => std::env::current_exe()?.with_file_name("crm"),
+            };
+            let metrics = if metrics.is_empty() {
+                crm_bench::metric_memory::DEFAULT_METRICS
+                    .iter()
+                    .map(|(k, m)| ((*k).to_owned(), (*m).to_owned()))
+                    .collect()
+            } else {
+                metrics
+                    .iter()
+                    .map(|m| match m.split_once('=') {
+                        Some((k, id)) => (k.to_owned(), id.to_owned()),
+                        None => (String::new(), m.clone()),
+                    })
+                    .collect()
+            };
+            let options = crm_bench::metric_memory::MetricMemoryOptions {
+                events,
+                dir: dir.clone(),
+                crm,
+                metrics,
+                period,
+                catch_up: !no_catch_up,
+                rounds,
+                rss_cap_mib,
+            };
+            let report = crm_bench::metric_memory::metric_memory(&options).await;
+            if remove {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let report = report?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                write!(stdout, "{report}")?;
+            }
+        }
+        Target::ReplayLog { log, cache_mib } => {
+            let n = crm_bench::metric_memory::replay_log(&log, cache_mib).await?;
+            writeln!(stdout, "{n}")?;
         }
         Target::NatsLag(args) => {
             let url = args
