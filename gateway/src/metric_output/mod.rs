@@ -207,7 +207,8 @@ pub async fn metrics<S: EventStore>(
     shape: Shape,
     format: Format,
 ) -> Result<String, MetricError> {
-    let registry = Registry::load(store).await?;
+    let ids_read: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let registry = Registry::load_for(store, &ids_read).await?;
     let mut evaluations = Vec::new();
     for id in ids {
         let mut ev = evaluate(store, &registry, id, version, &flags.query()).await?;
@@ -338,7 +339,7 @@ pub async fn dimensions<S: EventStore>(
     version: Option<u32>,
     format: Format,
 ) -> Result<String, MetricError> {
-    let registry = Registry::load(store).await?;
+    let registry = Registry::load_for(store, &[id]).await?;
     let m = registry.get(id, version)?;
     let dims = &m.definition.dimensions();
     if format == Format::Json {
@@ -427,7 +428,7 @@ pub async fn compare_versions<S: EventStore>(
     flags: &QueryFlags,
     format: Format,
 ) -> Result<String, MetricError> {
-    let registry = Registry::load(store).await?;
+    let registry = Registry::load_for(store, &[id]).await?;
     let cmp = compare(store, &registry, id, versions, &flags.query()).await?;
     if format == Format::Json {
         return json(&cmp);
@@ -473,7 +474,7 @@ pub async fn diff_known_at<S: EventStore>(
     t2: DateTime<Utc>,
     format: Format,
 ) -> Result<String, MetricError> {
-    let registry = Registry::load(store).await?;
+    let registry = Registry::load_for(store, &[id]).await?;
     let d = diff(
         store,
         &registry,
@@ -552,7 +553,7 @@ pub async fn explain_page<S: EventStore>(
     all: bool,
     format: Format,
 ) -> Result<String, MetricError> {
-    let registry = Registry::load(store).await?;
+    let registry = Registry::load_for(store, &[id]).await?;
     let x = explain(store, &registry, id, version, &flags.query(), select).await?;
     match format {
         Format::Csv => {

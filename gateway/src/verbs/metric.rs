@@ -13,6 +13,9 @@ use crm_app::store::Create;
 use super::{format_of, with_store, Globals, QueryArgs};
 use crate::metric_output;
 
+/// The embedded log's page cache while a question is answered.
+const QUESTION_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Flags of `crm metric`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -85,7 +88,10 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
     if let Some(MetricAction::Sql(sql)) = args.action {
         return super::metric_sql::run(globals, sql).await;
     }
-    let config = globals.config(Flags::default())?;
+    let mut config = globals.config(Flags::default())?;
+    // A question replays the log once, page after page: the embedded log's page cache would
+    // only hold pages already read (up to 1 GiB by default over a long log).
+    config.store_cache_bytes = Some(QUESTION_CACHE_BYTES);
     let output = match args.action {
         Some(MetricAction::Sql(_)) => String::new(),
         Some(MetricAction::Compare {

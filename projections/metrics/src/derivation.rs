@@ -150,6 +150,8 @@ pub(crate) struct Frame<'a> {
     pub filter: &'a BTreeMap<String, String>,
     /// The query's own breakdown expressions and conditions.
     pub adhoc: &'a crate::adhoc::Adhoc,
+    /// Whether the rows are kept (explain, diff) or only folded into their cells (figures).
+    pub rows: bool,
 }
 
 /// A candidate fact after selection, pick and rules.
@@ -194,7 +196,7 @@ pub(crate) fn select(
                 .is_none_or(|f| env.eval(Some(*i), f).truthy())
         })
         .map(|i| {
-            let occurred = view.ev(i).map(|e| e.occurred_at);
+            let occurred = view.occurred_at_of(i);
             let t = match time {
                 Some(t) => env.eval(Some(i), t).as_time(),
                 None => occurred,
@@ -221,7 +223,7 @@ pub(crate) fn select(
                 None => view
                     .ev(c.ev)
                     .and_then(|e| view.stream(e.stream))
-                    .map_or_else(String::new, |s| s.name.clone()),
+                    .map_or_else(String::new, |s| s.name.to_owned()),
             };
             match (facts.pick, chosen.get(&key)) {
                 (Pick::First, Some(_)) => {}
@@ -313,6 +315,7 @@ fn unknown_dim(dim: &str, c: &Compiled) -> MetricError {
 }
 
 /// Row for a candidate with a value decided by the measure.
+#[derive(Debug, Clone)]
 pub(crate) struct Contribution {
     pub excluded: Option<String>,
     pub num: Option<Num>,
@@ -375,7 +378,7 @@ pub(crate) fn place(
     input: &Arc<str>,
     cands: &[Cand],
     mut contribution: impl FnMut(&Cand) -> Contribution,
-    rows: &mut Vec<Row>,
+    out: &mut Out,
 ) -> Result<(), MetricError> {
     for cand in cands {
         let Some(t) = cand.time else { continue };
@@ -385,21 +388,82 @@ pub(crate) fn place(
         let Some(dims) = dims_of(env, c, frame, cand.ev)? else {
             continue;
         };
-        push(rows, Row::new(cand.ev, input, p, dims, contribution(cand)))?;
+        out.push(Row::new(cand.ev, input, p, dims, contribution(cand)))?;
     }
     Ok(())
 }
 
-pub(crate) fn push(rows: &mut Vec<Row>, row: Row) -> Result<(), MetricError> {
-    if rows.len() >= ROWS_MAX {
-        return Err(MetricError::Limit {
-            what: "the facts one evaluation considers",
-            limit: ROWS_MAX,
-            hint: "narrow the range or the metric",
-        });
+/// Where a measure's rows go: kept in order and reduced at the end (explain and diff read
+/// them), or folded into their cells as they come, so a figure holds its cells, not one
+/// row per fact. Both give the same cells: the fold sees the rows in the order the reduction
+/// would.
+pub(crate) struct Out {
+    rows: Option<Vec<Row>>,
+    fold: Fold,
+}
+
+impl Out {
+    pub(crate) fn new(reducer: Reducer, frame: &Frame<'_>) -> Out {
+        Out {
+            rows: frame.rows.then(Vec::new),
+            fold: Fold::new(reducer, frame),
+        }
     }
-    rows.push(row);
-    Ok(())
+
+    /// Adds a row: kept (at most [`ROWS_MAX`]), or folded into its cell.
+    pub(crate) fn push(&mut self, mut row: Row) -> Result<(), MetricError> {
+        match &mut self.rows {
+            Some(rows) => {
+                if rows.len() >= ROWS_MAX {
+                    return Err(MetricError::Limit {
+                        what: "the facts one evaluation considers",
+                        limit: ROWS_MAX,
+                        hint: "narrow the range or the metric",
+                    });
+                }
+                rows.push(row);
+                Ok(())
+            }
+            None => {
+                let key = (row.period, std::mem::take(&mut row.dims));
+                self.fold.add(key, &mut row)
+            }
+        }
+    }
+
+    /// The kept rows, for a measure that settles them after they are all known.
+    pub(crate) fn rows_mut(&mut self) -> Option<&mut Vec<Row>> {
+        self.rows.as_mut()
+    }
+
+    /// Adds `num` and `den` to a cell without a row (folding only): a measure's share of a
+    /// cell settled after its rows (an entity's first fact).
+    pub(crate) fn credit(&mut self, key: CellKey, num: Num, den: Num) -> Result<(), MetricError> {
+        let cell = self.fold.cells.entry(key).or_default();
+        cell.num = Some(cell.num.unwrap_or(Num::ZERO).add(num)?);
+        cell.den = Some(cell.den.unwrap_or(Num::ZERO).add(den)?);
+        Ok(())
+    }
+
+    /// The rows (when kept) and cells.
+    pub(crate) fn finish(self) -> Result<Computed, MetricError> {
+        match self.rows {
+            Some(mut rows) => {
+                let mut fold = self.fold;
+                for row in &mut rows {
+                    fold.add((row.period, row.dims.clone()), row)?;
+                }
+                Ok(Computed {
+                    rows,
+                    cells: fold.finish(),
+                })
+            }
+            None => Ok(Computed {
+                rows: Vec::new(),
+                cells: self.fold.finish(),
+            }),
+        }
+    }
 }
 
 /// The standard contribution of an aggregation for one included fact.
@@ -485,20 +549,70 @@ pub(crate) fn reduce(
     reducer: Reducer,
     frame: &Frame<'_>,
 ) -> Result<BTreeMap<CellKey, CellVal>, MetricError> {
-    let mut cells: BTreeMap<CellKey, CellVal> = BTreeMap::new();
-    let mut samples: BTreeMap<CellKey, Vec<f64>> = BTreeMap::new();
-    let mut seen: BTreeSet<(CellKey, String)> = BTreeSet::new();
-    if frame.by.is_empty() {
-        for p in 0..frame.periods.len() {
-            cells.insert((p, Vec::new()), CellVal::default());
+    let mut fold = Fold::new(reducer, frame);
+    for row in rows.iter_mut() {
+        fold.add((row.period, row.dims.clone()), row)?;
+    }
+    Ok(fold.finish())
+}
+
+/// Cells being reduced, one row at a time.
+struct Fold {
+    reducer: Reducer,
+    cells: BTreeMap<CellKey, CellVal>,
+    samples: BTreeMap<CellKey, Vec<f64>>,
+    seen: BTreeSet<(CellKey, String)>,
+}
+
+impl Fold {
+    fn new(reducer: Reducer, frame: &Frame<'_>) -> Fold {
+        let mut cells: BTreeMap<CellKey, CellVal> = BTreeMap::new();
+        if frame.by.is_empty() {
+            for p in 0..frame.periods.len() {
+                cells.insert((p, Vec::new()), CellVal::default());
+            }
+        }
+        Fold {
+            reducer,
+            cells,
+            samples: BTreeMap::new(),
+            seen: BTreeSet::new(),
         }
     }
-    for row in rows.iter_mut() {
-        let key = (row.period, row.dims.clone());
-        let cell = cells.entry(key.clone()).or_default();
+
+    /// Adds the row of cell `key`; a distinct key's first row gets its 1 here.
+    fn add(&mut self, key: CellKey, row: &mut Row) -> Result<(), MetricError> {
+        let reducer = self.reducer;
+        if let Reducer::Distinct { distinct_den } = reducer {
+            if row.excluded.is_none() {
+                let first = row
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| self.seen.insert((key.clone(), k.clone())));
+                let unit = if first { Num::ONE } else { Num::ZERO };
+                if distinct_den {
+                    row.den = Some(unit);
+                } else {
+                    row.num = Some(unit);
+                }
+            }
+        }
+        let sample = row.sample.filter(|_| row.excluded.is_none());
+        let cell = match sample {
+            Some(s) => {
+                self.samples.entry(key.clone()).or_default().push(s);
+                self.cells.entry(key).or_default()
+            }
+            None => self.cells.entry(key).or_default(),
+        };
         if let Some(code) = &row.excluded {
-            *cell.excluded.entry(code.clone()).or_default() += 1;
-            continue;
+            match cell.excluded.get_mut(code) {
+                Some(n) => *n += 1,
+                None => {
+                    cell.excluded.insert(code.clone(), 1);
+                }
+            }
+            return Ok(());
         }
         cell.included += 1;
         if let Some(cur) = &row.currency {
@@ -508,65 +622,55 @@ pub(crate) fn reduce(
                 Some(_) => {}
             }
         }
-        if let Reducer::Distinct { distinct_den } = reducer {
-            let first = row
-                .key
-                .as_ref()
-                .is_some_and(|k| seen.insert((key.clone(), k.clone())));
-            let unit = if first { Num::ONE } else { Num::ZERO };
-            if distinct_den {
-                row.den = Some(unit);
-            } else {
-                row.num = Some(unit);
-            }
-        }
         if let Some(n) = row.num {
             cell.num = Some(cell.num.unwrap_or(Num::ZERO).add(n)?);
         }
         if let Some(d) = row.den {
             cell.den = Some(cell.den.unwrap_or(Num::ZERO).add(d)?);
         }
-        if let Some(s) = row.sample {
-            samples.entry(key).or_default().push(s);
-        }
+        Ok(())
     }
-    for (key, cell) in cells.iter_mut() {
-        let ratio_like = matches!(
-            reducer,
-            Reducer::Additive { ratio: true, .. } | Reducer::Distinct { distinct_den: true }
-        );
-        match reducer {
-            Reducer::Additive {
-                count_value: true, ..
-            } => {
-                cell.num.get_or_insert(Num::ZERO);
-                cell.den.get_or_insert(Num::ZERO);
-                cell.value = cell.num.map(Num::to_f64);
+
+    fn finish(mut self) -> BTreeMap<CellKey, CellVal> {
+        let reducer = self.reducer;
+        for (key, cell) in self.cells.iter_mut() {
+            let ratio_like = matches!(
+                reducer,
+                Reducer::Additive { ratio: true, .. } | Reducer::Distinct { distinct_den: true }
+            );
+            match reducer {
+                Reducer::Additive {
+                    count_value: true, ..
+                } => {
+                    cell.num.get_or_insert(Num::ZERO);
+                    cell.den.get_or_insert(Num::ZERO);
+                    cell.value = cell.num.map(Num::to_f64);
+                }
+                _ if ratio_like => {
+                    cell.value = match (cell.num, cell.den) {
+                        (Some(n), Some(d)) if d.to_f64() != 0.0 => Some(n.to_f64() / d.to_f64()),
+                        _ => None,
+                    };
+                }
+                Reducer::Additive { .. } | Reducer::Distinct { .. } => {
+                    let n = *cell.num.get_or_insert(Num::ZERO);
+                    cell.value = Some(n.to_f64());
+                }
+                Reducer::Min | Reducer::Max | Reducer::Quantile(_) => {
+                    let mut s = self.samples.remove(key).unwrap_or_default();
+                    s.sort_by(f64::total_cmp);
+                    cell.value = match reducer {
+                        Reducer::Min => s.first().copied(),
+                        Reducer::Max => s.last().copied(),
+                        Reducer::Quantile(p) => quantile(&s, p),
+                        _ => None,
+                    };
+                }
             }
-            _ if ratio_like => {
-                cell.value = match (cell.num, cell.den) {
-                    (Some(n), Some(d)) if d.to_f64() != 0.0 => Some(n.to_f64() / d.to_f64()),
-                    _ => None,
-                };
-            }
-            Reducer::Additive { .. } | Reducer::Distinct { .. } => {
-                let n = *cell.num.get_or_insert(Num::ZERO);
-                cell.value = Some(n.to_f64());
-            }
-            Reducer::Min | Reducer::Max | Reducer::Quantile(_) => {
-                let mut s = samples.remove(key).unwrap_or_default();
-                s.sort_by(f64::total_cmp);
-                cell.value = match reducer {
-                    Reducer::Min => s.first().copied(),
-                    Reducer::Max => s.last().copied(),
-                    Reducer::Quantile(p) => quantile(&s, p),
-                    _ => None,
-                };
+            if cell.currency.as_deref() == Some("MIXED") {
+                cell.value = None;
             }
         }
-        if cell.currency.as_deref() == Some("MIXED") {
-            cell.value = None;
-        }
+        self.cells
     }
-    Ok(cells)
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::derivation::{Num, Row};
 use crate::error::MetricError;
 use crate::period::Period;
-use crate::query::{display, load_view, run_in, Evaluation, MetricRef, Query};
+use crate::query::{display, load_view, load_view_for, run_in, Evaluation, MetricRef, Query};
 use crate::registry::{RegisteredMetric, Registry};
 use crate::view::{KnownAt, LogMark, LogView};
 
@@ -114,7 +114,7 @@ fn explain_row(view: &LogView, periods: &[Period], by: &[String], r: &Row) -> Op
         event_id: e.event_id,
         stream: view
             .stream(e.stream)
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_owned())
             .unwrap_or_default(),
         event_type: view.type_name(e.ty).to_owned(),
         occurred_at: e.occurred_at,
@@ -177,7 +177,7 @@ pub async fn explain<S: EventStore>(
 ) -> Result<Explanation, MetricError> {
     check_select(query, sel)?;
     let m = registry.get(id, version)?;
-    let view = load_view(store, registry, std::slice::from_ref(&m), query).await?;
+    let view = load_view_for(store, registry, std::slice::from_ref(&m), query).await?;
     explain_in(&view, registry, &m, query, sel)
 }
 
@@ -194,7 +194,7 @@ pub fn explain_in(
     sel: &ExplainSelect,
 ) -> Result<Explanation, MetricError> {
     check_select(query, sel)?;
-    let (ev, mut computed, periods) = run_in(view, registry, m, query)?;
+    let (ev, mut computed, periods) = run_in(view, registry, m, query, true)?;
     computed
         .rows
         .sort_by(|a, b| (a.period, &a.input, a.ev).cmp(&(b.period, &b.input, b.ev)));
@@ -395,6 +395,7 @@ pub async fn diff<S: EventStore>(
         known_at: Some(t),
         ..query.clone()
     };
+    // Whole views: the events that account for a change are any the definition reads.
     let v1 = load_view(store, registry, one, &at(t1)).await?;
     let v2 = load_view(store, registry, one, &at(t2)).await?;
     if v2.mark.position < v1.mark.position {
@@ -410,8 +411,8 @@ pub async fn diff<S: EventStore>(
         q.from = Some(first.start);
         q.to = Some(last.end);
     }
-    let (e1, c1, _) = run_in(&v1, registry, &m, &q)?;
-    let (e2, c2, periods) = run_in(&v2, registry, &m, &q)?;
+    let (e1, c1, _) = run_in(&v1, registry, &m, &q, true)?;
+    let (e2, c2, periods) = run_in(&v2, registry, &m, &q, true)?;
     let key = |v: &LogView, r: &Row| -> Option<RowKey> {
         Some((
             r.period,
@@ -453,7 +454,7 @@ pub async fn diff<S: EventStore>(
         let Some(e) = view.ev(row.ev) else { continue };
         let stream = view
             .stream(e.stream)
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_owned())
             .unwrap_or_default();
         streams.insert(stream.clone());
         targets.insert(e.event_id);
@@ -475,13 +476,13 @@ pub async fn diff<S: EventStore>(
         }
     }
     let mut accounted = Vec::new();
-    for e in v2.events.iter().filter(|e| e.position > v1.mark.position) {
+    for (i, e) in v2.events().filter(|(_, e)| e.position > v1.mark.position) {
         let stream = v2
             .stream(e.stream)
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_owned())
             .unwrap_or_default();
-        let retracts = e
-            .payload
+        let retracts = v2
+            .payload(i)
             .get("event_id")
             .and_then(|x| x.as_str())
             .and_then(|s| s.parse::<Uuid>().ok())

@@ -53,8 +53,12 @@
 //!    between two report dates.
 //!
 //! Cost: one evaluation reads the whole log once (`read_all` pages), decodes only events of
-//! the types the metric names (payloads cut to the fields it reads), and holds those in
-//! memory; time is linear in the log plus the kept events (stocks: periods × entities).
+//! the types the metric names (payloads cut to the fields it reads, kept as compact binary
+//! JSON in columns: a few dozen bytes an event), and holds those in memory; figures fold
+//! each fact into its cell as it is considered (only explain and diff keep the rows), so
+//! beyond the kept events an evaluation holds its cells and the state its measure type
+//! needs per entity (distinct keys, samples of a median, an entity's spells for stocks).
+//! Time is linear in the log plus the kept events (stocks: periods × entities).
 //!
 //! Where to start reading: [`definition`] (what a metric is), then [`query`] (how a question
 //! is answered), `derivation` (rows and figures) and [`explain`](mod@explain). The gateway

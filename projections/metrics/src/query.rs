@@ -7,7 +7,7 @@
 //! Same metric, same query, same log position: the same bytes (maps are ordered, floats
 //! print canonically).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -188,7 +188,42 @@ pub async fn load_view<S: EventStore>(
         req.merge(&adhoc.reads);
     }
     req.metrics.clear();
-    LogView::load(store, &req, query.as_of, query.known_at).await
+    LogView::load(store, &req, None, query.as_of, query.known_at).await
+}
+
+/// The view one question reads: as [`load_view`], but keeping only what `query` needs of
+/// the definitions (their time, rules, facts and measures, and the dimensions `query`
+/// breaks down or filters by), while the events the whole definitions read are counted as
+/// kept and span the default range. The figures are those of [`load_view`]'s view; the
+/// view answers only questions over the same dimensions.
+///
+/// # Errors
+/// As [`load_view`].
+pub(crate) async fn load_view_for<S: EventStore>(
+    store: &S,
+    registry: &Registry,
+    metrics: &[Arc<RegisteredMetric>],
+    query: &Query,
+) -> Result<LogView, MetricError> {
+    let dims: BTreeSet<&str> = query
+        .by
+        .iter()
+        .chain(query.filter.keys())
+        .map(String::as_str)
+        .collect();
+    let mut full = crate::compile::Requirements::default();
+    let mut narrow = crate::compile::Requirements::default();
+    for m in metrics {
+        let r = registry.requirements(m)?;
+        let adhoc = crate::adhoc::compile(query, &r.fact_types)?;
+        full.merge(&r);
+        full.merge(&adhoc.reads);
+        narrow.merge(&registry.requirements_for(m, &dims)?);
+        narrow.merge(&adhoc.reads);
+    }
+    full.metrics.clear();
+    narrow.metrics.clear();
+    LogView::load(store, &narrow, Some(&full), query.as_of, query.known_at).await
 }
 
 /// Evaluates `id` (default version unless `version`) over the log.
@@ -203,7 +238,7 @@ pub async fn evaluate<S: EventStore>(
     query: &Query,
 ) -> Result<Evaluation, MetricError> {
     let m = registry.get(id, version)?;
-    let view = load_view(store, registry, std::slice::from_ref(&m), query).await?;
+    let view = load_view_for(store, registry, std::slice::from_ref(&m), query).await?;
     evaluate_in(&view, registry, &m, query)
 }
 
@@ -217,15 +252,17 @@ pub fn evaluate_in(
     m: &RegisteredMetric,
     query: &Query,
 ) -> Result<Evaluation, MetricError> {
-    run_in(view, registry, m, query).map(|(e, _, _)| e)
+    run_in(view, registry, m, query, false).map(|(e, _, _)| e)
 }
 
-/// [`evaluate_in`], also returning the rows and periods (for explain and diff).
+/// [`evaluate_in`], also returning the periods and, when `rows`, the rows (for explain and
+/// diff); without, each row is folded into its cell as it is made.
 pub(crate) fn run_in(
     view: &LogView,
     registry: &Registry,
     m: &RegisteredMetric,
     query: &Query,
+    rows: bool,
 ) -> Result<(Evaluation, Computed, Vec<Period>), MetricError> {
     let mut ev = Evaluation {
         metric: MetricRef::of(m),
@@ -255,6 +292,7 @@ pub(crate) fn run_in(
         by: &query.by,
         filter: &query.filter,
         adhoc: &adhoc,
+        rows,
     };
     let mut runner = Runner {
         view,
@@ -393,7 +431,7 @@ pub async fn compare<S: EventStore>(
         .iter()
         .map(|v| registry.get(id, Some(*v)))
         .collect::<Result<Vec<_>, _>>()?;
-    let view = load_view(store, registry, &metrics, query).await?;
+    let view = load_view_for(store, registry, &metrics, query).await?;
     compare_in(&view, registry, &metrics, query)
 }
 

@@ -206,7 +206,12 @@ pub(crate) struct Compiled {
     pub measure: CMeasure,
     pub calendar: BusinessCalendar,
     pub params: BTreeMap<String, Param>,
+    /// Everything the definition reads: `core_reads` and every dimension's.
     pub reads: Requirements,
+    /// What the definition reads without its dimensions (time, rules, facts, measure).
+    pub core_reads: Requirements,
+    /// What each dimension's expression reads.
+    pub dim_reads: BTreeMap<String, Requirements>,
 }
 
 pub(crate) struct Ctx<'a> {
@@ -579,6 +584,15 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
         fields_read: Vec::new(),
     };
     let time = cx.opt("time", &def.time)?;
+    // Dimensions are compiled apart, so what the rest reads is known without them (a
+    // question that breaks down by none of them need not load what they read).
+    let mut dcx = Ctx {
+        reads: Reads::default(),
+        params: &def.params,
+        types: BTreeSet::new(),
+        fields_read: Vec::new(),
+    };
+    let mut dim_reads = BTreeMap::new();
     if def.dims.len() > RULES_MAX {
         return Err(DefinitionError::invalid(
             "dims",
@@ -600,8 +614,11 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
                 "dimension names are lower_snake_case",
             ));
         }
-        dims.insert(name.clone(), cx.expr(&format!("dims.{name}"), text)?);
+        let e = dcx.expr(&format!("dims.{name}"), text)?;
+        dim_reads.insert(name.clone(), requirements_of(&e));
+        dims.insert(name.clone(), e);
     }
+    let time_fields = cx.fields_read.len();
     let rules = cx.rules("exclude", &def.exclude)?;
     let m = &def.measure;
     let measure = measure::measure(&mut cx, def, m)?;
@@ -617,9 +634,16 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
             dims.insert(name.to_owned(), Expr::Lit(crate::expr::Lit::Null));
         }
     }
-    let mut reads = cx.requirements();
-    reads.fact_types = fact_types(&measure, &mut reads.metrics);
-    check_fields(&cx.fields_read, &reads.types)?;
+    let mut core_reads = cx.requirements();
+    core_reads.fact_types = fact_types(&measure, &mut core_reads.metrics);
+    let mut reads = core_reads.clone();
+    reads.merge(&dcx.requirements());
+    // In the order they were written: time, dimensions, then the rest.
+    let mut fields_read = cx.fields_read;
+    let rest = fields_read.split_off(time_fields.min(fields_read.len()));
+    fields_read.extend(dcx.fields_read);
+    fields_read.extend(rest);
+    check_fields(&fields_read, &reads.types)?;
     Ok(Compiled {
         time,
         dims,
@@ -628,7 +652,26 @@ pub(crate) fn compile(def: &MetricDefinition) -> Result<Compiled, DefinitionErro
         calendar,
         params: def.params.clone(),
         reads,
+        core_reads,
+        dim_reads,
     })
+}
+
+/// What one expression reads from the log.
+fn requirements_of(e: &Expr) -> Requirements {
+    let mut r = Reads::default();
+    e.reads(&mut r);
+    Requirements {
+        fact_types: BTreeSet::new(),
+        types: r.types,
+        ref_categories: r.ref_categories,
+        stream_attrs: r.stream,
+        attrs: r.attrs,
+        meta: r.meta,
+        actor: r.actor,
+        fields: r.fields,
+        metrics: Vec::new(),
+    }
 }
 
 fn check_header(def: &MetricDefinition) -> Result<(), DefinitionError> {

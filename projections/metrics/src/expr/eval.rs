@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use crm_domain::calendar::BusinessCalendar;
-use serde_json::Value;
 
 use super::{BinOp, Expr, Lit, Root};
 use crate::definition::Param;
-use crate::view::LogView;
+use crate::view::{Kind, LogView, Node};
 
 /// A value during evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,9 +24,13 @@ pub(crate) enum Val<'a> {
     Float(f64),
     Str(Cow<'a, str>),
     Time(DateTime<Utc>),
-    Json(&'a Value),
+    /// An array or object of a payload.
+    Json(Node<'a>),
     Event(u32),
-    Ref { stream: u32, at: DateTime<Utc> },
+    Ref {
+        stream: u32,
+        at: DateTime<Utc>,
+    },
     List(Vec<Val<'a>>),
 }
 
@@ -70,7 +73,7 @@ impl<'a> Val<'a> {
             Val::Float(f) => f.to_string(),
             Val::Str(s) => s.to_string(),
             Val::Time(t) => t.to_rfc3339(),
-            Val::Json(v) => v.to_string(),
+            Val::Json(v) => v.to_value().to_string(),
             Val::Event(i) => format!("event#{i}"),
             Val::Ref { stream, .. } => format!("stream#{stream}"),
             Val::List(items) => {
@@ -81,21 +84,28 @@ impl<'a> Val<'a> {
     }
 }
 
-fn json(v: &Value) -> Val<'_> {
-    match v {
-        Value::Null => Val::Null,
-        Value::Bool(b) => Val::Bool(*b),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Val::Int)
-            .or_else(|| n.as_f64().map(Val::Float))
-            .unwrap_or(Val::Null),
-        Value::String(s) => Val::Str(Cow::Borrowed(s)),
-        Value::Array(_) | Value::Object(_) => Val::Json(v),
+/// A payload value as the language sees it: integers that fit `i64` as integers, other
+/// numbers as floats, arrays and objects as JSON.
+fn json(v: Node<'_>) -> Val<'_> {
+    match v.kind() {
+        Kind::Null => Val::Null,
+        Kind::Bool(b) => Val::Bool(b),
+        Kind::UInt(u) => i64::try_from(u).map_or_else(
+            |_| {
+                serde_json::Number::from(u)
+                    .as_f64()
+                    .map_or(Val::Null, Val::Float)
+            },
+            Val::Int,
+        ),
+        Kind::Neg(i) => Val::Int(i),
+        Kind::Float(f) => Val::Float(f),
+        Kind::Str(s) => Val::Str(Cow::Borrowed(s)),
+        Kind::Array | Kind::Object => Val::Json(v),
     }
 }
 
-fn walk<'a>(mut v: &'a Value, fields: &[String]) -> Val<'a> {
+fn walk<'a>(mut v: Node<'a>, fields: &[String]) -> Val<'a> {
     for f in fields {
         match v.get(f) {
             Some(next) => v = next,
@@ -114,21 +124,21 @@ fn attribute<'a>(view: &'a LogView, s: u32, name: &str, at: DateTime<Utc>) -> Va
     ) else {
         return Val::Null;
     };
-    let mut first: Option<&Value> = None;
-    let mut current: Option<&Value> = None;
-    for e in info.events.iter().filter_map(|i| view.ev(*i)) {
-        if e.ty != ty {
+    let mut first: Option<Node<'a>> = None;
+    let mut current: Option<Node<'a>> = None;
+    for &i in info.events {
+        if view.ty_and_global(i).map(|t| t.0) != Some(ty) {
             continue;
         }
-        let Some(v) = e
-            .payload
+        let Some(v) = view
+            .payload(i)
             .get(crm_domain::attributes::ATTRIBUTES_FIELD)
             .and_then(|a| a.get(name))
         else {
             continue;
         };
         first.get_or_insert(v);
-        if e.occurred_at <= at {
+        if view.occurred_at_of(i).is_some_and(|t| t <= at) {
             current = Some(v);
         }
     }
@@ -147,7 +157,6 @@ pub(crate) struct Env<'a> {
 impl<'a> Env<'a> {
     /// Evaluates `e` for the fact `ev` (an index into the view).
     pub(crate) fn eval(&self, ev: Option<u32>, e: &Expr) -> Val<'a> {
-        let fact = ev.and_then(|i| self.view.ev(i));
         match e {
             Expr::Lit(l) => match l {
                 Lit::Null => Val::Null,
@@ -157,8 +166,12 @@ impl<'a> Env<'a> {
                 Lit::Str(s) => Val::Str(Cow::Owned(s.clone())),
             },
             Expr::List(items) => Val::List(items.iter().map(|x| self.eval(ev, x)).collect()),
-            Expr::OccurredAt => fact.map_or(Val::Null, |f| Val::Time(f.occurred_at)),
-            Expr::RecordedAt => fact.map_or(Val::Null, |f| Val::Time(f.recorded_at)),
+            Expr::OccurredAt => ev
+                .and_then(|i| self.view.occurred_at_of(i))
+                .map_or(Val::Null, Val::Time),
+            Expr::RecordedAt => ev
+                .and_then(|i| self.view.ev(i))
+                .map_or(Val::Null, |f| Val::Time(f.recorded_at)),
             Expr::Now => Val::Time(self.view.now),
             Expr::Var(name) => self
                 .vars
@@ -182,39 +195,37 @@ impl<'a> Env<'a> {
 
     fn path(&self, ev: Option<u32>, root: Root, fields: &[String]) -> Val<'a> {
         let view = self.view;
-        let Some(fact) = ev.and_then(|i| view.ev(i)) else {
+        let Some((i, stream)) = ev.and_then(|i| Some((i, view.stream_of(i)?))) else {
             return match (root, fields.first()) {
                 (Root::Params, Some(p)) => self.param(p),
                 _ => Val::Null,
             };
         };
         match root {
-            Root::Payload => walk(&fact.payload, fields),
-            Root::Meta => walk(&fact.meta, fields),
+            Root::Payload => walk(view.payload(i), fields),
+            Root::Meta => walk(view.meta(i), fields),
             Root::Params => fields.first().map_or(Val::Null, |p| self.param(p)),
-            Root::Attr => fields.first().map_or(Val::Null, |name| {
-                attribute(view, fact.stream, name, fact.occurred_at)
-            }),
+            Root::Attr => match (fields.first(), view.occurred_at_of(i)) {
+                (Some(name), Some(at)) => attribute(view, stream, name, at),
+                _ => Val::Null,
+            },
             Root::Stream => view
-                .stream(fact.stream)
+                .stream(stream)
                 .and_then(|s| s.creation)
-                .and_then(|c| view.ev(c))
-                .map_or(Val::Null, |c| walk(&c.payload, fields)),
+                .map_or(Val::Null, |c| walk(view.payload(c), fields)),
             Root::Event => {
-                let Some(f) = fields.first() else {
+                let (Some(f), Some(fact)) = (fields.first(), view.ev(i)) else {
                     return Val::Null;
                 };
                 let stream = view.stream(fact.stream);
                 match f.as_str() {
                     "type" => Val::Str(Cow::Borrowed(view.type_name(fact.ty))),
-                    "stream" => stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(&s.name))),
-                    "category" => {
-                        stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(&s.category)))
-                    }
+                    "stream" => stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.name))),
+                    "category" => stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.category))),
                     "position" => i64::try_from(fact.position).map_or(Val::Null, Val::Int),
                     "version" => i64::try_from(fact.version).map_or(Val::Null, Val::Int),
                     "id" => Val::Str(Cow::Owned(fact.event_id.to_string())),
-                    "actor" => Val::Str(Cow::Borrowed(&fact.actor)),
+                    "actor" => Val::Str(Cow::Borrowed(view.actor(i))),
                     _ => Val::Null,
                 }
             }
@@ -239,7 +250,7 @@ impl<'a> Env<'a> {
                     return Val::Null;
                 };
                 match fields.split_first() {
-                    Some((f, rest)) if f == "payload" => walk(&e.payload, rest),
+                    Some((f, rest)) if f == "payload" => walk(view.payload(i), rest),
                     Some((f, [])) => match f.as_str() {
                         "occurred_at" => Val::Time(e.occurred_at),
                         "recorded_at" => Val::Time(e.recorded_at),
@@ -266,25 +277,18 @@ impl<'a> Env<'a> {
                 if first == "created" {
                     return info
                         .creation
-                        .and_then(|c| view.ev(c))
-                        .map_or(Val::Null, |e| walk(&e.payload, rest));
+                        .map_or(Val::Null, |c| walk(view.payload(c), rest));
                 }
-                let has = |i: &u32| {
-                    view.ev(*i)
-                        .and_then(|e| e.payload.get(first))
-                        .is_some_and(|v| !v.is_null())
-                };
+                let value = |i: &u32| view.payload(*i).get(first).filter(|v| !v.is_null());
                 // The latest value at or before the fact's time; else the earliest known.
                 let chosen = info
                     .events
                     .iter()
                     .rev()
-                    .find(|i| has(i) && view.ev(**i).is_some_and(|e| e.occurred_at <= at))
-                    .or_else(|| info.events.iter().find(|i| has(i)));
-                chosen
-                    .and_then(|i| view.ev(*i))
-                    .and_then(|e| e.payload.get(first))
-                    .map_or(Val::Null, |v| walk(v, rest))
+                    .filter(|i| view.occurred_at_of(**i).is_some_and(|t| t <= at))
+                    .find_map(value)
+                    .or_else(|| info.events.iter().find_map(value));
+                chosen.map_or(Val::Null, |v| walk(v, rest))
             }
             Val::Json(v) => walk(v, fields),
             _ => Val::Null,
@@ -316,7 +320,7 @@ impl<'a> Env<'a> {
             BinOp::In | BinOp::NotIn => {
                 let found = match &y {
                     Val::List(items) => items.iter().any(|i| equal(&x, i)),
-                    Val::Json(Value::Array(items)) => items.iter().any(|i| equal(&x, &json(i))),
+                    Val::Json(a) if a.is_array() => a.items().any(|i| equal(&x, &json(i))),
                     _ => return Val::Null,
                 };
                 Val::Bool(found == (op == BinOp::In))
@@ -327,11 +331,8 @@ impl<'a> Env<'a> {
 
     fn stream_events(&self, ev: Option<u32>) -> (&'a [u32], u64) {
         let view = self.view;
-        ev.and_then(|i| view.ev(i))
-            .and_then(|f| {
-                view.stream(f.stream)
-                    .map(|s| (s.events.as_slice(), f.position))
-            })
+        ev.and_then(|i| Some((view.stream_of(i)?, view.position_of(i))))
+            .and_then(|(s, position)| view.stream(s).map(|s| (s.events, position)))
             .unwrap_or((&[], 0))
     }
 
@@ -352,12 +353,12 @@ impl<'a> Env<'a> {
                 let (events, at) = self.stream_events(ev);
                 let cond = if name == "sum" { None } else { args.get(1) };
                 let matches = |i: &&u32| {
-                    self.view.ev(**i).is_some_and(|e| {
-                        e.ty == ty
-                            && e.global.is_none()
+                    self.view.ty_and_global(**i).is_some_and(|(t, global)| {
+                        t == ty
+                            && !global
                             && match name {
-                                "later" => e.position > at,
-                                "before" => e.position < at,
+                                "later" => self.view.position_of(**i) > at,
+                                "before" => self.view.position_of(**i) < at,
                                 _ => true,
                             }
                     }) && cond.is_none_or(|c| self.eval(Some(**i), c).truthy())
@@ -403,8 +404,8 @@ impl<'a> Env<'a> {
                     _ => return Val::Null,
                 };
                 let at = ev
-                    .and_then(|i| self.view.ev(i))
-                    .map_or(self.view.now, |e| e.occurred_at);
+                    .and_then(|i| self.view.occurred_at_of(i))
+                    .unwrap_or(self.view.now);
                 self.view
                     .stream_named(&format!("{cat}-{key}"))
                     .map_or(Val::Null, |stream| Val::Ref { stream, at })
@@ -414,13 +415,13 @@ impl<'a> Env<'a> {
                 let (list, Val::Str(path)) = (arg(0), arg(1)) else {
                     return Val::Null;
                 };
-                let items: &[Value] = match list {
-                    Val::Json(Value::Array(items)) => items,
+                let items = match list {
+                    Val::Json(a) if a.is_array() => a,
                     _ => return Val::Null,
                 };
                 let path: Vec<String> = path.split('.').map(str::to_owned).collect();
                 items
-                    .iter()
+                    .items()
                     .try_fold(Val::Int(0), |acc, item| {
                         match arith(BinOp::Add, &acc, &walk(item, &path)) {
                             Val::Null => None,
@@ -455,7 +456,9 @@ impl<'a> Env<'a> {
             "len" => match arg(0) {
                 Val::Str(s) => Val::Int(i64::try_from(s.chars().count()).unwrap_or(i64::MAX)),
                 Val::List(l) => Val::Int(i64::try_from(l.len()).unwrap_or(i64::MAX)),
-                Val::Json(Value::Array(a)) => Val::Int(i64::try_from(a.len()).unwrap_or(i64::MAX)),
+                Val::Json(a) => a.array_len().map_or(Val::Null, |n| {
+                    Val::Int(i64::try_from(n).unwrap_or(i64::MAX))
+                }),
                 _ => Val::Null,
             },
             "exists" => Val::Bool(arg(0) != Val::Null),

@@ -11,7 +11,7 @@ use crate::compile::{CAgg, CFacts, CInput, CMeasure, CRule, Compiled};
 use crate::definition::InputRef;
 use crate::derivation::{
     self, agg_contribution, env, place, reduce, select, Cand, CellKey, CellVal, Computed,
-    Contribution, Frame, Num, Reducer, Row,
+    Contribution, Frame, Num, Out, Reducer, Row,
 };
 use crate::error::MetricError;
 use crate::expr::eval::{i_to_f, Env, Val};
@@ -188,6 +188,7 @@ impl Runner<'_> {
                 by: frame.by,
                 filter: frame.filter,
                 adhoc: frame.adhoc,
+                rows: frame.rows,
             };
             let mut out = self.run(&m, &sub)?;
             let tag: Arc<str> = Arc::from(name.as_str());
@@ -288,7 +289,7 @@ fn simple(
     input: &Arc<str>,
 ) -> Result<Computed, MetricError> {
     let cands = select(env, facts, time, rules);
-    let mut rows = Vec::new();
+    let mut out = Out::new(Reducer::of(agg), frame);
     place(
         env,
         c,
@@ -296,10 +297,9 @@ fn simple(
         input,
         &cands,
         |cand| agg_contribution(env, agg, cand, None),
-        &mut rows,
+        &mut out,
     )?;
-    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 fn cumulative(
@@ -313,8 +313,11 @@ fn cumulative(
 ) -> Result<Computed, MetricError> {
     let cands = derivation::timed(select(env, facts, c.time.as_ref(), &[&c.rules]));
     let input = single();
-    let mut rows = Vec::new();
+    let mut out = Out::new(Reducer::of(agg), frame);
+    // A fact counts in every period whose window holds it: its dimensions and contribution
+    // are worked out once.
     let mut dims_cache: HashMap<u32, Option<Vec<String>>> = HashMap::new();
+    let mut contribution_cache: HashMap<u32, Contribution> = HashMap::new();
     for (p, per) in frame.periods.iter().enumerate() {
         let start = match (window_s, to_date) {
             (Some(w), _) => per
@@ -336,12 +339,18 @@ fn cumulative(
                 }
             };
             let Some(dims) = dims else { continue };
-            let k = agg_contribution(env, agg, cand, None);
-            derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims, k))?;
+            let k = match contribution_cache.get(&cand.ev) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = agg_contribution(env, agg, cand, None);
+                    contribution_cache.insert(cand.ev, k.clone());
+                    k
+                }
+            };
+            out.push(Row::new(cand.ev, &input, p, dims, k))?;
         }
     }
-    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 /// The entities with a counted fact in each (period, breakdown) cell, and the share of them
@@ -356,7 +365,40 @@ fn entities(
     min_facts: u32,
 ) -> Result<Computed, MetricError> {
     let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
+    let reducer = Reducer::Additive {
+        ratio: true,
+        count_value: false,
+    };
+    if !frame.rows {
+        // Folded: each row counts as included or excluded; then each (cell, entity) adds
+        // 1 to the denominator, and 1 to the numerator when it reached `min_facts`.
+        let mut out = Out::new(reducer, frame);
+        let mut groups: HashMap<(usize, Vec<String>, String), u32> = HashMap::new();
+        let input = single();
+        for cand in &cands {
+            let Some(t) = cand.time else { continue };
+            let Some(p) = period::index_of(frame.periods, t) else {
+                continue;
+            };
+            let Some(dims) = derivation::dims_of(env, c, frame, cand.ev)? else {
+                continue;
+            };
+            let row = Row::new(cand.ev, &input, p, dims, Contribution::empty(cand));
+            if row.excluded.is_none() {
+                let entity = entity_key(env, facts.entity.as_ref(), row.ev);
+                *groups.entry((p, row.dims.clone(), entity)).or_default() += 1;
+            }
+            out.push(row)?;
+        }
+        for ((p, dims, _), n) in groups {
+            let reached = n >= min_facts;
+            let num = if reached { Num::ONE } else { Num::ZERO };
+            out.credit((p, dims), num, Num::ONE)?;
+        }
+        return out.finish();
+    }
     let mut rows = Vec::new();
+    let mut out = Out::new(reducer, frame);
     place(
         env,
         c,
@@ -364,8 +406,11 @@ fn entities(
         &single(),
         &cands,
         Contribution::empty,
-        &mut rows,
+        &mut out,
     )?;
+    if let Some(kept) = out.rows_mut() {
+        rows = std::mem::take(kept);
+    }
     let mut groups: HashMap<(usize, Vec<String>, String), Vec<usize>> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         if row.excluded.is_none() {
@@ -390,10 +435,6 @@ fn entities(
             }
         }
     }
-    let reducer = Reducer::Additive {
-        ratio: true,
-        count_value: false,
-    };
     let cells = reduce(&mut rows, reducer, frame)?;
     Ok(Computed { rows, cells })
 }
@@ -444,7 +485,11 @@ fn rfm(
 ) -> Result<Computed, MetricError> {
     let cands = derivation::timed(select(env, facts, c.time.as_ref(), &[&c.rules]));
     let input = single();
-    let mut rows = Vec::new();
+    let reducer = Reducer::Additive {
+        ratio: false,
+        count_value: false,
+    };
+    let mut out = Out::new(reducer, frame);
     let day = Duration::days(1);
     let scored_only = frame.filter.keys().any(|d| derivation::measure_dim(c, d));
     for (p, per) in frame.periods.iter().enumerate() {
@@ -470,7 +515,7 @@ fn rfm(
                     }
                     if per.contains(t) {
                         let k = Contribution::empty(cand);
-                        derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims, k))?;
+                        out.push(Row::new(cand.ev, &input, p, dims, k))?;
                     }
                 }
                 continue;
@@ -527,16 +572,11 @@ fn rfm(
                 let carries = cand.ev == last.ev;
                 let mut k = Contribution::empty(cand);
                 k.num = Some(if carries { Num::ONE } else { Num::ZERO });
-                derivation::push(&mut rows, Row::new(cand.ev, &input, p, dims.clone(), k))?;
+                out.push(Row::new(cand.ev, &input, p, dims.clone(), k))?;
             }
         }
     }
-    let reducer = Reducer::Additive {
-        ratio: false,
-        count_value: false,
-    };
-    let cells = reduce(&mut rows, reducer, frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 struct ConversionSpec<'a> {
@@ -555,7 +595,7 @@ fn entity_key(env: &Env<'_>, e: Option<&Expr>, ev: u32) -> String {
             .view
             .ev(ev)
             .and_then(|x| env.view.stream(x.stream))
-            .map_or_else(String::new, |s| s.name.clone()),
+            .map_or_else(String::new, |s| s.name.to_owned()),
     }
 }
 
@@ -586,7 +626,11 @@ fn conversion_measure(
     conv.values_mut().for_each(|v| v.sort_unstable());
     let window = Duration::try_seconds(spec.window_s).unwrap_or(Duration::zero());
     let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
-    let mut rows = Vec::new();
+    let reducer = Reducer::Additive {
+        ratio: !spec.count,
+        count_value: false,
+    };
+    let mut out = Out::new(reducer, frame);
     place(
         env,
         c,
@@ -615,14 +659,9 @@ fn conversion_measure(
             }
             k
         },
-        &mut rows,
+        &mut out,
     )?;
-    let reducer = Reducer::Additive {
-        ratio: !spec.count,
-        count_value: false,
-    };
-    let cells = reduce(&mut rows, reducer, frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 fn duration(
@@ -646,7 +685,7 @@ fn duration(
     };
     let view = env.view;
     let cands = select(env, facts, c.time.as_ref(), &[&c.rules]);
-    let mut rows = Vec::new();
+    let mut out = Out::new(Reducer::of(agg), frame);
     place(
         env,
         c,
@@ -660,16 +699,14 @@ fn duration(
             let Some(end) = view.ev(cand.ev) else {
                 return agg_contribution(env, agg, cand, None);
             };
-            let events = view
-                .stream(end.stream)
-                .map_or(&[][..], |s| s.events.as_slice());
+            let events = view.stream(end.stream).map_or(&[][..], |s| s.events);
             let is = |i: u32, types: &[String]| {
-                view.ev(i).is_some_and(|e| {
-                    e.global.is_none() && types.iter().any(|t| t == view.type_name(e.ty))
+                view.ty_and_global(i).is_some_and(|(ty, global)| {
+                    !global && types.iter().any(|t| t == view.type_name(ty))
                 })
             };
             let mut starts = events.iter().copied().filter(|&i| {
-                view.ev(i).is_some_and(|e| e.position < end.position)
+                view.position_of(i) < end.position
                     && is(i, start)
                     && start_filter
                         .as_ref()
@@ -700,15 +737,18 @@ fn duration(
             let mut secs = span(s.occurred_at, end.occurred_at);
             let mut paused: Option<DateTime<Utc>> = None;
             for &i in events {
-                let Some(e) = view.ev(i) else { continue };
-                if e.position <= s.position || e.position >= end.position {
+                let (position, Some(occurred_at)) = (view.position_of(i), view.occurred_at_of(i))
+                else {
+                    continue;
+                };
+                if position <= s.position || position >= end.position {
                     continue;
                 }
                 if is(i, pause) && paused.is_none() {
-                    paused = Some(e.occurred_at.max(s.occurred_at));
+                    paused = Some(occurred_at.max(s.occurred_at));
                 } else if is(i, resume) {
                     if let Some(p) = paused.take() {
-                        secs -= span(p, e.occurred_at.min(end.occurred_at).max(p));
+                        secs -= span(p, occurred_at.min(end.occurred_at).max(p));
                     }
                 }
             }
@@ -727,10 +767,9 @@ fn duration(
             }
             agg_contribution(env, agg, cand, Some(Val::Int(secs)))
         },
-        &mut rows,
+        &mut out,
     )?;
-    let cells = reduce(&mut rows, Reducer::of(agg), frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 /// Periods of the query, derived from the view when `from`/`to` are absent: from the
@@ -741,8 +780,10 @@ pub(crate) fn query_periods(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<Vec<Period>, MetricError> {
-    let first = view.events.iter().map(|e| e.occurred_at).min();
-    let last = view.events.iter().map(|e| e.occurred_at).max();
+    let (first, last) = match view.occurred_range() {
+        Some((first, last)) => (Some(first), Some(last)),
+        None => (None, None),
+    };
     let from = from.or(first.map(|t| {
         if grain == Grain::All {
             t

@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::candidates;
 use crate::compile::{CFacts, CMeasure, Compiled, StockCalc};
 use crate::definition::Pick;
-use crate::derivation::{self, reduce, CellKey, Computed, Frame, Num, Reducer, Row};
+use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
 use crate::error::MetricError;
 use crate::expr::eval::Env;
 
@@ -26,8 +26,10 @@ struct Spell {
     start: DateTime<Utc>,
     end: Option<DateTime<Utc>>,
     opener: u32,
-    /// Value changes `(from, value)`, the first at `start`.
-    values: Vec<(DateTime<Utc>, Num)>,
+    /// The value from `start` on.
+    value: Num,
+    /// Later value changes `(from, value)`, in log order (most spells have none).
+    changes: Vec<(DateTime<Utc>, Num)>,
     excluded: Option<String>,
 }
 
@@ -37,11 +39,11 @@ impl Spell {
     }
 
     fn value(&self, t: DateTime<Utc>) -> Num {
-        self.values
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= t)
-            .map_or(Num::ZERO, |(_, v)| *v)
+        match self.changes.iter().rev().find(|(from, _)| *from <= t) {
+            Some((_, v)) => *v,
+            None if self.start <= t => self.value,
+            None => Num::ZERO,
+        }
     }
 }
 
@@ -84,10 +86,18 @@ impl Entity {
     }
 }
 
+/// An entity: the value of the measure's `entity` expression, or (without one) the stream.
+/// The order of entities does not matter: their rows are put in event order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum EntityKey {
+    Stream(u32),
+    Text(String),
+}
+
 fn spells(
     env: &Env<'_>,
     c: &Compiled,
-) -> Result<(BTreeMap<String, Entity>, Vec<Spell>), MetricError> {
+) -> Result<(BTreeMap<EntityKey, Entity>, Vec<Spell>), MetricError> {
     let CMeasure::Stock {
         entity,
         opens,
@@ -125,30 +135,29 @@ fn spells(
             None => None,
         }
     };
-    let mut entities: BTreeMap<String, Entity> = BTreeMap::new();
+    let mut entities: BTreeMap<EntityKey, Entity> = BTreeMap::new();
     let mut excluded = Vec::new();
-    let mut finish = |s: Spell, entities: &mut BTreeMap<String, Entity>| {
+    let mut finish = |s: Spell, entities: &mut BTreeMap<EntityKey, Entity>| {
         if s.excluded.is_some() {
             excluded.push(s);
             return;
         }
         let key = match entity {
-            Some(e) => env.eval(Some(s.opener), e).key(),
-            None => view
-                .ev(s.opener)
-                .and_then(|e| view.stream(e.stream))
-                .map_or_else(String::new, |x| x.name.clone()),
+            Some(e) => EntityKey::Text(env.eval(Some(s.opener), e).key()),
+            None => EntityKey::Stream(view.stream_of(s.opener).unwrap_or(u32::MAX)),
         };
         entities
             .entry(key)
-            .or_insert_with(|| Entity { spells: Vec::new() })
+            .or_insert_with(|| Entity {
+                spells: Vec::with_capacity(1),
+            })
             .spells
             .push(s);
     };
     for s in streams {
         let Some(info) = view.stream(s) else { continue };
         let mut active: Option<Spell> = None;
-        for &i in &info.events {
+        for &i in info.events {
             let Some(e) = view.ev(i) else { continue };
             let ty = view.type_name(e.ty);
             if let Some(code) = openers.get(&i) {
@@ -162,7 +171,8 @@ fn spells(
                             start: e.occurred_at,
                             end,
                             opener: i,
-                            values: vec![(e.occurred_at, v)],
+                            value: v,
+                            changes: Vec::new(),
                             excluded: code.clone(),
                         },
                         &mut entities,
@@ -172,7 +182,8 @@ fn spells(
                         start: e.occurred_at,
                         end: None,
                         opener: i,
-                        values: vec![(e.occurred_at, v)],
+                        value: v,
+                        changes: Vec::new(),
                         excluded: code.clone(),
                     });
                 }
@@ -186,7 +197,7 @@ fn spells(
                     finish(s, &mut entities);
                 }
             } else if let (Some(s), Some(v)) = (active.as_mut(), value_of(i, ty)) {
-                s.values.push((e.occurred_at, v));
+                s.changes.push((e.occurred_at, v));
             }
         }
         if let Some(s) = active {
@@ -197,6 +208,24 @@ fn spells(
 }
 
 /// Rows and cells of a stock measure.
+/// What one entity or excluded spell contributes to a period's cell: the opening event it
+/// is listed under, and its amounts.
+struct Share<'s> {
+    ev: u32,
+    excluded: Option<&'s String>,
+    num: Option<Num>,
+    den: Option<Num>,
+    sample: Option<f64>,
+}
+
+/// Where a period's share comes from: an excluded spell or an entity (by index).
+#[derive(Clone, Copy)]
+enum Source {
+    Excluded(usize),
+    Entity(usize),
+}
+
+/// Rows and cells of a stock measure.
 pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Computed, MetricError> {
     let CMeasure::Stock { calc, currency, .. } = &c.measure else {
         return Ok(Computed::default());
@@ -204,6 +233,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     let calc = *calc;
     let value_rows = matches!(calc, StockCalc::Sum | StockCalc::Avg);
     let (entities, excluded) = spells(env, c)?;
+    let entities: Vec<Entity> = entities.into_values().collect();
     let input: Arc<str> = Arc::from("");
     let pair = matches!(
         calc,
@@ -215,61 +245,71 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
             | StockCalc::NetValueRetention
             | StockCalc::ValueChurnRate
     );
-    let mut rows = Vec::new();
+    let reducer = match calc {
+        StockCalc::Count
+        | StockCalc::Sum
+        | StockCalc::New
+        | StockCalc::Churned
+        | StockCalc::Retained => Reducer::Additive {
+            ratio: false,
+            count_value: false,
+        },
+        StockCalc::MedianAge => Reducer::Quantile(0.5),
+        _ => Reducer::Additive {
+            ratio: true,
+            count_value: false,
+        },
+    };
+    let mut out = Out::new(reducer, frame);
+    // Each period's rows join the others in event order: the rows of all periods in
+    // (period, event) order. A period's shares are listed (event, source), sorted, then
+    // settled into rows one by one.
+    let mut listed: Vec<(u32, Source)> = Vec::new();
     for (p, per) in frame.periods.iter().enumerate() {
         let (p0, p1) = (per.start, per.end);
-        let emit = |ev: u32,
-                    excluded: Option<String>,
-                    num: Option<Num>,
-                    den: Option<Num>,
-                    sample: Option<f64>,
-                    rows: &mut Vec<Row>|
-         -> Result<(), MetricError> {
-            let Some(dims) = derivation::dims_of(env, c, frame, ev)? else {
-                return Ok(());
+        let share = |source: Source| -> Result<Option<Share<'_>>, MetricError> {
+            let plain = |ev: u32, num: Num, den: Option<Num>| Share {
+                ev,
+                excluded: None,
+                num: Some(num),
+                den,
+                sample: None,
             };
-            let value_cur = if value_rows && excluded.is_none() {
-                currency.as_ref().map(|e| env.eval(Some(ev), e).key())
-            } else {
-                None
-            };
-            derivation::push(
-                rows,
-                Row {
-                    ev,
-                    input: Arc::clone(&input),
-                    period: p,
-                    dims,
-                    excluded,
-                    num,
-                    den,
-                    sample,
-                    key: None,
-                    currency: value_cur,
-                },
-            )
-        };
-        for s in &excluded {
-            let relevant = match calc {
-                StockCalc::New => per.contains(s.start),
-                _ if pair => s.runs(p0),
-                _ => s.runs(p1),
-            };
-            if relevant {
-                emit(s.opener, s.excluded.clone(), None, None, None, &mut rows)?;
-            }
-        }
-        for ent in entities.values() {
-            if calc == StockCalc::New {
-                if let Some(first) = ent.spells.iter().min_by_key(|s| (s.start, s.opener)) {
-                    if per.contains(first.start) {
-                        emit(first.opener, None, Some(Num::ONE), None, None, &mut rows)?;
-                    }
+            let ent = match source {
+                Source::Excluded(i) => {
+                    let Some(s) = excluded.get(i) else {
+                        return Ok(None);
+                    };
+                    let relevant = match calc {
+                        StockCalc::New => per.contains(s.start),
+                        _ if pair => s.runs(p0),
+                        _ => s.runs(p1),
+                    };
+                    return Ok(relevant.then_some(Share {
+                        ev: s.opener,
+                        excluded: s.excluded.as_ref(),
+                        num: None,
+                        den: None,
+                        sample: None,
+                    }));
                 }
-                continue;
+                Source::Entity(i) => match entities.get(i) {
+                    Some(ent) => ent,
+                    None => return Ok(None),
+                },
+            };
+            if calc == StockCalc::New {
+                return Ok(ent
+                    .spells
+                    .iter()
+                    .min_by_key(|s| (s.start, s.opener))
+                    .filter(|first| per.contains(first.start))
+                    .map(|first| plain(first.opener, Num::ONE, None)));
             }
             if pair {
-                let Some(at0) = ent.running(p0) else { continue };
+                let Some(at0) = ent.running(p0) else {
+                    return Ok(None);
+                };
                 let active1 = ent.running(p1).is_some();
                 let churned = ent
                     .interval(p0)
@@ -297,61 +337,62 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                         )
                     }
                 };
-                emit(at0.opener, None, Some(num), den, None, &mut rows)?;
-                continue;
+                return Ok(Some(plain(at0.opener, num, den)));
             }
-            let Some(at1) = ent.running(p1) else { continue };
-            match calc {
-                StockCalc::Count => emit(at1.opener, None, Some(Num::ONE), None, None, &mut rows)?,
-                StockCalc::Sum => emit(
-                    at1.opener,
-                    None,
-                    Some(ent.value(p1)?),
-                    None,
-                    None,
-                    &mut rows,
-                )?,
-                StockCalc::Avg => emit(
-                    at1.opener,
-                    None,
-                    Some(ent.value(p1)?),
-                    Some(Num::ONE),
-                    None,
-                    &mut rows,
-                )?,
+            let Some(at1) = ent.running(p1) else {
+                return Ok(None);
+            };
+            Ok(Some(match calc {
+                StockCalc::Count => plain(at1.opener, Num::ONE, None),
+                StockCalc::Sum => plain(at1.opener, ent.value(p1)?, None),
+                StockCalc::Avg => plain(at1.opener, ent.value(p1)?, Some(Num::ONE)),
                 _ => {
                     let start = ent.interval(p1).map_or(at1.start, |(a, _)| a);
                     let age = i128::from((p1 - start).num_seconds());
-                    emit(
-                        at1.opener,
-                        None,
-                        None,
-                        None,
-                        Some(derivation::Num::Int(age).to_f64()),
-                        &mut rows,
-                    )?;
+                    Share {
+                        ev: at1.opener,
+                        excluded: None,
+                        num: None,
+                        den: None,
+                        sample: Some(derivation::Num::Int(age).to_f64()),
+                    }
                 }
+            }))
+        };
+        let sources = (0..excluded.len())
+            .map(Source::Excluded)
+            .chain((0..entities.len()).map(Source::Entity));
+        for source in sources {
+            if let Some(s) = share(source)? {
+                listed.push((s.ev, source));
             }
         }
+        listed.sort_by_key(|(ev, _)| *ev);
+        for (_, source) in listed.drain(..) {
+            let Some(s) = share(source)? else { continue };
+            let Some(dims) = derivation::dims_of(env, c, frame, s.ev)? else {
+                continue;
+            };
+            let value_cur = if value_rows && s.excluded.is_none() {
+                currency.as_ref().map(|e| env.eval(Some(s.ev), e).key())
+            } else {
+                None
+            };
+            out.push(Row {
+                ev: s.ev,
+                input: Arc::clone(&input),
+                period: p,
+                dims,
+                excluded: s.excluded.cloned(),
+                num: s.num,
+                den: s.den,
+                sample: s.sample,
+                key: None,
+                currency: value_cur,
+            })?;
+        }
     }
-    let reducer = match calc {
-        StockCalc::Count
-        | StockCalc::Sum
-        | StockCalc::New
-        | StockCalc::Churned
-        | StockCalc::Retained => Reducer::Additive {
-            ratio: false,
-            count_value: false,
-        },
-        StockCalc::MedianAge => Reducer::Quantile(0.5),
-        _ => Reducer::Additive {
-            ratio: true,
-            count_value: false,
-        },
-    };
-    rows.sort_by_key(|r| (r.period, r.ev));
-    let cells: BTreeMap<CellKey, _> = reduce(&mut rows, reducer, frame)?;
-    Ok(Computed { rows, cells })
+    out.finish()
 }
 
 fn negate(n: Num) -> Num {

@@ -12,7 +12,7 @@
 //! [`RegistryCache`] keeps a registry between requests and reads only the log records
 //! appended since the position it covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -146,6 +146,50 @@ impl Registry {
         let mut reg = Registry::builtin()?;
         reg.read_log(store, Position::FIRST, store.head().position)
             .await?;
+        Ok(reg)
+    }
+
+    /// The built-in catalog plus the definitions and default changes of the metrics `ids`
+    /// and of the metrics they are built from, each read from its own stream `metric-<id>`
+    /// (where [`define`] and [`set_default`] append them) up to the head as of the call: for
+    /// these ids, [`Registry::get`] and what an evaluation reads are those of
+    /// [`Registry::load`], without replaying the whole log. Other metrics and the
+    /// scorecards are the built-ins' only.
+    ///
+    /// # Errors
+    /// A read error, or a built-in catalog that does not validate.
+    pub async fn load_for<S: EventStore>(store: &S, ids: &[&str]) -> Result<Registry, MetricError> {
+        let mut reg = Registry::builtin()?;
+        let head = store.head().position;
+        let mut todo: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        let mut done: Vec<String> = Vec::new();
+        while let Some(id) = todo.pop() {
+            if done.contains(&id) {
+                continue;
+            }
+            done.push(id.clone());
+            // An id that cannot name a stream has no definitions in the log.
+            if let Ok(stream) = StreamId::new(crm_domain::definitions::metric_stream(&id)) {
+                let mut from = StreamVersion(1);
+                loop {
+                    let page = store.read_stream(&stream, from, DEFINITIONS_MAX).await?;
+                    let Some(last) = page.last() else { break };
+                    let next = StreamVersion(last.stream_version.0.saturating_add(1));
+                    for rec in page.iter().filter(|r| r.position <= head) {
+                        reg.apply(rec);
+                    }
+                    if page.len() < DEFINITIONS_MAX || next == from {
+                        break;
+                    }
+                    from = next;
+                }
+            }
+            if let Some(versions) = reg.metrics.get(&id) {
+                for m in versions.values() {
+                    todo.extend(m.compiled.reads.metrics.iter().map(|(i, _)| i.clone()));
+                }
+            }
+        }
         Ok(reg)
     }
 
@@ -319,6 +363,24 @@ impl Registry {
 
     /// Everything `id@version` and its inputs read, merged.
     pub(crate) fn requirements(&self, m: &RegisteredMetric) -> Result<Requirements, MetricError> {
+        self.requirements_with(m, None)
+    }
+
+    /// What `m` and its inputs read for a question that breaks down or filters by `dims`
+    /// only: their time, rules, facts and measures, and those dimensions' expressions.
+    pub(crate) fn requirements_for(
+        &self,
+        m: &RegisteredMetric,
+        dims: &BTreeSet<&str>,
+    ) -> Result<Requirements, MetricError> {
+        self.requirements_with(m, Some(dims))
+    }
+
+    fn requirements_with(
+        &self,
+        m: &RegisteredMetric,
+        dims: Option<&BTreeSet<&str>>,
+    ) -> Result<Requirements, MetricError> {
         let mut out = Requirements::default();
         let mut todo = vec![(m.definition.id.clone(), Some(m.definition.version))];
         let mut seen = Vec::new();
@@ -336,7 +398,18 @@ impl Registry {
             }
             seen.push(key);
             let r = &m.compiled.reads;
-            let mut own = r.clone();
+            let mut own = match dims {
+                None => r.clone(),
+                Some(dims) => {
+                    let mut own = m.compiled.core_reads.clone();
+                    for (name, reads) in &m.compiled.dim_reads {
+                        if dims.contains(name.as_str()) {
+                            own.merge(reads);
+                        }
+                    }
+                    own
+                }
+            };
             own.metrics.clear();
             out.merge(&own);
             todo.extend(r.metrics.iter().cloned());

@@ -11,7 +11,13 @@
 //! Global exclusions are resolved here, for every metric: `TEST` (creation event
 //! with `is_test`, or a `RecordFlaggedTest` in the stream), `RETRACTED` (target of an
 //! `EventRetracted{event_id}`), `DUPLICATE` (creation event of a stream with a
-//! `RecordMerged`).
+//! `RecordMerged`). They depend on events later in the log, which is why a view keeps its
+//! events until the replay ends rather than folding them as they come.
+//!
+//! Memory: the kept events are columns (position, stream, type, ids, instants: about 50
+//! bytes an event, `recorded_at` in runs), their payloads compact binary JSON in one arena
+//! (`payload.rs`), the streams' names in one text arena with each stream's events in one
+//! index array (`streams.rs`). Metadata and actors are kept only when a metric reads them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -20,7 +26,7 @@ use chrono::{DateTime, Utc};
 use crm_domain::{DomainEvent, UpcasterRegistry};
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{ChainHash, EventStore, Position, ReadError, RecordedEvent};
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -28,6 +34,15 @@ use uuid::Uuid;
 
 use crate::compile::Requirements;
 use crate::error::MetricError;
+
+mod hash;
+mod payload;
+mod streams;
+
+use payload::{Encode, Keys};
+pub(crate) use payload::{Kind, Node};
+pub(crate) use streams::StreamInfo;
+use streams::Streams;
 
 /// Types of the correction events the global rules read (in any stream).
 pub const CORRECTION_TYPES: &[&str] = &["RecordFlaggedTest", "EventRetracted", "RecordMerged"];
@@ -61,8 +76,11 @@ pub struct LogMark {
     pub events_kept: u64,
 }
 
-/// One kept event.
-#[derive(Debug, Clone)]
+/// Reason codes of the global exclusions, by their stored number minus one.
+const GLOBAL_CODES: [&str; 3] = ["TEST", "RETRACTED", "DUPLICATE"];
+
+/// One kept event, as read from the view's columns.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Ev {
     pub position: u64,
     pub stream: u32,
@@ -71,34 +89,71 @@ pub(crate) struct Ev {
     pub event_id: Uuid,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub payload: Value,
-    pub meta: Value,
     /// Global exclusion code, if any.
     pub global: Option<&'static str>,
 }
 
-/// One stream's kept events.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamInfo {
-    pub name: String,
-    pub category: String,
-    /// The creation event (version 1), if kept.
-    pub creation: Option<u32>,
-    /// Kept events, in log order.
-    pub events: Vec<u32>,
+/// The kept events, one column per attribute: a few dozen bytes an event besides its
+/// payload (the loader keeps millions of events for a metric over a long log).
+#[derive(Debug, Clone, Default)]
+struct Columns {
+    position: Vec<u64>,
+    stream: Vec<u32>,
+    version: Vec<u32>,
+    ty: Vec<u16>,
+    /// 0, or 1 + the index of the global exclusion code in [`GLOBAL_CODES`].
+    global: Vec<u8>,
+    event_id: Vec<Uuid>,
+    occurred_at: Vec<DateTime<Utc>>,
+    /// `recorded_at` in runs (it never decreases along the log): `(first event, instant)`.
+    recorded_at: Vec<(u32, DateTime<Utc>)>,
+    /// Each event's payload: from its start in `payloads` (see [`payload`]).
+    payload_start: Vec<u32>,
+    payloads: Vec<u8>,
+    /// Each event's metadata from its start in `metas`, when the metrics read metadata.
+    meta_start: Vec<u32>,
+    metas: Vec<u8>,
+    /// Each event's actor (an index into `actors`), when the metrics read actors.
+    actor: Vec<u32>,
+    actors: Vec<Box<str>>,
+    actor_ix: HashMap<Box<str>, u32>,
+}
+
+impl Columns {
+    fn len(&self) -> usize {
+        self.position.len()
+    }
+
+    fn shrink(&mut self) {
+        self.position.shrink_to_fit();
+        self.stream.shrink_to_fit();
+        self.version.shrink_to_fit();
+        self.ty.shrink_to_fit();
+        self.global.shrink_to_fit();
+        self.event_id.shrink_to_fit();
+        self.occurred_at.shrink_to_fit();
+        self.recorded_at.shrink_to_fit();
+        self.payload_start.shrink_to_fit();
+        self.payloads.shrink_to_fit();
+        self.meta_start.shrink_to_fit();
+        self.metas.shrink_to_fit();
+        self.actor.shrink_to_fit();
+    }
 }
 
 /// The loaded slice of the log.
+#[derive(Clone)]
 pub struct LogView {
-    pub(crate) events: Vec<Ev>,
-    pub(crate) streams: Vec<StreamInfo>,
-    stream_ix: HashMap<String, u32>,
+    cols: Columns,
+    keys: Keys,
+    streams: Streams,
     types: Vec<String>,
     /// Current schema version of each interned type (`None`: not a domain type).
     schema: Vec<Option<u16>>,
     type_ix: HashMap<String, u16>,
     pub(crate) by_type: Vec<Vec<u32>>,
+    /// Earliest and latest `occurred_at` of the kept events.
+    occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Visible events per type (every type, kept or not).
     pub type_counts: BTreeMap<String, u64>,
     /// The log position the view ends at.
@@ -109,10 +164,16 @@ pub struct LogView {
     pub undecodable: u64,
     /// What the view was loaded to hold.
     loaded: Requirements,
+    /// What the whole definitions read: the events `mark.events_kept` counts and whose
+    /// `occurred_at` span the default range (`loaded` when the view holds all of it).
+    counted: Option<Requirements>,
     /// The bitemporal cut it was loaded under.
     as_of: Option<DateTime<Utc>>,
     known_at: Option<KnownAt>,
 }
+
+/// Visible events per type while a replay counts them.
+type TypeCounts = HashMap<String, u64, hash::FnvBuild>;
 
 /// Most new records [`LogView::extended`] reads; a view further behind is loaded again.
 pub const EXTEND_RECORDS_MAX: usize = 10_000;
@@ -147,6 +208,13 @@ impl<'a> Selection<'a> {
         }
     }
 
+    /// Whether the record (of stream category `cat`) is one this selection keeps.
+    fn keeps(&self, rec: &RecordedEvent, cat: &str) -> bool {
+        self.wanted.contains(rec.event_type.as_str())
+            || self.req.ref_categories.contains(cat)
+            || (rec.stream_version.0 == 1 && self.creation_categories.contains(cat))
+    }
+
     /// The payload fields a replay keeps for `req`.
     fn fields(req: &Requirements) -> BTreeSet<String> {
         let mut kept = req.fields.clone();
@@ -161,7 +229,7 @@ impl<'a> Selection<'a> {
 impl fmt::Debug for LogView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogView")
-            .field("events", &self.events.len())
+            .field("events", &self.cols.len())
             .field("streams", &self.streams.len())
             .field("mark", &self.mark)
             .finish()
@@ -172,33 +240,6 @@ impl fmt::Debug for LogView {
 struct Keep<'a> {
     all: bool,
     fields: &'a BTreeSet<String>,
-}
-
-struct Pruned<'a>(&'a Keep<'a>);
-
-impl<'de> DeserializeSeed<'de> for Pruned<'_> {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Pruned<'_> {
-    type Value = Value;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.0.fields.contains(key.as_ref()) {
-                out.insert(key.into_owned(), map.next_value::<Value>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(Value::Object(out))
-    }
 }
 
 fn prune(v: Value, keep: &Keep<'_>) -> Value {
@@ -212,19 +253,62 @@ fn prune(v: Value, keep: &Keep<'_>) -> Value {
     }
 }
 
-fn decode(rec: &RecordedEvent, current: Option<u16>, keep: &Keep<'_>) -> Option<Value> {
-    if keep.all || current.is_some_and(|c| rec.schema_version < c) {
-        let v: Value = serde_json::from_slice(&rec.payload).ok()?;
-        let v = match current {
-            Some(c) if rec.schema_version < c => UpcasterRegistry::standard()
-                .upcast(&rec.event_type, rec.schema_version, v)
-                .ok()?,
-            _ => v,
+/// Appends the payload of `rec` to `out`, cut to the fields `keep` names (upcast first when
+/// its schema is older than the current one); `false` (and `null` appended) when it cannot
+/// be decoded.
+fn decode_into(
+    rec: &RecordedEvent,
+    current: Option<u16>,
+    keep: &Keep<'_>,
+    keys: &mut Keys,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    let decoded = if keep.all || current.is_some_and(|c| rec.schema_version < c) {
+        let mut whole = || -> Option<()> {
+            let v: Value = serde_json::from_slice(&rec.payload).ok()?;
+            let v = match current {
+                Some(c) if rec.schema_version < c => UpcasterRegistry::standard()
+                    .upcast(&rec.event_type, rec.schema_version, v)
+                    .ok()?,
+                _ => v,
+            };
+            payload::encode_value(&prune(v, keep), keys, out)
         };
-        return Some(prune(v, keep));
+        whole().is_some()
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(&rec.payload);
+        let kept = |k: &str| keep.fields.contains(k);
+        Encode {
+            keys,
+            out,
+            keep: Some(&kept),
+        }
+        .deserialize(&mut de)
+        .is_ok()
+    };
+    if !decoded {
+        out.truncate(start);
+        out.extend_from_slice(&payload::NULL_NODE);
     }
-    let mut de = serde_json::Deserializer::from_slice(&rec.payload);
-    Pruned(keep).deserialize(&mut de).ok()
+    decoded
+}
+
+/// Appends the metadata of `rec` to `out` (`null` when it is not JSON).
+fn decode_meta(rec: &RecordedEvent, keys: &mut Keys, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut de = serde_json::Deserializer::from_slice(&rec.metadata);
+    let decoded = Encode {
+        keys,
+        out: &mut *out,
+        keep: None,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if decoded.is_err() {
+        out.truncate(start);
+        out.extend_from_slice(&payload::NULL_NODE);
+    }
 }
 
 fn category(stream: &str) -> &str {
@@ -232,23 +316,32 @@ fn category(stream: &str) -> &str {
 }
 
 impl LogView {
-    /// Replays the log once and keeps what `req` names.
+    /// Replays the log once and keeps what `req` names. With `counted` (what the whole
+    /// definitions read, of which `req` is a part: one question's dimensions only), the
+    /// events `counted` names are counted as kept and span the default range as if they had
+    /// been kept, so the figures are those of a view holding them all.
     ///
     /// # Errors
     /// A read error, or more than [`VIEW_EVENTS_MAX`] kept events.
     pub(crate) async fn load<S: EventStore>(
         store: &S,
         req: &Requirements,
+        counted: Option<&Requirements>,
         as_of: Option<DateTime<Utc>>,
         known_at: Option<KnownAt>,
     ) -> Result<LogView, MetricError> {
         let fields = Selection::fields(req);
         let selection = Selection::new(req, &fields);
+        let counted_fields = counted.map(Selection::fields);
+        let counting = counted
+            .zip(counted_fields.as_ref())
+            .map(|(c, f)| Selection::new(c, f));
         let head = store.head();
         let mut view = LogView {
-            events: Vec::new(),
-            streams: Vec::new(),
-            stream_ix: HashMap::new(),
+            cols: Columns::default(),
+            keys: Keys::default(),
+            streams: Streams::default(),
+            occurred: None,
             types: Vec::new(),
             schema: Vec::new(),
             type_ix: HashMap::new(),
@@ -264,6 +357,7 @@ impl LogView {
             now: DateTime::<Utc>::UNIX_EPOCH,
             undecodable: 0,
             loaded: req.clone(),
+            counted: counted.cloned(),
             as_of,
             known_at,
         };
@@ -288,7 +382,7 @@ impl LogView {
                 }
             }
         });
-        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut counts: TypeCounts = HashMap::default();
         let mut last: Option<(Position, ChainHash, DateTime<Utc>)> = None;
         'pages: while let Some(page) = rx.recv().await {
             let page = page?;
@@ -305,7 +399,7 @@ impl LogView {
                     _ => {}
                 }
                 last = Some((rec.position, rec.hash, rec.recorded_at));
-                view.consider(&rec, &selection, &mut counts)?;
+                view.consider(&rec, &selection, counting.as_ref(), &mut counts)?;
             }
         }
         drop(rx);
@@ -316,23 +410,24 @@ impl LogView {
             view.mark.chain_hash = hash.to_hex();
             view.mark.recorded_at = Some(recorded_at);
         }
-        view.mark.events_kept = u64::try_from(view.events.len()).unwrap_or(u64::MAX);
         view.now = match (as_of, known_at) {
             (Some(a), Some(KnownAt::Time(k))) => a.min(k),
             (Some(a), _) => a,
             (None, Some(KnownAt::Time(k))) => k,
             _ => view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
         };
-        view.apply_global_rules();
+        view.finish();
         Ok(view)
     }
 
-    /// Counts one record and keeps it if the selection names it (`as_of` applied).
+    /// Counts one record and keeps it if the selection names it (`as_of` applied); with
+    /// `counting`, counts it as kept (events and range) when that names it.
     fn consider(
         &mut self,
         rec: &RecordedEvent,
         selection: &Selection<'_>,
-        counts: &mut HashMap<String, u64>,
+        counting: Option<&Selection<'_>>,
+        counts: &mut TypeCounts,
     ) -> Result<(), MetricError> {
         self.mark.events_scanned += 1;
         if self.as_of.is_some_and(|t| rec.occurred_at > t) {
@@ -345,16 +440,16 @@ impl LogView {
             }
         }
         let cat = category(rec.stream_id.as_str());
-        let kept = selection.wanted.contains(rec.event_type.as_str())
-            || selection.req.ref_categories.contains(cat)
-            || (rec.stream_version.0 == 1 && selection.creation_categories.contains(cat));
+        let kept = selection.keeps(rec, cat);
+        if counting.map_or(kept, |c| c.keeps(rec, cat)) {
+            self.mark.events_kept += 1;
+            self.occurred = Some(match self.occurred {
+                Some((lo, hi)) => (lo.min(rec.occurred_at), hi.max(rec.occurred_at)),
+                None => (rec.occurred_at, rec.occurred_at),
+            });
+        }
         if kept {
-            let who = if selection.req.actor {
-                rec.actor.clone()
-            } else {
-                String::new()
-            };
-            self.push(rec, &selection.keep, selection.req.meta, who)?;
+            self.push(rec, selection)?;
         }
         Ok(())
     }
@@ -390,15 +485,21 @@ impl LogView {
             }
         }
         let records = store.read_all(from, EXTEND_RECORDS_MAX).await?;
-        let mut view = self.clone_view();
+        let mut view = self.clone();
         let loaded = view.loaded.clone();
         let fields = Selection::fields(&loaded);
         let selection = Selection::new(&loaded, &fields);
-        let mut counts: HashMap<String, u64> = view.type_counts.clone().into_iter().collect();
+        let counted = view.counted.clone();
+        let counted_fields = counted.as_ref().map(Selection::fields);
+        let counting = counted
+            .as_ref()
+            .zip(counted_fields.as_ref())
+            .map(|(c, f)| Selection::new(c, f));
+        let mut counts: TypeCounts = view.type_counts.clone().into_iter().collect();
         let mut last = None;
         for rec in records.iter().filter(|r| r.position <= head.position) {
             last = Some((rec.position, rec.hash, rec.recorded_at));
-            view.consider(rec, &selection, &mut counts)?;
+            view.consider(rec, &selection, counting.as_ref(), &mut counts)?;
         }
         view.type_counts = counts.into_iter().collect();
         if let Some((position, hash, recorded_at)) = last {
@@ -406,28 +507,20 @@ impl LogView {
             view.mark.chain_hash = hash.to_hex();
             view.mark.recorded_at = Some(recorded_at);
         }
-        view.mark.events_kept = u64::try_from(view.events.len()).unwrap_or(u64::MAX);
         view.now = view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        view.apply_global_rules();
+        view.finish();
         Ok(Some(view))
     }
 
-    fn clone_view(&self) -> LogView {
-        LogView {
-            events: self.events.clone(),
-            streams: self.streams.clone(),
-            stream_ix: self.stream_ix.clone(),
-            types: self.types.clone(),
-            schema: self.schema.clone(),
-            type_ix: self.type_ix.clone(),
-            by_type: self.by_type.clone(),
-            type_counts: self.type_counts.clone(),
-            mark: self.mark.clone(),
-            now: self.now,
-            undecodable: self.undecodable,
-            loaded: self.loaded.clone(),
-            as_of: self.as_of,
-            known_at: self.known_at,
+    /// Completes a loaded (or extended) view: the per-stream event lists, the global
+    /// exclusions, and the arrays trimmed to their length.
+    fn finish(&mut self) {
+        self.streams.index_events(&self.cols.stream);
+        self.apply_global_rules();
+        self.cols.shrink();
+        self.streams.shrink();
+        for list in &mut self.by_type {
+            list.shrink_to_fit();
         }
     }
 
@@ -468,74 +561,78 @@ impl LogView {
         }
     }
 
-    fn push(
-        &mut self,
-        rec: &RecordedEvent,
-        keep: &Keep<'_>,
-        meta: bool,
-        actor: String,
-    ) -> Result<(), MetricError> {
-        if self.events.len() >= VIEW_EVENTS_MAX {
-            return Err(MetricError::Limit {
-                what: "the events one evaluation keeps",
-                limit: VIEW_EVENTS_MAX,
-                hint: "narrow the metric's event types or evaluate against a read model",
-            });
-        }
-        let idx = u32::try_from(self.events.len()).map_err(|_| MetricError::Limit {
+    fn push(&mut self, rec: &RecordedEvent, selection: &Selection<'_>) -> Result<(), MetricError> {
+        let too_many = || MetricError::Limit {
             what: "the events one evaluation keeps",
             limit: VIEW_EVENTS_MAX,
-            hint: "narrow the metric's event types",
+            hint: "narrow the metric's event types or evaluate against a read model",
+        };
+        if self.cols.len() >= VIEW_EVENTS_MAX {
+            return Err(too_many());
+        }
+        let idx = u32::try_from(self.cols.len()).map_err(|_| too_many())?;
+        let stream = self
+            .streams
+            .find_or_add(rec.stream_id.as_str())
+            .ok_or_else(too_many)?;
+        let version = u32::try_from(rec.stream_version.0).map_err(|_| MetricError::Limit {
+            what: "the stream versions one evaluation reads",
+            limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+            hint: "evaluate against a read model",
         })?;
-        let stream = match self.stream_ix.get(rec.stream_id.as_str()) {
-            Some(s) => *s,
-            None => {
-                let s = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
-                self.streams.push(StreamInfo {
-                    name: rec.stream_id.as_str().to_owned(),
-                    category: category(rec.stream_id.as_str()).to_owned(),
-                    creation: None,
-                    events: Vec::new(),
-                });
-                self.stream_ix.insert(rec.stream_id.as_str().to_owned(), s);
-                s
-            }
+        let arena_full = || MetricError::Limit {
+            what: "the payload bytes one evaluation keeps",
+            limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+            hint: "narrow the metric's event types or the payload fields it reads",
         };
         let ty = self.intern(&rec.event_type);
         let current = self.schema.get(usize::from(ty)).copied().flatten();
-        let payload = match decode(rec, current, keep) {
-            Some(v) => v,
-            None => {
-                self.undecodable += 1;
-                Value::Null
-            }
-        };
-        let meta = if meta {
-            serde_json::from_slice(&rec.metadata).unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        };
-        self.events.push(Ev {
-            position: rec.position.0,
-            stream,
-            version: rec.stream_version.0,
-            ty,
-            event_id: rec.event_id.0,
-            occurred_at: rec.occurred_at,
-            recorded_at: rec.recorded_at,
-            actor,
-            payload,
-            meta,
-            global: None,
-        });
-        if let Some(info) = self
-            .streams
-            .get_mut(usize::try_from(stream).unwrap_or(usize::MAX))
+        let start = u32::try_from(self.cols.payloads.len()).map_err(|_| arena_full())?;
+        if !decode_into(
+            rec,
+            current,
+            &selection.keep,
+            &mut self.keys,
+            &mut self.cols.payloads,
+        ) {
+            self.undecodable += 1;
+        }
+        u32::try_from(self.cols.payloads.len()).map_err(|_| arena_full())?;
+        if selection.req.meta {
+            let meta = u32::try_from(self.cols.metas.len()).map_err(|_| arena_full())?;
+            decode_meta(rec, &mut self.keys, &mut self.cols.metas);
+            u32::try_from(self.cols.metas.len()).map_err(|_| arena_full())?;
+            self.cols.meta_start.push(meta);
+        }
+        if selection.req.actor {
+            let actor = match self.cols.actor_ix.get(rec.actor.as_str()) {
+                Some(a) => *a,
+                None => {
+                    let a = u32::try_from(self.cols.actors.len()).map_err(|_| too_many())?;
+                    self.cols.actors.push(rec.actor.as_str().into());
+                    self.cols.actor_ix.insert(rec.actor.as_str().into(), a);
+                    a
+                }
+            };
+            self.cols.actor.push(actor);
+        }
+        let c = &mut self.cols;
+        c.position.push(rec.position.0);
+        c.stream.push(stream);
+        c.version.push(version);
+        c.ty.push(ty);
+        c.global.push(0);
+        c.event_id.push(rec.event_id.0);
+        c.occurred_at.push(rec.occurred_at);
+        if c.recorded_at
+            .last()
+            .is_none_or(|(_, t)| *t != rec.recorded_at)
         {
-            if rec.stream_version.0 == 1 {
-                info.creation = Some(idx);
-            }
-            info.events.push(idx);
+            c.recorded_at.push((idx, rec.recorded_at));
+        }
+        c.payload_start.push(start);
+        if rec.stream_version.0 == 1 {
+            self.streams.set_creation(stream, idx);
         }
         if let Some(list) = self.by_type.get_mut(usize::from(ty)) {
             list.push(idx);
@@ -558,70 +655,156 @@ impl LogView {
 
     fn apply_global_rules(&mut self) {
         let mut marks: Vec<(u32, &'static str)> = Vec::new();
-        for (s, info) in self.streams.iter().enumerate() {
-            let s = u32::try_from(s).unwrap_or(u32::MAX);
+        let flag = self.type_id("RecordFlaggedTest");
+        let merge = self.type_id("RecordMerged");
+        let is = |i: u32, ty: Option<u16>| ty.is_some() && self.ty_and_global(i).map(|t| t.0) == ty;
+        for s in 0..self.streams.len() {
+            let Some(info) = u32::try_from(s).ok().and_then(|s| self.streams.get(s)) else {
+                continue;
+            };
             let test_by_creation = info
                 .creation
-                .and_then(|c| self.ev(c))
-                .is_some_and(|e| e.payload.get("is_test") == Some(&Value::Bool(true)));
-            let flagged = info
-                .events
-                .iter()
-                .any(|i| self.type_name_of(*i) == Some("RecordFlaggedTest"));
+                .is_some_and(|c| self.payload(c).get("is_test").is_some_and(|v| v.is_true()));
+            let flagged = info.events.iter().any(|i| is(*i, flag));
             if test_by_creation || flagged {
                 marks.extend(info.events.iter().map(|i| (*i, "TEST")));
                 continue;
             }
-            let merged = info
-                .events
-                .iter()
-                .any(|i| self.type_name_of(*i) == Some("RecordMerged"));
+            let merged = info.events.iter().any(|i| is(*i, merge));
             if let (true, Some(c)) = (merged, info.creation) {
                 marks.push((c, "DUPLICATE"));
             }
-            let _ = s;
         }
         let retracted: BTreeSet<Uuid> = self
             .of_type("EventRetracted")
             .iter()
-            .filter_map(|i| self.ev(*i))
-            .filter_map(|e| e.payload.get("event_id")?.as_str()?.parse().ok())
+            .filter_map(|i| self.payload(*i).get("event_id")?.as_str()?.parse().ok())
             .collect();
         if !retracted.is_empty() {
-            for (i, e) in self.events.iter().enumerate() {
-                if retracted.contains(&e.event_id) {
+            for (i, id) in self.cols.event_id.iter().enumerate() {
+                if retracted.contains(id) {
                     marks.push((u32::try_from(i).unwrap_or(u32::MAX), "RETRACTED"));
                 }
             }
         }
         for (i, code) in marks {
-            if let Some(e) = self
-                .events
-                .get_mut(usize::try_from(i).unwrap_or(usize::MAX))
+            let number = GLOBAL_CODES
+                .iter()
+                .position(|c| *c == code)
+                .and_then(|n| u8::try_from(n + 1).ok())
+                .unwrap_or(0);
+            if let Some(g) = usize::try_from(i)
+                .ok()
+                .and_then(|i| self.cols.global.get_mut(i))
             {
-                e.global.get_or_insert(code);
+                if *g == 0 {
+                    *g = number;
+                }
             }
         }
     }
 
-    pub(crate) fn ev(&self, i: u32) -> Option<&Ev> {
-        self.events.get(usize::try_from(i).ok()?)
+    /// Kept event `i`.
+    pub(crate) fn ev(&self, i: u32) -> Option<Ev> {
+        let i = usize::try_from(i).ok()?;
+        let c = &self.cols;
+        let run = c
+            .recorded_at
+            .partition_point(|(first, _)| usize::try_from(*first).is_ok_and(|f| f <= i));
+        let recorded_at = c.recorded_at.get(run.checked_sub(1)?)?.1;
+        Some(Ev {
+            position: *c.position.get(i)?,
+            stream: *c.stream.get(i)?,
+            version: u64::from(*c.version.get(i)?),
+            ty: *c.ty.get(i)?,
+            event_id: *c.event_id.get(i)?,
+            occurred_at: *c.occurred_at.get(i)?,
+            recorded_at,
+            global: c
+                .global
+                .get(i)
+                .and_then(|g| usize::from(*g).checked_sub(1))
+                .and_then(|g| GLOBAL_CODES.get(g).copied()),
+        })
     }
 
-    pub(crate) fn stream(&self, s: u32) -> Option<&StreamInfo> {
-        self.streams.get(usize::try_from(s).ok()?)
+    /// The kept events with their indices, in log order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = (u32, Ev)> + '_ {
+        (0..self.cols.len()).filter_map(|i| {
+            let i = u32::try_from(i).ok()?;
+            Some((i, self.ev(i)?))
+        })
+    }
+
+    /// Position of kept event `i` (0 when out of range).
+    pub(crate) fn position_of(&self, i: u32) -> u64 {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.cols.position.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The stream of kept event `i`.
+    pub(crate) fn stream_of(&self, i: u32) -> Option<u32> {
+        self.cols.stream.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// `occurred_at` of kept event `i`.
+    pub(crate) fn occurred_at_of(&self, i: u32) -> Option<DateTime<Utc>> {
+        self.cols.occurred_at.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// Type and global exclusion of kept event `i`: what stream scans test most.
+    pub(crate) fn ty_and_global(&self, i: u32) -> Option<(u16, bool)> {
+        let i = usize::try_from(i).ok()?;
+        Some((*self.cols.ty.get(i)?, *self.cols.global.get(i)? != 0))
+    }
+
+    /// Earliest and latest `occurred_at` of the kept events.
+    pub(crate) fn occurred_range(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.occurred
+    }
+
+    /// The payload of kept event `i` (`null` when it could not be decoded or `i` is out of
+    /// range).
+    pub(crate) fn payload(&self, i: u32) -> Node<'_> {
+        Self::node_at(&self.cols.payload_start, &self.cols.payloads, &self.keys, i)
+    }
+
+    /// The metadata of kept event `i` (`null` unless the view was loaded with metadata).
+    pub(crate) fn meta(&self, i: u32) -> Node<'_> {
+        Self::node_at(&self.cols.meta_start, &self.cols.metas, &self.keys, i)
+    }
+
+    fn node_at<'a>(starts: &[u32], arena: &'a [u8], keys: &'a Keys, i: u32) -> Node<'a> {
+        let bytes = usize::try_from(i)
+            .ok()
+            .and_then(|i| starts.get(i))
+            .and_then(|s| arena.get(usize::try_from(*s).ok()?..))
+            .unwrap_or(&payload::NULL_NODE);
+        Node::new(bytes, keys)
+    }
+
+    /// The actor of kept event `i` (empty unless the view was loaded with actors).
+    pub(crate) fn actor(&self, i: u32) -> &str {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.cols.actor.get(i))
+            .and_then(|a| self.cols.actors.get(usize::try_from(*a).ok()?))
+            .map_or("", |a| a)
+    }
+
+    pub(crate) fn stream(&self, s: u32) -> Option<StreamInfo<'_>> {
+        self.streams.get(s)
     }
 
     pub(crate) fn stream_named(&self, name: &str) -> Option<u32> {
-        self.stream_ix.get(name).copied()
+        self.streams.find(name)
     }
 
     pub(crate) fn type_name(&self, ty: u16) -> &str {
         self.types.get(usize::from(ty)).map_or("", String::as_str)
-    }
-
-    pub(crate) fn type_name_of(&self, i: u32) -> Option<&str> {
-        self.ev(i).map(|e| self.type_name(e.ty))
     }
 
     pub(crate) fn type_id(&self, name: &str) -> Option<u16> {

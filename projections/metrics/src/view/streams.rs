@@ -1,0 +1,209 @@
+//! The streams of a view: names in one text arena, looked up by a hash of the name; each
+//! stream's category, creation event and kept events (in log order, one index array for
+//! all streams, built when the view is complete).
+
+use std::collections::HashMap;
+
+use super::hash::{fnv, FnvBuild, PassThroughBuild};
+
+/// No creation event kept.
+const NONE: u32 = u32::MAX;
+
+/// One stream as a reader sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamInfo<'a> {
+    pub name: &'a str,
+    pub category: &'a str,
+    /// The creation event (version 1), if kept.
+    pub creation: Option<u32>,
+    /// Kept events, in log order.
+    pub events: &'a [u32],
+}
+
+/// Every stream a view keeps events of.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Streams {
+    /// Names, back to back; stream `s` is `names[name_start[s]..name_start[s + 1]]`.
+    names: String,
+    name_start: Vec<u32>,
+    category: Vec<u16>,
+    categories: Vec<Box<str>>,
+    creation: Vec<u32>,
+    /// Stream by hash of its name; names whose hash another name has are in `collided`.
+    by_hash: HashMap<u64, u32, PassThroughBuild>,
+    collided: HashMap<Box<str>, u32, FnvBuild>,
+    /// Kept events of stream `s`: `events[event_start[s]..event_start[s + 1]]`.
+    events: Vec<u32>,
+    event_start: Vec<u32>,
+}
+
+fn hash(name: &str) -> u64 {
+    fnv(name)
+}
+
+fn category(stream: &str) -> &str {
+    stream.split('-').next().unwrap_or(stream)
+}
+
+impl Streams {
+    pub(crate) fn len(&self) -> usize {
+        self.category.len()
+    }
+
+    fn name(&self, s: usize) -> &str {
+        let start = self.name_start.get(s).copied().unwrap_or(0);
+        let end = self
+            .name_start
+            .get(s + 1)
+            .copied()
+            .unwrap_or_else(|| u32::try_from(self.names.len()).unwrap_or(u32::MAX));
+        let range = usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0);
+        self.names.get(range).unwrap_or("")
+    }
+
+    /// The stream named `name`, if the view has it.
+    pub(crate) fn find(&self, name: &str) -> Option<u32> {
+        let s = *self.by_hash.get(&hash(name))?;
+        if self.name(usize::try_from(s).ok()?) == name {
+            return Some(s);
+        }
+        self.collided.get(name).copied()
+    }
+
+    /// The stream named `name`, added when new; `None` past `u32` streams or name bytes.
+    pub(crate) fn find_or_add(&mut self, name: &str) -> Option<u32> {
+        if let Some(s) = self.find(name) {
+            return Some(s);
+        }
+        let s = u32::try_from(self.len()).ok().filter(|s| *s < NONE)?;
+        let start = u32::try_from(self.names.len()).ok()?;
+        u32::try_from(self.names.len() + name.len()).ok()?;
+        self.names.push_str(name);
+        self.name_start.push(start);
+        let cat = category(name);
+        let c = match self.categories.iter().position(|c| &**c == cat) {
+            Some(c) => c,
+            None => {
+                self.categories.push(cat.into());
+                self.categories.len() - 1
+            }
+        };
+        // Categories are a closed vocabulary; past u16 every new one shares the last slot.
+        self.category.push(u16::try_from(c).unwrap_or(u16::MAX));
+        self.creation.push(NONE);
+        match self.by_hash.entry(hash(name)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(s);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(name.into(), s);
+            }
+        }
+        Some(s)
+    }
+
+    pub(crate) fn set_creation(&mut self, s: u32, event: u32) {
+        if let Some(c) = usize::try_from(s)
+            .ok()
+            .and_then(|s| self.creation.get_mut(s))
+        {
+            *c = event;
+        }
+    }
+
+    /// Builds the per-stream event lists from each event's stream (`stream_of[i]` for event
+    /// `i`, in log order).
+    pub(crate) fn index_events(&mut self, stream_of: &[u32]) {
+        let n = self.len();
+        let mut start = vec![0u32; n + 1];
+        for s in stream_of {
+            if let Some(c) = usize::try_from(*s).ok().and_then(|s| start.get_mut(s + 1)) {
+                *c += 1;
+            }
+        }
+        for i in 1..start.len() {
+            let prev = start.get(i - 1).copied().unwrap_or(0);
+            if let Some(c) = start.get_mut(i) {
+                *c += prev;
+            }
+        }
+        let mut fill = start.clone();
+        let mut events = vec![0u32; stream_of.len()];
+        for (i, s) in stream_of.iter().enumerate() {
+            let Some(slot) = usize::try_from(*s).ok().and_then(|s| fill.get_mut(s)) else {
+                continue;
+            };
+            if let (Some(e), Ok(i)) = (
+                usize::try_from(*slot)
+                    .ok()
+                    .and_then(|at| events.get_mut(at)),
+                u32::try_from(i),
+            ) {
+                *e = i;
+            }
+            *slot += 1;
+        }
+        self.events = events;
+        self.event_start = start;
+    }
+
+    /// Stream `s`.
+    pub(crate) fn get(&self, s: u32) -> Option<StreamInfo<'_>> {
+        let i = usize::try_from(s).ok().filter(|i| *i < self.len())?;
+        let category = self
+            .category
+            .get(i)
+            .and_then(|c| self.categories.get(usize::from(*c)))
+            .map_or("", |c| c);
+        let creation = self.creation.get(i).copied().filter(|c| *c != NONE);
+        let events = match (self.event_start.get(i), self.event_start.get(i + 1)) {
+            (Some(a), Some(b)) => self
+                .events
+                .get(usize::try_from(*a).ok()?..usize::try_from(*b).ok()?)
+                .unwrap_or(&[]),
+            _ => &[],
+        };
+        Some(StreamInfo {
+            name: self.name(i),
+            category,
+            creation,
+            events,
+        })
+    }
+
+    /// Frees what the arrays hold beyond their length.
+    pub(crate) fn shrink(&mut self) {
+        self.names.shrink_to_fit();
+        self.name_start.shrink_to_fit();
+        self.category.shrink_to_fit();
+        self.creation.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_streams_and_lists_their_events_in_log_order() {
+        let mut s = Streams::default();
+        let a = s.find_or_add("opportunity-1").unwrap();
+        let b = s.find_or_add("account-9").unwrap();
+        assert_eq!(s.find_or_add("opportunity-1"), Some(a));
+        s.set_creation(b, 1);
+        s.index_events(&[a, b, a, a]);
+        let one = s.get(a).unwrap();
+        assert_eq!(one.name, "opportunity-1");
+        assert_eq!(one.category, "opportunity");
+        assert_eq!(one.events, &[0, 2, 3]);
+        assert_eq!(one.creation, None);
+        let two = s.get(b).unwrap();
+        assert_eq!(
+            (two.name, two.category, two.creation),
+            ("account-9", "account", Some(1))
+        );
+        assert_eq!(two.events, &[1]);
+        assert_eq!(s.find("lead-1"), None);
+        assert!(s.get(7).is_none());
+    }
+}
