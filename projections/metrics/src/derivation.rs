@@ -208,6 +208,7 @@ pub(crate) fn select(
             }
         })
         .collect();
+    out.shrink_to_fit();
     if facts.pick != Pick::All {
         // Per entity, the first or last fact by time (then log position).
         let mut order: Vec<usize> = (0..out.len()).collect();

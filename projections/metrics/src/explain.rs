@@ -177,7 +177,7 @@ pub async fn explain<S: EventStore>(
 ) -> Result<Explanation, MetricError> {
     check_select(query, sel)?;
     let m = registry.get(id, version)?;
-    let view = load_view_for(store, registry, std::slice::from_ref(&m), query).await?;
+    let view = load_view_for(store, registry, std::slice::from_ref(&m), query, true).await?;
     explain_in(&view, registry, &m, query, sel)
 }
 

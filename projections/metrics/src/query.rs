@@ -188,14 +188,15 @@ pub async fn load_view<S: EventStore>(
         req.merge(&adhoc.reads);
     }
     req.metrics.clear();
-    LogView::load(store, &req, None, query.as_of, query.known_at).await
+    LogView::load(store, &req, None, true, query.as_of, query.known_at).await
 }
 
 /// The view one question reads: as [`load_view`], but keeping only what `query` needs of
 /// the definitions (their time, rules, facts and measures, and the dimensions `query`
 /// breaks down or filters by), while the events the whole definitions read are counted as
 /// kept and span the default range. The figures are those of [`load_view`]'s view; the
-/// view answers only questions over the same dimensions.
+/// view answers only questions over the same dimensions, and keeps the events' ids only
+/// with `ids` (an explanation lists them).
 ///
 /// # Errors
 /// As [`load_view`].
@@ -204,6 +205,7 @@ pub(crate) async fn load_view_for<S: EventStore>(
     registry: &Registry,
     metrics: &[Arc<RegisteredMetric>],
     query: &Query,
+    ids: bool,
 ) -> Result<LogView, MetricError> {
     let dims: BTreeSet<&str> = query
         .by
@@ -223,7 +225,15 @@ pub(crate) async fn load_view_for<S: EventStore>(
     }
     full.metrics.clear();
     narrow.metrics.clear();
-    LogView::load(store, &narrow, Some(&full), query.as_of, query.known_at).await
+    LogView::load(
+        store,
+        &narrow,
+        Some(&full),
+        ids,
+        query.as_of,
+        query.known_at,
+    )
+    .await
 }
 
 /// Evaluates `id` (default version unless `version`) over the log.
@@ -238,7 +248,7 @@ pub async fn evaluate<S: EventStore>(
     query: &Query,
 ) -> Result<Evaluation, MetricError> {
     let m = registry.get(id, version)?;
-    let view = load_view_for(store, registry, std::slice::from_ref(&m), query).await?;
+    let view = load_view_for(store, registry, std::slice::from_ref(&m), query, false).await?;
     evaluate_in(&view, registry, &m, query)
 }
 
@@ -431,7 +441,7 @@ pub async fn compare<S: EventStore>(
         .iter()
         .map(|v| registry.get(id, Some(*v)))
         .collect::<Result<Vec<_>, _>>()?;
-    let view = load_view_for(store, registry, &metrics, query).await?;
+    let view = load_view_for(store, registry, &metrics, query, false).await?;
     compare_in(&view, registry, &metrics, query)
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Requirements {
     pub meta: bool,
     /// Whether `event.actor` is read.
     pub actor: bool,
+    /// Whether `event.id` is read.
+    pub event_ids: bool,
     /// Top-level payload fields read (`*` = all).
     pub fields: BTreeSet<String>,
     /// Other metrics this one is built from.
@@ -55,6 +57,7 @@ impl Requirements {
         self.attrs |= other.attrs;
         self.meta |= other.meta;
         self.actor |= other.actor;
+        self.event_ids |= other.event_ids;
         self.metrics.extend(other.metrics.iter().cloned());
     }
 }
@@ -237,6 +240,7 @@ impl Ctx<'_> {
             attrs: self.reads.attrs,
             meta: self.reads.meta,
             actor: self.reads.actor,
+            event_ids: self.reads.event_ids,
             fields: self.reads.fields.clone(),
             metrics: Vec::new(),
         }
@@ -271,6 +275,7 @@ impl Ctx<'_> {
         self.reads.meta |= r.meta;
         self.reads.attrs |= r.attrs;
         self.reads.actor |= r.actor;
+        self.reads.event_ids |= r.event_ids;
         self.fields_read.extend(
             r.sourced
                 .iter()
@@ -669,6 +674,7 @@ fn requirements_of(e: &Expr) -> Requirements {
         attrs: r.attrs,
         meta: r.meta,
         actor: r.actor,
+        event_ids: r.event_ids,
         fields: r.fields,
         metrics: Vec::new(),
     }

@@ -131,6 +131,8 @@ pub(crate) struct Reads {
     pub attrs: bool,
     /// Whether `event.actor` is read.
     pub actor: bool,
+    /// Whether `event.id` is read.
+    pub event_ids: bool,
     /// Bare names (inputs of derived metrics).
     pub vars: BTreeSet<String>,
     /// `params.x` names.
@@ -182,7 +184,10 @@ impl Expr {
                         out.sourced.insert((FieldSource::Payload, first.clone()));
                     }
                 }
-                Root::Event => out.actor |= fields.first().is_some_and(|f| f == "actor"),
+                Root::Event => {
+                    out.actor |= fields.first().is_some_and(|f| f == "actor");
+                    out.event_ids |= fields.first().is_some_and(|f| f == "id");
+                }
             },
             Expr::Var(name) => {
                 out.vars.insert(name.clone());

@@ -315,9 +315,9 @@ fn cumulative(
     let input = single();
     let mut out = Out::new(Reducer::of(agg), frame);
     // A fact counts in every period whose window holds it: its dimensions and contribution
-    // are worked out once.
-    let mut dims_cache: HashMap<u32, Option<Vec<String>>> = HashMap::new();
-    let mut contribution_cache: HashMap<u32, Contribution> = HashMap::new();
+    // are worked out once, and let go when the windows have moved past it (they only move
+    // forward), so what is held is the facts of one window.
+    let mut cache: BTreeMap<usize, Option<(Vec<String>, Contribution)>> = BTreeMap::new();
     for (p, per) in frame.periods.iter().enumerate() {
         let start = match (window_s, to_date) {
             (Some(w), _) => per
@@ -329,24 +329,18 @@ fn cumulative(
         };
         let lo = cands.partition_point(|k| k.time < Some(start));
         let hi = cands.partition_point(|k| k.time < Some(per.end));
-        for cand in cands.get(lo..hi).unwrap_or_default() {
-            let dims = match dims_cache.get(&cand.ev) {
-                Some(d) => d.clone(),
+        cache = cache.split_off(&lo);
+        for (n, cand) in cands.iter().enumerate().take(hi).skip(lo) {
+            let cached = match cache.get(&n) {
+                Some(hit) => hit.clone(),
                 None => {
-                    let d = derivation::dims_of(env, c, frame, cand.ev)?;
-                    dims_cache.insert(cand.ev, d.clone());
-                    d
+                    let made = derivation::dims_of(env, c, frame, cand.ev)?
+                        .map(|dims| (dims, agg_contribution(env, agg, cand, None)));
+                    cache.insert(n, made.clone());
+                    made
                 }
             };
-            let Some(dims) = dims else { continue };
-            let k = match contribution_cache.get(&cand.ev) {
-                Some(k) => k.clone(),
-                None => {
-                    let k = agg_contribution(env, agg, cand, None);
-                    contribution_cache.insert(cand.ev, k.clone());
-                    k
-                }
-            };
+            let Some((dims, k)) = cached else { continue };
             out.push(Row::new(cand.ev, &input, p, dims, k))?;
         }
     }
@@ -796,9 +790,4 @@ pub(crate) fn query_periods(
         (Some(f), Some(t)) => period::periods(grain, f, t),
         _ => Ok(Vec::new()),
     }
-}
-
-/// Candidate selection for callers outside this module (stock openers).
-pub(crate) fn candidates(env: &Env<'_>, facts: &CFacts, rules: &[&[CRule]]) -> Vec<Cand> {
-    select(env, facts, None, rules)
 }

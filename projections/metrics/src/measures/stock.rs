@@ -14,12 +14,36 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::candidates;
-use crate::compile::{CFacts, CMeasure, Compiled, StockCalc};
-use crate::definition::Pick;
+use crate::compile::{CMeasure, Compiled, StockCalc};
 use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
 use crate::error::MetricError;
 use crate::expr::eval::Env;
+
+/// A spell's value: one, an integer, or any other amount (boxed: most spells count one).
+#[derive(Debug, Clone)]
+enum SpellValue {
+    One,
+    Int(i64),
+    Other(Box<Num>),
+}
+
+impl SpellValue {
+    fn of(n: Num) -> SpellValue {
+        match n {
+            Num::Int(1) => SpellValue::One,
+            Num::Int(i) => i64::try_from(i).map_or(SpellValue::Other(Box::new(n)), SpellValue::Int),
+            Num::Float(_) => SpellValue::Other(Box::new(n)),
+        }
+    }
+
+    fn num(&self) -> Num {
+        match self {
+            SpellValue::One => Num::ONE,
+            SpellValue::Int(i) => Num::Int(i128::from(*i)),
+            SpellValue::Other(n) => **n,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Spell {
@@ -27,11 +51,13 @@ struct Spell {
     end: Option<DateTime<Utc>>,
     opener: u32,
     /// The value from `start` on.
-    value: Num,
+    value: SpellValue,
     /// Later value changes `(from, value)`, in log order (most spells have none).
-    changes: Vec<(DateTime<Utc>, Num)>,
-    excluded: Option<String>,
+    changes: Option<Box<Changes>>,
 }
+
+/// A spell's value changes after its start: `(from, value)`, in log order.
+type Changes = Vec<(DateTime<Utc>, Num)>;
 
 impl Spell {
     fn runs(&self, t: DateTime<Utc>) -> bool {
@@ -39,33 +65,41 @@ impl Spell {
     }
 
     fn value(&self, t: DateTime<Utc>) -> Num {
-        match self.changes.iter().rev().find(|(from, _)| *from <= t) {
+        let later = self
+            .changes
+            .as_deref()
+            .and_then(|c| c.iter().rev().find(|(from, _)| *from <= t));
+        match later {
             Some((_, v)) => *v,
-            None if self.start <= t => self.value,
+            None if self.start <= t => self.value.num(),
             None => Num::ZERO,
         }
     }
 }
 
-struct Entity {
-    spells: Vec<Spell>,
+/// One entity's spells, in the order they were made.
+struct Entity<'s> {
+    spells: &'s [(u32, Spell)],
 }
 
-impl Entity {
-    fn running(&self, t: DateTime<Utc>) -> Option<&Spell> {
-        self.spells.iter().rev().find(|s| s.runs(t))
+impl<'s> Entity<'s> {
+    fn spells(&self) -> impl DoubleEndedIterator<Item = &'s Spell> {
+        self.spells.iter().map(|(_, s)| s)
+    }
+
+    fn running(&self, t: DateTime<Utc>) -> Option<&'s Spell> {
+        self.spells().rev().find(|s| s.runs(t))
     }
 
     fn value(&self, t: DateTime<Utc>) -> Result<Num, MetricError> {
-        self.spells
-            .iter()
+        self.spells()
             .filter(|s| s.runs(t))
             .try_fold(Num::ZERO, |acc, s| acc.add(s.value(t)))
     }
 
     /// The continuous active interval containing `t` (overlapping spells merged).
     fn interval(&self, t: DateTime<Utc>) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
-        let mut spells: Vec<&Spell> = self.spells.iter().collect();
+        let mut spells: Vec<&Spell> = self.spells().collect();
         spells.sort_by_key(|s| s.start);
         let mut merged: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = Vec::new();
         for s in spells {
@@ -94,10 +128,32 @@ enum EntityKey {
     Text(String),
 }
 
-fn spells(
-    env: &Env<'_>,
-    c: &Compiled,
-) -> Result<(BTreeMap<EntityKey, Entity>, Vec<Spell>), MetricError> {
+/// Every entity's spells (with the entity's number), entity after entity
+/// (`bounds[e]..bounds[e + 1]`), and the spells a rule left out with its code.
+struct Spells {
+    spells: Vec<(u32, Spell)>,
+    bounds: Vec<usize>,
+    excluded: Vec<(Spell, String)>,
+}
+
+impl Spells {
+    fn entities(&self) -> impl Iterator<Item = Entity<'_>> {
+        self.bounds.windows(2).map(|w| Entity {
+            spells: w
+                .first()
+                .zip(w.get(1))
+                .and_then(|(a, b)| self.spells.get(*a..*b))
+                .unwrap_or(&[]),
+        })
+    }
+}
+
+fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
+    let none = Spells {
+        spells: Vec::new(),
+        bounds: vec![0],
+        excluded: Vec::new(),
+    };
     let CMeasure::Stock {
         entity,
         opens,
@@ -108,23 +164,32 @@ fn spells(
         ..
     } = &c.measure
     else {
-        return Ok((BTreeMap::new(), Vec::new()));
+        return Ok(none);
     };
     let view = env.view;
-    let facts = CFacts {
-        events: opens.clone(),
-        filter: None,
-        pick: Pick::All,
-        pick_code: String::new(),
-        entity: None,
+    // An opening event's exclusion, as candidate selection decides it (global exclusion,
+    // then the first rule that holds); decided where the stream walk meets it, so the
+    // openers are not listed apart.
+    let open_types: Vec<Option<u16>> = opens.iter().map(|t| view.type_id(t)).collect();
+    let opener = |i: u32| -> Option<Option<String>> {
+        let (ty, _) = view.ty_and_global(i)?;
+        if !open_types.contains(&Some(ty)) {
+            return None;
+        }
+        let global = view.ev(i).and_then(|e| e.global);
+        Some(match global {
+            Some(code) => Some(code.to_owned()),
+            None => c
+                .rules
+                .iter()
+                .find(|r| env.eval(Some(i), &r.when).truthy())
+                .map(|r| r.code.clone()),
+        })
     };
-    let openers: BTreeMap<u32, Option<String>> = candidates(env, &facts, &[&c.rules])
-        .into_iter()
-        .map(|k| (k.ev, k.excluded))
-        .collect();
-    let mut streams: Vec<u32> = openers
-        .keys()
-        .filter_map(|i| view.ev(*i).map(|e| e.stream))
+    let mut streams: Vec<u32> = opens
+        .iter()
+        .flat_map(|t| view.of_type(t).iter())
+        .filter_map(|i| view.stream_of(*i))
         .collect();
     streams.sort_unstable();
     streams.dedup();
@@ -135,79 +200,87 @@ fn spells(
             None => None,
         }
     };
-    let mut entities: BTreeMap<EntityKey, Entity> = BTreeMap::new();
+    // Each spell with its entity's number, in the order made; grouped by entity below.
+    let mut keys: BTreeMap<EntityKey, u32> = BTreeMap::new();
+    let mut made: Vec<(u32, Spell)> = Vec::new();
     let mut excluded = Vec::new();
-    let mut finish = |s: Spell, entities: &mut BTreeMap<EntityKey, Entity>| {
-        if s.excluded.is_some() {
-            excluded.push(s);
+    let mut finish = |s: Spell, code: Option<String>| {
+        if let Some(code) = code {
+            excluded.push((s, code));
             return;
         }
         let key = match entity {
             Some(e) => EntityKey::Text(env.eval(Some(s.opener), e).key()),
             None => EntityKey::Stream(view.stream_of(s.opener).unwrap_or(u32::MAX)),
         };
-        entities
-            .entry(key)
-            .or_insert_with(|| Entity {
-                spells: Vec::with_capacity(1),
-            })
-            .spells
-            .push(s);
+        let next = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        let n = *keys.entry(key).or_insert(next);
+        made.push((n, s));
     };
     for s in streams {
         let Some(info) = view.stream(s) else { continue };
-        let mut active: Option<Spell> = None;
+        let mut active: Option<(Spell, Option<String>)> = None;
         for &i in info.events {
             let Some(e) = view.ev(i) else { continue };
             let ty = view.type_name(e.ty);
-            if let Some(code) = openers.get(&i) {
-                let v = value_of(i, ty).unwrap_or(Num::ZERO);
+            if let Some(code) = opener(i) {
+                let v = SpellValue::of(value_of(i, ty).unwrap_or(Num::ZERO));
+                let spell = |end| Spell {
+                    start: e.occurred_at,
+                    end,
+                    opener: i,
+                    value: v.clone(),
+                    changes: None,
+                };
                 if let Some(len) = lasts.get(ty) {
                     let end = e.occurred_at.checked_add_signed(
                         Duration::try_seconds(*len).unwrap_or(Duration::zero()),
                     );
-                    finish(
-                        Spell {
-                            start: e.occurred_at,
-                            end,
-                            opener: i,
-                            value: v,
-                            changes: Vec::new(),
-                            excluded: code.clone(),
-                        },
-                        &mut entities,
-                    );
+                    finish(spell(end), code);
                 } else if active.is_none() {
-                    active = Some(Spell {
-                        start: e.occurred_at,
-                        end: None,
-                        opener: i,
-                        value: v,
-                        changes: Vec::new(),
-                        excluded: code.clone(),
-                    });
+                    active = Some((spell(None), code));
                 }
             } else if closes.iter().any(|t| t == ty) {
-                if let Some(mut s) = active.take() {
+                if let Some((mut s, code)) = active.take() {
                     let at = close_at
                         .as_ref()
                         .and_then(|x| env.eval(Some(i), x).as_time())
                         .unwrap_or(e.occurred_at);
                     s.end = Some(at.max(s.start));
-                    finish(s, &mut entities);
+                    finish(s, code);
                 }
-            } else if let (Some(s), Some(v)) = (active.as_mut(), value_of(i, ty)) {
-                s.changes.push((e.occurred_at, v));
+            } else if let (Some((s, _)), Some(v)) = (active.as_mut(), value_of(i, ty)) {
+                s.changes
+                    .get_or_insert_with(Box::default)
+                    .push((e.occurred_at, v));
             }
         }
-        if let Some(s) = active {
-            finish(s, &mut entities);
+        if let Some((s, code)) = active {
+            finish(s, code);
         }
     }
-    Ok((entities, excluded))
+    drop(keys);
+    // Entity by entity, each one's spells in the order they were made.
+    made.sort_by_key(|(n, _)| *n);
+    made.shrink_to_fit();
+    let mut bounds = vec![0];
+    for (at, w) in made.windows(2).enumerate() {
+        if let [(a, _), (b, _)] = w {
+            if a != b {
+                bounds.push(at + 1);
+            }
+        }
+    }
+    if !made.is_empty() {
+        bounds.push(made.len());
+    }
+    Ok(Spells {
+        spells: made,
+        bounds,
+        excluded,
+    })
 }
 
-/// Rows and cells of a stock measure.
 /// What one entity or excluded spell contributes to a period's cell: the opening event it
 /// is listed under, and its amounts.
 struct Share<'s> {
@@ -232,8 +305,9 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     };
     let calc = *calc;
     let value_rows = matches!(calc, StockCalc::Sum | StockCalc::Avg);
-    let (entities, excluded) = spells(env, c)?;
-    let entities: Vec<Entity> = entities.into_values().collect();
+    let all = spells(env, c)?;
+    let entities: Vec<Entity<'_>> = all.entities().collect();
+    let excluded = &all.excluded;
     let input: Arc<str> = Arc::from("");
     let pair = matches!(
         calc,
@@ -277,7 +351,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
             };
             let ent = match source {
                 Source::Excluded(i) => {
-                    let Some(s) = excluded.get(i) else {
+                    let Some((s, code)) = excluded.get(i) else {
                         return Ok(None);
                     };
                     let relevant = match calc {
@@ -287,7 +361,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     };
                     return Ok(relevant.then_some(Share {
                         ev: s.opener,
-                        excluded: s.excluded.as_ref(),
+                        excluded: Some(code),
                         num: None,
                         den: None,
                         sample: None,
@@ -300,8 +374,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
             };
             if calc == StockCalc::New {
                 return Ok(ent
-                    .spells
-                    .iter()
+                    .spells()
                     .min_by_key(|s| (s.start, s.opener))
                     .filter(|first| per.contains(first.start))
                     .map(|first| plain(first.opener, Num::ONE, None)));

@@ -103,6 +103,7 @@ struct Columns {
     ty: Vec<u16>,
     /// 0, or 1 + the index of the global exclusion code in [`GLOBAL_CODES`].
     global: Vec<u8>,
+    /// Each event's id, when the view keeps ids (see [`LogView::load`]).
     event_id: Vec<Uuid>,
     occurred_at: Vec<DateTime<Utc>>,
     /// `recorded_at` in runs (it never decreases along the log): `(first event, instant)`.
@@ -170,6 +171,8 @@ pub struct LogView {
     /// The bitemporal cut it was loaded under.
     as_of: Option<DateTime<Utc>>,
     known_at: Option<KnownAt>,
+    /// Whether the events' ids are kept.
+    ids: bool,
 }
 
 /// Visible events per type while a replay counts them.
@@ -319,7 +322,10 @@ impl LogView {
     /// Replays the log once and keeps what `req` names. With `counted` (what the whole
     /// definitions read, of which `req` is a part: one question's dimensions only), the
     /// events `counted` names are counted as kept and span the default range as if they had
-    /// been kept, so the figures are those of a view holding them all.
+    /// been kept, so the figures are those of a view holding them all. With `ids` (or when
+    /// `req` reads `event.id`) the events' ids are kept (explanations list them); without,
+    /// a log holding retractions is read a second time for the positions of the retracted
+    /// events.
     ///
     /// # Errors
     /// A read error, or more than [`VIEW_EVENTS_MAX`] kept events.
@@ -327,6 +333,7 @@ impl LogView {
         store: &S,
         req: &Requirements,
         counted: Option<&Requirements>,
+        ids: bool,
         as_of: Option<DateTime<Utc>>,
         known_at: Option<KnownAt>,
     ) -> Result<LogView, MetricError> {
@@ -360,6 +367,7 @@ impl LogView {
             counted: counted.cloned(),
             as_of,
             known_at,
+            ids: ids || req.event_ids,
         };
         // Pages are read (and their frames decoded) on another task while this one decodes
         // payloads: two cores, one pass.
@@ -416,8 +424,56 @@ impl LogView {
             (None, Some(KnownAt::Time(k))) => k,
             _ => view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
         };
-        view.finish();
+        let retracted = view.retracted_positions(store).await?;
+        view.finish(&retracted);
         Ok(view)
+    }
+
+    /// The ids the kept `EventRetracted` events name.
+    fn retracted_ids(&self) -> BTreeSet<Uuid> {
+        self.of_type("EventRetracted")
+            .iter()
+            .filter_map(|i| self.payload(*i).get("event_id")?.as_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Positions of the retracted events up to the view's end: from the kept ids, or (a
+    /// view without ids) by reading the log again, only when something was retracted.
+    async fn retracted_positions<S: EventStore>(
+        &self,
+        store: &S,
+    ) -> Result<BTreeSet<u64>, MetricError> {
+        let retracted = self.retracted_ids();
+        if retracted.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        if self.ids {
+            return Ok(self
+                .cols
+                .event_id
+                .iter()
+                .zip(&self.cols.position)
+                .filter(|(id, _)| retracted.contains(*id))
+                .map(|(_, p)| *p)
+                .collect());
+        }
+        let mut out = BTreeSet::new();
+        let mut next = Position::FIRST;
+        while next.0 <= self.mark.position {
+            let page = store.read_all(next, READ_PAGE_MAX).await?;
+            let Some(last) = page.last() else { break };
+            out.extend(
+                page.iter()
+                    .filter(|r| r.position.0 <= self.mark.position)
+                    .filter(|r| retracted.contains(&r.event_id.0))
+                    .map(|r| r.position.0),
+            );
+            match last.position.next() {
+                Some(n) => next = n,
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Counts one record and keeps it if the selection names it (`as_of` applied); with
@@ -462,7 +518,7 @@ impl LogView {
     /// # Errors
     /// A read error, or more than [`VIEW_EVENTS_MAX`] kept events.
     pub async fn extended<S: EventStore>(&self, store: &S) -> Result<Option<LogView>, MetricError> {
-        if self.as_of.is_some() || self.known_at.is_some() {
+        if self.as_of.is_some() || self.known_at.is_some() || !self.ids {
             return Ok(None);
         }
         let head = store.head();
@@ -508,15 +564,21 @@ impl LogView {
             view.mark.recorded_at = Some(recorded_at);
         }
         view.now = view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        view.finish();
+        let retracted = view.retracted_positions(store).await?;
+        view.finish(&retracted);
         Ok(Some(view))
     }
 
     /// Completes a loaded (or extended) view: the per-stream event lists, the global
-    /// exclusions, and the arrays trimmed to their length.
-    fn finish(&mut self) {
+    /// exclusions (`retracted`: the positions of retracted events), and the arrays trimmed
+    /// to their length.
+    fn finish(&mut self, retracted: &BTreeSet<u64>) {
         self.streams.index_events(&self.cols.stream);
-        self.apply_global_rules();
+        if self.counted.is_some() && self.loaded.ref_categories.is_empty() {
+            // One question's view, which looks no stream up by name (`ref(..)` names none).
+            self.streams.drop_name_index();
+        }
+        self.apply_global_rules(retracted);
         self.cols.shrink();
         self.streams.shrink();
         for list in &mut self.by_type {
@@ -537,6 +599,8 @@ impl LogView {
             Some("event metadata".to_owned())
         } else if req.actor && !l.actor {
             Some("event actors".to_owned())
+        } else if req.event_ids && !self.ids {
+            Some("event ids".to_owned())
         } else if let Some(t) = req.types.iter().find(|t| !l.types.contains(*t)) {
             Some(format!("`{t}` events"))
         } else if let Some(c) = req
@@ -622,7 +686,9 @@ impl LogView {
         c.version.push(version);
         c.ty.push(ty);
         c.global.push(0);
-        c.event_id.push(rec.event_id.0);
+        if self.ids {
+            c.event_id.push(rec.event_id.0);
+        }
         c.occurred_at.push(rec.occurred_at);
         if c.recorded_at
             .last()
@@ -653,7 +719,7 @@ impl LogView {
         i
     }
 
-    fn apply_global_rules(&mut self) {
+    fn apply_global_rules(&mut self, retracted: &BTreeSet<u64>) {
         let mut marks: Vec<(u32, &'static str)> = Vec::new();
         let flag = self.type_id("RecordFlaggedTest");
         let merge = self.type_id("RecordMerged");
@@ -675,14 +741,9 @@ impl LogView {
                 marks.push((c, "DUPLICATE"));
             }
         }
-        let retracted: BTreeSet<Uuid> = self
-            .of_type("EventRetracted")
-            .iter()
-            .filter_map(|i| self.payload(*i).get("event_id")?.as_str()?.parse().ok())
-            .collect();
         if !retracted.is_empty() {
-            for (i, id) in self.cols.event_id.iter().enumerate() {
-                if retracted.contains(id) {
+            for (i, p) in self.cols.position.iter().enumerate() {
+                if retracted.contains(p) {
                     marks.push((u32::try_from(i).unwrap_or(u32::MAX), "RETRACTED"));
                 }
             }
@@ -717,7 +778,8 @@ impl LogView {
             stream: *c.stream.get(i)?,
             version: u64::from(*c.version.get(i)?),
             ty: *c.ty.get(i)?,
-            event_id: *c.event_id.get(i)?,
+            // The nil id in a view loaded without ids, which nothing reads there.
+            event_id: c.event_id.get(i).copied().unwrap_or_default(),
             occurred_at: *c.occurred_at.get(i)?,
             recorded_at,
             global: c

@@ -32,6 +32,8 @@ pub(crate) struct Streams {
     /// Stream by hash of its name; names whose hash another name has are in `collided`.
     by_hash: HashMap<u64, u32, PassThroughBuild>,
     collided: HashMap<Box<str>, u32, FnvBuild>,
+    /// Whether `by_hash` was let go (a view that looks no stream up by name).
+    unindexed: bool,
     /// Kept events of stream `s`: `events[event_start[s]..event_start[s + 1]]`.
     events: Vec<u32>,
     event_start: Vec<u32>,
@@ -63,6 +65,10 @@ impl Streams {
 
     /// The stream named `name`, if the view has it.
     pub(crate) fn find(&self, name: &str) -> Option<u32> {
+        if self.unindexed {
+            let s = (0..self.len()).find(|s| self.name(*s) == name)?;
+            return u32::try_from(s).ok();
+        }
         let s = *self.by_hash.get(&hash(name))?;
         if self.name(usize::try_from(s).ok()?) == name {
             return Some(s);
@@ -72,6 +78,9 @@ impl Streams {
 
     /// The stream named `name`, added when new; `None` past `u32` streams or name bytes.
     pub(crate) fn find_or_add(&mut self, name: &str) -> Option<u32> {
+        if self.unindexed {
+            self.index_names();
+        }
         if let Some(s) = self.find(name) {
             return Some(s);
         }
@@ -100,6 +109,31 @@ impl Streams {
             }
         }
         Some(s)
+    }
+
+    /// Lets the lookup by name go (a view none of whose expressions names a stream keeps
+    /// about 24 bytes a stream less); a lookup then scans the names, and adding a stream
+    /// builds it again.
+    pub(crate) fn drop_name_index(&mut self) {
+        self.by_hash = HashMap::default();
+        self.collided = HashMap::default();
+        self.unindexed = true;
+    }
+
+    fn index_names(&mut self) {
+        self.unindexed = false;
+        for s in 0..self.len() {
+            let (h, name) = (hash(self.name(s)), self.name(s).to_owned());
+            let Ok(id) = u32::try_from(s) else { continue };
+            match self.by_hash.entry(h) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(id);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.collided.insert(name.into(), id);
+                }
+            }
+        }
     }
 
     pub(crate) fn set_creation(&mut self, s: u32, event: u32) {
@@ -205,5 +239,12 @@ mod tests {
         assert_eq!(two.events, &[1]);
         assert_eq!(s.find("lead-1"), None);
         assert!(s.get(7).is_none());
+        s.drop_name_index();
+        assert_eq!(s.find("account-9"), Some(b));
+        let c = s.find_or_add("lead-1").unwrap();
+        assert_eq!(
+            (s.find("opportunity-1"), s.find("lead-1")),
+            (Some(a), Some(c))
+        );
     }
 }
