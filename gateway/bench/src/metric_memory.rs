@@ -5,7 +5,7 @@
 //! an account, a subscription, two deals, an order with invoice and payment, a case and two
 //! calls, about 22 events over 8 streams, made through the aggregates), each with a lead
 //! captured before the account (one in three converted, one in three disqualified), so every
-//! measure type of the catalog has facts: about 24 events per customer. It is written once
+//! measure type of the catalog has facts: about 25 events per customer. It is written once
 //! into `DIR/log` (`crm --data-dir DIR` reads it) and reused while it holds events.
 //!
 //! Each measurement runs one child process and reads its peak resident set size (`VmHWM` of
