@@ -8,27 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use crm_eventstore::{EventId, EventStore, ExpectedVersion, ProposedEvent, SledStore, StreamId};
 
 fn verify_json(data: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_crm"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["verify", "--json"])
-        .env("CRM_MASTER_KEY", common::TEST_MASTER_KEY)
-        .env_remove("CRM_MASTER_KEY_FILE")
-        .env_remove("CRM_CONFIG")
-        .env_remove("CRM_DATA_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let stdout = common::run_ok(common::crm(data).args(["verify", "--json"]));
+    serde_json::from_str(&stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

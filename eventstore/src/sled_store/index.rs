@@ -144,6 +144,9 @@ pub(crate) enum IndexError {
     /// sled panicked on what it read (a damaged or truncated file).
     #[error("the index files are damaged ({0})")]
     Panicked(String),
+    /// sled read an entry of the index that is not in the index's format.
+    #[error("the index holds {0}")]
+    Malformed(&'static str),
 }
 
 impl IndexError {
@@ -151,7 +154,9 @@ impl IndexError {
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            IndexError::Panicked(_) | IndexError::Sled(sled::Error::Corruption { .. })
+            IndexError::Panicked(_)
+                | IndexError::Malformed(_)
+                | IndexError::Sled(sled::Error::Corruption { .. })
         )
     }
 }
@@ -283,7 +288,7 @@ impl Index {
             let (k, v) = guarded(|| item)?;
             let parsed = u64_at(&k, 1).zip(u64_at(&v, 0)).zip(u64_at(&v, 8));
             let Some(((p, segment), at)) = parsed else {
-                return Err(IndexError::Panicked("a malformed offset entry".into()));
+                return Err(IndexError::Malformed("a malformed offset entry"));
             };
             out.push((
                 Position(p),

@@ -22,7 +22,7 @@ use crate::types::{Head, Position, RecordedEvent, StreamId};
 
 use super::index::{Index, IndexError, StreamRun, Work};
 use super::segment::{
-    open_segments, segment_name, FrameRead, Offset, Offsets, SegmentFileError, OFFSET_STRIDE_BYTES,
+    open_segments, segment_name, EntryStride, FrameRead, Offset, Offsets, SegmentFileError,
     SEGMENTS_DIR, SEGMENT_HEADER_BYTES,
 };
 use super::writer::Tip;
@@ -183,7 +183,7 @@ pub(super) fn recover(
         .walk(start, offset)
         .map_err(|e| damaged(dir, e.to_string()))?;
     let mut last: Option<(Head, DateTime<Utc>)> = None;
-    let mut since_entry = OFFSET_STRIDE_BYTES;
+    let mut stride = EntryStride::due();
     let mut new_entries = Vec::new();
     loop {
         let position = walk.position;
@@ -191,7 +191,7 @@ pub(super) fn recover(
         let outcome = match walk.frame() {
             // Records the index holds, before the last, are only walked past.
             Ok(FrameRead::Frame(len)) if position < indexed => {
-                since_entry = since_entry.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+                stride.pass(len);
                 walk.advance(len);
                 continue;
             }
@@ -204,7 +204,7 @@ pub(super) fn recover(
             },
             Ok(FrameRead::End) => match walk.enter_next_segment() {
                 Ok(true) => {
-                    since_entry = OFFSET_STRIDE_BYTES;
+                    stride = EntryStride::due();
                     continue;
                 }
                 Ok(false) => Ok(None),
@@ -219,7 +219,7 @@ pub(super) fn recover(
         match outcome {
             Ok(Some((rec, len))) => {
                 if position > indexed {
-                    if since_entry >= OFFSET_STRIDE_BYTES || walk.at == SEGMENT_HEADER_BYTES {
+                    if stride.frame(walk.at, len) {
                         new_entries.push((
                             position,
                             Offset {
@@ -227,11 +227,11 @@ pub(super) fn recover(
                                 at: walk.at,
                             },
                         ));
-                        since_entry = 0;
                     }
                     rec_state.take(&rec);
+                } else {
+                    stride.pass(len);
                 }
-                since_entry = since_entry.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
                 last = Some((rec.as_head(), rec.recorded_at));
                 walk.advance(len);
                 if rec_state.work.ids.len() + rec_state.work.runs.len() >= RECOVERY_STEP_EVENTS {
@@ -348,7 +348,7 @@ fn open_tip(segments_dir: &Path, first: Position) -> std::io::Result<Tip> {
         path,
         len,
         // The next group starts an offset entry.
-        since_entry: OFFSET_STRIDE_BYTES,
+        stride: EntryStride::due(),
     })
 }
 
@@ -374,7 +374,7 @@ fn drop_unstarted_segment(segments_dir: &Path, writable: bool) -> Result<(), Ope
     if short && writable {
         warn!(path = %path.display(), "removing a segment whose creation was cut short (it holds no record)");
         std::fs::remove_file(&path)
-            .and_then(|()| File::open(segments_dir).and_then(|d| d.sync_all()))
+            .and_then(|()| super::sync_dir(segments_dir))
             .map_err(|e| OpenError::Storage {
                 path: path.display().to_string(),
                 reason: format!("could not remove the unfinished segment: {e}"),
@@ -441,9 +441,7 @@ fn set_aside_torn_tail(
         .map_err(failed)?;
     file.set_len(at).map_err(failed)?;
     file.sync_all().map_err(failed)?;
-    File::open(segments_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(failed)?;
+    super::sync_dir(segments_dir).map_err(failed)?;
     warn!(path = %path.display(), byte = at, position = position.0, bytes = copied, aside = %aside.display(),
         "the log ended with an unfinished write (a group whose write was cut, never acknowledged); its bytes were set aside and the segment cut there");
     Ok(())

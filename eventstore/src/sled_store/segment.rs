@@ -65,6 +65,41 @@ pub(crate) fn segment_header(first: Position) -> [u8; 16] {
     h
 }
 
+/// Where the offset map gets an entry: at a segment's first frame, and at the first frame
+/// after every [`OFFSET_STRIDE_BYTES`] of frames. The writer and recovery follow the same
+/// rule.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryStride {
+    /// Bytes of frames since the last entry.
+    since: u64,
+}
+
+impl EntryStride {
+    /// A stride whose next frame gets an entry.
+    pub fn due() -> EntryStride {
+        EntryStride {
+            since: OFFSET_STRIDE_BYTES,
+        }
+    }
+
+    /// Whether the frame of `len` bytes at byte `at` of its segment gets an entry; counts it.
+    pub fn frame(&mut self, at: u64, len: usize) -> bool {
+        let entry = at == SEGMENT_HEADER_BYTES || self.since >= OFFSET_STRIDE_BYTES;
+        if entry {
+            self.since = 0;
+        }
+        self.pass(len);
+        entry
+    }
+
+    /// Counts a frame that gets no entry whatever the stride (one the index already holds).
+    pub fn pass(&mut self, len: usize) {
+        self.since = self
+            .since
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+}
+
 /// One segment file, open for positioned reads.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -313,17 +348,9 @@ impl Walk<'_> {
     /// Reads the frame at the cursor, without moving on.
     pub fn frame(&mut self) -> Result<FrameRead, ReadError> {
         let at = self.at;
-        let header = match self.cursor.bytes(at, 5) {
-            Ok(h) => h.len(),
-            Err(e) => return Err(self.storage(&e)),
-        };
-        if header == 0 {
-            return Ok(FrameRead::End);
-        }
-        if header < 5 {
-            return Ok(FrameRead::Cut { available: header });
-        }
         let len = match self.cursor.bytes(at, 5) {
+            Ok([]) => return Ok(FrameRead::End),
+            Ok(h) if h.len() < 5 => return Ok(FrameRead::Cut { available: h.len() }),
             Ok(h) => codec::frame_len(h),
             Err(e) => return Err(self.storage(&e)),
         };

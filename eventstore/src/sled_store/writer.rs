@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::index::{StreamRun, Work};
 use super::segment::{
-    segment_header, segment_name, Offset, Segment, OFFSET_STRIDE_BYTES, SEGMENT_HEADER_BYTES,
+    segment_header, segment_name, EntryStride, Offset, Segment, SEGMENT_HEADER_BYTES,
 };
 use super::Inner;
 use crate::codec::{self, Placement};
@@ -141,8 +141,8 @@ pub(super) struct Tip {
     pub(super) path: PathBuf,
     /// Bytes in the file (all durable).
     pub(super) len: u64,
-    /// Bytes of frames since the last entry of the offset map.
-    pub(super) since_entry: u64,
+    /// Where the next entry of the offset map goes.
+    pub(super) stride: EntryStride,
 }
 
 /// What a group has staged but not yet committed.
@@ -373,9 +373,7 @@ impl Writer {
             WriteError::Sync { source, .. } => failed(source),
             other => other,
         })?;
-        File::open(self.inner.segments_dir())
-            .and_then(|dir| dir.sync_all())
-            .map_err(failed)?;
+        super::sync_dir(&self.inner.segments_dir()).map_err(failed)?;
         let reader = file.try_clone().map_err(failed)?;
         self.inner.offsets.add_segment(Segment {
             first,
@@ -387,7 +385,7 @@ impl Writer {
             first,
             path,
             len: SEGMENT_HEADER_BYTES,
-            since_entry: 0,
+            stride: EntryStride::due(),
         });
         Ok(())
     }
@@ -414,7 +412,7 @@ impl Writer {
         let mut position = group.first;
         for range in &group.slots {
             let at = base.saturating_add(u64::try_from(range.start).unwrap_or(u64::MAX));
-            if at == SEGMENT_HEADER_BYTES || tip.since_entry >= OFFSET_STRIDE_BYTES {
+            if tip.stride.frame(at, range.len()) {
                 group.work.offsets.push((
                     position,
                     Offset {
@@ -422,11 +420,7 @@ impl Writer {
                         at,
                     },
                 ));
-                tip.since_entry = 0;
             }
-            tip.since_entry = tip
-                .since_entry
-                .saturating_add(u64::try_from(range.len()).unwrap_or(u64::MAX));
             position = Position(position.0 + 1);
         }
         tip.file
