@@ -6,12 +6,14 @@
 //! - `S` stream id `0xFF` first version → first position (8 bytes) and count (4 bytes):
 //!   one entry per append, whose events have consecutive positions. `0xFF` never occurs
 //!   in UTF-8, so a stream's entries are exactly the keys with its prefix.
-//! - `I` event id (16 bytes) → position.
+//! - `J`, `R`, `Q`: event id → position, in chunks and sorted runs ([`super::ids`]).
 //! - `O` position → segment first position (8 bytes) and byte offset (8 bytes): the
 //!   sparse offset map ([`super::segment::Offsets`]).
 //! - `Mindexed` → the position through which every entry above is in the tree. Each
 //!   indexing step writes its entries and this marker in one atomic sled batch.
 //! - `Mformat` → the frame format version the log was created with.
+//! - `Mids` → the layout of the event id entries ([`IDS_LAYOUT`]). An index without it
+//!   holds one `I` entry per event (the earlier layout) and is rebuilt at open.
 //!
 //! **Architecture Invariant:** the index is never on the commit path. The writer makes a
 //! group durable in the segment, then puts the group's entries in the in-memory tail
@@ -25,6 +27,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,11 +44,15 @@ const INDEX_FLUSH_INTERVAL_MS: u64 = 1_000;
 const INDEX_IDLE_MS: u64 = 50;
 
 const STREAM_PREFIX: u8 = b'S';
-const ID_PREFIX: u8 = b'I';
+/// The earlier layout's per-event id entries.
+const OLD_ID_PREFIX: u8 = b'I';
 const OFFSET_PREFIX: u8 = b'O';
 const STREAM_SEPARATOR: u8 = 0xFF;
 const INDEXED_KEY: &[u8] = b"Mindexed";
 pub(crate) const FORMAT_KEY: &[u8] = b"Mformat";
+const IDS_LAYOUT_KEY: &[u8] = b"Mids";
+/// The layout of the id entries this version writes: chunks and sealed runs.
+const IDS_LAYOUT: u8 = 2;
 
 fn stream_prefix(s: &StreamId) -> Vec<u8> {
     let mut k = Vec::with_capacity(s.as_str().len() + 10);
@@ -58,12 +65,6 @@ fn stream_prefix(s: &StreamId) -> Vec<u8> {
 fn stream_key(s: &StreamId, first_version: StreamVersion) -> Vec<u8> {
     let mut k = stream_prefix(s);
     k.extend_from_slice(&first_version.0.to_be_bytes());
-    k
-}
-
-fn id_key(id: &EventId) -> [u8; 17] {
-    let mut k = [ID_PREFIX; 17];
-    k[1..].copy_from_slice(id.0.as_bytes());
     k
 }
 
@@ -129,7 +130,6 @@ impl Work {
 /// Entries durable in the segments but not yet in sled.
 #[derive(Default)]
 struct Tail {
-    ids: HashMap<EventId, Position>,
     runs: HashMap<StreamId, Vec<StreamRun>>,
     events: usize,
 }
@@ -169,7 +169,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs a sled call, turning a panic of sled's on damaged files into an error.
-fn guarded<T>(f: impl FnOnce() -> Result<T, sled::Error>) -> Result<T, IndexError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, sled::Error>) -> Result<T, IndexError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r.map_err(IndexError::Sled),
         Err(p) => Err(IndexError::Panicked(panic_text(p.as_ref()))),
@@ -183,6 +183,11 @@ pub(crate) struct Index {
     path: PathBuf,
     tail: Mutex<Tail>,
     tail_changed: Condvar,
+    /// The last position of the newest run of event ids ([`super::ids`]) sealed by this
+    /// instance's indexer (0 until it seals one).
+    sealed_through: AtomicU64,
+    /// Event ids in chunks, not yet sealed into a run.
+    unsealed: AtomicUsize,
 }
 
 /// sled's segment size; fixed at creation (sled refuses to reopen with another).
@@ -236,23 +241,72 @@ pub(crate) fn open_db(
 impl Index {
     pub fn open(db: sled::Db, path: PathBuf) -> Result<Index, IndexError> {
         let tree = guarded(|| db.open_tree("index"))?;
+        let unsealed = super::ids::chunk_pair_count(&tree)?;
         Ok(Index {
             db,
             tree,
             path,
             tail: Mutex::new(Tail::default()),
             tail_changed: Condvar::new(),
+            sealed_through: AtomicU64::new(0),
+            unsealed: AtomicUsize::new(unsealed),
         })
     }
 
-    fn damaged(&self, reason: impl std::fmt::Display) -> ReadError {
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// See the field's documentation.
+    pub(crate) fn sealed_through(&self) -> Position {
+        Position(self.sealed_through.load(Ordering::Acquire))
+    }
+
+    /// Counts `added` ids written to chunks, and seals the chunks into a run when they
+    /// hold [`super::ids::RUN_PAIRS`] or more.
+    pub fn seal_if_due(&self, added: usize) -> Result<(), IndexError> {
+        let before = self.unsealed.fetch_add(added, Ordering::AcqRel);
+        if before.saturating_add(added) < super::ids::RUN_PAIRS {
+            return Ok(());
+        }
+        if let Some(run) = super::ids::seal(&self.tree)? {
+            self.sealed_through.store(run.0, Ordering::Release);
+        }
+        self.unsealed.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes sure the id entries are in this version's layout: an index of the earlier
+    /// layout (one entry per event id) is emptied, so the open indexes the log again from
+    /// its segments. Returns whether it was.
+    pub fn ensure_ids_layout(&self) -> Result<bool, IndexError> {
+        if self.get_meta(IDS_LAYOUT_KEY)?.is_some() {
+            return Ok(false);
+        }
+        let earlier = guarded(|| self.tree.scan_prefix([OLD_ID_PREFIX]).next().transpose())?
+            .is_some()
+            || self.indexed()? > Position::ZERO;
+        if earlier {
+            let format = self.get_meta(FORMAT_KEY)?;
+            guarded(|| self.tree.clear())?;
+            if let Some(format) = format {
+                self.set_meta(FORMAT_KEY, &format)?;
+            }
+            // The emptied index reaches the disk before the new layout's marker does.
+            self.flush()?;
+        }
+        self.set_meta(IDS_LAYOUT_KEY, &[IDS_LAYOUT])?;
+        Ok(earlier)
+    }
+
+    pub(crate) fn damaged(&self, reason: impl std::fmt::Display) -> ReadError {
         ReadError::IndexDamaged {
             path: self.path.display().to_string(),
             reason: reason.to_string(),
         }
     }
 
-    fn read_error(&self, e: IndexError) -> ReadError {
+    pub(crate) fn read_error(&self, e: IndexError) -> ReadError {
         match e {
             e if e.is_damage() => self.damaged(e),
             e => ReadError::Storage(format!("reading the index at {}: {e}", self.path.display())),
@@ -304,8 +358,8 @@ impl Index {
     /// Writes one step's entries and the marker to sled, atomically.
     pub fn apply(&self, work: &Work) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
-        for (id, p) in &work.ids {
-            batch.insert(&id_key(id), &p.0.to_be_bytes());
+        for (k, v) in super::ids::chunk_entries(&work.ids) {
+            batch.insert(&k, v);
         }
         for (stream, run) in &work.runs {
             batch.insert(stream_key(stream, run.first_version), &run.value());
@@ -323,7 +377,6 @@ impl Index {
     /// Puts a durable group's entries in the tail (before its head is published).
     pub fn tail_add(&self, work: &Work) {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        tail.ids.extend(work.ids.iter().copied());
         for (stream, run) in &work.runs {
             tail.runs.entry(stream.clone()).or_default().push(*run);
         }
@@ -333,9 +386,6 @@ impl Index {
     /// Drops a step's entries from the tail once sled holds them.
     fn tail_remove(&self, work: &Work) {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, _) in &work.ids {
-            tail.ids.remove(id);
-        }
         for (stream, run) in &work.runs {
             if let Some(runs) = tail.runs.get_mut(stream) {
                 runs.retain(|r| r != run);
@@ -358,25 +408,6 @@ impl Index {
                 .wait_timeout(tail, Duration::from_millis(100))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
-        }
-    }
-
-    /// Position of the event with this id, if indexed.
-    pub fn id_position(&self, id: &EventId) -> Result<Option<Position>, ReadError> {
-        if let Some(p) = self
-            .tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ids
-            .get(id)
-        {
-            return Ok(Some(*p));
-        }
-        match guarded(|| self.tree.get(id_key(id))).map_err(|e| self.read_error(e))? {
-            None => Ok(None),
-            Some(v) => u64_at(&v, 0)
-                .map(|p| Some(Position(p)))
-                .ok_or_else(|| self.damaged(Corruption::MalformedIdEntry { event_id: *id })),
         }
     }
 
@@ -496,6 +527,13 @@ impl Index {
                         return;
                     }
                     self.tail_remove(&work);
+                    if let Err(e) = self.seal_if_due(work.ids.len()) {
+                        fail(format!(
+                            "sealing event ids in the index at {}: {e}",
+                            self.path.display()
+                        ));
+                        return;
+                    }
                     dirty = true;
                     last_flush.elapsed() >= interval
                 }

@@ -3,7 +3,8 @@
 //! (group commit).
 //!
 //! Start with [`segment`] (the files the records live in), [`writer`] (the group commit),
-//! [`index`] (streams, event ids and offsets, in sled behind an in-memory tail) and
+//! [`index`] (streams and offsets, in sled behind an in-memory tail), [`ids`] (event ids,
+//! for the writer's idempotency check) and
 //! [`recovery`] (what an open does with what a crash left).
 //!
 //! Directory layout: `<dir>/segments/<first position>.seg` (the records), `<dir>/index/`
@@ -34,6 +35,7 @@
 //! answered by rebuilding the index from the segments at open, or with
 //! [`ReadError::IndexDamaged`] when it happens later.
 
+mod ids;
 mod index;
 mod legacy;
 mod recovery;
@@ -45,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::codec::FORMAT_VERSION;
 use crate::error::{AppendError, Corruption, OpenError, ReadError};
@@ -174,6 +176,12 @@ impl SledStore {
                 .set_meta(FORMAT_KEY, &[FORMAT_VERSION])
                 .map_err(|e| index_open_error(&shown, &e))?;
         }
+        if index
+            .ensure_ids_layout()
+            .map_err(|e| index_open_error(&shown, &e))?
+        {
+            info!(path = %shown, "the index is in an earlier layout; indexing the log again");
+        }
         let offsets = Offsets::default();
         let recovered = recovery::recover(&path, &index, &offsets, true)?;
         let head = recovered.head;
@@ -205,6 +213,7 @@ impl SledStore {
             head,
             last_recorded_at: recovered.last_recorded_at,
             versions: std::collections::HashMap::new(),
+            ids: ids::IdLookup::default(),
             tip: recovered.tip,
             indexer: index_tx,
             segment_target_bytes: options
@@ -1077,5 +1086,100 @@ mod tests {
         assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(5));
         assert!(dir.path().join("sled-before-segments").join("db").is_file());
         assert!(!dir.path().join("db").exists());
+    }
+
+    /// Retries are recognised by event id wherever the id is: in the group, in the ids not
+    /// yet sealed, in any sealed run, before and after a reopen; new ids are appended.
+    #[tokio::test]
+    async fn retries_are_found_in_every_run_of_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let batch = |from: u128| (from..from + 50).map(event).collect::<Vec<_>>();
+        let events = 3_500u64;
+        let store = SledStore::open(dir.path()).unwrap();
+        for first in (1..=u128::from(events)).step_by(50) {
+            store
+                .append(&s, ExpectedVersion::Any, batch(first))
+                .await
+                .unwrap();
+        }
+        // Let the indexer catch up and seal what is due.
+        for _ in 0..200 {
+            if ids::runs(store.inner.index.tree()).unwrap().len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let retry = |store: SledStore, first: u128| {
+            let s = s.clone();
+            async move {
+                store
+                    .append(&s, ExpectedVersion::Any, batch(first))
+                    .await
+                    .unwrap()
+            }
+        };
+        for first in [1u128, 1_001, 2_001, 3_451] {
+            let r = retry(store.clone(), first).await;
+            assert!(r.already_present, "retry of {first}");
+            assert_eq!(r.first_position, Position(u64::try_from(first).unwrap()));
+        }
+        assert_eq!(store.head().position, Position(events));
+        store.close().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(ids::runs(store.inner.index.tree()).unwrap().len() >= 3);
+        for first in [51u128, 1_501, 3_001, 3_451] {
+            let r = retry(store.clone(), first).await;
+            assert!(r.already_present, "retry of {first} after a reopen");
+            assert_eq!(r.first_position, Position(u64::try_from(first).unwrap()));
+        }
+        // A batch mixing a recorded id and new ones is refused, and a new one appended.
+        let mut mixed = batch(10_000);
+        mixed[3] = event(77);
+        let err = store
+            .append(&s, ExpectedVersion::Any, mixed)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::IdempotencyConflict { .. }),
+            "{err}"
+        );
+        let r = retry(store.clone(), 10_000).await;
+        assert!(!r.already_present);
+        assert_eq!(r.first_position, Position(events + 1));
+    }
+
+    /// An index in the earlier layout (one entry per event id) is indexed again at open.
+    #[tokio::test]
+    async fn an_index_of_the_earlier_id_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let store = store_with(dir.path(), 20).await;
+        store.close().await;
+        {
+            let index = open_index(dir.path(), None).unwrap();
+            index.tree().remove(b"Mids").unwrap();
+            let mut old = vec![b'I'];
+            old.extend_from_slice(&[9; 16]);
+            index.tree().insert(old, &5u64.to_be_bytes()).unwrap();
+            index.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head().position, Position(20));
+        assert!(store
+            .inner
+            .index
+            .tree()
+            .scan_prefix([b'I'])
+            .next()
+            .is_none());
+        let r = store
+            .append(&s, ExpectedVersion::Any, vec![event(7)])
+            .await
+            .unwrap();
+        assert!(r.already_present);
+        assert_eq!(r.first_position, Position(7));
+        assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(20));
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
     }
 }

@@ -108,6 +108,7 @@ impl Recovery<'_> {
         if self.writable {
             self.index
                 .apply(&work)
+                .and_then(|()| self.index.seal_if_due(work.ids.len()))
                 .map_err(|e| index_error(self.dir, &e))?;
         } else {
             self.index.tail_add(&work);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ids::IdLookup;
 use super::index::{StreamRun, Work};
 use super::segment::{
     segment_header, segment_name, EntryStride, Offset, Segment, SEGMENT_HEADER_BYTES,
@@ -184,6 +185,8 @@ pub(super) struct Writer {
     pub(super) head: Head,
     pub(super) last_recorded_at: Option<DateTime<Utc>>,
     pub(super) versions: HashMap<StreamId, StreamVersion>,
+    /// Event id → position, for the idempotency check.
+    pub(super) ids: IdLookup,
     pub(super) tip: Option<Tip>,
     pub(super) indexer: std::sync::mpsc::SyncSender<Work>,
     /// Size past which a group goes to a new segment.
@@ -339,6 +342,7 @@ impl Writer {
                 .offsets
                 .add_entries(group.work.offsets.iter().copied());
             self.inner.index.tail_add(&group.work);
+            self.ids.add(&group.work.ids);
             self.inner
                 .durable
                 .store(self.head.position.0, Ordering::Release);
@@ -438,11 +442,11 @@ impl Writer {
     }
 
     /// The recorded event with this id, whether committed or staged in `group`.
-    fn lookup(&self, group: &Group, id: &EventId) -> Result<Option<RecordedEvent>, ReadError> {
+    fn lookup(&mut self, group: &Group, id: &EventId) -> Result<Option<RecordedEvent>, ReadError> {
         if let Some(&position) = group.ids.get(id) {
             return group.staged(position).map(Some);
         }
-        match self.inner.index.id_position(id)? {
+        match self.ids.position(&self.inner.index, id)? {
             None => Ok(None),
             Some(position) => {
                 let found = self
