@@ -15,6 +15,7 @@ use serde::ser::{
 const INLINE_TEXT_BYTES: usize = 64;
 
 /// Serializes `value` with `serializer`, formatting `collect_str` text in one piece.
+#[cfg(test)]
 pub(super) fn serialize<T: ?Sized + Serialize, S: Serializer>(
     value: &T,
     serializer: S,
@@ -65,7 +66,7 @@ impl Text {
 struct Fast<S>(S);
 
 /// A borrowed value serialized through [`Fast`].
-struct Wrap<'a, T: ?Sized>(&'a T);
+pub(super) struct Wrap<'a, T: ?Sized>(pub(super) &'a T);
 
 impl<T: ?Sized + Serialize> Serialize for Wrap<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

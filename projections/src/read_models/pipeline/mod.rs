@@ -58,8 +58,11 @@ pub struct Rep {
 }
 
 /// How an opportunity stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+///
+/// In JSON (format 1 snapshots, and any human-readable form) it is internally tagged,
+/// `{"status": "won", ...}`; in binary forms (format 2 snapshots, bincode), which cannot
+/// read an internal tag, it is externally tagged (see [`status_serde`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OppStatus {
     /// In the pipeline.
     Open,
@@ -73,6 +76,100 @@ pub enum OppStatus {
     Lost { at: DateTime<Utc>, reason: String },
     /// Voided: out of every figure.
     Voided { at: DateTime<Utc> },
+}
+
+/// The two serialized shapes of [`OppStatus`]: the same variants and fields, tagged inside
+/// the object for human-readable formats, outside it for binary ones.
+mod status_serde {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::OppStatus;
+
+    macro_rules! repr {
+        ($(#[$attr:meta])* $name:ident) => {
+            $(#[$attr])*
+            pub(super) enum $name<T> {
+                Open,
+                Won {
+                    at: DateTime<Utc>,
+                    amount_minor: i64,
+                    currency: T,
+                },
+                Lost {
+                    at: DateTime<Utc>,
+                    reason: T,
+                },
+                Voided {
+                    at: DateTime<Utc>,
+                },
+            }
+
+            impl<T: Into<String>> From<$name<T>> for OppStatus {
+                fn from(r: $name<T>) -> OppStatus {
+                    match r {
+                        $name::Open => OppStatus::Open,
+                        $name::Won { at, amount_minor, currency } => OppStatus::Won {
+                            at,
+                            amount_minor,
+                            currency: currency.into(),
+                        },
+                        $name::Lost { at, reason } => OppStatus::Lost {
+                            at,
+                            reason: reason.into(),
+                        },
+                        $name::Voided { at } => OppStatus::Voided { at },
+                    }
+                }
+            }
+
+            impl<'a> From<&'a OppStatus> for $name<&'a str> {
+                fn from(s: &'a OppStatus) -> $name<&'a str> {
+                    match s {
+                        OppStatus::Open => $name::Open,
+                        OppStatus::Won { at, amount_minor, currency } => $name::Won {
+                            at: *at,
+                            amount_minor: *amount_minor,
+                            currency,
+                        },
+                        OppStatus::Lost { at, reason } => $name::Lost { at: *at, reason },
+                        OppStatus::Voided { at } => $name::Voided { at: *at },
+                    }
+                }
+            }
+        };
+    }
+
+    repr!(
+        #[derive(Serialize, Deserialize)]
+        #[serde(tag = "status", rename_all = "snake_case", rename = "OppStatus")]
+        Tagged
+    );
+    repr!(
+        #[derive(Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case", rename = "OppStatus")]
+        Plain
+    );
+
+    impl Serialize for OppStatus {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if serializer.is_human_readable() {
+                Tagged::from(self).serialize(serializer)
+            } else {
+                Plain::from(self).serialize(serializer)
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for OppStatus {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OppStatus, D::Error> {
+            if deserializer.is_human_readable() {
+                Tagged::<String>::deserialize(deserializer).map(OppStatus::from)
+            } else {
+                Plain::<String>::deserialize(deserializer).map(OppStatus::from)
+            }
+        }
+    }
 }
 
 /// One stay of an opportunity in a stage.
