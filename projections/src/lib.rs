@@ -36,6 +36,7 @@ pub mod calendar;
 mod control;
 pub mod error;
 mod feed;
+mod instants;
 pub mod projection;
 pub mod read_models;
 pub mod runner;

@@ -174,14 +174,18 @@ pub struct SubscriptionFacts {
     /// Test record.
     pub is_test: bool,
     /// Start.
+    #[serde(with = "crate::instants")]
     pub started_at: DateTime<Utc>,
     /// End of the current term.
+    #[serde(with = "crate::instants")]
     pub term_end: DateTime<Utc>,
     /// Monthly amount in force from each instant (first entry = at start), minor units.
+    #[serde(with = "crate::instants")]
     pub mrr: Vec<(DateTime<Utc>, i64)>,
     /// Currency of the amounts.
     pub currency: String,
     /// When it stops running: cancellation `effective_at` or expiry.
+    #[serde(with = "crate::instants")]
     pub ended_at: Option<DateTime<Utc>>,
     /// Who cancelled, if cancelled.
     pub cancelled_by: Option<CancellationInitiator>,
@@ -192,8 +196,10 @@ pub struct SubscriptionFacts {
     /// Payment method recorded.
     pub payment_method: Option<String>,
     /// Instants of downgrades.
+    #[serde(with = "crate::instants")]
     pub downgrades: Vec<DateTime<Utc>>,
     /// Renewals (instants).
+    #[serde(with = "crate::instants")]
     pub renewals: Vec<DateTime<Utc>>,
 }
 

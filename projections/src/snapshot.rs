@@ -3,9 +3,10 @@
 //! File format (version [`SNAPSHOT_FORMAT`]): one line of JSON header ([`SnapshotHeader`]:
 //! projection name, code version, configuration, [`Progress`] = the checkpoint, state length;
 //! the line may end in spaces), a newline, then the state in bincode 2.0 (serde, standard
-//! configuration: variable-length integers, little endian). Format 1, the state as JSON after
+//! configuration: variable-length integers, little endian; instants as seconds and
+//! nanoseconds since the epoch, see `crate::instants`). Format 1, the state as JSON after
 //! the same header line, is still loaded (an upgraded build resumes from the snapshots of the
-//! one before and writes format 2 at its next save); the header stays JSON, so
+//! one before and writes format 3 at its next save); the header stays JSON, so
 //! [`read_header`] reads either. A save writes `<file>.tmp`, `fsync`s it, renames it over
 //! `<file>` and `fsync`s the directory, so after a crash the file holds either the previous
 //! or the new (state, checkpoint) pair, never a mix: a restarted worker resumes exactly
@@ -15,7 +16,8 @@
 //! them at the head of a catch-up took longer than the fold; the binary form is smaller and
 //! several times cheaper to write. A state type must then not rely on `deserialize_any`
 //! (internally tagged or untagged enums, `skip_serializing_if`); the read models' one tagged
-//! enum keeps its JSON shape for human-readable formats and is externally tagged otherwise.
+//! enum keeps its JSON shape for human-readable formats and is externally tagged otherwise, and
+//! its instants carry `#[serde(with = "crate::instants")]`, which keeps their JSON shape too.
 //!
 //! Why a file and not a sled tree: a state can be megabytes, and sled 0.34.7 puts large values
 //! in blob files it never fsyncs (see ARCHITECTURE.md, Durability).
@@ -32,13 +34,15 @@ use crate::projection::{Progress, Projection};
 
 mod fast_text;
 
-/// Format version of snapshot files written by this build (the state in bincode).
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// Format version of snapshot files written by this build (the state in bincode, instants
+/// as seconds and nanoseconds). Format 2, which wrote instants as text in bincode, lived
+/// for one commit: its snapshots are stale (the projection rebuilds from position 0).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// The earlier format, still loaded: the state as JSON.
 pub const SNAPSHOT_FORMAT_JSON: u32 = 1;
 
-/// The bincode configuration of format 2.
+/// The bincode configuration of format 3.
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -253,7 +257,7 @@ fn serialize_error(projection: &str, e: &impl std::fmt::Display) -> ProjectionEr
     }
 }
 
-/// Writes the state in format [`SNAPSHOT_FORMAT`] to `out` (timestamps formatted on the
+/// Writes the state in format [`SNAPSHOT_FORMAT`] to `out` (text formatted on the
 /// stack, see [`fast_text`]).
 fn write_state<S: Serialize, W: Write>(
     state: &S,

@@ -55,6 +55,7 @@ pub fn policy_for<'a>(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseFacts {
     pub account: Option<String>,
+    #[serde(with = "crate::instants")]
     pub opened_at: DateTime<Utc>,
     pub case_type: String,
     pub priority: CasePriority,
@@ -68,23 +69,31 @@ pub struct CaseFacts {
     pub team: Option<String>,
     pub agent: Option<String>,
     /// First response by a person (automated acknowledgements do not count).
+    #[serde(with = "crate::instants")]
     pub first_response_at: Option<DateTime<Utc>>,
     /// SLA pauses (waiting on customer ...).
+    #[serde(with = "crate::instants")]
     pub pauses: Vec<Stop>,
     /// Resolved → reopened gaps (the resolution clock does not run in them).
+    #[serde(with = "crate::instants")]
     pub resolved_gaps: Vec<Stop>,
     /// Current (final unless reopened later) resolution.
+    #[serde(with = "crate::instants")]
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolved_by: Option<String>,
     pub first_contact: bool,
     pub ever_resolved: bool,
     pub reopens: u32,
+    #[serde(with = "crate::instants")]
     pub escalations: Vec<DateTime<Utc>>,
     /// Current close, if closed.
+    #[serde(with = "crate::instants")]
     pub closed: Option<(DateTime<Utc>, CloseCode)>,
     /// Derived: when the first response is due (`None`: no policy, or the clock is stopped).
+    #[serde(with = "crate::instants")]
     pub first_response_due: Option<DateTime<Utc>>,
     /// Derived: when the resolution is due.
+    #[serde(with = "crate::instants")]
     pub resolution_due: Option<DateTime<Utc>>,
 }
 

@@ -94,12 +94,16 @@ pub struct AccountSignals {
     /// Two-way interactions per day (days since 1970-01-01).
     pub interaction_days: BTreeMap<i64, u32>,
     /// Latest NPS answer (instant, score).
+    #[serde(with = "crate::instants")]
     pub nps: Option<(DateTime<Utc>, u8)>,
     /// Latest CSAT answer.
+    #[serde(with = "crate::instants")]
     pub csat: Option<(DateTime<Utc>, u8)>,
     /// Contacts who left.
+    #[serde(with = "crate::instants")]
     pub contacts_left: Vec<DateTime<Utc>>,
     /// `PaymentOverdue` instants.
+    #[serde(with = "crate::instants")]
     pub failed_payments: Vec<DateTime<Utc>>,
 }
 
@@ -108,6 +112,7 @@ pub struct AccountSignals {
 pub struct OrderDebts {
     pub account: String,
     /// Invoice → first overdue instant.
+    #[serde(with = "crate::instants")]
     pub overdue: BTreeMap<String, DateTime<Utc>>,
 }
 

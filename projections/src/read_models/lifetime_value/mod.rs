@@ -61,6 +61,7 @@ impl Default for LifetimeValueConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deal {
     pub account: String,
+    #[serde(with = "crate::instants")]
     pub at: DateTime<Utc>,
     pub amount_minor: i64,
     pub currency: String,
@@ -70,6 +71,7 @@ pub struct Deal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFacts {
     pub account: String,
+    #[serde(with = "crate::instants")]
     pub at: DateTime<Utc>,
     pub amount_minor: i64,
     /// Σ line costs when every line has one.

@@ -60,7 +60,7 @@ pub struct Rep {
 /// How an opportunity stands.
 ///
 /// In JSON (format 1 snapshots, and any human-readable form) it is internally tagged,
-/// `{"status": "won", ...}`; in binary forms (format 2 snapshots, bincode), which cannot
+/// `{"status": "won", ...}`; in binary forms (format 3 snapshots, bincode), which cannot
 /// read an internal tag, it is externally tagged (see [`status_serde`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OppStatus {
@@ -92,15 +92,18 @@ mod status_serde {
             pub(super) enum $name<T> {
                 Open,
                 Won {
+                    #[serde(with = "crate::instants")]
                     at: DateTime<Utc>,
                     amount_minor: i64,
                     currency: T,
                 },
                 Lost {
+                    #[serde(with = "crate::instants")]
                     at: DateTime<Utc>,
                     reason: T,
                 },
                 Voided {
+                    #[serde(with = "crate::instants")]
                     at: DateTime<Utc>,
                 },
             }
@@ -178,8 +181,10 @@ pub struct Visit {
     /// Stage.
     pub stage: String,
     /// Entered.
+    #[serde(with = "crate::instants")]
     pub entered_at: DateTime<Utc>,
     /// Left (`None` while it stays).
+    #[serde(with = "crate::instants")]
     pub exited_at: Option<DateTime<Utc>>,
     /// Where it went: another stage, `Won`, `Lost` or `Voided`.
     pub exit_to: Option<String>,
@@ -197,6 +202,7 @@ pub struct Opp {
     pub kind: OpportunityKind,
     pub stage: String,
     pub probability: u8,
+    #[serde(with = "crate::instants")]
     pub opened_at: DateTime<Utc>,
     pub is_test: bool,
     pub status: OppStatus,
