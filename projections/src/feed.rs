@@ -1,7 +1,16 @@
 //! The log reader all workers of one runner share: pages of events aligned on fixed
 //! positions, cached for a while, so workers catching up together read and decode each page
-//! once instead of once per projection. Each worker still pulls at its own pace from its own
-//! checkpoint; the cache only saves work, it never orders or gates workers.
+//! once instead of once per projection. Each worker pulls from its own checkpoint; the cache
+//! only saves work, it never orders workers.
+//!
+//! Workers catching up together do not drift apart by more than the cache holds: each says
+//! through its [`Cursor`] which page it reads, and a worker about to read a page more than
+//! [`LEAD_PAGES_MAX`] pages ahead of another one (that is still within the cache's reach)
+//! waits for it, at most [`LAGGARD_WAIT_MAX`] per page. Without this the workers that fold
+//! less run ahead, the pages the slowest one needs are evicted before it reads them, and it
+//! reads and decodes the log a second time on its own (on a loaded machine the catch-up's
+//! CPU time doubled). A worker that stops, waits in its backoff, or lies further behind than
+//! the cache (a rebuild beside live workers) holds nobody back.
 //!
 //! While workers catch up, the feed reads ahead: a request for a full page starts loading
 //! the next [`READ_AHEAD_PAGES`] full pages as tasks of their own, and a page is decoded when
@@ -10,10 +19,12 @@
 //! on the blocking pool, off the workers' path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crm_eventstore::{EventStore, Position, ReadError};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::projection::{kind_count, kind_of, CachedEvent};
 
@@ -24,6 +35,81 @@ pub const CACHE_PAGES_MAX: usize = 64;
 /// Full pages loaded ahead of the page a worker asks for (well below [`CACHE_PAGES_MAX`], so
 /// read-ahead never evicts pages the workers behind still need).
 pub const READ_AHEAD_PAGES: u64 = 8;
+/// Most pages a worker reads ahead of another worker catching up within the cache's reach
+/// (the cache keeps [`CACHE_PAGES_MAX`] pages, read-ahead takes [`READ_AHEAD_PAGES`] of
+/// them, and a few are left for pages in flight).
+pub const LEAD_PAGES_MAX: u64 = 48;
+/// Longest a worker waits for one page's laggard before it reads on.
+pub const LAGGARD_WAIT_MAX: Duration = Duration::from_millis(100);
+
+/// Where the workers reading full pages are: page index by cursor id.
+#[derive(Default)]
+struct Cursors {
+    pages: Mutex<HashMap<u64, u64>>,
+    next_id: AtomicU64,
+    /// Notified whenever a cursor moves or goes.
+    moved: Notify,
+}
+
+impl Cursors {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The page of the furthest-behind other cursor whose distance to `index` the reader at
+    /// `index` should wait on: more than [`LEAD_PAGES_MAX`] pages behind, and not so far
+    /// behind that the cache no longer holds pages for it.
+    fn laggard(&self, id: u64, index: u64) -> Option<u64> {
+        let reach = u64::try_from(CACHE_PAGES_MAX).unwrap_or(u64::MAX);
+        self.lock()
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .map(|(_, page)| *page)
+            .filter(|page| {
+                let behind = index.saturating_sub(*page);
+                behind > LEAD_PAGES_MAX && behind <= reach
+            })
+            .min()
+    }
+}
+
+/// A worker's place among the readers of a feed (see the module documentation); it leaves
+/// when dropped.
+pub(crate) struct Cursor {
+    cursors: Arc<Cursors>,
+    id: u64,
+}
+
+impl Cursor {
+    fn at(&self, index: u64) {
+        self.cursors.lock().insert(self.id, index);
+        self.cursors.moved.notify_waiters();
+    }
+
+    /// Waits (at most [`LAGGARD_WAIT_MAX`]) until no other cursor within the cache's reach
+    /// is more than [`LEAD_PAGES_MAX`] pages behind page `index`.
+    async fn wait_for_laggards(&self, index: u64) {
+        let deadline = tokio::time::Instant::now() + LAGGARD_WAIT_MAX;
+        loop {
+            let moved = self.cursors.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.cursors.laggard(self.id, index).is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.cursors.lock().remove(&self.id);
+        self.cursors.moved.notify_waiters();
+    }
+}
 
 /// A run of consecutive events.
 pub(crate) type Page = Vec<CachedEvent>;
@@ -56,6 +142,7 @@ pub(crate) struct Feed<S: EventStore> {
     cache: Mutex<Cache>,
     /// By event kind: whether a registered projection consumes it (decoded on load).
     wanted: RwLock<Arc<Vec<bool>>>,
+    cursors: Arc<Cursors>,
 }
 
 impl<S: EventStore> Feed<S> {
@@ -64,6 +151,15 @@ impl<S: EventStore> Feed<S> {
             store,
             cache: Mutex::new(Cache::default()),
             wanted: RwLock::new(Arc::new(Vec::new())),
+            cursors: Arc::new(Cursors::default()),
+        }
+    }
+
+    /// A new reader's cursor; it keeps the others from running too far ahead of it.
+    pub(crate) fn cursor(&self) -> Cursor {
+        Cursor {
+            cursors: Arc::clone(&self.cursors),
+            id: self.cursors.next_id.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -148,6 +244,24 @@ impl<S: EventStore> Feed<S> {
                 feed.lock().loading.remove(&next);
             });
         }
+    }
+
+    /// As [`Feed::chunk`], for the reader at `cursor`: a full page more than
+    /// [`LEAD_PAGES_MAX`] pages ahead of another reader is read once that reader has come
+    /// nearer (or [`LAGGARD_WAIT_MAX`] has passed).
+    pub(crate) async fn chunk_at(
+        self: &Arc<Self>,
+        next: Position,
+        head: Position,
+        cursor: &Cursor,
+    ) -> Result<Chunk, ReadError> {
+        let next = next.max(Position::FIRST);
+        let index = (next.0 - 1) / PAGE_EVENTS;
+        if next <= head && head.0 >= (index + 1) * PAGE_EVENTS {
+            cursor.at(index);
+            cursor.wait_for_laggards(index).await;
+        }
+        self.chunk(next, head).await
     }
 
     /// The events from `next` on, at most to the end of `next`'s page and never past `head`.
@@ -290,6 +404,38 @@ mod tests {
         let again = feed.chunk(Position(EVENTS), head).await.unwrap();
         assert!(!Arc::ptr_eq(&tail.page, &again.page));
         assert_eq!(tail.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_a_laggard_the_cache_still_serves_and_for_no_other() {
+        use std::time::Duration;
+        let feed = Feed::new(MemoryStore::new());
+        let (a, b) = (feed.cursor(), feed.cursor());
+        // Whether the wait ends at its first poll.
+        async fn now(f: impl std::future::Future<Output = ()>) -> Result<(), ()> {
+            tokio::time::timeout(Duration::ZERO, f)
+                .await
+                .map_err(|_| ())
+        }
+        a.at(0);
+        // Within the lead: no wait.
+        b.at(LEAD_PAGES_MAX);
+        assert!(now(b.wait_for_laggards(LEAD_PAGES_MAX)).await.is_ok());
+        // Further ahead, with `a` still within the cache's reach: waits until `a` comes nearer.
+        let ahead = LEAD_PAGES_MAX + 10;
+        b.at(ahead);
+        assert!(now(b.wait_for_laggards(ahead)).await.is_err());
+        a.at(20);
+        assert!(now(b.wait_for_laggards(ahead)).await.is_ok());
+        // `a` beyond the cache's reach (a rebuild behind live workers) holds nobody back.
+        let far = 20 + u64::try_from(CACHE_PAGES_MAX).unwrap() + 1;
+        b.at(far);
+        assert!(now(b.wait_for_laggards(far)).await.is_ok());
+        // Nor does a reader that left; the laggard itself never waits.
+        assert!(now(a.wait_for_laggards(20)).await.is_ok());
+        b.at(ahead);
+        drop(a);
+        assert!(now(b.wait_for_laggards(ahead)).await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

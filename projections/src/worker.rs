@@ -338,6 +338,7 @@ impl<P: Projection> Worker<P> {
         let mut unsaved = 0u64;
         let mut last_save = Instant::now();
         let mut memo = WantsMemo::default();
+        let cursor = feed.cursor();
         let save_failure = |e: ProjectionError, position: Position| Failure {
             position,
             message: e.to_string(),
@@ -394,10 +395,13 @@ impl<P: Projection> Worker<P> {
             if head.0 - applied.0 > PAGE_EVENTS {
                 self.set_phase(role, Phase::CatchingUp);
             }
-            let chunk = feed.chunk(next, head).await.map_err(|e| Failure {
-                position: next,
-                message: format!("reading the log failed: {e}"),
-            })?;
+            let chunk = feed
+                .chunk_at(next, head, &cursor)
+                .await
+                .map_err(|e| Failure {
+                    position: next,
+                    message: format!("reading the log failed: {e}"),
+                })?;
             let count = self.apply_chunk(&slot, chunk.events(), next, head, &mut memo)?;
             if count == 0 {
                 return Err(Failure {
