@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use fastbloom::BloomFilter;
 
-use super::index::{Index, IndexError};
+use super::index::{u64_at, Index, IndexError};
 use crate::error::{Corruption, ReadError};
 use crate::types::{EventId, Position};
 
@@ -54,11 +54,6 @@ const FILTER_SEED: u128 = 0x6372_6d2d_6964_732d_6669_6c74_6572_2d31;
 const CHUNK_PREFIX: u8 = b'J';
 const RUN_PREFIX: u8 = b'R';
 const RUN_LIST_PREFIX: u8 = b'Q';
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_be_bytes(raw))
-}
 
 fn position_key(prefix: u8, p: Position) -> [u8; 9] {
     let mut k = [prefix; 9];

@@ -74,7 +74,7 @@ fn offset_key(p: Position) -> [u8; 9] {
     k
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
     Some(u64::from_be_bytes(raw))
 }
