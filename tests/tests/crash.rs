@@ -5,7 +5,8 @@
 //! once, where it was acknowledged, with its content, and that the log is
 //! intact. The cycles run on one directory, so crashes accumulate.
 //!
-//! `CRM_CRASH_CYCLES` raises the number of cycles (default 50),
+//! `CRM_CRASH_CYCLES` raises the number of cycles (default 50; a longer run prints its
+//! counts every 50 cycles),
 //! `CRM_CRASH_SEED` replays a run (the seed is printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +34,8 @@ const DEFAULT_SEED: u64 = 0x00C0_FFEE_5EED_2024;
 const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Cycles between full checks of every record's content and every stream through `read_stream`.
 const FULL_CHECK_EVERY: u64 = 10;
+/// Cycles between the counts a long run prints as it goes.
+const PROGRESS_EVERY: u64 = 50;
 /// Problems printed in full (all are counted).
 const PROBLEMS_SHOWN: usize = 20;
 
@@ -486,6 +489,10 @@ fn acknowledged_appends_survive_sigkill() {
             check_store(&store, cycle, full, &mut tally).await;
             store.close().await;
         });
+        if cycle % PROGRESS_EVERY == 0 && cycle < cycles {
+            // A long run shows its counts as it goes, so one stopped early still has them.
+            let _ = writeln!(std::io::stderr().lock(), "{} (so far)", tally.summary());
+        }
     }
     let summary = tally.summary();
     // Written to the process's stderr directly (not `eprintln!`, which the
