@@ -125,13 +125,14 @@ pub(crate) fn chunk_pair_count(tree: &sled::Tree) -> Result<usize, IndexError> {
     Ok(count)
 }
 
-/// The runs (their last positions), oldest first.
-pub(crate) fn runs(tree: &sled::Tree) -> Result<Vec<Position>, IndexError> {
+/// The runs, oldest first: each one's last position and number of pairs (0 where the
+/// count is unreadable: it only sizes the writer's filter).
+pub(crate) fn runs(tree: &sled::Tree) -> Result<Vec<(Position, u64)>, IndexError> {
     let mut out = Vec::new();
     for item in tree.scan_prefix([RUN_LIST_PREFIX]) {
-        let (k, _) = super::index::guarded(|| item)?;
+        let (k, v) = super::index::guarded(|| item)?;
         let p = u64_at(&k, 1).ok_or(IndexError::Malformed("a malformed run entry"))?;
-        out.push(Position(p));
+        out.push((Position(p), u64_at(&v, 0).unwrap_or(0)));
     }
     Ok(out)
 }
@@ -262,10 +263,11 @@ pub(crate) struct IdLookup {
 impl IdLookup {
     fn load(index: &Index) -> Result<Loaded, IndexError> {
         let tree = index.tree();
-        let runs = runs(tree)?;
+        let listed = runs(tree)?;
+        let sealed = listed.iter().fold(0u64, |n, (_, c)| n.saturating_add(*c));
+        let runs: Vec<Position> = listed.into_iter().map(|(p, _)| p).collect();
         let sealed_through = runs.last().copied().unwrap_or(Position::ZERO);
         let unsealed_pairs = chunk_pairs(tree)?;
-        let sealed: u64 = runs_len(tree)?;
         let total = usize::try_from(sealed)
             .unwrap_or(usize::MAX)
             .saturating_add(unsealed_pairs.len());
@@ -306,7 +308,11 @@ impl IdLookup {
         let sealed = index.sealed_through();
         if sealed > loaded.sealed_through {
             // The indexer sealed a run: its ids are in sled now.
-            loaded.runs = runs(index.tree()).map_err(|e| index.read_error(e))?;
+            loaded.runs = runs(index.tree())
+                .map_err(|e| index.read_error(e))?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
             loaded.unsealed.retain(|_, p| *p > sealed);
             loaded.sealed_through = sealed;
         }
@@ -342,16 +348,6 @@ impl IdLookup {
     }
 }
 
-/// Pairs in all runs.
-fn runs_len(tree: &sled::Tree) -> Result<u64, IndexError> {
-    let mut total = 0u64;
-    for item in tree.scan_prefix([RUN_LIST_PREFIX]) {
-        let (_, v) = super::index::guarded(|| item)?;
-        total = total.saturating_add(u64_at(&v, 0).unwrap_or(0));
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,8 +380,12 @@ mod tests {
             runs_made.push(seal(&tree).unwrap().unwrap());
             assert_eq!(chunk_pair_count(&tree).unwrap(), 0);
         }
-        assert_eq!(runs(&tree).unwrap(), runs_made);
-        assert_eq!(runs_len(&tree).unwrap(), 15_000);
+        let listed = runs(&tree).unwrap();
+        assert_eq!(
+            listed.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            runs_made
+        );
+        assert!(listed.iter().all(|(_, count)| *count == 5_000));
         for n in 1..next {
             let want = Some(Position(n));
             let run = runs_made[usize::try_from((n - 1) / 5_000).unwrap()];
