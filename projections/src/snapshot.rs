@@ -493,6 +493,21 @@ mod tests {
         text: String,
     }
 
+    /// Loads the snapshot at `path` for `P(1)` and checks that it resumes with `state` at
+    /// `position`.
+    fn assert_resumes(path: &Path, state: &[u64], position: u64) {
+        match load(&P(1), path).unwrap() {
+            Loaded::Resumed {
+                state: loaded,
+                progress,
+            } => {
+                assert_eq!(loaded, state);
+                assert_eq!(progress.position.0, position);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn snapshot_json_is_byte_for_byte_serde_json() {
         let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
@@ -542,13 +557,7 @@ mod tests {
         };
         let bytes = encode(&P(1), &vec![1, 2, 3], &progress).unwrap();
         write_atomic("p", &path, &bytes).unwrap();
-        match load(&P(1), &path).unwrap() {
-            Loaded::Resumed { state, progress } => {
-                assert_eq!(state, vec![1, 2, 3]);
-                assert_eq!(progress.position.0, 7);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_resumes(&path, &[1, 2, 3], 7);
         assert_eq!(
             read_header(&path, "p")
                 .unwrap()
@@ -576,16 +585,7 @@ mod tests {
         };
         let state: Vec<u64> = (0..100_000).collect();
         save(&P(1), &state, &progress, &path).unwrap();
-        match load(&P(1), &path).unwrap() {
-            Loaded::Resumed {
-                state: loaded,
-                progress,
-            } => {
-                assert_eq!(loaded, state);
-                assert_eq!(progress.position.0, 9);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_resumes(&path, &state, 9);
         let header = read_header(&path, "p").unwrap().unwrap();
         assert_eq!(header.progress.position.0, 9);
         // The same state bytes as the in-memory encoding, after a header line of its own.
@@ -601,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_json_snapshot_still_loads_and_the_next_save_writes_format_2() {
+    fn a_format_1_json_snapshot_still_loads_and_the_next_save_writes_the_current_format() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p").join(SERVING_FILE);
         let progress = Progress {
@@ -617,16 +617,7 @@ mod tests {
         bytes.push(b'\n');
         bytes.extend_from_slice(&body);
         write_atomic("p", &path, &bytes).unwrap();
-        match load(&P(1), &path).unwrap() {
-            Loaded::Resumed {
-                state: loaded,
-                progress,
-            } => {
-                assert_eq!(loaded, state);
-                assert_eq!(progress.position.0, 11);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_resumes(&path, &state, 11);
         save(&P(1), &state, &progress, &path).unwrap();
         let header = read_header(&path, "p").unwrap().unwrap();
         assert_eq!(header.format, SNAPSHOT_FORMAT);
