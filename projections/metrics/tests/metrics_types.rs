@@ -7,7 +7,6 @@ mod metrics_support;
 
 use std::collections::BTreeMap;
 
-use crm_domain::aggregates::opportunity::OpportunityKind;
 use crm_metrics::{define, evaluate, Evaluation, Grain, Num, Query, Registry};
 use metrics_support::{t, Log};
 
@@ -31,19 +30,7 @@ fn close(a: Option<f64>, b: f64) -> bool {
 /// Reps r1 (East) and r2 (West) and seven deals, amounts in cents.
 async fn pipeline() -> Log {
     let mut log = Log::new();
-    let mut ev = log.rep("r1", "East", "2023-12-01");
-    ev.extend(log.rep("r2", "West", "2023-12-01"));
-    ev.extend(log.deal("o1", "r1", Some(100_000), "2024-01-01", "2024-01-11"));
-    ev.extend(log.deal("o2", "r1", None, "2024-01-05", "2024-01-20"));
-    ev.extend(log.deal("o3", "r2", Some(300_000), "2024-01-10", "2024-02-09"));
-    ev.extend(log.deal("o4", "r2", Some(200_000), "2024-01-15", "2024-01-20"));
-    ev.extend(log.reopen("o4", "2024-01-25"));
-    ev.extend(log.lose("o4", "2024-02-05"));
-    ev.extend(log.deal("o5", "r1", Some(150_000), "2024-01-02", "2024-01-12"));
-    ev.extend(log.void("o5", "2024-01-13"));
-    ev.extend(log.open_opp("o6", "r2", OpportunityKind::Renewal, 50_000, "2024-01-03"));
-    ev.extend(log.win("o6", 50_000, "2024-01-08"));
-    ev.extend(log.deal("o7", "r1", None, "2024-02-01", "2024-02-10"));
+    let ev = log.two_reps_and_seven_deals();
     log.append(ev).await;
     log
 }

@@ -55,19 +55,7 @@ async fn id_of(log: &Log, stream: &str, event_type: &str) -> Uuid {
 /// flagged as test data, the win of `o3` retracted, deal `o1` merged into another.
 async fn history() -> Log {
     let mut log = Log::new();
-    let mut ev = log.rep("r1", "East", "2023-12-01");
-    ev.extend(log.rep("r2", "West", "2023-12-01"));
-    ev.extend(log.deal("o1", "r1", Some(100_000), "2024-01-01", "2024-01-11"));
-    ev.extend(log.deal("o2", "r1", None, "2024-01-05", "2024-01-20"));
-    ev.extend(log.deal("o3", "r2", Some(300_000), "2024-01-10", "2024-02-09"));
-    ev.extend(log.deal("o4", "r2", Some(200_000), "2024-01-15", "2024-01-20"));
-    ev.extend(log.reopen("o4", "2024-01-25"));
-    ev.extend(log.lose("o4", "2024-02-05"));
-    ev.extend(log.deal("o5", "r1", Some(150_000), "2024-01-02", "2024-01-12"));
-    ev.extend(log.void("o5", "2024-01-13"));
-    ev.extend(log.open_opp("o6", "r2", OpportunityKind::Renewal, 50_000, "2024-01-03"));
-    ev.extend(log.win("o6", 50_000, "2024-01-08"));
-    ev.extend(log.deal("o7", "r1", None, "2024-02-01", "2024-02-10"));
+    let mut ev = log.two_reps_and_seven_deals();
     ev.extend(log.open_opp("o8", "r2", OpportunityKind::New, 70_000, "2024-02-12"));
     ev.extend(log.open_case("c1", "2024-01-02T09:00:00Z", false));
     ev.extend(log.pause("c1", "2024-01-02T12:00:00Z"));

@@ -144,6 +144,25 @@ impl Log {
             .unwrap()
     }
 
+    /// Reps r1 (East) and r2 (West) and seven deals o1 to o7, amounts in cents: o4 reopened
+    /// and lost, o5 voided, o6 a renewal. The events, not yet appended.
+    pub fn two_reps_and_seven_deals(&mut self) -> Vec<DomainEvent> {
+        let mut ev = self.rep("r1", "East", "2023-12-01");
+        ev.extend(self.rep("r2", "West", "2023-12-01"));
+        ev.extend(self.deal("o1", "r1", Some(100_000), "2024-01-01", "2024-01-11"));
+        ev.extend(self.deal("o2", "r1", None, "2024-01-05", "2024-01-20"));
+        ev.extend(self.deal("o3", "r2", Some(300_000), "2024-01-10", "2024-02-09"));
+        ev.extend(self.deal("o4", "r2", Some(200_000), "2024-01-15", "2024-01-20"));
+        ev.extend(self.reopen("o4", "2024-01-25"));
+        ev.extend(self.lose("o4", "2024-02-05"));
+        ev.extend(self.deal("o5", "r1", Some(150_000), "2024-01-02", "2024-01-12"));
+        ev.extend(self.void("o5", "2024-01-13"));
+        ev.extend(self.open_opp("o6", "r2", OpportunityKind::Renewal, 50_000, "2024-01-03"));
+        ev.extend(self.win("o6", 50_000, "2024-01-08"));
+        ev.extend(self.deal("o7", "r1", None, "2024-02-01", "2024-02-10"));
+        ev
+    }
+
     pub fn rep(&mut self, id: &str, region: &str, at: &str) -> Vec<DomainEvent> {
         let mut a = Agent::default();
         let agent_id = AgentId::new(id).unwrap();
