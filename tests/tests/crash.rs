@@ -5,24 +5,30 @@
 //! once, where it was acknowledged, with its content, and that the log is
 //! intact. The cycles run on one directory, so crashes accumulate.
 //!
+//! The parent keeps what its checks read (every event id with its position,
+//! stream and version, the streams' versions, the verified chain head), so an
+//! ordinary cycle reads and checks only the records appended since the last
+//! check; every [`FULL_CHECK_EVERY`] cycles, and in the last, it checks the
+//! whole log again and that it still holds what earlier checks read.
+//!
 //! `CRM_CRASH_CYCLES` raises the number of cycles (default 50; a longer run prints its
 //! counts every 50 cycles),
 //! `CRM_CRASH_SEED` replays a run (the seed is printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crm_eventstore::limits::READ_PAGE_MAX;
 use crm_eventstore::{
-    EventStore, ExpectedVersion, Position, ReadError, RecordedEvent, SledStore, StreamId,
-    StreamVersion,
+    EventStore, ExpectedVersion, Head, Position, RecordedEvent, SledStore, StreamId, StreamVersion,
 };
 use crm_tests::crash::{proposed, Rng};
 use uuid::Uuid;
@@ -32,7 +38,9 @@ const DEFAULT_CYCLES: u64 = 50;
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_5EED_2024;
 /// How long a child may take to print its first line before the test gives up.
 const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Cycles between full checks of every record's content and every stream through `read_stream`.
+/// Cycles between full checks: the whole log read, every record's content, every
+/// acknowledged event, every stream through `read_stream` and the chain from position 1
+/// (the cycles between check what was appended since the previous check).
 const FULL_CHECK_EVERY: u64 = 10;
 /// Cycles between the counts a long run prints as it goes.
 const PROGRESS_EVERY: u64 = 50;
@@ -174,21 +182,53 @@ impl Running {
     }
 }
 
+/// Where the check found an event: compact, one per event id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    position: u64,
+    /// Index into [`Tally::streams`].
+    stream: u32,
+    version: u64,
+}
+
+/// What the checks have read of the log: kept across cycles, so an ordinary
+/// cycle reads only the records appended since.
+#[derive(Default)]
+struct Seen {
+    /// Every event id read, where it was first found.
+    ids: HashMap<Uuid, Entry>,
+    /// Per stream (by index into [`Tally::streams`]), the last version read.
+    versions: Vec<u64>,
+    /// The position of the last record read (the checked head).
+    head: u64,
+    /// Records read (a duplicate counts twice).
+    records: u64,
+}
+
 /// Counts over the whole run; a problem is counted once per event id.
 #[derive(Default)]
 struct Tally {
     cycles: u64,
     acked: HashMap<Uuid, Ack>,
+    /// Acknowledged events not yet found where they were acknowledged:
+    /// this cycle's, and any earlier ones that were lost or misplaced.
+    pending: Vec<Uuid>,
     present: u64,
     lost: HashSet<Uuid>,
     duplicated: HashSet<Uuid>,
     misplaced: HashSet<Uuid>,
     corrupt: HashSet<String>,
     verify_failures: u64,
-    /// Records up to this position had their content checked.
-    content_checked_to: u64,
-    /// Per stream, the version up to which `read_stream` was last checked.
-    stream_checked: HashMap<String, u64>,
+    /// The streams met so far; [`Entry::stream`] indexes this.
+    streams: Vec<StreamId>,
+    stream_index: HashMap<StreamId, u32>,
+    /// The log as checked so far.
+    seen: Seen,
+    /// Per stream (by index), the version up to which `read_stream` was checked.
+    stream_checked: Vec<u64>,
+    /// The last record whose chain `verify` checked from position 1 on
+    /// (position 0: none yet); later checks link on to its hash.
+    verified: Head,
     problems: Vec<String>,
 }
 
@@ -197,6 +237,20 @@ impl Tally {
         if self.problems.len() < PROBLEMS_SHOWN {
             self.problems.push(format!("cycle {cycle}: {what}"));
         }
+    }
+
+    fn intern(&mut self, stream: &StreamId) -> u32 {
+        if let Some(&i) = self.stream_index.get(stream) {
+            return i;
+        }
+        let i = u32::try_from(self.streams.len()).unwrap();
+        self.streams.push(stream.clone());
+        self.stream_index.insert(stream.clone(), i);
+        i
+    }
+
+    fn stream(&self, index: u32) -> &StreamId {
+        &self.streams[usize::try_from(index).unwrap()]
     }
 
     fn clean(&self) -> bool {
@@ -228,109 +282,218 @@ impl Tally {
     }
 }
 
-/// Reads the whole log in global order; a read error ends the scan and is returned with what was read.
-async fn read_log(store: &SledStore) -> (Vec<RecordedEvent>, Option<ReadError>) {
-    let mut all = Vec::new();
-    let mut next = Position::FIRST;
+/// `12m05s`.
+fn minutes(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}m{:02}s", s / 60, s % 60)
+}
+
+/// Reads the log from `seen.head + 1` to its end into `seen`, page by page,
+/// checking each record: positions dense, no event id twice (against
+/// everything in `seen`), stream versions continuing from those in `seen`,
+/// content as written. Returns how many records it read.
+async fn scan(store: &SledStore, cycle: u64, seen: &mut Seen, tally: &mut Tally) -> u64 {
+    let mut read = 0u64;
+    let mut expected_position = seen.head + 1;
+    let mut next = Position(seen.head + 1);
     loop {
-        match store.read_all(next, READ_PAGE_MAX).await {
-            Ok(page) => {
-                let Some(last) = page.last() else {
-                    return (all, None);
-                };
-                next = last.position.next().unwrap();
-                all.extend(page);
+        let page = match store.read_all(next, READ_PAGE_MAX).await {
+            Ok(page) => page,
+            Err(e) => {
+                tally.corrupt.insert(format!("read error: {e}"));
+                tally.problem(
+                    cycle,
+                    format!(
+                        "read_all failed after {} records (at {next}): {e}",
+                        seen.records
+                    ),
+                );
+                return read;
             }
-            Err(e) => return (all, Some(e)),
+        };
+        let Some(last) = page.last() else {
+            return read;
+        };
+        next = last.position.next().unwrap();
+        for rec in &page {
+            if rec.position.0 != expected_position {
+                tally
+                    .corrupt
+                    .insert(format!("position {expected_position}"));
+                tally.problem(
+                    cycle,
+                    format!(
+                        "record #{expected_position} says position {}: positions not dense",
+                        rec.position
+                    ),
+                );
+            }
+            expected_position += 1;
+            let id = rec.event_id.0;
+            let stream = tally.intern(&rec.stream_id);
+            let s = usize::try_from(stream).unwrap();
+            if seen.versions.len() <= s {
+                seen.versions.resize(s + 1, 0);
+            }
+            let version = seen.versions[s];
+            if rec.stream_version.0 != version + 1 {
+                tally
+                    .corrupt
+                    .insert(format!("{} version {}", rec.stream_id, rec.stream_version));
+                tally.problem(
+                    cycle,
+                    format!(
+                        "stream {} jumps from version {version} to {} at position {}",
+                        rec.stream_id, rec.stream_version, rec.position
+                    ),
+                );
+            }
+            seen.versions[s] = rec.stream_version.0;
+            let entry = Entry {
+                position: rec.position.0,
+                stream,
+                version: rec.stream_version.0,
+            };
+            match seen.ids.entry(id) {
+                MapEntry::Occupied(first) => {
+                    let first = first.get().position;
+                    tally.duplicated.insert(id);
+                    tally.problem(
+                        cycle,
+                        format!(
+                            "event {id} is in the log twice (at {first}, again at {})",
+                            rec.position
+                        ),
+                    );
+                }
+                MapEntry::Vacant(v) => {
+                    v.insert(entry);
+                }
+            }
+            if !proposed(id).same_content(rec) {
+                tally.corrupt.insert(id.to_string());
+                tally.problem(
+                    cycle,
+                    format!(
+                        "event {id} at {} has content other than written",
+                        rec.position
+                    ),
+                );
+            }
+            seen.records += 1;
+            seen.head = seen.head.max(rec.position.0);
+            read += 1;
         }
     }
 }
 
 /// Checks the reopened log against everything acknowledged so far.
+///
+/// An ordinary cycle reads only the records after the head the previous
+/// check reached and checks them against what earlier checks kept (every id
+/// with its place, the streams' versions, the verified chain head). A full
+/// check reads and checks the whole log as if nothing were kept, and
+/// cross-checks that it still holds what earlier checks read, where they read it.
 async fn check_store(store: &SledStore, cycle: u64, full_check: bool, tally: &mut Tally) {
     let head = store.head();
-    let (log, error) = read_log(store).await;
-    if let Some(e) = error {
-        tally.corrupt.insert(format!("read error: {e}"));
+    let mut full_check = full_check;
+    let checked_to = tally.seen.head.max(tally.verified.position.0);
+    if head.position.0 < checked_to {
+        // Records a reopened store served must never disappear.
+        tally.corrupt.insert(format!("cycle {cycle}: log shrank"));
         tally.problem(
             cycle,
-            format!("read_all failed after {} records: {e}", log.len()),
+            format!(
+                "head is {} but an earlier check read up to {checked_to}: the log shrank",
+                head.position
+            ),
         );
+        full_check = true;
     }
-    tally.present = u64::try_from(log.len()).unwrap();
-    if tally.present != head.position.0 {
+
+    // Density, duplicates, stream versions and content of the records read.
+    let (start, read) = if full_check {
+        let mut fresh = Seen::default();
+        let read = scan(store, cycle, &mut fresh, tally).await;
+        // What earlier checks read is still there, in the same place.
+        let kept = std::mem::replace(&mut tally.seen, fresh);
+        let mut changed = Vec::new();
+        for (id, was) in &kept.ids {
+            let now = tally.seen.ids.get(id).copied();
+            if now != Some(*was) {
+                changed.push((*id, *was, now));
+            }
+        }
+        for (id, was, now) in changed {
+            tally.corrupt.insert(format!("{id} moved"));
+            let name = |e: Entry| {
+                format!(
+                    "position {} in {} version {}",
+                    e.position,
+                    tally.stream(e.stream),
+                    e.version
+                )
+            };
+            let what = format!(
+                "event {id}, read earlier at {}, is now {}",
+                name(was),
+                now.map_or_else(|| "gone".to_owned(), name)
+            );
+            tally.problem(cycle, what);
+        }
+        let old_range = tally
+            .seen
+            .ids
+            .values()
+            .filter(|e| e.position <= kept.head)
+            .count();
+        if old_range != kept.ids.len() {
+            tally.corrupt.insert(format!(
+                "cycle {cycle}: events appeared up to {}",
+                kept.head
+            ));
+            tally.problem(
+                cycle,
+                format!(
+                    "positions up to {} hold {old_range} distinct events, earlier checks read {}",
+                    kept.head,
+                    kept.ids.len()
+                ),
+            );
+        }
+        (0, read)
+    } else {
+        let start = tally.seen.head;
+        let mut seen = std::mem::take(&mut tally.seen);
+        let read = scan(store, cycle, &mut seen, tally).await;
+        tally.seen = seen;
+        (start, read)
+    };
+    tally.present = tally.seen.records;
+    if tally.seen.head != head.position.0 || start + read != head.position.0 {
         tally
             .corrupt
             .insert(format!("cycle {cycle}: head mismatch"));
         tally.problem(
             cycle,
             format!(
-                "head is {} but the log holds {} records",
-                head.position,
-                log.len()
+                "head is {} but the log holds {} records (read {read} after {start}, the last at {})",
+                head.position, tally.present, tally.seen.head
             ),
         );
     }
 
-    let mut by_id: HashMap<Uuid, &RecordedEvent> = HashMap::with_capacity(log.len());
-    let mut versions: HashMap<&StreamId, u64> = HashMap::new();
-    for (i, rec) in log.iter().enumerate() {
-        let expected_position = u64::try_from(i).unwrap() + 1;
-        if rec.position.0 != expected_position {
-            tally
-                .corrupt
-                .insert(format!("position {expected_position}"));
-            tally.problem(
-                cycle,
-                format!(
-                    "record #{expected_position} says position {}: positions not dense",
-                    rec.position
-                ),
-            );
-        }
-        let id = rec.event_id.0;
-        if by_id.insert(id, rec).is_some() {
-            tally.duplicated.insert(id);
-            tally.problem(
-                cycle,
-                format!("event {id} is in the log twice (again at {})", rec.position),
-            );
-        }
-        let version = versions.entry(&rec.stream_id).or_insert(0);
-        if rec.stream_version.0 != *version + 1 {
-            tally
-                .corrupt
-                .insert(format!("{} version {}", rec.stream_id, rec.stream_version));
-            tally.problem(
-                cycle,
-                format!(
-                    "stream {} jumps from version {version} to {} at position {}",
-                    rec.stream_id, rec.stream_version, rec.position
-                ),
-            );
-        }
-        *version = rec.stream_version.0;
-        // Older records were checked by earlier cycles; `verify` rechecks their hashes.
-        let new = rec.position.0 > tally.content_checked_to;
-        if (new || full_check) && !proposed(id).same_content(rec) {
-            tally.corrupt.insert(id.to_string());
-            tally.problem(
-                cycle,
-                format!(
-                    "event {id} at {} has content other than written",
-                    rec.position
-                ),
-            );
-        }
+    // The stream index agrees with the global order: every stream's version,
+    // and `read_stream` in full on a full check, otherwise from the version
+    // the previous check reached (what this cycle's child wrote).
+    if tally.stream_checked.len() < tally.streams.len() {
+        tally.stream_checked.resize(tally.streams.len(), 0);
     }
-
-    tally.content_checked_to = tally.content_checked_to.max(tally.present);
-
-    // The stream index agrees with the global order: in full every
-    // `FULL_CHECK_EVERY` cycles and in the last, otherwise from the
-    // versions the previous check saw on (what this cycle's child wrote).
-    for (stream, &last) in &versions {
-        match store.stream_version(stream).await {
+    for s in 0..tally.streams.len() {
+        let stream = tally.streams[s].clone();
+        let index = u32::try_from(s).unwrap();
+        let last = tally.seen.versions.get(s).copied().unwrap_or(0);
+        match store.stream_version(&stream).await {
             Ok(v) if v == StreamVersion(last) => {}
             other => {
                 tally
@@ -342,25 +505,25 @@ async fn check_store(store: &SledStore, cycle: u64, full_check: bool, tally: &mu
                 );
             }
         }
-        let checked_before = if full_check {
+        let mut seen = if full_check {
             0
         } else {
-            tally
-                .stream_checked
-                .get(stream.as_str())
-                .copied()
-                .unwrap_or(0)
+            tally.stream_checked[s]
         };
-        let mut seen = checked_before;
         loop {
             let from = StreamVersion(seen + 1);
-            match store.read_stream(stream, from, READ_PAGE_MAX).await {
+            match store.read_stream(&stream, from, READ_PAGE_MAX).await {
                 Ok(page) if page.is_empty() => break,
                 Ok(page) => {
                     for rec in &page {
                         seen += 1;
-                        let in_log = by_id.get(&rec.event_id.0).map(|r| r.position);
-                        if rec.stream_version.0 != seen || in_log != Some(rec.position) {
+                        let in_log = tally.seen.ids.get(&rec.event_id.0).copied();
+                        let expected = Entry {
+                            position: rec.position.0,
+                            stream: index,
+                            version: seen,
+                        };
+                        if rec.stream_version.0 != seen || in_log != Some(expected) {
                             tally
                                 .corrupt
                                 .insert(format!("cycle {cycle}: read_stream {stream} at {seen}"));
@@ -389,48 +552,88 @@ async fn check_store(store: &SledStore, cycle: u64, full_check: bool, tally: &mu
                 format!("read_stream({stream}) ends at version {seen}, the log holds {last}"),
             );
         }
-        tally
-            .stream_checked
-            .insert(stream.as_str().to_owned(), last);
+        tally.stream_checked[s] = last;
     }
 
-    // Every acknowledged event, from this cycle and all before, is where it was acknowledged.
-    let mut lost = Vec::new();
-    let mut misplaced = Vec::new();
-    for ack in tally.acked.values() {
-        match by_id.get(&ack.id) {
-            None => lost.push(ack.clone()),
-            Some(rec) => {
-                if rec.position.0 != ack.position
-                    || rec.stream_id.as_str() != ack.stream
-                    || rec.stream_version.0 != ack.version
+    // Acknowledged events are where they were acknowledged: on a full check
+    // all of them, otherwise this cycle's and any not found before.
+    let to_check: Vec<Uuid> = if full_check {
+        tally.acked.keys().copied().collect()
+    } else {
+        std::mem::take(&mut tally.pending)
+    };
+    let mut pending = Vec::new();
+    for id in to_check {
+        let ack = &tally.acked[&id];
+        match tally.seen.ids.get(&id).copied() {
+            None => {
+                pending.push(id);
+                if tally.lost.insert(id) {
+                    let what = format!("acknowledged event lost: {ack:?}");
+                    tally.problem(cycle, what);
+                }
+            }
+            Some(e) => {
+                let stream = &tally.streams[usize::try_from(e.stream).unwrap()];
+                if e.position != ack.position
+                    || stream.as_str() != ack.stream
+                    || e.version != ack.version
                 {
-                    misplaced.push((
-                        ack.clone(),
-                        rec.position,
-                        rec.stream_id.clone(),
-                        rec.stream_version,
-                    ));
+                    pending.push(id);
+                    if tally.misplaced.insert(id) {
+                        let what = format!(
+                            "acknowledged {ack:?} found at position {} in {stream} version {}",
+                            e.position, e.version
+                        );
+                        tally.problem(cycle, what);
+                    }
                 }
             }
         }
     }
-    for ack in lost {
-        if tally.lost.insert(ack.id) {
-            tally.problem(cycle, format!("acknowledged event lost: {ack:?}"));
-        }
-    }
-    for (ack, position, stream, version) in misplaced {
-        if tally.misplaced.insert(ack.id) {
-            tally.problem(cycle, format!("acknowledged {ack:?} found at position {position} in {stream} version {version}"));
-        }
-    }
+    tally.pending = pending;
 
-    match store.verify(Position(1), None).await {
-        Ok(report) if report.is_ok() && report.checked == head.position.0 => {}
+    // The hash chain: in full from position 1 on a full check (or before
+    // anything was verified); otherwise from the last verified record, whose
+    // hash must be the one verified then, so that the walk checks the link
+    // from it to the first new record (`verify` from a later position does
+    // not check the first walked record's link to its predecessor).
+    let anchor = if full_check {
+        Head::default()
+    } else {
+        tally.verified
+    };
+    let from = Position(anchor.position.0.max(1));
+    let expected_checked = head.position.0 + 1 - from.0;
+    match store.verify(from, None).await {
+        Ok(report) if report.is_ok() && report.checked == expected_checked => {
+            if anchor.position.0 > 0 {
+                match store.read_all(anchor.position, 1).await {
+                    Ok(page) if page.first().map(RecordedEvent::as_head) == Some(anchor) => {
+                        tally.verified = report.last_good;
+                    }
+                    other => {
+                        tally.verify_failures += 1;
+                        let found = other.map(|p| p.first().map(RecordedEvent::as_head));
+                        tally.problem(
+                            cycle,
+                            format!(
+                                "verify: record {} was verified as {anchor:?}, now reads {found:?}",
+                                anchor.position
+                            ),
+                        );
+                    }
+                }
+            } else {
+                tally.verified = report.last_good;
+            }
+        }
         other => {
             tally.verify_failures += 1;
-            tally.problem(cycle, format!("verify: {other:?} (head {})", head.position));
+            tally.problem(
+                cycle,
+                format!("verify from {from}: {other:?} (head {})", head.position),
+            );
         }
     }
 }
@@ -442,6 +645,8 @@ fn acknowledged_appends_survive_sigkill() {
         .max(DEFAULT_CYCLES);
     let seed = env_u64("CRM_CRASH_SEED").unwrap_or(DEFAULT_SEED);
     eprintln!("crash test: seed {seed:#x} (CRM_CRASH_SEED), {cycles} cycles (CRM_CRASH_CYCLES)");
+    let started = Instant::now();
+    let mut last_progress = started;
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
@@ -461,6 +666,7 @@ fn acknowledged_appends_survive_sigkill() {
             let ack = parse_ack(line)
                 .unwrap_or_else(|| panic!("cycle {cycle}: bad line from crash-writer: {line:?}"));
             acks_this_cycle += 1;
+            tally.pending.push(ack.id);
             if let Some(earlier) = tally.acked.insert(ack.id, ack.clone()) {
                 panic!(
                     "cycle {cycle}: event {} acknowledged twice: {earlier:?} and {ack:?}",
@@ -491,7 +697,15 @@ fn acknowledged_appends_survive_sigkill() {
         });
         if cycle % PROGRESS_EVERY == 0 && cycle < cycles {
             // A long run shows its counts as it goes, so one stopped early still has them.
-            let _ = writeln!(std::io::stderr().lock(), "{} (so far)", tally.summary());
+            let now = Instant::now();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{} (so far; {} elapsed, the last {PROGRESS_EVERY} cycles took {})",
+                tally.summary(),
+                minutes(now - started),
+                minutes(now - last_progress)
+            );
+            last_progress = now;
         }
     }
     let summary = tally.summary();
@@ -499,6 +713,7 @@ fn acknowledged_appends_survive_sigkill() {
     // test harness captures), so the counts show in every test run.
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{summary}");
+    let _ = writeln!(err, "crash test: {} elapsed", minutes(started.elapsed()));
     for p in &tally.problems {
         let _ = writeln!(err, "  {p}");
     }
