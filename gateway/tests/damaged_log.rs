@@ -7,7 +7,11 @@
 //! - `crm serve`: a read that meets the damaged record is 500 `log-damaged` without
 //!   `Retry-After`, `/readyz` answers 503 `log-damaged` from then on, `/v1/feed` from
 //!   position 1 sends events 1 to 3, one `error` message carrying the problem, and ends;
-//! - the NATS publisher publishes positions 1 to 3, reports the damage once and stops.
+//! - the NATS publisher publishes positions 1 to 3, reports the damage once and stops;
+//! - `crm serve` on a log cut short, whose open fails on the damage: it stays up, `/healthz`
+//!   200, `/readyz` and the API 503 `log-damaged` without `Retry-After`, exit 0 on SIGTERM;
+//!   a log it cannot open for another reason (locked, a data directory that is a file)
+//!   still exits 1 at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -156,8 +160,9 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
+/// A data directory whose log of 6 events was cut in the middle of its records (a truncated
+/// copy, a full disk during a copy): its open fails on the damage.
+fn log_cut_short() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let csv = fixture("contracts.csv");
     let mapping = fixture("contracts.toml");
@@ -168,8 +173,7 @@ fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
         "--mapping",
         mapping.to_str().unwrap(),
     ]));
-    // The embedded log keeps its records in segment files: cut the one holding them in the
-    // middle of its records (a truncated copy, a full disk during a copy).
+    // The embedded log keeps its records in segment files: cut the one holding them.
     let segments = files_ending(&dir.path().join("log"), ".seg");
     assert_eq!(segments.len(), 1, "{segments:?}");
     let file = std::fs::OpenOptions::new()
@@ -179,6 +183,12 @@ fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
     let size = file.metadata().unwrap().len();
     file.set_len(size / 2).unwrap();
     drop(file);
+    dir
+}
+
+#[test]
+fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
+    let dir = log_cut_short();
 
     let out = crm(dir.path()).args(["verify", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -193,16 +203,9 @@ fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
         "{report}"
     );
     assert!(remedy.contains("replica or backup"), "{report}");
-    for verb in ["stats", "events", "serve"] {
-        let out = crm(dir.path())
-            .args([verb])
-            .args(if verb == "serve" {
-                &["--listen", "127.0.0.1:0"][..]
-            } else {
-                &[]
-            })
-            .output()
-            .unwrap();
+    // (`crm serve` stays up, not ready: see the test after this one.)
+    for verb in ["stats", "events"] {
+        let out = crm(dir.path()).args([verb]).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let shown = text(&out.stderr);
         assert!(
@@ -211,6 +214,155 @@ fn a_log_cut_short_is_named_at_open_and_verify_still_reports_as_json() {
         );
         assert!(shown.contains("replica or backup"), "{verb}: {shown}");
     }
+}
+
+/// Waits at most [`WAIT`] for `child` to exit; its status (kills it and fails if it did
+/// not).
+fn wait_for_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_log_that_does_not_open_for_damage_stays_up_not_ready_until_stopped() {
+    let mut server = Server::start_in(log_cut_short());
+    let data_dir = server.dir.path().display().to_string();
+
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
+
+    // Not ready, naming the damage and the remedy, without an invitation to retry.
+    let response = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_none());
+    let status = response.status().as_u16();
+    let problem: Value = response.json().await.unwrap();
+    let detail = common::assert_problem(status, &problem, 503, "log-damaged");
+    let first_bad = problem["damaged_position"].as_u64().unwrap();
+    assert!((2..=6).contains(&first_bad), "{problem}");
+    assert!(
+        detail.contains(&format!("position {first_bad}")),
+        "{detail}"
+    );
+    assert!(detail.contains("replica or backup"), "{detail}");
+    assert!(!detail.contains(&data_dir), "{detail}");
+
+    // Every other route: the same 503, without positions or paths, whoever asks.
+    let requests = [
+        server.client.get(server.url("/v1/events?from=1")),
+        server
+            .client
+            .post(server.url("/v1/aggregates/account/commands"))
+            .json(&common::open_account("a-1")),
+        server.client.get(server.url("/v1/feed")),
+        server.client.get(server.url("/metrics")),
+        server
+            .client
+            .get(server.url("/v1/auth/whoami"))
+            .bearer_auth("crm_0000_not-a-token"),
+    ];
+    for request in requests {
+        let response = request.send().await.unwrap();
+        let url = response.url().clone();
+        assert!(response.headers().get("retry-after").is_none(), "{url}");
+        let status = response.status().as_u16();
+        let problem: Value = response.json().await.unwrap();
+        let detail = common::assert_problem(status, &problem, 503, "log-damaged");
+        assert!(
+            problem.get("damaged_position").is_none(),
+            "{url}: {problem}"
+        );
+        assert!(!detail.contains("position"), "{url}: {detail}");
+        assert!(!detail.contains(&data_dir), "{url}: {detail}");
+    }
+
+    // The damage and the remedy are logged once, at error level.
+    let next_line = || {
+        server
+            .stderr
+            .recv_timeout(WAIT)
+            .expect("the server wrote no more to stderr")
+    };
+    let logged = std::iter::repeat_with(next_line)
+        .find(|line| line.contains("could not be opened"))
+        .unwrap();
+    assert!(logged.contains("ERROR"), "{logged}");
+    assert!(
+        logged.contains(&format!("damaged at position {first_bad}")),
+        "{logged}"
+    );
+    assert!(logged.contains("replica or backup"), "{logged}");
+    // Stopped like the running server: SIGTERM, exit 0.
+    server.terminate();
+    let rest: Vec<String> = std::iter::repeat_with(next_line)
+        .take_while(|line| line != "stopped: the log was not opened")
+        .collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("could not be opened")),
+        "logged twice: {rest:?}"
+    );
+    let status = wait_for_exit(&mut server.child, "the not-ready server");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_log_it_cannot_open_for_another_reason_still_exits_1() {
+    // Locked by a running server: the open waits for the lock a few seconds, then fails.
+    let running = Server::start();
+    let mut second = crm(running.dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for_exit(&mut second, "crm serve on a locked log");
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("listening on"),
+        "{}",
+        text(&out.stdout)
+    );
+    let (status, _) = running.get("/readyz").await;
+    assert_eq!(status, 200);
+
+    // A data directory that is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, "not a directory").unwrap();
+    let mut serve = crm(&file)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for_exit(&mut serve, "crm serve on a file");
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("log-damaged"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// One Server-Sent Events message.

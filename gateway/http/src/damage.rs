@@ -6,16 +6,26 @@
 //!
 //! **Invariant:** once latched, the state is never cleared in this process: the damage is in
 //! the log's files, and only a restore (and a restart) removes it.
+//!
+//! A log whose open fails on damage is served by [`serve_open_damaged`] instead of the API:
+//! alive (`/healthz` 200) and not ready (`/readyz` 503 `log-damaged` naming the positions),
+//! every other route 503 `log-damaged`, none with `Retry-After`, until stopped; so an
+//! orchestrator sees a server out of rotation rather than a crash loop.
 
-use std::sync::{Mutex, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use crm_app::damage::{LogDamage, RESTORE_REMEDY};
 use crm_eventstore::ReadError;
+use tokio::net::TcpListener;
 
-use super::problem::PROBLEM_JSON;
+use super::problem::{problem_response, Problem, PROBLEM_JSON};
 use super::AppState;
 
 /// The slug of the problem type (`urn:crm:problem:log-damaged`).
@@ -39,6 +49,20 @@ impl DamageMet {
             position: damage.location.first_bad_position(),
             detail: format!("{error}; retrying will not help: the operator must {RESTORE_REMEDY}"),
         })
+    }
+
+    /// The damage that kept the log from opening ([`LogDamage::of_open`]): where it is, as
+    /// far as the store named it, and the remedy. What the store found stays in the
+    /// server's log, since it names the log's path on disk.
+    #[must_use]
+    pub fn of_open(damage: &LogDamage) -> DamageMet {
+        DamageMet {
+            position: damage.location.first_bad_position(),
+            detail: format!(
+                "the log could not be opened: it is damaged {}; retrying will not help: the operator must {RESTORE_REMEDY}",
+                damage.location
+            ),
+        }
     }
 }
 
@@ -125,6 +149,65 @@ pub fn document(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
     openapi
 }
 
+/// The router of a server whose log did not open because it is damaged: `GET /healthz` 200
+/// (the process is alive), `GET /readyz` 503 `log-damaged` with `met` (detail and
+/// `damaged_position`: the same public probe answer as a running server's that met damage),
+/// every other route and method 503 `log-damaged` without positions or paths (no caller can
+/// be authenticated: the token register is in the log). No answer has `Retry-After`.
+pub fn open_damaged_router(met: &DamageMet) -> Router {
+    let mut ready = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        LOG_DAMAGED,
+        format!("not ready: {}", met.detail),
+    );
+    ready.damaged_position = met.position;
+    let elsewhere = Arc::new(Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        LOG_DAMAGED,
+        "the log is damaged, so this server serves nothing until the operator restores the log and restarts it; retrying will not help (GET /readyz names the damage)".to_owned(),
+    ));
+    let ready = Arc::new(ready);
+    let not_served = move || {
+        let problem = Arc::clone(&elsewhere);
+        async move { problem_response(&problem) }
+    };
+    Router::new()
+        .route("/healthz", get(super::ops::healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let problem = Arc::clone(&ready);
+                async move { problem_response(&problem) }
+            }),
+        )
+        .fallback(not_served.clone())
+        .method_not_allowed_fallback(not_served)
+}
+
+/// Serves [`open_damaged_router`] on `listener` (HTTPS with `tls`) until `signal` completes,
+/// with the connection layer's default limits.
+pub async fn serve_open_damaged(
+    listener: TcpListener,
+    met: &DamageMet,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    signal: impl Future<Output = ()>,
+) {
+    metrics::gauge!("crm_log_damaged").set(1.0);
+    let stopping = async move {
+        signal.await;
+        eprintln!("shutting down");
+    };
+    super::connections::serve_connections(
+        listener,
+        open_damaged_router(met),
+        super::connections::ConnectionLimits::default(),
+        tls,
+        stopping,
+    )
+    .await;
+    eprintln!("stopped: the log was not opened");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +232,50 @@ mod tests {
         assert!(!latch.latch(&DamageMet::of_read(&corrupt(9)).unwrap()));
         assert_eq!(latch.get().and_then(|m| m.position), Some(4));
         assert_eq!(DamageMet::of_read(&ReadError::Closed), None);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_did_not_open_is_alive_not_ready_and_serves_nothing_else() {
+        use axum::body::{to_bytes, Body};
+        use axum::http::{header, Method};
+        use crm_app::damage::DamageLocation;
+        use tower::ServiceExt;
+
+        let damage = LogDamage {
+            location: DamageLocation::At { position: 9 },
+            reason: "the log at /secret/data/log is damaged: a frame".into(),
+        };
+        let met = DamageMet::of_open(&damage);
+        assert_eq!(met.position, Some(9));
+        assert!(met.detail.contains("at position 9"), "{}", met.detail);
+        assert!(!met.detail.contains("/secret"), "{}", met.detail);
+        let answer = |method: Method, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            open_damaged_router(&met).oneshot(request)
+        };
+        let healthz = answer(Method::GET, "/healthz").await.unwrap();
+        assert_eq!(healthz.status(), StatusCode::OK);
+        for (method, path, position) in [
+            (Method::GET, "/readyz", Some(9)),
+            (Method::GET, "/v1/events", None),
+            (Method::POST, "/v1/aggregates/account/commands", None),
+            (Method::POST, "/healthz", None),
+            (Method::GET, "/metrics", None),
+        ] {
+            let response = answer(method, path).await.unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert!(response.headers().get(header::RETRY_AFTER).is_none());
+            assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+            let body = to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+            let problem: Problem = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem.type_uri, "urn:crm:problem:log-damaged", "{path}");
+            assert_eq!(problem.damaged_position, position, "{path}");
+            assert_eq!(problem.detail.contains("position 9"), position.is_some());
+            assert!(problem.detail.contains("retrying will not help"));
+        }
     }
 }

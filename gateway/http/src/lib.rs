@@ -33,7 +33,9 @@
 //!
 //! **Invariant:** a request that meets a damaged record gets 500 `log-damaged` (no
 //! `Retry-After`), a feed sends it as one `error` event and ends, and `/readyz` answers 503
-//! `log-damaged` from then on ([`damage`]).
+//! `log-damaged` from then on ([`damage`]). A log whose open fails on damage is served by
+//! [`damage::serve_open_damaged`] instead: `/healthz` 200, every other route 503
+//! `log-damaged`, until stopped.
 //!
 //! **Invariant:** shutdown (SIGTERM, Ctrl-C) stops accepting connections, ends the feeds,
 //! lets in-flight requests (appends) finish, then closes the store.

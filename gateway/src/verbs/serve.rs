@@ -1,5 +1,6 @@
 //! `crm serve`: the HTTP API, the projections and (with a NATS URL) the publisher, until
-//! SIGTERM or Ctrl-C. [`serve_api`] is the wiring `crm demo` shares.
+//! SIGTERM or Ctrl-C. [`serve_api`] is the wiring `crm demo` shares. A log whose open fails
+//! on damage is served not ready ([`crm_http::damage::serve_open_damaged`]) instead.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,9 +10,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use crm_app::config::{Config, Flags};
-use crm_app::store::{self, Create};
+use crm_app::damage::LogDamage;
+use crm_app::store::{self, Create, StoreOpenError};
 use crm_eventstore::AnyStore;
 use crm_http::auth::AuthPolicy;
+use crm_http::damage::DamageMet;
 use crm_http::read_models::Projections;
 use crm_http::BeforeClose;
 
@@ -19,6 +22,9 @@ use super::Globals;
 
 /// Flags of `crm serve`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "A log that does not open because it is damaged is not a crash: crm serve logs the damage and the remedy once, listens as configured and answers /healthz 200, /readyz and every other route 503 `log-damaged` (no Retry-After), until SIGTERM or Ctrl-C (exit 0), so an orchestrator sees it not ready instead of restarting it in a loop; restore the log (deploy/README.md, \"Restoring a damaged log\") and restart it. Any other failure to open the log (locked, missing master key, permissions) exits 1 with its message."
+)]
 pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port); also
     /// `CRM_LISTEN` or `[serve] listen` in the config file.
@@ -59,7 +65,13 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
         tls_key: args.tls_key.clone(),
         ..Flags::default()
     })?;
-    let store = store::open(&config, Create::IfMissing).await?;
+    let store = match store::open(&config, Create::IfMissing).await {
+        Ok(store) => store,
+        Err(e) => match LogDamage::find(&e) {
+            Some(damage) => return serve_damaged(&config, &damage, &e).await,
+            None => return Err(e.into()),
+        },
+    };
     let publisher = match crm_publish::Publisher::start_configured(
         store.clone(),
         &config.publish,
@@ -90,6 +102,71 @@ pub async fn run(globals: &Globals, args: ServeArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Serves a log that did not open because it is damaged: logs the damage and the remedy
+/// once, then answers not ready on the configured address until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// The TLS files cannot be used or the address is taken.
+async fn serve_damaged(
+    config: &Config,
+    damage: &LogDamage,
+    error: &StoreOpenError,
+) -> anyhow::Result<ExitCode> {
+    let (listener, options, url) = listen(config).await?;
+    tracing::error!(
+        position = damage.first_bad_position().map(|p| p.0),
+        error = %error,
+        remedy = %damage.remedy(),
+        "the log is damaged and could not be opened: serving not ready (503 log-damaged) until stopped"
+    );
+    print_banner(&format!(
+        "crm serve: the log is damaged {} and was not opened; listening on {url} (not ready: every route but /healthz answers 503 log-damaged until the log is restored and the server restarted); Ctrl-C or SIGTERM stops",
+        damage.location
+    ))?;
+    crm_http::damage::serve_open_damaged(
+        listener,
+        &DamageMet::of_open(damage),
+        options.tls,
+        crm_http::shutdown_signal(),
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the TLS certificate and key when configured and listens on the configured
+/// address; the listener, the options with TLS set as configured, and the server's URL.
+///
+/// # Errors
+/// The TLS files cannot be used or the address is taken.
+async fn listen(
+    config: &Config,
+) -> anyhow::Result<(tokio::net::TcpListener, crm_http::ServeOptions, String)> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| crm_http::tls::server_config(&files.cert_file, &files.key_file))
+        .transpose()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let options = crm_http::ServeOptions {
+        tls,
+        ..crm_http::ServeOptions::default()
+    };
+    Ok((listener, options, url))
+}
+
+/// Prints `text` and a newline to stdout in one write: a reader may stop reading after the
+/// first line (tests take the address from it), and a later write to a closed pipe would
+/// fail the start.
+fn print_banner(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(format!("{text}\n").as_bytes())?;
+    stdout.flush()
+}
+
 /// Loads the TLS certificate and key when configured, listens on the configured address,
 /// prints `banner` (`{url}` replaced by `http://` or `https://` and the bound address),
 /// starts the projections when asked, and serves until SIGTERM or Ctrl-C; the
@@ -109,27 +186,12 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let started = async {
         let auth = AuthPolicy::resolve(&config.auth, &store, config.listen).await?;
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|files| crm_http::tls::server_config(&files.cert_file, &files.key_file))
-            .transpose()?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let address = listener.local_addr()?;
-        let mut stdout = std::io::stdout().lock();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        // One write: a reader may stop reading after the first line (tests take the
-        // address from it), and a later write to a closed pipe would fail the start.
-        let text = format!(
-            "{}\n{}\n",
-            banner.replace("{url}", &format!("{scheme}://{address}")),
+        let (listener, options, url) = listen(config).await?;
+        print_banner(&format!(
+            "{}\n{}",
+            banner.replace("{url}", &url),
             auth.describe()
-        );
-        stdout.write_all(text.as_bytes())?;
-        stdout.flush()?;
-        drop(stdout);
+        ))?;
         let projections = if projections {
             Some(
                 Projections::start(
@@ -142,10 +204,10 @@ pub async fn serve_api(
         } else {
             None
         };
-        anyhow::Ok((listener, projections, auth, tls))
+        anyhow::Ok((listener, projections, auth, options))
     }
     .await;
-    let (listener, projections, auth, tls) = match started {
+    let (listener, projections, auth, options) = match started {
         Ok(started) => started,
         Err(e) => {
             if let Some(before_close) = before_close {
@@ -163,9 +225,8 @@ pub async fn serve_api(
         listener,
         crm_http::ServeOptions {
             auth,
-            tls,
             checkpoints,
-            ..crm_http::ServeOptions::default()
+            ..options
         },
         crm_http::shutdown_signal(),
     )
