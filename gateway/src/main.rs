@@ -2,6 +2,7 @@
 //! runtime and hands each verb to its module in [`verbs`]; everything else lives in the
 //! library crates (`crm-app`, `crm-import`, `crm-export`, `crm-http`, `crm-publish`).
 
+mod allocator;
 mod metric_output;
 mod verbs;
 
@@ -117,6 +118,7 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
