@@ -233,6 +233,19 @@ fn wait_for_exit(child: &mut std::process::Child, what: &str) -> std::process::E
     }
 }
 
+/// `/readyz`'s status and problem document, asserting it does not invite a retry.
+async fn readyz_without_retry_after(server: &Server) -> (u16, Value) {
+    let response = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_none());
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_a_log_that_does_not_open_for_damage_stays_up_not_ready_until_stopped() {
     let mut server = Server::start_in(log_cut_short());
@@ -242,15 +255,7 @@ async fn serve_on_a_log_that_does_not_open_for_damage_stays_up_not_ready_until_s
     assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
 
     // Not ready, naming the damage and the remedy, without an invitation to retry.
-    let response = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.headers().get("retry-after").is_none());
-    let status = response.status().as_u16();
-    let problem: Value = response.json().await.unwrap();
+    let (status, problem) = readyz_without_retry_after(&server).await;
     let detail = common::assert_problem(status, &problem, 503, "log-damaged");
     let first_bad = problem["damaged_position"].as_u64().unwrap();
     assert!((2..=6).contains(&first_bad), "{problem}");
@@ -453,15 +458,7 @@ async fn serve_answers_log_damaged_turns_not_ready_and_ends_a_feed_after_one_err
     assert_eq!(page["events"].as_array().unwrap().len(), 3);
 
     // Not ready from now on, without an invitation to retry.
-    let response = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.headers().get("retry-after").is_none());
-    let status = response.status().as_u16();
-    let problem: Value = response.json().await.unwrap();
+    let (status, problem) = readyz_without_retry_after(&server).await;
     assert_log_damaged(status, &problem, 503);
 
     // A feed that would start at the damaged record (an EventSource reconnecting with
