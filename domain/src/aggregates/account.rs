@@ -25,6 +25,7 @@ pub struct OpenAccount {
     /// Our own company or a staff account: excluded from customer-facing metrics.
     pub is_internal: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -33,6 +34,7 @@ pub struct OpenAccount {
 pub struct ChangeAccountOwner {
     pub account_id: AccountId,
     pub to: AgentId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -41,6 +43,7 @@ pub struct ChangeAccountOwner {
 pub struct ChangeAccountSegment {
     pub account_id: AccountId,
     pub to: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -67,6 +70,7 @@ pub struct AccountOpened {
     pub owner: AgentId,
     pub is_internal: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -77,6 +81,7 @@ pub struct AccountOwnerChanged {
     pub account_id: AccountId,
     pub from: AgentId,
     pub to: AgentId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -87,6 +92,7 @@ pub struct AccountSegmentChanged {
     pub account_id: AccountId,
     pub from: Label,
     pub to: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -23,6 +23,7 @@ use crate::values::{AgentId, Label, TeamId};
 pub struct RegisterAgent {
     pub agent_id: AgentId,
     pub personal: Option<PersonalData>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -33,6 +34,7 @@ pub struct AssignRep {
     pub team: TeamId,
     pub region: Label,
     pub manager: Option<AgentId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -42,6 +44,7 @@ pub struct AssignRep {
 pub struct EraseAgentPersonalData {
     pub agent_id: AgentId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -65,6 +68,7 @@ pub struct AgentRegistered {
     #[serde(default, deserialize_with = "crate::personal::stored")]
     #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -76,6 +80,7 @@ pub struct RepAssigned {
     pub team: TeamId,
     pub region: Label,
     pub manager: Option<AgentId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -85,6 +90,7 @@ pub struct RepAssigned {
 pub struct AgentPersonalDataErased {
     pub agent_id: AgentId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

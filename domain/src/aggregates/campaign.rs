@@ -48,6 +48,7 @@ pub struct LaunchCampaign {
     pub segment: Option<Label>,
     pub audience_size: u32,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -57,6 +58,7 @@ pub struct RecordCampaignCost {
     pub campaign_id: CampaignId,
     pub amount: Money,
     pub category: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -66,6 +68,7 @@ pub struct RecordCampaignResponse {
     pub campaign_id: CampaignId,
     pub respondent: Respondent,
     pub response_type: ResponseType,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -74,6 +77,7 @@ pub struct RecordCampaignResponse {
 pub struct EndCampaign {
     pub campaign_id: CampaignId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -82,6 +86,7 @@ pub struct EndCampaign {
 pub struct CancelCampaign {
     pub campaign_id: CampaignId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -108,6 +113,7 @@ pub struct CampaignLaunched {
     pub segment: Option<Label>,
     pub audience_size: u32,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -118,6 +124,7 @@ pub struct CampaignCostRecorded {
     pub campaign_id: CampaignId,
     pub amount: Money,
     pub category: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -128,6 +135,7 @@ pub struct CampaignResponded {
     pub campaign_id: CampaignId,
     pub respondent: Respondent,
     pub response_type: ResponseType,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -137,6 +145,7 @@ pub struct CampaignResponded {
 pub struct CampaignEnded {
     pub campaign_id: CampaignId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -146,6 +155,7 @@ pub struct CampaignEnded {
 pub struct CampaignCancelled {
     pub campaign_id: CampaignId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

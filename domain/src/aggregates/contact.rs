@@ -27,6 +27,7 @@ pub struct AddContact {
     pub role: Label,
     pub personal: PersonalData,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -34,6 +35,7 @@ pub struct AddContact {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordContactDeparture {
     pub contact_id: ContactId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -42,6 +44,7 @@ pub struct RecordContactDeparture {
 pub struct OptOutContact {
     pub contact_id: ContactId,
     pub channel: Channel,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -50,6 +53,7 @@ pub struct OptOutContact {
 pub struct ChangeContactPersonalData {
     pub contact_id: ContactId,
     pub personal: PersonalData,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -58,6 +62,7 @@ pub struct ChangeContactPersonalData {
 pub struct EraseContactPersonalData {
     pub contact_id: ContactId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -87,6 +92,7 @@ pub struct ContactAdded {
     #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -97,6 +103,7 @@ pub struct ContactLeft {
     pub contact_id: ContactId,
     pub account_id: AccountId,
     pub role: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -106,6 +113,7 @@ pub struct ContactLeft {
 pub struct ContactOptedOut {
     pub contact_id: ContactId,
     pub channel: Channel,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -118,6 +126,7 @@ pub struct ContactPersonalDataChanged {
     #[serde(default, deserialize_with = "crate::personal::stored")]
     #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -127,6 +136,7 @@ pub struct ContactPersonalDataChanged {
 pub struct ContactPersonalDataErased {
     pub contact_id: ContactId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -58,6 +58,7 @@ pub struct SendSurvey {
     /// Id of the event that triggered the survey (e.g. a `CaseClosed`).
     pub trigger: Option<Uuid>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -74,6 +75,7 @@ pub struct AnswerSurvey {
     pub by_employee: bool,
     /// Used only when the answer creates the stream.
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -90,6 +92,7 @@ pub struct PostReview {
     pub author_ref: Label,
     pub by_employee: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -98,6 +101,7 @@ pub struct PostReview {
 pub struct RemoveReview {
     pub feedback_id: FeedbackId,
     pub reason: ReviewRemovalReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -121,6 +125,7 @@ pub struct SurveySent {
     pub contact: ContactId,
     pub trigger: Option<Uuid>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -135,6 +140,7 @@ pub struct SurveyAnswered {
     pub trigger: Option<Uuid>,
     pub by_employee: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -149,6 +155,7 @@ pub struct ReviewPosted {
     pub author_ref: Label,
     pub by_employee: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -158,6 +165,7 @@ pub struct ReviewPosted {
 pub struct ReviewRemoved {
     pub feedback_id: FeedbackId,
     pub reason: ReviewRemovalReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

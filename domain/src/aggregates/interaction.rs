@@ -105,6 +105,7 @@ pub struct LogInteraction {
     pub campaign: Option<CampaignId>,
     pub is_test: bool,
     /// Start of the interaction.
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -140,6 +141,7 @@ pub struct InteractionLogged {
     pub case: Option<CaseId>,
     pub campaign: Option<CampaignId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -55,6 +55,7 @@ pub struct CaptureLead {
     #[serde(default, deserialize_with = "crate::personal::or_none")]
     pub personal: PersonalData,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -65,6 +66,7 @@ pub struct ScoreLead {
     /// 0..=100.
     pub score: u8,
     pub model_version: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -78,6 +80,7 @@ pub struct QualifyLead {
     pub timeline: bool,
     /// 0..=100, when a score was used.
     pub score: Option<u8>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -86,6 +89,7 @@ pub struct QualifyLead {
 pub struct DisqualifyLead {
     pub lead_id: LeadId,
     pub reason: DisqualificationReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -94,6 +98,7 @@ pub struct DisqualifyLead {
 pub struct RecycleLead {
     pub lead_id: LeadId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -104,6 +109,7 @@ pub struct ConvertLead {
     pub account_id: AccountId,
     pub contact_id: ContactId,
     pub opportunity_id: Option<OpportunityId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -112,6 +118,7 @@ pub struct ConvertLead {
 pub struct EraseLeadPersonalData {
     pub lead_id: LeadId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -146,6 +153,7 @@ pub struct LeadCaptured {
     #[schemars(with = "Option<crate::personal::StoredPersonalData>")]
     pub personal: Option<PersonalData>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -156,6 +164,7 @@ pub struct LeadScored {
     pub lead_id: LeadId,
     pub score: LeadScore,
     pub model_version: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -169,6 +178,7 @@ pub struct LeadQualified {
     pub need: bool,
     pub timeline: bool,
     pub score: Option<LeadScore>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -178,6 +188,7 @@ pub struct LeadQualified {
 pub struct LeadDisqualified {
     pub lead_id: LeadId,
     pub reason: DisqualificationReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -187,6 +198,7 @@ pub struct LeadDisqualified {
 pub struct LeadRecycled {
     pub lead_id: LeadId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -198,6 +210,7 @@ pub struct LeadConverted {
     pub account_id: AccountId,
     pub contact_id: ContactId,
     pub opportunity_id: Option<OpportunityId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -207,6 +220,7 @@ pub struct LeadConverted {
 pub struct LeadPersonalDataErased {
     pub lead_id: LeadId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -55,6 +55,7 @@ pub struct PlaceOrder {
     /// Set when the order fulfils a won opportunity (then it is not a separate purchase).
     pub opportunity: Option<OpportunityId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -63,6 +64,7 @@ pub struct PlaceOrder {
 pub struct CancelOrder {
     pub order_id: OrderId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -73,6 +75,7 @@ pub struct IssueInvoice {
     pub invoice_id: InvoiceId,
     pub amount: Money,
     pub due_on: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -82,6 +85,7 @@ pub struct RecordPayment {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
     pub amount: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -91,6 +95,7 @@ pub struct RecordPaymentOverdue {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
     pub days_overdue: u32,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -102,6 +107,7 @@ pub struct RefundOrder {
     /// Cost we get back (returned goods), when any.
     pub cost_reversed: Option<Money>,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -132,6 +138,7 @@ pub struct OrderPlaced {
     pub campaign: Option<CampaignId>,
     pub opportunity: Option<OpportunityId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -143,6 +150,7 @@ pub struct OrderPlaced {
 pub struct OrderLinesRecorded {
     pub order_id: OrderId,
     pub lines: Vec<OrderLine>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -152,6 +160,7 @@ pub struct OrderLinesRecorded {
 pub struct OrderCancelled {
     pub order_id: OrderId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -163,6 +172,7 @@ pub struct InvoiceIssued {
     pub invoice_id: InvoiceId,
     pub amount: Money,
     pub due_on: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -173,6 +183,7 @@ pub struct PaymentReceived {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
     pub amount: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -183,6 +194,7 @@ pub struct PaymentOverdue {
     pub order_id: OrderId,
     pub invoice_id: InvoiceId,
     pub days_overdue: u32,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -194,6 +206,7 @@ pub struct Refunded {
     pub amount: Money,
     pub cost_reversed: Option<Money>,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

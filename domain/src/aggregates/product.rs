@@ -23,6 +23,7 @@ pub struct ListProduct {
     pub series: Option<Label>,
     /// Suggested retail price.
     pub list_price: Option<Money>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -45,6 +46,7 @@ pub struct ProductListed {
     pub name: Label,
     pub series: Option<Label>,
     pub list_price: Option<Money>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

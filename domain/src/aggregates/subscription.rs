@@ -68,6 +68,7 @@ pub struct StartSubscription {
     pub order: Option<OrderId>,
     pub opportunity: Option<OpportunityId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -77,6 +78,7 @@ pub struct ChangeSubscription {
     pub subscription_id: SubscriptionId,
     pub plan: Label,
     pub monthly_amount: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -86,6 +88,7 @@ pub struct RenewSubscription {
     pub subscription_id: SubscriptionId,
     pub term_months: u32,
     pub monthly_amount: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -94,8 +97,10 @@ pub struct RenewSubscription {
 pub struct CancelSubscription {
     pub subscription_id: SubscriptionId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub effective_at: DateTime<Utc>,
     pub initiated_by: CancellationInitiator,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -103,6 +108,7 @@ pub struct CancelSubscription {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExpireSubscription {
     pub subscription_id: SubscriptionId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -115,6 +121,7 @@ pub struct RecordSubscriptionDetails {
     pub services: Vec<Label>,
     pub payment_method: Option<Label>,
     pub paperless_billing: Option<bool>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -143,11 +150,13 @@ pub struct SubscriptionStarted {
     pub kind: SubscriptionKind,
     pub monthly_amount: Money,
     pub term_months: u32,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub term_end: DateTime<Utc>,
     pub trial: bool,
     pub order: Option<OrderId>,
     pub opportunity: Option<OpportunityId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -161,6 +170,7 @@ pub struct SubscriptionChanged {
     pub from_monthly_amount: Money,
     pub to_monthly_amount: Money,
     pub change: PlanChange,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -170,8 +180,10 @@ pub struct SubscriptionChanged {
 pub struct SubscriptionRenewed {
     pub subscription_id: SubscriptionId,
     pub term_months: u32,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub new_term_end: DateTime<Utc>,
     pub monthly_amount: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -181,8 +193,10 @@ pub struct SubscriptionRenewed {
 pub struct SubscriptionCancelled {
     pub subscription_id: SubscriptionId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub effective_at: DateTime<Utc>,
     pub initiated_by: CancellationInitiator,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -191,7 +205,9 @@ pub struct SubscriptionCancelled {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionExpired {
     pub subscription_id: SubscriptionId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub term_end: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -203,6 +219,7 @@ pub struct SubscriptionDetailsRecorded {
     pub services: Vec<Label>,
     pub payment_method: Option<Label>,
     pub paperless_billing: Option<bool>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

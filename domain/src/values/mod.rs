@@ -3,6 +3,7 @@
 
 mod channel;
 mod ids;
+pub mod instant;
 mod label;
 mod money;
 mod scores;

@@ -20,6 +20,7 @@ pub struct OpenCase {
     pub sla_policy: Option<Label>,
     pub is_complaint: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -30,6 +31,7 @@ pub struct ReclassifyCase {
     pub case_type: Label,
     pub priority: CasePriority,
     pub is_complaint: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -39,6 +41,7 @@ pub struct AssignCase {
     pub case_id: CaseId,
     pub agent: AgentId,
     pub team: Option<TeamId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -50,6 +53,7 @@ pub struct RecordFirstResponse {
     pub agent: Option<AgentId>,
     pub channel: Channel,
     pub automated: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -58,6 +62,7 @@ pub struct RecordFirstResponse {
 pub struct PauseCaseSla {
     pub case_id: CaseId,
     pub reason: SlaPauseReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -66,6 +71,7 @@ pub struct PauseCaseSla {
 pub struct ResumeCaseSla {
     pub case_id: CaseId,
     pub reason: SlaResumeReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -76,6 +82,7 @@ pub struct EscalateCase {
     /// 1..=[`super::ESCALATION_LEVEL_MAX`], above the current level.
     pub level: u8,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -87,6 +94,7 @@ pub struct ResolveCase {
     pub resolution_code: Label,
     /// The agent's flag: solved in the first contact.
     pub first_contact: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -95,6 +103,7 @@ pub struct ResolveCase {
 pub struct ReopenCase {
     pub case_id: CaseId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -103,6 +112,7 @@ pub struct ReopenCase {
 pub struct CloseCase {
     pub case_id: CaseId,
     pub close_code: CloseCode,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -111,6 +121,7 @@ pub struct CloseCase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RepeatCaseClose {
     pub case_id: CaseId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -21,6 +21,7 @@ pub struct CaseOpened {
     pub sla_policy: Option<Label>,
     pub is_complaint: bool,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -32,6 +33,7 @@ pub struct CaseReclassified {
     pub case_type: Label,
     pub priority: CasePriority,
     pub is_complaint: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -42,6 +44,7 @@ pub struct CaseAssigned {
     pub case_id: CaseId,
     pub agent: AgentId,
     pub team: Option<TeamId>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -53,6 +56,7 @@ pub struct CaseFirstResponded {
     pub agent: Option<AgentId>,
     pub channel: Channel,
     pub automated: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -62,6 +66,7 @@ pub struct CaseFirstResponded {
 pub struct CaseSlaPaused {
     pub case_id: CaseId,
     pub reason: SlaPauseReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -71,6 +76,7 @@ pub struct CaseSlaPaused {
 pub struct CaseSlaResumed {
     pub case_id: CaseId,
     pub reason: SlaResumeReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -81,6 +87,7 @@ pub struct CaseEscalated {
     pub case_id: CaseId,
     pub level: u8,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -92,6 +99,7 @@ pub struct CaseResolved {
     pub agent: Option<AgentId>,
     pub resolution_code: Label,
     pub first_contact: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -101,6 +109,7 @@ pub struct CaseResolved {
 pub struct CaseReopened {
     pub case_id: CaseId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -110,6 +119,7 @@ pub struct CaseReopened {
 pub struct CaseClosed {
     pub case_id: CaseId,
     pub close_code: CloseCode,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -120,6 +130,7 @@ pub struct CaseClosed {
 #[serde(deny_unknown_fields)]
 pub struct CaseCloseRepeated {
     pub case_id: CaseId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -27,6 +27,7 @@ pub struct OpenOpportunity {
     pub lead: Option<LeadId>,
     pub campaign: Option<CampaignId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -37,6 +38,7 @@ pub struct ChangeOpportunityStage {
     pub to: Label,
     /// Win probability of the new stage, percent.
     pub probability: u8,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -45,6 +47,7 @@ pub struct ChangeOpportunityStage {
 pub struct ChangeOpportunityAmount {
     pub opportunity_id: OpportunityId,
     pub to: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -53,6 +56,7 @@ pub struct ChangeOpportunityAmount {
 pub struct ChangeOpportunityCloseDate {
     pub opportunity_id: OpportunityId,
     pub to: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -61,6 +65,7 @@ pub struct ChangeOpportunityCloseDate {
 pub struct ChangeOpportunityOwner {
     pub opportunity_id: OpportunityId,
     pub to: AgentId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -69,6 +74,7 @@ pub struct ChangeOpportunityOwner {
 pub struct IdentifyCompetitor {
     pub opportunity_id: OpportunityId,
     pub competitor: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -80,6 +86,7 @@ pub struct SendProposal {
     pub revision: u32,
     pub amount: Money,
     pub valid_until: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -92,6 +99,7 @@ pub struct WinOpportunity {
     pub list_price: Option<Money>,
     pub discount: Option<Money>,
     pub competitor: Option<Label>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -101,6 +109,7 @@ pub struct LoseOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: LossReason,
     pub competitor: Option<Label>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -109,6 +118,7 @@ pub struct LoseOpportunity {
 pub struct ReopenOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -117,6 +127,7 @@ pub struct ReopenOpportunity {
 pub struct VoidOpportunity {
     pub opportunity_id: OpportunityId,
     pub reason: VoidReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -27,6 +27,7 @@ pub struct OpportunityOpened {
     pub lead: Option<LeadId>,
     pub campaign: Option<CampaignId>,
     pub is_test: bool,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -38,6 +39,7 @@ pub struct OpportunityStageChanged {
     pub from: Label,
     pub to: Label,
     pub probability: Probability,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -48,6 +50,7 @@ pub struct OpportunityAmountChanged {
     pub opportunity_id: OpportunityId,
     pub from: Money,
     pub to: Money,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -58,6 +61,7 @@ pub struct OpportunityCloseDateChanged {
     pub opportunity_id: OpportunityId,
     pub from: NaiveDate,
     pub to: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -68,6 +72,7 @@ pub struct OpportunityOwnerChanged {
     pub opportunity_id: OpportunityId,
     pub from: AgentId,
     pub to: AgentId,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -77,6 +82,7 @@ pub struct OpportunityOwnerChanged {
 pub struct CompetitorIdentified {
     pub opportunity_id: OpportunityId,
     pub competitor: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -88,6 +94,7 @@ pub struct ProposalSent {
     pub revision: u32,
     pub amount: Money,
     pub valid_until: NaiveDate,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -101,6 +108,7 @@ pub struct OpportunityWon {
     pub list_price: Option<Money>,
     pub discount: Option<Money>,
     pub competitor: Option<Label>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -111,6 +119,7 @@ pub struct OpportunityLost {
     pub opportunity_id: OpportunityId,
     pub reason: LossReason,
     pub competitor: Option<Label>,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -120,6 +129,7 @@ pub struct OpportunityLost {
 pub struct OpportunityReopened {
     pub opportunity_id: OpportunityId,
     pub reason: Label,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -129,6 +139,7 @@ pub struct OpportunityReopened {
 pub struct OpportunityVoided {
     pub opportunity_id: OpportunityId,
     pub reason: VoidReason,
+    #[serde(deserialize_with = "crate::values::instant::deserialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
