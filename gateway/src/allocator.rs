@@ -8,12 +8,12 @@
 //! the heap and give the heap's top back once 1 MiB of it is free; at most one arena per
 //! core bounds what idle threads keep. Measured with `crm-bench metric-memory` over
 //! 10,000,000 events (README): metric questions peaked at 309–569 MiB before, 252–494 MiB
-//! after; over 1,000,000 events they took 20–40 % longer on a loaded machine, the open
+//! after; over 1,000,000 events their median time rose by about a fifth and the open took
 //! 0.1 s more (sled's buffers are mapped afresh).
 //!
-//! A `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` (or
-//! `GLIBC_TUNABLES`) in the environment is the operator's choice: the setting it names is
-//! left as glibc read it.
+//! The environment is the operator's choice: a `MALLOC_TRIM_THRESHOLD_`,
+//! `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` leaves the setting it names as glibc read
+//! it, and a `GLIBC_TUNABLES` leaves all three.
 
 /// Heap top kept before it is given back, and the size from which a block is its own mapping.
 const THRESHOLD_BYTES: i32 = 1024 * 1024;
