@@ -324,18 +324,27 @@ async fn serve_on_a_log_that_does_not_open_for_damage_stays_up_not_ready_until_s
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_on_a_log_it_cannot_open_for_another_reason_still_exits_1() {
-    // Locked by a running server: the open waits for the lock a few seconds, then fails.
-    let running = Server::start();
-    let mut second = crm(running.dir.path())
+/// Runs `crm serve` on `data_dir` (a free loopback port) until it exits within [`WAIT`]:
+/// its status and its output.
+fn serve_until_exit(
+    data_dir: &std::path::Path,
+    what: &str,
+) -> (std::process::ExitStatus, std::process::Output) {
+    let mut serve = crm(data_dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let status = wait_for_exit(&mut second, "crm serve on a locked log");
-    let out = second.wait_with_output().unwrap();
+    let status = wait_for_exit(&mut serve, what);
+    (status, serve.wait_with_output().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_log_it_cannot_open_for_another_reason_still_exits_1() {
+    // Locked by a running server: the open waits for the lock a few seconds, then fails.
+    let running = Server::start();
+    let (status, out) = serve_until_exit(running.dir.path(), "crm serve on a locked log");
     assert_eq!(status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("in use"),
@@ -354,14 +363,7 @@ async fn serve_on_a_log_it_cannot_open_for_another_reason_still_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data");
     std::fs::write(&file, "not a directory").unwrap();
-    let mut serve = crm(&file)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_for_exit(&mut serve, "crm serve on a file");
-    let out = serve.wait_with_output().unwrap();
+    let (status, out) = serve_until_exit(&file, "crm serve on a file");
     assert_eq!(status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("log-damaged"),
