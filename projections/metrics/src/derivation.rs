@@ -163,12 +163,7 @@ pub(crate) struct Cand {
 }
 
 pub(crate) fn env<'a>(view: &'a LogView, c: &'a Compiled) -> Env<'a> {
-    Env {
-        view,
-        params: &c.params,
-        cal: &c.calendar,
-        vars: None,
-    }
+    Env::new(view, &c.params, &c.calendar, None)
 }
 
 /// Selects the candidate facts of `facts`: the events of its types that pass `where`,
@@ -201,10 +196,16 @@ pub(crate) fn select(
                 Some(t) => env.eval(Some(i), t).as_time(),
                 None => occurred,
             };
+            // Only an event marked globally excluded is read whole, for its code.
+            let global = view.ty_and_global(i).is_some_and(|(_, g)| g);
             Cand {
                 ev: i,
                 time: t,
-                excluded: view.ev(i).and_then(|e| e.global).map(str::to_owned),
+                excluded: if global {
+                    view.ev(i).and_then(|e| e.global).map(str::to_owned)
+                } else {
+                    None
+                },
             }
         })
         .collect();
@@ -257,6 +258,10 @@ pub(crate) fn dims_of(
     frame: &Frame<'_>,
     ev: u32,
 ) -> Result<Option<Vec<String>>, MetricError> {
+    if frame.filter.is_empty() && frame.adhoc.conditions.is_empty() && frame.by.is_empty() {
+        // No breakdown and nothing to filter on: every fact is in, with no dimensions.
+        return Ok(Some(Vec::new()));
+    }
     let dim = |d: &String| {
         c.dims
             .get(d)
@@ -367,7 +372,9 @@ impl Contribution {
 /// Candidates with a time, in time order (then log order).
 pub(crate) fn timed(mut cands: Vec<Cand>) -> Vec<Cand> {
     cands.retain(|k| k.time.is_some());
-    cands.sort_by_key(|k| (k.time, k.ev));
+    // No two candidates are of the same event, so no two keys are equal and an unstable
+    // sort gives the one order there is.
+    cands.sort_unstable_by_key(|k| (k.time, k.ev));
     cands
 }
 
@@ -440,7 +447,7 @@ impl Out {
     /// Adds `num` and `den` to a cell without a row (folding only): a measure's share of a
     /// cell settled after its rows (an entity's first fact).
     pub(crate) fn credit(&mut self, key: CellKey, num: Num, den: Num) -> Result<(), MetricError> {
-        let cell = self.fold.cells.entry(key).or_default();
+        let cell = self.fold.cell(key);
         cell.num = Some(cell.num.unwrap_or(Num::ZERO).add(num)?);
         cell.den = Some(cell.den.unwrap_or(Num::ZERO).add(den)?);
         Ok(())
@@ -560,6 +567,11 @@ pub(crate) fn reduce(
 /// Cells being reduced, one row at a time.
 struct Fold {
     reducer: Reducer,
+    /// Without a breakdown, the cell of each period (key `(p, [])`), by period: most folds
+    /// are of this kind, and a row finds its cell without a search. Moved into `cells` at
+    /// the end.
+    plain: Vec<CellVal>,
+    /// The other cells.
     cells: BTreeMap<CellKey, CellVal>,
     samples: BTreeMap<CellKey, Vec<f64>>,
     seen: BTreeSet<(CellKey, String)>,
@@ -567,18 +579,28 @@ struct Fold {
 
 impl Fold {
     fn new(reducer: Reducer, frame: &Frame<'_>) -> Fold {
-        let mut cells: BTreeMap<CellKey, CellVal> = BTreeMap::new();
-        if frame.by.is_empty() {
-            for p in 0..frame.periods.len() {
-                cells.insert((p, Vec::new()), CellVal::default());
-            }
-        }
+        let plain = if frame.by.is_empty() {
+            vec![CellVal::default(); frame.periods.len()]
+        } else {
+            Vec::new()
+        };
         Fold {
             reducer,
-            cells,
+            plain,
+            cells: BTreeMap::new(),
             samples: BTreeMap::new(),
             seen: BTreeSet::new(),
         }
+    }
+
+    /// The cell of `key`, made empty when new.
+    fn cell(&mut self, key: CellKey) -> &mut CellVal {
+        if key.1.is_empty() {
+            if let Some(cell) = self.plain.get_mut(key.0) {
+                return cell;
+            }
+        }
+        self.cells.entry(key).or_default()
     }
 
     /// Adds the row of cell `key`; a distinct key's first row gets its 1 here.
@@ -599,13 +621,10 @@ impl Fold {
             }
         }
         let sample = row.sample.filter(|_| row.excluded.is_none());
-        let cell = match sample {
-            Some(s) => {
-                self.samples.entry(key.clone()).or_default().push(s);
-                self.cells.entry(key).or_default()
-            }
-            None => self.cells.entry(key).or_default(),
-        };
+        if let Some(s) = sample {
+            self.samples.entry(key.clone()).or_default().push(s);
+        }
+        let cell = self.cell(key);
         if let Some(code) = &row.excluded {
             match cell.excluded.get_mut(code) {
                 Some(n) => *n += 1,
@@ -634,6 +653,9 @@ impl Fold {
 
     fn finish(mut self) -> BTreeMap<CellKey, CellVal> {
         let reducer = self.reducer;
+        for (p, cell) in std::mem::take(&mut self.plain).into_iter().enumerate() {
+            self.cells.insert((p, Vec::new()), cell);
+        }
         for (key, cell) in self.cells.iter_mut() {
             let ratio_like = matches!(
                 reducer,
@@ -673,5 +695,70 @@ impl Fold {
             }
         }
         self.cells
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn row(period: usize, excluded: Option<&str>) -> Row {
+        Row {
+            ev: 0,
+            input: Arc::from(""),
+            period,
+            dims: Vec::new(),
+            excluded: excluded.map(str::to_owned),
+            num: Some(Num::ONE),
+            den: None,
+            sample: None,
+            key: None,
+            currency: None,
+        }
+    }
+
+    /// Without a breakdown every period has its cell, rows land in their period's, and a
+    /// period past the frame's still gets a cell of its own, in key order.
+    #[test]
+    fn fold_without_breakdown_keeps_every_period_and_strays() {
+        let at = |m| Utc.with_ymd_and_hms(2024, m, 1, 0, 0, 0).unwrap();
+        let periods: Vec<Period> = (1..=3)
+            .map(|m| Period {
+                start: at(m),
+                end: at(m + 1),
+                label: format!("2024-0{m}"),
+            })
+            .collect();
+        let adhoc = crate::adhoc::Adhoc::default();
+        let filter = BTreeMap::new();
+        let frame = Frame {
+            periods: &periods,
+            by: &[],
+            filter: &filter,
+            adhoc: &adhoc,
+            rows: false,
+        };
+        let reducer = Reducer::Additive {
+            ratio: false,
+            count_value: false,
+        };
+        let mut fold = Fold::new(reducer, &frame);
+        for (p, excluded) in [(0, None), (2, None), (0, Some("X")), (0, None), (7, None)] {
+            let mut r = row(p, excluded);
+            fold.add((p, Vec::new()), &mut r).unwrap();
+        }
+        let cells = fold.finish();
+        let keys: Vec<usize> = cells.keys().map(|(p, _)| *p).collect();
+        assert_eq!(keys, vec![0, 1, 2, 7]);
+        let cell = |p: usize| cells.get(&(p, Vec::new())).unwrap();
+        assert_eq!(cell(0).included, 2);
+        assert_eq!(cell(0).value, Some(2.0));
+        assert_eq!(cell(0).excluded.get("X"), Some(&1));
+        assert_eq!(cell(1).included, 0);
+        assert_eq!(cell(1).value, Some(0.0));
+        assert_eq!(cell(2).value, Some(1.0));
+        assert_eq!(cell(7).value, Some(1.0));
     }
 }

@@ -5,6 +5,7 @@
 //! match. So a rule over a field some events lack simply does not fire for them.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -145,6 +146,35 @@ fn attribute<'a>(view: &'a LogView, s: u32, name: &str, at: DateTime<Utc>) -> Va
     current.or(first).map_or(Val::Null, json)
 }
 
+/// Most event type names one evaluation remembers (a definition names a handful).
+const TYPE_NAMES_MAX: usize = 64;
+
+/// Event types by name as the view numbers them, each looked up in the view once per
+/// evaluation: functions such as `has` ask for the same few types for every fact.
+#[derive(Debug, Default)]
+pub(crate) struct TypeIds {
+    known: RefCell<Vec<(Box<str>, Option<u16>)>>,
+}
+
+impl TypeIds {
+    /// The number of type `name` as `resolve` (the view's index) gives it, asked once per
+    /// name (`None`: the view holds no event of that type).
+    pub(crate) fn get(&self, name: &str, resolve: impl FnOnce(&str) -> Option<u16>) -> Option<u16> {
+        if let Ok(known) = self.known.try_borrow() {
+            if let Some((_, id)) = known.iter().find(|(n, _)| **n == *name) {
+                return *id;
+            }
+        }
+        let id = resolve(name);
+        if let Ok(mut known) = self.known.try_borrow_mut() {
+            if known.len() < TYPE_NAMES_MAX {
+                known.push((name.into(), id));
+            }
+        }
+        id
+    }
+}
+
 /// What an expression is evaluated against.
 pub(crate) struct Env<'a> {
     pub view: &'a LogView,
@@ -152,18 +182,39 @@ pub(crate) struct Env<'a> {
     pub cal: &'a BusinessCalendar,
     /// Inputs of a derived metric.
     pub vars: Option<&'a BTreeMap<String, Option<f64>>>,
+    /// Types looked up so far.
+    pub types: TypeIds,
 }
 
 impl<'a> Env<'a> {
-    /// Evaluates `e` for the fact `ev` (an index into the view).
-    pub(crate) fn eval(&self, ev: Option<u32>, e: &Expr) -> Val<'a> {
+    pub(crate) fn new(
+        view: &'a LogView,
+        params: &'a BTreeMap<String, Param>,
+        cal: &'a BusinessCalendar,
+        vars: Option<&'a BTreeMap<String, Option<f64>>>,
+    ) -> Env<'a> {
+        Env {
+            view,
+            params,
+            cal,
+            vars,
+            types: TypeIds::default(),
+        }
+    }
+
+    /// Evaluates `e` for the fact `ev` (an index into the view). The value may borrow from
+    /// the view or from `e` (a text literal is not copied).
+    pub(crate) fn eval<'e>(&self, ev: Option<u32>, e: &'e Expr) -> Val<'e>
+    where
+        'a: 'e,
+    {
         match e {
             Expr::Lit(l) => match l {
                 Lit::Null => Val::Null,
                 Lit::Bool(b) => Val::Bool(*b),
                 Lit::Int(i) => Val::Int(*i),
                 Lit::Float(f) => Val::Float(*f),
-                Lit::Str(s) => Val::Str(Cow::Owned(s.clone())),
+                Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
             },
             Expr::List(items) => Val::List(items.iter().map(|x| self.eval(ev, x)).collect()),
             Expr::OccurredAt => ev
@@ -193,7 +244,10 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn path(&self, ev: Option<u32>, root: Root, fields: &[String]) -> Val<'a> {
+    fn path<'e>(&self, ev: Option<u32>, root: Root, fields: &'e [String]) -> Val<'e>
+    where
+        'a: 'e,
+    {
         let view = self.view;
         let Some((i, stream)) = ev.and_then(|i| Some((i, view.stream_of(i)?))) else {
             return match (root, fields.first()) {
@@ -214,19 +268,33 @@ impl<'a> Env<'a> {
                 .and_then(|s| s.creation)
                 .map_or(Val::Null, |c| walk(view.payload(c), fields)),
             Root::Event => {
-                let (Some(f), Some(fact)) = (fields.first(), view.ev(i)) else {
+                let Some(f) = fields.first() else {
                     return Val::Null;
                 };
-                let stream = view.stream(fact.stream);
+                // The type and stream are read from their columns; the rest from the
+                // whole event.
                 match f.as_str() {
-                    "type" => Val::Str(Cow::Borrowed(view.type_name(fact.ty))),
-                    "stream" => stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.name))),
-                    "category" => stream.map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.category))),
-                    "position" => i64::try_from(fact.position).map_or(Val::Null, Val::Int),
-                    "version" => i64::try_from(fact.version).map_or(Val::Null, Val::Int),
-                    "id" => Val::Str(Cow::Owned(fact.event_id.to_string())),
+                    "type" => view.ty_and_global(i).map_or(Val::Null, |(ty, _)| {
+                        Val::Str(Cow::Borrowed(view.type_name(ty)))
+                    }),
+                    "stream" => view
+                        .stream(stream)
+                        .map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.name))),
+                    "category" => view
+                        .stream(stream)
+                        .map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.category))),
                     "actor" => Val::Str(Cow::Borrowed(view.actor(i))),
-                    _ => Val::Null,
+                    other => {
+                        let Some(fact) = view.ev(i) else {
+                            return Val::Null;
+                        };
+                        match other {
+                            "position" => i64::try_from(fact.position).map_or(Val::Null, Val::Int),
+                            "version" => i64::try_from(fact.version).map_or(Val::Null, Val::Int),
+                            "id" => Val::Str(Cow::Owned(fact.event_id.to_string())),
+                            _ => Val::Null,
+                        }
+                    }
                 }
             }
         }
@@ -242,7 +310,10 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn get(&self, base: Val<'a>, fields: &[String]) -> Val<'a> {
+    fn get<'e>(&self, base: Val<'e>, fields: &'e [String]) -> Val<'e>
+    where
+        'a: 'e,
+    {
         let view = self.view;
         match base {
             Val::Event(i) => {
@@ -295,7 +366,10 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn binary(&self, ev: Option<u32>, op: BinOp, a: &Expr, b: &Expr) -> Val<'a> {
+    fn binary<'e>(&self, ev: Option<u32>, op: BinOp, a: &'e Expr, b: &'e Expr) -> Val<'e>
+    where
+        'a: 'e,
+    {
         match op {
             BinOp::And => {
                 return Val::Bool(self.eval(ev, a).truthy() && self.eval(ev, b).truthy());
@@ -336,14 +410,17 @@ impl<'a> Env<'a> {
             .unwrap_or((&[], 0))
     }
 
-    fn call(&self, ev: Option<u32>, name: &str, args: &[Expr]) -> Val<'a> {
+    fn call<'e>(&self, ev: Option<u32>, name: &str, args: &'e [Expr]) -> Val<'e>
+    where
+        'a: 'e,
+    {
         let arg = |i: usize| args.get(i).map_or(Val::Null, |a| self.eval(ev, a));
         match name {
             "has" | "later" | "before" | "count" | "first" | "last" | "sum" => {
                 let Some(Expr::Lit(Lit::Str(ty))) = args.first() else {
                     return Val::Null;
                 };
-                let Some(ty) = self.view.type_id(ty) else {
+                let Some(ty) = self.types.get(ty, |n| self.view.type_id(n)) else {
                     return match name {
                         "count" | "sum" => Val::Int(0),
                         "first" | "last" => Val::Null,
@@ -558,5 +635,39 @@ fn arith<'a>(op: BinOp, x: &Val<'a>, y: &Val<'a>) -> Val<'a> {
         Val::Float(r)
     } else {
         Val::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Each name is resolved once; a name the view lacks stays unknown; a literal `Str` is
+    /// borrowed, not copied.
+    #[test]
+    fn type_ids_resolve_each_name_once() {
+        let types = TypeIds::default();
+        let asked = Cell::new(0);
+        let resolve = |n: &str| {
+            asked.set(asked.get() + 1);
+            match n {
+                "OrderPlaced" => Some(3),
+                "OrderCancelled" => Some(7),
+                _ => None,
+            }
+        };
+        assert_eq!(types.get("OrderPlaced", resolve), Some(3));
+        assert_eq!(types.get("OrderCancelled", resolve), Some(7));
+        assert_eq!(types.get("Unknown", resolve), None);
+        assert_eq!(asked.get(), 3);
+        assert_eq!(types.get("OrderPlaced", resolve), Some(3));
+        assert_eq!(types.get("Unknown", resolve), None);
+        assert_eq!(types.get("OrderCancelled", resolve), Some(7));
+        assert_eq!(asked.get(), 3);
+        // A prefix is another name.
+        assert_eq!(types.get("Order", resolve), None);
+        assert_eq!(asked.get(), 4);
     }
 }

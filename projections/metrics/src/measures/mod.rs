@@ -209,12 +209,7 @@ impl Runner<'_> {
                     Some(i_to_f(i128::from(c.calendar.working_days(p.start, p.end)))),
                 );
             }
-            let env = Env {
-                view,
-                params: &c.params,
-                cal: &c.calendar,
-                vars: Some(&vars),
-            };
+            let env = Env::new(view, &c.params, &c.calendar, Some(&vars));
             let value = env.eval(None, expr).as_f64();
             let (num, den) = match expr {
                 Expr::Bin(BinOp::Div, a, b) => (

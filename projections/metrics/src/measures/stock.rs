@@ -9,7 +9,7 @@
 //! median_age), compare `p0` and `p1` (churned, churn_rate, retained, retention_rate and
 //! the value retentions), or find first spells inside `P` (new).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -18,6 +18,7 @@ use crate::compile::{CMeasure, Compiled, StockCalc};
 use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
 use crate::error::MetricError;
 use crate::expr::eval::Env;
+use crate::expr::Expr;
 
 /// A spell's value: one, an integer, or any other amount (boxed: most spells count one).
 #[derive(Debug, Clone)]
@@ -122,7 +123,7 @@ impl<'s> Entity<'s> {
 
 /// An entity: the value of the measure's `entity` expression, or (without one) the stream.
 /// The order of entities does not matter: their rows are put in event order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum EntityKey {
     Stream(u32),
     Text(String),
@@ -148,6 +149,40 @@ impl Spells {
     }
 }
 
+/// What an event of one type does in a stream walk.
+#[derive(Debug, Clone, Copy)]
+struct Role<'c> {
+    opens: bool,
+    closes: bool,
+    /// Fixed length of the spell it opens, in seconds.
+    lasts: Option<i64>,
+    /// Its value expression.
+    value: Option<&'c Expr>,
+}
+
+/// Each type's role, worked out the first time the walk meets the type.
+#[derive(Debug, Default)]
+struct Roles<'c> {
+    by_type: Vec<Option<Role<'c>>>,
+}
+
+impl<'c> Roles<'c> {
+    fn of(&mut self, ty: u16, role: impl FnOnce() -> Role<'c>) -> Role<'c> {
+        let at = usize::from(ty);
+        if let Some(Some(known)) = self.by_type.get(at) {
+            return *known;
+        }
+        let made = role();
+        if self.by_type.len() <= at {
+            self.by_type.resize(at + 1, None);
+        }
+        if let Some(slot) = self.by_type.get_mut(at) {
+            *slot = Some(made);
+        }
+        made
+    }
+}
+
 fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     let none = Spells {
         spells: Vec::new(),
@@ -170,22 +205,23 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     // An opening event's exclusion, as candidate selection decides it (global exclusion,
     // then the first rule that holds); decided where the stream walk meets it, so the
     // openers are not listed apart.
-    let open_types: Vec<Option<u16>> = opens.iter().map(|t| view.type_id(t)).collect();
-    let opener = |i: u32| -> Option<Option<String>> {
-        let (ty, _) = view.ty_and_global(i)?;
-        if !open_types.contains(&Some(ty)) {
-            return None;
-        }
-        let global = view.ev(i).and_then(|e| e.global);
-        Some(match global {
+    let exclusion = |i: u32, global: bool| -> Option<String> {
+        let global = if global {
+            view.ev(i).and_then(|e| e.global)
+        } else {
+            None
+        };
+        match global {
             Some(code) => Some(code.to_owned()),
             None => c
                 .rules
                 .iter()
                 .find(|r| env.eval(Some(i), &r.when).truthy())
                 .map(|r| r.code.clone()),
-        })
+        }
     };
+    let open_types: Vec<Option<u16>> = opens.iter().map(|t| view.type_id(t)).collect();
+    let mut roles = Roles::default();
     let mut streams: Vec<u32> = opens
         .iter()
         .flat_map(|t| view.of_type(t).iter())
@@ -193,15 +229,16 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
         .collect();
     streams.sort_unstable();
     streams.dedup();
-    let value_of = |i: u32, ty: &str| -> Option<Num> {
-        match value.get(ty) {
+    let value_of = |i: u32, role: &Role<'_>| -> Option<Num> {
+        match role.value {
             Some(e) => Some(Num::of(&env.eval(Some(i), e)).unwrap_or(Num::ZERO)),
             None if value.is_empty() => Some(Num::ONE),
             None => None,
         }
     };
     // Each spell with its entity's number, in the order made; grouped by entity below.
-    let mut keys: BTreeMap<EntityKey, u32> = BTreeMap::new();
+    // Numbered in the order first met; the map's own order is never read.
+    let mut keys: HashMap<EntityKey, u32> = HashMap::new();
     let mut made: Vec<(u32, Spell)> = Vec::new();
     let mut excluded = Vec::new();
     let mut finish = |s: Spell, code: Option<String>| {
@@ -221,38 +258,50 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
         let Some(info) = view.stream(s) else { continue };
         let mut active: Option<(Spell, Option<String>)> = None;
         for &i in info.events {
-            let Some(e) = view.ev(i) else { continue };
-            let ty = view.type_name(e.ty);
-            if let Some(code) = opener(i) {
-                let v = SpellValue::of(value_of(i, ty).unwrap_or(Num::ZERO));
+            let (Some((ty, global)), Some(occurred_at)) =
+                (view.ty_and_global(i), view.occurred_at_of(i))
+            else {
+                continue;
+            };
+            let role = roles.of(ty, || {
+                let name = view.type_name(ty);
+                Role {
+                    opens: open_types.contains(&Some(ty)),
+                    closes: closes.iter().any(|t| t == name),
+                    lasts: lasts.get(name).copied(),
+                    value: value.get(name),
+                }
+            });
+            if role.opens {
+                let code = exclusion(i, global);
+                let v = SpellValue::of(value_of(i, &role).unwrap_or(Num::ZERO));
                 let spell = |end| Spell {
-                    start: e.occurred_at,
+                    start: occurred_at,
                     end,
                     opener: i,
                     value: v.clone(),
                     changes: None,
                 };
-                if let Some(len) = lasts.get(ty) {
-                    let end = e.occurred_at.checked_add_signed(
-                        Duration::try_seconds(*len).unwrap_or(Duration::zero()),
-                    );
+                if let Some(len) = role.lasts {
+                    let end = occurred_at
+                        .checked_add_signed(Duration::try_seconds(len).unwrap_or(Duration::zero()));
                     finish(spell(end), code);
                 } else if active.is_none() {
                     active = Some((spell(None), code));
                 }
-            } else if closes.iter().any(|t| t == ty) {
+            } else if role.closes {
                 if let Some((mut s, code)) = active.take() {
                     let at = close_at
                         .as_ref()
                         .and_then(|x| env.eval(Some(i), x).as_time())
-                        .unwrap_or(e.occurred_at);
+                        .unwrap_or(occurred_at);
                     s.end = Some(at.max(s.start));
                     finish(s, code);
                 }
-            } else if let (Some((s, _)), Some(v)) = (active.as_mut(), value_of(i, ty)) {
+            } else if let (Some((s, _)), Some(v)) = (active.as_mut(), value_of(i, &role)) {
                 s.changes
                     .get_or_insert_with(Box::default)
-                    .push((e.occurred_at, v));
+                    .push((occurred_at, v));
             }
         }
         if let Some((s, code)) = active {
@@ -336,9 +385,10 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     };
     let mut out = Out::new(reducer, frame);
     // Each period's rows join the others in event order: the rows of all periods in
-    // (period, event) order. A period's shares are listed (event, source), sorted, then
-    // settled into rows one by one.
-    let mut listed: Vec<(u32, Source)> = Vec::new();
+    // (period, event) order. A period's shares are listed in source order, sorted by event
+    // (a stable sort: sources keep their order within an event), then settled into rows
+    // one by one.
+    let mut listed: Vec<Share<'_>> = Vec::new();
     for (p, per) in frame.periods.iter().enumerate() {
         let (p0, p1) = (per.start, per.end);
         let share = |source: Source| -> Result<Option<Share<'_>>, MetricError> {
@@ -437,12 +487,11 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
             .chain((0..entities.len()).map(Source::Entity));
         for source in sources {
             if let Some(s) = share(source)? {
-                listed.push((s.ev, source));
+                listed.push(s);
             }
         }
-        listed.sort_by_key(|(ev, _)| *ev);
-        for (_, source) in listed.drain(..) {
-            let Some(s) = share(source)? else { continue };
+        listed.sort_by_key(|s| s.ev);
+        for s in listed.drain(..) {
             let Some(dims) = derivation::dims_of(env, c, frame, s.ev)? else {
                 continue;
             };
@@ -472,5 +521,39 @@ fn negate(n: Num) -> Num {
     match n {
         Num::Int(i) => Num::Int(i.saturating_neg()),
         Num::Float(f) => Num::Float(-f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(opens: bool) -> Role<'static> {
+        Role {
+            opens,
+            closes: !opens,
+            lasts: None,
+            value: None,
+        }
+    }
+
+    /// A type's role is worked out once, whatever the order the types come in.
+    #[test]
+    fn roles_are_worked_out_once_per_type() {
+        let mut roles = Roles::default();
+        let mut made = 0;
+        let mut of = |roles: &mut Roles<'static>, ty: u16, opens: bool| {
+            roles.of(ty, || {
+                made += 1;
+                role(opens)
+            })
+        };
+        assert!(of(&mut roles, 5, true).opens);
+        assert!(of(&mut roles, 2, false).closes);
+        // Asked again with another answer: the first one stands.
+        assert!(of(&mut roles, 5, false).opens);
+        assert!(!of(&mut roles, 2, true).opens);
+        assert!(of(&mut roles, 0, true).opens);
+        assert_eq!(made, 3);
     }
 }

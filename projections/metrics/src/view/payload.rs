@@ -82,7 +82,19 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Reads a LEB128 number at `*at`, moving `*at` past it.
+#[inline]
 fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Key ids and most lengths and numbers take one byte.
+    let first = *bytes.get(*at)?;
+    if first & 0x80 == 0 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    varint_long(bytes, at)
+}
+
+/// [`varint`] of more than one byte.
+fn varint_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     let mut shift = 0u32;
     loop {
@@ -379,23 +391,7 @@ impl<'a> Node<'a> {
 
     /// Length of the encoded value.
     fn len(&self) -> Option<usize> {
-        let mut at = 1usize;
-        match self.tag() {
-            UINT => {
-                varint(self.bytes, &mut at)?;
-                Some(at)
-            }
-            NEG | FLOAT => Some(9),
-            STR => {
-                let n = usize::try_from(varint(self.bytes, &mut at)?).ok()?;
-                at.checked_add(n)
-            }
-            ARRAY | OBJECT => {
-                let body = u32::from_le_bytes(self.bytes.get(1..5)?.try_into().ok()?);
-                5usize.checked_add(usize::try_from(body).ok()?)
-            }
-            _ => Some(1),
-        }
+        len_at(self.bytes, 0)
     }
 
     /// The value's kind, with scalars read.
@@ -461,10 +457,28 @@ impl<'a> Node<'a> {
             return None;
         }
         let id = u64::from(self.keys.id(name)?);
-        self.members()
-            .filter(|(k, _)| *k == Some(id))
-            .last()
-            .map(|(_, v)| v)
+        // The members as [`Members`] reads them, without making a node of each: a key, then
+        // the value skipped by its length. A member that cannot be read ends the scan.
+        let end = self.len().unwrap_or(0);
+        let bytes = self.bytes;
+        let mut at = 5usize;
+        let mut found = None;
+        while at < end {
+            let Some(key) = varint(bytes, &mut at) else {
+                break;
+            };
+            let Some(next) = len_at(bytes, at).and_then(|n| at.checked_add(n)) else {
+                break;
+            };
+            if key == id {
+                found = Some(at);
+            }
+            at = next;
+        }
+        Some(Node {
+            bytes: bytes.get(found?..)?,
+            keys: self.keys,
+        })
     }
 
     /// The items of an array (none for any other value).
@@ -501,6 +515,28 @@ impl<'a> Node<'a> {
                 Value::Object(map)
             }
         }
+    }
+}
+
+/// Length of the encoded value starting at `bytes[start]`.
+#[inline]
+fn len_at(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start.checked_add(1)?;
+    match bytes.get(start).copied().unwrap_or(NULL) {
+        UINT => {
+            varint(bytes, &mut at)?;
+            Some(at - start)
+        }
+        NEG | FLOAT => Some(9),
+        STR => {
+            let n = usize::try_from(varint(bytes, &mut at)?).ok()?;
+            (at - start).checked_add(n)
+        }
+        ARRAY | OBJECT => {
+            let body = u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?);
+            5usize.checked_add(usize::try_from(body).ok()?)
+        }
+        _ => Some(1),
     }
 }
 
@@ -587,6 +623,38 @@ mod tests {
         assert!(node.get("skip").is_none());
         assert!(matches!(node.get("a").unwrap().kind(), Kind::UInt(2)));
         let value: Value = serde_json::from_str(r#"{"a":1,"a":2,"b":"t"}"#).unwrap();
+        assert_eq!(node.to_value(), value);
+    }
+
+    /// Keys past 127 names (two-byte ids), long texts and nested objects are skipped
+    /// correctly; a repeated key reads as its last; an unknown name and a non-object give
+    /// nothing.
+    #[test]
+    fn get_skips_every_kind_of_member() {
+        let mut text = String::from("{");
+        for i in 0..200 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        let long = "x".repeat(300);
+        text.push_str(&format!(
+            "\"k150\":\"{long}\",\"nested\":{{\"k3\":[1,2,{{\"k4\":5}}]}},\"neg\":-5,\"f\":2.5,\"k150\":-1,\"last\":true}}"
+        ));
+        let (bytes, keys) = encode_text(&text, None);
+        let node = Node::new(&bytes, &keys);
+        assert!(matches!(node.get("k0").unwrap().kind(), Kind::UInt(0)));
+        assert!(matches!(node.get("k199").unwrap().kind(), Kind::UInt(199)));
+        assert!(matches!(node.get("k150").unwrap().kind(), Kind::Neg(-1)));
+        assert!(node.get("last").unwrap().is_true());
+        assert!(matches!(node.get("f").unwrap().kind(), Kind::Float(f) if f == 2.5));
+        let nested = node.get("nested").unwrap();
+        assert_eq!(nested.get("k3").unwrap().array_len(), Some(3));
+        // `k4` is a known name, but not a member of `nested`.
+        assert!(nested.get("k4").is_none());
+        assert!(node.get("k3").is_some());
+        assert!(node.get("k4").is_some());
+        assert!(node.get("absent").is_none());
+        assert!(node.get("k1").unwrap().get("k1").is_none());
+        let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(node.to_value(), value);
     }
 
