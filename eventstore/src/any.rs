@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::error::{AppendError, ReadError, SealRefusal};
-use crate::store::{EventStore, VerifyReport};
+use crate::store::{EventStore, SelectedPage, Selector, VerifyReport};
 use crate::types::{
     AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
     StreamAppend, StreamId, StreamVersion,
@@ -302,6 +302,15 @@ impl EventStore for AnyStore {
 
     async fn read_all(&self, from: Position, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         delegate!(self, s => s.read_all(from, max).await)
+    }
+
+    async fn read_all_selected<F: Selector>(
+        &self,
+        from: Position,
+        max: usize,
+        select: F,
+    ) -> Result<SelectedPage<F>, ReadError> {
+        delegate!(self, s => s.read_all_selected(from, max, select).await)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, ReadError> {

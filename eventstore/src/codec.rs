@@ -16,13 +16,13 @@
 //! position. Decoding never guesses. The encoding of a given record is
 //! deterministic, so `verify` can recompute every hash.
 
-use bincode::{Decode, Encode};
+use bincode::{BorrowDecode, Decode, Encode};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::types::{
-    ChainHash, EventId, Position, ProposedEvent, RecordedEvent, StreamId, StreamIdError,
-    StreamVersion,
+    ChainHash, EventId, Position, ProposedEvent, RecordView, RecordedEvent, StreamId,
+    StreamIdError, StreamVersion,
 };
 
 /// The frame format this build writes, and the newest it reads.
@@ -69,7 +69,10 @@ impl Instant {
 }
 
 /// The encoded fields of a record, format version 1. Field order is the format:
-/// never reorder, rename-in-place is fine, additions need a new format version.
+/// never reorder, rename-in-place is fine, additions need a new format version. The codec
+/// reads and writes it through its borrowed twin [`BodyRefV1`]; this owned form is the
+/// reference the tests hold the twin to.
+#[cfg(test)]
 #[derive(Encode, Decode, Debug, PartialEq, Eq)]
 struct BodyV1 {
     position: u64,
@@ -85,6 +88,39 @@ struct BodyV1 {
     actor: String,
     metadata: Vec<u8>,
     payload: Vec<u8>,
+}
+
+/// A checked frame's fields, borrowed from it.
+struct FrameParts<'a> {
+    body: BodyRefV1<'a>,
+    view: RecordView<'a>,
+    checksum: u32,
+    prev_hash: ChainHash,
+}
+
+impl FrameParts<'_> {
+    fn to_record(&self) -> RecordedEvent {
+        let b = &self.body;
+        RecordedEvent {
+            position: self.view.position,
+            // Checked while the frame was read (`StreamId::check` in `parts`).
+            stream_id: StreamId::from_checked(b.stream_id),
+            stream_version: self.view.stream_version,
+            event_id: self.view.event_id,
+            event_type: b.event_type.to_owned(),
+            schema_version: b.schema_version,
+            occurred_at: self.view.occurred_at,
+            recorded_at: self.view.recorded_at,
+            causation_id: b.causation_id.map(Uuid::from_bytes),
+            correlation_id: b.correlation_id.map(Uuid::from_bytes),
+            actor: b.actor.to_owned(),
+            metadata: b.metadata.to_vec(),
+            payload: b.payload.to_vec(),
+            checksum: self.checksum,
+            prev_hash: self.prev_hash,
+            hash: self.view.hash,
+        }
+    }
 }
 
 /// The place and time the log gives a proposed event.
@@ -135,9 +171,10 @@ pub enum EncodeError {
     BodyTooLarge { size: usize },
 }
 
-/// Borrowed twin of [`BodyV1`] for encoding without copying payloads; its
-/// fields and their order must stay identical (the codec tests check it).
-#[derive(Encode)]
+/// Borrowed twin of [`BodyV1`], for encoding without copying payloads and for reading a
+/// frame in place (bincode encodes `&str` and `&[u8]` exactly as `String` and `Vec<u8>`);
+/// its fields and their order must stay identical (the codec tests check it).
+#[derive(Encode, BorrowDecode)]
 struct BodyRefV1<'a> {
     position: u64,
     stream_id: &'a str,
@@ -376,6 +413,29 @@ pub fn decode(
     expected: Option<Position>,
     check_hash: bool,
 ) -> Result<RecordedEvent, FrameError> {
+    parts(frame, expected, check_hash).map(|p| p.to_record())
+}
+
+/// Checks and reads a frame as [`decode`] does (no chain hash recomputed), shows its envelope
+/// to `select`, and copies the record out only when `select` chooses it.
+///
+/// # Errors
+/// As [`decode`]: the frame is damaged, or does not hold `expected`.
+pub fn decode_selected(
+    frame: &[u8],
+    expected: Option<Position>,
+    select: &mut dyn FnMut(&RecordView<'_>) -> bool,
+) -> Result<Option<RecordedEvent>, FrameError> {
+    let parts = parts(frame, expected, false)?;
+    Ok(select(&parts.view).then(|| parts.to_record()))
+}
+
+/// The checks and the borrowed fields of [`decode`].
+fn parts(
+    frame: &[u8],
+    expected: Option<Position>,
+    check_hash: bool,
+) -> Result<FrameParts<'_>, FrameError> {
     let (version, body_len, stored) = checked(frame)?;
     let min = FRAME_OVERHEAD_BYTES;
     let body = &frame[HEADER_LEN..HEADER_LEN + body_len];
@@ -394,8 +454,8 @@ pub fn decode(
     if check_hash && chain_hash(&prev_hash, version, body) != hash {
         return Err(FrameError::HashMismatch);
     }
-    let (b, used): (BodyV1, usize) =
-        bincode::decode_from_slice(body, config()).map_err(|e| FrameError::Body(e.to_string()))?;
+    let (b, used): (BodyRefV1<'_>, usize) = bincode::borrow_decode_from_slice(body, config())
+        .map_err(|e| FrameError::Body(e.to_string()))?;
     if used != body.len() {
         return Err(FrameError::TrailingBytes {
             count: body.len() - used,
@@ -409,24 +469,23 @@ pub fn decode(
             });
         }
     }
-    let stream_id = StreamId::new(b.stream_id).map_err(FrameError::BadStreamId)?;
-    Ok(RecordedEvent {
+    StreamId::check(b.stream_id).map_err(FrameError::BadStreamId)?;
+    let view = RecordView {
         position: Position(b.position),
-        stream_id,
+        stream_id: b.stream_id,
         stream_version: StreamVersion(b.stream_version),
         event_id: EventId(Uuid::from_bytes(b.event_id)),
         event_type: b.event_type,
         schema_version: b.schema_version,
         occurred_at: b.occurred_at.to_chrono()?,
         recorded_at: b.recorded_at.to_chrono()?,
-        causation_id: b.causation_id.map(Uuid::from_bytes),
-        correlation_id: b.correlation_id.map(Uuid::from_bytes),
-        actor: b.actor,
-        metadata: b.metadata,
-        payload: b.payload,
+        hash,
+    };
+    Ok(FrameParts {
+        body: b,
+        view,
         checksum: stored,
         prev_hash,
-        hash,
     })
 }
 
@@ -447,6 +506,78 @@ mod tests {
             payload: br#"{"amount":1}"#.to_vec(),
         };
         (p, StreamId::new("opportunity-1").unwrap())
+    }
+
+    #[test]
+    fn the_borrowed_body_encodes_and_decodes_exactly_as_the_owned_format() {
+        let (p, s) = sample();
+        let place = Placement {
+            position: Position(3),
+            stream_id: &s,
+            stream_version: StreamVersion(1),
+            recorded_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+            prev_hash: ChainHash([9; 32]),
+        };
+        let borrowed = body_of(&p, &place);
+        let bytes = encode_body(&borrowed).unwrap();
+        let (owned, used): (BodyV1, usize) = bincode::decode_from_slice(&bytes, config()).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(owned.stream_id, "opportunity-1");
+        assert_eq!(owned.payload, br#"{"amount":1}"#);
+        assert_eq!(owned.correlation_id, Some(Uuid::from_u128(7).into_bytes()));
+        assert_eq!(bincode::encode_to_vec(&owned, config()).unwrap(), bytes);
+        let (back, used): (BodyRefV1<'_>, usize) =
+            bincode::borrow_decode_from_slice(&bytes, config()).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(encode_body(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_selected_decode_shows_the_envelope_and_copies_only_chosen_records() {
+        let (p, s) = sample();
+        let place = Placement {
+            position: Position(3),
+            stream_id: &s,
+            stream_version: StreamVersion(1),
+            recorded_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+            prev_hash: ChainHash([9; 32]),
+        };
+        let (frame, rec) = encode(&p, &place).unwrap();
+        let mut seen = Vec::new();
+        let mut refuse = |v: &RecordView<'_>| {
+            seen.push((v.position, v.stream_id.to_owned(), v.event_type.to_owned()));
+            false
+        };
+        assert_eq!(
+            decode_selected(&frame, Some(Position(3)), &mut refuse).unwrap(),
+            None
+        );
+        assert_eq!(
+            seen,
+            [(
+                Position(3),
+                "opportunity-1".to_owned(),
+                "OpportunityWon".to_owned()
+            )]
+        );
+        let mut view = None;
+        let mut choose = |v: &RecordView<'_>| {
+            view = Some(*v == rec.view());
+            true
+        };
+        assert_eq!(
+            decode_selected(&frame, Some(Position(3)), &mut choose).unwrap(),
+            Some(rec)
+        );
+        assert_eq!(view, Some(true));
+        // The same checks as `decode`: a wrong position and a flipped byte are errors.
+        assert!(matches!(
+            decode_selected(&frame, Some(Position(4)), &mut |_| true),
+            Err(FrameError::WrongPosition { .. })
+        ));
+        let mut bad = frame.clone();
+        bad[10] ^= 1;
+        assert!(decode_selected(&bad, None, &mut |_| true).is_err());
     }
 
     #[test]

@@ -38,9 +38,11 @@ pub use error::{AppendError, Corruption, OpenError, ReadError, SealRefusal};
 pub use jetstream::{JetStreamConfig, JetStreamStore};
 pub use memory::MemoryStore;
 pub use sled_store::{SledOptions, SledStore};
-pub use store::{record_at, verify_with_progress, EventStore, Subscription, VerifyReport};
+pub use store::{
+    record_at, verify_with_progress, EventStore, SelectedPage, Selector, Subscription, VerifyReport,
+};
 pub use types::{
     AppendResult, ChainHash, ChainHashError, EventFieldError, EventId, ExpectedVersion, Head,
-    Position, ProposedEvent, RecordedAt, RecordedEvent, StreamAppend, StreamId, StreamIdError,
-    StreamVersion,
+    Position, ProposedEvent, RecordView, RecordedAt, RecordedEvent, StreamAppend, StreamId,
+    StreamIdError, StreamVersion,
 };

@@ -106,6 +106,20 @@ impl StreamId {
     /// Validate and wrap a stream name.
     pub fn new(id: impl Into<String>) -> Result<StreamId, StreamIdError> {
         let id = id.into();
+        StreamId::check(&id)?;
+        Ok(StreamId(id))
+    }
+
+    /// A stream name `check` accepted already.
+    pub(crate) fn from_checked(id: &str) -> StreamId {
+        StreamId(id.to_owned())
+    }
+
+    /// Checks a stream name as [`StreamId::new`] does, without taking it.
+    ///
+    /// # Errors
+    /// Why `id` is not a valid stream name.
+    pub fn check(id: &str) -> Result<(), StreamIdError> {
         if id.is_empty() {
             return Err(StreamIdError::Empty);
         }
@@ -116,9 +130,9 @@ impl StreamId {
             });
         }
         if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(StreamIdError::BadCharacter { id });
+            return Err(StreamIdError::BadCharacter { id: id.to_owned() });
         }
-        Ok(StreamId(id))
+        Ok(())
     }
 
     /// The stream name.
@@ -332,7 +346,45 @@ pub struct RecordedEvent {
     pub hash: ChainHash,
 }
 
+/// A recorded event's envelope read in place, before anything of it is copied: what
+/// [`crate::EventStore::read_all_selected`] shows its selector for every record it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub position: Position,
+    /// A valid stream name (checked as [`StreamId::new`] checks it).
+    pub stream_id: &'a str,
+    pub stream_version: StreamVersion,
+    pub event_id: EventId,
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub hash: ChainHash,
+}
+
+impl RecordView<'_> {
+    /// The stream's category: the text before the first `-` (see [`StreamId::category`]).
+    pub fn category(&self) -> &str {
+        self.stream_id.split('-').next().unwrap_or(self.stream_id)
+    }
+}
+
 impl RecordedEvent {
+    /// This record's envelope as a [`RecordView`].
+    pub fn view(&self) -> RecordView<'_> {
+        RecordView {
+            position: self.position,
+            stream_id: self.stream_id.as_str(),
+            stream_version: self.stream_version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            hash: self.hash,
+        }
+    }
+
     /// The head this record makes when it is the newest.
     pub fn as_head(&self) -> Head {
         Head {

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             multi_event_append_is_atomic_and_consecutive,
             read_stream_pages_by_version,
             read_all_pages_by_position,
+            read_all_selected_shows_every_record_and_keeps_the_chosen,
             read_pages_are_capped,
             positions_are_dense_across_interleaved_streams,
             idempotent_retry_returns_the_original_result,
@@ -378,6 +379,65 @@ pub async fn read_all_pages_by_position<S: EventStore>(store: S) {
     for (from, max) in [(26u64, 10usize), (1000, 10), (1, 0), (u64::MAX, 10)] {
         let page = store.read_all(Position(from), max).await.unwrap();
         assert!(page.is_empty(), "read_all(from {from}, max {max})");
+    }
+}
+
+/// `read_all_selected` reads what `read_all` reads: its selector sees every record of the
+/// page in order, the page holds exactly the records it chose, and `last` is the last
+/// position read.
+pub async fn read_all_selected_shows_every_record_and_keeps_the_chosen<S: EventStore>(store: S) {
+    let s = stream("case-1");
+    interleaved(&store, &s, 1, 19).await;
+    for (from, max) in [
+        (0u64, 10usize),
+        (11, 10),
+        (21, 10),
+        (7, 1),
+        (25, 100),
+        (26, 10),
+        (1, 0),
+    ] {
+        let page = store.read_all(Position(from), max).await.unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        let selected = store
+            .read_all_selected(
+                Position(from),
+                max,
+                move |v: &crm_eventstore::RecordView<'_>| {
+                    log.lock().unwrap().push((
+                        v.position,
+                        v.stream_id.to_owned(),
+                        v.stream_version,
+                        v.event_type.to_owned(),
+                        v.hash,
+                    ));
+                    v.position.0.is_multiple_of(3) || v.stream_id == "case-1"
+                },
+            )
+            .await
+            .unwrap();
+        let what = format!("read_all_selected(from {from}, max {max})");
+        let expected_seen: Vec<_> = page
+            .iter()
+            .map(|r| {
+                (
+                    r.position,
+                    r.stream_id.as_str().to_owned(),
+                    r.stream_version,
+                    r.event_type.clone(),
+                    r.hash,
+                )
+            })
+            .collect();
+        assert_eq!(*seen.lock().unwrap(), expected_seen, "{what}");
+        let chosen: Vec<_> = page
+            .iter()
+            .filter(|r| r.position.0.is_multiple_of(3) || r.stream_id.as_str() == "case-1")
+            .cloned()
+            .collect();
+        assert_eq!(selected.records, chosen, "{what}");
+        assert_eq!(selected.last, page.last().map(|r| r.position), "{what}");
     }
 }
 

@@ -52,10 +52,10 @@ use tracing::{debug, error, info, warn};
 use crate::codec::FORMAT_VERSION;
 use crate::error::{AppendError, Corruption, OpenError, ReadError};
 use crate::limits::APPEND_QUEUE_DEPTH;
-use crate::store::{check_append, check_batch, page_size, EventStore};
+use crate::store::{check_append, check_batch, page_size, EventStore, SelectedPage, Selector};
 use crate::types::{
-    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordedAt, RecordedEvent,
-    StreamAppend, StreamId, StreamVersion,
+    AppendResult, ExpectedVersion, Head, Position, ProposedEvent, RecordView, RecordedAt,
+    RecordedEvent, StreamAppend, StreamId, StreamVersion,
 };
 use index::{Index, IndexError, FORMAT_KEY};
 use segment::{Offsets, SEGMENTS_DIR};
@@ -470,6 +470,29 @@ impl EventStore for SledStore {
             .await
     }
 
+    async fn read_all_selected<F: Selector>(
+        &self,
+        from: Position,
+        max: usize,
+        mut select: F,
+    ) -> Result<SelectedPage<F>, ReadError> {
+        let max = page_size(max);
+        self.off_executor(move |inner| {
+            let (records, last) = inner.offsets.read_range_selected(
+                from,
+                max,
+                inner.durable(),
+                &mut |v: &RecordView<'_>| select.select(v),
+            )?;
+            Ok(SelectedPage {
+                select,
+                records,
+                last,
+            })
+        })
+        .await
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, ReadError> {
         let stream = stream.clone();
         self.off_executor(move |inner| inner.index.stream_version(&stream, inner.durable()))
@@ -596,7 +619,7 @@ pub mod testing {
             )
             .map_err(FlipError::Read)?;
         while walk.position < position {
-            match walk.next_frame(false).map_err(FlipError::Read)? {
+            match walk.next_frame(None).map_err(FlipError::Read)? {
                 Step::End => return Err(FlipError::NoRecord(position)),
                 Step::Skipped | Step::Record(_) => {}
             }

@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::codec;
 use crate::error::{Corruption, ReadError};
-use crate::types::{Position, RecordedEvent};
+use crate::types::{Position, RecordView, RecordedEvent};
 
 /// First bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"CRMSEG\x00\x01";
@@ -184,9 +184,22 @@ impl Offsets {
         max: usize,
         limit: Position,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.read_range_selected(from, max, limit, &mut |_| true)
+            .map(|(records, _)| records)
+    }
+
+    /// Reads what [`Offsets::read_range`] reads, with the same checks, and keeps the
+    /// records `select` chooses; also returns the last position read (`None`: none).
+    pub fn read_range_selected(
+        &self,
+        from: Position,
+        max: usize,
+        limit: Position,
+        select: &mut dyn FnMut(&RecordView<'_>) -> bool,
+    ) -> Result<(Vec<RecordedEvent>, Option<Position>), ReadError> {
         let from = from.max(Position::FIRST);
         if from > limit || max == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let Some((start, offset)) = self.entry_at_or_before(from) else {
             return Err(corrupt(from, Corruption::NoSegment));
@@ -195,12 +208,20 @@ impl Offsets {
             .unwrap_or(max)
             .min(max);
         let mut out = Vec::with_capacity(capacity);
+        let mut read = 0usize;
+        let mut last = None;
         let mut walk = self.walk(start, offset).map_err(|e| self.span(e))?;
-        while walk.position <= limit && out.len() < max {
-            match walk
-                .next_frame(walk.position >= from)
-                .map_err(|e| self.span(e))?
-            {
+        while walk.position <= limit && read < max {
+            let position = walk.position;
+            let wanted = position >= from;
+            let step = walk
+                .next_frame(wanted.then_some(&mut *select))
+                .map_err(|e| self.span(e))?;
+            if wanted {
+                read += 1;
+                last = Some(position);
+            }
+            match step {
                 Step::Record(rec) => out.push(rec),
                 Step::Skipped => {}
                 Step::End => {
@@ -208,7 +229,7 @@ impl Offsets {
                 }
             }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
     /// Names the records a damaged frame makes unreadable: from its position up to the
@@ -433,18 +454,24 @@ impl Walk<'_> {
         Ok(true)
     }
 
-    /// The next record (decoded when `decode`), moving on to the next segment where the
-    /// current one ends.
-    pub fn next_frame(&mut self, decode: bool) -> Result<Step, ReadError> {
+    /// The next record, moving on to the next segment where the current one ends: with
+    /// `select`, decoded, shown to it and returned when it chooses it; without, only
+    /// checked (its checksum) and passed.
+    pub fn next_frame(
+        &mut self,
+        select: Option<&mut dyn FnMut(&RecordView<'_>) -> bool>,
+    ) -> Result<Step, ReadError> {
+        let decode = select.is_some();
+        let mut select = select;
         loop {
             match self.frame()? {
                 FrameRead::Frame(len) => {
                     let position = self.position;
                     let bytes = self.frame_bytes(len)?;
-                    let checked = if decode {
-                        codec::decode(bytes, Some(position), false).map(Step::Record)
-                    } else {
-                        codec::check_frame(bytes).map(|()| Step::Skipped)
+                    let checked = match select.as_deref_mut() {
+                        Some(select) => codec::decode_selected(bytes, Some(position), select)
+                            .map(|rec| rec.map_or(Step::Skipped, Step::Record)),
+                        None => codec::check_frame(bytes).map(|()| Step::Skipped),
                     };
                     match checked {
                         Ok(step) => {

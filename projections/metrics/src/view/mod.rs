@@ -25,7 +25,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use crm_domain::{DomainEvent, UpcasterRegistry};
 use crm_eventstore::limits::READ_PAGE_MAX;
-use crm_eventstore::{ChainHash, EventStore, Position, ReadError, RecordedEvent};
+use crm_eventstore::{EventStore, Position, ReadError, RecordedEvent};
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,11 +38,14 @@ use crate::error::MetricError;
 mod hash;
 mod payload;
 mod streams;
+mod tally;
 
+use crm_eventstore::Selector;
 use payload::{Encode, Keys};
 pub(crate) use payload::{Kind, Node};
 pub(crate) use streams::StreamInfo;
 use streams::Streams;
+use tally::Tally;
 
 /// Types of the correction events the global rules read (in any stream).
 pub const CORRECTION_TYPES: &[&str] = &["RecordFlaggedTest", "EventRetracted", "RecordMerged"];
@@ -175,47 +178,25 @@ pub struct LogView {
     ids: bool,
 }
 
-/// Visible events per type while a replay counts them.
-type TypeCounts = HashMap<String, u64, hash::FnvBuild>;
-
 /// Most new records [`LogView::extended`] reads; a view further behind is loaded again.
 pub const EXTEND_RECORDS_MAX: usize = 10_000;
 
-/// What a replay keeps, derived from the requirements.
+/// How a replay keeps the records its [`tally::Tally`] selects: the payload fields, and
+/// whether metadata and actors are read.
 struct Selection<'a> {
     keep: Keep<'a>,
-    wanted: BTreeSet<&'a str>,
-    creation_categories: BTreeSet<&'a str>,
     req: &'a Requirements,
 }
 
 impl<'a> Selection<'a> {
     fn new(req: &'a Requirements, fields: &'a BTreeSet<String>) -> Self {
-        let mut wanted: BTreeSet<&str> = req.types.iter().map(String::as_str).collect();
-        wanted.extend(CORRECTION_TYPES);
-        if req.attrs {
-            wanted.insert(crm_domain::attributes::ATTRIBUTES_SET);
-        }
         Selection {
             keep: Keep {
                 all: fields.contains("*"),
                 fields,
             },
-            wanted,
-            creation_categories: req
-                .types
-                .iter()
-                .filter_map(|t| DomainEvent::category_of(t))
-                .collect(),
             req,
         }
-    }
-
-    /// Whether the record (of stream category `cat`) is one this selection keeps.
-    fn keeps(&self, rec: &RecordedEvent, cat: &str) -> bool {
-        self.wanted.contains(rec.event_type.as_str())
-            || self.req.ref_categories.contains(cat)
-            || (rec.stream_version.0 == 1 && self.creation_categories.contains(cat))
     }
 
     /// The payload fields a replay keeps for `req`.
@@ -314,10 +295,6 @@ fn decode_meta(rec: &RecordedEvent, keys: &mut Keys, out: &mut Vec<u8>) {
     }
 }
 
-fn category(stream: &str) -> &str {
-    stream.split('-').next().unwrap_or(stream)
-}
-
 impl LogView {
     /// Replays the log once and keeps what `req` names. With `counted` (what the whole
     /// definitions read, of which `req` is a part: one question's dimensions only), the
@@ -339,10 +316,6 @@ impl LogView {
     ) -> Result<LogView, MetricError> {
         let fields = Selection::fields(req);
         let selection = Selection::new(req, &fields);
-        let counted_fields = counted.map(Selection::fields);
-        let counting = counted
-            .zip(counted_fields.as_ref())
-            .map(|(c, f)| Selection::new(c, f));
         let head = store.head();
         let mut view = LogView {
             cols: Columns::default(),
@@ -369,55 +342,55 @@ impl LogView {
             known_at,
             ids: ids || req.event_ids,
         };
-        // Pages are read (and their frames decoded) on another task while this one decodes
-        // payloads: two cores, one pass.
+        // The store's reader walks the log and the tally (its selector) counts every record
+        // there, copying out only the kept ones; this task decodes their payloads meanwhile:
+        // two cores, one pass.
+        let tally = Tally::new(req, counted, head.position, as_of, known_at);
         let (tx, mut rx) = mpsc::channel::<Result<Vec<RecordedEvent>, ReadError>>(PAGES_AHEAD);
         let reader_store = store.clone();
         let reader = tokio::spawn(async move {
+            let mut tally = tally;
             let mut next = Position::FIRST;
-            while next <= head.position {
-                let page = reader_store.read_all(next, READ_PAGE_MAX).await;
-                let next_page = match &page {
-                    Ok(p) => p.last().and_then(|r| r.position.next()),
-                    Err(_) => None,
+            while next <= head.position && !tally.done() {
+                let page = match reader_store
+                    .read_all_selected(next, READ_PAGE_MAX, tally)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return None;
+                    }
                 };
-                if tx.send(page).await.is_err() {
-                    return;
+                tally = page.select;
+                if !page.records.is_empty() && tx.send(Ok(page.records)).await.is_err() {
+                    return None;
                 }
-                match next_page {
+                match page.last.and_then(|p| p.next()) {
                     Some(n) => next = n,
-                    None => return,
+                    None => break,
                 }
             }
+            Some(tally)
         });
-        let mut counts: TypeCounts = HashMap::default();
-        let mut last: Option<(Position, ChainHash, DateTime<Utc>)> = None;
-        'pages: while let Some(page) = rx.recv().await {
-            let page = page?;
-            if page.is_empty() {
-                break;
-            }
-            for rec in page {
-                if rec.position > head.position {
-                    break 'pages;
+        let loaded = async {
+            while let Some(page) = rx.recv().await {
+                for rec in page? {
+                    view.push(&rec, &selection)?;
                 }
-                match known_at {
-                    Some(KnownAt::Time(t)) if rec.recorded_at > t => break 'pages,
-                    Some(KnownAt::Position(p)) if rec.position.0 > p => break 'pages,
-                    _ => {}
-                }
-                last = Some((rec.position, rec.hash, rec.recorded_at));
-                view.consider(&rec, &selection, counting.as_ref(), &mut counts)?;
             }
+            Ok::<(), MetricError>(())
         }
-        drop(rx);
-        reader.abort();
-        view.type_counts = counts.into_iter().collect();
-        if let Some((position, hash, recorded_at)) = last {
-            view.mark.position = position.0;
-            view.mark.chain_hash = hash.to_hex();
-            view.mark.recorded_at = Some(recorded_at);
+        .await;
+        if let Err(e) = loaded {
+            reader.abort();
+            return Err(e);
         }
+        let tally = reader
+            .await
+            .map_err(|e| ReadError::Storage(format!("the log reader stopped: {e}")))?
+            .ok_or_else(|| ReadError::Storage("the log reader stopped early".into()))?;
+        view.absorb(tally);
         view.now = match (as_of, known_at) {
             (Some(a), Some(KnownAt::Time(k))) => a.min(k),
             (Some(a), _) => a,
@@ -476,38 +449,18 @@ impl LogView {
         Ok(out)
     }
 
-    /// Counts one record and keeps it if the selection names it (`as_of` applied); with
-    /// `counting`, counts it as kept (events and range) when that names it.
-    fn consider(
-        &mut self,
-        rec: &RecordedEvent,
-        selection: &Selection<'_>,
-        counting: Option<&Selection<'_>>,
-        counts: &mut TypeCounts,
-    ) -> Result<(), MetricError> {
-        self.mark.events_scanned += 1;
-        if self.as_of.is_some_and(|t| rec.occurred_at > t) {
-            return Ok(());
+    /// Takes a finished replay's counts: events scanned and counted as kept, their span,
+    /// the visible events per type, and the last visible record as the view's mark.
+    fn absorb(&mut self, tally: Tally) {
+        self.mark.events_scanned = tally.scanned;
+        self.mark.events_kept = tally.kept_count;
+        self.occurred = tally.occurred;
+        self.type_counts = tally.type_counts();
+        if let Some((position, hash, recorded_at)) = tally.last {
+            self.mark.position = position.0;
+            self.mark.chain_hash = hash.to_hex();
+            self.mark.recorded_at = Some(recorded_at);
         }
-        match counts.get_mut(rec.event_type.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(rec.event_type.clone(), 1);
-            }
-        }
-        let cat = category(rec.stream_id.as_str());
-        let kept = selection.keeps(rec, cat);
-        if counting.map_or(kept, |c| c.keeps(rec, cat)) {
-            self.mark.events_kept += 1;
-            self.occurred = Some(match self.occurred {
-                Some((lo, hi)) => (lo.min(rec.occurred_at), hi.max(rec.occurred_at)),
-                None => (rec.occurred_at, rec.occurred_at),
-            });
-        }
-        if kept {
-            self.push(rec, selection)?;
-        }
-        Ok(())
     }
 
     /// This view brought to the store's head by reading only the records after its mark:
@@ -545,24 +498,19 @@ impl LogView {
         let loaded = view.loaded.clone();
         let fields = Selection::fields(&loaded);
         let selection = Selection::new(&loaded, &fields);
-        let counted = view.counted.clone();
-        let counted_fields = counted.as_ref().map(Selection::fields);
-        let counting = counted
-            .as_ref()
-            .zip(counted_fields.as_ref())
-            .map(|(c, f)| Selection::new(c, f));
-        let mut counts: TypeCounts = view.type_counts.clone().into_iter().collect();
-        let mut last = None;
-        for rec in records.iter().filter(|r| r.position <= head.position) {
-            last = Some((rec.position, rec.hash, rec.recorded_at));
-            view.consider(rec, &selection, counting.as_ref(), &mut counts)?;
+        let mut tally = Tally::new(&loaded, view.counted.as_ref(), head.position, None, None)
+            .resume(
+                view.mark.events_scanned,
+                view.mark.events_kept,
+                view.occurred,
+                &view.type_counts,
+            );
+        for rec in &records {
+            if tally.select(&rec.view()) {
+                view.push(rec, &selection)?;
+            }
         }
-        view.type_counts = counts.into_iter().collect();
-        if let Some((position, hash, recorded_at)) = last {
-            view.mark.position = position.0;
-            view.mark.chain_hash = hash.to_hex();
-            view.mark.recorded_at = Some(recorded_at);
-        }
+        view.absorb(tally);
         view.now = view.mark.recorded_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
         let retracted = view.retracted_positions(store).await?;
         view.finish(&retracted);
