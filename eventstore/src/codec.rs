@@ -508,16 +508,21 @@ mod tests {
         (p, StreamId::new("opportunity-1").unwrap())
     }
 
-    #[test]
-    fn the_borrowed_body_encodes_and_decodes_exactly_as_the_owned_format() {
-        let (p, s) = sample();
-        let place = Placement {
+    /// The sample's place: position 3, the first of its stream.
+    fn third(s: &StreamId) -> Placement<'_> {
+        Placement {
             position: Position(3),
-            stream_id: &s,
+            stream_id: s,
             stream_version: StreamVersion(1),
             recorded_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
             prev_hash: ChainHash([9; 32]),
-        };
+        }
+    }
+
+    #[test]
+    fn the_borrowed_body_encodes_and_decodes_exactly_as_the_owned_format() {
+        let (p, s) = sample();
+        let place = third(&s);
         let borrowed = body_of(&p, &place);
         let bytes = encode_body(&borrowed).unwrap();
         let (owned, used): (BodyV1, usize) = bincode::decode_from_slice(&bytes, config()).unwrap();
@@ -535,13 +540,7 @@ mod tests {
     #[test]
     fn a_selected_decode_shows_the_envelope_and_copies_only_chosen_records() {
         let (p, s) = sample();
-        let place = Placement {
-            position: Position(3),
-            stream_id: &s,
-            stream_version: StreamVersion(1),
-            recorded_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
-            prev_hash: ChainHash([9; 32]),
-        };
+        let place = third(&s);
         let (frame, rec) = encode(&p, &place).unwrap();
         let mut seen = Vec::new();
         let mut refuse = |v: &RecordView<'_>| {
@@ -583,13 +582,7 @@ mod tests {
     #[test]
     fn encode_then_decode_round_trips_and_detects_every_flipped_byte() {
         let (p, s) = sample();
-        let place = Placement {
-            position: Position(3),
-            stream_id: &s,
-            stream_version: StreamVersion(1),
-            recorded_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
-            prev_hash: ChainHash([9; 32]),
-        };
+        let place = third(&s);
         let (frame, rec) = encode(&p, &place).unwrap();
         assert_eq!(decode(&frame, Some(Position(3)), true).unwrap(), rec);
         assert_eq!(encode_recorded(&rec).unwrap(), frame);
