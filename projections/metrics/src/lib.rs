@@ -75,6 +75,7 @@ pub(crate) mod derivation;
 pub mod error;
 pub mod explain;
 pub(crate) mod expr;
+pub(crate) mod hashing;
 pub(crate) mod measures;
 pub mod period;
 pub mod query;

@@ -19,6 +19,7 @@ use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
 use crate::error::MetricError;
 use crate::expr::eval::Env;
 use crate::expr::Expr;
+use crate::hashing::FnvBuild;
 
 /// A spell's value: one, an integer, or any other amount (boxed: most spells count one).
 #[derive(Debug, Clone)]
@@ -238,7 +239,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     };
     // Each spell with its entity's number, in the order made; grouped by entity below.
     // Numbered in the order first met; the map's own order is never read.
-    let mut keys: HashMap<EntityKey, u32> = HashMap::new();
+    let mut keys: HashMap<EntityKey, u32, FnvBuild> = HashMap::default();
     let mut made: Vec<(u32, Spell)> = Vec::new();
     let mut excluded = Vec::new();
     let mut finish = |s: Spell, code: Option<String>| {
