@@ -479,6 +479,7 @@ fn parts(
         schema_version: b.schema_version,
         occurred_at: b.occurred_at.to_chrono()?,
         recorded_at: b.recorded_at.to_chrono()?,
+        payload: b.payload,
         hash,
     };
     Ok(FrameParts {

@@ -346,8 +346,8 @@ pub struct RecordedEvent {
     pub hash: ChainHash,
 }
 
-/// A recorded event's envelope read in place, before anything of it is copied: what
-/// [`crate::EventStore::read_all_selected`] shows its selector for every record it reads.
+/// A recorded event's envelope and payload read in place, before anything of it is copied:
+/// what [`crate::EventStore::read_all_selected`] shows its selector for every record it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordView<'a> {
     pub position: Position,
@@ -359,6 +359,7 @@ pub struct RecordView<'a> {
     pub schema_version: u16,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
+    pub payload: &'a [u8],
     pub hash: ChainHash,
 }
 
@@ -381,6 +382,7 @@ impl RecordedEvent {
             schema_version: self.schema_version,
             occurred_at: self.occurred_at,
             recorded_at: self.recorded_at,
+            payload: &self.payload,
             hash: self.hash,
         }
     }

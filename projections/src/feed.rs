@@ -13,9 +13,10 @@
 //! the cache (a rebuild beside live workers) holds nobody back.
 //!
 //! While workers catch up, the feed reads ahead: a request for a full page starts loading
-//! the next [`READ_AHEAD_PAGES`] full pages as tasks of their own, and a page is decoded when
-//! it is loaded (each event whose type a registered projection consumes, once), so reading
-//! and decoding run beside the folds instead of between them. Pages leaving the cache are freed
+//! the next [`READ_AHEAD_PAGES`] full pages as tasks of their own, and a page is decoded as
+//! it is read (each event whose type a registered projection consumes, once, by the store's
+//! reader from the log's bytes in place, so its payload is never copied), so reading and
+//! decoding run beside the folds instead of between them. Pages leaving the cache are freed
 //! on the blocking pool, off the workers' path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crm_eventstore::{EventStore, Position, ReadError};
+use crm_eventstore::{EventStore, Position, ReadError, RecordView, Selector};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::projection::{kind_count, kind_of, CachedEvent};
@@ -113,6 +114,23 @@ impl Drop for Cursor {
 
 /// A run of consecutive events.
 pub(crate) type Page = Vec<CachedEvent>;
+
+/// Builds a page as the store reads it: every record becomes a [`CachedEvent`], decoded
+/// right away when a registered projection consumes its kind; no record is copied out whole.
+struct PageReader {
+    wanted: Arc<Vec<bool>>,
+    events: Page,
+}
+
+impl Selector for PageReader {
+    fn select(&mut self, record: &RecordView<'_>) -> bool {
+        let decode = kind_of(record.event_type)
+            .and_then(|k| self.wanted.get(usize::from(k)))
+            .is_some_and(|w| *w);
+        self.events.push(CachedEvent::from_view(record, decode));
+        false
+    }
+}
 
 /// A slice of a page: the events a worker applies next.
 pub(crate) struct Chunk {
@@ -204,18 +222,26 @@ impl<S: EventStore> Feed<S> {
     async fn load(store: &S, wanted: Arc<Vec<bool>>, index: u64) -> Result<Arc<Page>, ReadError> {
         let first = Position(index * PAGE_EVENTS + 1);
         let max = usize::try_from(PAGE_EVENTS).unwrap_or(1);
-        let records = store.read_all(first, max).await?;
-        let page: Page = records.into_iter().map(CachedEvent::new).collect();
-        for event in &page {
-            let wanted_kind = event
-                .kind()
-                .and_then(|k| wanted.get(usize::from(k)))
-                .is_some_and(|w| *w);
-            if wanted_kind {
-                event.decode_now();
-            }
-        }
-        Ok(Arc::new(page))
+        Self::read(store, wanted, first, max).await.map(Arc::new)
+    }
+
+    /// Up to `max` events from `first`, those of the `wanted` kinds decoded where the store
+    /// reads them (the sled backend: on its reader thread, from the log's bytes in place).
+    async fn read(
+        store: &S,
+        wanted: Arc<Vec<bool>>,
+        first: Position,
+        max: usize,
+    ) -> Result<Page, ReadError> {
+        let reader = PageReader {
+            wanted,
+            events: Vec::with_capacity(max.min(usize::try_from(PAGE_EVENTS).unwrap_or(max))),
+        };
+        Ok(store
+            .read_all_selected(first, max, reader)
+            .await?
+            .select
+            .events)
     }
 
     /// Starts loading the full pages after `index` (up to [`READ_AHEAD_PAGES`], never past
@@ -302,9 +328,9 @@ impl<S: EventStore> Feed<S> {
         }
         // The tail of the log: read just what is durable, do not cache a partial page.
         let count = usize::try_from(head.0 - next.0 + 1).unwrap_or(usize::MAX);
-        let records = self.store.read_all(next, count).await?;
+        let wanted = Arc::clone(&self.wanted.read().unwrap_or_else(|p| p.into_inner()));
         Ok(Chunk {
-            page: Arc::new(records.into_iter().map(CachedEvent::new).collect()),
+            page: Arc::new(Self::read(&self.store, wanted, next, count).await?),
             start: 0,
         })
     }
@@ -370,8 +396,8 @@ mod tests {
             let chunk = feed.chunk(next, head).await.unwrap();
             assert!(!chunk.events().is_empty(), "no event at {next}");
             for e in chunk.events() {
-                seen.push(e.record.position.0);
-                next = Position(e.record.position.0 + 1);
+                seen.push(e.position.0);
+                next = Position(e.position.0 + 1);
             }
         }
         seen

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use crm_domain::{CodecError, DomainEvent};
-use crm_eventstore::{ChainHash, Position, RecordedEvent, StreamId};
+use crm_eventstore::{ChainHash, Position, RecordView, RecordedEvent};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -54,8 +54,8 @@ pub trait Projection: Send + Sync + 'static {
 pub struct EventContext<'a> {
     /// Global position.
     pub position: Position,
-    /// Stream the event belongs to.
-    pub stream_id: &'a StreamId,
+    /// Stream the event belongs to (a valid stream name, as the log holds it).
+    pub stream_id: &'a str,
     /// When the log accepted it.
     pub recorded_at: DateTime<Utc>,
     /// Business time from the envelope.
@@ -101,56 +101,91 @@ pub struct SkipNote {
     pub reason: String,
 }
 
-/// Index of each event type of the domain catalog, so a recorded event's type is looked up
-/// once (when it is read) and every projection then decides by index.
-fn kinds() -> &'static HashMap<&'static str, u16> {
-    static KINDS: OnceLock<HashMap<&'static str, u16>> = OnceLock::new();
+/// Each event type of the domain catalog by its index, and the index of each, so a recorded
+/// event's type is looked up once (when it is read) and every projection then decides by index.
+struct Kinds {
+    by_name: HashMap<&'static str, u16>,
+    names: Vec<&'static str>,
+}
+
+fn kinds() -> &'static Kinds {
+    static KINDS: OnceLock<Kinds> = OnceLock::new();
     KINDS.get_or_init(|| {
-        DomainEvent::catalog()
-            .zip(0u16..)
-            .map(|((_, event_type, _), kind)| (event_type, kind))
-            .collect()
+        let names: Vec<&'static str> = DomainEvent::catalog().map(|(_, t, _)| t).collect();
+        Kinds {
+            by_name: names.iter().copied().zip(0u16..).collect(),
+            names,
+        }
     })
 }
 
 /// Number of event types in the domain catalog (the range of a kind index).
 pub(crate) fn kind_count() -> usize {
-    kinds().len()
+    kinds().names.len()
 }
 
 /// The catalog index of `event_type`, `None` for a type unknown to this build.
 pub(crate) fn kind_of(event_type: &str) -> Option<u16> {
-    kinds().get(event_type).copied()
+    kinds().by_name.get(event_type).copied()
 }
 
-/// A recorded event with its decoded form computed at most once, shared by every projection
-/// that reads the same page.
+/// A recorded event as the workers read it: its envelope, and its decoded form computed at
+/// most once, shared by every projection that reads the same page. The payload is kept
+/// only until it is decoded: a page decodes the types its projections consume as it is read,
+/// straight from the log's bytes (see `feed`), so those events never hold a copy of it.
 #[derive(Debug)]
 pub(crate) struct CachedEvent {
-    pub(crate) record: RecordedEvent,
+    pub(crate) position: Position,
+    stream_id: Box<str>,
+    /// The type's name when the catalog does not know it (`kind` is `None`).
+    unknown_type: Option<Box<str>>,
+    schema_version: u16,
+    recorded_at: DateTime<Utc>,
+    occurred_at: DateTime<Utc>,
+    hash: ChainHash,
     /// Catalog index of the type; `None`: unknown to this build.
     kind: Option<u16>,
+    /// The encoded payload, until it is decoded (empty after).
+    payload: Vec<u8>,
     decoded: OnceLock<Result<DomainEvent, CodecError>>,
 }
 
 impl CachedEvent {
-    pub(crate) fn new(record: RecordedEvent) -> CachedEvent {
-        let kind = kind_of(&record.event_type);
+    /// The event of `view`, decoded now when `decode` (its payload is then not copied).
+    pub(crate) fn from_view(view: &RecordView<'_>, decode: bool) -> CachedEvent {
+        let kind = kind_of(view.event_type);
+        let decoded = OnceLock::new();
+        let payload = if decode && kind.is_some() {
+            let _ = decoded.set(DomainEvent::from_payload(
+                view.event_type,
+                view.schema_version,
+                view.payload,
+            ));
+            Vec::new()
+        } else {
+            view.payload.to_vec()
+        };
         CachedEvent {
-            record,
+            position: view.position,
+            stream_id: view.stream_id.into(),
+            unknown_type: kind.is_none().then(|| view.event_type.into()),
+            schema_version: view.schema_version,
+            recorded_at: view.recorded_at,
+            occurred_at: view.occurred_at,
+            hash: view.hash,
             kind,
-            decoded: OnceLock::new(),
+            payload,
+            decoded,
         }
     }
 
-    /// Catalog index of the type, `None` if unknown to this build.
-    pub(crate) fn kind(&self) -> Option<u16> {
-        self.kind
-    }
-
-    /// Decodes the payload now (if not yet), e.g. ahead of the projections that will read it.
-    pub(crate) fn decode_now(&self) {
-        let _ = self.decoded();
+    /// The event type's name.
+    fn event_type(&self) -> &str {
+        match (&self.unknown_type, self.kind) {
+            (Some(name), _) => name,
+            (None, Some(k)) => kinds().names.get(usize::from(k)).copied().unwrap_or(""),
+            (None, None) => "",
+        }
     }
 
     /// Whether the payload was decoded already.
@@ -161,11 +196,7 @@ impl CachedEvent {
 
     fn decoded(&self) -> &Result<DomainEvent, CodecError> {
         self.decoded.get_or_init(|| {
-            DomainEvent::from_payload(
-                &self.record.event_type,
-                self.record.schema_version,
-                &self.record.payload,
-            )
+            DomainEvent::from_payload(self.event_type(), self.schema_version, &self.payload)
         })
     }
 }
@@ -206,30 +237,29 @@ pub(crate) fn apply_cached<P: Projection + ?Sized>(
     event: &CachedEvent,
     memo: &mut WantsMemo,
 ) {
-    let rec = &event.record;
-    progress.position = rec.position;
-    progress.last_recorded_at = Some(rec.recorded_at);
-    progress.chain_hash = Some(rec.hash);
+    progress.position = event.position;
+    progress.last_recorded_at = Some(event.recorded_at);
+    progress.chain_hash = Some(event.hash);
     let Some(kind) = event.kind else {
         progress.unknown_type += 1;
         progress.last_skip = Some(SkipNote {
-            position: rec.position,
-            event_type: rec.event_type.clone(),
+            position: event.position,
+            event_type: event.event_type().to_owned(),
             reason: "event type unknown to this build (written by a newer version?)".into(),
         });
         return;
     };
-    if !memo.wants(projection, kind, &rec.event_type) {
+    if !memo.wants(projection, kind, event.event_type()) {
         progress.ignored += 1;
         return;
     }
     match event.decoded() {
         Ok(domain) => {
             let ctx = EventContext {
-                position: rec.position,
-                stream_id: &rec.stream_id,
-                recorded_at: rec.recorded_at,
-                occurred_at: rec.occurred_at,
+                position: event.position,
+                stream_id: &event.stream_id,
+                recorded_at: event.recorded_at,
+                occurred_at: event.occurred_at,
             };
             projection.apply(state, &ctx, domain);
             progress.applied += 1;
@@ -237,8 +267,8 @@ pub(crate) fn apply_cached<P: Projection + ?Sized>(
         Err(reason) => {
             progress.undecodable += 1;
             progress.last_skip = Some(SkipNote {
-                position: rec.position,
-                event_type: rec.event_type.clone(),
+                position: event.position,
+                event_type: event.event_type().to_owned(),
                 reason: reason.to_string(),
             });
         }
@@ -257,7 +287,7 @@ pub fn fold_recorded<P: Projection + ?Sized>(
         projection,
         state,
         progress,
-        &CachedEvent::new(record.clone()),
+        &CachedEvent::from_view(&record.view(), false),
         &mut WantsMemo::default(),
     );
 }

@@ -235,7 +235,7 @@ impl<P: Projection> Worker<P> {
             let served = &mut *guard;
             catch_unwind(AssertUnwindSafe(|| {
                 for event in events {
-                    let position = event.record.position;
+                    let position = event.position;
                     if position > head {
                         break;
                     }
