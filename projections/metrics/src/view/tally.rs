@@ -237,3 +237,155 @@ impl Selector for Tally {
         kept
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::TimeZone;
+    use crm_eventstore::{EventId, StreamVersion};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap()
+    }
+
+    /// Record `position` of `stream` at `version`, of type `ty`, occurred on day `day` and
+    /// recorded on day `position`.
+    fn record<'a>(
+        position: u64,
+        stream: &'a str,
+        version: u64,
+        ty: &'a str,
+        day: u32,
+    ) -> RecordView<'a> {
+        RecordView {
+            position: Position(position),
+            stream_id: stream,
+            stream_version: StreamVersion(version),
+            event_id: EventId(Uuid::from_u128(u128::from(position))),
+            event_type: ty,
+            schema_version: 1,
+            occurred_at: at(day),
+            recorded_at: at(u32::try_from(position).unwrap()),
+            payload: b"{}",
+            hash: ChainHash([u8::try_from(position).unwrap(); 32]),
+        }
+    }
+
+    fn wins() -> Requirements {
+        Requirements {
+            types: ["OpportunityWon".to_owned()].into(),
+            ..Requirements::default()
+        }
+    }
+
+    /// The log every case reads: an opportunity opened, moved and won, an account opened, a
+    /// test flag, and the opportunity won again.
+    fn log() -> Vec<RecordView<'static>> {
+        vec![
+            record(1, "opportunity-1", 1, "OpportunityCreated", 5),
+            record(2, "opportunity-1", 2, "OpportunityStageChanged", 3),
+            record(3, "opportunity-1", 3, "OpportunityWon", 9),
+            record(4, "account-1", 1, "AccountOpened", 1),
+            record(5, "case-1", 2, "RecordFlaggedTest", 7),
+            record(6, "opportunity-2", 2, "OpportunityWon", 8),
+        ]
+    }
+
+    fn run(tally: &mut Tally) -> Vec<u64> {
+        log()
+            .iter()
+            .filter(|r| tally.select(r))
+            .map(|r| r.position.0)
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_types_read_the_corrections_and_the_openings_of_their_streams() {
+        assert_eq!(
+            DomainEvent::category_of("OpportunityWon"),
+            Some("opportunity")
+        );
+        let mut tally = Tally::new(&wins(), None, Position(100), None, None);
+        assert_eq!(run(&mut tally), [1, 3, 5, 6]);
+        assert_eq!(tally.scanned, 6);
+        assert_eq!(tally.kept_count, 4);
+        assert_eq!(tally.occurred, Some((at(5), at(9))));
+        assert_eq!(tally.last, Some((Position(6), ChainHash([6; 32]), at(6))));
+        assert!(!tally.done());
+        let counts = tally.type_counts();
+        assert_eq!(counts.get("OpportunityWon"), Some(&2));
+        assert_eq!(counts.get("AccountOpened"), Some(&1));
+        assert_eq!(counts.values().sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn as_of_hides_later_business_time_from_every_count_but_the_scan() {
+        let mut tally = Tally::new(&wins(), None, Position(100), Some(at(7)), None);
+        assert_eq!(run(&mut tally), [1, 5]);
+        assert_eq!(tally.scanned, 6);
+        assert_eq!(tally.kept_count, 2);
+        assert_eq!(tally.occurred, Some((at(5), at(7))));
+        assert_eq!(tally.type_counts().get("OpportunityWon"), None);
+        assert_eq!(tally.last.map(|(p, _, _)| p), Some(Position(6)));
+    }
+
+    #[test]
+    fn the_head_and_known_at_end_the_replay_at_the_first_record_past_them() {
+        for (head, known_at) in [
+            (Position(3), None),
+            (Position(100), Some(KnownAt::Position(3))),
+            (Position(100), Some(KnownAt::Time(at(3)))),
+        ] {
+            let mut tally = Tally::new(&wins(), None, head, None, known_at);
+            assert_eq!(run(&mut tally), [1, 3], "{head:?} {known_at:?}");
+            assert!(tally.done());
+            assert_eq!(tally.scanned, 3);
+            assert_eq!(tally.last.map(|(p, _, _)| p), Some(Position(3)));
+            assert_eq!(tally.type_counts().values().sum::<u64>(), 3);
+        }
+    }
+
+    #[test]
+    fn what_is_counted_follows_the_whole_definition_and_what_is_kept_the_question() {
+        let whole = Requirements {
+            types: ["AccountOpened".to_owned()].into(),
+            ..Requirements::default()
+        };
+        let mut tally = Tally::new(&wins(), Some(&whole), Position(100), None, None);
+        assert_eq!(run(&mut tally), [1, 3, 5, 6]);
+        // Counted: the account's opening (its type and its stream's first event) and the
+        // test flag (a correction type, read by every definition).
+        assert_eq!(tally.kept_count, 2);
+        assert_eq!(tally.occurred, Some((at(1), at(7))));
+    }
+
+    #[test]
+    fn a_category_named_by_ref_keeps_all_its_streams_events() {
+        let req = Requirements {
+            ref_categories: ["opportunity".to_owned()].into(),
+            ..Requirements::default()
+        };
+        let mut tally = Tally::new(&req, None, Position(100), None, None);
+        assert_eq!(run(&mut tally), [1, 2, 3, 5, 6]);
+    }
+
+    #[test]
+    fn a_resumed_tally_adds_to_the_earlier_counts() {
+        let earlier: BTreeMap<String, u64> = [("OpportunityWon".to_owned(), 5)].into();
+        let mut tally = Tally::new(&wins(), None, Position(100), None, None).resume(
+            10,
+            7,
+            Some((at(2), at(4))),
+            &earlier,
+        );
+        assert_eq!(run(&mut tally), [1, 3, 5, 6]);
+        assert_eq!(tally.scanned, 16);
+        assert_eq!(tally.kept_count, 11);
+        assert_eq!(tally.occurred, Some((at(2), at(9))));
+        assert_eq!(tally.type_counts().get("OpportunityWon"), Some(&7));
+    }
+}
