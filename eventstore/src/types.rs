@@ -142,8 +142,13 @@ impl StreamId {
 
     /// The category: the text before the first `-`, or the whole name if it has none.
     pub fn category(&self) -> &str {
-        self.0.split('-').next().unwrap_or(&self.0)
+        category_of(&self.0)
     }
+}
+
+/// The category of stream name `name`: the text before the first `-`, or the whole name.
+fn category_of(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
 }
 
 impl TryFrom<String> for StreamId {
@@ -366,7 +371,7 @@ pub struct RecordView<'a> {
 impl RecordView<'_> {
     /// The stream's category: the text before the first `-` (see [`StreamId::category`]).
     pub fn category(&self) -> &str {
-        self.stream_id.split('-').next().unwrap_or(self.stream_id)
+        category_of(self.stream_id)
     }
 }
 

@@ -25,7 +25,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use crm_domain::{DomainEvent, UpcasterRegistry};
 use crm_eventstore::limits::READ_PAGE_MAX;
-use crm_eventstore::{EventStore, Position, ReadError, RecordedEvent};
+use crm_eventstore::{EventStore, Position, ReadError, RecordedEvent, Selector};
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,7 +40,6 @@ mod payload;
 mod streams;
 mod tally;
 
-use crm_eventstore::Selector;
 use payload::{Encode, Keys};
 pub(crate) use payload::{Kind, Node};
 pub(crate) use streams::StreamInfo;
