@@ -132,6 +132,17 @@ impl AnyStore {
         }
     }
 
+    /// For a handle that from now on only replays the whole log (`read_all`,
+    /// `read_all_selected`, `head`): the embedded backend lets go of its stream index
+    /// ([`SledStore::release_index`]), after which appends and stream reads are refused;
+    /// the other backends keep nothing that grows with the log, and do nothing.
+    pub async fn release_index(&self) {
+        match &self.backend {
+            Backend::Sled(s) => s.release_index().await,
+            Backend::JetStream(_) | Backend::Memory(_) => {}
+        }
+    }
+
     /// Finishes the appends already queued and releases the backend (the
     /// sled directory lock is released when the last clone is dropped).
     pub async fn close(self) {

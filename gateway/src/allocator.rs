@@ -59,6 +59,21 @@ fn set(parameter: i32, value: i32) {
     }
 }
 
+/// Gives the heap's free pages back to the system, in every arena (`malloc_trim`): after a
+/// large structure is dropped (a question's released log index), so that the pages it held
+/// do not count again when the next allocations land in another arena.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub(crate) fn give_back() {
+    // SAFETY: `malloc_trim` takes an integer and no pointer; glibc locks each arena while
+    // it trims it.
+    let _ = unsafe { libc::malloc_trim(0) };
+}
+
+/// Elsewhere the allocator has no such call.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn give_back() {}
+
 /// Elsewhere (musl, macOS, Windows) the allocator has no such settings.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn settings(_arenas: i32) -> [(&'static str, i32, i32); 0] {

@@ -44,7 +44,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
@@ -84,7 +84,8 @@ pub struct SledOptions {
 const OPEN_LOCK_WAIT_MS: u64 = 5_000;
 
 struct Inner {
-    index: Index,
+    /// The stream index; `None` once [`SledStore::release_index`] let it go.
+    index: RwLock<Option<Arc<Index>>>,
     offsets: Offsets,
     path: PathBuf,
     /// Position of the newest durable record; readers never look past it.
@@ -114,6 +115,21 @@ impl Inner {
         if failed.is_none() {
             *failed = Some(reason);
         }
+    }
+
+    /// The stream index, or why this handle has none any more.
+    fn index(&self) -> Result<Arc<Index>, ReadError> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                ReadError::Storage(
+                    "this handle released the log's stream index to replay the whole log in \
+                     less memory; open the log again to read streams"
+                        .into(),
+                )
+            })
     }
 
     fn segments_dir(&self) -> PathBuf {
@@ -187,8 +203,9 @@ impl SledStore {
         let head = recovered.head;
         debug!(path = %shown, head = head.position.0, "opened sled event store");
         let (head_tx, _) = watch::channel(head);
+        let index = Arc::new(index);
         let inner = Arc::new(Inner {
-            index,
+            index: RwLock::new(Some(index.clone())),
             offsets,
             path,
             durable: AtomicU64::new(head.position.0),
@@ -198,18 +215,18 @@ impl SledStore {
         });
         let (index_tx, index_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_DEPTH);
         let indexer_inner = inner.clone();
+        let indexer_index = index.clone();
         let indexer = std::thread::Builder::new()
             .name("crm-sled-indexer".into())
             .spawn(move || {
                 let inner = indexer_inner;
-                inner
-                    .index
-                    .run_indexer(index_rx, |reason| inner.fail(reason));
+                indexer_index.run_indexer(index_rx, |reason| inner.fail(reason));
             })
             .map_err(|e| io_err("could not start the indexer thread", e))?;
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
         let writer = Writer {
             inner: inner.clone(),
+            index,
             head,
             last_recorded_at: recovered.last_recorded_at,
             versions: std::collections::HashMap::new(),
@@ -265,7 +282,7 @@ impl SledStore {
         let (head_tx, _) = watch::channel(head);
         Ok(SledStore {
             inner: Arc::new(Inner {
-                index,
+                index: RwLock::new(Some(Arc::new(index))),
                 offsets,
                 path,
                 durable: AtomicU64::new(head.position.0),
@@ -291,9 +308,39 @@ impl SledStore {
         }
     }
 
+    /// Lets go of the stream index, for a handle that from now on only replays the whole
+    /// log (`read_all`, `read_all_selected`, `head`), which the segment files and the
+    /// in-memory offset map serve alone. The index's pages and sled's state of its files,
+    /// which grow with the number of appends (about 175 MiB over 10,000,000 events), are
+    /// freed.
+    ///
+    /// The writer stops first, as [`SledStore::close`] stops it: appends through any clone
+    /// of this store are refused from then on ([`AppendError::Closed`]), and stream reads
+    /// and stream versions answer that the index was released. Open the log again to
+    /// write or to read streams. Calling it again does nothing.
+    pub async fn release_index(&self) {
+        if let Some(requests) = &self.requests {
+            let (done, wait) = oneshot::channel();
+            if requests.send(Request::Close { done }).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        // The writer and the indexer dropped their handles when they ended; a read that
+        // holds one still lets go when it ends.
+        let released = self
+            .inner
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if released.is_some() {
+            debug!(path = %self.inner.path.display(), "released the stream index");
+        }
+    }
+
     /// Bytes the store occupies on disk: segments and index.
     pub fn size_on_disk_bytes(&self) -> Result<u64, ReadError> {
-        let mut total = self.inner.index.size_on_disk_bytes()?;
+        let mut total = self.inner.index()?.size_on_disk_bytes()?;
         for segment in self.inner.offsets.all_segments() {
             let len = segment
                 .file
@@ -495,7 +542,7 @@ impl EventStore for SledStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, ReadError> {
         let stream = stream.clone();
-        self.off_executor(move |inner| inner.index.stream_version(&stream, inner.durable()))
+        self.off_executor(move |inner| inner.index()?.stream_version(&stream, inner.durable()))
             .await
     }
 
@@ -519,7 +566,7 @@ fn read_stream(
     let max = page_size(max);
     let mut out = Vec::new();
     let mut expected = from;
-    for run in inner.index.stream_runs(stream, from, durable, max)? {
+    for run in inner.index()?.stream_runs(stream, from, durable, max)? {
         if run.last_version() < expected {
             continue;
         }
@@ -951,6 +998,54 @@ mod tests {
         assert!(r.already_present);
     }
 
+    /// A handle that released its index replays the whole log as before, refuses appends
+    /// and stream reads with the reason, and no longer holds the index's files: another
+    /// open of the directory gets sled's lock at once and sees every record.
+    #[tokio::test]
+    async fn a_released_index_leaves_the_replay_and_frees_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), 30).await;
+        let s = StreamId::new("case-1").unwrap();
+        let before = store.read_all(Position::FIRST, 100).await.unwrap();
+        let head = store.head();
+        let clone = store.clone();
+        store.release_index().await;
+        store.release_index().await;
+        assert_eq!(store.read_all(Position::FIRST, 100).await.unwrap(), before);
+        let page = store
+            .read_all_selected(Position::FIRST, 100, |v: &RecordView<'_>| {
+                v.stream_version.0.is_multiple_of(2)
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 15);
+        assert_eq!(page.last, Some(head.position));
+        assert_eq!(store.head(), head);
+        let err = store
+            .read_stream(&s, StreamVersion(1), 10)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("open the log again"), "{err}");
+        assert!(store.stream_version(&s).await.is_err());
+        assert!(matches!(
+            clone
+                .append(&s, ExpectedVersion::Any, vec![event(99)])
+                .await,
+            Err(AppendError::Closed)
+        ));
+        let index_dir = dir.path().join(INDEX_DIR);
+        let again = index::open_db(&index_dir, std::time::Duration::ZERO, None);
+        assert!(again.is_ok(), "the index is still held");
+        drop(again);
+        drop((store, clone));
+        let reopened = SledStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.head(), head);
+        assert_eq!(
+            reopened.stream_version(&s).await.unwrap(),
+            StreamVersion(30)
+        );
+    }
+
     /// A read-only open reads and verifies a log without writing to its directory.
     #[tokio::test]
     async fn a_read_only_open_reads_without_writing() {
@@ -1128,7 +1223,11 @@ mod tests {
         }
         // Let the indexer catch up and seal what is due.
         for _ in 0..200 {
-            if ids::runs(store.inner.index.tree()).unwrap().len() >= 3 {
+            if ids::runs(store.inner.index().unwrap().tree())
+                .unwrap()
+                .len()
+                >= 3
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -1150,7 +1249,12 @@ mod tests {
         assert_eq!(store.head().position, Position(events));
         store.close().await;
         let store = SledStore::open(dir.path()).unwrap();
-        assert!(ids::runs(store.inner.index.tree()).unwrap().len() >= 3);
+        assert!(
+            ids::runs(store.inner.index().unwrap().tree())
+                .unwrap()
+                .len()
+                >= 3
+        );
         for first in [51u128, 1_501, 3_001, 3_451] {
             let r = retry(store.clone(), first).await;
             assert!(r.already_present, "retry of {first} after a reopen");
@@ -1191,7 +1295,8 @@ mod tests {
         assert_eq!(store.head().position, Position(20));
         assert!(store
             .inner
-            .index
+            .index()
+            .unwrap()
             .tree()
             .scan_prefix([b'I'])
             .next()

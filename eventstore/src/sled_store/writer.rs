@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ids::IdLookup;
-use super::index::{StreamRun, Work};
+use super::index::{Index, StreamRun, Work};
 use super::segment::{
     segment_header, segment_name, EntryStride, Offset, Segment, SEGMENT_HEADER_BYTES,
 };
@@ -182,6 +182,8 @@ impl Group {
 /// versions.
 pub(super) struct Writer {
     pub(super) inner: Arc<Inner>,
+    /// The stream index (the writer's own handle, dropped when it ends).
+    pub(super) index: Arc<Index>,
     pub(super) head: Head,
     pub(super) last_recorded_at: Option<DateTime<Utc>>,
     pub(super) versions: HashMap<StreamId, StreamVersion>,
@@ -274,9 +276,7 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
-        self.inner
-            .index
-            .wait_for_room(|| self.inner.failure().is_some());
+        self.index.wait_for_room(|| self.inner.failure().is_some());
         if let Some(reason) = self.inner.failure() {
             let err = AppendError::StorageFailed(reason);
             for a in appends {
@@ -341,7 +341,7 @@ impl Writer {
             self.inner
                 .offsets
                 .add_entries(group.work.offsets.iter().copied());
-            self.inner.index.tail_add(&group.work);
+            self.index.tail_add(&group.work);
             self.ids.add(&group.work.ids);
             self.inner
                 .durable
@@ -446,7 +446,7 @@ impl Writer {
         if let Some(&position) = group.ids.get(id) {
             return group.staged(position).map(Some);
         }
-        match self.ids.position(&self.inner.index, id)? {
+        match self.ids.position(&self.index, id)? {
             None => Ok(None),
             Some(position) => {
                 let found = self
@@ -473,10 +473,7 @@ impl Writer {
         {
             return Ok(*v);
         }
-        let v = self
-            .inner
-            .index
-            .stream_version(stream, self.head.position)?;
+        let v = self.index.stream_version(stream, self.head.position)?;
         self.versions.insert(stream.clone(), v);
         Ok(v)
     }

@@ -8,6 +8,7 @@ use crm_app::config::Flags;
 use crm_app::store::Create;
 use crm_metrics::ExplainSelect;
 
+use super::replay_only::ReplayOnly;
 use super::{format_of, with_store, Globals, QueryArgs};
 use crate::metric_output;
 
@@ -56,6 +57,7 @@ pub async fn run(globals: &Globals, args: ExplainArgs) -> anyhow::Result<ExitCod
     let flags = args.query.flags()?;
     let format = format_of(args.json, args.csv);
     let output = with_store(&config, Create::Never, async |store| {
+        let store = &ReplayOnly::new(store);
         Ok(metric_output::explain_page(
             store,
             &args.id,

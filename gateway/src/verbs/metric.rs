@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use crm_app::config::Flags;
 use crm_app::store::Create;
 
+use super::replay_only::ReplayOnly;
 use super::{format_of, with_store, Globals, QueryArgs};
 use crate::metric_output;
 
@@ -102,6 +103,7 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
         }) => {
             let flags = query.flags()?;
             with_store(&config, Create::Never, async |store| {
+                let store = &ReplayOnly::new(store);
                 Ok(metric_output::compare_versions(
                     store,
                     &id,
@@ -135,6 +137,7 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
             };
             let flags = query.flags()?;
             with_store(&config, Create::Never, async |store| {
+                let store = &ReplayOnly::new(store);
                 Ok(metric_output::diff_known_at(
                     store,
                     &id,
@@ -159,6 +162,7 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
                 limit: args.limit,
             };
             with_store(&config, Create::Never, async |store| {
+                let store = &ReplayOnly::new(store);
                 Ok(
                     metric_output::metrics(store, &args.ids, args.version, &flags, shape, format)
                         .await?,

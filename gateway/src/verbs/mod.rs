@@ -15,6 +15,7 @@ pub mod metric;
 pub mod metric_sql;
 pub mod metrics;
 pub mod project;
+mod replay_only;
 pub mod schema;
 pub mod scorecard;
 pub mod serve;
