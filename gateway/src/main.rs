@@ -2,13 +2,16 @@
 //! runtime and hands each verb to its module in [`verbs`]; everything else lives in the
 //! library crates (`crm-app`, `crm-import`, `crm-export`, `crm-http`, `crm-publish`).
 
-mod allocator;
 mod metric_output;
 mod verbs;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc, with the settings `crm_app::allocator` explains.
+#[global_allocator]
+static ALLOCATOR: crm_app::allocator::Allocator = crm_app::allocator::ALLOCATOR;
 
 /// The CRM event log: serve the HTTP API, import CRM exports, read, verify and count the log.
 #[derive(Debug, Parser)]
@@ -118,7 +121,6 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    allocator::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -22,6 +22,7 @@
 //! [`config::Config::resolve`] and [`store::open`].
 
 pub mod access;
+pub mod allocator;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;

@@ -29,6 +29,10 @@ mod gen;
 #[path = "../../../projections/tests/common/story.rs"]
 mod story;
 
+/// The `crm` binary's allocator, so the catch-up and the raw replay run as `crm` runs them.
+#[global_allocator]
+static ALLOCATOR: crm_app::allocator::Allocator = crm_app::allocator::ALLOCATOR;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
