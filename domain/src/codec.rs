@@ -183,3 +183,54 @@ impl DomainEvent {
         }
     }
 }
+
+/// Deserializes a payload's JSON. `serde_json` reading bytes checks the UTF-8 of each string
+/// as it reads it; one check of the whole payload first (ASCII runs a word at a time) is
+/// cheaper, and its text reader then checks nothing again. Bytes that are not UTF-8 are read
+/// as bytes, so the error is the one `serde_json` gives for them.
+pub(crate) fn json_slice<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Probe {
+        name: String,
+        n: i64,
+    }
+
+    /// Text and bytes give the same value, and bytes that are not UTF-8 the error serde_json
+    /// gives for them, at the same place.
+    #[test]
+    fn a_payload_reads_as_text_or_bytes_alike() {
+        let ok = br#"{"name":"caf\u00e9 \"x\" \u00fc","n":-7}"#;
+        assert_eq!(
+            json_slice::<Probe>(ok).unwrap(),
+            serde_json::from_slice::<Probe>(ok).unwrap()
+        );
+        let bad = b"{\"name\":\"a\xff\",\"n\":1}";
+        let ours = json_slice::<Probe>(bad).unwrap_err();
+        let theirs = serde_json::from_slice::<Probe>(bad).unwrap_err();
+        assert_eq!(ours.to_string(), theirs.to_string());
+        assert_eq!(
+            (ours.line(), ours.column()),
+            (theirs.line(), theirs.column())
+        );
+        let unknown = br#"{"name":"a","n":1,"extra":true}"#;
+        assert_eq!(
+            json_slice::<Probe>(unknown).unwrap_err().to_string(),
+            serde_json::from_slice::<Probe>(unknown)
+                .unwrap_err()
+                .to_string()
+        );
+    }
+}

@@ -97,7 +97,7 @@ macro_rules! event_enum {
             ) -> Option<Result<Self, serde_json::Error>> {
                 match event_type {
                     $( stringify!($variant) =>
-                        Some(serde_json::from_slice::<$variant>(payload).map(Self::$variant)), )+
+                        Some(crate::codec::json_slice::<$variant>(payload).map(Self::$variant)), )+
                     _ => None,
                 }
             }

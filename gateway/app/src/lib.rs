@@ -6,8 +6,8 @@
 //! ([`propose`]), the configuration ([`config`]: defaults < file < `CRM_*` environment <
 //! flags), opening the log the configuration names ([`store`]), the read models as the
 //! application runs them ([`projections`]), deterministic ids ([`ids`]) and the JSON form of
-//! a recorded event ([`envelope`]), and how damage to the log is named and remedied
-//! ([`damage`]).
+//! a recorded event ([`envelope`]), how damage to the log is named and remedied
+//! ([`damage`]), and the memory allocator our binaries name ([`allocator`]).
 //!
 //! **Architecture Invariant:** no HTTP and no command-line parsing here: the crate depends on
 //! neither axum nor clap (`.ci/run` checks with `cargo tree`). Errors are typed
