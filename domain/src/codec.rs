@@ -212,11 +212,13 @@ mod tests {
     /// gives for them, at the same place.
     #[test]
     fn a_payload_reads_as_text_or_bytes_alike() {
-        let ok = br#"{"name":"caf\u00e9 \"x\" \u00fc","n":-7}"#;
-        assert_eq!(
-            json_slice::<Probe>(ok).unwrap(),
-            serde_json::from_slice::<Probe>(ok).unwrap()
-        );
+        let escaped = br#"{"name":"caf\u00e9 \"x\" \u00fc","n":-7}"#;
+        let raw = "{\"name\":\"Müller – 東京 🙂\",\"n\":0}".as_bytes();
+        for ok in [&escaped[..], raw] {
+            let read = json_slice::<Probe>(ok).unwrap();
+            assert_eq!(read, serde_json::from_slice::<Probe>(ok).unwrap());
+            assert!(!read.name.is_ascii());
+        }
         let bad = b"{\"name\":\"a\xff\",\"n\":1}";
         let ours = json_slice::<Probe>(bad).unwrap_err();
         let theirs = serde_json::from_slice::<Probe>(bad).unwrap_err();
