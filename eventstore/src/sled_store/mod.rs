@@ -299,6 +299,12 @@ impl SledStore {
     /// [`AppendError::Closed`]. The files are released when the last clone of this store
     /// is dropped.
     pub async fn close(self) {
+        self.stop_writer().await;
+    }
+
+    /// Asks the writer to stop after the appends already queued, and waits until it and the
+    /// indexer have ended (at once if it has, or if the store is read-only).
+    async fn stop_writer(&self) {
         let Some(requests) = &self.requests else {
             return;
         };
@@ -319,12 +325,7 @@ impl SledStore {
     /// and stream versions answer that the index was released. Open the log again to
     /// write or to read streams. Calling it again does nothing.
     pub async fn release_index(&self) {
-        if let Some(requests) = &self.requests {
-            let (done, wait) = oneshot::channel();
-            if requests.send(Request::Close { done }).await.is_ok() {
-                let _ = wait.await;
-            }
-        }
+        self.stop_writer().await;
         // The writer and the indexer dropped their handles when they ended; a read that
         // holds one still lets go when it ends.
         let released = self
