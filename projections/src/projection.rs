@@ -145,25 +145,29 @@ pub(crate) struct CachedEvent {
     hash: ChainHash,
     /// Catalog index of the type; `None`: unknown to this build.
     kind: Option<u16>,
-    /// The encoded payload, until it is decoded (empty after).
+    /// The encoded payload, until it is decoded (empty after, and for an unknown type).
     payload: Vec<u8>,
     decoded: OnceLock<Result<DomainEvent, CodecError>>,
 }
 
 impl CachedEvent {
-    /// The event of `view`, decoded now when `decode` (its payload is then not copied).
+    /// The event of `view`, decoded now when `decode`. Its payload is copied only for a later
+    /// decode: not when it is decoded now, and not for a type this build does not know (such
+    /// an event is skipped, never decoded).
     pub(crate) fn from_view(view: &RecordView<'_>, decode: bool) -> CachedEvent {
         let kind = kind_of(view.event_type);
         let decoded = OnceLock::new();
-        let payload = if decode && kind.is_some() {
-            let _ = decoded.set(DomainEvent::from_payload(
-                view.event_type,
-                view.schema_version,
-                view.payload,
-            ));
-            Vec::new()
-        } else {
-            view.payload.to_vec()
+        let payload = match kind {
+            Some(_) if decode => {
+                let _ = decoded.set(DomainEvent::from_payload(
+                    view.event_type,
+                    view.schema_version,
+                    view.payload,
+                ));
+                Vec::new()
+            }
+            Some(_) => view.payload.to_vec(),
+            None => Vec::new(),
         };
         CachedEvent {
             position: view.position,
