@@ -129,13 +129,17 @@ impl<A: Instants, B: Instants> Instants for (A, B) {
     }
 }
 
-impl<T: Instants> Instants for BTreeMap<String, T> {
+impl<K, T> Instants for BTreeMap<K, T>
+where
+    K: Ord + Serialize + for<'k> Deserialize<'k>,
+    T: Instants,
+{
     fn serialize_by_kind<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.iter().map(|(k, v)| (k, Ser(v))))
     }
 
     fn deserialize_by_kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(BTreeMap::<String, De<T>>::deserialize(deserializer)?
+        Ok(BTreeMap::<K, De<T>>::deserialize(deserializer)?
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect())

@@ -12,6 +12,11 @@ use crm_domain::aggregates::subscription::{
 use crm_domain::values::Money;
 use serde::{Deserialize, Serialize};
 
+/// Text held in read-model state (ids, labels, currency codes): up to 24 bytes inline, so
+/// the millions of short keys a large log brings cost no heap allocation each. It reads and
+/// writes as a plain string, so snapshots are the same bytes as with `String`.
+pub type Text = compact_str::CompactString;
+
 /// Most rows any list query returns; larger requests are capped.
 pub const LIST_LIMIT_MAX: usize = 10_000;
 /// Rows a list query returns when the caller names no limit.
@@ -160,11 +165,11 @@ pub fn in_currency(amount: Money, currency: &str) -> Option<i64> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionFacts {
     /// Owning account.
-    pub account: String,
+    pub account: Text,
     /// Plan (the contract type, e.g. `Month-to-month`).
-    pub plan: String,
+    pub plan: Text,
     /// Product.
-    pub product: String,
+    pub product: Text,
     /// Product or service contract.
     pub kind: SubscriptionKind,
     /// Trial (not a purchase).
@@ -183,18 +188,18 @@ pub struct SubscriptionFacts {
     #[serde(with = "crate::instants")]
     pub mrr: Vec<(DateTime<Utc>, i64)>,
     /// Currency of the amounts.
-    pub currency: String,
+    pub currency: Text,
     /// When it stops running: cancellation `effective_at` or expiry.
     #[serde(with = "crate::instants")]
     pub ended_at: Option<DateTime<Utc>>,
     /// Who cancelled, if cancelled.
     pub cancelled_by: Option<CancellationInitiator>,
     /// Cancellation reason.
-    pub cancel_reason: Option<String>,
+    pub cancel_reason: Option<Text>,
     /// Services recorded.
-    pub services: Vec<String>,
+    pub services: Vec<Text>,
     /// Payment method recorded.
-    pub payment_method: Option<String>,
+    pub payment_method: Option<Text>,
     /// Instants of downgrades.
     #[serde(with = "crate::instants")]
     pub downgrades: Vec<DateTime<Utc>>,
@@ -259,19 +264,16 @@ impl SubscriptionFacts {
 }
 
 /// Folds a subscription event into `subs` (keyed by subscription id).
-pub fn fold_subscription(
-    subs: &mut BTreeMap<String, SubscriptionFacts>,
-    event: &SubscriptionEvent,
-) {
+pub fn fold_subscription(subs: &mut BTreeMap<Text, SubscriptionFacts>, event: &SubscriptionEvent) {
     use SubscriptionEvent as E;
-    let id = event.aggregate_id().as_str().to_owned();
+    let id = event.aggregate_id().as_str().into();
     if let E::SubscriptionStarted(e) = event {
         subs.insert(
             id,
             SubscriptionFacts {
-                account: e.account_id.as_str().to_owned(),
-                plan: e.plan.as_str().to_owned(),
-                product: e.product.as_str().to_owned(),
+                account: e.account_id.as_str().into(),
+                plan: e.plan.as_str().into(),
+                product: e.product.as_str().into(),
                 kind: e.kind,
                 trial: e.trial,
                 linked: e.order.is_some() || e.opportunity.is_some(),
@@ -279,7 +281,7 @@ pub fn fold_subscription(
                 started_at: e.occurred_at,
                 term_end: e.term_end,
                 mrr: vec![(e.occurred_at, e.monthly_amount.minor_units)],
-                currency: e.monthly_amount.currency.as_str().to_owned(),
+                currency: e.monthly_amount.currency.as_str().into(),
                 ended_at: None,
                 cancelled_by: None,
                 cancel_reason: None,
@@ -297,7 +299,7 @@ pub fn fold_subscription(
     match event {
         E::SubscriptionStarted(_) => {}
         E::SubscriptionChanged(e) => {
-            s.plan = e.to_plan.as_str().to_owned();
+            s.plan = e.to_plan.as_str().into();
             s.mrr.push((e.occurred_at, e.to_monthly_amount.minor_units));
             if e.to_monthly_amount.minor_units < e.from_monthly_amount.minor_units {
                 s.downgrades.push(e.occurred_at);
@@ -311,14 +313,14 @@ pub fn fold_subscription(
         E::SubscriptionCancelled(e) => {
             s.ended_at = Some(e.effective_at);
             s.cancelled_by = Some(e.initiated_by);
-            s.cancel_reason = Some(e.reason.as_str().to_owned());
+            s.cancel_reason = Some(e.reason.as_str().into());
         }
         E::SubscriptionExpired(e) => {
             s.ended_at = Some(e.term_end.min(e.occurred_at).max(s.started_at))
         }
         E::SubscriptionDetailsRecorded(e) => {
-            s.services = e.services.iter().map(|l| l.as_str().to_owned()).collect();
-            s.payment_method = e.payment_method.as_ref().map(|l| l.as_str().to_owned());
+            s.services = e.services.iter().map(|l| l.as_str().into()).collect();
+            s.payment_method = e.payment_method.as_ref().map(|l| l.as_str().into());
         }
     }
     // Keep the amounts ordered by time (business time may be backdated).

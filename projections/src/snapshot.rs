@@ -673,7 +673,7 @@ mod tests {
             let opened = r#"{"account":"a","owner":"o","product":"p","amount_minor":1,"currency":"USD","expected_close":"2024-04-01","kind":"new","stage":"s","probability":10,"opened_at":"2024-01-01T00:00:00Z","is_test":false,"status":{"status":"open"},"visits":[],"closed_by":null}"#;
             let mut opp: crate::read_models::pipeline::Opp = serde_json::from_str(opened).unwrap();
             opp.status = status;
-            state.opportunities.insert(format!("o{i}"), opp);
+            state.opportunities.insert(format!("o{i}").into(), opp);
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(SERVING_FILE);

@@ -8,7 +8,10 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+
+use super::text::deserialize_text;
 
 /// Longest identifier accepted, in bytes (UTF-8).
 pub const ID_LEN_MAX_BYTES: usize = 128;
@@ -83,9 +86,8 @@ pub const ID_PATTERN: &str = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]+$";
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(CompactString);
 
         impl $name {
             /// Human name of the record kind, used in error messages.
@@ -99,7 +101,7 @@ macro_rules! string_id {
             pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
                 validate_id($kind, &value)?;
-                Ok(Self(value))
+                Ok(Self(CompactString::from(value)))
             }
 
             /// The id as text.
@@ -134,20 +136,33 @@ macro_rules! string_id {
         impl TryFrom<&str> for $name {
             type Error = IdError;
             fn try_from(value: &str) -> Result<Self, IdError> {
-                Self::new(value)
+                validate_id($kind, value)?;
+                Ok(Self(CompactString::new(value)))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_text(deserializer)
             }
         }
 
         impl std::str::FromStr for $name {
             type Err = IdError;
             fn from_str(value: &str) -> Result<Self, IdError> {
-                Self::new(value)
+                Self::try_from(value)
             }
         }
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.into_string()
             }
         }
 

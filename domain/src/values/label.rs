@@ -7,7 +7,10 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+
+use super::text::deserialize_text;
 
 /// Longest label accepted, in bytes (UTF-8).
 pub const LABEL_LEN_MAX_BYTES: usize = 256;
@@ -34,9 +37,8 @@ pub enum LabelError {
 }
 
 /// A short, trimmed, non-empty text without control characters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Label(String);
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(CompactString);
 
 impl Label {
     /// Validates a label.
@@ -45,24 +47,44 @@ impl Label {
     /// [`LabelError`] when blank, too long, untrimmed or containing control characters.
     pub fn new(value: impl Into<String>) -> Result<Self, LabelError> {
         let value = value.into();
-        if value.trim().is_empty() {
-            return Err(LabelError::Empty);
-        }
-        if value.len() > LABEL_LEN_MAX_BYTES {
-            return Err(LabelError::TooLong {
-                len_bytes: value.len(),
-            });
-        }
-        if value.trim() != value || value.chars().any(char::is_control) {
-            return Err(LabelError::Malformed { value });
-        }
-        Ok(Self(value))
+        check(&value)?;
+        Ok(Self(CompactString::from(value)))
     }
 
     /// The label as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The label rules.
+fn check(value: &str) -> Result<(), LabelError> {
+    if value.trim().is_empty() {
+        return Err(LabelError::Empty);
+    }
+    if value.len() > LABEL_LEN_MAX_BYTES {
+        return Err(LabelError::TooLong {
+            len_bytes: value.len(),
+        });
+    }
+    if value.trim() != value || value.chars().any(char::is_control) {
+        return Err(LabelError::Malformed {
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl Serialize for Label {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_text(deserializer)
     }
 }
 
@@ -96,13 +118,14 @@ impl TryFrom<String> for Label {
 impl TryFrom<&str> for Label {
     type Error = LabelError;
     fn try_from(value: &str) -> Result<Self, LabelError> {
-        Self::new(value)
+        check(value)?;
+        Ok(Self(CompactString::new(value)))
     }
 }
 
 impl From<Label> for String {
     fn from(l: Label) -> String {
-        l.0
+        l.0.into_string()
     }
 }
 

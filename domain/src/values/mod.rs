@@ -7,6 +7,7 @@ pub mod instant;
 mod label;
 mod money;
 mod scores;
+mod text;
 
 pub use channel::{Channel, SalesChannel};
 pub use ids::{

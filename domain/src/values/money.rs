@@ -53,8 +53,7 @@ pub enum MoneyError {
 }
 
 /// An ISO 4217 currency code: three ASCII uppercase letters.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -116,6 +115,25 @@ impl TryFrom<String> for Currency {
     type Error = MoneyError;
     fn try_from(code: String) -> Result<Self, MoneyError> {
         Self::new(&code)
+    }
+}
+
+impl TryFrom<&str> for Currency {
+    type Error = MoneyError;
+    fn try_from(code: &str) -> Result<Self, MoneyError> {
+        Self::new(code)
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        super::text::deserialize_text(deserializer)
     }
 }
 

@@ -16,6 +16,7 @@ use crm_domain::values::Channel;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{self, BusinessCalendar, Stop};
+use crate::shared::Text;
 
 /// First-response and resolution targets for cases of a priority and channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,20 +55,20 @@ pub fn policy_for<'a>(
 /// Everything the service read models know of one case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseFacts {
-    pub account: Option<String>,
+    pub account: Option<Text>,
     #[serde(with = "crate::instants")]
     pub opened_at: DateTime<Utc>,
-    pub case_type: String,
+    pub case_type: Text,
     pub priority: CasePriority,
     pub channel: Channel,
     pub is_complaint: bool,
     pub is_test: bool,
     /// Policy applied (`None`: no policy).
-    pub policy: Option<String>,
+    pub policy: Option<Text>,
     pub first_response_target_s: Option<i64>,
     pub resolution_target_s: Option<i64>,
-    pub team: Option<String>,
-    pub agent: Option<String>,
+    pub team: Option<Text>,
+    pub agent: Option<Text>,
     /// First response by a person (automated acknowledgements do not count).
     #[serde(with = "crate::instants")]
     pub first_response_at: Option<DateTime<Utc>>,
@@ -80,7 +81,7 @@ pub struct CaseFacts {
     /// Current (final unless reopened later) resolution.
     #[serde(with = "crate::instants")]
     pub resolved_at: Option<DateTime<Utc>>,
-    pub resolved_by: Option<String>,
+    pub resolved_by: Option<Text>,
     pub first_contact: bool,
     pub ever_resolved: bool,
     pub reopens: u32,
@@ -227,7 +228,7 @@ impl CaseFacts {
 
 /// Folds a case event into `cases`, deriving policies and due instants.
 pub fn fold_case(
-    cases: &mut BTreeMap<String, CaseFacts>,
+    cases: &mut BTreeMap<Text, CaseFacts>,
     event: &CaseEvent,
     policies: &[SlaPolicy],
     calendar: &BusinessCalendar,
@@ -242,14 +243,14 @@ pub fn fold_case(
             e.channel,
         );
         let mut c = CaseFacts {
-            account: e.account_id.as_ref().map(|a| a.as_str().to_owned()),
+            account: e.account_id.as_ref().map(|a| a.as_str().into()),
             opened_at: e.occurred_at,
-            case_type: e.case_type.as_str().to_owned(),
+            case_type: e.case_type.as_str().into(),
             priority: e.priority,
             channel: e.channel,
             is_complaint: e.is_complaint,
             is_test: e.is_test,
-            policy: policy.map(|p| p.name.clone()),
+            policy: policy.map(|p| p.name.as_str().into()),
             first_response_target_s: policy.map(|p| i64::from(p.first_response_minutes) * 60),
             resolution_target_s: policy.map(|p| i64::from(p.resolution_minutes) * 60),
             team: None,
@@ -268,7 +269,7 @@ pub fn fold_case(
             resolution_due: None,
         };
         c.derive_dues(calendar);
-        cases.insert(id.to_owned(), c);
+        cases.insert(id.into(), c);
         return;
     }
     let Some(c) = cases.get_mut(id) else {
@@ -277,13 +278,13 @@ pub fn fold_case(
     match event {
         E::CaseOpened(_) => {}
         E::CaseReclassified(e) => {
-            c.case_type = e.case_type.as_str().to_owned();
+            c.case_type = e.case_type.as_str().into();
             c.priority = e.priority;
             c.is_complaint = c.is_complaint || e.is_complaint;
         }
         E::CaseAssigned(e) => {
-            c.agent = Some(e.agent.as_str().to_owned());
-            c.team = e.team.as_ref().map(|t| t.as_str().to_owned());
+            c.agent = Some(e.agent.as_str().into());
+            c.team = e.team.as_ref().map(|t| t.as_str().into());
         }
         E::CaseFirstResponded(e) => {
             if !e.automated && c.first_response_at.is_none() {
@@ -303,7 +304,7 @@ pub fn fold_case(
         E::CaseEscalated(e) => c.escalations.push(e.occurred_at),
         E::CaseResolved(e) => {
             c.resolved_at = Some(e.occurred_at);
-            c.resolved_by = e.agent.as_ref().map(|a| a.as_str().to_owned());
+            c.resolved_by = e.agent.as_ref().map(|a| a.as_str().into());
             c.first_contact = e.first_contact;
             c.ever_resolved = true;
         }

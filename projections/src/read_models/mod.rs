@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProjectionError;
 use crate::runner::{ProjectionHandle, ProjectionRunner};
+use crate::shared::Text;
 
 pub use churn::{ChurnConfig, ChurnProjection};
 pub use lifetime_value::{LifetimeValueConfig, LifetimeValueProjection};
@@ -83,9 +84,9 @@ impl ReadModels {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountFacts {
     /// Segment.
-    pub segment: String,
+    pub segment: Text,
     /// Region.
-    pub region: String,
+    pub region: Text,
     /// Internal account (left out of customer metrics).
     pub is_internal: bool,
     /// Test account.
@@ -95,17 +96,17 @@ pub struct AccountFacts {
 impl AccountFacts {
     /// Folds an account event into `accounts`.
     pub fn fold(
-        accounts: &mut std::collections::BTreeMap<String, AccountFacts>,
+        accounts: &mut std::collections::BTreeMap<Text, AccountFacts>,
         event: &crm_domain::aggregates::AccountEvent,
     ) {
         use crm_domain::aggregates::AccountEvent as E;
         match event {
             E::AccountOpened(e) => {
                 accounts.insert(
-                    e.account_id.as_str().to_owned(),
+                    e.account_id.as_str().into(),
                     AccountFacts {
-                        segment: e.segment.as_str().to_owned(),
-                        region: e.region.as_str().to_owned(),
+                        segment: e.segment.as_str().into(),
+                        region: e.region.as_str().into(),
                         is_internal: e.is_internal,
                         is_test: e.is_test,
                     },
@@ -113,7 +114,7 @@ impl AccountFacts {
             }
             E::AccountSegmentChanged(e) => {
                 if let Some(a) = accounts.get_mut(e.account_id.as_str()) {
-                    a.segment = e.to.as_str().to_owned();
+                    a.segment = e.to.as_str().into();
                 }
             }
             E::AccountOwnerChanged(_) => {}

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::cases::{fold_case, CaseFacts, SlaPolicy, TargetOutcome};
 use crate::calendar::BusinessCalendar;
 use crate::projection::{EventContext, Projection};
+use crate::shared::Text;
 use crate::shared::{as_f64, list_limit, Ratio, Summary};
 
 /// Projection name.
@@ -81,11 +82,11 @@ pub struct HandleTotals {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaState {
     /// Cases by id.
-    pub cases: BTreeMap<String, CaseFacts>,
+    pub cases: BTreeMap<Text, CaseFacts>,
     /// Handle time per agent (`unknown` when none is named).
-    pub handle_by_agent: BTreeMap<String, HandleTotals>,
+    pub handle_by_agent: BTreeMap<Text, HandleTotals>,
     /// Handle time per channel.
-    pub handle_by_channel: BTreeMap<String, HandleTotals>,
+    pub handle_by_channel: BTreeMap<Text, HandleTotals>,
 }
 
 /// The SLA projection.
@@ -150,16 +151,12 @@ impl Projection for SlaProjection {
                     && !e.is_test;
                 if handled {
                     let secs = u64::from(e.duration_s) + u64::from(e.hold_s) + u64::from(e.wrap_s);
-                    let agent = e
-                        .agent
-                        .as_ref()
-                        .map_or("unknown", |a| a.as_str())
-                        .to_owned();
+                    let agent = e.agent.as_ref().map_or("unknown", |a| a.as_str()).into();
                     for totals in [
                         state.handle_by_agent.entry(agent).or_default(),
                         state
                             .handle_by_channel
-                            .entry(label(&e.channel))
+                            .entry(label(&e.channel).into())
                             .or_default(),
                     ] {
                         totals.count += 1;
@@ -402,22 +399,23 @@ pub fn report(state: &SlaState, config: &SlaConfig, q: &SlaQuery) -> SlaReport {
         for (name, o) in [("first_response", fr), ("resolution", res)] {
             if let TargetOutcome::Breached { due } = o {
                 breaches.push(Breach {
-                    case: id.clone(),
-                    policy: policy.clone(),
+                    case: id.to_string(),
+                    policy: policy.to_string(),
                     target: name.into(),
                     due,
-                    team: c.team.clone(),
-                    agent: c.agent.clone(),
+                    team: c.team.as_ref().map(Text::to_string),
+                    agent: c.agent.as_ref().map(Text::to_string),
                     priority: label(&c.priority),
                 });
             }
         }
         let keys = [
-            c.team.clone().unwrap_or_else(|| "unassigned".into()),
+            c.team.as_deref().unwrap_or("unassigned").to_owned(),
             c.resolved_by
-                .clone()
-                .or_else(|| c.agent.clone())
-                .unwrap_or_else(|| "unassigned".into()),
+                .as_deref()
+                .or(c.agent.as_deref())
+                .unwrap_or("unassigned")
+                .to_owned(),
             label(&c.priority),
             label(&c.channel),
         ];
@@ -485,13 +483,13 @@ pub fn report(state: &SlaState, config: &SlaConfig, q: &SlaQuery) -> SlaReport {
             .handle_by_agent
             .iter()
             .take(limit)
-            .map(|(k, v)| handle_row(k.clone(), *v))
+            .map(|(k, v)| handle_row(k.to_string(), *v))
             .collect(),
         handle_time_by_channel: state
             .handle_by_channel
             .iter()
             .take(limit)
-            .map(|(k, v)| handle_row(k.clone(), *v))
+            .map(|(k, v)| handle_row(k.to_string(), *v))
             .collect(),
         backlog,
         reopen_rate: Ratio::new(reopened, ever_resolved),
@@ -518,7 +516,7 @@ pub struct CaseSla {
 pub fn case_at(state: &SlaState, case: &str, as_of: DateTime<Utc>) -> Option<CaseSla> {
     state.cases.get(case).map(|c| CaseSla {
         case: case.to_owned(),
-        policy: c.policy.clone(),
+        policy: c.policy.as_ref().map(Text::to_string),
         first_response_due: c.first_response_due,
         resolution_due: c.resolution_due,
         first_response: c.first_response(as_of),

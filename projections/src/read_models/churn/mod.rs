@@ -24,6 +24,7 @@ use super::cases::{fold_case, CaseFacts, TargetOutcome};
 use super::sla::{label, SlaConfig};
 use super::AccountFacts;
 use crate::projection::{EventContext, Projection};
+use crate::shared::Text;
 use crate::shared::{fold_subscription, list_limit, spell, MoneyRatio, Ratio, SubscriptionFacts};
 
 /// Projection name.
@@ -110,22 +111,22 @@ pub struct AccountSignals {
 /// An order's account and its invoices overdue and not paid since.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderDebts {
-    pub account: String,
+    pub account: Text,
     /// Invoice → first overdue instant.
     #[serde(with = "crate::instants")]
-    pub overdue: BTreeMap<String, DateTime<Utc>>,
+    pub overdue: BTreeMap<Text, DateTime<Utc>>,
 }
 
 /// The churn state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChurnState {
-    pub accounts: BTreeMap<String, AccountFacts>,
-    pub subscriptions: BTreeMap<String, SubscriptionFacts>,
+    pub accounts: BTreeMap<Text, AccountFacts>,
+    pub subscriptions: BTreeMap<Text, SubscriptionFacts>,
     /// Contact → account.
-    pub contacts: BTreeMap<String, String>,
-    pub orders: BTreeMap<String, OrderDebts>,
-    pub cases: BTreeMap<String, CaseFacts>,
-    pub signals: BTreeMap<String, AccountSignals>,
+    pub contacts: BTreeMap<Text, Text>,
+    pub orders: BTreeMap<Text, OrderDebts>,
+    pub cases: BTreeMap<Text, CaseFacts>,
+    pub signals: BTreeMap<Text, AccountSignals>,
 }
 
 /// The churn projection.
@@ -191,30 +192,25 @@ impl Projection for ChurnProjection {
                 fold_case(&mut state.cases, e, &self.sla.policies, &self.sla.calendar)
             }
             DomainEvent::Contact(ContactEvent::ContactAdded(e)) => {
-                state.contacts.insert(
-                    e.contact_id.as_str().to_owned(),
-                    e.account_id.as_str().to_owned(),
-                );
+                state
+                    .contacts
+                    .insert(e.contact_id.as_str().into(), e.account_id.as_str().into());
             }
             DomainEvent::Contact(ContactEvent::ContactLeft(e)) => {
                 let s = state
                     .signals
-                    .entry(e.account_id.as_str().to_owned())
+                    .entry(e.account_id.as_str().into())
                     .or_default();
                 s.contacts_left.push(e.occurred_at);
             }
             DomainEvent::Interaction(InteractionEvent::InteractionLogged(e)) => {
                 let two_way =
                     e.direction == Direction::Inbound || e.outcome == InteractionOutcome::Connected;
-                let account = e
-                    .account
-                    .as_ref()
-                    .map(|a| a.as_str().to_owned())
-                    .or_else(|| {
-                        e.contact
-                            .as_ref()
-                            .and_then(|c| state.contacts.get(c.as_str()).cloned())
-                    });
+                let account = e.account.as_ref().map(|a| a.as_str().into()).or_else(|| {
+                    e.contact
+                        .as_ref()
+                        .and_then(|c| state.contacts.get(c.as_str()).cloned())
+                });
                 if let (true, Some(account), false) = (two_way, account, e.is_test) {
                     let s = state.signals.entry(account).or_default();
                     *s.interaction_days
@@ -242,9 +238,9 @@ impl Projection for ChurnProjection {
             }
             DomainEvent::Order(OrderEvent::OrderPlaced(e)) => {
                 state.orders.insert(
-                    e.order_id.as_str().to_owned(),
+                    e.order_id.as_str().into(),
                     OrderDebts {
-                        account: e.account_id.as_str().to_owned(),
+                        account: e.account_id.as_str().into(),
                         overdue: BTreeMap::new(),
                     },
                 );
@@ -252,7 +248,7 @@ impl Projection for ChurnProjection {
             DomainEvent::Order(OrderEvent::PaymentOverdue(e)) => {
                 if let Some(o) = state.orders.get_mut(e.order_id.as_str()) {
                     o.overdue
-                        .entry(e.invoice_id.as_str().to_owned())
+                        .entry(e.invoice_id.as_str().into())
                         .or_insert(e.occurred_at);
                     let account = o.account.clone();
                     state

@@ -115,7 +115,7 @@ pub fn customer(
         .and_then(|s| {
             s.ended_at.map(|effective_at| Cancellation {
                 effective_at,
-                reason: s.cancel_reason.clone(),
+                reason: s.cancel_reason.as_ref().map(Text::to_string),
                 initiated_by: s.cancelled_by.as_ref().map(label),
             })
         });
@@ -252,8 +252,8 @@ pub fn customer(
     let score = signals.iter().map(|s| s.points).sum::<u32>().min(100);
     Some(CustomerSignals {
         account: account.to_owned(),
-        segment: facts.map_or_else(|| "unknown".into(), |f| f.segment.clone()),
-        region: facts.map_or_else(|| "unknown".into(), |f| f.region.clone()),
+        segment: facts.map_or_else(|| "unknown".into(), |f| f.segment.to_string()),
+        region: facts.map_or_else(|| "unknown".into(), |f| f.region.to_string()),
         status: if sp.churned_at.is_some() {
             "churned"
         } else if notice {
@@ -262,14 +262,14 @@ pub fn customer(
             "active"
         }
         .into(),
-        contract_type: latest.plan.clone(),
-        product: latest.product.clone(),
+        contract_type: latest.plan.to_string(),
+        product: latest.product.to_string(),
         customer_since: sp.start,
         churned_at: sp.churned_at,
         tenure_months: whole_months(sp.start, sp.churned_at.unwrap_or(t)),
         monthly_amount_minor: monthly,
-        services: latest.services.clone(),
-        payment_method: latest.payment_method.clone(),
+        services: latest.services.iter().map(Text::to_string).collect(),
+        payment_method: latest.payment_method.as_ref().map(Text::to_string),
         days_since_last_interaction: last_day.map(|d| crate::shared::i_as_f64(today - d)),
         interactions_recent: recent,
         interactions_previous: previous,

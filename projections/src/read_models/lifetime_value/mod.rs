@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AccountFacts;
 use crate::projection::{EventContext, Projection};
+use crate::shared::Text;
 use crate::shared::{
     days_between, fold_subscription, i_as_f64, list_limit, quintiles, SubscriptionFacts,
 };
@@ -60,17 +61,17 @@ impl Default for LifetimeValueConfig {
 /// A won deal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deal {
-    pub account: String,
+    pub account: Text,
     #[serde(with = "crate::instants")]
     pub at: DateTime<Utc>,
     pub amount_minor: i64,
-    pub currency: String,
+    pub currency: Text,
 }
 
 /// An order with its refunds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFacts {
-    pub account: String,
+    pub account: Text,
     #[serde(with = "crate::instants")]
     pub at: DateTime<Utc>,
     pub amount_minor: i64,
@@ -78,7 +79,7 @@ pub struct OrderFacts {
     pub cost_minor: Option<i64>,
     pub refunded_minor: i64,
     pub cost_reversed_minor: i64,
-    pub currency: String,
+    pub currency: Text,
     pub cancelled: bool,
     /// Linked to an opportunity (the won deal is the purchase).
     pub linked: bool,
@@ -88,19 +89,19 @@ pub struct OrderFacts {
 /// What an opportunity is, until it is won.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OppFacts {
-    pub account: String,
+    pub account: Text,
     pub is_test: bool,
 }
 
 /// The lifetime-value state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifetimeValueState {
-    pub accounts: BTreeMap<String, AccountFacts>,
-    pub opportunities: BTreeMap<String, OppFacts>,
+    pub accounts: BTreeMap<Text, AccountFacts>,
+    pub opportunities: BTreeMap<Text, OppFacts>,
     /// Won deals by opportunity (removed on reopen or void).
-    pub deals: BTreeMap<String, Deal>,
-    pub orders: BTreeMap<String, OrderFacts>,
-    pub subscriptions: BTreeMap<String, SubscriptionFacts>,
+    pub deals: BTreeMap<Text, Deal>,
+    pub orders: BTreeMap<Text, OrderFacts>,
+    pub subscriptions: BTreeMap<Text, SubscriptionFacts>,
 }
 
 /// The lifetime-value projection.
@@ -133,15 +134,15 @@ fn fold_order(state: &mut LifetimeValueState, event: &OrderEvent) {
                 .map(|l| l.cost.map(|c| c.minor_units))
                 .sum::<Option<i64>>();
             state.orders.insert(
-                id.to_owned(),
+                id.into(),
                 OrderFacts {
-                    account: e.account_id.as_str().to_owned(),
+                    account: e.account_id.as_str().into(),
                     at: e.occurred_at,
                     amount_minor: e.total.minor_units,
                     cost_minor: cost,
                     refunded_minor: 0,
                     cost_reversed_minor: 0,
-                    currency: e.total.currency.as_str().to_owned(),
+                    currency: e.total.currency.as_str().into(),
                     cancelled: false,
                     linked: e.opportunity.is_some(),
                     is_test: e.is_test,
@@ -184,9 +185,9 @@ fn fold_opportunity(state: &mut LifetimeValueState, event: &OpportunityEvent) {
     match event {
         OpportunityEvent::OpportunityOpened(e) => {
             state.opportunities.insert(
-                id.to_owned(),
+                id.into(),
                 OppFacts {
-                    account: e.account_id.as_str().to_owned(),
+                    account: e.account_id.as_str().into(),
                     is_test: e.is_test,
                 },
             );
@@ -194,12 +195,12 @@ fn fold_opportunity(state: &mut LifetimeValueState, event: &OpportunityEvent) {
         OpportunityEvent::OpportunityWon(e) => {
             if let Some(o) = state.opportunities.get(id).filter(|o| !o.is_test) {
                 state.deals.insert(
-                    id.to_owned(),
+                    id.into(),
                     Deal {
                         account: o.account.clone(),
                         at: e.occurred_at,
                         amount_minor: e.amount.minor_units,
-                        currency: e.amount.currency.as_str().to_owned(),
+                        currency: e.amount.currency.as_str().into(),
                     },
                 );
             }

@@ -180,9 +180,9 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
             continue;
         }
         let running = s.running_at(t);
-        *l.running.entry(s.account.clone()).or_default() |= running;
+        *l.running.entry(s.account.to_string()).or_default() |= running;
         if let Some(end) = s.ended_at.filter(|e| *e <= t) {
-            let e = l.sub_end.entry(s.account.clone()).or_insert(end);
+            let e = l.sub_end.entry(s.account.to_string()).or_insert(end);
             *e = (*e).max(end);
         }
         let t_next = t + Duration::seconds(1);
@@ -219,7 +219,7 @@ pub fn report(
         state
             .accounts
             .get(a)
-            .map_or_else(|| "unknown".to_owned(), |f| f.segment.clone())
+            .map_or_else(|| "unknown".to_owned(), |f| f.segment.to_string())
     };
     let mut spells: BTreeMap<&str, (DateTime<Utc>, Option<DateTime<Utc>>)> = BTreeMap::new();
     let mut segments: BTreeMap<String, (u64, f64)> = BTreeMap::new();
@@ -315,8 +315,8 @@ pub fn report(
             account: account.clone(),
             region: state
                 .accounts
-                .get(account)
-                .map_or_else(|| "unknown".to_owned(), |f| f.region.clone()),
+                .get(account.as_str())
+                .map_or_else(|| "unknown".to_owned(), |f| f.region.to_string()),
             revenue_minor: revenue,
             margin_minor: margin,
             revenue_without_cost_minor: ps

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AccountFacts;
 use crate::projection::{EventContext, Projection};
+use crate::shared::Text;
 use crate::shared::{days_between, list_limit, Ratio, Summary};
 
 /// Projection name.
@@ -52,9 +53,9 @@ impl Default for PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rep {
     /// Team.
-    pub team: String,
+    pub team: Text,
     /// Region.
-    pub region: String,
+    pub region: Text,
 }
 
 /// How an opportunity stands.
@@ -70,10 +71,10 @@ pub enum OppStatus {
     Won {
         at: DateTime<Utc>,
         amount_minor: i64,
-        currency: String,
+        currency: Text,
     },
     /// Lost.
-    Lost { at: DateTime<Utc>, reason: String },
+    Lost { at: DateTime<Utc>, reason: Text },
     /// Voided: out of every figure.
     Voided { at: DateTime<Utc> },
 }
@@ -108,7 +109,7 @@ mod status_serde {
                 },
             }
 
-            impl<T: Into<String>> From<$name<T>> for OppStatus {
+            impl<T: Into<crate::shared::Text>> From<$name<T>> for OppStatus {
                 fn from(r: $name<T>) -> OppStatus {
                     match r {
                         $name::Open => OppStatus::Open,
@@ -179,7 +180,7 @@ mod status_serde {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Visit {
     /// Stage.
-    pub stage: String,
+    pub stage: Text,
     /// Entered.
     #[serde(with = "crate::instants")]
     pub entered_at: DateTime<Utc>,
@@ -187,20 +188,20 @@ pub struct Visit {
     #[serde(with = "crate::instants")]
     pub exited_at: Option<DateTime<Utc>>,
     /// Where it went: another stage, `Won`, `Lost` or `Voided`.
-    pub exit_to: Option<String>,
+    pub exit_to: Option<Text>,
 }
 
 /// What the pipeline remembers of an opportunity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Opp {
-    pub account: String,
-    pub owner: String,
-    pub product: String,
+    pub account: Text,
+    pub owner: Text,
+    pub product: Text,
     pub amount_minor: i64,
-    pub currency: String,
+    pub currency: Text,
     pub expected_close: NaiveDate,
     pub kind: OpportunityKind,
-    pub stage: String,
+    pub stage: Text,
     pub probability: u8,
     #[serde(with = "crate::instants")]
     pub opened_at: DateTime<Utc>,
@@ -215,7 +216,7 @@ impl Opp {
     fn close_visit(&mut self, at: DateTime<Utc>, to: &str) {
         if let Some(v) = self.visits.last_mut().filter(|v| v.exited_at.is_none()) {
             v.exited_at = Some(at);
-            v.exit_to = Some(to.to_owned());
+            v.exit_to = Some(to.into());
         }
     }
 
@@ -255,11 +256,11 @@ impl Opp {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineState {
     /// Reps by agent id.
-    pub reps: BTreeMap<String, Rep>,
+    pub reps: BTreeMap<Text, Rep>,
     /// Accounts by id.
-    pub accounts: BTreeMap<String, AccountFacts>,
+    pub accounts: BTreeMap<Text, AccountFacts>,
     /// Opportunities by id.
-    pub opportunities: BTreeMap<String, Opp>,
+    pub opportunities: BTreeMap<Text, Opp>,
 }
 
 /// The pipeline projection.
@@ -287,22 +288,22 @@ fn fold_opportunity(state: &mut PipelineState, event: &OpportunityEvent) {
     let id = event.aggregate_id().as_str();
     if let E::OpportunityOpened(e) = event {
         state.opportunities.insert(
-            id.to_owned(),
+            id.into(),
             Opp {
-                account: e.account_id.as_str().to_owned(),
-                owner: e.owner.as_str().to_owned(),
-                product: e.product.as_str().to_owned(),
+                account: e.account_id.as_str().into(),
+                owner: e.owner.as_str().into(),
+                product: e.product.as_str().into(),
                 amount_minor: e.amount.minor_units,
-                currency: e.amount.currency.as_str().to_owned(),
+                currency: e.amount.currency.as_str().into(),
                 expected_close: e.expected_close,
                 kind: e.kind,
-                stage: e.stage.as_str().to_owned(),
+                stage: e.stage.as_str().into(),
                 probability: e.probability.value(),
                 opened_at: e.occurred_at,
                 is_test: e.is_test,
                 status: OppStatus::Open,
                 visits: vec![Visit {
-                    stage: e.stage.as_str().to_owned(),
+                    stage: e.stage.as_str().into(),
                     entered_at: e.occurred_at,
                     exited_at: None,
                     exit_to: None,
@@ -325,7 +326,7 @@ fn fold_opportunity(state: &mut PipelineState, event: &OpportunityEvent) {
         E::OpportunityOpened(_) => {}
         E::OpportunityStageChanged(e) => {
             o.close_visit(e.occurred_at, e.to.as_str());
-            o.stage = e.to.as_str().to_owned();
+            o.stage = e.to.as_str().into();
             o.probability = e.probability.value();
             o.visits.push(Visit {
                 stage: o.stage.clone(),
@@ -336,14 +337,14 @@ fn fold_opportunity(state: &mut PipelineState, event: &OpportunityEvent) {
         }
         E::OpportunityAmountChanged(e) => o.amount_minor = e.to.minor_units,
         E::OpportunityCloseDateChanged(e) => o.expected_close = e.to,
-        E::OpportunityOwnerChanged(e) => o.owner = e.to.as_str().to_owned(),
+        E::OpportunityOwnerChanged(e) => o.owner = e.to.as_str().into(),
         E::CompetitorIdentified(_) | E::ProposalSent(_) => {}
         E::OpportunityWon(e) => {
             o.close_visit(e.occurred_at, "Won");
             o.status = OppStatus::Won {
                 at: e.occurred_at,
                 amount_minor: e.amount.minor_units,
-                currency: e.amount.currency.as_str().to_owned(),
+                currency: e.amount.currency.as_str().into(),
             };
             o.closed_by = rep_of(&o.owner);
         }
@@ -353,7 +354,7 @@ fn fold_opportunity(state: &mut PipelineState, event: &OpportunityEvent) {
                 at: e.occurred_at,
                 reason: serde_json::to_value(e.reason)
                     .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .and_then(|v| v.as_str().map(Text::from))
                     .unwrap_or_else(|| "other".into()),
             };
             o.closed_by = rep_of(&o.owner);
@@ -403,10 +404,10 @@ impl Projection for PipelineProjection {
             DomainEvent::Account(e) => AccountFacts::fold(&mut state.accounts, e),
             DomainEvent::Agent(AgentEvent::RepAssigned(e)) => {
                 state.reps.insert(
-                    e.agent_id.as_str().to_owned(),
+                    e.agent_id.as_str().into(),
                     Rep {
-                        team: e.team.as_str().to_owned(),
-                        region: e.region.as_str().to_owned(),
+                        team: e.team.as_str().into(),
+                        region: e.region.as_str().into(),
                     },
                 );
             }

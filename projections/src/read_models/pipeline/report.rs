@@ -207,13 +207,15 @@ pub fn report(state: &PipelineState, config: &PipelineConfig, q: &PipelineQuery)
             match (v.exited_at, &v.exit_to) {
                 (Some(out), Some(to)) if out <= t => {
                     stage_done
-                        .entry(v.stage.clone())
+                        .entry(v.stage.to_string())
                         .or_default()
                         .push(days_between(v.entered_at, out));
-                    *moves.entry((v.stage.clone(), to.clone())).or_default() += 1;
+                    *moves
+                        .entry((v.stage.to_string(), to.to_string()))
+                        .or_default() += 1;
                 }
                 _ => stage_age
-                    .entry(v.stage.clone())
+                    .entry(v.stage.to_string())
                     .or_default()
                     .push(days_between(v.entered_at, t)),
             }
@@ -277,7 +279,7 @@ pub fn report(state: &PipelineState, config: &PipelineConfig, q: &PipelineQuery)
             }
             OppStatus::Lost { at, reason } if in_period(*at) => {
                 closed.lost += 1;
-                *closed.loss_reasons.entry(reason.clone()).or_default() += 1;
+                *closed.loss_reasons.entry(reason.to_string()).or_default() += 1;
             }
             _ => {}
         }
