@@ -228,6 +228,13 @@ async fn churn_rate_by_contract_type_and_revenue_and_an_explained_risk_score() {
         (m1.status.as_str(), m1.monthly_amount_minor),
         ("churned", 5_000)
     );
+    // Every customer at once (rows grouped by account in one pass) equals each one alone.
+    let one_by_one: Vec<_> = ["m1", "m2", "y1", "y2"]
+        .into_iter()
+        .filter_map(|a| churn::customer(&state, &config, a, end))
+        .collect();
+    assert_eq!(one_by_one.len(), 4);
+    assert_eq!(churn::customers(&state, &config, end), one_by_one);
 }
 
 #[tokio::test]

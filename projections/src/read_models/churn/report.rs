@@ -79,6 +79,57 @@ fn whole_months(from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
     u32::try_from(months.max(0)).unwrap_or(0)
 }
 
+/// An account's subscriptions, cases and orders, each in the state's order.
+#[derive(Default)]
+struct Rows<'a> {
+    subs: Vec<&'a SubscriptionFacts>,
+    cases: Vec<&'a CaseFacts>,
+    orders: Vec<&'a OrderDebts>,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of one account (one pass over each collection).
+    fn of(state: &'a ChurnState, account: &str) -> Rows<'a> {
+        Rows {
+            subs: state
+                .subscriptions
+                .values()
+                .filter(|s| s.account == account)
+                .collect(),
+            cases: state
+                .cases
+                .values()
+                .filter(|c| c.account.as_deref() == Some(account))
+                .collect(),
+            orders: state
+                .orders
+                .values()
+                .filter(|o| o.account == account)
+                .collect(),
+        }
+    }
+
+    /// The rows of every account with a subscription, gathered in one pass over each
+    /// collection (a pass per account would take time in accounts × rows).
+    fn by_account(state: &'a ChurnState) -> BTreeMap<&'a str, Rows<'a>> {
+        let mut by: BTreeMap<&str, Rows<'a>> = BTreeMap::new();
+        for s in state.subscriptions.values() {
+            by.entry(s.account.as_str()).or_default().subs.push(s);
+        }
+        for c in state.cases.values() {
+            if let Some(rows) = c.account.as_deref().and_then(|a| by.get_mut(a)) {
+                rows.cases.push(c);
+            }
+        }
+        for o in state.orders.values() {
+            if let Some(rows) = by.get_mut(o.account.as_str()) {
+                rows.orders.push(o);
+            }
+        }
+        by
+    }
+}
+
 /// The signals of `account` at `t`; `None` if it is not a customer then.
 #[must_use]
 pub fn customer(
@@ -87,14 +138,26 @@ pub fn customer(
     account: &str,
     t: DateTime<Utc>,
 ) -> Option<CustomerSignals> {
+    signals_of(state, config, account, &Rows::of(state, account), t)
+}
+
+/// The signals of `account` at `t` from its `rows`.
+fn signals_of(
+    state: &ChurnState,
+    config: &ChurnConfig,
+    account: &str,
+    rows: &Rows<'_>,
+    t: DateTime<Utc>,
+) -> Option<CustomerSignals> {
     let facts = state.accounts.get(account);
     if facts.is_some_and(AccountFacts::excluded) {
         return None;
     }
-    let subs: Vec<&SubscriptionFacts> = state
-        .subscriptions
-        .values()
-        .filter(|s| s.account == account && s.is_paid() && s.started_at <= t)
+    let subs: Vec<&SubscriptionFacts> = rows
+        .subs
+        .iter()
+        .copied()
+        .filter(|s| s.is_paid() && s.started_at <= t)
         .collect();
     let sp = spell(subs.iter().copied(), t)?;
     let latest = subs.iter().max_by_key(|s| s.started_at)?;
@@ -142,20 +205,20 @@ pub fn customer(
         (r, p) if r < p => "falling",
         _ => "flat",
     };
-    let cases: Vec<&CaseFacts> = state
+    let cases: Vec<&CaseFacts> = rows
         .cases
-        .values()
-        .filter(|c| c.account.as_deref() == Some(account) && !c.is_test && c.opened_at <= t)
+        .iter()
+        .copied()
+        .filter(|c| !c.is_test && c.opened_at <= t)
         .collect();
     let breached = |c: &&CaseFacts| {
         matches!(c.first_response(t), TargetOutcome::Breached { .. })
             || matches!(c.resolution(t), TargetOutcome::Breached { .. })
     };
     let open_cases: Vec<&&CaseFacts> = cases.iter().filter(|c| c.open_at(t)).collect();
-    let overdue = state
+    let overdue = rows
         .orders
-        .values()
-        .filter(|o| o.account == account)
+        .iter()
         .map(|o| o.overdue.values().filter(|at| **at <= t).count())
         .sum::<usize>();
     let recent_escalations = cases
@@ -298,24 +361,18 @@ pub fn customer(
     })
 }
 
-/// Every customer's signals at `t` (scans all accounts; an index per account would be a
-/// new version of the state).
+/// Every customer's signals at `t`, by account: the state's subscriptions, cases and
+/// orders are grouped by account once, so the time grows with their number, not with its
+/// product by the number of accounts.
 #[must_use]
 pub fn customers(
     state: &ChurnState,
     config: &ChurnConfig,
     t: DateTime<Utc>,
 ) -> Vec<CustomerSignals> {
-    let mut accounts: Vec<&str> = state
-        .subscriptions
-        .values()
-        .map(|s| s.account.as_str())
-        .collect();
-    accounts.sort_unstable();
-    accounts.dedup();
-    accounts
-        .into_iter()
-        .filter_map(|a| customer(state, config, a, t))
+    Rows::by_account(state)
+        .iter()
+        .filter_map(|(account, rows)| signals_of(state, config, account, rows, t))
         .collect()
 }
 
