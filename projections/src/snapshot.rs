@@ -307,6 +307,14 @@ impl<W: Write> Write for Counting<W> {
         Ok(n)
     }
 
+    /// The serializer writes every field with `write_all`: one call into the buffer, not
+    /// the default loop over `write`.
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.written += u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        Ok(())
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
