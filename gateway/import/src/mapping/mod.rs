@@ -928,7 +928,7 @@ mod feature_tests {
     }
 
     /// Each row's event types and payloads, from planning `csv` with `mapping`.
-    fn planned(csv: &Path, mapping: &Path) -> Vec<Result<Vec<(String, Value)>, String>> {
+    fn planned(csv: &Path, mapping: &Path) -> Vec<Result<Vec<(String, Value)>, RowError>> {
         plan(csv, mapping)
             .unwrap()
             .units
@@ -945,7 +945,6 @@ mod feature_tests {
                         })
                         .collect()
                 })
-                .map_err(|e| e.to_string())
             })
             .collect()
     }
@@ -1043,7 +1042,7 @@ mod feature_tests {
         )
         .unwrap();
         let rows = planned(&csv, &fixture("campaign.toml"));
-        let refused = rows[2].as_ref().unwrap_err();
+        let refused = rows[2].as_ref().unwrap_err().to_string();
         assert!(
             refused.contains("bad-month.csv:4") && refused.contains("is not a month"),
             "{refused}"
