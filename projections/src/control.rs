@@ -208,7 +208,9 @@ impl<P: Projection, S: EventStore> AnyWorker<S> for Worker<P> {
                     snapshot::save(&self.projection, &served.state, &served.progress, &path)?;
                 }
                 snapshot::replace(name, &path, &self.serving.path)?;
-                let new = shadow.read().clone();
+                // Moved, not copied: a state can be larger than memory (spilled tables).
+                let new =
+                    std::mem::take(&mut *shadow.served.write().unwrap_or_else(|p| p.into_inner()));
                 let switched_at = new.progress.position;
                 let progress = new.progress.clone();
                 {

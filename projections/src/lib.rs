@@ -43,6 +43,7 @@ pub mod runner;
 pub mod shared;
 pub mod snapshot;
 pub mod status;
+pub mod table;
 pub mod worker;
 
 pub use error::ProjectionError;

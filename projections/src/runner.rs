@@ -92,6 +92,27 @@ impl<P: Projection> ProjectionHandle<P> {
         f(&served.state, &served.progress)
     }
 
+    /// Runs `f` on the served state, as [`ProjectionHandle::read`], and refuses the answer
+    /// when the state's storage failed meanwhile (a spill tree that could not be read back,
+    /// so the state `f` saw was incomplete).
+    ///
+    /// # Errors
+    /// [`ProjectionError::StateStorage`] with the failure.
+    pub fn read_checked<R>(
+        &self,
+        f: impl FnOnce(&P::State, &Progress) -> R,
+    ) -> Result<R, ProjectionError> {
+        let served = self.worker.serving.read();
+        let answer = f(&served.state, &served.progress);
+        match self.worker.projection.fault(&served.state) {
+            Some(reason) => Err(ProjectionError::StateStorage {
+                projection: self.worker.projection.name().to_owned(),
+                reason,
+            }),
+            None => Ok(answer),
+        }
+    }
+
     /// A copy of the served state and its progress.
     pub fn snapshot(&self) -> (P::State, Progress) {
         self.read(|s, p| (s.clone(), p.clone()))
@@ -118,6 +139,9 @@ impl<P: Projection> ProjectionHandle<P> {
     }
 }
 
+/// The directory, under a runner's data directory, of its states' spill trees.
+pub const SPILL_DIR: &str = ".spill";
+
 /// Runs projections over one event store, each as its own worker with its own checkpoint.
 pub struct ProjectionRunner<S: EventStore> {
     feed: Arc<Feed<S>>,
@@ -127,12 +151,17 @@ pub struct ProjectionRunner<S: EventStore> {
 }
 
 impl<S: EventStore> ProjectionRunner<S> {
-    /// A runner keeping its snapshots under `data_dir/<projection name>/`.
+    /// A runner keeping its snapshots under `data_dir/<projection name>/`, and the spill
+    /// trees of its states under `data_dir/.spill/` (scratch, removed as each state is
+    /// dropped; what a killed process left there is removed here).
     pub fn new(
         store: S,
         data_dir: impl AsRef<Path>,
         options: RunnerOptions,
     ) -> ProjectionRunner<S> {
+        let spill = data_dir.as_ref().join(SPILL_DIR);
+        crate::table::remove_abandoned_spills(&spill);
+        crate::table::set_spill_dir(spill);
         ProjectionRunner {
             feed: Arc::new(Feed::new(store)),
             data_dir: data_dir.as_ref().to_path_buf(),

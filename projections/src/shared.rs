@@ -264,7 +264,10 @@ impl SubscriptionFacts {
 }
 
 /// Folds a subscription event into `subs` (keyed by subscription id).
-pub fn fold_subscription(subs: &mut BTreeMap<Text, SubscriptionFacts>, event: &SubscriptionEvent) {
+pub fn fold_subscription(
+    subs: &mut crate::table::Table<SubscriptionFacts>,
+    event: &SubscriptionEvent,
+) {
     use SubscriptionEvent as E;
     let id = event.aggregate_id().as_str().into();
     if let E::SubscriptionStarted(e) = event {

@@ -368,9 +368,15 @@ pub fn save<P: Projection>(
     out.write_all(&header_line(0, width)?)
         .map_err(|e| io_err(name, "writing", &tmp, e))?;
     let header_bytes = out.written;
-    write_state(state, &mut out).map_err(|e| match e {
-        bincode::error::EncodeError::Io { inner, .. } => io_err(name, "writing", &tmp, inner),
-        other => serialize_error(name, &other),
+    write_state(state, &mut out).map_err(|e| match (e, projection.fault(state)) {
+        (_, Some(reason)) => ProjectionError::StateStorage {
+            projection: name.to_owned(),
+            reason,
+        },
+        (bincode::error::EncodeError::Io { inner, .. }, None) => {
+            io_err(name, "writing", &tmp, inner)
+        }
+        (other, None) => serialize_error(name, &other),
     })?;
     let size = out.written.saturating_sub(header_bytes);
     let mut file = out

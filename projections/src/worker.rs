@@ -255,6 +255,17 @@ impl<P: Projection> Worker<P> {
                 }
             }))
         };
+        let fault = {
+            let served = slot.read();
+            self.projection.fault(&served.state)
+        };
+        if let (Ok(()), Some(fault)) = (&outcome, fault) {
+            self.reload(slot);
+            return Err(Failure {
+                position: expected,
+                message: format!("the state's spill storage failed: {fault}"),
+            });
+        }
         match outcome {
             Ok(()) => {
                 if count > 0 {

@@ -166,12 +166,12 @@ async fn sla_breach_is_seen_at_t_without_an_event_across_a_weekend_holiday_and_p
     let state = h.fold(&SlaProjection::new(config.clone())).await;
     // 1 h on Friday, the weekend and Monday's holiday are closed, 7 h on Tuesday.
     assert_eq!(
-        state.cases["late"].first_response_due,
+        state.cases.get("late").unwrap().first_response_due,
         Some(at(2024, 3, 5, 16, 0))
     );
     // Paused after 30 min; resumed Tuesday 10:00 with 7.5 h left: 7 h Tuesday, 30 min Wednesday.
     assert_eq!(
-        state.cases["paused"].first_response_due,
+        state.cases.get("paused").unwrap().first_response_due,
         Some(at(2024, 3, 6, 9, 30))
     );
     let before = sla::case_at(&state, "late", at(2024, 3, 5, 15, 59)).unwrap();

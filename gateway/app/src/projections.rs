@@ -122,12 +122,12 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 pipeline::NAME,
-                h.read(|s, p| {
+                h.read_checked(|s, p| {
                     (
                         serde_json::to_value(pipeline::report(s, config, &query)),
                         p.position,
                     )
-                }),
+                })?,
             )
         }
         OneModel::Churn(h) => {
@@ -139,12 +139,12 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 churn::NAME,
-                h.read(|s, p| {
+                h.read_checked(|s, p| {
                     (
                         serde_json::to_value(churn::report(s, config, &query)),
                         p.position,
                     )
-                }),
+                })?,
             )
         }
         OneModel::LifetimeValue(h) => {
@@ -156,12 +156,12 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 lifetime_value::NAME,
-                h.read(|s, p| {
+                h.read_checked(|s, p| {
                     (
                         serde_json::to_value(lifetime_value::report(s, config, &query)),
                         p.position,
                     )
-                }),
+                })?,
             )
         }
         OneModel::Sla(h) => {
@@ -172,12 +172,12 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 sla::NAME,
-                h.read(|s, p| {
+                h.read_checked(|s, p| {
                     (
                         serde_json::to_value(sla::report(s, config, &query)),
                         p.position,
                     )
-                }),
+                })?,
             )
         }
     };

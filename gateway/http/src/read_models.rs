@@ -94,7 +94,7 @@ async fn report_answer<Q, R>(
     model: &'static str,
     applied: Position,
     query: Q,
-    compute: impl FnOnce(&Q) -> (R, Position) + Send + 'static,
+    compute: impl FnOnce(&Q) -> Result<(R, Position), ProjectionError> + Send + 'static,
 ) -> Result<Response, ApiError>
 where
     Q: Serialize + Send + 'static,
@@ -107,7 +107,8 @@ where
             .await
             .map_err(|e| {
                 ApiError::Internal(format!("the {model} report could not be computed: {e}"))
-            })?;
+            })?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         Rendered::json(
             "report",
             &ReadModelAnswer {
@@ -175,7 +176,7 @@ pub async fn pipeline(
     let applied = handle.applied_position();
     report_answer(&state, "pipeline", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (pipeline::report(s, config, query), progress.position))
+        handle.read_checked(|s, progress| (pipeline::report(s, config, query), progress.position))
     })
     .await
 }
@@ -217,7 +218,7 @@ pub async fn churn(
     let applied = handle.applied_position();
     report_answer(&state, "churn", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (churn::report(s, config, query), progress.position))
+        handle.read_checked(|s, progress| (churn::report(s, config, query), progress.position))
     })
     .await
 }
@@ -256,7 +257,9 @@ pub async fn lifetime_value(
     let applied = handle.applied_position();
     report_answer(&state, "lifetime-value", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (lifetime_value::report(s, config, query), progress.position))
+        handle.read_checked(|s, progress| {
+            (lifetime_value::report(s, config, query), progress.position)
+        })
     })
     .await
 }
@@ -299,7 +302,7 @@ pub async fn sla(
     let applied = handle.applied_position();
     report_answer(&state, "sla", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read(|s, progress| (sla::report(s, config, query), progress.position))
+        handle.read_checked(|s, progress| (sla::report(s, config, query), progress.position))
     })
     .await
 }

@@ -8,8 +8,6 @@
 //! no event arrived at the deadline. The policy is the one in force at `CaseOpened`; a
 //! priority change does not re-derive it.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use crm_domain::aggregates::case::{CaseEvent, CasePriority, CloseCode};
 use crm_domain::values::Channel;
@@ -228,7 +226,7 @@ impl CaseFacts {
 
 /// Folds a case event into `cases`, deriving policies and due instants.
 pub fn fold_case(
-    cases: &mut BTreeMap<Text, CaseFacts>,
+    cases: &mut crate::table::Table<CaseFacts>,
     event: &CaseEvent,
     policies: &[SlaPolicy],
     calendar: &BusinessCalendar,

@@ -96,7 +96,7 @@ pub struct AccountFacts {
 impl AccountFacts {
     /// Folds an account event into `accounts`.
     pub fn fold(
-        accounts: &mut std::collections::BTreeMap<Text, AccountFacts>,
+        accounts: &mut crate::table::Table<AccountFacts>,
         event: &crm_domain::aggregates::AccountEvent,
     ) {
         use crm_domain::aggregates::AccountEvent as E;

@@ -27,6 +27,7 @@ use crate::calendar::BusinessCalendar;
 use crate::projection::{EventContext, Projection};
 use crate::shared::Text;
 use crate::shared::{as_f64, list_limit, Ratio, Summary};
+use crate::table::Table;
 
 /// Projection name.
 pub const NAME: &str = "sla";
@@ -82,7 +83,7 @@ pub struct HandleTotals {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaState {
     /// Cases by id.
-    pub cases: BTreeMap<Text, CaseFacts>,
+    pub cases: Table<CaseFacts>,
     /// Handle time per agent (`unknown` when none is named).
     pub handle_by_agent: BTreeMap<Text, HandleTotals>,
     /// Handle time per channel.
@@ -133,6 +134,10 @@ impl Projection for SlaProjection {
 
     fn wants(&self, event_type: &str) -> bool {
         event_type == "InteractionLogged" || DomainEvent::category_of(event_type) == Some("case")
+    }
+
+    fn fault(&self, state: &SlaState) -> Option<String> {
+        state.cases.fault().map(str::to_owned)
     }
 
     fn apply(&self, state: &mut SlaState, _ctx: &EventContext<'_>, event: &DomainEvent) {

@@ -11,6 +11,7 @@
 //! Risk v1 (the propensity for customer defection): capped sum of rule points, weights in
 //! [`RiskWeights`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -26,6 +27,7 @@ use super::AccountFacts;
 use crate::projection::{EventContext, Projection};
 use crate::shared::Text;
 use crate::shared::{fold_subscription, list_limit, spell, MoneyRatio, Ratio, SubscriptionFacts};
+use crate::table::Table;
 
 /// Projection name.
 pub const NAME: &str = "churn";
@@ -120,13 +122,13 @@ pub struct OrderDebts {
 /// The churn state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChurnState {
-    pub accounts: BTreeMap<Text, AccountFacts>,
-    pub subscriptions: BTreeMap<Text, SubscriptionFacts>,
+    pub accounts: Table<AccountFacts>,
+    pub subscriptions: Table<SubscriptionFacts>,
     /// Contact → account.
-    pub contacts: BTreeMap<Text, Text>,
-    pub orders: BTreeMap<Text, OrderDebts>,
-    pub cases: BTreeMap<Text, CaseFacts>,
-    pub signals: BTreeMap<Text, AccountSignals>,
+    pub contacts: Table<Text>,
+    pub orders: Table<OrderDebts>,
+    pub cases: Table<CaseFacts>,
+    pub signals: Table<AccountSignals>,
 }
 
 /// The churn projection.
@@ -184,6 +186,18 @@ impl Projection for ChurnProjection {
         )
     }
 
+    fn fault(&self, state: &ChurnState) -> Option<String> {
+        state
+            .accounts
+            .fault()
+            .or_else(|| state.subscriptions.fault())
+            .or_else(|| state.contacts.fault())
+            .or_else(|| state.orders.fault())
+            .or_else(|| state.cases.fault())
+            .or_else(|| state.signals.fault())
+            .map(str::to_owned)
+    }
+
     fn apply(&self, state: &mut ChurnState, _ctx: &EventContext<'_>, event: &DomainEvent) {
         match event {
             DomainEvent::Account(e) => AccountFacts::fold(&mut state.accounts, e),
@@ -197,10 +211,7 @@ impl Projection for ChurnProjection {
                     .insert(e.contact_id.as_str().into(), e.account_id.as_str().into());
             }
             DomainEvent::Contact(ContactEvent::ContactLeft(e)) => {
-                let s = state
-                    .signals
-                    .entry(e.account_id.as_str().into())
-                    .or_default();
+                let s = state.signals.get_or_default(e.account_id.as_str());
                 s.contacts_left.push(e.occurred_at);
             }
             DomainEvent::Interaction(InteractionEvent::InteractionLogged(e)) => {
@@ -209,10 +220,10 @@ impl Projection for ChurnProjection {
                 let account = e.account.as_ref().map(|a| a.as_str().into()).or_else(|| {
                     e.contact
                         .as_ref()
-                        .and_then(|c| state.contacts.get(c.as_str()).cloned())
+                        .and_then(|c| state.contacts.get(c.as_str()).map(Cow::into_owned))
                 });
                 if let (true, Some(account), false) = (two_way, account, e.is_test) {
-                    let s = state.signals.entry(account).or_default();
+                    let s = state.signals.get_or_default(&account);
                     *s.interaction_days
                         .entry(day_number(e.occurred_at))
                         .or_default() += 1;
@@ -222,9 +233,9 @@ impl Projection for ChurnProjection {
                 let account = e
                     .contact
                     .as_ref()
-                    .and_then(|c| state.contacts.get(c.as_str()).cloned());
+                    .and_then(|c| state.contacts.get(c.as_str()).map(Cow::into_owned));
                 if let (Some(account), false, false) = (account, e.is_test, e.by_employee) {
-                    let s = state.signals.entry(account).or_default();
+                    let s = state.signals.get_or_default(&account);
                     let latest = |old: Option<(DateTime<Utc>, u8)>, v: u8| match old {
                         Some((at, _)) if at > e.occurred_at => old,
                         _ => Some((e.occurred_at, v)),
@@ -253,8 +264,7 @@ impl Projection for ChurnProjection {
                     let account = o.account.clone();
                     state
                         .signals
-                        .entry(account)
-                        .or_default()
+                        .get_or_default(&account)
                         .failed_payments
                         .push(e.occurred_at);
                 }

@@ -82,9 +82,9 @@ fn whole_months(from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
 /// An account's subscriptions, cases and orders, each in the state's order.
 #[derive(Default)]
 struct Rows<'a> {
-    subs: Vec<&'a SubscriptionFacts>,
-    cases: Vec<&'a CaseFacts>,
-    orders: Vec<&'a OrderDebts>,
+    subs: Vec<Cow<'a, SubscriptionFacts>>,
+    cases: Vec<Cow<'a, CaseFacts>>,
+    orders: Vec<Cow<'a, OrderDebts>>,
 }
 
 impl<'a> Rows<'a> {
@@ -111,10 +111,10 @@ impl<'a> Rows<'a> {
 
     /// The rows of every account with a subscription, gathered in one pass over each
     /// collection (a pass per account would take time in accounts × rows).
-    fn by_account(state: &'a ChurnState) -> BTreeMap<&'a str, Rows<'a>> {
-        let mut by: BTreeMap<&str, Rows<'a>> = BTreeMap::new();
+    fn by_account(state: &'a ChurnState) -> BTreeMap<Text, Rows<'a>> {
+        let mut by: BTreeMap<Text, Rows<'a>> = BTreeMap::new();
         for s in state.subscriptions.values() {
-            by.entry(s.account.as_str()).or_default().subs.push(s);
+            by.entry(s.account.clone()).or_default().subs.push(s);
         }
         for c in state.cases.values() {
             if let Some(rows) = c.account.as_deref().and_then(|a| by.get_mut(a)) {
@@ -150,13 +150,13 @@ fn signals_of(
     t: DateTime<Utc>,
 ) -> Option<CustomerSignals> {
     let facts = state.accounts.get(account);
-    if facts.is_some_and(AccountFacts::excluded) {
+    if facts.as_deref().is_some_and(AccountFacts::excluded) {
         return None;
     }
     let subs: Vec<&SubscriptionFacts> = rows
         .subs
         .iter()
-        .copied()
+        .map(Cow::as_ref)
         .filter(|s| s.is_paid() && s.started_at <= t)
         .collect();
     let sp = spell(subs.iter().copied(), t)?;
@@ -182,8 +182,7 @@ fn signals_of(
                 initiated_by: s.cancelled_by.as_ref().map(label),
             })
         });
-    let empty = AccountSignals::default();
-    let sig = state.signals.get(account).unwrap_or(&empty);
+    let sig = state.signals.get(account).unwrap_or_default();
     let lookback = Duration::days(config.lookback_days);
     let (today, window) = (day_number(t), config.lookback_days);
     let count_days = |from: i64, to: i64| -> u64 {
@@ -208,7 +207,7 @@ fn signals_of(
     let cases: Vec<&CaseFacts> = rows
         .cases
         .iter()
-        .copied()
+        .map(Cow::as_ref)
         .filter(|c| !c.is_test && c.opened_at <= t)
         .collect();
     let breached = |c: &&CaseFacts| {
@@ -315,8 +314,12 @@ fn signals_of(
     let score = signals.iter().map(|s| s.points).sum::<u32>().min(100);
     Some(CustomerSignals {
         account: account.to_owned(),
-        segment: facts.map_or_else(|| "unknown".into(), |f| f.segment.to_string()),
-        region: facts.map_or_else(|| "unknown".into(), |f| f.region.to_string()),
+        segment: facts
+            .as_deref()
+            .map_or_else(|| "unknown".into(), |f| f.segment.to_string()),
+        region: facts
+            .as_deref()
+            .map_or_else(|| "unknown".into(), |f| f.region.to_string()),
         status: if sp.churned_at.is_some() {
             "churned"
         } else if notice {

@@ -25,6 +25,7 @@ use crate::shared::Text;
 use crate::shared::{
     days_between, fold_subscription, i_as_f64, list_limit, quintiles, SubscriptionFacts,
 };
+use crate::table::Table;
 
 /// Projection name.
 pub const NAME: &str = "lifetime-value";
@@ -96,12 +97,12 @@ pub struct OppFacts {
 /// The lifetime-value state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifetimeValueState {
-    pub accounts: BTreeMap<Text, AccountFacts>,
-    pub opportunities: BTreeMap<Text, OppFacts>,
+    pub accounts: Table<AccountFacts>,
+    pub opportunities: Table<OppFacts>,
     /// Won deals by opportunity (removed on reopen or void).
-    pub deals: BTreeMap<Text, Deal>,
-    pub orders: BTreeMap<Text, OrderFacts>,
-    pub subscriptions: BTreeMap<Text, SubscriptionFacts>,
+    pub deals: Table<Deal>,
+    pub orders: Table<OrderFacts>,
+    pub subscriptions: Table<SubscriptionFacts>,
 }
 
 /// The lifetime-value projection.
@@ -241,6 +242,17 @@ impl Projection for LifetimeValueProjection {
             DomainEvent::category_of(event_type),
             Some("account" | "subscription" | "order")
         )
+    }
+
+    fn fault(&self, state: &LifetimeValueState) -> Option<String> {
+        state
+            .accounts
+            .fault()
+            .or_else(|| state.opportunities.fault())
+            .or_else(|| state.deals.fault())
+            .or_else(|| state.orders.fault())
+            .or_else(|| state.subscriptions.fault())
+            .map(str::to_owned)
     }
 
     fn apply(&self, state: &mut LifetimeValueState, _ctx: &EventContext<'_>, event: &DomainEvent) {

@@ -113,7 +113,13 @@ struct Ledger {
 fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<Utc>) -> Ledger {
     let cur = config.reporting_currency.as_str();
     let pct = config.assumed_margin_percent;
-    let excluded = |a: &str| state.accounts.get(a).is_some_and(AccountFacts::excluded);
+    let excluded = |a: &str| {
+        state
+            .accounts
+            .get(a)
+            .as_deref()
+            .is_some_and(AccountFacts::excluded)
+    };
     let mut l = Ledger {
         purchases: BTreeMap::new(),
         running: BTreeMap::new(),

@@ -23,6 +23,7 @@ use super::AccountFacts;
 use crate::projection::{EventContext, Projection};
 use crate::shared::Text;
 use crate::shared::{days_between, list_limit, Ratio, Summary};
+use crate::table::Table;
 
 /// Projection name.
 pub const NAME: &str = "pipeline";
@@ -258,9 +259,9 @@ pub struct PipelineState {
     /// Reps by agent id.
     pub reps: BTreeMap<Text, Rep>,
     /// Accounts by id.
-    pub accounts: BTreeMap<Text, AccountFacts>,
+    pub accounts: Table<AccountFacts>,
     /// Opportunities by id.
-    pub opportunities: BTreeMap<Text, Opp>,
+    pub opportunities: Table<Opp>,
 }
 
 /// The pipeline projection.
@@ -396,6 +397,14 @@ impl Projection for PipelineProjection {
             DomainEvent::category_of(event_type),
             Some("opportunity" | "account")
         ) || event_type == "RepAssigned"
+    }
+
+    fn fault(&self, state: &PipelineState) -> Option<String> {
+        state
+            .accounts
+            .fault()
+            .or_else(|| state.opportunities.fault())
+            .map(str::to_owned)
     }
 
     fn apply(&self, state: &mut PipelineState, _ctx: &EventContext<'_>, event: &DomainEvent) {

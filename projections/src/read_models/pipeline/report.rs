@@ -237,13 +237,13 @@ pub fn report(state: &PipelineState, config: &PipelineConfig, q: &PipelineQuery)
             open.weighted_minor = open.weighted_minor.saturating_add(w);
             let rep = state.reps.get(&o.owner);
             let region = rep
-                .map(|r| r.region.as_str())
-                .or_else(|| state.accounts.get(&o.account).map(|a| a.region.as_str()));
+                .map(|r| r.region.clone())
+                .or_else(|| state.accounts.get(&o.account).map(|a| a.region.clone()));
             let keys = [
                 stage,
                 o.owner.as_str(),
                 rep.map_or("unknown", |r| r.team.as_str()),
-                region.unwrap_or("unknown"),
+                region.as_deref().unwrap_or("unknown"),
                 o.product.as_str(),
                 o.account.as_str(),
             ];

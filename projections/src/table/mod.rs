@@ -1,0 +1,823 @@
+//! A read model's keyed collection (cases by id, subscriptions by id, ...) whose memory is
+//! bounded by a budget, not by the history folded: the entries touched most recently are
+//! held in memory, the rest in sorted files on disk.
+//!
+//! The part in memory has two generations. A fold reads and writes entries in `young`; an
+//! entry found in `old` or on disk is moved into `young` first. When `young` reaches its
+//! bound, `old` is written to disk as a run (a sorted file, [`run`]), `young` becomes `old`
+//! and a new `young` starts. So an entry touched within the last bound's worth of distinct
+//! entries stays in memory, and at most two generations are held. A removed entry leaves a
+//! tombstone, which hides the key's older copies on disk until a merge drops them.
+//!
+//! Runs are merged as they accumulate ([`RUNS_PER_LEVEL`] runs of one level become one run
+//! of the next), so a table of `n` entries on disk has about `RUNS_PER_LEVEL × log(n)`
+//! runs, and a lookup asks each run's Bloom filter before it reads a block. In memory a run
+//! keeps about 2.5 bytes per entry.
+//!
+//! The runs are scratch space, not state of record: they live in a temporary directory of
+//! the table's own, removed when the table is dropped, and are never read by another table
+//! or process. The snapshot file stays the projection's only durable form: a table
+//! serializes as a plain map, in key order, exactly as the `BTreeMap` it replaced, and
+//! loading a snapshot refills a new table, spilling as it goes.
+//!
+//! A run that cannot be written or read back (a full or failing disk) makes the table
+//! faulty: the failure is recorded ([`Table::fault`]), a lookup that could not complete
+//! answers nothing, and the projection's worker, which checks the fault after every page it
+//! folds, drops the state and folds again from its last snapshot; the runner refuses a
+//! report made from a faulty table ([`crate::ProjectionHandle::read_checked`]), and saving
+//! its snapshot fails, so a half-spilled state is never served or saved.
+
+mod run;
+
+use std::borrow::Cow;
+use std::collections::{btree_map, btree_set, BTreeMap, BTreeSet};
+use std::fmt;
+use std::iter::Peekable;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::shared::Text;
+use run::{Merged, Run};
+
+/// Default memory of one generation of one table, in bytes (estimated from the entry's
+/// size; text and lists an entry owns on the heap are not counted).
+pub const GENERATION_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+
+/// Fewest entries a generation holds, whatever the budget.
+const GENERATION_ENTRIES_MIN: usize = 16;
+
+/// Runs of one level merged into one run of the next.
+pub const RUNS_PER_LEVEL: usize = 4;
+
+/// Spill directories are named `crm-spill-<process id>-<random>`.
+const SPILL_PREFIX: &str = "crm-spill-";
+
+static GENERATION_BYTES: AtomicUsize = AtomicUsize::new(GENERATION_BYTES_DEFAULT);
+static SPILL_DIR: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// Sets the memory of one generation of each table created from now on (a table holds at
+/// most two), in bytes.
+pub fn set_generation_bytes(bytes: usize) {
+    GENERATION_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// The memory of one generation of a table, in bytes.
+#[must_use]
+pub fn generation_bytes() -> usize {
+    GENERATION_BYTES.load(Ordering::Relaxed)
+}
+
+/// Sets the directory spill directories are created in; the system's temporary directory
+/// until set.
+pub fn set_spill_dir(dir: PathBuf) {
+    if let Ok(mut slot) = SPILL_DIR.write() {
+        *slot = Some(dir);
+    }
+}
+
+fn spill_dir() -> PathBuf {
+    SPILL_DIR
+        .read()
+        .ok()
+        .and_then(|d| d.clone())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Removes the spill directories in `dir` of processes that no longer run (a process killed
+/// before it could remove its own). Where processes cannot be looked up (no `/proc`), none
+/// is removed.
+pub fn remove_abandoned_spills(dir: &Path) {
+    let proc_dir = Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPILL_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !proc_dir.join(pid).exists() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove an abandoned spill directory");
+            }
+        }
+    }
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// The runs of a table and the temporary directory they are in.
+struct Disk {
+    dir: tempfile::TempDir,
+    /// Oldest first.
+    runs: Vec<Run>,
+    next_file: u64,
+}
+
+impl Disk {
+    fn open() -> Result<Disk, String> {
+        let base = spill_dir();
+        std::fs::create_dir_all(&base)
+            .map_err(|e| format!("creating the spill directory {}: {e}", base.display()))?;
+        let prefix = format!("{SPILL_PREFIX}{}-", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(&base)
+            .map_err(|e| format!("creating a spill directory in {}: {e}", base.display()))?;
+        Ok(Disk {
+            dir,
+            runs: Vec::new(),
+            next_file: 0,
+        })
+    }
+
+    fn next_path(&mut self) -> PathBuf {
+        self.next_file += 1;
+        self.dir.path().join(format!("run-{}", self.next_file))
+    }
+
+    /// The newest entry of `key` on disk: `Some(Some(bytes))` live, `Some(None)` removed.
+    fn get(&self, key: &str) -> std::io::Result<Option<Option<Vec<u8>>>> {
+        for run in self.runs.iter().rev() {
+            if let Some(found) = run.get(key)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Merges the newest runs while [`RUNS_PER_LEVEL`] of them share a level. Tombstones
+    /// are dropped when the merge includes the oldest run (nothing older can hold the key).
+    fn compact(&mut self) -> std::io::Result<()> {
+        loop {
+            let n = self.runs.len();
+            let Some(level) = self.runs.last().map(|r| r.level) else {
+                return Ok(());
+            };
+            let same = self
+                .runs
+                .iter()
+                .rev()
+                .take_while(|r| r.level == level)
+                .count();
+            if same < RUNS_PER_LEVEL {
+                return Ok(());
+            }
+            let from = n - same;
+            let includes_oldest = from == 0;
+            let count: usize = self.runs.iter().skip(from).map(|r| r.entries).sum();
+            let path = self.next_path();
+            let merged = {
+                let mut source = Merged::new(self.runs.iter().skip(from).rev())?;
+                let mut failure = None;
+                let entries = std::iter::from_fn(|| match source.next_entry() {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                })
+                .filter(|(_, v)| !(includes_oldest && v.is_none()));
+                let run = Run::write(&path, level + 1, count, entries);
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                run?
+            };
+            self.runs.truncate(from);
+            self.runs.push(merged);
+        }
+    }
+}
+
+/// A map from text keys to `V`, in key order, with a bounded part in memory (see the module
+/// documentation).
+pub struct Table<V> {
+    young: BTreeMap<Text, V>,
+    /// Tombstones of removed entries, as young as `young`.
+    young_gone: BTreeSet<Text>,
+    old: BTreeMap<Text, V>,
+    old_gone: BTreeSet<Text>,
+    disk: Option<Disk>,
+    /// Live entries in all parts.
+    len: usize,
+    /// `young` is rotated when it holds this many entries and tombstones.
+    generation_entries: usize,
+    /// The first spill failure; the table's content is not to be trusted after it.
+    fault: OnceLock<String>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        let entry_bytes = std::mem::size_of::<(Text, V)>().saturating_add(16);
+        Table {
+            young: BTreeMap::new(),
+            young_gone: BTreeSet::new(),
+            old: BTreeMap::new(),
+            old_gone: BTreeSet::new(),
+            disk: None,
+            len: 0,
+            generation_entries: (generation_bytes() / entry_bytes).max(GENERATION_ENTRIES_MIN),
+            fault: OnceLock::new(),
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
+    /// An empty table.
+    #[must_use]
+    pub fn new() -> Self {
+        Table::default()
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries and tombstones held on disk, counted per run.
+    #[must_use]
+    pub fn spilled(&self) -> usize {
+        self.disk
+            .as_ref()
+            .map_or(0, |d| d.runs.iter().map(|r| r.entries).sum())
+    }
+
+    /// The first spill failure, if any: the content is then incomplete.
+    #[must_use]
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.get().map(String::as_str)
+    }
+
+    fn record(&self, what: impl FnOnce() -> String) {
+        let _ = self.fault.set(what());
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Option<V> {
+        match bincode::serde::decode_from_slice::<V, _>(bytes, bincode_config()) {
+            Ok((v, _)) => Some(v),
+            Err(e) => {
+                self.record(|| format!("the spilled entry `{key}` could not be read back: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The newest entry of `key` on disk, decoded; `None` when absent or removed.
+    fn on_disk(&self, key: &str) -> Option<V> {
+        let disk = self.disk.as_ref()?;
+        match disk.get(key) {
+            Ok(Some(Some(bytes))) => self.decode(key, &bytes),
+            Ok(_) => None,
+            Err(e) => {
+                self.record(|| format!("reading `{key}` from the spill directory failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The entry of `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<Cow<'_, V>> {
+        if let Some(v) = self.young.get(key) {
+            return Some(Cow::Borrowed(v));
+        }
+        if self.young_gone.contains(key) {
+            return None;
+        }
+        if let Some(v) = self.old.get(key) {
+            return Some(Cow::Borrowed(v));
+        }
+        if self.old_gone.contains(key) {
+            return None;
+        }
+        self.on_disk(key).map(Cow::Owned)
+    }
+
+    /// Whether `key` has an entry.
+    #[must_use]
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Takes the live entry of `key` (not in `young`) out of `old` or the disk, to move it
+    /// into `young`. Tombstones stay where they are (they hide older copies on disk).
+    fn take_cold(&mut self, key: &str) -> Option<V> {
+        if self.young_gone.contains(key) || self.old_gone.contains(key) {
+            return None;
+        }
+        if let Some(v) = self.old.remove(key) {
+            return Some(v);
+        }
+        self.on_disk(key)
+    }
+
+    /// Makes room in `young` for one more entry: when it is full, `old` is written to disk
+    /// as a run and `young` becomes `old`. On a spill failure both stay in memory (over the
+    /// bound) and the table is faulty.
+    fn make_room(&mut self) {
+        if self.young.len().saturating_add(self.young_gone.len()) < self.generation_entries {
+            return;
+        }
+        if !(self.old.is_empty() && self.old_gone.is_empty()) {
+            if let Err(e) = self.spill_old() {
+                self.record(|| format!("writing to the spill directory failed: {e}"));
+                return;
+            }
+        }
+        self.old = std::mem::take(&mut self.young);
+        self.old_gone = std::mem::take(&mut self.young_gone);
+    }
+
+    /// Writes `old` and its tombstones to disk as one run, then merges runs as due.
+    fn spill_old(&mut self) -> Result<(), String> {
+        if self.disk.is_none() {
+            self.disk = Some(Disk::open()?);
+        }
+        let count = self.old.len().saturating_add(self.old_gone.len());
+        let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
+        let mut live = self.old.iter().peekable();
+        let mut gone = self.old_gone.iter().peekable();
+        loop {
+            let take_live = match (live.peek(), gone.peek()) {
+                (Some((k, _)), Some(g)) => *k < *g,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_live {
+                if let Some((key, value)) = live.next() {
+                    let bytes = bincode::serde::encode_to_vec(value, bincode_config())
+                        .map_err(|e| format!("the entry `{key}` could not be spilled: {e}"))?;
+                    encoded.push((key.as_str(), Some(bytes)));
+                }
+            } else if let Some(key) = gone.next() {
+                // A key both live and removed in one generation is live (put back after).
+                if !self.old.contains_key(key.as_str()) {
+                    encoded.push((key.as_str(), None));
+                }
+            }
+        }
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        let path = disk.next_path();
+        let run =
+            Run::write(&path, 0, encoded.len(), encoded.into_iter()).map_err(|e| e.to_string())?;
+        disk.runs.push(run);
+        disk.compact().map_err(|e| e.to_string())?;
+        self.old.clear();
+        self.old_gone.clear();
+        Ok(())
+    }
+
+    /// The entry of `key`, to change in place.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        if !self.young.contains_key(key) {
+            let value = self.take_cold(key)?;
+            self.make_room();
+            return Some(self.young.entry(Text::from(key)).or_insert(value));
+        }
+        self.young.get_mut(key)
+    }
+
+    /// The entry of `key`, made with `make` when there is none.
+    pub fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
+        if !self.young.contains_key(key) {
+            let value = match self.take_cold(key) {
+                Some(value) => value,
+                None => {
+                    self.len = self.len.saturating_add(1);
+                    make()
+                }
+            };
+            self.young_gone.remove(key);
+            self.make_room();
+            return self.young.entry(Text::from(key)).or_insert(value);
+        }
+        self.young.entry(Text::from(key)).or_insert_with(make)
+    }
+
+    /// The entry of `key`, the default value when there is none.
+    pub fn get_or_default(&mut self, key: &str) -> &mut V
+    where
+        V: Default,
+    {
+        self.get_or_insert_with(key, V::default)
+    }
+
+    /// Sets the entry of `key`; returns the one it replaces.
+    pub fn insert(&mut self, key: Text, value: V) -> Option<V> {
+        let previous = match self.young.remove(key.as_str()) {
+            Some(v) => Some(v),
+            None => self.take_cold(&key),
+        };
+        if previous.is_none() {
+            self.len = self.len.saturating_add(1);
+        }
+        self.young_gone.remove(key.as_str());
+        self.make_room();
+        self.young.insert(key, value);
+        previous
+    }
+
+    /// Removes the entry of `key`; returns it.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let removed = match self.young.remove(key) {
+            Some(v) => Some(v),
+            None => self.take_cold(key),
+        };
+        if removed.is_some() {
+            self.len = self.len.saturating_sub(1);
+            if self.disk.is_some() {
+                // An older copy may be on disk: hide it.
+                self.make_room();
+                self.young_gone.insert(Text::from(key));
+            }
+        }
+        removed
+    }
+
+    /// Adds an entry known to be new (loading a serialized map, whose keys are unique).
+    fn push_new(&mut self, key: Text, value: V) {
+        self.make_room();
+        if self.young.insert(key, value).is_none() {
+            self.len = self.len.saturating_add(1);
+        }
+    }
+
+    /// Every entry, in key order (entries on disk are read back as they are reached).
+    pub fn iter(&self) -> Iter<'_, V> {
+        let disk = match self.disk.as_ref().map(|d| Merged::new(d.runs.iter().rev())) {
+            Some(Ok(merged)) => Some(merged),
+            Some(Err(e)) => {
+                self.record(|| format!("reading the spill directory failed: {e}"));
+                None
+            }
+            None => None,
+        };
+        Iter {
+            table: self,
+            young: self.young.iter().peekable(),
+            young_gone: self.young_gone.iter().peekable(),
+            old: self.old.iter().peekable(),
+            old_gone: self.old_gone.iter().peekable(),
+            disk,
+            disk_head: None,
+        }
+    }
+
+    /// Every value, in key order.
+    pub fn values(&self) -> impl Iterator<Item = Cow<'_, V>> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
+/// The entries of a [`Table`] in key order: a merge of its generations, their tombstones
+/// and its runs on disk, the youngest entry of each key winning.
+pub struct Iter<'a, V> {
+    table: &'a Table<V>,
+    young: Peekable<btree_map::Iter<'a, Text, V>>,
+    young_gone: Peekable<btree_set::Iter<'a, Text>>,
+    old: Peekable<btree_map::Iter<'a, Text, V>>,
+    old_gone: Peekable<btree_set::Iter<'a, Text>>,
+    disk: Option<Merged<'a>>,
+    /// The disk's next entry, read ahead.
+    disk_head: Option<(String, Option<Vec<u8>>)>,
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
+    type Item = (Cow<'a, str>, Cow<'a, V>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.disk_head.is_none() {
+                if let Some(disk) = self.disk.as_mut() {
+                    match disk.next_entry() {
+                        Ok(Some(entry)) => self.disk_head = Some(entry),
+                        Ok(None) => self.disk = None,
+                        Err(e) => {
+                            let e = e.to_string();
+                            self.table
+                                .record(|| format!("reading the spill directory failed: {e}"));
+                            self.disk = None;
+                        }
+                    }
+                }
+            }
+            // The smallest key of the five heads; ties go to the youngest source.
+            let heads: [Option<&str>; 5] = [
+                self.young.peek().map(|(k, _)| k.as_str()),
+                self.young_gone.peek().map(|k| k.as_str()),
+                self.old.peek().map(|(k, _)| k.as_str()),
+                self.old_gone.peek().map(|k| k.as_str()),
+                self.disk_head.as_ref().map(|(k, _)| k.as_str()),
+            ];
+            let mut best: Option<(usize, &str)> = None;
+            for (rank, head) in heads.iter().enumerate() {
+                if let Some(key) = head {
+                    if best.is_none_or(|(_, b)| *key < b) {
+                        best = Some((rank, key));
+                    }
+                }
+            }
+            let (rank, key) = best?;
+            let key = key.to_owned();
+            let at = |k: Option<&str>| k == Some(key.as_str());
+            let advance = [
+                at(heads[0]),
+                at(heads[1]),
+                at(heads[2]),
+                at(heads[3]),
+                at(heads[4]),
+            ];
+            let mut item: Option<Self::Item> = None;
+            if advance[0] {
+                if let Some((k, v)) = self.young.next() {
+                    if rank == 0 {
+                        item = Some((Cow::Borrowed(k.as_str()), Cow::Borrowed(v)));
+                    }
+                }
+            }
+            if advance[1] {
+                self.young_gone.next();
+            }
+            if advance[2] {
+                if let Some((k, v)) = self.old.next() {
+                    if rank == 2 {
+                        item = Some((Cow::Borrowed(k.as_str()), Cow::Borrowed(v)));
+                    }
+                }
+            }
+            if advance[3] {
+                self.old_gone.next();
+            }
+            if advance[4] {
+                if let Some((k, bytes)) = self.disk_head.take() {
+                    if rank == 4 {
+                        if let Some(bytes) = bytes {
+                            let value = self.table.decode(&k, &bytes)?;
+                            item = Some((Cow::Owned(k), Cow::Owned(value)));
+                        }
+                    }
+                }
+            }
+            if let Some(item) = item {
+                return Some(item);
+            }
+            // The youngest entry of this key is a tombstone: go on.
+        }
+    }
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Clone> IntoIterator for &'a Table<V> {
+    type Item = (Cow<'a, str>, Cow<'a, V>);
+    type IntoIter = Iter<'a, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> FromIterator<(Text, V)> for Table<V> {
+    fn from_iter<I: IntoIterator<Item = (Text, V)>>(entries: I) -> Self {
+        let mut table = Table::new();
+        for (key, value) in entries {
+            table.insert(key, value);
+        }
+        table
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        let mut copy = Table::new();
+        for (key, value) in self.iter() {
+            copy.push_new(Text::from(key.as_ref()), value.into_owned());
+        }
+        if let Some(fault) = self.fault() {
+            copy.record(|| fault.to_owned());
+        }
+        copy
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone + PartialEq> PartialEq for Table<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+            && self.fault().is_none()
+            && other.fault().is_none()
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone + Eq> Eq for Table<V> {}
+
+impl<V: Serialize + DeserializeOwned + Clone + fmt::Debug> fmt::Debug for Table<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> Serialize for Table<V> {
+    /// As a map in key order, the same bytes as a `BTreeMap` of the entries. Fails when the
+    /// table is faulty or an entry on disk cannot be read back, so an incomplete table is
+    /// never written.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        if let Some(fault) = self.fault() {
+            return Err(S::Error::custom(fault));
+        }
+        let mut map = serializer.serialize_map(Some(self.len))?;
+        let mut written = 0usize;
+        for (key, value) in self.iter() {
+            map.serialize_entry(key.as_ref(), value.as_ref())?;
+            written = written.saturating_add(1);
+        }
+        if let Some(fault) = self.fault() {
+            return Err(S::Error::custom(fault));
+        }
+        if written != self.len {
+            return Err(S::Error::custom(format!(
+                "the table counts {} entries but {written} were read",
+                self.len
+            )));
+        }
+        map.end()
+    }
+}
+
+impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TableVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Serialize + DeserializeOwned + Clone> Visitor<'de> for TableVisitor<V> {
+            type Value = Table<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Table<V>, A::Error> {
+                use serde::de::Error;
+                let mut table = Table::new();
+                let mut last: Option<Text> = None;
+                while let Some((key, value)) = access.next_entry::<Text, V>()? {
+                    // A saved table lists its keys in order, each once.
+                    if last.as_ref().is_some_and(|l| key <= *l) {
+                        return Err(A::Error::custom(format!(
+                            "the key `{key}` is out of order or appears twice"
+                        )));
+                    }
+                    last = Some(key.clone());
+                    table.push_new(key, value);
+                }
+                match table.fault() {
+                    Some(fault) => Err(A::Error::custom(fault)),
+                    None => Ok(table),
+                }
+            }
+        }
+
+        deserializer.deserialize_map(TableVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of at most `n` entries per generation.
+    fn small<V: Serialize + DeserializeOwned + Clone>(n: usize) -> Table<V> {
+        Table {
+            generation_entries: n,
+            ..Table::default()
+        }
+    }
+
+    #[test]
+    fn a_table_spills_beyond_two_generations_and_answers_like_a_map() {
+        let mut table: Table<(u64, String)> = small(4);
+        let mut model: BTreeMap<Text, (u64, String)> = BTreeMap::new();
+        for i in 0..2_000u64 {
+            // Keys out of order, some written twice, changed in place, removed, put back.
+            let key = Text::from(format!("k{:03}", (i * 37) % 211));
+            let value = (i, format!("v{i}"));
+            assert_eq!(
+                table.insert(key.clone(), value.clone()),
+                model.insert(key.clone(), value)
+            );
+            if i % 7 == 0 {
+                let k = format!("k{:03}", (i * 11) % 211);
+                assert_eq!(table.remove(&k), model.remove(k.as_str()), "{i} {k}");
+            }
+            if i % 5 == 0 {
+                let k = format!("k{:03}", (i * 13) % 211);
+                let t = table.get_or_insert_with(&k, || (0, "new".into()));
+                t.0 += 1000;
+                let m = model
+                    .entry(Text::from(k))
+                    .or_insert_with(|| (0, "new".into()));
+                m.0 += 1000;
+            }
+            if i % 3 == 0 {
+                let k = format!("k{:03}", (i * 17) % 211);
+                if let Some(t) = table.get_mut(&k) {
+                    t.1.push('!');
+                }
+                if let Some(m) = model.get_mut(k.as_str()) {
+                    m.1.push('!');
+                }
+            }
+            assert_eq!(table.len(), model.len(), "{i}");
+            assert!(table.young.len() + table.young_gone.len() <= 5);
+        }
+        assert!(table.spilled() > 20, "spilled {}", table.spilled());
+        let runs = table.disk.as_ref().map_or(0, |d| d.runs.len());
+        assert!(runs < 20, "runs {runs}");
+        for k in 0..230u64 {
+            let k = format!("k{k:03}");
+            assert_eq!(
+                table.get(&k).map(Cow::into_owned),
+                model.get(k.as_str()).cloned()
+            );
+            assert_eq!(table.contains_key(&k), model.contains_key(k.as_str()));
+        }
+        let listed: Vec<(String, (u64, String))> = table
+            .iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let expected: Vec<(String, (u64, String))> = model
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(listed, expected);
+        assert!(table.fault().is_none());
+    }
+
+    #[test]
+    fn a_spilled_table_serializes_to_the_bytes_of_the_map_it_replaces() {
+        let mut table: Table<Vec<u32>> = small(3);
+        let mut model: BTreeMap<Text, Vec<u32>> = BTreeMap::new();
+        for i in 0..50u32 {
+            let key = Text::from(format!("id-{}", (i * 7) % 50));
+            table.insert(key.clone(), vec![i, i * 2]);
+            model.insert(key, vec![i, i * 2]);
+        }
+        assert!(table.spilled() > 0);
+        let config = bincode::config::standard();
+        let ours = bincode::serde::encode_to_vec(&table, config).unwrap();
+        let theirs = bincode::serde::encode_to_vec(&model, config).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(
+            serde_json::to_string(&table).unwrap(),
+            serde_json::to_string(&model).unwrap()
+        );
+        let (back, _): (Table<Vec<u32>>, _) =
+            bincode::serde::decode_from_slice(&ours, config).unwrap();
+        assert_eq!(back, table);
+        assert_eq!(back.clone(), table);
+        let changed: Table<Vec<u32>> = model
+            .iter()
+            .map(|(k, v)| (k.clone(), if k == "id-7" { vec![0] } else { v.clone() }))
+            .collect();
+        assert_ne!(changed, table);
+    }
+
+    #[test]
+    fn a_map_with_a_key_twice_is_refused() {
+        let json = r#"{"a": 1, "a": 2}"#;
+        let err = serde_json::from_str::<Table<u32>>(json).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the key `a` is out of order or appears twice"),
+            "{err}"
+        );
+    }
+}
