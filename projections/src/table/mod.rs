@@ -131,8 +131,8 @@ struct Disk {
 }
 
 impl Disk {
-    fn open() -> Result<Disk, String> {
-        let base = spill_dir();
+    fn open(base: Option<&Path>) -> Result<Disk, String> {
+        let base = base.map_or_else(spill_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base)
             .map_err(|e| format!("creating the spill directory {}: {e}", base.display()))?;
         let prefix = format!("{SPILL_PREFIX}{}-", std::process::id());
@@ -221,6 +221,8 @@ pub struct Table<V> {
     generation_entries: usize,
     /// The first spill failure; the table's content is not to be trusted after it.
     fault: OnceLock<String>,
+    /// Where this table's spill directory goes instead of the process's (tests).
+    spill_base: Option<PathBuf>,
 }
 
 impl<V> Default for Table<V> {
@@ -235,6 +237,7 @@ impl<V> Default for Table<V> {
             len: 0,
             generation_entries: (generation_bytes() / entry_bytes).max(GENERATION_ENTRIES_MIN),
             fault: OnceLock::new(),
+            spill_base: None,
         }
     }
 }
@@ -355,7 +358,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     /// Writes `old` and its tombstones to disk as one run, then merges runs as due.
     fn spill_old(&mut self) -> Result<(), String> {
         if self.disk.is_none() {
-            self.disk = Some(Disk::open()?);
+            self.disk = Some(Disk::open(self.spill_base.as_deref())?);
         }
         let count = self.old.len().saturating_add(self.old_gone.len());
         let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
@@ -808,6 +811,31 @@ mod tests {
             .map(|(k, v)| (k.clone(), if k == "id-7" { vec![0] } else { v.clone() }))
             .collect();
         assert_ne!(changed, table);
+    }
+
+    #[test]
+    fn a_table_that_cannot_spill_is_faulty_keeps_its_entries_and_refuses_to_be_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let mut table: Table<u32> = Table {
+            spill_base: Some(file.join("spill")),
+            ..small(4)
+        };
+        for i in 0..20u32 {
+            table.insert(Text::from(format!("k{i:02}")), i);
+        }
+        let fault = table.fault().unwrap().to_owned();
+        assert!(fault.contains("creating the spill directory"), "{fault}");
+        assert!(fault.contains("a-file"), "{fault}");
+        // Nothing was lost: what could not be written stayed in memory.
+        assert_eq!(table.len(), 20);
+        assert_eq!(table.get("k00").as_deref(), Some(&0));
+        let err = serde_json::to_string(&table).unwrap_err();
+        assert!(
+            err.to_string().contains("creating the spill directory"),
+            "{err}"
+        );
     }
 
     #[test]
