@@ -30,7 +30,9 @@
 mod run;
 
 use std::borrow::Cow;
-use std::collections::{btree_map, btree_set, BTreeMap, BTreeSet};
+#[cfg(test)]
+use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::iter::Peekable;
 use std::marker::PhantomData;
@@ -43,7 +45,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::shared::Text;
-use run::{Merged, Run};
+use run::{key_hash, Merged, Run};
 
 /// Default memory of one generation of one table, in bytes (estimated from the entry's
 /// size; text and lists an entry owns on the heap are not counted).
@@ -154,8 +156,9 @@ impl Disk {
 
     /// The newest entry of `key` on disk: `Some(Some(bytes))` live, `Some(None)` removed.
     fn get(&self, key: &str) -> std::io::Result<Option<Option<Vec<u8>>>> {
+        let hash = key_hash(key);
         for run in self.runs.iter().rev() {
-            if let Some(found) = run.get(key)? {
+            if let Some(found) = run.get(key, hash)? {
                 return Ok(Some(found));
             }
         }
@@ -206,14 +209,19 @@ impl Disk {
     }
 }
 
+/// A generation in memory (hashed: its order is made when it is listed or spilled).
+type Map<V> = HashMap<Text, V, foldhash::fast::RandomState>;
+/// Tombstones of a generation.
+type Set = HashSet<Text, foldhash::fast::RandomState>;
+
 /// A map from text keys to `V`, in key order, with a bounded part in memory (see the module
 /// documentation).
 pub struct Table<V> {
-    young: BTreeMap<Text, V>,
+    young: Map<V>,
     /// Tombstones of removed entries, as young as `young`.
-    young_gone: BTreeSet<Text>,
-    old: BTreeMap<Text, V>,
-    old_gone: BTreeSet<Text>,
+    young_gone: Set,
+    old: Map<V>,
+    old_gone: Set,
     disk: Option<Disk>,
     /// Live entries in all parts.
     len: usize,
@@ -229,10 +237,10 @@ impl<V> Default for Table<V> {
     fn default() -> Self {
         let entry_bytes = std::mem::size_of::<(Text, V)>().saturating_add(16);
         Table {
-            young: BTreeMap::new(),
-            young_gone: BTreeSet::new(),
-            old: BTreeMap::new(),
-            old_gone: BTreeSet::new(),
+            young: Map::default(),
+            young_gone: Set::default(),
+            old: Map::default(),
+            old_gone: Set::default(),
             disk: None,
             len: 0,
             generation_entries: (generation_bytes() / entry_bytes).max(GENERATION_ENTRIES_MIN),
@@ -351,7 +359,8 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
                 return;
             }
         }
-        self.old = std::mem::take(&mut self.young);
+        let next = Map::with_capacity_and_hasher(self.generation_entries, Default::default());
+        self.old = std::mem::replace(&mut self.young, next);
         self.old_gone = std::mem::take(&mut self.young_gone);
     }
 
@@ -362,28 +371,18 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         }
         let count = self.old.len().saturating_add(self.old_gone.len());
         let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
-        let mut live = self.old.iter().peekable();
-        let mut gone = self.old_gone.iter().peekable();
-        loop {
-            let take_live = match (live.peek(), gone.peek()) {
-                (Some((k, _)), Some(g)) => *k < *g,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_live {
-                if let Some((key, value)) = live.next() {
-                    let bytes = bincode::serde::encode_to_vec(value, bincode_config())
-                        .map_err(|e| format!("the entry `{key}` could not be spilled: {e}"))?;
-                    encoded.push((key.as_str(), Some(bytes)));
-                }
-            } else if let Some(key) = gone.next() {
-                // A key both live and removed in one generation is live (put back after).
-                if !self.old.contains_key(key.as_str()) {
-                    encoded.push((key.as_str(), None));
-                }
+        for (key, value) in &self.old {
+            let bytes = bincode::serde::encode_to_vec(value, bincode_config())
+                .map_err(|e| format!("the entry `{key}` could not be spilled: {e}"))?;
+            encoded.push((key.as_str(), Some(bytes)));
+        }
+        // A key both live and removed in one generation is live (put back after).
+        for key in &self.old_gone {
+            if !self.old.contains_key(key.as_str()) {
+                encoded.push((key.as_str(), None));
             }
         }
+        encoded.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
         };
@@ -484,10 +483,10 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         };
         Iter {
             table: self,
-            young: self.young.iter().peekable(),
-            young_gone: self.young_gone.iter().peekable(),
-            old: self.old.iter().peekable(),
-            old_gone: self.old_gone.iter().peekable(),
+            young: sorted_entries(&self.young).into_iter().peekable(),
+            young_gone: sorted_keys(&self.young_gone).into_iter().peekable(),
+            old: sorted_entries(&self.old).into_iter().peekable(),
+            old_gone: sorted_keys(&self.old_gone).into_iter().peekable(),
             disk,
             disk_head: None,
         }
@@ -499,14 +498,26 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     }
 }
 
+fn sorted_entries<V>(map: &Map<V>) -> Vec<(&Text, &V)> {
+    let mut entries: Vec<(&Text, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn sorted_keys(set: &Set) -> Vec<&Text> {
+    let mut keys: Vec<&Text> = set.iter().collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// The entries of a [`Table`] in key order: a merge of its generations, their tombstones
 /// and its runs on disk, the youngest entry of each key winning.
 pub struct Iter<'a, V> {
     table: &'a Table<V>,
-    young: Peekable<btree_map::Iter<'a, Text, V>>,
-    young_gone: Peekable<btree_set::Iter<'a, Text>>,
-    old: Peekable<btree_map::Iter<'a, Text, V>>,
-    old_gone: Peekable<btree_set::Iter<'a, Text>>,
+    young: Peekable<std::vec::IntoIter<(&'a Text, &'a V)>>,
+    young_gone: Peekable<std::vec::IntoIter<&'a Text>>,
+    old: Peekable<std::vec::IntoIter<(&'a Text, &'a V)>>,
+    old_gone: Peekable<std::vec::IntoIter<&'a Text>>,
     disk: Option<Merged<'a>>,
     /// The disk's next entry, read ahead.
     disk_head: Option<(String, Option<Vec<u8>>)>,

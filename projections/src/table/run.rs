@@ -19,6 +19,19 @@ pub(crate) const BLOCK_ENTRIES: usize = 32;
 /// False-positive rate of a run's Bloom filter.
 const BLOOM_FALSE_POSITIVE: f64 = 0.01;
 
+/// The hasher of every run's Bloom filter: one seed, so a key is hashed once for all runs.
+pub(crate) type KeyHasher = foldhash::fast::FixedState;
+
+fn key_hasher() -> KeyHasher {
+    foldhash::fast::FixedState::with_seed(0x6372_6d2d_7370_696c)
+}
+
+/// The hash of `key` that runs' Bloom filters take.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    key_hasher().hash_one(key)
+}
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -38,7 +51,7 @@ pub(crate) struct Run {
     path: PathBuf,
     file: File,
     blocks: Vec<Block>,
-    bloom: fastbloom::BloomFilter,
+    bloom: fastbloom::BloomFilter<KeyHasher>,
     /// Entries, tombstones included.
     pub(crate) entries: usize,
     /// Compaction level: 0 when written from memory, one more than its inputs' when merged.
@@ -64,6 +77,7 @@ impl Run {
             .open(path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
         let mut bloom = fastbloom::BloomFilter::with_false_pos(BLOOM_FALSE_POSITIVE)
+            .hasher(key_hasher())
             .expected_items(count.max(1));
         let mut blocks: Vec<Block> = Vec::new();
         let mut offset = 0u64;
@@ -91,7 +105,7 @@ impl Run {
             }
             in_block += 1;
             entries_written += 1;
-            bloom.insert(key);
+            bloom.insert_hash(key_hash(key));
         }
         out.flush()?;
         drop(out);
@@ -129,9 +143,10 @@ impl Run {
         Ok(())
     }
 
-    /// The entry of `key`: `Some(Some(bytes))` live, `Some(None)` removed, `None` absent.
-    pub(crate) fn get(&self, key: &str) -> std::io::Result<Option<Option<Vec<u8>>>> {
-        if !self.bloom.contains(key) {
+    /// The entry of `key` (whose [`key_hash`] is `hash`): `Some(Some(bytes))` live,
+    /// `Some(None)` removed, `None` absent.
+    pub(crate) fn get(&self, key: &str, hash: u64) -> std::io::Result<Option<Option<Vec<u8>>>> {
+        if !self.bloom.contains_hash(hash) {
             return Ok(None);
         }
         let after = self.blocks.partition_point(|b| b.first_key.as_str() <= key);
@@ -288,10 +303,10 @@ mod tests {
         assert_eq!(run.entries, 100);
         assert_eq!(run.blocks.len(), 100usize.div_ceil(BLOCK_ENTRIES));
         for (k, v) in &values {
-            assert_eq!(run.get(k).unwrap(), Some(v.clone()), "{k}");
+            assert_eq!(run.get(k, key_hash(k)).unwrap(), Some(v.clone()), "{k}");
         }
         for k in ["key-", "key-0100", "a", "zzz", "key-0050x"] {
-            assert_eq!(run.get(k).unwrap(), None, "{k}");
+            assert_eq!(run.get(k, key_hash(k)).unwrap(), None, "{k}");
         }
         let listed: Vec<Entry> = run.iter().map(Result::unwrap).collect();
         assert_eq!(listed, values);
