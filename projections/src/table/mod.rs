@@ -353,6 +353,10 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         if self.young.len().saturating_add(self.young_gone.len()) < self.generation_entries {
             return;
         }
+        if self.fault().is_some() {
+            // Not tried again until the state is reloaded: every entry stays in memory.
+            return;
+        }
         if !(self.old.is_empty() && self.old_gone.is_empty()) {
             if let Err(e) = self.spill_old() {
                 self.record(|| format!("writing to the spill directory failed: {e}"));
