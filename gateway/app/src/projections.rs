@@ -25,6 +25,7 @@ pub fn standard(
     dir: &Path,
     config: &ReadModelConfig,
 ) -> Result<(ProjectionRunner<AnyStore>, ReadModels), ProjectionError> {
+    config.apply_table_memory();
     let mut runner = ProjectionRunner::new(store, dir, RunnerOptions::default());
     let models = ReadModels::register(&mut runner, config)?;
     Ok((runner, models))
@@ -68,6 +69,7 @@ pub fn single_runner(
     name: &str,
 ) -> Result<(ProjectionRunner<AnyStore>, OneModel), ProjectionError> {
     check_name(name)?;
+    config.apply_table_memory();
     let mut runner = ProjectionRunner::new(store, dir, options);
     let model = match name {
         pipeline::NAME => {

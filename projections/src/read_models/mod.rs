@@ -39,6 +39,26 @@ pub struct ReadModelConfig {
     pub lifetime_value: LifetimeValueConfig,
     /// SLA: policies and business calendar (also used for the churn signal "SLA breaches").
     pub sla: SlaConfig,
+    /// Memory of each read-model table (cases, subscriptions, orders, ...) in MiB: its two
+    /// generations of recent entries; the rest is on disk (see [`crate::table`]). More
+    /// catches up faster over a long history and holds more. Default 8 (two of
+    /// [`crate::table::GENERATION_BYTES_DEFAULT`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_memory_mib: Option<u64>,
+}
+
+impl ReadModelConfig {
+    /// Sets the process's table generation size from `table_memory_mib` (the default when
+    /// absent), for the tables created from now on. Not part of any projection's
+    /// configuration: changing it does not rebuild a read model.
+    pub fn apply_table_memory(&self) {
+        let bytes = self
+            .table_memory_mib
+            .map_or(crate::table::GENERATION_BYTES_DEFAULT, |mib| {
+                usize::try_from(mib.saturating_mul(1024 * 1024) / 2).unwrap_or(usize::MAX)
+            });
+        crate::table::set_generation_bytes(bytes);
+    }
 }
 
 /// Handles on the four registered read models.
@@ -125,5 +145,27 @@ impl AccountFacts {
     #[must_use]
     pub fn excluded(&self) -> bool {
         self.is_test || self.is_internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_memory_setting_sizes_the_generations_of_tables_made_after_it() {
+        let config: ReadModelConfig = serde_json::from_str(r#"{"table_memory_mib": 16}"#).unwrap();
+        config.apply_table_memory();
+        assert_eq!(crate::table::generation_bytes(), 8 * 1024 * 1024);
+        ReadModelConfig::default().apply_table_memory();
+        assert_eq!(
+            crate::table::generation_bytes(),
+            crate::table::GENERATION_BYTES_DEFAULT
+        );
+        let err = serde_json::from_str::<ReadModelConfig>(r#"{"table_memory": 16}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `table_memory`"),
+            "{err}"
+        );
     }
 }
