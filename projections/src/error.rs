@@ -26,7 +26,7 @@ pub enum ProjectionError {
     /// The state could not be serialized (a bug in the projection's state type).
     #[error("projection `{projection}`: the state could not be serialized ({reason}); this is a bug in the projection, report it")]
     Serialize { projection: String, reason: String },
-    /// The state's storage on disk (its spill trees) failed, so the state is incomplete.
+    /// The state's storage on disk (its tables' runs) failed, so the state is incomplete.
     #[error("projection `{projection}`: its state could not be read back from disk ({reason}); check the disk's space and health, then restart: the projection folds again from its last snapshot")]
     StateStorage { projection: String, reason: String },
     /// No projection of that name is registered.

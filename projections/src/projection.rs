@@ -49,7 +49,7 @@ pub trait Projection: Send + Sync + 'static {
     fn apply(&self, state: &mut Self::State, ctx: &EventContext<'_>, event: &DomainEvent);
 
     /// Why the state cannot be trusted, when its storage failed (a [`crate::table::Table`]
-    /// whose spill tree could not be written or read back). The worker checks it after
+    /// whose runs on disk could not be written or read back). The worker checks it after
     /// every page it folds and folds again from the last snapshot; reports refuse a faulty
     /// state. `None` for a state held in memory only.
     fn fault(&self, state: &Self::State) -> Option<String> {

@@ -93,7 +93,7 @@ impl<P: Projection> ProjectionHandle<P> {
     }
 
     /// Runs `f` on the served state, as [`ProjectionHandle::read`], and refuses the answer
-    /// when the state's storage failed meanwhile (a spill tree that could not be read back,
+    /// when the state's storage failed meanwhile (a run on disk that could not be read back,
     /// so the state `f` saw was incomplete).
     ///
     /// # Errors
@@ -139,7 +139,7 @@ impl<P: Projection> ProjectionHandle<P> {
     }
 }
 
-/// The directory, under a runner's data directory, of its states' spill trees.
+/// The directory, under a runner's data directory, of its states' spilled tables.
 pub const SPILL_DIR: &str = ".spill";
 
 /// Runs projections over one event store, each as its own worker with its own checkpoint.
@@ -152,7 +152,7 @@ pub struct ProjectionRunner<S: EventStore> {
 
 impl<S: EventStore> ProjectionRunner<S> {
     /// A runner keeping its snapshots under `data_dir/<projection name>/`, and the spill
-    /// trees of its states under `data_dir/.spill/` (scratch, removed as each state is
+    /// files of its states under `data_dir/.spill/` (scratch, removed as each state is
     /// dropped; what a killed process left there is removed here).
     pub fn new(
         store: S,
