@@ -124,6 +124,33 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Why a generation could not be written to disk (recorded as the table's fault).
+#[derive(Debug, thiserror::Error)]
+enum SpillError {
+    #[error("creating the spill directory {}: {source}", path.display())]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("creating a spill directory in {}: {source}", path.display())]
+    TableDirectory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the entry `{key}` could not be spilled: {source}")]
+    Encode {
+        key: Text,
+        source: bincode::error::EncodeError,
+    },
+    #[error("writing the run {}: {source}", path.display())]
+    Run {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("merging runs: {0}")]
+    Merge(std::io::Error),
+}
+
 /// The runs of a table and the temporary directory they are in.
 struct Disk {
     dir: tempfile::TempDir,
@@ -133,15 +160,16 @@ struct Disk {
 }
 
 impl Disk {
-    fn open(base: Option<&Path>) -> Result<Disk, String> {
+    fn open(base: Option<&Path>) -> Result<Disk, SpillError> {
         let base = base.map_or_else(spill_dir, Path::to_path_buf);
-        std::fs::create_dir_all(&base)
-            .map_err(|e| format!("creating the spill directory {}: {e}", base.display()))?;
+        if let Err(source) = std::fs::create_dir_all(&base) {
+            return Err(SpillError::Directory { path: base, source });
+        }
         let prefix = format!("{SPILL_PREFIX}{}-", std::process::id());
-        let dir = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempdir_in(&base)
-            .map_err(|e| format!("creating a spill directory in {}: {e}", base.display()))?;
+        let dir = match tempfile::Builder::new().prefix(&prefix).tempdir_in(&base) {
+            Ok(dir) => dir,
+            Err(source) => return Err(SpillError::TableDirectory { path: base, source }),
+        };
         Ok(Disk {
             dir,
             runs: Vec::new(),
@@ -369,15 +397,20 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     }
 
     /// Writes `old` and its tombstones to disk as one run, then merges runs as due.
-    fn spill_old(&mut self) -> Result<(), String> {
+    fn spill_old(&mut self) -> Result<(), SpillError> {
         if self.disk.is_none() {
             self.disk = Some(Disk::open(self.spill_base.as_deref())?);
         }
         let count = self.old.len().saturating_add(self.old_gone.len());
         let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
         for (key, value) in &self.old {
-            let bytes = bincode::serde::encode_to_vec(value, bincode_config())
-                .map_err(|e| format!("the entry `{key}` could not be spilled: {e}"))?;
+            let bytes =
+                bincode::serde::encode_to_vec(value, bincode_config()).map_err(|source| {
+                    SpillError::Encode {
+                        key: key.clone(),
+                        source,
+                    }
+                })?;
             encoded.push((key.as_str(), Some(bytes)));
         }
         // A key both live and removed in one generation is live (put back after).
@@ -391,10 +424,12 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
             return Ok(());
         };
         let path = disk.next_path();
-        let run =
-            Run::write(&path, 0, encoded.len(), encoded.into_iter()).map_err(|e| e.to_string())?;
+        let run = match Run::write(&path, 0, encoded.len(), encoded.into_iter()) {
+            Ok(run) => run,
+            Err(source) => return Err(SpillError::Run { path, source }),
+        };
         disk.runs.push(run);
-        disk.compact().map_err(|e| e.to_string())?;
+        disk.compact().map_err(SpillError::Merge)?;
         self.old.clear();
         self.old_gone.clear();
         Ok(())
@@ -546,32 +581,27 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
                     }
                 }
             }
-            // The smallest key of the five heads; ties go to the youngest source.
-            let heads: [Option<&str>; 5] = [
-                self.young.peek().map(|(k, _)| k.as_str()),
-                self.young_gone.peek().map(|k| k.as_str()),
-                self.old.peek().map(|(k, _)| k.as_str()),
-                self.old_gone.peek().map(|k| k.as_str()),
-                self.disk_head.as_ref().map(|(k, _)| k.as_str()),
-            ];
-            let mut best: Option<(usize, &str)> = None;
-            for (rank, head) in heads.iter().enumerate() {
-                if let Some(key) = head {
-                    if best.is_none_or(|(_, b)| *key < b) {
-                        best = Some((rank, key));
+            // The smallest key of the five heads (ties go to the youngest source), and
+            // which heads hold it.
+            let (rank, advance) = {
+                let heads: [Option<&str>; 5] = [
+                    self.young.peek().map(|(k, _)| k.as_str()),
+                    self.young_gone.peek().map(|k| k.as_str()),
+                    self.old.peek().map(|(k, _)| k.as_str()),
+                    self.old_gone.peek().map(|k| k.as_str()),
+                    self.disk_head.as_ref().map(|(k, _)| k.as_str()),
+                ];
+                let mut best: Option<(usize, &str)> = None;
+                for (rank, head) in heads.iter().enumerate() {
+                    if let Some(key) = head {
+                        if best.is_none_or(|(_, b)| *key < b) {
+                            best = Some((rank, key));
+                        }
                     }
                 }
-            }
-            let (rank, key) = best?;
-            let key = key.to_owned();
-            let at = |k: Option<&str>| k == Some(key.as_str());
-            let advance = [
-                at(heads[0]),
-                at(heads[1]),
-                at(heads[2]),
-                at(heads[3]),
-                at(heads[4]),
-            ];
+                let (rank, key) = best?;
+                (rank, heads.map(|head| head == Some(key)))
+            };
             let mut item: Option<Self::Item> = None;
             if advance[0] {
                 if let Some((k, v)) = self.young.next() {
