@@ -391,9 +391,9 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
                 return;
             }
         }
-        let next = Map::with_capacity_and_hasher(self.generation_entries, Default::default());
-        self.old = std::mem::replace(&mut self.young, next);
-        self.old_gone = std::mem::take(&mut self.young_gone);
+        // `old` is empty now: it becomes the new `young`, keeping its allocation.
+        std::mem::swap(&mut self.old, &mut self.young);
+        std::mem::swap(&mut self.old_gone, &mut self.young_gone);
     }
 
     /// Writes `old` and its tombstones to disk as one run, then merges runs as due.
@@ -472,10 +472,11 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
 
     /// Sets the entry of `key`; returns the one it replaces.
     pub fn insert(&mut self, key: Text, value: V) -> Option<V> {
-        let previous = match self.young.remove(key.as_str()) {
-            Some(v) => Some(v),
-            None => self.take_cold(&key),
-        };
+        if let Some(slot) = self.young.get_mut(key.as_str()) {
+            // A key in `young` has no tombstone in `young_gone`.
+            return Some(std::mem::replace(slot, value));
+        }
+        let previous = self.take_cold(&key);
         if previous.is_none() {
             self.len = self.len.saturating_add(1);
         }
@@ -537,14 +538,14 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     }
 }
 
-fn sorted_entries<V>(map: &Map<V>) -> Vec<(&Text, &V)> {
-    let mut entries: Vec<(&Text, &V)> = map.iter().collect();
+fn sorted_entries<V>(map: &Map<V>) -> Vec<(&str, &V)> {
+    let mut entries: Vec<(&str, &V)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     entries
 }
 
-fn sorted_keys(set: &Set) -> Vec<&Text> {
-    let mut keys: Vec<&Text> = set.iter().collect();
+fn sorted_keys(set: &Set) -> Vec<&str> {
+    let mut keys: Vec<&str> = set.iter().map(Text::as_str).collect();
     keys.sort_unstable();
     keys
 }
@@ -553,10 +554,10 @@ fn sorted_keys(set: &Set) -> Vec<&Text> {
 /// and its runs on disk, the youngest entry of each key winning.
 pub struct Iter<'a, V> {
     table: &'a Table<V>,
-    young: Peekable<std::vec::IntoIter<(&'a Text, &'a V)>>,
-    young_gone: Peekable<std::vec::IntoIter<&'a Text>>,
-    old: Peekable<std::vec::IntoIter<(&'a Text, &'a V)>>,
-    old_gone: Peekable<std::vec::IntoIter<&'a Text>>,
+    young: Peekable<std::vec::IntoIter<(&'a str, &'a V)>>,
+    young_gone: Peekable<std::vec::IntoIter<&'a str>>,
+    old: Peekable<std::vec::IntoIter<(&'a str, &'a V)>>,
+    old_gone: Peekable<std::vec::IntoIter<&'a str>>,
     disk: Option<Merged<'a>>,
     /// The disk's next entry, read ahead.
     disk_head: Option<(String, Option<Vec<u8>>)>,
@@ -585,10 +586,10 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             // which heads hold it.
             let (rank, advance) = {
                 let heads: [Option<&str>; 5] = [
-                    self.young.peek().map(|(k, _)| k.as_str()),
-                    self.young_gone.peek().map(|k| k.as_str()),
-                    self.old.peek().map(|(k, _)| k.as_str()),
-                    self.old_gone.peek().map(|k| k.as_str()),
+                    self.young.peek().map(|(k, _)| *k),
+                    self.young_gone.peek().copied(),
+                    self.old.peek().map(|(k, _)| *k),
+                    self.old_gone.peek().copied(),
                     self.disk_head.as_ref().map(|(k, _)| k.as_str()),
                 ];
                 let mut best: Option<(usize, &str)> = None;
@@ -606,7 +607,7 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             if advance[0] {
                 if let Some((k, v)) = self.young.next() {
                     if rank == 0 {
-                        item = Some((Cow::Borrowed(k.as_str()), Cow::Borrowed(v)));
+                        item = Some((Cow::Borrowed(k), Cow::Borrowed(v)));
                     }
                 }
             }
@@ -616,7 +617,7 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             if advance[2] {
                 if let Some((k, v)) = self.old.next() {
                     if rank == 2 {
-                        item = Some((Cow::Borrowed(k.as_str()), Cow::Borrowed(v)));
+                        item = Some((Cow::Borrowed(k), Cow::Borrowed(v)));
                     }
                 }
             }
