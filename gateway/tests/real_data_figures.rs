@@ -487,7 +487,9 @@ async fn read_models(
         period: None,
         limit: None,
     };
-    let report = handle.read(|s, _| churn::report(s, config, &query));
+    let report = handle
+        .read(|s, _| churn::report(s, config, &query))
+        .unwrap();
     let (churned, customers) = telco["(all)"];
     assert_eq!(report.overall.by_count.numerator, churned);
     assert_eq!(report.overall.by_count.denominator, customers);

@@ -29,6 +29,9 @@ pub enum ProjectionError {
     /// The state's storage on disk (its tables' runs) failed, so the state is incomplete.
     #[error("projection `{projection}`: its state could not be read back from disk ({reason}); check the disk's space and health, then restart: the projection folds again from its last snapshot")]
     StateStorage { projection: String, reason: String },
+    /// A report could not regroup the state's rows in its scratch space on disk.
+    #[error("projection `{projection}`: the report could not read back the rows it regrouped on disk ({reason}); check the space and health of the disk under the data directory, then ask again")]
+    ReportStorage { projection: String, reason: String },
     /// No projection of that name is registered.
     #[error("no projection named `{name}`; known projections: {known}")]
     Unknown { name: String, known: String },

@@ -89,6 +89,17 @@ async fn spilled_read_models_equal_the_ones_held_in_memory() {
     // Held in memory (the default budget is far above this log).
     let held = fold(&models, &all);
     assert_eq!(held.sla.cases.spilled(), 0);
+    // The churn report regroups rows by account: in memory here, on disk below.
+    let t = gen::t0() + chrono::Duration::days(400);
+    let churn_config = models.churn.projection().config_ref();
+    let churn_query = |limit| churn::ChurnQuery {
+        as_of: t,
+        period: None,
+        limit,
+    };
+    let held_customers = churn::customers(&held.churn, churn_config, t).unwrap();
+    let held_reports = [None, Some(3)]
+        .map(|limit| churn::report(&held.churn, churn_config, &churn_query(limit)).unwrap());
 
     // Sixteen entries per generation: every large table spills.
     table::set_generation_bytes(1);
@@ -111,19 +122,36 @@ async fn spilled_read_models_equal_the_ones_held_in_memory() {
     assert_eq!(bytes(&held.sla), bytes(&spilled.sla));
 
     // Reports read spilled entries back.
-    let t = gen::t0() + chrono::Duration::days(400);
     let sla_query = sla::SlaQuery::at(t);
     let sla_config = models.sla.projection().config_ref();
     assert_eq!(
         serde_json::to_value(sla::report(&held.sla, sla_config, &sla_query)).unwrap(),
         serde_json::to_value(sla::report(&spilled.sla, sla_config, &sla_query)).unwrap()
     );
-    let churn_config = models.churn.projection().config_ref();
-    let customers = churn::customers(&spilled.churn, churn_config, t);
-    assert!(!customers.is_empty());
+    let customers = churn::customers(&spilled.churn, churn_config, t).unwrap();
+    assert!(customers.len() > 100, "{}", customers.len());
     assert_eq!(
-        serde_json::to_value(churn::customers(&held.churn, churn_config, t)).unwrap(),
+        serde_json::to_value(&held_customers).unwrap(),
         serde_json::to_value(&customers).unwrap()
+    );
+    for (limit, held_report) in [None, Some(3)].into_iter().zip(&held_reports) {
+        let report = churn::report(&spilled.churn, churn_config, &churn_query(limit)).unwrap();
+        assert_eq!(
+            serde_json::to_value(held_report).unwrap(),
+            serde_json::to_value(&report).unwrap(),
+            "{limit:?}"
+        );
+        assert_eq!(
+            report.customers_total,
+            u64::try_from(customers.len()).unwrap()
+        );
+    }
+    // The list is the riskiest customers, in order, whatever the limit.
+    let [full, three] = &held_reports;
+    assert_eq!(three.customers.len(), 3);
+    assert_eq!(
+        serde_json::to_value(&three.customers).unwrap(),
+        serde_json::to_value(&full.customers[..3]).unwrap()
     );
 
     // A runner with spilled state: save part way, stop, resume from the snapshot.

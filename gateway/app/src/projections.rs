@@ -141,12 +141,8 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 churn::NAME,
-                h.read_checked(|s, p| {
-                    (
-                        serde_json::to_value(churn::report(s, config, &query)),
-                        p.position,
-                    )
-                })?,
+                h.read_checked(|s, p| (churn::report(s, config, &query), p.position))
+                    .and_then(|(report, p)| report.map(|r| (serde_json::to_value(r), p)))?,
             )
         }
         OneModel::LifetimeValue(h) => {

@@ -218,7 +218,9 @@ pub async fn churn(
     let applied = handle.applied_position();
     report_answer(&state, "churn", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read_checked(|s, progress| (churn::report(s, config, query), progress.position))
+        handle
+            .read_checked(|s, progress| (churn::report(s, config, query), progress.position))
+            .and_then(|(report, position)| report.map(|r| (r, position)))
     })
     .await
 }

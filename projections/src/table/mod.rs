@@ -28,6 +28,7 @@
 //! its snapshot fails, so a half-spilled state is never served or saved.
 
 mod run;
+mod sorted;
 
 use std::borrow::Cow;
 #[cfg(test)]
@@ -46,6 +47,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::shared::Text;
 use run::{key_hash, Merged, Run};
+pub use sorted::{Finished, FinishedIter, Grouped, Sorted, SortedError};
 
 /// Default memory of one generation of one table, in bytes (estimated from the entry's
 /// size; text and lists an entry owns on the heap are not counted).

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::cases::{fold_case, CaseFacts, TargetOutcome};
 use super::sla::{label, SlaConfig};
 use super::AccountFacts;
+use crate::error::ProjectionError;
 use crate::projection::{EventContext, Projection};
 use crate::shared::Text;
 use crate::shared::{fold_subscription, list_limit, spell, MoneyRatio, Ratio, SubscriptionFacts};

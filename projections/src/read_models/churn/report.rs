@@ -108,26 +108,72 @@ impl<'a> Rows<'a> {
                 .collect(),
         }
     }
+}
 
-    /// The rows of every account with a subscription, gathered in one pass over each
-    /// collection (a pass per account would take time in accounts × rows).
-    fn by_account(state: &'a ChurnState) -> BTreeMap<Text, Rows<'a>> {
-        let mut by: BTreeMap<Text, Rows<'a>> = BTreeMap::new();
-        for s in state.subscriptions.values() {
-            by.entry(s.account.clone()).or_default().subs.push(s);
-        }
-        for c in state.cases.values() {
-            if let Some(rows) = c.account.as_deref().and_then(|a| by.get_mut(a)) {
-                rows.cases.push(c);
-            }
-        }
-        for o in state.orders.values() {
-            if let Some(rows) = by.get_mut(o.account.as_str()) {
-                rows.orders.push(o);
-            }
-        }
-        by
+/// A row of the churn state, regrouped under its account for the report.
+#[derive(Clone, Serialize, Deserialize)]
+enum AccountRow {
+    Subscription(SubscriptionFacts),
+    Case(CaseFacts),
+    Order(OrderDebts),
+}
+
+/// Calls `each` with the signals at `t` of every customer, in account order. The state's
+/// subscriptions, cases and orders are regrouped by account in one pass over each
+/// collection (a pass per account would take time in accounts × rows), in a
+/// [`crate::table::Sorted`], so memory stays within a table's generation budget however many
+/// rows the state holds. Accounts without a subscription are not customers.
+fn each_customer(
+    state: &ChurnState,
+    config: &ChurnConfig,
+    t: DateTime<Utc>,
+    mut each: impl FnMut(CustomerSignals),
+) -> Result<(), ProjectionError> {
+    let mut by_account = crate::table::Sorted::new();
+    for s in state.subscriptions.values() {
+        let account = s.account.clone();
+        by_account.push(&account, AccountRow::Subscription(s.into_owned()));
     }
+    for c in state.cases.values() {
+        if let Some(account) = c.account.clone() {
+            by_account.push(&account, AccountRow::Case(c.into_owned()));
+        }
+    }
+    for o in state.orders.values() {
+        let account = o.account.clone();
+        by_account.push(&account, AccountRow::Order(o.into_owned()));
+    }
+    let by_account = by_account.finish();
+    let failed = |e: crate::table::SortedError| ProjectionError::ReportStorage {
+        projection: NAME.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut current: Option<(String, Rows<'_>)> = None;
+    let mut flush = |done: Option<(String, Rows<'_>)>| {
+        if let Some((account, rows)) = done {
+            if !rows.subs.is_empty() {
+                if let Some(signals) = signals_of(state, config, &account, &rows, t) {
+                    each(signals);
+                }
+            }
+        }
+    };
+    for item in by_account.iter().map_err(failed)? {
+        let (account, row) = item.map_err(failed)?;
+        if current.as_ref().is_none_or(|(a, _)| *a != account) {
+            flush(current.take());
+            current = Some((account, Rows::default()));
+        }
+        if let Some((_, rows)) = current.as_mut() {
+            match row.into_owned() {
+                AccountRow::Subscription(s) => rows.subs.push(Cow::Owned(s)),
+                AccountRow::Case(c) => rows.cases.push(Cow::Owned(c)),
+                AccountRow::Order(o) => rows.orders.push(Cow::Owned(o)),
+            }
+        }
+    }
+    flush(current);
+    Ok(())
 }
 
 /// The signals of `account` at `t`; `None` if it is not a customer then.
@@ -364,19 +410,27 @@ fn signals_of(
     })
 }
 
-/// Every customer's signals at `t`, by account: the state's subscriptions, cases and
-/// orders are grouped by account once, so the time grows with their number, not with its
-/// product by the number of accounts.
-#[must_use]
+/// Every customer's signals at `t`, by account (see `each_customer`; the list itself grows
+/// with the customers: the report keeps only its `limit`).
+///
+/// # Errors
+/// [`ProjectionError::ReportStorage`] when the rows regrouped on disk cannot be read back.
 pub fn customers(
     state: &ChurnState,
     config: &ChurnConfig,
     t: DateTime<Utc>,
-) -> Vec<CustomerSignals> {
-    Rows::by_account(state)
-        .iter()
-        .filter_map(|(account, rows)| signals_of(state, config, account, rows, t))
-        .collect()
+) -> Result<Vec<CustomerSignals>, ProjectionError> {
+    let mut all = Vec::new();
+    each_customer(state, config, t, |c| all.push(c))?;
+    Ok(all)
+}
+
+/// Highest risk first, then by account.
+fn by_risk(a: &CustomerSignals, b: &CustomerSignals) -> std::cmp::Ordering {
+    b.risk
+        .score_percent
+        .cmp(&a.risk.score_percent)
+        .then_with(|| a.account.cmp(&b.account))
 }
 
 /// What to compute.
@@ -427,14 +481,25 @@ struct Acc {
     churned_mrr: i64,
 }
 
-/// Computes churn rates and the customer list at `q.as_of`.
-#[must_use]
-pub fn report(state: &ChurnState, config: &ChurnConfig, q: &ChurnQuery) -> ChurnReport {
+/// Computes churn rates and the customer list at `q.as_of`. Memory is bounded by the
+/// list's limit and a table's generation budget, not by the customers.
+///
+/// # Errors
+/// [`ProjectionError::ReportStorage`] when the rows regrouped on disk cannot be read back.
+pub fn report(
+    state: &ChurnState,
+    config: &ChurnConfig,
+    q: &ChurnQuery,
+) -> Result<ChurnReport, ProjectionError> {
     let t = q.as_of;
-    let all = customers(state, config, t);
+    let limit = list_limit(q.limit);
     let mut groups: [BTreeMap<String, Acc>; 6] = Default::default();
     let (mut active, mut at_risk) = (0u64, 0u64);
-    for c in &all {
+    let mut customers_total = 0u64;
+    // The riskiest customers so far: cut back to `limit` whenever it holds twice as many.
+    let mut listed: Vec<CustomerSignals> = Vec::new();
+    each_customer(state, config, t, |c| {
+        customers_total = customers_total.saturating_add(1);
         if c.status != "churned" {
             active += 1;
             at_risk += u64::from(c.risk.at_risk && c.status == "active");
@@ -446,28 +511,31 @@ pub fn report(state: &ChurnState, config: &ChurnConfig, q: &ChurnQuery) -> Churn
                 c.churned_at.is_some_and(|x| x > from && x < to),
             ),
         };
-        if !in_base {
-            continue;
-        }
-        let keys = [
-            "all".to_owned(),
-            c.contract_type.clone(),
-            c.segment.clone(),
-            c.customer_since.year().to_string(),
-            c.product.clone(),
-            c.payment_method.clone().unwrap_or_else(|| "unknown".into()),
-        ];
-        for (g, k) in groups.iter_mut().zip(keys) {
-            let a = g.entry(k).or_default();
-            a.base += 1;
-            a.base_mrr = a.base_mrr.saturating_add(c.monthly_amount_minor);
-            if churned {
-                a.churned += 1;
-                a.churned_mrr = a.churned_mrr.saturating_add(c.monthly_amount_minor);
+        if in_base {
+            let keys = [
+                "all".to_owned(),
+                c.contract_type.clone(),
+                c.segment.clone(),
+                c.customer_since.year().to_string(),
+                c.product.clone(),
+                c.payment_method.clone().unwrap_or_else(|| "unknown".into()),
+            ];
+            for (g, k) in groups.iter_mut().zip(keys) {
+                let a = g.entry(k).or_default();
+                a.base += 1;
+                a.base_mrr = a.base_mrr.saturating_add(c.monthly_amount_minor);
+                if churned {
+                    a.churned += 1;
+                    a.churned_mrr = a.churned_mrr.saturating_add(c.monthly_amount_minor);
+                }
             }
         }
-    }
-    let limit = list_limit(q.limit);
+        listed.push(c);
+        if listed.len() >= limit.saturating_mul(2).max(1) {
+            listed.sort_by(by_risk);
+            listed.truncate(limit);
+        }
+    })?;
     let rows = |g: BTreeMap<String, Acc>| -> Vec<ChurnRow> {
         g.into_iter()
             .take(limit)
@@ -479,16 +547,9 @@ pub fn report(state: &ChurnState, config: &ChurnConfig, q: &ChurnQuery) -> Churn
             .collect()
     };
     let [overall, by_contract_type, by_segment, by_cohort, by_product, by_payment_method] = groups;
-    let mut listed = all;
-    let customers_total = u64::try_from(listed.len()).unwrap_or(u64::MAX);
-    listed.sort_by(|a, b| {
-        b.risk
-            .score_percent
-            .cmp(&a.risk.score_percent)
-            .then_with(|| a.account.cmp(&b.account))
-    });
+    listed.sort_by(by_risk);
     listed.truncate(limit);
-    ChurnReport {
+    Ok(ChurnReport {
         as_of: t,
         overall: rows(overall)
             .into_iter()
@@ -505,5 +566,5 @@ pub fn report(state: &ChurnState, config: &ChurnConfig, q: &ChurnQuery) -> Churn
         at_risk: Ratio::new(at_risk, active),
         customers: listed,
         customers_total,
-    }
+    })
 }
