@@ -3,8 +3,6 @@
 //! never read each other's state, they fold the same facts with the same functions, so
 //! "running subscription" or "churned customer" means one thing everywhere.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Months, Utc};
 use crm_domain::aggregates::subscription::{
     CancellationInitiator, SubscriptionEvent, SubscriptionKind,
@@ -137,21 +135,14 @@ pub fn days_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     i_as_f64((b - a).num_seconds()) / DAY_SECONDS
 }
 
-/// Quintile scores 1..=5 of `values` (higher value, higher score): the value's rank among all
-/// values, ties sharing the rank of the first of them, cut into five equal groups.
+/// The quintile score 1..=5 of `v` among `sorted` (ascending; higher value, higher score):
+/// the value's rank among all values, ties sharing the rank of the first of them, cut into
+/// five equal groups.
 #[must_use]
-pub fn quintiles<K: Ord + Clone>(values: &[(K, i64)]) -> BTreeMap<K, u8> {
-    let mut sorted: Vec<i64> = values.iter().map(|(_, v)| *v).collect();
-    sorted.sort_unstable();
-    let n = sorted.len();
-    values
-        .iter()
-        .map(|(k, v)| {
-            let rank = sorted.partition_point(|x| x < v);
-            let score = 1 + (rank * 5) / n.max(1);
-            (k.clone(), u8::try_from(score.min(5)).unwrap_or(5))
-        })
-        .collect()
+pub fn quintile_of(sorted: &[i64], v: i64) -> u8 {
+    let rank = sorted.partition_point(|x| *x < v);
+    let score = 1 + (rank * 5) / sorted.len().max(1);
+    u8::try_from(score.min(5)).unwrap_or(5)
 }
 
 /// `amount` in minor units when it is in the reporting `currency`, else `None` (amounts are
@@ -372,12 +363,12 @@ mod tests {
 
     #[test]
     fn quintiles_share_ties_and_cut_five_groups() {
-        let values: Vec<(u32, i64)> = (0..10).map(|k| (k, i64::from(k / 2))).collect();
-        let q = quintiles(&values);
-        assert_eq!(q[&0], 1);
-        assert_eq!(q[&1], 1); // tied with 0
-        assert_eq!(q[&9], 5);
-        assert_eq!(q.values().filter(|s| **s == 3).count(), 2);
+        let sorted: Vec<i64> = (0..10).map(|k| k / 2).collect();
+        let q: Vec<u8> = sorted.iter().map(|v| quintile_of(&sorted, *v)).collect();
+        assert_eq!(q[0], 1);
+        assert_eq!(q[1], 1); // tied with 0
+        assert_eq!(q[9], 5);
+        assert_eq!(q.iter().filter(|s| **s == 3).count(), 2);
     }
 
     #[test]

@@ -332,7 +332,8 @@ async fn lifetime_value_rfm_quintiles_margin_and_predicted_clv_inputs() {
             account: None,
             limit: None,
         },
-    );
+    )
+    .unwrap();
     assert_eq!(r.customers_total, 6);
     let c = |id: &str| r.customers.iter().find(|c| c.account == id).unwrap();
     assert_eq!(

@@ -19,7 +19,7 @@ mod story;
 use std::time::Duration;
 
 use crm_eventstore::{EventStore, MemoryStore, Position, RecordedEvent};
-use crm_projections::read_models::{churn, sla, ReadModelConfig, ReadModels};
+use crm_projections::read_models::{churn, lifetime_value, sla, ReadModelConfig, ReadModels};
 use crm_projections::{
     fold_all, table, Projection, ProjectionHandle, ProjectionRunner, RunnerOptions,
 };
@@ -100,6 +100,21 @@ async fn spilled_read_models_equal_the_ones_held_in_memory() {
     let held_customers = churn::customers(&held.churn, churn_config, t).unwrap();
     let held_reports = [None, Some(3)]
         .map(|limit| churn::report(&held.churn, churn_config, &churn_query(limit)).unwrap());
+    // So does the lifetime-value report, twice over.
+    let ltv_config = models.lifetime_value.projection().config_ref();
+    let ltv_query = |limit, account: Option<&str>| lifetime_value::LifetimeValueQuery {
+        as_of: t,
+        account: account.map(str::to_owned),
+        limit,
+    };
+    let held_ltv =
+        lifetime_value::report(&held.lifetime_value, ltv_config, &ltv_query(None, None)).unwrap();
+    let one_account = held_ltv.customers[5].account.clone();
+    let held_ltv_cut =
+        [(Some(3), None), (None, Some(one_account.as_str()))].map(|(limit, account)| {
+            lifetime_value::report(&held.lifetime_value, ltv_config, &ltv_query(limit, account))
+                .unwrap()
+        });
 
     // Sixteen entries per generation: every large table spills.
     table::set_generation_bytes(1);
@@ -146,6 +161,41 @@ async fn spilled_read_models_equal_the_ones_held_in_memory() {
             u64::try_from(customers.len()).unwrap()
         );
     }
+    let ltv = lifetime_value::report(&spilled.lifetime_value, ltv_config, &ltv_query(None, None))
+        .unwrap();
+    assert!(ltv.customers_total > 100, "{}", ltv.customers_total);
+    assert_eq!(
+        serde_json::to_value(&held_ltv).unwrap(),
+        serde_json::to_value(&ltv).unwrap()
+    );
+    for ((limit, account), held_report) in [(Some(3), None), (None, Some(one_account.as_str()))]
+        .into_iter()
+        .zip(&held_ltv_cut)
+    {
+        let report = lifetime_value::report(
+            &spilled.lifetime_value,
+            ltv_config,
+            &ltv_query(limit, account),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(held_report).unwrap(),
+            serde_json::to_value(&report).unwrap(),
+            "{limit:?} {account:?}"
+        );
+    }
+    let [three, one] = &held_ltv_cut;
+    assert_eq!(
+        serde_json::to_value(&three.customers).unwrap(),
+        serde_json::to_value(&held_ltv.customers[..3]).unwrap()
+    );
+    assert_eq!(one.customers.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&one.customers[0]).unwrap(),
+        serde_json::to_value(&held_ltv.customers[5]).unwrap()
+    );
+    // Every customer's RFM cell counts, whichever are listed.
+    assert_eq!(three.rfm_cells, held_ltv.rfm_cells);
     // The list is the riskiest customers, in order, whatever the limit.
     let [full, three] = &held_reports;
     assert_eq!(three.customers.len(), 3);

@@ -154,12 +154,8 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 lifetime_value::NAME,
-                h.read_checked(|s, p| {
-                    (
-                        serde_json::to_value(lifetime_value::report(s, config, &query)),
-                        p.position,
-                    )
-                })?,
+                h.read_checked(|s, p| (lifetime_value::report(s, config, &query), p.position))
+                    .and_then(|(report, p)| report.map(|r| (serde_json::to_value(r), p)))?,
             )
         }
         OneModel::Sla(h) => {

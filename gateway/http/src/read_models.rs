@@ -259,9 +259,11 @@ pub async fn lifetime_value(
     let applied = handle.applied_position();
     report_answer(&state, "lifetime-value", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle.read_checked(|s, progress| {
-            (lifetime_value::report(s, config, query), progress.position)
-        })
+        handle
+            .read_checked(|s, progress| {
+                (lifetime_value::report(s, config, query), progress.position)
+            })
+            .and_then(|(report, position)| report.map(|r| (r, position)))
     })
     .await
 }

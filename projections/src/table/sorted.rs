@@ -164,6 +164,34 @@ impl<V: Serialize + DeserializeOwned> Finished<V> {
         })
     }
 
+    /// Calls `each` with every group and its values (in the order added), group by group
+    /// in group order: one group's values are held at a time.
+    ///
+    /// # Errors
+    /// The spill directory could not be read; `each` has then seen only the groups before.
+    pub fn for_each_group(&self, mut each: impl FnMut(&str, Vec<V>)) -> Result<(), SortedError>
+    where
+        V: Clone,
+    {
+        let mut current: Option<(String, Vec<V>)> = None;
+        for item in self.iter()? {
+            let (group, value) = item?;
+            match current.as_mut() {
+                Some((g, values)) if *g == group => values.push(value.into_owned()),
+                _ => {
+                    if let Some((g, values)) = current.take() {
+                        each(&g, values);
+                    }
+                    current = Some((group, vec![value.into_owned()]));
+                }
+            }
+        }
+        if let Some((g, values)) = current {
+            each(&g, values);
+        }
+        Ok(())
+    }
+
     /// Values on disk.
     #[must_use]
     pub fn spilled(&self) -> usize {
@@ -262,6 +290,17 @@ mod tests {
         assert_eq!(listed(&held), expected);
         // A second listing gives the same.
         assert_eq!(listed(&spilled), expected);
+        // Group by group.
+        let mut grouped: Vec<(String, (u32, String))> = Vec::new();
+        let mut seen = Vec::new();
+        spilled
+            .for_each_group(|group, values| {
+                seen.push(group.to_owned());
+                grouped.extend(values.into_iter().map(|v| (group.to_owned(), v)));
+            })
+            .unwrap();
+        assert_eq!(grouped, expected);
+        assert_eq!(seen, ["a", "a-1", "aa", "ab", "b", "c"]);
     }
 
     #[test]

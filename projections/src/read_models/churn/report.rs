@@ -143,37 +143,27 @@ fn each_customer(
         let account = o.account.clone();
         by_account.push(&account, AccountRow::Order(o.into_owned()));
     }
-    let by_account = by_account.finish();
-    let failed = |e: crate::table::SortedError| ProjectionError::ReportStorage {
-        projection: NAME.to_owned(),
-        reason: e.to_string(),
-    };
-    let mut current: Option<(String, Rows<'_>)> = None;
-    let mut flush = |done: Option<(String, Rows<'_>)>| {
-        if let Some((account, rows)) = done {
-            if !rows.subs.is_empty() {
-                if let Some(signals) = signals_of(state, config, &account, &rows, t) {
+    by_account
+        .finish()
+        .for_each_group(|account, rows| {
+            let mut grouped = Rows::default();
+            for row in rows {
+                match row {
+                    AccountRow::Subscription(s) => grouped.subs.push(Cow::Owned(s)),
+                    AccountRow::Case(c) => grouped.cases.push(Cow::Owned(c)),
+                    AccountRow::Order(o) => grouped.orders.push(Cow::Owned(o)),
+                }
+            }
+            if !grouped.subs.is_empty() {
+                if let Some(signals) = signals_of(state, config, account, &grouped, t) {
                     each(signals);
                 }
             }
-        }
-    };
-    for item in by_account.iter().map_err(failed)? {
-        let (account, row) = item.map_err(failed)?;
-        if current.as_ref().is_none_or(|(a, _)| *a != account) {
-            flush(current.take());
-            current = Some((account, Rows::default()));
-        }
-        if let Some((_, rows)) = current.as_mut() {
-            match row.into_owned() {
-                AccountRow::Subscription(s) => rows.subs.push(Cow::Owned(s)),
-                AccountRow::Case(c) => rows.cases.push(Cow::Owned(c)),
-                AccountRow::Order(o) => rows.orders.push(Cow::Owned(o)),
-            }
-        }
-    }
-    flush(current);
-    Ok(())
+        })
+        .map_err(|e| ProjectionError::ReportStorage {
+            projection: NAME.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// The signals of `account` at `t`; `None` if it is not a customer then.

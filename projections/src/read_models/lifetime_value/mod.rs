@@ -20,10 +20,11 @@ use crm_domain::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::AccountFacts;
+use crate::error::ProjectionError;
 use crate::projection::{EventContext, Projection};
 use crate::shared::Text;
 use crate::shared::{
-    days_between, fold_subscription, i_as_f64, list_limit, quintiles, SubscriptionFacts,
+    days_between, fold_subscription, i_as_f64, list_limit, quintile_of, SubscriptionFacts,
 };
 use crate::table::Table;
 

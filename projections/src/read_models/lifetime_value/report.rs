@@ -4,8 +4,9 @@
 use super::*;
 
 /// One purchase of a customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Purchase {
+    #[serde(with = "crate::instants")]
     at: DateTime<Utc>,
     net_minor: i64,
     margin_minor: i64,
@@ -103,11 +104,87 @@ pub struct LifetimeValueReport {
     pub customers: Vec<CustomerValue>,
 }
 
+/// A row of the ledger, regrouped under its account.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum LedgerRow {
+    Purchase(Purchase),
+    /// A paid subscription of the account: whether it runs at `t`, and its end by `t`.
+    Subscription {
+        running: bool,
+        #[serde(with = "crate::instants")]
+        ended: Option<DateTime<Utc>>,
+    },
+}
+
+/// The purchases of every customer up to `t`, regrouped by account in a
+/// [`crate::table::Sorted`] (so memory stays within a table's generation budget however long
+/// the history), and the count of purchases left out for their currency.
 struct Ledger {
-    purchases: BTreeMap<String, Vec<Purchase>>,
-    running: BTreeMap<String, bool>,
-    sub_end: BTreeMap<String, DateTime<Utc>>,
+    by_account: crate::table::Finished<LedgerRow>,
     other_currency: u64,
+}
+
+/// One customer's ledger rows, summed up.
+struct Account {
+    purchases: Vec<Purchase>,
+    /// A paid subscription runs at `t`.
+    running: bool,
+    /// The latest end of a paid subscription by `t`.
+    sub_end: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    fn of(rows: Vec<LedgerRow>) -> Account {
+        let mut a = Account {
+            purchases: Vec::new(),
+            running: false,
+            sub_end: None,
+        };
+        for row in rows {
+            match row {
+                LedgerRow::Purchase(p) => a.purchases.push(p),
+                LedgerRow::Subscription { running, ended } => {
+                    a.running |= running;
+                    a.sub_end = a.sub_end.max(ended);
+                }
+            }
+        }
+        a
+    }
+
+    /// First purchase and churn instant (`None`: active at `t`).
+    fn spell(&self, t: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let ps = &self.purchases;
+        let first = ps.iter().map(|p| p.at).min().unwrap_or(t);
+        let last_order = ps.iter().filter(|p| p.is_order).map(|p| p.at).max();
+        let order_active = last_order.is_some_and(|x| x + window > t);
+        let churned_at = if self.running || order_active {
+            None
+        } else {
+            [self.sub_end, last_order.map(|x| x + window)]
+                .into_iter()
+                .flatten()
+                .max()
+        };
+        (first, churned_at)
+    }
+
+    /// Recency (negated seconds since the last purchase), frequency and monetary value over
+    /// the trailing year; `None` without a purchase in the trailing 730 days.
+    fn rfm_values(&self, t: DateTime<Utc>) -> Option<[i64; 3]> {
+        let ps = &self.purchases;
+        let last = ps.iter().map(|p| p.at).max().unwrap_or(t);
+        if last + Duration::days(730) <= t {
+            return None;
+        }
+        let year_ago = t - Duration::days(365);
+        let recent = ps.iter().filter(|p| p.at > year_ago);
+        Some([
+            -(t - last).num_seconds(),
+            i64::try_from(recent.clone().count()).unwrap_or(i64::MAX),
+            recent.map(|p| p.net_minor).sum(),
+        ])
+    }
 }
 
 fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<Utc>) -> Ledger {
@@ -120,22 +197,15 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
             .as_deref()
             .is_some_and(AccountFacts::excluded)
     };
-    let mut l = Ledger {
-        purchases: BTreeMap::new(),
-        running: BTreeMap::new(),
-        sub_end: BTreeMap::new(),
-        other_currency: 0,
-    };
-    let push = |l: &mut Ledger, account: &str, p: Purchase| {
-        l.purchases.entry(account.to_owned()).or_default().push(p)
-    };
+    let mut by_account = crate::table::Sorted::new();
+    let mut other_currency = 0u64;
     for o in state
         .orders
         .values()
         .filter(|o| !o.cancelled && !o.linked && !o.is_test && o.at <= t && !excluded(&o.account))
     {
         if o.currency != cur {
-            l.other_currency += 1;
+            other_currency += 1;
             continue;
         }
         let net = o.amount_minor - o.refunded_minor;
@@ -143,16 +213,15 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
             Some(c) => (net - c + o.cost_reversed_minor, true),
             None => (percent_of(net, pct), false),
         };
-        push(
-            &mut l,
+        by_account.push(
             &o.account,
-            Purchase {
+            LedgerRow::Purchase(Purchase {
                 at: o.at,
                 net_minor: net,
                 margin_minor: margin,
                 cost_known,
                 is_order: true,
-            },
+            }),
         );
     }
     for d in state
@@ -161,19 +230,18 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
         .filter(|d| d.at <= t && !excluded(&d.account))
     {
         if d.currency != cur {
-            l.other_currency += 1;
+            other_currency += 1;
             continue;
         }
-        push(
-            &mut l,
+        by_account.push(
             &d.account,
-            Purchase {
+            LedgerRow::Purchase(Purchase {
                 at: d.at,
                 net_minor: d.amount_minor,
                 margin_minor: percent_of(d.amount_minor, pct),
                 cost_known: false,
                 is_order: true,
-            },
+            }),
         );
     }
     for s in state
@@ -182,190 +250,197 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
         .filter(|s| s.is_paid() && !s.linked && s.started_at <= t && !excluded(&s.account))
     {
         if s.currency != cur {
-            l.other_currency += 1;
+            other_currency += 1;
             continue;
         }
-        let running = s.running_at(t);
-        *l.running.entry(s.account.to_string()).or_default() |= running;
-        if let Some(end) = s.ended_at.filter(|e| *e <= t) {
-            let e = l.sub_end.entry(s.account.to_string()).or_insert(end);
-            *e = (*e).max(end);
-        }
+        by_account.push(
+            &s.account,
+            LedgerRow::Subscription {
+                running: s.running_at(t),
+                ended: s.ended_at.filter(|e| *e <= t),
+            },
+        );
         let t_next = t + Duration::seconds(1);
         for (at, amount) in s.billings(s.started_at, t_next) {
-            push(
-                &mut l,
+            by_account.push(
                 &s.account,
-                Purchase {
+                LedgerRow::Purchase(Purchase {
                     at,
                     net_minor: amount,
                     margin_minor: percent_of(amount, pct),
                     cost_known: false,
                     is_order: false,
-                },
+                }),
             );
         }
     }
-    l
+    Ledger {
+        by_account: by_account.finish(),
+        other_currency,
+    }
 }
 
-/// Computes lifetime values at `q.as_of`.
-#[must_use]
+/// Computes lifetime values at `q.as_of`: two passes over the ledger regrouped by account
+/// (the first for the segments' churn and the RFM quintiles, the second for each customer),
+/// keeping only the list's limit of customers, so memory grows with neither the history nor
+/// the customers beyond three numbers each.
+///
+/// # Errors
+/// [`ProjectionError::ReportStorage`] when the rows regrouped on disk cannot be read back.
 pub fn report(
     state: &LifetimeValueState,
     config: &LifetimeValueConfig,
     q: &LifetimeValueQuery,
-) -> LifetimeValueReport {
+) -> Result<LifetimeValueReport, ProjectionError> {
     let t = q.as_of;
     let l = ledger(state, config, t);
     let window = Duration::days(config.activity_window_days);
     let year_ago = t - Duration::days(365);
-    // Churn instants and exposure per customer, then per segment.
+    let failed = |e: crate::table::SortedError| ProjectionError::ReportStorage {
+        projection: NAME.to_owned(),
+        reason: e.to_string(),
+    };
     let segment_of = |a: &str| {
         state
             .accounts
             .get(a)
             .map_or_else(|| "unknown".to_owned(), |f| f.segment.to_string())
     };
-    let mut spells: BTreeMap<&str, (DateTime<Utc>, Option<DateTime<Utc>>)> = BTreeMap::new();
+    // Churn and exposure per segment; RFM values of customers with a recent purchase.
     let mut segments: BTreeMap<String, (u64, f64)> = BTreeMap::new();
-    for (account, ps) in &l.purchases {
-        let first = ps.iter().map(|p| p.at).min().unwrap_or(t);
-        let last_order = ps.iter().filter(|p| p.is_order).map(|p| p.at).max();
-        let running = l.running.get(account).copied().unwrap_or(false);
-        let order_active = last_order.is_some_and(|x| x + window > t);
-        let churned_at = if running || order_active {
-            None
-        } else {
-            [
-                l.sub_end.get(account).copied(),
-                last_order.map(|x| x + window),
-            ]
-            .into_iter()
-            .flatten()
-            .max()
-        };
-        spells.insert(account, (first, churned_at));
-        let seg = segments.entry(segment_of(account)).or_default();
-        seg.0 += u64::from(churned_at.is_some());
-        seg.1 += days_between(first, churned_at.unwrap_or(t)).max(0.0) / DAYS_PER_MONTH;
+    let mut rfm_values: [Vec<i64>; 3] = Default::default();
+    l.by_account
+        .for_each_group(|account, rows| {
+            let a = Account::of(rows);
+            if a.purchases.is_empty() {
+                return;
+            }
+            let (first, churned_at) = a.spell(t, window);
+            let seg = segments.entry(segment_of(account)).or_default();
+            seg.0 += u64::from(churned_at.is_some());
+            seg.1 += days_between(first, churned_at.unwrap_or(t)).max(0.0) / DAYS_PER_MONTH;
+            if let Some(values) = a.rfm_values(t) {
+                for (all, v) in rfm_values.iter_mut().zip(values) {
+                    all.push(v);
+                }
+            }
+        })
+        .map_err(failed)?;
+    for values in &mut rfm_values {
+        values.sort_unstable();
     }
-    // RFM over customers with a purchase in the trailing 730 days.
-    let mut r_vals = Vec::new();
-    let mut f_vals = Vec::new();
-    let mut m_vals = Vec::new();
-    for (account, ps) in &l.purchases {
-        let last = ps.iter().map(|p| p.at).max().unwrap_or(t);
-        if last + Duration::days(730) <= t {
-            continue;
-        }
-        let recent: Vec<&Purchase> = ps.iter().filter(|p| p.at > year_ago).collect();
-        r_vals.push((account.clone(), -(t - last).num_seconds()));
-        f_vals.push((
-            account.clone(),
-            i64::try_from(recent.len()).unwrap_or(i64::MAX),
-        ));
-        m_vals.push((
-            account.clone(),
-            recent.iter().map(|p| p.net_minor).sum::<i64>(),
-        ));
-    }
-    let (rq, fq, mq) = (quintiles(&r_vals), quintiles(&f_vals), quintiles(&m_vals));
+    let limit = list_limit(q.limit);
+    let by_revenue = |a: &CustomerValue, b: &CustomerValue| {
+        b.revenue_minor
+            .cmp(&a.revenue_minor)
+            .then_with(|| a.account.cmp(&b.account))
+    };
     let mut rfm_cells = BTreeMap::new();
+    // The highest revenues so far: cut back to `limit` whenever it holds twice as many.
     let mut customers = Vec::new();
+    let mut customers_total = 0u64;
     let (mut revenue_total, mut margin_total) = (0i64, 0i64);
-    for (account, ps) in &l.purchases {
-        let (first, churned_at) = spells.get(account.as_str()).copied().unwrap_or((t, None));
-        let revenue: i64 = ps.iter().map(|p| p.net_minor).sum();
-        let margin: i64 = ps.iter().map(|p| p.margin_minor).sum();
-        revenue_total = revenue_total.saturating_add(revenue);
-        margin_total = margin_total.saturating_add(margin);
-        let rfm = match (rq.get(account), fq.get(account), mq.get(account)) {
-            (Some(&r), Some(&f), Some(&m)) => {
-                let recent: Vec<&Purchase> = ps.iter().filter(|p| p.at > year_ago).collect();
-                let last = ps.iter().map(|p| p.at).max().unwrap_or(t);
+    l.by_account
+        .for_each_group(|account, rows| {
+            let a = Account::of(rows);
+            if a.purchases.is_empty() {
+                return;
+            }
+            let ps = &a.purchases;
+            let (first, churned_at) = a.spell(t, window);
+            let revenue: i64 = ps.iter().map(|p| p.net_minor).sum();
+            let margin: i64 = ps.iter().map(|p| p.margin_minor).sum();
+            revenue_total = revenue_total.saturating_add(revenue);
+            margin_total = margin_total.saturating_add(margin);
+            let rfm = a.rfm_values(t).map(|[recency, frequency, monetary]| {
+                let [rs, fs, ms] = &rfm_values;
+                let (r, f, m) = (
+                    quintile_of(rs, recency),
+                    quintile_of(fs, frequency),
+                    quintile_of(ms, monetary),
+                );
                 let cell = format!("{r}-{f}-{m}");
                 *rfm_cells.entry(cell.clone()).or_insert(0u64) += 1;
-                Some(Rfm {
+                let last = ps.iter().map(|p| p.at).max().unwrap_or(t);
+                Rfm {
                     recency_days: days_between(last, t),
-                    frequency: u64::try_from(recent.len()).unwrap_or(u64::MAX),
-                    monetary_minor: recent.iter().map(|p| p.net_minor).sum(),
+                    frequency: u64::try_from(frequency).unwrap_or(u64::MAX),
+                    monetary_minor: monetary,
                     r,
                     f,
                     m,
                     cell,
-                })
+                }
+            });
+            if q.account.as_ref().is_some_and(|want| want != account) {
+                return;
             }
-            _ => None,
-        };
-        if q.account.as_ref().is_some_and(|a| a != account) {
-            continue;
-        }
-        let orders: Vec<&Purchase> = ps.iter().filter(|p| p.is_order).collect();
-        let order_count = u64::try_from(orders.len()).unwrap_or(u64::MAX);
-        let segment = segment_of(account);
-        let (churned, exposure) = segments.get(&segment).copied().unwrap_or_default();
-        let monthly_churn = (exposure > 0.0).then(|| crate::shared::as_f64(churned) / exposure);
-        let max = f64::from(config.lifetime_months_max);
-        let lifetime = monthly_churn
-            .filter(|c| *c > 0.0)
-            .map_or(max, |c| (1.0 / c).min(max));
-        let monthly_margin = i_as_f64(
-            ps.iter()
-                .filter(|p| p.at > year_ago)
-                .map(|p| p.margin_minor)
-                .sum::<i64>(),
-        ) / 12.0;
-        let active = churned_at.is_none();
-        customers.push(CustomerValue {
-            account: account.clone(),
-            region: state
-                .accounts
-                .get(account.as_str())
-                .map_or_else(|| "unknown".to_owned(), |f| f.region.to_string()),
-            revenue_minor: revenue,
-            margin_minor: margin,
-            revenue_without_cost_minor: ps
-                .iter()
-                .filter(|p| !p.cost_known)
-                .map(|p| p.net_minor)
-                .sum(),
-            order_count,
-            average_order_value_minor: (order_count > 0).then(|| {
-                i_as_f64(orders.iter().map(|p| p.net_minor).sum::<i64>())
-                    / crate::shared::as_f64(order_count)
-            }),
-            billing_count: u64::try_from(ps.len() - orders.len()).unwrap_or(0),
-            first_purchase: first,
-            last_purchase: ps.iter().map(|p| p.at).max().unwrap_or(first),
-            churned_at,
-            rfm,
-            prediction: Prediction {
-                active,
-                monthly_margin_minor: monthly_margin,
-                segment: segment.clone(),
-                segment_churned: churned,
-                segment_exposure_months: exposure,
-                segment_monthly_churn: monthly_churn,
-                expected_lifetime_months: lifetime,
-                assumed_margin_percent: config.assumed_margin_percent,
-                predicted_clv_minor: if active {
-                    monthly_margin * lifetime
-                } else {
-                    0.0
+            let orders: Vec<&Purchase> = ps.iter().filter(|p| p.is_order).collect();
+            let order_count = u64::try_from(orders.len()).unwrap_or(u64::MAX);
+            let segment = segment_of(account);
+            let (churned, exposure) = segments.get(&segment).copied().unwrap_or_default();
+            let monthly_churn = (exposure > 0.0).then(|| crate::shared::as_f64(churned) / exposure);
+            let max = f64::from(config.lifetime_months_max);
+            let lifetime = monthly_churn
+                .filter(|c| *c > 0.0)
+                .map_or(max, |c| (1.0 / c).min(max));
+            let monthly_margin = i_as_f64(
+                ps.iter()
+                    .filter(|p| p.at > year_ago)
+                    .map(|p| p.margin_minor)
+                    .sum::<i64>(),
+            ) / 12.0;
+            let active = churned_at.is_none();
+            customers_total = customers_total.saturating_add(1);
+            customers.push(CustomerValue {
+                account: account.to_owned(),
+                region: state
+                    .accounts
+                    .get(account)
+                    .map_or_else(|| "unknown".to_owned(), |f| f.region.to_string()),
+                revenue_minor: revenue,
+                margin_minor: margin,
+                revenue_without_cost_minor: ps
+                    .iter()
+                    .filter(|p| !p.cost_known)
+                    .map(|p| p.net_minor)
+                    .sum(),
+                order_count,
+                average_order_value_minor: (order_count > 0).then(|| {
+                    i_as_f64(orders.iter().map(|p| p.net_minor).sum::<i64>())
+                        / crate::shared::as_f64(order_count)
+                }),
+                billing_count: u64::try_from(ps.len() - orders.len()).unwrap_or(0),
+                first_purchase: first,
+                last_purchase: ps.iter().map(|p| p.at).max().unwrap_or(first),
+                churned_at,
+                rfm,
+                prediction: Prediction {
+                    active,
+                    monthly_margin_minor: monthly_margin,
+                    segment: segment.clone(),
+                    segment_churned: churned,
+                    segment_exposure_months: exposure,
+                    segment_monthly_churn: monthly_churn,
+                    expected_lifetime_months: lifetime,
+                    assumed_margin_percent: config.assumed_margin_percent,
+                    predicted_clv_minor: if active {
+                        monthly_margin * lifetime
+                    } else {
+                        0.0
+                    },
                 },
-            },
-            segment,
-        });
-    }
-    let customers_total = u64::try_from(customers.len()).unwrap_or(u64::MAX);
-    customers.sort_by(|a, b| {
-        b.revenue_minor
-            .cmp(&a.revenue_minor)
-            .then_with(|| a.account.cmp(&b.account))
-    });
-    customers.truncate(list_limit(q.limit));
-    LifetimeValueReport {
+                segment,
+            });
+            if customers.len() >= limit.saturating_mul(2).max(1) {
+                customers.sort_by(by_revenue);
+                customers.truncate(limit);
+            }
+        })
+        .map_err(failed)?;
+    customers.sort_by(by_revenue);
+    customers.truncate(limit);
+    Ok(LifetimeValueReport {
         as_of: t,
         currency: config.reporting_currency.clone(),
         customers_total,
@@ -374,5 +449,5 @@ pub fn report(
         rfm_cells,
         other_currency: l.other_currency,
         customers,
-    }
+    })
 }
