@@ -128,9 +128,10 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
             Err(source) => return Err(SpillError::Run { path, source }),
         };
         disk.runs.push(run);
-        disk.compact().map_err(SpillError::Merge)?;
+        // The values are on disk now: never listed twice, even if the merge below fails
+        // (a failed merge leaves the runs it read as they were).
         self.held.clear();
-        Ok(())
+        disk.compact().map_err(SpillError::Merge)
     }
 
     /// Ends the gathering: the values can now be listed, as many times as needed.
