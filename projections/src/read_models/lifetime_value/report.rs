@@ -280,13 +280,39 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
     }
 }
 
-/// Computes lifetime values at `q.as_of`: two passes over the ledger regrouped by account
-/// (the first for the segments' churn and the RFM quintiles, the second for each customer),
-/// keeping only the list's limit of customers, so memory grows with neither the history nor
-/// the customers beyond three numbers each.
+/// What the report keeps of one customer between its two passes: everything that does not
+/// depend on the other customers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Summary {
+    segment: String,
+    region: String,
+    #[serde(with = "crate::instants")]
+    first: DateTime<Utc>,
+    #[serde(with = "crate::instants")]
+    last: DateTime<Utc>,
+    #[serde(with = "crate::instants")]
+    churned_at: Option<DateTime<Utc>>,
+    revenue: i64,
+    margin: i64,
+    revenue_without_cost: i64,
+    order_count: u64,
+    order_net: i64,
+    billing_count: u64,
+    /// Margin of the trailing 12 months.
+    year_margin: i64,
+    /// Recency, frequency and monetary values (see [`Account::rfm_values`]).
+    rfm_values: Option<[i64; 3]>,
+}
+
+/// Computes lifetime values at `q.as_of`, in two passes: one over the ledger regrouped by
+/// account, which sums up each customer and the segments' churn and collects the RFM values,
+/// then one over those summaries, which scores the RFM quintiles from the sorted values and
+/// predicts each customer's value. Both the ledger and the summaries are
+/// [`crate::table::Sorted`], and only the list's limit of customers is kept, so memory grows
+/// with neither the history nor the customers beyond three numbers each.
 ///
 /// # Errors
-/// [`ProjectionError::ReportStorage`] when the rows regrouped on disk cannot be read back.
+/// [`ProjectionError::ReportStorage`] when rows regrouped on disk cannot be read back.
 pub fn report(
     state: &LifetimeValueState,
     config: &LifetimeValueConfig,
@@ -300,32 +326,69 @@ pub fn report(
         projection: NAME.to_owned(),
         reason: e.to_string(),
     };
-    let segment_of = |a: &str| {
-        state
-            .accounts
-            .get(a)
-            .map_or_else(|| "unknown".to_owned(), |f| f.segment.to_string())
-    };
-    // Churn and exposure per segment; RFM values of customers with a recent purchase.
+    // Each customer summed up; churn and exposure per segment; RFM values of customers with
+    // a recent purchase.
+    let mut summaries = crate::table::Sorted::new();
     let mut segments: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     let mut rfm_values: [Vec<i64>; 3] = Default::default();
+    let (mut revenue_total, mut margin_total) = (0i64, 0i64);
     l.by_account
         .for_each_group(|account, rows| {
             let a = Account::of(rows);
-            if a.purchases.is_empty() {
+            let ps = &a.purchases;
+            if ps.is_empty() {
                 return;
             }
             let (first, churned_at) = a.spell(t, window);
-            let seg = segments.entry(segment_of(account)).or_default();
+            let facts = state.accounts.get(account);
+            let segment = facts
+                .as_deref()
+                .map_or_else(|| "unknown".to_owned(), |f| f.segment.to_string());
+            let region = facts
+                .as_deref()
+                .map_or_else(|| "unknown".to_owned(), |f| f.region.to_string());
+            let seg = segments.entry(segment.clone()).or_default();
             seg.0 += u64::from(churned_at.is_some());
             seg.1 += days_between(first, churned_at.unwrap_or(t)).max(0.0) / DAYS_PER_MONTH;
-            if let Some(values) = a.rfm_values(t) {
+            let rfm = a.rfm_values(t);
+            if let Some(values) = rfm {
                 for (all, v) in rfm_values.iter_mut().zip(values) {
                     all.push(v);
                 }
             }
+            let orders = ps.iter().filter(|p| p.is_order);
+            let order_count = u64::try_from(orders.clone().count()).unwrap_or(u64::MAX);
+            let summary = Summary {
+                segment,
+                region,
+                first,
+                last: ps.iter().map(|p| p.at).max().unwrap_or(first),
+                churned_at,
+                revenue: ps.iter().map(|p| p.net_minor).sum(),
+                margin: ps.iter().map(|p| p.margin_minor).sum(),
+                revenue_without_cost: ps
+                    .iter()
+                    .filter(|p| !p.cost_known)
+                    .map(|p| p.net_minor)
+                    .sum(),
+                order_count,
+                order_net: orders.map(|p| p.net_minor).sum(),
+                billing_count: u64::try_from(ps.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_sub(order_count),
+                year_margin: ps
+                    .iter()
+                    .filter(|p| p.at > year_ago)
+                    .map(|p| p.margin_minor)
+                    .sum(),
+                rfm_values: rfm,
+            };
+            revenue_total = revenue_total.saturating_add(summary.revenue);
+            margin_total = margin_total.saturating_add(summary.margin);
+            summaries.push(account, summary);
         })
         .map_err(failed)?;
+    drop(l.by_account);
     for values in &mut rfm_values {
         values.sort_unstable();
     }
@@ -339,102 +402,77 @@ pub fn report(
     // The highest revenues so far: cut back to `limit` whenever it holds twice as many.
     let mut customers = Vec::new();
     let mut customers_total = 0u64;
-    let (mut revenue_total, mut margin_total) = (0i64, 0i64);
-    l.by_account
-        .for_each_group(|account, rows| {
-            let a = Account::of(rows);
-            if a.purchases.is_empty() {
-                return;
-            }
-            let ps = &a.purchases;
-            let (first, churned_at) = a.spell(t, window);
-            let revenue: i64 = ps.iter().map(|p| p.net_minor).sum();
-            let margin: i64 = ps.iter().map(|p| p.margin_minor).sum();
-            revenue_total = revenue_total.saturating_add(revenue);
-            margin_total = margin_total.saturating_add(margin);
-            let rfm = a.rfm_values(t).map(|[recency, frequency, monetary]| {
-                let [rs, fs, ms] = &rfm_values;
-                let (r, f, m) = (
-                    quintile_of(rs, recency),
-                    quintile_of(fs, frequency),
-                    quintile_of(ms, monetary),
-                );
-                let cell = format!("{r}-{f}-{m}");
-                *rfm_cells.entry(cell.clone()).or_insert(0u64) += 1;
-                let last = ps.iter().map(|p| p.at).max().unwrap_or(t);
-                Rfm {
-                    recency_days: days_between(last, t),
-                    frequency: u64::try_from(frequency).unwrap_or(u64::MAX),
-                    monetary_minor: monetary,
-                    r,
-                    f,
-                    m,
-                    cell,
+    summaries
+        .finish()
+        .for_each_group(|account, summary| {
+            for s in summary {
+                let rfm = s.rfm_values.map(|[recency, frequency, monetary]| {
+                    let [rs, fs, ms] = &rfm_values;
+                    let (r, f, m) = (
+                        quintile_of(rs, recency),
+                        quintile_of(fs, frequency),
+                        quintile_of(ms, monetary),
+                    );
+                    let cell = format!("{r}-{f}-{m}");
+                    *rfm_cells.entry(cell.clone()).or_insert(0u64) += 1;
+                    Rfm {
+                        recency_days: days_between(s.last, t),
+                        frequency: u64::try_from(frequency).unwrap_or(u64::MAX),
+                        monetary_minor: monetary,
+                        r,
+                        f,
+                        m,
+                        cell,
+                    }
+                });
+                if q.account.as_ref().is_some_and(|want| want != account) {
+                    continue;
                 }
-            });
-            if q.account.as_ref().is_some_and(|want| want != account) {
-                return;
-            }
-            let orders: Vec<&Purchase> = ps.iter().filter(|p| p.is_order).collect();
-            let order_count = u64::try_from(orders.len()).unwrap_or(u64::MAX);
-            let segment = segment_of(account);
-            let (churned, exposure) = segments.get(&segment).copied().unwrap_or_default();
-            let monthly_churn = (exposure > 0.0).then(|| crate::shared::as_f64(churned) / exposure);
-            let max = f64::from(config.lifetime_months_max);
-            let lifetime = monthly_churn
-                .filter(|c| *c > 0.0)
-                .map_or(max, |c| (1.0 / c).min(max));
-            let monthly_margin = i_as_f64(
-                ps.iter()
-                    .filter(|p| p.at > year_ago)
-                    .map(|p| p.margin_minor)
-                    .sum::<i64>(),
-            ) / 12.0;
-            let active = churned_at.is_none();
-            customers_total = customers_total.saturating_add(1);
-            customers.push(CustomerValue {
-                account: account.to_owned(),
-                region: state
-                    .accounts
-                    .get(account)
-                    .map_or_else(|| "unknown".to_owned(), |f| f.region.to_string()),
-                revenue_minor: revenue,
-                margin_minor: margin,
-                revenue_without_cost_minor: ps
-                    .iter()
-                    .filter(|p| !p.cost_known)
-                    .map(|p| p.net_minor)
-                    .sum(),
-                order_count,
-                average_order_value_minor: (order_count > 0).then(|| {
-                    i_as_f64(orders.iter().map(|p| p.net_minor).sum::<i64>())
-                        / crate::shared::as_f64(order_count)
-                }),
-                billing_count: u64::try_from(ps.len() - orders.len()).unwrap_or(0),
-                first_purchase: first,
-                last_purchase: ps.iter().map(|p| p.at).max().unwrap_or(first),
-                churned_at,
-                rfm,
-                prediction: Prediction {
-                    active,
-                    monthly_margin_minor: monthly_margin,
-                    segment: segment.clone(),
-                    segment_churned: churned,
-                    segment_exposure_months: exposure,
-                    segment_monthly_churn: monthly_churn,
-                    expected_lifetime_months: lifetime,
-                    assumed_margin_percent: config.assumed_margin_percent,
-                    predicted_clv_minor: if active {
-                        monthly_margin * lifetime
-                    } else {
-                        0.0
+                let (churned, exposure) = segments.get(&s.segment).copied().unwrap_or_default();
+                let monthly_churn =
+                    (exposure > 0.0).then(|| crate::shared::as_f64(churned) / exposure);
+                let max = f64::from(config.lifetime_months_max);
+                let lifetime = monthly_churn
+                    .filter(|c| *c > 0.0)
+                    .map_or(max, |c| (1.0 / c).min(max));
+                let monthly_margin = i_as_f64(s.year_margin) / 12.0;
+                let active = s.churned_at.is_none();
+                customers_total = customers_total.saturating_add(1);
+                customers.push(CustomerValue {
+                    account: account.to_owned(),
+                    region: s.region,
+                    revenue_minor: s.revenue,
+                    margin_minor: s.margin,
+                    revenue_without_cost_minor: s.revenue_without_cost,
+                    order_count: s.order_count,
+                    average_order_value_minor: (s.order_count > 0)
+                        .then(|| i_as_f64(s.order_net) / crate::shared::as_f64(s.order_count)),
+                    billing_count: s.billing_count,
+                    first_purchase: s.first,
+                    last_purchase: s.last,
+                    churned_at: s.churned_at,
+                    rfm,
+                    prediction: Prediction {
+                        active,
+                        monthly_margin_minor: monthly_margin,
+                        segment: s.segment.clone(),
+                        segment_churned: churned,
+                        segment_exposure_months: exposure,
+                        segment_monthly_churn: monthly_churn,
+                        expected_lifetime_months: lifetime,
+                        assumed_margin_percent: config.assumed_margin_percent,
+                        predicted_clv_minor: if active {
+                            monthly_margin * lifetime
+                        } else {
+                            0.0
+                        },
                     },
-                },
-                segment,
-            });
-            if customers.len() >= limit.saturating_mul(2).max(1) {
-                customers.sort_by(by_revenue);
-                customers.truncate(limit);
+                    segment: s.segment,
+                });
+                if customers.len() >= limit.saturating_mul(2).max(1) {
+                    customers.sort_by(by_revenue);
+                    customers.truncate(limit);
+                }
             }
         })
         .map_err(failed)?;
