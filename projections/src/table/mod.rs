@@ -184,6 +184,18 @@ impl Disk {
         self.dir.path().join(format!("run-{}", self.next_file))
     }
 
+    /// Writes `entries` (in strictly ascending key order) as a new run of level 0, the
+    /// newest; merging is left to [`Disk::compact`].
+    fn push_run(&mut self, entries: Vec<(&str, Option<Vec<u8>>)>) -> Result<(), SpillError> {
+        let path = self.next_path();
+        let run = match Run::write(&path, 0, entries.len(), entries.into_iter()) {
+            Ok(run) => run,
+            Err(source) => return Err(SpillError::Run { path, source }),
+        };
+        self.runs.push(run);
+        Ok(())
+    }
+
     /// The newest entry of `key` on disk: `Some(Some(bytes))` live, `Some(None)` removed.
     fn get(&self, key: &str) -> std::io::Result<Option<Option<Vec<u8>>>> {
         let hash = key_hash(key);
@@ -239,6 +251,33 @@ impl Disk {
     }
 }
 
+/// Reads the next entry of `disk` into `head` when `head` is empty. `disk` becomes `None`
+/// at its end, and on an error, which is returned.
+fn refill(disk: &mut Option<Merged<'_>>, head: &mut Option<run::Entry>) -> std::io::Result<()> {
+    if head.is_some() {
+        return Ok(());
+    }
+    if let Some(merged) = disk.as_mut() {
+        match merged.next_entry() {
+            Ok(Some(entry)) => *head = Some(entry),
+            Ok(None) => *disk = None,
+            Err(e) => {
+                *disk = None;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of `value`, the entry of `key`, as a run holds them.
+fn encode_value<V: Serialize>(key: &str, value: &V) -> Result<Vec<u8>, SpillError> {
+    bincode::serde::encode_to_vec(value, bincode_config()).map_err(|source| SpillError::Encode {
+        key: key.into(),
+        source,
+    })
+}
+
 /// A generation in memory (hashed: its order is made when it is listed or spilled).
 type Map<V> = HashMap<Text, V, foldhash::fast::RandomState>;
 /// Tombstones of a generation.
@@ -263,6 +302,11 @@ pub struct Table<V> {
     spill_base: Option<PathBuf>,
 }
 
+/// Entries of `entry_bytes` each (estimated) that one generation holds.
+fn entries_per_generation(entry_bytes: usize) -> usize {
+    (generation_bytes() / entry_bytes.max(1)).max(GENERATION_ENTRIES_MIN)
+}
+
 impl<V> Default for Table<V> {
     fn default() -> Self {
         let entry_bytes = std::mem::size_of::<(Text, V)>().saturating_add(16);
@@ -273,7 +317,7 @@ impl<V> Default for Table<V> {
             old_gone: Set::default(),
             disk: None,
             len: 0,
-            generation_entries: (generation_bytes() / entry_bytes).max(GENERATION_ENTRIES_MIN),
+            generation_entries: entries_per_generation(entry_bytes),
             fault: OnceLock::new(),
             spill_base: None,
         }
@@ -406,14 +450,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         let count = self.old.len().saturating_add(self.old_gone.len());
         let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
         for (key, value) in &self.old {
-            let bytes =
-                bincode::serde::encode_to_vec(value, bincode_config()).map_err(|source| {
-                    SpillError::Encode {
-                        key: key.clone(),
-                        source,
-                    }
-                })?;
-            encoded.push((key.as_str(), Some(bytes)));
+            encoded.push((key.as_str(), Some(encode_value(key, value)?)));
         }
         // A key both live and removed in one generation is live (put back after).
         for key in &self.old_gone {
@@ -425,16 +462,11 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
         };
-        let path = disk.next_path();
-        let run = match Run::write(&path, 0, encoded.len(), encoded.into_iter()) {
-            Ok(run) => run,
-            Err(source) => return Err(SpillError::Run { path, source }),
-        };
-        disk.runs.push(run);
-        disk.compact().map_err(SpillError::Merge)?;
+        disk.push_run(encoded)?;
+        // On disk now: a failed merge below leaves the runs it read as they were.
         self.old.clear();
         self.old_gone.clear();
-        Ok(())
+        disk.compact().map_err(SpillError::Merge)
     }
 
     /// The entry of `key`, to change in place.
@@ -570,19 +602,10 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.disk_head.is_none() {
-                if let Some(disk) = self.disk.as_mut() {
-                    match disk.next_entry() {
-                        Ok(Some(entry)) => self.disk_head = Some(entry),
-                        Ok(None) => self.disk = None,
-                        Err(e) => {
-                            let e = e.to_string();
-                            self.table
-                                .record(|| format!("reading the spill directory failed: {e}"));
-                            self.disk = None;
-                        }
-                    }
-                }
+            if let Err(e) = refill(&mut self.disk, &mut self.disk_head) {
+                let e = e.to_string();
+                self.table
+                    .record(|| format!("reading the spill directory failed: {e}"));
             }
             // The smallest key of the five heads (ties go to the youngest source), and
             // which heads hold it.

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::run::{Merged, Run};
-use super::{bincode_config, generation_bytes, Disk, SpillError, GENERATION_ENTRIES_MIN};
+use super::run::Merged;
+use super::{bincode_config, encode_value, entries_per_generation, refill, Disk, SpillError};
 
 /// Separates the group from the sequence number in a key on disk.
 const GROUP_END: char = '\0';
@@ -52,10 +52,9 @@ pub struct Sorted<V> {
 
 impl<V> Default for Sorted<V> {
     fn default() -> Self {
-        let entry_bytes = std::mem::size_of::<(String, V)>().saturating_add(32);
         Sorted {
             held: Vec::new(),
-            held_max: (generation_bytes() / entry_bytes).max(GENERATION_ENTRIES_MIN),
+            held_max: entries_per_generation(std::mem::size_of::<(String, V)>() + 32),
             disk: None,
             added: 0,
             spill_failed: false,
@@ -110,24 +109,12 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
         self.held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(self.held.len());
         for (key, value) in &self.held {
-            let bytes =
-                bincode::serde::encode_to_vec(value, bincode_config()).map_err(|source| {
-                    SpillError::Encode {
-                        key: key.as_str().into(),
-                        source,
-                    }
-                })?;
-            encoded.push((key.as_str(), Some(bytes)));
+            encoded.push((key.as_str(), Some(encode_value(key, value)?)));
         }
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
         };
-        let path = disk.next_path();
-        let run = match Run::write(&path, 0, encoded.len(), encoded.into_iter()) {
-            Ok(run) => run,
-            Err(source) => return Err(SpillError::Run { path, source }),
-        };
-        disk.runs.push(run);
+        disk.push_run(encoded)?;
         // The values are on disk now: never listed twice, even if the merge below fails
         // (a failed merge leaves the runs it read as they were).
         self.held.clear();
@@ -219,17 +206,8 @@ impl<'a, V: Clone + DeserializeOwned> Iterator for FinishedIter<'a, V> {
     type Item = Result<Grouped<'a, V>, SortedError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.disk_head.is_none() {
-            if let Some(disk) = self.disk.as_mut() {
-                match disk.next_entry() {
-                    Ok(Some(entry)) => self.disk_head = Some(entry),
-                    Ok(None) => self.disk = None,
-                    Err(e) => {
-                        self.disk = None;
-                        return Some(Err(e.into()));
-                    }
-                }
-            }
+        if let Err(e) = refill(&mut self.disk, &mut self.disk_head) {
+            return Some(Err(e.into()));
         }
         let take_held = match (self.held.peek(), &self.disk_head) {
             (Some((held, _)), Some((on_disk, _))) => held < on_disk,
