@@ -158,7 +158,7 @@ pub struct PipelineParams {
     responses(
         (status = 200, description = "The pipeline report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Projections are not running, or the state or the report's rows could not be read back from disk", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn pipeline(
     State(state): State<AppState>,
@@ -203,7 +203,7 @@ pub struct ChurnParams {
     responses(
         (status = 200, description = "The churn report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Projections are not running, or the state or the report's rows could not be read back from disk", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn churn(
     State(state): State<AppState>,
@@ -244,7 +244,7 @@ pub struct LifetimeValueParams {
     responses(
         (status = 200, description = "The lifetime-value report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Projections are not running, or the state or the report's rows could not be read back from disk", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn lifetime_value(
     State(state): State<AppState>,
@@ -290,7 +290,7 @@ pub struct SlaParams {
     responses(
         (status = 200, description = "The SLA report", body = ReadModelAnswer<Object>, headers(("cache-status" = String, description = "`crm-answer-cache; hit` when served from the answer cache, `crm-answer-cache; fwd=miss; stored` when computed (RFC 9211)"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Projections are not running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Projections are not running, or the state or the report's rows could not be read back from disk", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn sla(
     State(state): State<AppState>,
