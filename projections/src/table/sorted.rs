@@ -81,8 +81,11 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
         }
     }
 
-    /// Adds `value` to `group` (after the values added to it before).
+    /// Adds `value` to `group` (after the values added to it before). A group holds no NUL
+    /// character (ids never do: they hold no control character); one that does may be
+    /// listed in pieces.
     pub fn push(&mut self, group: &str, value: V) {
+        debug_assert!(!group.contains(GROUP_END), "a group with a NUL character");
         let key = format!("{group}{GROUP_END}{:016x}", self.added);
         self.added = self.added.saturating_add(1);
         self.held.push((key, value));
