@@ -177,13 +177,22 @@ async fn the_feed_delivers_new_events_in_order_and_resumes_without_gap_or_duplic
         (7, "CaseOpened")
     );
 
-    // Shutdown ends open feeds (after what they had already sent: positions 5, 6, 7).
-    server.terminate();
+    // The live feed has 5, 6 and 7 to send; shutdown ends it (and every open feed) after
+    // them. Read first: a feed may not have sent 7 yet when the signal arrives.
     let mut rest = Vec::new();
-    while let Some(message) = live.next().await {
-        rest.push(message.id);
+    for _ in 0..3 {
+        rest.push(live.next().await.unwrap().id);
     }
     assert_eq!(rest, [5, 6, 7]);
+    server.terminate();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(30), live.next())
+        .await
+        .expect("shutdown did not end the open feed");
+    assert!(
+        end.is_none(),
+        "a message after shutdown: {:?}",
+        end.map(|m| m.id)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
