@@ -113,6 +113,19 @@ impl<P: Projection> ProjectionHandle<P> {
         }
     }
 
+    /// As [`ProjectionHandle::read_checked`], for an `f` that can fail itself (a report that
+    /// regroups the state's rows on disk): a failed storage of the state comes first, then
+    /// `f`'s own error.
+    ///
+    /// # Errors
+    /// [`ProjectionError::StateStorage`], or the error of `f`.
+    pub fn try_read_checked<R>(
+        &self,
+        f: impl FnOnce(&P::State, &Progress) -> Result<R, ProjectionError>,
+    ) -> Result<R, ProjectionError> {
+        self.read_checked(f).and_then(|answer| answer)
+    }
+
     /// A copy of the served state and its progress.
     pub fn snapshot(&self) -> (P::State, Progress) {
         self.read(|s, p| (s.clone(), p.clone()))

@@ -141,8 +141,9 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 churn::NAME,
-                h.read_checked(|s, p| (churn::report(s, config, &query), p.position))
-                    .and_then(|(report, p)| report.map(|r| (serde_json::to_value(r), p)))?,
+                h.try_read_checked(|s, p| {
+                    churn::report(s, config, &query).map(|r| (serde_json::to_value(r), p.position))
+                })?,
             )
         }
         OneModel::LifetimeValue(h) => {
@@ -154,8 +155,10 @@ pub fn report_json(
             let config = h.projection().config_ref();
             (
                 lifetime_value::NAME,
-                h.read_checked(|s, p| (lifetime_value::report(s, config, &query), p.position))
-                    .and_then(|(report, p)| report.map(|r| (serde_json::to_value(r), p)))?,
+                h.try_read_checked(|s, p| {
+                    lifetime_value::report(s, config, &query)
+                        .map(|r| (serde_json::to_value(r), p.position))
+                })?,
             )
         }
         OneModel::Sla(h) => {

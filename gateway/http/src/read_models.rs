@@ -218,9 +218,9 @@ pub async fn churn(
     let applied = handle.applied_position();
     report_answer(&state, "churn", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle
-            .read_checked(|s, progress| (churn::report(s, config, query), progress.position))
-            .and_then(|(report, position)| report.map(|r| (r, position)))
+        handle.try_read_checked(|s, progress| {
+            churn::report(s, config, query).map(|r| (r, progress.position))
+        })
     })
     .await
 }
@@ -259,11 +259,9 @@ pub async fn lifetime_value(
     let applied = handle.applied_position();
     report_answer(&state, "lifetime-value", applied, query, move |query| {
         let config = handle.projection().config_ref();
-        handle
-            .read_checked(|s, progress| {
-                (lifetime_value::report(s, config, query), progress.position)
-            })
-            .and_then(|(report, position)| report.map(|r| (r, position)))
+        handle.try_read_checked(|s, progress| {
+            lifetime_value::report(s, config, query).map(|r| (r, progress.position))
+        })
     })
     .await
 }

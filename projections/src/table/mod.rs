@@ -184,6 +184,11 @@ impl Disk {
         self.dir.path().join(format!("run-{}", self.next_file))
     }
 
+    /// Entries and tombstones in the runs, counted per run.
+    fn entries(&self) -> usize {
+        self.runs.iter().map(|r| r.entries).sum()
+    }
+
     /// Writes `entries` (in strictly ascending key order) as a new run of level 0, the
     /// newest; merging is left to [`Disk::compact`].
     fn push_run(&mut self, entries: Vec<(&str, Option<Vec<u8>>)>) -> Result<(), SpillError> {
@@ -346,9 +351,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     /// Entries and tombstones held on disk, counted per run.
     #[must_use]
     pub fn spilled(&self) -> usize {
-        self.disk
-            .as_ref()
-            .map_or(0, |d| d.runs.iter().map(|r| r.entries).sum())
+        self.disk.as_ref().map_or(0, Disk::entries)
     }
 
     /// The first spill failure, if any: the content is then incomplete.

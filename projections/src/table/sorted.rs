@@ -13,7 +13,6 @@
 //! still complete, only the bound is lost, and a warning says so. Where a run cannot be
 //! read back, the listing ends with the error.
 
-use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -100,9 +99,7 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
     /// Values on disk.
     #[must_use]
     pub fn spilled(&self) -> usize {
-        self.disk
-            .as_ref()
-            .map_or(0, |d| d.runs.iter().map(|r| r.entries).sum())
+        self.disk.as_ref().map_or(0, Disk::entries)
     }
 
     fn spill(&mut self) -> Result<(), SpillError> {
@@ -151,7 +148,6 @@ impl<V: Serialize + DeserializeOwned> Finished<V> {
             held: self.sorted.held.iter().peekable(),
             disk,
             disk_head: None,
-            _values: PhantomData,
         })
     }
 
@@ -198,7 +194,6 @@ pub struct FinishedIter<'a, V> {
     held: std::iter::Peekable<std::slice::Iter<'a, (String, V)>>,
     disk: Option<Merged<'a>>,
     disk_head: Option<(String, Option<Vec<u8>>)>,
-    _values: PhantomData<V>,
 }
 
 fn group_of(key: &str) -> &str {
@@ -225,11 +220,13 @@ impl<'a, V: Clone + DeserializeOwned> Iterator for FinishedIter<'a, V> {
                 std::borrow::Cow::Borrowed(value),
             )));
         }
-        let (key, bytes) = self.disk_head.take()?;
+        let (mut key, bytes) = self.disk_head.take()?;
         let bytes = bytes.unwrap_or_default();
+        // The key read back is owned already: cut it down to its group.
+        key.truncate(group_of(&key).len());
         Some(
             bincode::serde::decode_from_slice::<V, _>(&bytes, bincode_config())
-                .map(|(value, _)| (group_of(&key).to_owned(), std::borrow::Cow::Owned(value)))
+                .map(|(value, _)| (key, std::borrow::Cow::Owned(value)))
                 .map_err(SortedError::from),
         )
     }
