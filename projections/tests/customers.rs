@@ -11,7 +11,7 @@ mod gen;
 #[path = "common/history.rs"]
 mod history;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use crm_domain::aggregates::account::Account;
 use crm_domain::aggregates::case::{Case, EscalateCase};
 use crm_domain::aggregates::contact::{AddContact, Contact};
@@ -31,6 +31,33 @@ use crm_projections::read_models::sla::SlaConfig;
 use crm_projections::read_models::{ChurnProjection, LifetimeValueProjection};
 
 use history::*;
+
+/// The churn state of `h` folded with the default configuration.
+async fn churn_state(h: &History) -> (ChurnConfig, churn::ChurnState) {
+    let config = ChurnConfig::default();
+    let state = h
+        .fold(&ChurnProjection::new(config.clone(), SlaConfig::default()))
+        .await;
+    (config, state)
+}
+
+/// The churn report at `t`, every customer listed.
+fn churn_report(
+    state: &churn::ChurnState,
+    config: &ChurnConfig,
+    t: DateTime<Utc>,
+) -> churn::ChurnReport {
+    churn::report(
+        state,
+        config,
+        &ChurnQuery {
+            as_of: t,
+            period: None,
+            limit: None,
+        },
+    )
+    .unwrap()
+}
 
 #[tokio::test]
 async fn churn_rate_by_contract_type_and_revenue_and_an_explained_risk_score() {
@@ -135,20 +162,8 @@ async fn churn_rate_by_contract_type_and_revenue_and_an_explained_risk_score() {
             occurred_at: end - Duration::days(20),
         },
     );
-    let config = ChurnConfig::default();
-    let state = h
-        .fold(&ChurnProjection::new(config.clone(), SlaConfig::default()))
-        .await;
-    let r = churn::report(
-        &state,
-        &config,
-        &ChurnQuery {
-            as_of: end,
-            period: None,
-            limit: None,
-        },
-    )
-    .unwrap();
+    let (config, state) = churn_state(&h).await;
+    let r = churn_report(&state, &config, end);
     assert_eq!(
         (r.overall.by_count.numerator, r.overall.by_count.denominator),
         (2, 4)
@@ -363,4 +378,106 @@ async fn lifetime_value_rfm_quintiles_margin_and_predicted_clv_inputs() {
     assert_eq!(p.expected_lifetime_months, 60.0);
     assert!((p.predicted_clv_minor - p.monthly_margin_minor * 60.0).abs() < 1e-9);
     assert!(p.active && p.monthly_margin_minor > 0.0);
+}
+
+/// Test and internal accounts are no customers of either report, and the purchases left out
+/// for their currency are counted for the other accounts only.
+#[tokio::test]
+async fn excluded_accounts_are_left_out_of_both_reports_with_their_other_currency_purchases() {
+    let start = at(2023, 1, 1, 0, 0);
+    let t = at(2024, 1, 1, 0, 0);
+    let mut h = History::default();
+    // (account, test, internal, a purchase in euros)
+    let accounts = [
+        ("a1", false, false, true),
+        ("a2", true, false, true),
+        ("a3", false, true, false),
+        ("a4", false, false, true),
+        ("a5", false, false, false),
+    ];
+    for (acc, is_test, is_internal, euros) in accounts {
+        let mut a = Account::default();
+        let mut open = open_account(acc, "Retail", start);
+        open.is_test = is_test;
+        open.is_internal = is_internal;
+        h.run(&mut a, open);
+        let mut s = Subscription::default();
+        h.run(
+            &mut s,
+            start_sub(acc, acc, "Month-to-month", 1, 1_000, start),
+        );
+        let mut currencies = vec![usd(5_000)];
+        if euros {
+            currencies.push(crm_domain::values::Money::new(
+                7_000,
+                crm_domain::values::Currency::EUR,
+            ));
+        }
+        for (n, amount) in currencies.into_iter().enumerate() {
+            let mut o = Order::default();
+            h.run(
+                &mut o,
+                PlaceOrder {
+                    order_id: OrderId::new(format!("{acc}-o{n}")).unwrap(),
+                    account_id: AccountId::new(acc).unwrap(),
+                    lines: vec![OrderLine {
+                        product: ProductId::new("kit").unwrap(),
+                        quantity: 1,
+                        amount,
+                        cost: None,
+                    }],
+                    channel: SalesChannel::Online,
+                    campaign: None,
+                    opportunity: None,
+                    is_test: false,
+                    occurred_at: start + Duration::days(30),
+                },
+            );
+        }
+    }
+    let customers = ["a1", "a4", "a5"];
+
+    let config = LifetimeValueConfig::default();
+    let state = h.fold(&LifetimeValueProjection::new(config.clone())).await;
+    let query = |account: Option<&str>| LifetimeValueQuery {
+        as_of: t,
+        account: account.map(str::to_owned),
+        limit: None,
+    };
+    let r = lifetime_value::report(&state, &config, &query(None)).unwrap();
+    let listed: Vec<&str> = r.customers.iter().map(|c| c.account.as_str()).collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort_unstable();
+    assert_eq!(listed_sorted, customers);
+    assert_eq!(r.customers_total, 3);
+    // The euro orders of a1 and a4; not a2's (a test account).
+    assert_eq!(r.other_currency, 2);
+    for c in &r.customers {
+        // One order of 5,000 and the monthly billings of 1,000 from 2023-01-01 to t
+        // (2024-01-01) included.
+        assert_eq!(c.revenue_minor, 5_000 + 13 * 1_000, "{}", c.account);
+        assert_eq!(c.order_count, 1, "{}", c.account);
+    }
+    for excluded in ["a2", "a3"] {
+        let one = lifetime_value::report(&state, &config, &query(Some(excluded))).unwrap();
+        assert!(one.customers.is_empty(), "{excluded}: {:?}", one.customers);
+    }
+
+    let (config, state) = churn_state(&h).await;
+    let r = churn_report(&state, &config, t);
+    let mut listed: Vec<&str> = r.customers.iter().map(|c| c.account.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, customers);
+    assert_eq!(r.customers_total, 3);
+    assert_eq!(r.overall.by_count.denominator, 3);
+    for excluded in ["a2", "a3"] {
+        assert!(churn::customer(&state, &config, excluded, t).is_none());
+    }
+    for customer in customers {
+        let one = churn::customer(&state, &config, customer, t).unwrap();
+        assert_eq!(
+            Some(&one),
+            r.customers.iter().find(|c| c.account == customer)
+        );
+    }
 }

@@ -16,7 +16,8 @@
 //!
 //! `CRM_BENCH_QUICK=1` makes a short smoke run. `CRM_BENCH_LOG_DIR=DIR` keeps the log in
 //! `DIR` and reuses it on the next run (it is loaded only when empty), so repeated runs, e.g.
-//! under a profiler, skip the load.
+//! under a profiler, skip the load. `CRM_BENCH_TABLE_MEMORY_MIB=N` sets the read models'
+//! `table_memory_mib` (default 8), to weigh memory against catch-up time.
 
 #![allow(
     clippy::unwrap_used,
@@ -225,6 +226,11 @@ fn main() {
         let rate = n as f64 / decoded.as_secs_f64();
         eprintln!("raw_read_all_decoded   {rate:>12.0} events/s ({:.2} s, {:.1}% of raw replay: every payload decoded once, one thread; cpu {:.2} s)", decoded.as_secs_f64(), 100.0 * rate / raw_rate, (cpu_time() - cpu).as_secs_f64());
 
+        let model_config = ReadModelConfig {
+            table_memory_mib: std::env::var("CRM_BENCH_TABLE_MEMORY_MIB").ok().and_then(|v| v.parse().ok()),
+            ..ReadModelConfig::default()
+        };
+        model_config.apply_table_memory();
         let options = RunnerOptions { snapshot_idle_interval: Duration::from_secs(3_600), ..RunnerOptions::default() };
         // Each catch-up is measured CATCH_UPS times from position 0 in a directory of its
         // own; the median counts (the machine is shared, single runs vary). The runner of
@@ -233,7 +239,7 @@ fn main() {
         let mut runner = None;
         for i in 0..CATCH_UPS {
             let mut r = ProjectionRunner::new(store.clone(), base.join(format!("projections-{i}")), options.clone());
-            let models = ReadModels::register(&mut r, &ReadModelConfig::default()).unwrap();
+            let models = ReadModels::register(&mut r, &model_config).unwrap();
             let t = Instant::now();
             let cpu = cpu_time();
             r.run_until_head().await.unwrap();
@@ -246,7 +252,7 @@ fn main() {
             // The same fold without the snapshots at the head (a bounded run that does not
             // persist): the difference is the cost of serializing and writing the four states.
             let mut r = ProjectionRunner::new(store.clone(), base.join(format!("projections-fold-only-{i}")), options.clone());
-            ReadModels::register(&mut r, &ReadModelConfig::default()).unwrap();
+            ReadModels::register(&mut r, &model_config).unwrap();
             let t = Instant::now();
             let cpu = cpu_time();
             r.run_until(head, false).await.unwrap();

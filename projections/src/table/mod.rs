@@ -620,16 +620,24 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
                     self.old_gone.peek().copied(),
                     self.disk_head.as_ref().map(|(k, _)| k.as_str()),
                 ];
+                // One comparison per head: a smaller key starts the set of heads to
+                // advance over, an equal one joins it.
                 let mut best: Option<(usize, &str)> = None;
+                let mut advance = [false; 5];
                 for (rank, head) in heads.iter().enumerate() {
-                    if let Some(key) = head {
-                        if best.is_none_or(|(_, b)| *key < b) {
+                    let Some(key) = head else { continue };
+                    match best.map(|(_, b)| key.cmp(&b)) {
+                        None | Some(std::cmp::Ordering::Less) => {
                             best = Some((rank, key));
+                            advance = [false; 5];
+                            advance[rank] = true;
                         }
+                        Some(std::cmp::Ordering::Equal) => advance[rank] = true,
+                        Some(std::cmp::Ordering::Greater) => {}
                     }
                 }
-                let (rank, key) = best?;
-                (rank, heads.map(|head| head == Some(key)))
+                let (rank, _) = best?;
+                (rank, advance)
             };
             let mut item: Option<Self::Item> = None;
             if advance[0] {

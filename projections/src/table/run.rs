@@ -222,6 +222,9 @@ pub(crate) struct Merged<'a> {
     /// Each source's next entry, by rank (0 = newest).
     heads: Vec<Option<Entry>>,
     sources: Vec<RunIter<'a>>,
+    /// The ranks whose heads hold the smallest key, newest first (kept between calls for
+    /// its allocation).
+    at_key: Vec<usize>,
 }
 
 impl<'a> Merged<'a> {
@@ -232,48 +235,51 @@ impl<'a> Merged<'a> {
         for source in &mut sources {
             heads.push(source.next().transpose()?);
         }
-        Ok(Merged { heads, sources })
+        Ok(Merged {
+            heads,
+            sources,
+            at_key: Vec::new(),
+        })
     }
 
     /// The next entry in key order, the newest of those sharing its key.
     pub(crate) fn next_entry(&mut self) -> std::io::Result<Option<Entry>> {
-        let mut best: Option<usize> = None;
+        // One comparison per head: a smaller key starts the list of sources at the key, an
+        // equal one joins it (the first, the newest, is the entry kept).
+        self.at_key.clear();
         for (rank, head) in self.heads.iter().enumerate() {
-            if let Some((key, _)) = head {
-                let better = match best
-                    .and_then(|b| self.heads.get(b))
-                    .and_then(Option::as_ref)
-                {
-                    Some((best_key, _)) => key < best_key,
-                    None => true,
-                };
-                if better {
-                    best = Some(rank);
+            let Some((key, _)) = head else { continue };
+            let order = self
+                .at_key
+                .first()
+                .and_then(|b| self.heads.get(*b))
+                .and_then(Option::as_ref)
+                .map(|(best_key, _)| key.cmp(best_key));
+            match order {
+                None | Some(std::cmp::Ordering::Less) => {
+                    self.at_key.clear();
+                    self.at_key.push(rank);
                 }
+                Some(std::cmp::Ordering::Equal) => self.at_key.push(rank),
+                Some(std::cmp::Ordering::Greater) => {}
             }
         }
-        let Some(best) = best else {
-            return Ok(None);
-        };
-        let Some(entry) = self.heads.get_mut(best).and_then(Option::take) else {
+        let Some(entry) = self
+            .at_key
+            .first()
+            .and_then(|best| self.heads.get_mut(*best))
+            .and_then(Option::take)
+        else {
             return Ok(None);
         };
         // Advance every source at this key (the chosen one and the older ones it hides).
-        for rank in 0..self.heads.len() {
-            let at_key = rank == best
-                || self
-                    .heads
-                    .get(rank)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|(k, _)| *k == entry.0);
-            if at_key {
-                let next = match self.sources.get_mut(rank) {
-                    Some(source) => source.next().transpose()?,
-                    None => None,
-                };
-                if let Some(head) = self.heads.get_mut(rank) {
-                    *head = next;
-                }
+        for rank in &self.at_key {
+            let next = match self.sources.get_mut(*rank) {
+                Some(source) => source.next().transpose()?,
+                None => None,
+            };
+            if let Some(head) = self.heads.get_mut(*rank) {
+                *head = next;
             }
         }
         Ok(Some(entry))

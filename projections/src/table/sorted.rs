@@ -85,7 +85,7 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
     /// listed in pieces.
     pub fn push(&mut self, group: &str, value: V) {
         debug_assert!(!group.contains(GROUP_END), "a group with a NUL character");
-        let key = format!("{group}{GROUP_END}{:016x}", self.added);
+        let key = sequenced_key(group, self.added);
         self.added = self.added.saturating_add(1);
         self.held.push((key, value));
         if self.held.len() >= self.held_max && !self.spill_failed {
@@ -196,6 +196,23 @@ pub struct FinishedIter<'a, V> {
     disk_head: Option<(String, Option<Vec<u8>>)>,
 }
 
+/// `group`, [`GROUP_END`] and `seq` as 16 lowercase hex digits: sorted as text, keys come in
+/// group order and, within a group, in sequence order. Built by hand: formatting it with
+/// `format!` took about a tenth of a long report's time.
+fn sequenced_key(group: &str, seq: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(group.len() + 1 + 16);
+    key.push_str(group);
+    key.push(GROUP_END);
+    for shift in (0..16).rev() {
+        let nibble = (seq >> (shift * 4)) & 0xf;
+        key.push(char::from(
+            HEX[usize::from(u8::try_from(nibble).unwrap_or(0))],
+        ));
+    }
+    key
+}
+
 fn group_of(key: &str) -> &str {
     key.split_once(GROUP_END).map_or(key, |(group, _)| group)
 }
@@ -244,6 +261,18 @@ mod tests {
                 (group, value.into_owned())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_sequenced_key_is_the_group_then_sixteen_hex_digits() {
+        for seq in [0, 1, 0xab, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert_eq!(
+                sequenced_key("acc-1", seq),
+                format!("acc-1{GROUP_END}{seq:016x}")
+            );
+            assert_eq!(group_of(&sequenced_key("acc-1", seq)), "acc-1");
+        }
+        assert_eq!(sequenced_key("", 2), format!("{GROUP_END}0000000000000002"));
     }
 
     #[test]

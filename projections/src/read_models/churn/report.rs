@@ -143,9 +143,15 @@ fn each_customer(
         let account = o.account.clone();
         by_account.push(&account, AccountRow::Order(o.into_owned()));
     }
+    // The accounts' facts and signals, read in the groups' order (all are in key order)
+    // instead of looked up one account at a time.
+    let mut accounts = state.accounts.iter().peekable();
+    let mut signals = state.signals.iter().peekable();
     by_account
         .finish()
         .for_each_group(|account, rows| {
+            let facts = entry_of(&mut accounts, account);
+            let sig = entry_of(&mut signals, account);
             let mut grouped = Rows::default();
             for row in rows {
                 match row {
@@ -155,7 +161,12 @@ fn each_customer(
                 }
             }
             if !grouped.subs.is_empty() {
-                if let Some(signals) = signals_of(state, config, account, &grouped, t) {
+                let of = Of {
+                    account,
+                    facts: facts.as_deref(),
+                    signals: sig.as_deref(),
+                };
+                if let Some(signals) = signals_of(config, &of, &grouped, t) {
                     each(signals);
                 }
             }
@@ -174,19 +185,44 @@ pub fn customer(
     account: &str,
     t: DateTime<Utc>,
 ) -> Option<CustomerSignals> {
-    signals_of(state, config, account, &Rows::of(state, account), t)
+    let facts = state.accounts.get(account);
+    let signals = state.signals.get(account);
+    let of = Of {
+        account,
+        facts: facts.as_deref(),
+        signals: signals.as_deref(),
+    };
+    signals_of(config, &of, &Rows::of(state, account), t)
 }
 
-/// The signals of `account` at `t` from its `rows`.
+/// The entry of `key` in a table listed in key order, read up to `key`: the entries
+/// before it are skipped (keys asked for come in ascending order).
+fn entry_of<'a, V: Serialize + serde::de::DeserializeOwned + Clone>(
+    entries: &mut std::iter::Peekable<crate::table::Iter<'a, V>>,
+    key: &str,
+) -> Option<Cow<'a, V>> {
+    while entries.next_if(|(k, _)| k.as_ref() < key).is_some() {}
+    entries
+        .next_if(|(k, _)| k.as_ref() == key)
+        .map(|(_, value)| value)
+}
+
+/// An account and what the state holds of it.
+struct Of<'a> {
+    account: &'a str,
+    facts: Option<&'a AccountFacts>,
+    signals: Option<&'a AccountSignals>,
+}
+
+/// The signals at `t` of the account of `of`, from its `rows`.
 fn signals_of(
-    state: &ChurnState,
     config: &ChurnConfig,
-    account: &str,
+    of: &Of<'_>,
     rows: &Rows<'_>,
     t: DateTime<Utc>,
 ) -> Option<CustomerSignals> {
-    let facts = state.accounts.get(account);
-    if facts.as_deref().is_some_and(AccountFacts::excluded) {
+    let account = of.account;
+    if of.facts.is_some_and(AccountFacts::excluded) {
         return None;
     }
     let subs: Vec<&SubscriptionFacts> = rows
@@ -218,7 +254,9 @@ fn signals_of(
                 initiated_by: s.cancelled_by.as_ref().map(label),
             })
         });
-    let sig = state.signals.get(account).unwrap_or_default();
+    let sig: Cow<'_, AccountSignals> = of
+        .signals
+        .map_or_else(|| Cow::Owned(AccountSignals::default()), Cow::Borrowed);
     let lookback = Duration::days(config.lookback_days);
     let (today, window) = (day_number(t), config.lookback_days);
     let count_days = |from: i64, to: i64| -> u64 {
@@ -350,11 +388,11 @@ fn signals_of(
     let score = signals.iter().map(|s| s.points).sum::<u32>().min(100);
     Some(CustomerSignals {
         account: account.to_owned(),
-        segment: facts
-            .as_deref()
+        segment: of
+            .facts
             .map_or_else(|| "unknown".into(), |f| f.segment.to_string()),
-        region: facts
-            .as_deref()
+        region: of
+            .facts
             .map_or_else(|| "unknown".into(), |f| f.region.to_string()),
         status: if sp.churned_at.is_some() {
             "churned"

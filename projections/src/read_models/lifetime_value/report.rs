@@ -114,14 +114,16 @@ enum LedgerRow {
         #[serde(with = "crate::instants")]
         ended: Option<DateTime<Utc>>,
     },
+    /// A purchase left out for its currency (counted unless the account is excluded).
+    OtherCurrency,
 }
 
 /// The purchases of every customer up to `t`, regrouped by account in a
 /// [`crate::table::Sorted`] (so memory stays within a table's generation budget however long
-/// the history), and the count of purchases left out for their currency.
+/// the history), with a row for each purchase left out for its currency. Accounts are not
+/// looked up here: the first pass reads the accounts' facts in the groups' order.
 struct Ledger {
     by_account: crate::table::Finished<LedgerRow>,
-    other_currency: u64,
 }
 
 /// One customer's ledger rows, summed up.
@@ -131,6 +133,8 @@ struct Account {
     running: bool,
     /// The latest end of a paid subscription by `t`.
     sub_end: Option<DateTime<Utc>>,
+    /// Purchases left out for their currency.
+    other_currency: u64,
 }
 
 impl Account {
@@ -139,6 +143,7 @@ impl Account {
             purchases: Vec::new(),
             running: false,
             sub_end: None,
+            other_currency: 0,
         };
         for row in rows {
             match row {
@@ -147,6 +152,7 @@ impl Account {
                     a.running |= running;
                     a.sub_end = a.sub_end.max(ended);
                 }
+                LedgerRow::OtherCurrency => a.other_currency += 1,
             }
         }
         a
@@ -190,22 +196,14 @@ impl Account {
 fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<Utc>) -> Ledger {
     let cur = config.reporting_currency.as_str();
     let pct = config.assumed_margin_percent;
-    let excluded = |a: &str| {
-        state
-            .accounts
-            .get(a)
-            .as_deref()
-            .is_some_and(AccountFacts::excluded)
-    };
     let mut by_account = crate::table::Sorted::new();
-    let mut other_currency = 0u64;
     for o in state
         .orders
         .values()
-        .filter(|o| !o.cancelled && !o.linked && !o.is_test && o.at <= t && !excluded(&o.account))
+        .filter(|o| !o.cancelled && !o.linked && !o.is_test && o.at <= t)
     {
         if o.currency != cur {
-            other_currency += 1;
+            by_account.push(&o.account, LedgerRow::OtherCurrency);
             continue;
         }
         let net = o.amount_minor - o.refunded_minor;
@@ -224,13 +222,9 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
             }),
         );
     }
-    for d in state
-        .deals
-        .values()
-        .filter(|d| d.at <= t && !excluded(&d.account))
-    {
+    for d in state.deals.values().filter(|d| d.at <= t) {
         if d.currency != cur {
-            other_currency += 1;
+            by_account.push(&d.account, LedgerRow::OtherCurrency);
             continue;
         }
         by_account.push(
@@ -247,10 +241,10 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
     for s in state
         .subscriptions
         .values()
-        .filter(|s| s.is_paid() && !s.linked && s.started_at <= t && !excluded(&s.account))
+        .filter(|s| s.is_paid() && !s.linked && s.started_at <= t)
     {
         if s.currency != cur {
-            other_currency += 1;
+            by_account.push(&s.account, LedgerRow::OtherCurrency);
             continue;
         }
         by_account.push(
@@ -276,7 +270,6 @@ fn ledger(state: &LifetimeValueState, config: &LifetimeValueConfig, t: DateTime<
     }
     Ledger {
         by_account: by_account.finish(),
-        other_currency,
     }
 }
 
@@ -332,15 +325,26 @@ pub fn report(
     let mut segments: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     let mut rfm_values: [Vec<i64>; 3] = Default::default();
     let (mut revenue_total, mut margin_total) = (0i64, 0i64);
+    let mut other_currency = 0u64;
+    // The accounts' facts, read in the groups' order (both are in key order) instead of
+    // looked up one account at a time.
+    let mut accounts = state.accounts.iter().peekable();
     l.by_account
         .for_each_group(|account, rows| {
+            while accounts.next_if(|(k, _)| k.as_ref() < account).is_some() {}
+            let facts = accounts
+                .next_if(|(k, _)| k.as_ref() == account)
+                .map(|(_, facts)| facts);
+            if facts.as_deref().is_some_and(AccountFacts::excluded) {
+                return;
+            }
             let a = Account::of(rows);
+            other_currency = other_currency.saturating_add(a.other_currency);
             let ps = &a.purchases;
             if ps.is_empty() {
                 return;
             }
             let (first, churned_at) = a.spell(t, window);
-            let facts = state.accounts.get(account);
             let segment = facts
                 .as_deref()
                 .map_or_else(|| "unknown".to_owned(), |f| f.segment.to_string());
@@ -389,6 +393,7 @@ pub fn report(
         })
         .map_err(failed)?;
     drop(l.by_account);
+    drop(accounts);
     for values in &mut rfm_values {
         values.sort_unstable();
     }
@@ -485,7 +490,7 @@ pub fn report(
         revenue_minor: revenue_total,
         margin_minor: margin_total,
         rfm_cells,
-        other_currency: l.other_currency,
+        other_currency,
         customers,
     })
 }
