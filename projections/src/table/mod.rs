@@ -17,8 +17,10 @@
 //! The runs are scratch space, not state of record: they live in a temporary directory of
 //! the table's own, removed when the table is dropped, and are never read by another table
 //! or process. The snapshot file stays the projection's only durable form: a table
-//! serializes as a plain map, in key order, exactly as the `BTreeMap` it replaced, and
-//! loading a snapshot refills a new table, spilling as it goes.
+//! serializes as a plain map, in key order, exactly as the `BTreeMap` it replaced. Loading a
+//! snapshot fills a new table's `young` with the first generation's worth of entries and
+//! streams the rest, already in key order, into one run at the level that merging runs of
+//! one generation would have reached, so a load writes each entry once and merges nothing.
 //!
 //! A run that cannot be written or read back (a full or failing disk) makes the table
 //! faulty: the failure is recorded ([`Table::fault`]), a lookup that could not complete
@@ -58,6 +60,8 @@ const GENERATION_ENTRIES_MIN: usize = 16;
 
 /// Runs of one level merged into one run of the next.
 pub const RUNS_PER_LEVEL: usize = 4;
+/// Most entries the Bloom filter of a run written while loading a saved table is sized for.
+const LOADED_RUN_ENTRIES_MAX: usize = 1 << 26;
 
 /// Spill directories are named `crm-spill-<process id>-<random>`.
 const SPILL_PREFIX: &str = "crm-spill-";
@@ -199,6 +203,32 @@ impl Disk {
         };
         self.runs.push(run);
         Ok(())
+    }
+
+    /// Writes `entries` (live, in strictly ascending key order, about `count` of them) as
+    /// one run, the oldest, at the level merging runs of `generation_entries` would have
+    /// given it: a saved table is loaded without the merges of one run per generation.
+    /// Returns the entries written.
+    fn push_loaded<K: AsRef<str>>(
+        &mut self,
+        generation_entries: usize,
+        count: usize,
+        entries: impl Iterator<Item = (K, Option<Vec<u8>>)>,
+    ) -> Result<usize, SpillError> {
+        let mut level = 0u32;
+        let mut reach = generation_entries.max(1);
+        while reach < count {
+            reach = reach.saturating_mul(RUNS_PER_LEVEL);
+            level = level.saturating_add(1);
+        }
+        let path = self.next_path();
+        let run = match Run::write(&path, level, count, entries) {
+            Ok(run) => run,
+            Err(source) => return Err(SpillError::Run { path, source }),
+        };
+        let written = run.entries;
+        self.runs.insert(0, run);
+        Ok(written)
     }
 
     /// The newest entry of `key` on disk: `Some(Some(bytes))` live, `Some(None)` removed.
@@ -769,24 +799,87 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                 f.write_str("a map")
             }
 
+            /// The first generation's worth of entries stays in memory; the rest, already in
+            /// key order, is streamed into one run on disk when the format tells how many
+            /// entries follow (bincode), which sizes the run's Bloom filter.
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Table<V>, A::Error> {
                 use serde::de::Error;
                 let mut table = Table::new();
                 let mut last: Option<Text> = None;
-                while let Some((key, value)) = access.next_entry::<Text, V>()? {
-                    // A saved table lists its keys in order, each once.
+                // The next entry; a saved table lists its keys in order, each once.
+                let mut next = |access: &mut A| -> Result<Option<(Text, V)>, A::Error> {
+                    let Some((key, value)) = access.next_entry::<Text, V>()? else {
+                        return Ok(None);
+                    };
                     if last.as_ref().is_some_and(|l| key <= *l) {
                         return Err(A::Error::custom(format!(
                             "the key `{key}` is out of order or appears twice"
                         )));
                     }
                     last = Some(key.clone());
+                    Ok(Some((key, value)))
+                };
+                while table.young.len() < table.generation_entries {
+                    let Some((key, value)) = next(&mut access)? else {
+                        return Ok(table);
+                    };
                     table.push_new(key, value);
                 }
-                match table.fault() {
-                    Some(fault) => Err(A::Error::custom(fault)),
-                    None => Ok(table),
+                let Some((key, value)) = next(&mut access)? else {
+                    return Ok(table);
+                };
+                let Some(remaining) = access.size_hint() else {
+                    // A format that does not tell the map's length (JSON): one run per
+                    // generation, merged as they come.
+                    table.push_new(key, value);
+                    while let Some((key, value)) = next(&mut access)? {
+                        table.push_new(key, value);
+                    }
+                    return match table.fault() {
+                        Some(fault) => Err(A::Error::custom(fault)),
+                        None => Ok(table),
+                    };
+                };
+                let mut disk = Disk::open(table.spill_base.as_deref()).map_err(|e| {
+                    A::Error::custom(format!("writing to the spill directory failed: {e}"))
+                })?;
+                // The length is the file's word: a damaged one must not size a huge filter
+                // (past the cap the filter only answers "maybe" more often).
+                let count = remaining.saturating_add(1).min(LOADED_RUN_ENTRIES_MAX);
+                let mut failure: Option<A::Error> = None;
+                let mut first = Some((key, value));
+                let entries = std::iter::from_fn(|| {
+                    let (key, value) = match first.take() {
+                        Some(entry) => entry,
+                        None => match next(&mut access) {
+                            Ok(Some(entry)) => entry,
+                            Ok(None) => return None,
+                            Err(e) => {
+                                failure = Some(e);
+                                return None;
+                            }
+                        },
+                    };
+                    match encode_value(&key, &value) {
+                        Ok(bytes) => Some((key, Some(bytes))),
+                        Err(e) => {
+                            failure = Some(A::Error::custom(format!(
+                                "writing to the spill directory failed: {e}"
+                            )));
+                            None
+                        }
+                    }
+                });
+                let written = disk.push_loaded(table.generation_entries, count, entries);
+                if let Some(e) = failure {
+                    return Err(e);
                 }
+                let written = written.map_err(|e| {
+                    A::Error::custom(format!("writing to the spill directory failed: {e}"))
+                })?;
+                table.len = table.len.saturating_add(written);
+                table.disk = Some(disk);
+                Ok(table)
             }
         }
 
@@ -893,6 +986,58 @@ mod tests {
             .map(|(k, v)| (k.clone(), if k == "id-7" { vec![0] } else { v.clone() }))
             .collect();
         assert_ne!(changed, table);
+    }
+
+    /// A saved table of three generations' worth loads with its first generation in memory
+    /// and the rest in one run; a length the bytes do not hold fails the load.
+    #[test]
+    fn a_saved_table_loads_with_its_tail_in_one_run_and_a_damaged_length_fails() {
+        let n = Table::<u64>::new().generation_entries * 3;
+        let saved: Table<u64> = (0..n)
+            .map(|i| (Text::from(format!("k{i:08}")), u64::try_from(i).unwrap()))
+            .collect();
+        let bytes = bincode::serde::encode_to_vec(&saved, bincode_config()).unwrap();
+        let (loaded, read): (Table<u64>, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode_config()).unwrap();
+        assert_eq!(read, bytes.len());
+        assert_eq!(loaded.len(), n);
+        assert_eq!(loaded.young.len(), loaded.generation_entries);
+        assert_eq!(loaded.disk.as_ref().map(|d| d.runs.len()), Some(1));
+        assert_eq!(loaded.spilled(), n - loaded.generation_entries);
+        assert!(loaded == saved);
+        for i in [0, n / 2, n - 1] {
+            let key = format!("k{i:08}");
+            assert_eq!(
+                loaded.get(&key).as_deref(),
+                Some(&u64::try_from(i).unwrap())
+            );
+        }
+        assert!(loaded.get("k").is_none());
+        // Loaded, it goes on like any table.
+        let mut loaded = loaded;
+        loaded.insert(Text::from("k00000001"), 7);
+        loaded.remove("k00000002");
+        assert_eq!(loaded.len(), n - 1);
+        assert_eq!(loaded.get("k00000001").as_deref(), Some(&7));
+        assert!(loaded.get("k00000002").is_none());
+        let again = bincode::serde::encode_to_vec(&loaded, bincode_config()).unwrap();
+        let (reloaded, _): (Table<u64>, usize) =
+            bincode::serde::decode_from_slice(&again, bincode_config()).unwrap();
+        assert!(reloaded == loaded);
+        // The map's length (a varint: a marker byte, then 2, 4 or 8 bytes) raised beyond
+        // the entries.
+        let prefix = match bytes[0] {
+            251 => 3,
+            252 => 5,
+            253 => 9,
+            other => panic!("a length of {other} entries"),
+        };
+        let mut damaged = vec![253];
+        damaged.extend_from_slice(&(u64::try_from(n).unwrap() + 1_000_000).to_le_bytes());
+        damaged.extend_from_slice(&bytes[prefix..]);
+        assert!(
+            bincode::serde::decode_from_slice::<Table<u64>, _>(&damaged, bincode_config()).is_err()
+        );
     }
 
     #[test]
