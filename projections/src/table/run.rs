@@ -63,7 +63,8 @@ fn invalid(what: String) -> std::io::Error {
 }
 
 impl Run {
-    /// Writes `entries` (strictly ascending keys, at most `count`) to a new file at `path`.
+    /// Writes `entries` (strictly ascending keys; about `count` of them, which sizes the Bloom
+    /// filter: more only make it answer "maybe" more often) to a new file at `path`.
     pub(crate) fn write<K: AsRef<str>, B: AsRef<[u8]>>(
         path: &Path,
         level: u32,
