@@ -193,11 +193,11 @@ impl Disk {
         self.runs.iter().map(|r| r.entries).sum()
     }
 
-    /// Writes `entries` (in strictly ascending key order) as a new run of level 0, the
+    /// Writes `encoded` (sorted: strictly ascending keys) as a new run of level 0, the
     /// newest; merging is left to [`Disk::compact`].
-    fn push_run(&mut self, entries: Vec<(&str, Option<Vec<u8>>)>) -> Result<(), SpillError> {
+    fn push_run(&mut self, encoded: &Encoded<'_>) -> Result<(), SpillError> {
         let path = self.next_path();
-        let run = match Run::write(&path, 0, entries.len(), entries.into_iter()) {
+        let run = match Run::write(&path, 0, encoded.entries.len(), encoded.iter()) {
             Ok(run) => run,
             Err(source) => return Err(SpillError::Run { path, source }),
         };
@@ -303,6 +303,52 @@ fn refill(disk: &mut Option<Merged<'_>>, head: &mut Option<run::Entry>) -> std::
         }
     }
     Ok(())
+}
+
+/// A run's worth of entries, their values encoded one after another into one buffer (an
+/// allocation per run, not per value).
+struct Encoded<'k> {
+    bytes: Vec<u8>,
+    /// Key and the range of `bytes` holding its value; `None` for a tombstone.
+    entries: Vec<(&'k str, Option<std::ops::Range<usize>>)>,
+}
+
+impl<'k> Encoded<'k> {
+    fn with_capacity(entries: usize) -> Self {
+        Encoded {
+            bytes: Vec::new(),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds `value`, the entry of `key`, as a run holds it.
+    fn push<V: Serialize>(&mut self, key: &'k str, value: &V) -> Result<(), SpillError> {
+        let start = self.bytes.len();
+        bincode::serde::encode_into_std_write(value, &mut self.bytes, bincode_config()).map_err(
+            |source| SpillError::Encode {
+                key: key.into(),
+                source,
+            },
+        )?;
+        self.entries.push((key, Some(start..self.bytes.len())));
+        Ok(())
+    }
+
+    fn push_tombstone(&mut self, key: &'k str) {
+        self.entries.push((key, None));
+    }
+
+    fn sort(&mut self) {
+        self.entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+
+    /// The entries with their values' bytes, in the order held.
+    fn iter(&self) -> impl Iterator<Item = (&'k str, Option<&[u8]>)> + '_ {
+        self.entries.iter().map(|(key, range)| {
+            let value = range.clone().map(|r| self.bytes.get(r).unwrap_or_default());
+            (*key, value)
+        })
+    }
 }
 
 /// The bytes of `value`, the entry of `key`, as a run holds them.
@@ -481,21 +527,21 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
             self.disk = Some(Disk::open(self.spill_base.as_deref())?);
         }
         let count = self.old.len().saturating_add(self.old_gone.len());
-        let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(count);
+        let mut encoded = Encoded::with_capacity(count);
         for (key, value) in &self.old {
-            encoded.push((key.as_str(), Some(encode_value(key, value)?)));
+            encoded.push(key.as_str(), value)?;
         }
         // A key both live and removed in one generation is live (put back after).
         for key in &self.old_gone {
             if !self.old.contains_key(key.as_str()) {
-                encoded.push((key.as_str(), None));
+                encoded.push_tombstone(key.as_str());
             }
         }
-        encoded.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        encoded.sort();
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
         };
-        disk.push_run(encoded)?;
+        disk.push_run(&encoded)?;
         // On disk now: a failed merge below leaves the runs it read as they were.
         self.old.clear();
         self.old_gone.clear();

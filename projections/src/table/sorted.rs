@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::run::Merged;
-use super::{bincode_config, encode_value, entries_per_generation, refill, Disk, SpillError};
+use super::{bincode_config, entries_per_generation, refill, Disk, Encoded, SpillError};
 
 /// Separates the group from the sequence number in a key on disk.
 const GROUP_END: char = '\0';
@@ -107,14 +107,14 @@ impl<V: Serialize + DeserializeOwned> Sorted<V> {
             self.disk = Some(Disk::open(self.spill_base.as_deref())?);
         }
         self.held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut encoded: Vec<(&str, Option<Vec<u8>>)> = Vec::with_capacity(self.held.len());
+        let mut encoded = Encoded::with_capacity(self.held.len());
         for (key, value) in &self.held {
-            encoded.push((key.as_str(), Some(encode_value(key, value)?)));
+            encoded.push(key.as_str(), value)?;
         }
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
         };
-        disk.push_run(encoded)?;
+        disk.push_run(&encoded)?;
         // The values are on disk now: never listed twice, even if the merge below fails
         // (a failed merge leaves the runs it read as they were).
         self.held.clear();
