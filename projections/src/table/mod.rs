@@ -196,13 +196,20 @@ impl Disk {
     /// Writes `encoded` (sorted: strictly ascending keys) as a new run of level 0, the
     /// newest; merging is left to [`Disk::compact`].
     fn push_run(&mut self, encoded: &Encoded<'_>) -> Result<(), SpillError> {
-        let path = self.next_path();
-        let run = match Run::write(&path, 0, encoded.entries.len(), encoded.iter()) {
-            Ok(run) => run,
-            Err(source) => return Err(SpillError::Run { path, source }),
-        };
+        let run = self.write_run(0, encoded.entries.len(), encoded.iter())?;
         self.runs.push(run);
         Ok(())
+    }
+
+    /// Writes a new run file of `level` (see [`Run::write`]); a failure names its path.
+    fn write_run<K: AsRef<str>, B: AsRef<[u8]>>(
+        &mut self,
+        level: u32,
+        count: usize,
+        entries: impl Iterator<Item = (K, Option<B>)>,
+    ) -> Result<Run, SpillError> {
+        let path = self.next_path();
+        Run::write(&path, level, count, entries).map_err(|source| SpillError::Run { path, source })
     }
 
     /// Writes `entries` (live, in strictly ascending key order, about `count` of them) as
@@ -221,11 +228,7 @@ impl Disk {
             reach = reach.saturating_mul(RUNS_PER_LEVEL);
             level = level.saturating_add(1);
         }
-        let path = self.next_path();
-        let run = match Run::write(&path, level, count, entries) {
-            Ok(run) => run,
-            Err(source) => return Err(SpillError::Run { path, source }),
-        };
+        let run = self.write_run(level, count, entries)?;
         let written = run.entries;
         self.runs.insert(0, run);
         Ok(written)
@@ -324,12 +327,7 @@ impl<'k> Encoded<'k> {
     /// Adds `value`, the entry of `key`, as a run holds it.
     fn push<V: Serialize>(&mut self, key: &'k str, value: &V) -> Result<(), SpillError> {
         let start = self.bytes.len();
-        bincode::serde::encode_into_std_write(value, &mut self.bytes, bincode_config()).map_err(
-            |source| SpillError::Encode {
-                key: key.into(),
-                source,
-            },
-        )?;
+        encode_value_into(key, value, &mut self.bytes)?;
         self.entries.push((key, Some(start..self.bytes.len())));
         Ok(())
     }
@@ -351,12 +349,18 @@ impl<'k> Encoded<'k> {
     }
 }
 
-/// The bytes of `value`, the entry of `key`, as a run holds them.
-fn encode_value<V: Serialize>(key: &str, value: &V) -> Result<Vec<u8>, SpillError> {
-    bincode::serde::encode_to_vec(value, bincode_config()).map_err(|source| SpillError::Encode {
-        key: key.into(),
-        source,
-    })
+/// Appends to `out` the bytes of `value`, the entry of `key`, as a run holds them.
+fn encode_value_into<V: Serialize>(
+    key: &str,
+    value: &V,
+    out: &mut Vec<u8>,
+) -> Result<(), SpillError> {
+    bincode::serde::encode_into_std_write(value, out, bincode_config())
+        .map(|_| ())
+        .map_err(|source| SpillError::Encode {
+            key: key.into(),
+            source,
+        })
 }
 
 /// A generation in memory (hashed: its order is made when it is listed or spilled).
@@ -649,6 +653,31 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     pub fn values(&self) -> impl Iterator<Item = Cow<'_, V>> {
         self.iter().map(|(_, v)| v)
     }
+
+    /// Lookups of keys asked in ascending order, answered by one pass over the entries
+    /// (a merge join): each entry is read once, from memory or disk, however many are asked.
+    #[must_use]
+    pub fn ascending(&self) -> Ascending<'_, V> {
+        Ascending {
+            entries: self.iter().peekable(),
+        }
+    }
+}
+
+/// See [`Table::ascending`].
+pub struct Ascending<'a, V: Serialize + DeserializeOwned + Clone> {
+    entries: Peekable<Iter<'a, V>>,
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Clone> Ascending<'a, V> {
+    /// The entry of `key`, which must not be below a key asked before (entries passed over
+    /// are not read again).
+    pub fn get(&mut self, key: &str) -> Option<Cow<'a, V>> {
+        while self.entries.next_if(|(k, _)| k.as_ref() < key).is_some() {}
+        self.entries
+            .next_if(|(k, _)| k.as_ref() == key)
+            .map(|(_, value)| value)
+    }
 }
 
 fn sorted_entries<V>(map: &Map<V>) -> Vec<(&str, &V)> {
@@ -886,9 +915,10 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                         None => Ok(table),
                     };
                 };
-                let mut disk = Disk::open(table.spill_base.as_deref()).map_err(|e| {
+                let spill_failed = |e: SpillError| {
                     A::Error::custom(format!("writing to the spill directory failed: {e}"))
-                })?;
+                };
+                let mut disk = Disk::open(table.spill_base.as_deref()).map_err(spill_failed)?;
                 // The length is the file's word: a damaged one must not size a huge filter
                 // (past the cap the filter only answers "maybe" more often).
                 let count = remaining.saturating_add(1).min(LOADED_RUN_ENTRIES_MAX);
@@ -906,12 +936,11 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                             }
                         },
                     };
-                    match encode_value(&key, &value) {
-                        Ok(bytes) => Some((key, Some(bytes))),
+                    let mut bytes = Vec::new();
+                    match encode_value_into(&key, &value, &mut bytes) {
+                        Ok(()) => Some((key, Some(bytes))),
                         Err(e) => {
-                            failure = Some(A::Error::custom(format!(
-                                "writing to the spill directory failed: {e}"
-                            )));
+                            failure = Some(spill_failed(e));
                             None
                         }
                     }
@@ -920,9 +949,7 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                 if let Some(e) = failure {
                     return Err(e);
                 }
-                let written = written.map_err(|e| {
-                    A::Error::custom(format!("writing to the spill directory failed: {e}"))
-                })?;
+                let written = written.map_err(spill_failed)?;
                 table.len = table.len.saturating_add(written);
                 table.disk = Some(disk);
                 Ok(table)
@@ -1032,6 +1059,22 @@ mod tests {
             .map(|(k, v)| (k.clone(), if k == "id-7" { vec![0] } else { v.clone() }))
             .collect();
         assert_ne!(changed, table);
+    }
+
+    /// Keys asked in ascending order, some absent, find what `get` finds, on disk or not.
+    #[test]
+    fn ascending_lookups_answer_as_get_does() {
+        let mut table: Table<u64> = small(4);
+        for i in (0..100u64).step_by(3) {
+            table.insert(Text::from(format!("k{i:03}")), i);
+        }
+        assert!(table.spilled() > 0);
+        let mut ascending = table.ascending();
+        for i in 0..100u64 {
+            let key = format!("k{i:03}");
+            assert_eq!(ascending.get(&key), table.get(&key), "{key}");
+        }
+        assert!(ascending.get("k999").is_none());
     }
 
     /// A saved table of three generations' worth loads with its first generation in memory

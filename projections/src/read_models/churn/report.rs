@@ -145,13 +145,13 @@ fn each_customer(
     }
     // The accounts' facts and signals, read in the groups' order (all are in key order)
     // instead of looked up one account at a time.
-    let mut accounts = state.accounts.iter().peekable();
-    let mut signals = state.signals.iter().peekable();
+    let mut accounts = state.accounts.ascending();
+    let mut signals = state.signals.ascending();
     by_account
         .finish()
         .for_each_group(|account, rows| {
-            let facts = entry_of(&mut accounts, account);
-            let sig = entry_of(&mut signals, account);
+            let facts = accounts.get(account);
+            let sig = signals.get(account);
             let mut grouped = Rows::default();
             for row in rows {
                 match row {
@@ -193,18 +193,6 @@ pub fn customer(
         signals: signals.as_deref(),
     };
     signals_of(config, &of, &Rows::of(state, account), t)
-}
-
-/// The entry of `key` in a table listed in key order, read up to `key`: the entries
-/// before it are skipped (keys asked for come in ascending order).
-fn entry_of<'a, V: Serialize + serde::de::DeserializeOwned + Clone>(
-    entries: &mut std::iter::Peekable<crate::table::Iter<'a, V>>,
-    key: &str,
-) -> Option<Cow<'a, V>> {
-    while entries.next_if(|(k, _)| k.as_ref() < key).is_some() {}
-    entries
-        .next_if(|(k, _)| k.as_ref() == key)
-        .map(|(_, value)| value)
 }
 
 /// An account and what the state holds of it.

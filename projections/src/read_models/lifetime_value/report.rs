@@ -328,13 +328,10 @@ pub fn report(
     let mut other_currency = 0u64;
     // The accounts' facts, read in the groups' order (both are in key order) instead of
     // looked up one account at a time.
-    let mut accounts = state.accounts.iter().peekable();
+    let mut accounts = state.accounts.ascending();
     l.by_account
         .for_each_group(|account, rows| {
-            while accounts.next_if(|(k, _)| k.as_ref() < account).is_some() {}
-            let facts = accounts
-                .next_if(|(k, _)| k.as_ref() == account)
-                .map(|(_, facts)| facts);
+            let facts = accounts.get(account);
             if facts.as_deref().is_some_and(AccountFacts::excluded) {
                 return;
             }
