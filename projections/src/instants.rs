@@ -1,7 +1,7 @@
 //! Instants in read-model states, serialized by the format's kind: as `chrono` writes them
 //! (RFC 3339 text) in human-readable formats such as JSON, so the JSON shape of a state never
 //! changes; as `(seconds, nanoseconds)` since the Unix epoch in binary formats (snapshot
-//! format 3, bincode), where text would cost a formatting and a parse per instant and take
+//! formats 3 and 4, bincode), where text would cost a formatting and a parse per instant and take
 //! three times the bytes.
 //!
 //! Use it on a field holding instants, alone or inside options, lists, pairs and maps:

@@ -1,13 +1,18 @@
 //! Snapshots: a projection's state and its checkpoint in one file, replaced atomically.
 //!
 //! File format (version [`SNAPSHOT_FORMAT`]): one line of JSON header ([`SnapshotHeader`]:
-//! projection name, code version, configuration, [`Progress`] = the checkpoint, state length;
-//! the line may end in spaces), a newline, then the state in bincode 2.0 (serde, standard
-//! configuration: variable-length integers, little endian; instants as seconds and
-//! nanoseconds since the epoch, see `crate::instants`). Format 1, the state as JSON after
-//! the same header line, is still loaded (an upgraded build resumes from the snapshots of the
-//! one before and writes format 3 at its next save); the header stays JSON, so
-//! [`read_header`] reads either. A save writes `<file>.tmp`, `fsync`s it, renames it over
+//! projection name, code version, configuration, [`Progress`] = the checkpoint, state length
+//! and CRC-32; the line may end in spaces), a newline, then the state in bincode 2.0 (serde,
+//! standard configuration: variable-length integers, little endian; instants as seconds and
+//! nanoseconds since the epoch, see `crate::instants`). Each value of a read-model table is a
+//! byte string holding the value's own encoding, the bytes a spilled run holds: a save copies
+//! the values on disk and a load streams them back into a run, neither decoding them (see
+//! `crate::table`). The checksum is checked before anything is decoded, so a flipped byte in
+//! a value nobody decodes at load is still caught (the snapshot is stale: the projection is
+//! rebuilt from the log). Format 3 (table values inline, no checksum) and format 1 (the state
+//! as JSON after the same header line) are still loaded: an upgraded build resumes from the
+//! snapshots of the one before and writes format 4 at its next save; the header stays JSON,
+//! so [`read_header`] reads any of them. A save writes `<file>.tmp`, `fsync`s it, renames it over
 //! `<file>` and `fsync`s the directory, so after a crash the file holds either the previous
 //! or the new (state, checkpoint) pair, never a mix: a restarted worker resumes exactly
 //! after the checkpoint, so no event is applied twice or skipped.
@@ -35,9 +40,14 @@ use crate::projection::{Progress, Projection};
 mod fast_text;
 
 /// Format version of snapshot files written by this build (the state in bincode, instants
-/// as seconds and nanoseconds). Format 2, which wrote instants as text in bincode, lived
-/// for one commit: its snapshots are stale (the projection rebuilds from position 0).
-pub const SNAPSHOT_FORMAT: u32 = 3;
+/// as seconds and nanoseconds, table values as byte strings, a checksum in the header).
+/// Format 2, which wrote instants as text in bincode, lived for one commit: its snapshots are
+/// stale (the projection rebuilds from position 0).
+pub const SNAPSHOT_FORMAT: u32 = 4;
+
+/// The earlier binary format, still loaded: as format 4, but each table value inline
+/// rather than a byte string, and no checksum.
+pub const SNAPSHOT_FORMAT_INLINE: u32 = 3;
 
 /// The earlier format, still loaded: the state as JSON.
 pub const SNAPSHOT_FORMAT_JSON: u32 = 1;
@@ -70,6 +80,9 @@ pub struct SnapshotHeader {
     pub progress: Progress,
     /// Length of the state after the header line, in bytes.
     pub state_size_bytes: u64,
+    /// CRC-32 (IEEE) of the state's bytes, checked before they are decoded (format 4 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_crc32: Option<u32>,
     /// Wall-clock time of the save (informational only).
     pub saved_at: DateTime<Utc>,
 }
@@ -158,10 +171,16 @@ pub fn load<P: Projection>(
             })
         }
     };
-    if header.format != SNAPSHOT_FORMAT && header.format != SNAPSHOT_FORMAT_JSON {
+    if ![
+        SNAPSHOT_FORMAT,
+        SNAPSHOT_FORMAT_INLINE,
+        SNAPSHOT_FORMAT_JSON,
+    ]
+    .contains(&header.format)
+    {
         return Ok(Loaded::Stale {
             reason: format!(
-                "snapshot format {} (this build reads {SNAPSHOT_FORMAT_JSON} and {SNAPSHOT_FORMAT})",
+                "snapshot format {} (this build reads {SNAPSHOT_FORMAT_JSON}, {SNAPSHOT_FORMAT_INLINE} and {SNAPSHOT_FORMAT})",
                 header.format
             ),
         });
@@ -194,6 +213,19 @@ pub fn load<P: Projection>(
             ),
         });
     }
+    if header.format == SNAPSHOT_FORMAT {
+        let crc = crc32fast::hash(body);
+        if header.state_crc32 != Some(crc) {
+            return Ok(Loaded::Stale {
+                reason: format!(
+                    "the state's checksum is {crc:08x}, the header says {} (damaged)",
+                    header
+                        .state_crc32
+                        .map_or_else(|| "none".to_owned(), |c| format!("{c:08x}"))
+                ),
+            });
+        }
+    }
     match decode_state(header.format, body) {
         Ok(state) => Ok(Loaded::Resumed {
             state,
@@ -216,7 +248,7 @@ enum DecodeError {
     Trailing { unread: usize },
 }
 
-/// Decodes a state body of snapshot format `format` (one of the two this build reads).
+/// Decodes a state body of snapshot format `format` (one of the three this build reads).
 fn decode_state<S: serde::de::DeserializeOwned>(
     format: u32,
     body: &[u8],
@@ -224,7 +256,12 @@ fn decode_state<S: serde::de::DeserializeOwned>(
     if format == SNAPSHOT_FORMAT_JSON {
         return Ok(serde_json::from_slice(body)?);
     }
-    let (state, read) = bincode::serde::decode_from_slice(body, bincode_config())?;
+    let decode = || bincode::serde::decode_from_slice(body, bincode_config());
+    let (state, read) = if format == SNAPSHOT_FORMAT_INLINE {
+        crate::table::with_inline_values(decode)?
+    } else {
+        decode()?
+    };
     match body.len().checked_sub(read) {
         Some(0) => Ok(state),
         unread => Err(DecodeError::Trailing {
@@ -237,6 +274,7 @@ fn header_of<P: Projection>(
     projection: &P,
     progress: &Progress,
     size: u64,
+    crc: u32,
     saved_at: DateTime<Utc>,
 ) -> SnapshotHeader {
     SnapshotHeader {
@@ -246,6 +284,7 @@ fn header_of<P: Projection>(
         config: projection.config(),
         progress: progress.clone(),
         state_size_bytes: size,
+        state_crc32: Some(crc),
         saved_at,
     }
 }
@@ -279,7 +318,13 @@ pub fn encode<P: Projection>(
     let mut body = Vec::new();
     write_state(state, &mut body).map_err(|e| serialize_error(projection.name(), &e))?;
     let size = u64::try_from(body.len()).unwrap_or(u64::MAX);
-    let header = header_of(projection, progress, size, Utc::now());
+    let header = header_of(
+        projection,
+        progress,
+        size,
+        crc32fast::hash(&body),
+        Utc::now(),
+    );
     let mut out = serde_json::to_vec(&header).map_err(ser)?;
     out.push(b'\n');
     out.extend_from_slice(&body);
@@ -287,12 +332,40 @@ pub fn encode<P: Projection>(
 }
 
 /// Bytes of spaces reserved after the header line's JSON: the header is written before the
-/// state with a size of 0, then rewritten in place with the state's size, whose digits take
-/// at most 19 bytes more (everything else in the header stays the same).
+/// state with a size of 0 and the widest checksum, then rewritten in place with the state's
+/// size, whose digits take at most 19 bytes more (everything else in the header stays the
+/// same).
 const HEADER_SLACK_BYTES: usize = 32;
 
 /// Buffer between the serializer and the snapshot file.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Hashes (CRC-32) the bytes written through it after the first `skip`: the snapshot file
+/// below its buffer, so the state is hashed in the buffer's large blocks and the header
+/// line is not.
+struct Checksummed<W> {
+    inner: W,
+    skip: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let written = buf.get(..n).unwrap_or_default();
+        let skipped = usize::try_from(self.skip).map_or(written.len(), |s| s.min(written.len()));
+        self.hasher
+            .update(written.get(skipped..).unwrap_or_default());
+        self.skip = self
+            .skip
+            .saturating_sub(u64::try_from(skipped).unwrap_or(u64::MAX));
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Counts the bytes written through it.
 struct Counting<W> {
@@ -339,13 +412,13 @@ pub fn save<P: Projection>(
     fs::create_dir_all(dir).map_err(|e| io_err(name, "creating", dir, e))?;
     let tmp = path.with_extension("tmp");
     let saved_at = Utc::now();
-    let header_json = |size: u64| {
-        serde_json::to_vec(&header_of(projection, progress, size, saved_at))
+    let header_json = |size: u64, crc: u32| {
+        serde_json::to_vec(&header_of(projection, progress, size, crc, saved_at))
             .map_err(|e| serialize_error(name, &e))
     };
     // The header line padded with spaces to `width` bytes, then the newline.
-    let header_line = |size: u64, width: usize| -> Result<Vec<u8>, ProjectionError> {
-        let mut line = header_json(size)?;
+    let header_line = |size: u64, crc: u32, width: usize| -> Result<Vec<u8>, ProjectionError> {
+        let mut line = header_json(size, crc)?;
         if line.len() > width {
             return Err(ProjectionError::Serialize {
                 projection: name.to_owned(),
@@ -359,13 +432,21 @@ pub fn save<P: Projection>(
         line.push(b'\n');
         Ok(line)
     };
-    let width = header_json(0)?.len().saturating_add(HEADER_SLACK_BYTES);
+    let width = header_json(0, u32::MAX)?
+        .len()
+        .saturating_add(HEADER_SLACK_BYTES);
     let file = File::create(&tmp).map_err(|e| io_err(name, "creating", &tmp, e))?;
+    let first_line = header_line(0, u32::MAX, width)?;
+    let checksummed = Checksummed {
+        inner: file,
+        skip: u64::try_from(first_line.len()).unwrap_or(u64::MAX),
+        hasher: crc32fast::Hasher::new(),
+    };
     let mut out = Counting {
-        inner: std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+        inner: std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, checksummed),
         written: 0,
     };
-    out.write_all(&header_line(0, width)?)
+    out.write_all(&first_line)
         .map_err(|e| io_err(name, "writing", &tmp, e))?;
     let header_bytes = out.written;
     write_state(state, &mut out).map_err(|e| match (e, projection.fault(state)) {
@@ -379,11 +460,13 @@ pub fn save<P: Projection>(
         (other, None) => serialize_error(name, &other),
     })?;
     let size = out.written.saturating_sub(header_bytes);
-    let mut file = out
+    let checksummed = out
         .inner
         .into_inner()
         .map_err(|e| io_err(name, "writing", &tmp, e.error()))?;
-    let header = header_line(size, width)?;
+    let crc = checksummed.hasher.finalize();
+    let mut file = checksummed.inner;
+    let header = header_line(size, crc, width)?;
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.write_all(&header))
         .map_err(|e| io_err(name, "writing", &tmp, e))?;
@@ -625,8 +708,9 @@ mod tests {
         let state: Vec<u64> = vec![4, 5, 6];
         // Written as the builds before format 2 wrote it: JSON header line, JSON state.
         let body = serde_json::to_vec(&state).unwrap();
-        let mut header = header_of(&P(1), &progress, body.len() as u64, Utc::now());
+        let mut header = header_of(&P(1), &progress, body.len() as u64, 0, Utc::now());
         header.format = SNAPSHOT_FORMAT_JSON;
+        header.state_crc32 = None;
         let mut bytes = serde_json::to_vec(&header).unwrap();
         bytes.push(b'\n');
         bytes.extend_from_slice(&body);
@@ -695,6 +779,100 @@ mod tests {
         save(&projection, &state, &Progress::default(), &path).unwrap();
         match load(&projection, &path).unwrap() {
             Loaded::Resumed { state: loaded, .. } => assert_eq!(loaded, state),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A pipeline state of `n` opportunities, some spilled to disk when `n` passes a
+    /// generation.
+    fn pipeline_state(n: usize) -> crate::read_models::pipeline::PipelineState {
+        let mut state = crate::read_models::pipeline::PipelineState::default();
+        for i in 0..n {
+            let opened = format!(
+                r#"{{"account":"a{i}","owner":"o","product":"p","amount_minor":{i},"currency":"USD","expected_close":"2024-04-01","kind":"new","stage":"s","probability":10,"opened_at":"2024-01-01T00:00:00Z","is_test":false,"status":{{"status":"open"}},"visits":[],"closed_by":null}}"#
+            );
+            let opp: crate::read_models::pipeline::Opp = serde_json::from_str(&opened).unwrap();
+            state
+                .opportunities
+                .insert(format!("opp-{i:06}").into(), opp);
+        }
+        state
+    }
+
+    #[test]
+    fn a_format_3_snapshot_with_inline_table_values_still_loads() {
+        use crate::read_models::pipeline::PipelineProjection;
+        let state = pipeline_state(30_000);
+        let projection = PipelineProjection::default();
+        let progress = Progress {
+            position: crm_eventstore::Position(30_000),
+            ..Progress::default()
+        };
+        // Written as format 3 wrote it: each table value inline, no checksum.
+        let mut body = Vec::new();
+        crate::table::with_inline_values(|| write_state(&state, &mut body)).unwrap();
+        let mut current = Vec::new();
+        write_state(&state, &mut current).unwrap();
+        assert_ne!(body, current, "format 4 holds table values as byte strings");
+        let mut header = header_of(&projection, &progress, body.len() as u64, 0, Utc::now());
+        header.format = SNAPSHOT_FORMAT_INLINE;
+        header.state_crc32 = None;
+        let mut bytes = serde_json::to_vec(&header).unwrap();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SERVING_FILE);
+        write_atomic("pipeline", &path, &bytes).unwrap();
+        match load(&projection, &path).unwrap() {
+            Loaded::Resumed {
+                state: loaded,
+                progress: p,
+            } => {
+                assert_eq!(loaded, state);
+                assert_eq!(p.position.0, 30_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The next save writes format 4, which loads to the same state.
+        save(&projection, &state, &progress, &path).unwrap();
+        assert_eq!(
+            read_header(&path, "pipeline").unwrap().unwrap().format,
+            SNAPSHOT_FORMAT
+        );
+        match load(&projection, &path).unwrap() {
+            Loaded::Resumed { state: loaded, .. } => assert_eq!(loaded, state),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_format_4_state_fails_its_checksum_and_is_stale() {
+        use crate::read_models::pipeline::PipelineProjection;
+        let state = pipeline_state(2_000);
+        let projection = PipelineProjection::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SERVING_FILE);
+        save(&projection, &state, &Progress::default(), &path).unwrap();
+        let header = read_header(&path, "pipeline").unwrap().unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let body_start = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+        assert_eq!(
+            header.state_crc32,
+            Some(crc32fast::hash(&bytes[body_start..]))
+        );
+        // The same body as the in-memory encoding, checksum included.
+        let encoded = encode(&projection, &state, &Progress::default()).unwrap();
+        assert_eq!(
+            &encoded[encoded.iter().position(|b| *b == b'\n').unwrap() + 1..],
+            &bytes[body_start..]
+        );
+        // A byte inside a table value (the body's middle) flipped: it would still decode.
+        let mut damaged = bytes.clone();
+        let middle = body_start + (bytes.len() - body_start) / 2;
+        damaged[middle] ^= 0x01;
+        write_atomic("pipeline", &path, &damaged).unwrap();
+        match load(&projection, &path).unwrap() {
+            Loaded::Stale { reason } => assert!(reason.contains("checksum"), "{reason}"),
             other => panic!("{other:?}"),
         }
     }

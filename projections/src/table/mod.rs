@@ -17,10 +17,14 @@
 //! The runs are scratch space, not state of record: they live in a temporary directory of
 //! the table's own, removed when the table is dropped, and are never read by another table
 //! or process. The snapshot file stays the projection's only durable form: a table
-//! serializes as a plain map, in key order, exactly as the `BTreeMap` it replaced. Loading a
-//! snapshot fills a new table's `young` with the first generation's worth of entries and
-//! streams the rest, already in key order, into one run at the level that merging runs of
-//! one generation would have reached, so a load writes each entry once and merges nothing.
+//! serializes as a map in key order. In JSON it is exactly the `BTreeMap` it replaced; in a
+//! binary format (a snapshot) each value is a byte string of its encoding in a run, so the
+//! values on disk are copied into the snapshot and back into a run as they are, never
+//! decoded (snapshot format 3 held them inline: [`with_inline_values`] still reads it).
+//! Loading a snapshot fills a new table's `young` with the first generation's worth of
+//! entries and streams the rest, already in key order, into one run at the level that merging
+//! runs of one generation would have reached, so a load writes each entry once and merges
+//! nothing.
 //!
 //! A run that cannot be written or read back (a full or failing disk) makes the table
 //! faulty: the failure is recorded ([`Table::fault`]), a lookup that could not complete
@@ -33,6 +37,7 @@ mod run;
 mod sorted;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 #[cfg(test)]
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
@@ -630,6 +635,13 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
 
     /// Every entry, in key order (entries on disk are read back as they are reached).
     pub fn iter(&self) -> Iter<'_, V> {
+        Iter {
+            entries: self.entries(),
+        }
+    }
+
+    /// Every entry in key order, as held: a value in memory, or a value's bytes on disk.
+    fn entries(&self) -> Entries<'_, V> {
         let disk = match self.disk.as_ref().map(|d| Merged::new(d.runs.iter().rev())) {
             Some(Ok(merged)) => Some(merged),
             Some(Err(e)) => {
@@ -638,7 +650,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
             }
             None => None,
         };
-        Iter {
+        Entries {
             table: self,
             young: sorted_entries(&self.young).into_iter().peekable(),
             young_gone: sorted_keys(&self.young_gone).into_iter().peekable(),
@@ -694,7 +706,7 @@ fn sorted_keys(set: &Set) -> Vec<&str> {
 
 /// The entries of a [`Table`] in key order: a merge of its generations, their tombstones
 /// and its runs on disk, the youngest entry of each key winning.
-pub struct Iter<'a, V> {
+struct Entries<'a, V> {
     table: &'a Table<V>,
     young: Peekable<std::vec::IntoIter<(&'a str, &'a V)>>,
     young_gone: Peekable<std::vec::IntoIter<&'a str>>,
@@ -705,8 +717,14 @@ pub struct Iter<'a, V> {
     disk_head: Option<(String, Option<Vec<u8>>)>,
 }
 
-impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
-    type Item = (Cow<'a, str>, Cow<'a, V>);
+/// A value as a table holds it: in memory, or encoded on disk (read back).
+enum Held<'a, V> {
+    Memory(&'a V),
+    Disk(Vec<u8>),
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Entries<'a, V> {
+    type Item = (Cow<'a, str>, Held<'a, V>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -748,7 +766,7 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             if advance[0] {
                 if let Some((k, v)) = self.young.next() {
                     if rank == 0 {
-                        item = Some((Cow::Borrowed(k), Cow::Borrowed(v)));
+                        item = Some((Cow::Borrowed(k), Held::Memory(v)));
                     }
                 }
             }
@@ -758,7 +776,7 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             if advance[2] {
                 if let Some((k, v)) = self.old.next() {
                     if rank == 2 {
-                        item = Some((Cow::Borrowed(k), Cow::Borrowed(v)));
+                        item = Some((Cow::Borrowed(k), Held::Memory(v)));
                     }
                 }
             }
@@ -769,8 +787,7 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
                 if let Some((k, bytes)) = self.disk_head.take() {
                     if rank == 4 {
                         if let Some(bytes) = bytes {
-                            let value = self.table.decode(&k, &bytes)?;
-                            item = Some((Cow::Owned(k), Cow::Owned(value)));
+                            item = Some((Cow::Owned(k), Held::Disk(bytes)));
                         }
                     }
                 }
@@ -780,6 +797,25 @@ impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
             }
             // The youngest entry of this key is a tombstone: go on.
         }
+    }
+}
+
+/// The entries of a [`Table`] in key order, values on disk decoded as they are reached.
+pub struct Iter<'a, V> {
+    entries: Entries<'a, V>,
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Clone> Iterator for Iter<'a, V> {
+    type Item = (Cow<'a, str>, Cow<'a, V>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, held) = self.entries.next()?;
+        let value = match held {
+            Held::Memory(v) => Cow::Borrowed(v),
+            // An entry that cannot be read back ends the listing; the table records why.
+            Held::Disk(bytes) => Cow::Owned(self.entries.table.decode(&key, &bytes)?),
+        };
+        Some((key, value))
     }
 }
 
@@ -835,20 +871,104 @@ impl<V: Serialize + DeserializeOwned + Clone + fmt::Debug> fmt::Debug for Table<
     }
 }
 
+thread_local! {
+    /// Set while a table is read or written in the form of snapshot format 3, each value
+    /// inline (see [`with_inline_values`]).
+    static INLINE_VALUES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the tables it reads or writes in a binary format holding each value inline,
+/// as snapshot format 3 did, instead of as a byte string of its own encoding.
+pub(crate) fn with_inline_values<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INLINE_VALUES.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INLINE_VALUES.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether a table's values go as byte strings (their encoding in a run): in a binary
+/// format, unless [`with_inline_values`] asks for them inline. A human-readable format
+/// (JSON) always holds them inline.
+fn values_as_bytes(human_readable: bool) -> bool {
+    !human_readable && !INLINE_VALUES.with(Cell::get)
+}
+
+/// A value's encoding, written as a byte string.
+struct AsBytes<'a>(&'a [u8]);
+
+impl Serialize for AsBytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// A value's encoding read back from a byte string, borrowed from the input when it can be.
+struct FromBytes<'de>(Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for FromBytes<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = FromBytes<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of an encoded value")
+            }
+
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(FromBytes(Cow::Borrowed(v)))
+            }
+
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(FromBytes(Cow::Owned(v.to_vec())))
+            }
+
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+                Ok(FromBytes(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_bytes(BytesVisitor)
+    }
+}
+
 impl<V: Serialize + DeserializeOwned + Clone> Serialize for Table<V> {
-    /// As a map in key order, the same bytes as a `BTreeMap` of the entries. Fails when the
-    /// table is faulty or an entry on disk cannot be read back, so an incomplete table is
-    /// never written.
+    /// As a map in key order. In a human-readable format (and in snapshot format 3) the
+    /// same bytes as a `BTreeMap` of the entries; in a binary one each value is a byte
+    /// string of its encoding in a run, so a value on disk is copied, never decoded and
+    /// encoded again. Fails when the table is faulty or an entry on disk cannot be read
+    /// back, so an incomplete table is never written.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
         if let Some(fault) = self.fault() {
             return Err(S::Error::custom(fault));
         }
+        let as_bytes = values_as_bytes(serializer.is_human_readable());
         let mut map = serializer.serialize_map(Some(self.len))?;
         let mut written = 0usize;
-        for (key, value) in self.iter() {
-            map.serialize_entry(key.as_ref(), value.as_ref())?;
-            written = written.saturating_add(1);
+        if as_bytes {
+            let mut encoded = Vec::new();
+            for (key, held) in self.entries() {
+                match held {
+                    Held::Memory(value) => {
+                        encoded.clear();
+                        encode_value_into(&key, value, &mut encoded).map_err(S::Error::custom)?;
+                        map.serialize_entry(key.as_ref(), &AsBytes(&encoded))?;
+                    }
+                    Held::Disk(bytes) => map.serialize_entry(key.as_ref(), &AsBytes(&bytes))?,
+                }
+                written = written.saturating_add(1);
+            }
+        } else {
+            for (key, value) in self.iter() {
+                map.serialize_entry(key.as_ref(), value.as_ref())?;
+                written = written.saturating_add(1);
+            }
         }
         if let Some(fault) = self.fault() {
             return Err(S::Error::custom(fault));
@@ -863,9 +983,44 @@ impl<V: Serialize + DeserializeOwned + Clone> Serialize for Table<V> {
     }
 }
 
+/// An entry's value as a saved table holds it: inline, or the bytes of its encoding.
+enum Saved<'de, V> {
+    Value(V),
+    Bytes(Cow<'de, [u8]>),
+}
+
+impl<V: Serialize + DeserializeOwned> Saved<'_, V> {
+    /// The value of `key`, decoded from its bytes if need be.
+    fn into_value<E: serde::de::Error>(self, key: &str) -> Result<V, E> {
+        match self {
+            Saved::Value(v) => Ok(v),
+            Saved::Bytes(bytes) => {
+                bincode::serde::decode_from_slice::<V, _>(&bytes, bincode_config())
+                    .map(|(v, _)| v)
+                    .map_err(|e| E::custom(format!("the value of `{key}` does not decode: {e}")))
+            }
+        }
+    }
+
+    /// The bytes of the value of `key` as a run holds them, encoded if need be.
+    fn into_bytes(self, key: &str) -> Result<Vec<u8>, SpillError> {
+        match self {
+            Saved::Value(v) => {
+                let mut bytes = Vec::new();
+                encode_value_into(key, &v, &mut bytes)?;
+                Ok(bytes)
+            }
+            Saved::Bytes(bytes) => Ok(bytes.into_owned()),
+        }
+    }
+}
+
 impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TableVisitor<V>(PhantomData<V>);
+        struct TableVisitor<V> {
+            as_bytes: bool,
+            value: PhantomData<V>,
+        }
 
         impl<'de, V: Serialize + DeserializeOwned + Clone> Visitor<'de> for TableVisitor<V> {
             type Value = Table<V>;
@@ -876,14 +1031,25 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
 
             /// The first generation's worth of entries stays in memory; the rest, already in
             /// key order, is streamed into one run on disk when the format tells how many
-            /// entries follow (bincode), which sizes the run's Bloom filter.
+            /// entries follow (bincode), which sizes the run's Bloom filter. Values saved as
+            /// byte strings go into that run as they are, never decoded.
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Table<V>, A::Error> {
                 use serde::de::Error;
                 let mut table = Table::new();
                 let mut last: Option<Text> = None;
+                let as_bytes = self.as_bytes;
                 // The next entry; a saved table lists its keys in order, each once.
-                let mut next = |access: &mut A| -> Result<Option<(Text, V)>, A::Error> {
-                    let Some((key, value)) = access.next_entry::<Text, V>()? else {
+                let mut next = |access: &mut A| -> Result<Option<(Text, Saved<'de, V>)>, A::Error> {
+                    let entry = if as_bytes {
+                        access
+                            .next_entry::<Text, FromBytes<'de>>()?
+                            .map(|(k, v)| (k, Saved::Bytes(v.0)))
+                    } else {
+                        access
+                            .next_entry::<Text, V>()?
+                            .map(|(k, v)| (k, Saved::Value(v)))
+                    };
+                    let Some((key, value)) = entry else {
                         return Ok(None);
                     };
                     if last.as_ref().is_some_and(|l| key <= *l) {
@@ -898,6 +1064,7 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                     let Some((key, value)) = next(&mut access)? else {
                         return Ok(table);
                     };
+                    let value = value.into_value(&key)?;
                     table.push_new(key, value);
                 }
                 let Some((key, value)) = next(&mut access)? else {
@@ -906,8 +1073,10 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                 let Some(remaining) = access.size_hint() else {
                     // A format that does not tell the map's length (JSON): one run per
                     // generation, merged as they come.
+                    let value = value.into_value(&key)?;
                     table.push_new(key, value);
                     while let Some((key, value)) = next(&mut access)? {
+                        let value = value.into_value(&key)?;
                         table.push_new(key, value);
                     }
                     return match table.fault() {
@@ -936,9 +1105,8 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
                             }
                         },
                     };
-                    let mut bytes = Vec::new();
-                    match encode_value_into(&key, &value, &mut bytes) {
-                        Ok(()) => Some((key, Some(bytes))),
+                    match value.into_bytes(&key) {
+                        Ok(bytes) => Some((key, Some(bytes))),
                         Err(e) => {
                             failure = Some(spill_failed(e));
                             None
@@ -956,7 +1124,11 @@ impl<'de, V: Serialize + DeserializeOwned + Clone> Deserialize<'de> for Table<V>
             }
         }
 
-        deserializer.deserialize_map(TableVisitor(PhantomData))
+        let as_bytes = values_as_bytes(deserializer.is_human_readable());
+        deserializer.deserialize_map(TableVisitor {
+            as_bytes,
+            value: PhantomData,
+        })
     }
 }
 
@@ -1034,6 +1206,13 @@ mod tests {
 
     #[test]
     fn a_spilled_table_serializes_to_the_bytes_of_the_map_it_replaces() {
+        /// A value's bincode bytes, serialized as a byte string.
+        struct Encoding(Vec<u8>);
+        impl Serialize for Encoding {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(&self.0)
+            }
+        }
         let mut table: Table<Vec<u32>> = small(3);
         let mut model: BTreeMap<Text, Vec<u32>> = BTreeMap::new();
         for i in 0..50u32 {
@@ -1043,9 +1222,27 @@ mod tests {
         }
         assert!(table.spilled() > 0);
         let config = bincode::config::standard();
+        // In a binary format, the map of each value's encoding as a byte string.
         let ours = bincode::serde::encode_to_vec(&table, config).unwrap();
-        let theirs = bincode::serde::encode_to_vec(&model, config).unwrap();
-        assert_eq!(ours, theirs);
+        let encodings: BTreeMap<&Text, Encoding> = model
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Encoding(bincode::serde::encode_to_vec(v, config).unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ours,
+            bincode::serde::encode_to_vec(&encodings, config).unwrap()
+        );
+        // Inline, as snapshot format 3 held it, and in JSON: the map itself.
+        let inline = with_inline_values(|| bincode::serde::encode_to_vec(&table, config)).unwrap();
+        assert_eq!(
+            inline,
+            bincode::serde::encode_to_vec(&model, config).unwrap()
+        );
         assert_eq!(
             serde_json::to_string(&table).unwrap(),
             serde_json::to_string(&model).unwrap()
@@ -1054,6 +1251,11 @@ mod tests {
             bincode::serde::decode_from_slice(&ours, config).unwrap();
         assert_eq!(back, table);
         assert_eq!(back.clone(), table);
+        let (back, _): (Table<Vec<u32>>, _) =
+            with_inline_values(|| bincode::serde::decode_from_slice(&inline, config)).unwrap();
+        assert_eq!(back, table);
+        // Read in the other form, the bytes do not pass for a table.
+        assert!(bincode::serde::decode_from_slice::<Table<Vec<u32>>, _>(&inline, config).is_err());
         let changed: Table<Vec<u32>> = model
             .iter()
             .map(|(k, v)| (k.clone(), if k == "id-7" { vec![0] } else { v.clone() }))

@@ -62,7 +62,7 @@ pub struct Rep {
 /// How an opportunity stands.
 ///
 /// In JSON (format 1 snapshots, and any human-readable form) it is internally tagged,
-/// `{"status": "won", ...}`; in binary forms (format 3 snapshots, bincode), which cannot
+/// `{"status": "won", ...}`; in binary forms (snapshots of format 3 on, bincode), which cannot
 /// read an internal tag, it is externally tagged (see [`status_serde`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OppStatus {
