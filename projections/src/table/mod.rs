@@ -20,7 +20,7 @@
 //! serializes as a map in key order. In JSON it is exactly the `BTreeMap` it replaced; in a
 //! binary format (a snapshot) each value is a byte string of its encoding in a run, so the
 //! values on disk are copied into the snapshot and back into a run as they are, never
-//! decoded (snapshot format 3 held them inline: [`with_inline_values`] still reads it).
+//! decoded (snapshot format 3 held them inline: `with_inline_values` still reads it).
 //! Loading a snapshot fills a new table's `young` with the first generation's worth of
 //! entries and streams the rest, already in key order, into one run at the level that merging
 //! runs of one generation would have reached, so a load writes each entry once and merges
