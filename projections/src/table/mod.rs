@@ -528,6 +528,10 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
         // `old` is empty now: it becomes the new `young`, keeping its allocation.
         std::mem::swap(&mut self.old, &mut self.young);
         std::mem::swap(&mut self.old_gone, &mut self.young_gone);
+        // A table that filled a generation fills the next: sized once (the first time, when
+        // `old` had no allocation yet) instead of grown by doubling, rehashing and moving its
+        // entries at every step; a generation's worth of entries is what growing reaches.
+        self.young.reserve(self.generation_entries);
     }
 
     /// Writes `old` and its tombstones to disk as one run, then merges runs as due.
