@@ -124,10 +124,12 @@ struct PageReader {
 
 impl Selector for PageReader {
     fn select(&mut self, record: &RecordView<'_>) -> bool {
-        let decode = kind_of(record.event_type)
+        let kind = kind_of(record.event_type);
+        let decode = kind
             .and_then(|k| self.wanted.get(usize::from(k)))
             .is_some_and(|w| *w);
-        self.events.push(CachedEvent::from_view(record, decode));
+        self.events
+            .push(CachedEvent::from_view_of_kind(record, kind, decode));
         false
     }
 }

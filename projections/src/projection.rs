@@ -113,7 +113,8 @@ pub struct SkipNote {
 /// Each event type of the domain catalog by its index, and the index of each, so a recorded
 /// event's type is looked up once (when it is read) and every projection then decides by index.
 struct Kinds {
-    by_name: HashMap<&'static str, u16>,
+    /// A fixed hasher: the keys are the catalog's, and a lookup per event read is hot.
+    by_name: HashMap<&'static str, u16, foldhash::fast::FixedState>,
     names: Vec<&'static str>,
 }
 
@@ -164,7 +165,15 @@ impl CachedEvent {
     /// decode: not when it is decoded now, and not for a type this build does not know (such
     /// an event is skipped, never decoded).
     pub(crate) fn from_view(view: &RecordView<'_>, decode: bool) -> CachedEvent {
-        let kind = kind_of(view.event_type);
+        Self::from_view_of_kind(view, kind_of(view.event_type), decode)
+    }
+
+    /// As [`CachedEvent::from_view`], with the type's catalog index looked up already.
+    pub(crate) fn from_view_of_kind(
+        view: &RecordView<'_>,
+        kind: Option<u16>,
+        decode: bool,
+    ) -> CachedEvent {
         let decoded = OnceLock::new();
         let payload = match kind {
             Some(_) if decode => {
