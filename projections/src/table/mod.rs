@@ -135,7 +135,8 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Why a generation could not be written to disk (recorded as the table's fault).
+/// Why a generation could not be written to disk (recorded as the table's fault), or a value
+/// encoded for a snapshot.
 #[derive(Debug, thiserror::Error)]
 enum SpillError {
     #[error("creating the spill directory {}: {source}", path.display())]
@@ -148,7 +149,7 @@ enum SpillError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the entry `{key}` could not be spilled: {source}")]
+    #[error("the entry `{key}` could not be encoded: {source}")]
     Encode {
         key: Text,
         source: bincode::error::EncodeError,
