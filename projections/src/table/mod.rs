@@ -369,6 +369,11 @@ fn encode_value_into<V: Serialize>(
         })
 }
 
+/// The value whose bytes a run holds (as [`encode_value_into`] wrote them).
+fn decode_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice::<V, _>(bytes, bincode_config()).map(|(v, _)| v)
+}
+
 /// A generation in memory (hashed: its order is made when it is listed or spilled).
 type Map<V> = HashMap<Text, V, foldhash::fast::RandomState>;
 /// Tombstones of a generation.
@@ -451,8 +456,8 @@ impl<V: Serialize + DeserializeOwned + Clone> Table<V> {
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Option<V> {
-        match bincode::serde::decode_from_slice::<V, _>(bytes, bincode_config()) {
-            Ok((v, _)) => Some(v),
+        match decode_value(bytes) {
+            Ok(v) => Some(v),
             Err(e) => {
                 self.record(|| format!("the spilled entry `{key}` could not be read back: {e}"));
                 None
@@ -999,11 +1004,8 @@ impl<V: Serialize + DeserializeOwned> Saved<'_, V> {
     fn into_value<E: serde::de::Error>(self, key: &str) -> Result<V, E> {
         match self {
             Saved::Value(v) => Ok(v),
-            Saved::Bytes(bytes) => {
-                bincode::serde::decode_from_slice::<V, _>(&bytes, bincode_config())
-                    .map(|(v, _)| v)
-                    .map_err(|e| E::custom(format!("the value of `{key}` does not decode: {e}")))
-            }
+            Saved::Bytes(bytes) => decode_value(&bytes)
+                .map_err(|e| E::custom(format!("the value of `{key}` does not decode: {e}"))),
         }
     }
 

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::run::Merged;
-use super::{bincode_config, entries_per_generation, refill, Disk, Encoded, SpillError};
+use super::{decode_value, entries_per_generation, refill, Disk, Encoded, SpillError};
 
 /// Separates the group from the sequence number in a key on disk.
 const GROUP_END: char = '\0';
@@ -242,8 +242,8 @@ impl<'a, V: Clone + DeserializeOwned> Iterator for FinishedIter<'a, V> {
         // The key read back is owned already: cut it down to its group.
         key.truncate(group_of(&key).len());
         Some(
-            bincode::serde::decode_from_slice::<V, _>(&bytes, bincode_config())
-                .map(|(value, _)| (key, std::borrow::Cow::Owned(value)))
+            decode_value::<V>(&bytes)
+                .map(|value| (key, std::borrow::Cow::Owned(value)))
                 .map_err(SortedError::from),
         )
     }
