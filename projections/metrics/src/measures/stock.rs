@@ -79,14 +79,23 @@ impl Spell {
     }
 }
 
+/// A spell as made: its entity's number and its place in the order of making, so that one
+/// sort in place (no scratch copy of the list) groups the spells by entity and keeps each
+/// entity's spells in the order they were made.
+struct Made {
+    entity: u32,
+    seq: u32,
+    spell: Spell,
+}
+
 /// One entity's spells, in the order they were made.
 struct Entity<'s> {
-    spells: &'s [(u32, Spell)],
+    spells: &'s [Made],
 }
 
 impl<'s> Entity<'s> {
     fn spells(&self) -> impl DoubleEndedIterator<Item = &'s Spell> {
-        self.spells.iter().map(|(_, s)| s)
+        self.spells.iter().map(|m| &m.spell)
     }
 
     fn running(&self, t: DateTime<Utc>) -> Option<&'s Spell> {
@@ -133,7 +142,7 @@ enum EntityKey {
 /// Every entity's spells (with the entity's number), entity after entity
 /// (`bounds[e]..bounds[e + 1]`), and the spells a rule left out with its code.
 struct Spells {
-    spells: Vec<(u32, Spell)>,
+    spells: Vec<Made>,
     bounds: Vec<usize>,
     excluded: Vec<(Spell, String)>,
 }
@@ -240,7 +249,10 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     // Each spell with its entity's number, in the order made; grouped by entity below.
     // Numbered in the order first met; the map's own order is never read.
     let mut keys: HashMap<EntityKey, u32, FnvBuild> = HashMap::default();
-    let mut made: Vec<(u32, Spell)> = Vec::new();
+    // At most one spell per opening event: the list is sized once, never grown by doubling
+    // (over a long log the slack and the copy of a growing list were much of the peak).
+    let openers: usize = opens.iter().map(|t| view.of_type(t).len()).sum();
+    let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
     let mut finish = |s: Spell, code: Option<String>| {
         if let Some(code) = code {
@@ -253,7 +265,12 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
         };
         let next = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         let n = *keys.entry(key).or_insert(next);
-        made.push((n, s));
+        let seq = u32::try_from(made.len()).unwrap_or(u32::MAX);
+        made.push(Made {
+            entity: n,
+            seq,
+            spell: s,
+        });
     };
     for s in streams {
         let Some(info) = view.stream(s) else { continue };
@@ -311,12 +328,12 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     }
     drop(keys);
     // Entity by entity, each one's spells in the order they were made.
-    made.sort_by_key(|(n, _)| *n);
+    made.sort_unstable_by_key(|m| (m.entity, m.seq));
     made.shrink_to_fit();
     let mut bounds = vec![0];
     for (at, w) in made.windows(2).enumerate() {
-        if let [(a, _), (b, _)] = w {
-            if a != b {
+        if let [a, b] = w {
+            if a.entity != b.entity {
                 bounds.push(at + 1);
             }
         }
@@ -335,6 +352,8 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
 /// is listed under, and its amounts.
 struct Share<'s> {
     ev: u32,
+    /// The source's place in the period's listing (ties on `ev` keep it).
+    order: u32,
     excluded: Option<&'s String>,
     num: Option<Num>,
     den: Option<Num>,
@@ -387,7 +406,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     let mut out = Out::new(reducer, frame);
     // Each period's rows join the others in event order: the rows of all periods in
     // (period, event) order. A period's shares are listed in source order, sorted by event
-    // (a stable sort: sources keep their order within an event), then settled into rows
+    // (sources keep their order within an event), then settled into rows
     // one by one.
     let mut listed: Vec<Share<'_>> = Vec::new();
     for (p, per) in frame.periods.iter().enumerate() {
@@ -395,6 +414,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
         let share = |source: Source| -> Result<Option<Share<'_>>, MetricError> {
             let plain = |ev: u32, num: Num, den: Option<Num>| Share {
                 ev,
+                order: 0,
                 excluded: None,
                 num: Some(num),
                 den,
@@ -412,6 +432,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     };
                     return Ok(relevant.then_some(Share {
                         ev: s.opener,
+                        order: 0,
                         excluded: Some(code),
                         num: None,
                         den: None,
@@ -475,6 +496,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     let age = i128::from((p1 - start).num_seconds());
                     Share {
                         ev: at1.opener,
+                        order: 0,
                         excluded: None,
                         num: None,
                         den: None,
@@ -486,12 +508,15 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
         let sources = (0..excluded.len())
             .map(Source::Excluded)
             .chain((0..entities.len()).map(Source::Entity));
-        for source in sources {
-            if let Some(s) = share(source)? {
+        for (order, source) in sources.enumerate() {
+            if let Some(mut s) = share(source)? {
+                s.order = u32::try_from(order).unwrap_or(u32::MAX);
                 listed.push(s);
             }
         }
-        listed.sort_by_key(|s| s.ev);
+        // In place (a stable sort would take a scratch copy of the listing): `order` breaks
+        // the ties as a stable sort would.
+        listed.sort_unstable_by_key(|s| (s.ev, s.order));
         for s in listed.drain(..) {
             let Some(dims) = derivation::dims_of(env, c, frame, s.ev)? else {
                 continue;
