@@ -16,6 +16,12 @@
 //! "muzzy" state, so a large structure dropped before the next phase (a question's released
 //! log index) is not part of that phase's peak. An operator overrides them with the
 //! environment variable `_RJEM_MALLOC_CONF` (jemalloc's option syntax).
+//!
+//! A phase that frees a large structure and then allocates at once returns the freed pages
+//! itself ([`return_freed_memory`]): jemalloc keeps freed pages in the arena of the thread that
+//! freed them, and other threads allocate from other arenas, so until the pages decay they
+//! count twice. Measured over 10,000,000 events (README): the catch-up at the head, which
+//! loads four snapshots right after releasing the log's index, peaked at 295 MiB without it.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub use tikv_jemallocator::Jemalloc as Allocator;
@@ -47,3 +53,28 @@ unsafe impl Sync for Options {}
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: Options =
     Options(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// Returns every page freed so far to the system now, rather than after the decay above
+/// (see the module documentation). Does nothing with the system allocator.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    purge_all_arenas();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn purge_all_arenas() {
+    // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena (jemalloc 5 numbers "all" 4096).
+    const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
+    let (old, old_len, new) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    // SAFETY: the name is a NUL-terminated static string; this control neither reads nor
+    // writes a value, so every pointer is null and the length zero, as jemalloc requires.
+    let status = unsafe { tikv_jemalloc_sys::mallctl(PURGE_ALL.as_ptr(), old, old_len, new, 0) };
+    if status != 0 {
+        tracing::debug!(status, "jemalloc did not purge its arenas");
+    }
+}

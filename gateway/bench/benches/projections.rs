@@ -17,7 +17,7 @@
 //! `CRM_BENCH_QUICK=1` makes a short smoke run. `CRM_BENCH_LOG_DIR=DIR` keeps the log in
 //! `DIR` and reuses it on the next run (it is loaded only when empty), so repeated runs, e.g.
 //! under a profiler, skip the load. `CRM_BENCH_TABLE_MEMORY_MIB=N` sets the read models'
-//! `table_memory_mib` (default 8), to weigh memory against catch-up time.
+//! `table_memory_mib` (default 4), to weigh memory against catch-up time.
 
 #![allow(
     clippy::unwrap_used,

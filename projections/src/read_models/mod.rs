@@ -41,7 +41,7 @@ pub struct ReadModelConfig {
     pub sla: SlaConfig,
     /// Memory of each read-model table (cases, subscriptions, orders, ...) in MiB: its two
     /// generations of recent entries; the rest is on disk (see [`crate::table`]). More
-    /// catches up faster over a long history and holds more. Default 8 (two of
+    /// catches up faster over a long history and holds more. Default 4 (two of
     /// [`crate::table::GENERATION_BYTES_DEFAULT`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_memory_mib: Option<u64>,
