@@ -249,8 +249,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     // Each spell with its entity's number, in the order made; grouped by entity below.
     // Numbered in the order first met; the map's own order is never read.
     let mut keys: HashMap<EntityKey, u32, FnvBuild> = HashMap::default();
-    // At most one spell per opening event: the list is sized once, never grown by doubling
-    // (over a long log the slack and the copy of a growing list were much of the peak).
+    // At most one spell per opening event: the list is sized once, never copied as it grows.
     let openers: usize = opens.iter().map(|t| view.of_type(t).len()).sum();
     let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
