@@ -2,7 +2,7 @@
 
 pub(crate) mod stock;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -311,8 +311,10 @@ fn cumulative(
     let mut out = Out::new(Reducer::of(agg), frame);
     // A fact counts in every period whose window holds it: its dimensions and contribution
     // are worked out once, and let go when the windows have moved past it (they only move
-    // forward), so what is held is the facts of one window.
-    let mut cache: BTreeMap<usize, Option<(Vec<String>, Contribution)>> = BTreeMap::new();
+    // forward), so what is held is the facts of one window: facts `first..first + len`, in
+    // order, in a ring (a B-tree of them took about twice the memory).
+    let mut cache: VecDeque<Option<(Vec<String>, Contribution)>> = VecDeque::new();
+    let mut first = 0usize;
     for (p, per) in frame.periods.iter().enumerate() {
         let start = match (window_s, to_date) {
             (Some(w), _) => per
@@ -324,14 +326,22 @@ fn cumulative(
         };
         let lo = cands.partition_point(|k| k.time < Some(start));
         let hi = cands.partition_point(|k| k.time < Some(per.end));
-        cache = cache.split_off(&lo);
+        // Let go of the facts before this window.
+        let gone = lo.saturating_sub(first).min(cache.len());
+        cache.drain(..gone);
+        first = if cache.is_empty() { lo } else { first + gone };
         for (n, cand) in cands.iter().enumerate().take(hi).skip(lo) {
-            let cached = match cache.get(&n) {
+            let at = n.checked_sub(first);
+            let cached = match at.and_then(|at| cache.get(at)) {
                 Some(hit) => hit.clone(),
                 None => {
                     let made = derivation::dims_of(env, c, frame, cand.ev)?
                         .map(|dims| (dims, agg_contribution(env, agg, cand, None)));
-                    cache.insert(n, made.clone());
+                    // Facts are met in order, so a new one is the next after the cached ones
+                    // (were it not, it is worked out again when met again: never wrong).
+                    if at == Some(cache.len()) {
+                        cache.push_back(made.clone());
+                    }
                     made
                 }
             };
