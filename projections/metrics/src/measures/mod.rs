@@ -312,7 +312,7 @@ fn cumulative(
     // A fact counts in every period whose window holds it: its dimensions and contribution
     // are worked out once, and let go when the windows have moved past it (they only move
     // forward), so what is held is the facts of one window: facts `first..first + len`, in
-    // order, in a ring (a B-tree of them took about twice the memory).
+    // order, in a ring (a B-tree, filled in ascending order, left its nodes about half full).
     let mut cache: VecDeque<Option<(Vec<String>, Contribution)>> = VecDeque::new();
     let mut first = 0usize;
     for (p, per) in frame.periods.iter().enumerate() {
