@@ -98,11 +98,8 @@ pub async fn run(globals: &Globals, args: ProjectArgs) -> anyhow::Result<ExitCod
             ProjectAction::CatchUp => {
                 // The folds read only the whole log, never a stream: the embedded log's
                 // stream index (about 175 MiB over 10,000,000 events) is let go first, so it
-                // is not part of the catch-up's peak (its pages go back to the system at once,
-                // not after they decay: the workers' first allocations would not reuse them).
-                // Nothing is appended afterwards.
-                store.release_index().await;
-                crm_app::allocator::return_freed_memory();
+                // is not part of the catch-up's peak. Nothing is appended afterwards.
+                super::replay_only::release_index(&store).await;
                 let runner = projections::runner(store, &dir, &config.read_models)?;
                 Outcome::Status(projections::catch_up(&runner).await?, None)
             }

@@ -40,12 +40,18 @@ impl ReplayOnly {
 
     async fn before_replay(&self) {
         self.released
-            .get_or_init(|| async {
-                self.store.release_index().await;
-                crm_app::allocator::return_freed_memory();
-            })
+            .get_or_init(|| release_index(&self.store))
             .await;
     }
+}
+
+/// Lets the embedded log go of its stream index ([`AnyStore::release_index`]) and returns
+/// the freed pages to the system at once (`crm_app::allocator::return_freed_memory`): jemalloc
+/// would keep them in the releasing thread's arena, where the next phase's allocations on
+/// other threads do not reuse them, so they would count in its peak until they decay.
+pub(crate) async fn release_index(store: &AnyStore) {
+    store.release_index().await;
+    crm_app::allocator::return_freed_memory();
 }
 
 impl EventStore for ReplayOnly {
