@@ -128,8 +128,7 @@ impl Selector for PageReader {
         let decode = kind
             .and_then(|k| self.wanted.get(usize::from(k)))
             .is_some_and(|w| *w);
-        self.events
-            .push(CachedEvent::from_view_of_kind(record, kind, decode));
+        CachedEvent::push_view(&mut self.events, record, kind, decode);
         false
     }
 }

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::error::ProjectionError;
 use crate::feed::{Feed, PAGE_EVENTS};
-use crate::projection::{apply_cached, Progress, Projection, WantsMemo};
+use crate::projection::{apply_unmarked, Progress, Projection, WantsMemo};
 use crate::runner::RunnerOptions;
 use crate::snapshot::{self, Loaded};
 use crate::status::{Phase, RebuildStatus, WorkerError};
@@ -234,6 +234,7 @@ impl<P: Projection> Worker<P> {
             let mut guard = slot.write();
             let served = &mut *guard;
             catch_unwind(AssertUnwindSafe(|| {
+                let mut last = None;
                 for event in events {
                     let position = event.position;
                     if position > head {
@@ -243,15 +244,20 @@ impl<P: Projection> Worker<P> {
                         gap = Some(position);
                         break;
                     }
-                    apply_cached(
+                    apply_unmarked(
                         &self.projection,
                         &mut served.state,
                         &mut served.progress,
                         event,
                         memo,
                     );
+                    last = Some(event);
                     count += 1;
                     expected = position.next().unwrap_or(position);
+                }
+                // The state is served only after the chunk: its progress is marked once.
+                if let Some(event) = last {
+                    served.progress.mark(event);
                 }
             }))
         };

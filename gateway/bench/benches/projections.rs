@@ -3,13 +3,12 @@
 //! `cargo bench -p crm-projections` writes 1,000,000 synthetic but valid domain events
 //! (customer stories made through the aggregates) into a `SledStore` under
 //! `CARGO_TARGET_TMPDIR`, then measures:
-//! - `raw_read_all`: paging through the log with `read_all` (events/s; the median of three);
+//! - `raw_read_all`: paging through the log with `read_all` (events/s; the median of ten);
 //! - `raw_read_all_decoded`: the same, decoding every payload once (one thread);
 //! - `catch_up_all_four`: the four read models catching up from position 0 together, each as
-//!   its own worker, until all have folded the head and saved their snapshot (events/s and
-//!   ratio to raw replay; the median of three);
-//! - `catch_up_fold_only`: the same fold without the snapshots at the head (the median of
-//!   three);
+//!   its own worker, until all have folded the head and saved their snapshot (events/s, and
+//!   the median of five ratios, each to the raw replay measured just before the catch-up);
+//! - `catch_up_fold_only`: the same fold without the snapshots at the head (likewise);
 //! - `append_to_projection`: under a steady load of single-event appends (2,000/s for 5 s),
 //!   the time from each append's acknowledgement until each projection's served state covers
 //!   its position (p50/p99 per projection).
@@ -149,10 +148,50 @@ fn cpu_time() -> Duration {
     Duration::from_millis((ticks(14) + ticks(15)) * 10)
 }
 
-/// Raw replays measured for the baseline (the median counts).
-const RAW_REPLAYS: usize = 3;
-/// Catch-ups measured of each kind (the median counts).
-const CATCH_UPS: usize = 3;
+/// Rounds measured: each a raw replay, a full catch-up, a raw replay and a fold without the
+/// final snapshots (the medians count).
+const ROUNDS: usize = 5;
+
+/// One timed run: wall time, CPU time of the process, and its rate as a percentage of the
+/// raw replay measured just before it.
+#[derive(Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+    percent: f64,
+}
+
+/// The median of `runs` by wall time, the median percentage, and the range of both.
+struct Summary {
+    median: Timed,
+    fastest: Duration,
+    slowest: Duration,
+    percent_median: f64,
+    percent_low: f64,
+    percent_high: f64,
+}
+
+fn summarize(runs: &[Timed]) -> Summary {
+    let mut by_wall = runs.to_vec();
+    by_wall.sort_by_key(|t| t.wall);
+    let mut percents: Vec<f64> = runs.iter().map(|t| t.percent).collect();
+    percents.sort_by(f64::total_cmp);
+    Summary {
+        median: by_wall[by_wall.len() / 2],
+        fastest: by_wall[0].wall,
+        slowest: by_wall[by_wall.len() - 1].wall,
+        percent_median: percents[percents.len() / 2],
+        percent_low: percents[0],
+        percent_high: percents[percents.len() - 1],
+    }
+}
+
+/// A raw replay timed: events read, wall time, CPU time.
+async fn timed_raw(store: &SledStore) -> (u64, Duration, Duration) {
+    let cpu = cpu_time();
+    let (n, wall) = raw_replay(store, false).await;
+    (n, wall, cpu_time() - cpu)
+}
 
 /// Pages through the whole log with `read_all`; with `decode`, also decodes every payload.
 async fn raw_replay(store: &SledStore, decode: bool) -> (u64, Duration) {
@@ -202,29 +241,11 @@ fn main() {
         }
         let head = store.head().position;
 
-        // Warm the page cache of the OS the same way for every measurement; the baseline is
-        // the median of three replays (the machine is shared, single runs vary).
+        // Warm the page cache of the OS the same way for every measurement.
         let _ = raw_replay(&store, false).await;
-        let mut raws = Vec::new();
-        let cpu = cpu_time();
-        for _ in 0..RAW_REPLAYS {
-            raws.push(raw_replay(&store, false).await);
-        }
-        let raw_cpu = (cpu_time() - cpu) / u32::try_from(RAW_REPLAYS).unwrap();
-        raws.sort_by_key(|(_, d)| *d);
-        let (n, raw) = raws[raws.len() / 2];
-        let raw_rate = n as f64 / raw.as_secs_f64();
-        eprintln!(
-            "raw_read_all           {raw_rate:>12.0} events/s ({n} events, median of {RAW_REPLAYS}: {:.2} s; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s each)",
-            raw.as_secs_f64(),
-            raws[0].1.as_secs_f64(),
-            raws[raws.len() - 1].1.as_secs_f64(),
-            raw_cpu.as_secs_f64()
-        );
         let cpu = cpu_time();
         let (n, decoded) = raw_replay(&store, true).await;
-        let rate = n as f64 / decoded.as_secs_f64();
-        eprintln!("raw_read_all_decoded   {rate:>12.0} events/s ({:.2} s, {:.1}% of raw replay: every payload decoded once, one thread; cpu {:.2} s)", decoded.as_secs_f64(), 100.0 * rate / raw_rate, (cpu_time() - cpu).as_secs_f64());
+        let decoded_cpu = cpu_time() - cpu;
 
         let model_config = ReadModelConfig {
             table_memory_mib: std::env::var("CRM_BENCH_TABLE_MEMORY_MIB").ok().and_then(|v| v.parse().ok()),
@@ -232,62 +253,87 @@ fn main() {
         };
         model_config.apply_table_memory();
         let options = RunnerOptions { snapshot_idle_interval: Duration::from_secs(3_600), ..RunnerOptions::default() };
-        // Each catch-up is measured CATCH_UPS times from position 0 in a directory of its
-        // own; the median counts (the machine is shared, single runs vary). The runner of
-        // the last full catch-up serves the steady-load measurement below.
-        let mut full = Vec::new();
+        // ROUNDS rounds of: a raw replay, the four read models catching up from position 0
+        // (snapshots included), a raw replay, the same fold without the snapshots at the head
+        // (a bounded run that does not persist; the difference is the cost of serializing and
+        // writing the four states). Each catch-up counts against the raw replay just before
+        // it: the machine is shared and its speed drifts over a run, and a drift moves both
+        // sides of a pair alike. Each catch-up has a directory of its own; the runner of the
+        // last full catch-up serves the steady-load measurement below.
+        let mut raws: Vec<Timed> = Vec::new();
+        let mut full: Vec<Timed> = Vec::new();
+        let mut folds: Vec<Timed> = Vec::new();
         let mut runner = None;
-        for i in 0..CATCH_UPS {
+        let percent = |raw: (u64, Duration, Duration), wall: Duration| {
+            100.0 * (head.0 as f64 / wall.as_secs_f64()) / (raw.0 as f64 / raw.1.as_secs_f64())
+        };
+        for i in 0..ROUNDS {
+            let raw = timed_raw(&store).await;
+            raws.push(Timed { wall: raw.1, cpu: raw.2, percent: 100.0 });
             let mut r = ProjectionRunner::new(store.clone(), base.join(format!("projections-{i}")), options.clone());
             let models = ReadModels::register(&mut r, &model_config).unwrap();
             let t = Instant::now();
             let cpu = cpu_time();
             r.run_until_head().await.unwrap();
-            full.push((t.elapsed(), cpu_time() - cpu));
+            let wall = t.elapsed();
+            full.push(Timed { wall, cpu: cpu_time() - cpu, percent: percent(raw, wall) });
             runner = Some((r, models));
-        }
-        let (runner, models) = runner.unwrap();
-        let mut folds = Vec::new();
-        for i in 0..CATCH_UPS {
-            // The same fold without the snapshots at the head (a bounded run that does not
-            // persist): the difference is the cost of serializing and writing the four states.
+
+            let raw = timed_raw(&store).await;
+            raws.push(Timed { wall: raw.1, cpu: raw.2, percent: 100.0 });
             let mut r = ProjectionRunner::new(store.clone(), base.join(format!("projections-fold-only-{i}")), options.clone());
             ReadModels::register(&mut r, &model_config).unwrap();
             let t = Instant::now();
             let cpu = cpu_time();
             r.run_until(head, false).await.unwrap();
-            folds.push((t.elapsed(), cpu_time() - cpu));
+            let wall = t.elapsed();
+            folds.push(Timed { wall, cpu: cpu_time() - cpu, percent: percent(raw, wall) });
         }
-        full.sort();
-        folds.sort();
-        let (catch_up, catch_up_cpu) = full[CATCH_UPS / 2];
-        let (fold, fold_cpu) = folds[CATCH_UPS / 2];
-        let rate = head.0 as f64 / catch_up.as_secs_f64();
+        let (runner, models) = runner.unwrap();
+        let raw = summarize(&raws);
+        let raw_rate = n as f64 / raw.median.wall.as_secs_f64();
         eprintln!(
-            "catch_up_all_four      {rate:>12.0} events/s ({:.2} s, {:.1}% of raw replay, snapshots included: every {} events and at the head; median of {CATCH_UPS}: fastest {:.2} s, slowest {:.2} s; cpu {:.2} s)",
-            catch_up.as_secs_f64(),
-            100.0 * rate / raw_rate,
-            RunnerOptions::default().snapshot_every_events,
-            full[0].0.as_secs_f64(),
-            full[CATCH_UPS - 1].0.as_secs_f64(),
-            catch_up_cpu.as_secs_f64()
+            "raw_read_all           {raw_rate:>12.0} events/s ({n} events, median of {}: {:.2} s; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s)",
+            raws.len(),
+            raw.median.wall.as_secs_f64(),
+            raw.fastest.as_secs_f64(),
+            raw.slowest.as_secs_f64(),
+            raw.median.cpu.as_secs_f64()
         );
-        let rate = head.0 as f64 / fold.as_secs_f64();
+        let rate = n as f64 / decoded.as_secs_f64();
+        eprintln!("raw_read_all_decoded   {rate:>12.0} events/s ({:.2} s, {:.1}% of the median raw replay: every payload decoded once, one thread; cpu {:.2} s)", decoded.as_secs_f64(), 100.0 * rate / raw_rate, decoded_cpu.as_secs_f64());
+        let catch_up = summarize(&full);
+        let fold = summarize(&folds);
+        let rate = head.0 as f64 / catch_up.median.wall.as_secs_f64();
         eprintln!(
-            "catch_up_fold_only     {rate:>12.0} events/s ({:.2} s, {:.1}% of raw replay; median of {CATCH_UPS}: fastest {:.2} s, slowest {:.2} s; cpu {:.2} s; the snapshots at the head took {:.2} s and {:.2} s cpu more)",
-            fold.as_secs_f64(),
-            100.0 * rate / raw_rate,
-            folds[0].0.as_secs_f64(),
-            folds[CATCH_UPS - 1].0.as_secs_f64(),
-            fold_cpu.as_secs_f64(),
-            catch_up.as_secs_f64() - fold.as_secs_f64(),
-            catch_up_cpu.as_secs_f64().max(fold_cpu.as_secs_f64()) - fold_cpu.as_secs_f64()
+            "catch_up_all_four      {rate:>12.0} events/s ({:.2} s; {:.1}% of raw replay, the median of {ROUNDS} ratios each against the raw replay before it, {:.1}–{:.1}%; snapshots included: every {} events and at the head; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s)",
+            catch_up.median.wall.as_secs_f64(),
+            catch_up.percent_median,
+            catch_up.percent_low,
+            catch_up.percent_high,
+            RunnerOptions::default().snapshot_every_events,
+            catch_up.fastest.as_secs_f64(),
+            catch_up.slowest.as_secs_f64(),
+            catch_up.median.cpu.as_secs_f64()
+        );
+        let rate = head.0 as f64 / fold.median.wall.as_secs_f64();
+        eprintln!(
+            "catch_up_fold_only     {rate:>12.0} events/s ({:.2} s; {:.1}% of raw replay, {:.1}–{:.1}%; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s; the snapshots at the head took {:.2} s and {:.2} s cpu more)",
+            fold.median.wall.as_secs_f64(),
+            fold.percent_median,
+            fold.percent_low,
+            fold.percent_high,
+            fold.fastest.as_secs_f64(),
+            fold.slowest.as_secs_f64(),
+            fold.median.cpu.as_secs_f64(),
+            catch_up.median.wall.as_secs_f64() - fold.median.wall.as_secs_f64(),
+            catch_up.median.cpu.as_secs_f64().max(fold.median.cpu.as_secs_f64()) - fold.median.cpu.as_secs_f64()
         );
         for s in runner.status().await {
             eprintln!("  {:<16} applied {:>9} ignored {:>9} undecodable {}", s.name, s.progress.applied, s.progress.ignored, s.progress.undecodable);
         }
         for name in runner.names() {
-            let path = base.join(format!("projections-{}", CATCH_UPS - 1)).join(name).join("snapshot.json");
+            let path = base.join(format!("projections-{}", ROUNDS - 1)).join(name).join("snapshot.json");
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             eprintln!("  {name:<16} snapshot {:>8.1} MiB", size as f64 / (1 << 20) as f64);
         }
