@@ -185,13 +185,13 @@ impl DomainEvent {
 }
 
 /// Deserializes a payload's JSON. `serde_json` reading bytes checks the UTF-8 of each string
-/// as it reads it; one check of the whole payload first (ASCII runs a word at a time) is
+/// as it reads it; one check of the whole payload first (with SIMD, 32 bytes at a time) is
 /// cheaper, and its text reader then checks nothing again. Bytes that are not UTF-8 are read
 /// as bytes, so the error is the one `serde_json` gives for them.
 pub(crate) fn json_slice<T: serde::de::DeserializeOwned>(
     payload: &[u8],
 ) -> Result<T, serde_json::Error> {
-    match std::str::from_utf8(payload) {
+    match simdutf8::basic::from_utf8(payload) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(payload),
     }

@@ -66,6 +66,11 @@ pub(crate) fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError
             max_bytes: ID_LEN_MAX_BYTES,
         });
     }
+    // Printable ASCII (no space, no control character) passes at once: the common case, and
+    // checked a word at a time. Anything else goes through the full rule below.
+    if value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Ok(());
+    }
     if let Some((index, _)) = value
         .char_indices()
         .find(|(_, c)| c.is_whitespace() || c.is_control())
@@ -281,6 +286,22 @@ mod tests {
             CaseId::new("ab\u{7}"),
             Err(IdError::InvalidChar { index: 2, .. })
         ));
+    }
+
+    proptest::proptest! {
+        /// The printable-ASCII shortcut accepts exactly what the full rule accepts.
+        #[test]
+        fn the_ascii_shortcut_agrees_with_the_full_rule(
+            value in proptest::prop_oneof![
+                "[\\x00-\\x7f]{0,12}",
+                proptest::prelude::any::<String>(),
+            ]
+        ) {
+            let full = !value.is_empty()
+                && value.len() <= ID_LEN_MAX_BYTES
+                && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+            proptest::prop_assert_eq!(validate_id("test", &value).is_ok(), full);
+        }
     }
 
     #[test]
