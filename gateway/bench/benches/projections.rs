@@ -3,7 +3,8 @@
 //! `cargo bench -p crm-projections` writes 1,000,000 synthetic but valid domain events
 //! (customer stories made through the aggregates) into a `SledStore` under
 //! `CARGO_TARGET_TMPDIR`, then measures:
-//! - `raw_read_all`: paging through the log with `read_all` (events/s; the median of ten);
+//! - `raw_read_all`: paging through the log with `read_all` (events/s; the median of all,
+//!   two a round);
 //! - `raw_read_all_decoded`: the same, decoding every payload once (one thread);
 //! - `catch_up_all_four`: the four read models catching up from position 0 together, each as
 //!   its own worker, until all have folded the head and saved their snapshot (events/s, and
@@ -15,8 +16,9 @@
 //!
 //! `CRM_BENCH_QUICK=1` makes a short smoke run. `CRM_BENCH_LOG_DIR=DIR` keeps the log in
 //! `DIR` and reuses it on the next run (it is loaded only when empty), so repeated runs, e.g.
-//! under a profiler, skip the load. `CRM_BENCH_TABLE_MEMORY_MIB=N` sets the read models'
-//! `table_memory_mib` (default 4), to weigh memory against catch-up time.
+//! under a profiler, skip the load. `CRM_BENCH_ROUNDS=N` sets the rounds (default 5; 1 for a
+//! profiler). `CRM_BENCH_TABLE_MEMORY_MIB=N` sets the read models' `table_memory_mib`
+//! (default 4), to weigh memory against catch-up time.
 
 #![allow(
     clippy::unwrap_used,
@@ -148,9 +150,18 @@ fn cpu_time() -> Duration {
     Duration::from_millis((ticks(14) + ticks(15)) * 10)
 }
 
-/// Rounds measured: each a raw replay, a full catch-up, a raw replay and a fold without the
-/// final snapshots (the medians count).
+/// Rounds measured by default: each a raw replay, a full catch-up, a raw replay and a fold
+/// without the final snapshots (the medians count). `CRM_BENCH_ROUNDS=N` sets another
+/// number, from 1 (a profiler's run) to [`ROUNDS_MAX`].
 const ROUNDS: usize = 5;
+const ROUNDS_MAX: usize = 25;
+
+fn rounds() -> usize {
+    std::env::var("CRM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(ROUNDS, |n| n.clamp(1, ROUNDS_MAX))
+}
 
 /// One timed run: wall time, CPU time of the process, and its rate as a percentage of the
 /// raw replay measured just before it.
@@ -253,7 +264,7 @@ fn main() {
         };
         model_config.apply_table_memory();
         let options = RunnerOptions { snapshot_idle_interval: Duration::from_secs(3_600), ..RunnerOptions::default() };
-        // ROUNDS rounds of: a raw replay, the four read models catching up from position 0
+        // Rounds (`rounds()`) of: a raw replay, the four read models catching up from position 0
         // (snapshots included), a raw replay, the same fold without the snapshots at the head
         // (a bounded run that does not persist; the difference is the cost of serializing and
         // writing the four states). Each catch-up counts against the raw replay just before
@@ -264,10 +275,11 @@ fn main() {
         let mut full: Vec<Timed> = Vec::new();
         let mut folds: Vec<Timed> = Vec::new();
         let mut runner = None;
+        let rounds = rounds();
         let percent = |raw: (u64, Duration, Duration), wall: Duration| {
             100.0 * (head.0 as f64 / wall.as_secs_f64()) / (raw.0 as f64 / raw.1.as_secs_f64())
         };
-        for i in 0..ROUNDS {
+        for i in 0..rounds {
             let raw = timed_raw(&store).await;
             raws.push(Timed { wall: raw.1, cpu: raw.2, percent: 100.0 });
             let mut r = ProjectionRunner::new(store.clone(), base.join(format!("projections-{i}")), options.clone());
@@ -306,7 +318,7 @@ fn main() {
         let fold = summarize(&folds);
         let rate = head.0 as f64 / catch_up.median.wall.as_secs_f64();
         eprintln!(
-            "catch_up_all_four      {rate:>12.0} events/s ({:.2} s; {:.1}% of raw replay, the median of {ROUNDS} ratios each against the raw replay before it, {:.1}–{:.1}%; snapshots included: every {} events and at the head; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s)",
+            "catch_up_all_four      {rate:>12.0} events/s ({:.2} s; {:.1}% of raw replay, the median of {rounds} ratios each against the raw replay before it, {:.1}–{:.1}%; snapshots included: every {} events and at the head; fastest {:.2} s, slowest {:.2} s; cpu {:.2} s)",
             catch_up.median.wall.as_secs_f64(),
             catch_up.percent_median,
             catch_up.percent_low,
@@ -333,7 +345,7 @@ fn main() {
             eprintln!("  {:<16} applied {:>9} ignored {:>9} undecodable {}", s.name, s.progress.applied, s.progress.ignored, s.progress.undecodable);
         }
         for name in runner.names() {
-            let path = base.join(format!("projections-{}", ROUNDS - 1)).join(name).join("snapshot.json");
+            let path = base.join(format!("projections-{}", rounds - 1)).join(name).join("snapshot.json");
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             eprintln!("  {name:<16} snapshot {:>8.1} MiB", size as f64 / (1 << 20) as f64);
         }
