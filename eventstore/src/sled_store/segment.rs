@@ -281,7 +281,10 @@ impl Offsets {
 /// A buffered positioned reader over one segment.
 struct Cursor {
     segment: Arc<Segment>,
+    /// Read buffer: `buf[..filled]` holds the file's bytes from `buf_at`; the rest is stale.
+    /// It keeps its length between refills, so a refill does not zero it again.
     buf: Vec<u8>,
+    filled: usize,
     /// File offset of `buf[0]`.
     buf_at: u64,
 }
@@ -291,6 +294,7 @@ impl Cursor {
         Cursor {
             segment,
             buf: Vec::new(),
+            filled: 0,
             buf_at: 0,
         }
     }
@@ -302,26 +306,29 @@ impl Cursor {
             .and_then(|d| usize::try_from(d).ok());
         let covered = have_from
             .and_then(|start| start.checked_add(len).map(|end| (start, end)))
-            .filter(|&(_, end)| end <= self.buf.len());
+            .filter(|&(_, end)| end <= self.filled);
         if let Some((start, end)) = covered {
             return Ok(&self.buf[start..end]);
         }
         let want = len.max(READ_BUFFER_BYTES);
-        self.buf.resize(want, 0);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        self.filled = 0;
         let mut filled = 0usize;
         while filled < want {
             let pos = at.saturating_add(u64::try_from(filled).unwrap_or(u64::MAX));
-            match self.segment.file.read_at(&mut self.buf[filled..], pos) {
+            let Some(room) = self.buf.get_mut(filled..want) else {
+                break;
+            };
+            match self.segment.file.read_at(room, pos) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.clear();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        self.buf.truncate(filled);
+        self.filled = filled;
         self.buf_at = at;
         Ok(&self.buf[..len.min(filled)])
     }
