@@ -289,11 +289,22 @@ struct Cursor {
     buf_at: u64,
 }
 
+thread_local! {
+    /// A reader thread's read buffer between walks: zeroed once when first made, not again
+    /// for every page read.
+    static SPARE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest read buffer a thread keeps between walks (one grown for a large frame is let
+/// go).
+const SPARE_BUFFER_BYTES_MAX: usize = 4 * READ_BUFFER_BYTES;
+
 impl Cursor {
     fn new(segment: Arc<Segment>) -> Cursor {
+        let buf = SPARE_BUFFER.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
         Cursor {
             segment,
-            buf: Vec::new(),
+            buf,
             filled: 0,
             buf_at: 0,
         }
@@ -331,6 +342,21 @@ impl Cursor {
         self.filled = filled;
         self.buf_at = at;
         Ok(&self.buf[..len.min(filled)])
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() <= SPARE_BUFFER_BYTES_MAX {
+            SPARE_BUFFER.with(|spare| {
+                if let Ok(mut spare) = spare.try_borrow_mut() {
+                    if spare.len() < buf.len() {
+                        *spare = buf;
+                    }
+                }
+            });
+        }
     }
 }
 
