@@ -185,7 +185,7 @@ impl DomainEvent {
 }
 
 /// Deserializes a payload's JSON. `serde_json` reading bytes checks the UTF-8 of each string
-/// as it reads it; one check of the whole payload first (with SIMD, 32 bytes at a time) is
+/// as it reads it; one check of the whole payload first (with SIMD instructions) is
 /// cheaper, and its text reader then checks nothing again. Bytes that are not UTF-8 are read
 /// as bytes, so the error is the one `serde_json` gives for them.
 pub(crate) fn json_slice<T: serde::de::DeserializeOwned>(

@@ -301,7 +301,12 @@ const SPARE_BUFFER_BYTES_MAX: usize = 4 * READ_BUFFER_BYTES;
 
 impl Cursor {
     fn new(segment: Arc<Segment>) -> Cursor {
-        let buf = SPARE_BUFFER.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
+        let buf = SPARE_BUFFER.with(|spare| {
+            spare
+                .try_borrow_mut()
+                .map(|mut spare| std::mem::take(&mut *spare))
+                .unwrap_or_default()
+        });
         Cursor {
             segment,
             buf,
