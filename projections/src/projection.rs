@@ -166,15 +166,10 @@ pub(crate) struct CachedEvent {
 }
 
 impl CachedEvent {
-    /// The event of `view`, decoded now when `decode`. Its payload is copied only for a later
-    /// decode: not when it is decoded now, and not for a type this build does not know (such
-    /// an event is skipped, never decoded).
-    pub(crate) fn from_view(view: &RecordView<'_>, decode: bool) -> CachedEvent {
-        let event = Self::undecoded(view, kind_of(view.event_type), decode);
-        if decode {
-            event.decode_from(view.payload);
-        }
-        event
+    /// The event of `view`, decoded when first applied. Its payload is copied for that, except
+    /// for a type this build does not know (such an event is skipped, never decoded).
+    pub(crate) fn from_view(view: &RecordView<'_>) -> CachedEvent {
+        Self::undecoded(view, kind_of(view.event_type), false)
     }
 
     /// Appends the event of `view` to `page`, decoded now when `decode`, in its place in the
@@ -351,7 +346,7 @@ pub fn fold_recorded<P: Projection + ?Sized>(
         projection,
         state,
         progress,
-        &CachedEvent::from_view(&record.view(), false),
+        &CachedEvent::from_view(&record.view()),
         &mut WantsMemo::default(),
     );
 }
