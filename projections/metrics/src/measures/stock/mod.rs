@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use compact_str::CompactString;
 
 use crate::compile::{CMeasure, Compiled, StockCalc};
 use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
@@ -21,63 +22,9 @@ use crate::expr::eval::Env;
 use crate::expr::Expr;
 use crate::hashing::FnvBuild;
 
-/// A spell's value: one, an integer, or any other amount (boxed: most spells count one).
-#[derive(Debug, Clone)]
-enum SpellValue {
-    One,
-    Int(i64),
-    Other(Box<Num>),
-}
+mod amounts;
 
-impl SpellValue {
-    fn of(n: Num) -> SpellValue {
-        match n {
-            Num::Int(1) => SpellValue::One,
-            Num::Int(i) => i64::try_from(i).map_or(SpellValue::Other(Box::new(n)), SpellValue::Int),
-            Num::Float(_) => SpellValue::Other(Box::new(n)),
-        }
-    }
-
-    fn num(&self) -> Num {
-        match self {
-            SpellValue::One => Num::ONE,
-            SpellValue::Int(i) => Num::Int(i128::from(*i)),
-            SpellValue::Other(n) => **n,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Spell {
-    start: DateTime<Utc>,
-    end: Option<DateTime<Utc>>,
-    opener: u32,
-    /// The value from `start` on.
-    value: SpellValue,
-    /// Later value changes `(from, value)`, in log order (most spells have none).
-    changes: Option<Box<Changes>>,
-}
-
-/// A spell's value changes after its start: `(from, value)`, in log order.
-type Changes = Vec<(DateTime<Utc>, Num)>;
-
-impl Spell {
-    fn runs(&self, t: DateTime<Utc>) -> bool {
-        self.start <= t && self.end.is_none_or(|e| t < e)
-    }
-
-    fn value(&self, t: DateTime<Utc>) -> Num {
-        let later = self
-            .changes
-            .as_deref()
-            .and_then(|c| c.iter().rev().find(|(from, _)| *from <= t));
-        match later {
-            Some((_, v)) => *v,
-            None if self.start <= t => self.value.num(),
-            None => Num::ZERO,
-        }
-    }
-}
+use amounts::{Amounts, Spell, SpellValue};
 
 /// A spell as made: its entity's number and its place in the order of making, so that one
 /// sort in place (no scratch copy of the list) groups the spells by entity and keeps each
@@ -91,6 +38,7 @@ struct Made {
 /// One entity's spells, in the order they were made.
 struct Entity<'s> {
     spells: &'s [Made],
+    amounts: &'s Amounts,
 }
 
 impl<'s> Entity<'s> {
@@ -105,7 +53,7 @@ impl<'s> Entity<'s> {
     fn value(&self, t: DateTime<Utc>) -> Result<Num, MetricError> {
         self.spells()
             .filter(|s| s.runs(t))
-            .try_fold(Num::ZERO, |acc, s| acc.add(s.value(t)))
+            .try_fold(Num::ZERO, |acc, s| acc.add(self.amounts.value(s, t)))
     }
 
     /// The continuous active interval containing `t` (overlapping spells merged).
@@ -136,7 +84,9 @@ impl<'s> Entity<'s> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum EntityKey {
     Stream(u32),
-    Text(String),
+    /// Inline up to 24 bytes (an account id): no text on the heap for each of a million
+    /// entities.
+    Text(CompactString),
 }
 
 /// Every entity's spells (with the entity's number), entity after entity
@@ -145,16 +95,22 @@ struct Spells {
     spells: Vec<Made>,
     bounds: Vec<usize>,
     excluded: Vec<(Spell, String)>,
+    amounts: Amounts,
 }
 
 impl Spells {
-    fn entities(&self) -> impl Iterator<Item = Entity<'_>> {
-        self.bounds.windows(2).map(|w| Entity {
-            spells: w
-                .first()
-                .zip(w.get(1))
-                .and_then(|(a, b)| self.spells.get(*a..*b))
-                .unwrap_or(&[]),
+    /// Number of entities.
+    fn entity_count(&self) -> usize {
+        self.bounds.len().saturating_sub(1)
+    }
+
+    /// Entity `e`, read from the bounds when asked (a list of them would take 16 bytes an
+    /// entity for the whole evaluation).
+    fn entity(&self, e: usize) -> Option<Entity<'_>> {
+        let (start, end) = (*self.bounds.get(e)?, *self.bounds.get(e + 1)?);
+        Some(Entity {
+            spells: self.spells.get(start..end)?,
+            amounts: &self.amounts,
         })
     }
 }
@@ -198,6 +154,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
         spells: Vec::new(),
         bounds: vec![0],
         excluded: Vec::new(),
+        amounts: Amounts::new(),
     };
     let CMeasure::Stock {
         entity,
@@ -253,13 +210,14 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
     let openers: usize = opens.iter().map(|t| view.of_type(t).len()).sum();
     let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
+    let mut amounts = Amounts::new();
     let mut finish = |s: Spell, code: Option<String>| {
         if let Some(code) = code {
             excluded.push((s, code));
             return;
         }
         let key = match entity {
-            Some(e) => EntityKey::Text(env.eval(Some(s.opener), e).key()),
+            Some(e) => EntityKey::Text(CompactString::from(env.eval(Some(s.opener), e).key())),
             None => EntityKey::Stream(view.stream_of(s.opener).unwrap_or(u32::MAX)),
         };
         let next = u32::try_from(keys.len()).unwrap_or(u32::MAX);
@@ -292,19 +250,20 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
             if role.opens {
                 let code = exclusion(i, global);
                 let v = SpellValue::of(value_of(i, &role).unwrap_or(Num::ZERO));
-                let spell = |end| Spell {
-                    start: occurred_at,
-                    end,
-                    opener: i,
-                    value: v.clone(),
-                    changes: None,
+                let spell = |end, amounts: &mut Amounts| -> Result<Spell, MetricError> {
+                    Ok(Spell {
+                        start: occurred_at,
+                        end,
+                        opener: i,
+                        amount: amounts.add(v)?,
+                    })
                 };
                 if let Some(len) = role.lasts {
                     let end = occurred_at
                         .checked_add_signed(Duration::try_seconds(len).unwrap_or(Duration::zero()));
-                    finish(spell(end), code);
+                    finish(spell(end, &mut amounts)?, code);
                 } else if active.is_none() {
-                    active = Some((spell(None), code));
+                    active = Some((spell(None, &mut amounts)?, code));
                 }
             } else if role.closes {
                 if let Some((mut s, code)) = active.take() {
@@ -316,9 +275,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
                     finish(s, code);
                 }
             } else if let (Some((s, _)), Some(v)) = (active.as_mut(), value_of(i, &role)) {
-                s.changes
-                    .get_or_insert_with(Box::default)
-                    .push((occurred_at, v));
+                amounts.change(&mut s.amount, occurred_at, v)?;
             }
         }
         if let Some((s, code)) = active {
@@ -344,6 +301,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
         spells: made,
         bounds,
         excluded,
+        amounts,
     })
 }
 
@@ -351,8 +309,6 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
 /// is listed under, and its amounts.
 struct Share<'s> {
     ev: u32,
-    /// The source's place in the period's listing (ties on `ev` keep it).
-    order: u32,
     excluded: Option<&'s String>,
     num: Option<Num>,
     den: Option<Num>,
@@ -374,7 +330,6 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     let calc = *calc;
     let value_rows = matches!(calc, StockCalc::Sum | StockCalc::Avg);
     let all = spells(env, c)?;
-    let entities: Vec<Entity<'_>> = all.entities().collect();
     let excluded = &all.excluded;
     let input: Arc<str> = Arc::from("");
     let pair = matches!(
@@ -404,16 +359,20 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     };
     let mut out = Out::new(reducer, frame);
     // Each period's rows join the others in event order: the rows of all periods in
-    // (period, event) order. A period's shares are listed in source order, sorted by event
-    // (sources keep their order within an event), then settled into rows
-    // one by one.
-    let mut listed: Vec<Share<'_>> = Vec::new();
+    // (period, event) order. A period's shares are listed in source order as (event, place
+    // in source order), sorted by event (sources keep their order within an event), then
+    // worked out again one by one and settled into rows: a share is a few dozen bytes, and
+    // a period of a long log lists one for each of a million entities.
+    let source_at = |order: usize| match order.checked_sub(all.excluded.len()) {
+        None => Source::Excluded(order),
+        Some(e) => Source::Entity(e),
+    };
+    let mut listed: Vec<(u32, u32)> = Vec::new();
     for (p, per) in frame.periods.iter().enumerate() {
         let (p0, p1) = (per.start, per.end);
         let share = |source: Source| -> Result<Option<Share<'_>>, MetricError> {
             let plain = |ev: u32, num: Num, den: Option<Num>| Share {
                 ev,
-                order: 0,
                 excluded: None,
                 num: Some(num),
                 den,
@@ -431,14 +390,13 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     };
                     return Ok(relevant.then_some(Share {
                         ev: s.opener,
-                        order: 0,
                         excluded: Some(code),
                         num: None,
                         den: None,
                         sample: None,
                     }));
                 }
-                Source::Entity(i) => match entities.get(i) {
+                Source::Entity(i) => match all.entity(i) {
                     Some(ent) => ent,
                     None => return Ok(None),
                 },
@@ -495,7 +453,6 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                     let age = i128::from((p1 - start).num_seconds());
                     Share {
                         ev: at1.opener,
-                        order: 0,
                         excluded: None,
                         num: None,
                         den: None,
@@ -504,19 +461,25 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                 }
             }))
         };
-        let sources = (0..excluded.len())
-            .map(Source::Excluded)
-            .chain((0..entities.len()).map(Source::Entity));
-        for (order, source) in sources.enumerate() {
-            if let Some(mut s) = share(source)? {
-                s.order = u32::try_from(order).unwrap_or(u32::MAX);
-                listed.push(s);
+        let sources = excluded.len().saturating_add(all.entity_count());
+        for order in 0..sources {
+            if let Some(s) = share(source_at(order))? {
+                let order = u32::try_from(order).map_err(|_| MetricError::Limit {
+                    what: "the spells and entities of a stock",
+                    limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+                    hint: "narrow the range or the metric",
+                })?;
+                listed.push((s.ev, order));
             }
         }
-        // In place (a stable sort would take a scratch copy of the listing): `order` breaks
-        // the ties as a stable sort would.
-        listed.sort_unstable_by_key(|s| (s.ev, s.order));
-        for s in listed.drain(..) {
+        // In place (a stable sort would take a scratch copy of the listing): the place in
+        // source order breaks the ties as a stable sort would.
+        listed.sort_unstable();
+        for (_, order) in listed.drain(..) {
+            // The same share as listed: `share` reads only the spells and the period.
+            let Some(s) = share(source_at(usize::try_from(order).unwrap_or(usize::MAX)))? else {
+                continue;
+            };
             let Some(dims) = derivation::dims_of(env, c, frame, s.ev)? else {
                 continue;
             };
@@ -560,6 +523,16 @@ mod tests {
             lasts: None,
             value: None,
         }
+    }
+
+    /// A spell, as made, stays within 40 bytes: a long log makes a million of them.
+    #[test]
+    fn a_made_spell_takes_forty_bytes() {
+        assert!(
+            std::mem::size_of::<Made>() <= 40,
+            "{}",
+            std::mem::size_of::<Made>()
+        );
     }
 
     /// A type's role is worked out once, whatever the order the types come in.
