@@ -2,9 +2,9 @@
 //! stream's category, creation event and kept events (in log order, one index array for
 //! all streams, built when the view is complete).
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
 
-use super::hash::{fnv, FnvBuild, PassThroughBuild};
+use super::hash::fnv;
 
 /// No creation event kept.
 const NONE: u32 = u32::MAX;
@@ -29,10 +29,11 @@ pub(crate) struct Streams {
     category: Vec<u16>,
     categories: Vec<Box<str>>,
     creation: Vec<u32>,
-    /// Stream by hash of its name; names whose hash another name has are in `collided`.
-    by_hash: HashMap<u64, u32, PassThroughBuild>,
-    collided: HashMap<Box<str>, u32, FnvBuild>,
-    /// Whether `by_hash` was let go (a view that looks no stream up by name).
+    /// Each stream's number, found by the hash of its name (the names stay in `names`: 4
+    /// bytes a stream, where a map from hash to stream took 16 and a second map took the
+    /// names whose hash another name had).
+    by_name: HashTable<u32>,
+    /// Whether `by_name` was let go (a view that looks no stream up by name).
     unindexed: bool,
     /// Kept events of stream `s`: `events[event_start[s]..event_start[s + 1]]`.
     events: Vec<u32>,
@@ -41,6 +42,18 @@ pub(crate) struct Streams {
 
 fn hash(name: &str) -> u64 {
     fnv(name)
+}
+
+/// The name of stream `s`: `names[starts[s]..starts[s + 1]]` (to the end for the last).
+fn name_of<'a>(names: &'a str, starts: &[u32], s: u32) -> &'a str {
+    let Ok(s) = usize::try_from(s) else { return "" };
+    let start = starts.get(s).copied().unwrap_or(0);
+    let end = starts
+        .get(s + 1)
+        .copied()
+        .unwrap_or_else(|| u32::try_from(names.len()).unwrap_or(u32::MAX));
+    let range = usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0);
+    names.get(range).unwrap_or("")
 }
 
 fn category(stream: &str) -> &str {
@@ -53,14 +66,7 @@ impl Streams {
     }
 
     fn name(&self, s: usize) -> &str {
-        let start = self.name_start.get(s).copied().unwrap_or(0);
-        let end = self
-            .name_start
-            .get(s + 1)
-            .copied()
-            .unwrap_or_else(|| u32::try_from(self.names.len()).unwrap_or(u32::MAX));
-        let range = usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0);
-        self.names.get(range).unwrap_or("")
+        u32::try_from(s).map_or("", |s| name_of(&self.names, &self.name_start, s))
     }
 
     /// The stream named `name`, if the view has it.
@@ -69,11 +75,11 @@ impl Streams {
             let s = (0..self.len()).find(|s| self.name(*s) == name)?;
             return u32::try_from(s).ok();
         }
-        let s = *self.by_hash.get(&hash(name))?;
-        if self.name(usize::try_from(s).ok()?) == name {
-            return Some(s);
-        }
-        self.collided.get(name).copied()
+        self.by_name
+            .find(hash(name), |s| {
+                name_of(&self.names, &self.name_start, *s) == name
+            })
+            .copied()
     }
 
     /// The stream named `name`, added when new; `None` past `u32` streams or name bytes.
@@ -100,14 +106,9 @@ impl Streams {
         // Categories are a closed vocabulary; past u16 every new one shares the last slot.
         self.category.push(u16::try_from(c).unwrap_or(u16::MAX));
         self.creation.push(NONE);
-        match self.by_hash.entry(hash(name)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(s);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collided.insert(name.into(), s);
-            }
-        }
+        let (names, starts) = (&self.names, &self.name_start);
+        self.by_name
+            .insert_unique(hash(name), s, |s| hash(name_of(names, starts, *s)));
         Some(s)
     }
 
@@ -115,25 +116,21 @@ impl Streams {
     /// about 24 bytes a stream less); a lookup then scans the names, and adding a stream
     /// builds it again.
     pub(crate) fn drop_name_index(&mut self) {
-        self.by_hash = HashMap::default();
-        self.collided = HashMap::default();
+        self.by_name = HashTable::new();
         self.unindexed = true;
     }
 
     fn index_names(&mut self) {
         self.unindexed = false;
-        for s in 0..self.len() {
-            let (h, name) = (hash(self.name(s)), self.name(s).to_owned());
-            let Ok(id) = u32::try_from(s) else { continue };
-            match self.by_hash.entry(h) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(id);
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.collided.insert(name.into(), id);
-                }
-            }
+        let (names, starts) = (&self.names, &self.name_start);
+        let mut by_name = HashTable::with_capacity(starts.len());
+        for s in 0..starts.len() {
+            let Ok(s) = u32::try_from(s) else { continue };
+            by_name.insert_unique(hash(name_of(names, starts, s)), s, |s| {
+                hash(name_of(names, starts, *s))
+            });
         }
+        self.by_name = by_name;
     }
 
     pub(crate) fn set_creation(&mut self, s: u32, event: u32) {
@@ -246,5 +243,28 @@ mod tests {
             (s.find("opportunity-1"), s.find("lead-1")),
             (Some(a), Some(c))
         );
+    }
+
+    /// Every name is found as the index grows, after it is let go and built again, and a
+    /// name the view does not have is not.
+    #[test]
+    fn thousands_of_streams_are_found_through_growth_and_rebuild() {
+        let mut s = Streams::default();
+        let names: Vec<String> = (0..5_000).map(|i| format!("case-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(s.find_or_add(name), Some(u32::try_from(i).unwrap()));
+        }
+        let found = |s: &Streams| {
+            names
+                .iter()
+                .enumerate()
+                .all(|(i, n)| s.find(n) == Some(u32::try_from(i).unwrap()))
+        };
+        assert!(found(&s));
+        s.drop_name_index();
+        assert_eq!(s.find_or_add("case-17"), Some(17));
+        assert_eq!(s.find_or_add("case-5000"), Some(5_000));
+        assert!(found(&s));
+        assert_eq!((s.find("case-5001"), s.find("case-")), (None, None));
     }
 }
