@@ -309,23 +309,34 @@ fn cumulative(
     let cands = derivation::timed(select(env, facts, c.time.as_ref(), &[&c.rules]));
     let input = single();
     let mut out = Out::new(Reducer::of(agg), frame);
+    // Each period's window: the facts `lo..hi` it holds.
+    let windows: Vec<(usize, usize)> = frame
+        .periods
+        .iter()
+        .map(|per| {
+            let start = match (window_s, to_date) {
+                (Some(w), _) => per
+                    .end
+                    .checked_sub_signed(Duration::try_seconds(w).unwrap_or(Duration::zero()))
+                    .unwrap_or(per.start),
+                (None, Some(g)) => period::floor(g, per.end - Duration::nanoseconds(1)),
+                (None, None) => per.start,
+            };
+            let lo = cands.partition_point(|k| k.time < Some(start));
+            let hi = cands.partition_point(|k| k.time < Some(per.end));
+            (lo, hi.max(lo))
+        })
+        .collect();
     // A fact counts in every period whose window holds it: its dimensions and contribution
     // are worked out once, and let go when the windows have moved past it (they only move
     // forward), so what is held is the facts of one window: facts `first..first + len`, in
     // order, in a ring (a B-tree, filled in ascending order, left its nodes about half full).
-    let mut cache: VecDeque<Option<(Vec<String>, Contribution)>> = VecDeque::new();
+    // The ring is sized once for the largest window: grown by doubling, it would come to
+    // hold up to twice that, and a ring touches all it holds as it turns.
+    let largest = windows.iter().map(|(lo, hi)| hi - lo).max().unwrap_or(0);
+    let mut cache: VecDeque<Option<(Vec<String>, Contribution)>> = VecDeque::with_capacity(largest);
     let mut first = 0usize;
-    for (p, per) in frame.periods.iter().enumerate() {
-        let start = match (window_s, to_date) {
-            (Some(w), _) => per
-                .end
-                .checked_sub_signed(Duration::try_seconds(w).unwrap_or(Duration::zero()))
-                .unwrap_or(per.start),
-            (None, Some(g)) => period::floor(g, per.end - Duration::nanoseconds(1)),
-            (None, None) => per.start,
-        };
-        let lo = cands.partition_point(|k| k.time < Some(start));
-        let hi = cands.partition_point(|k| k.time < Some(per.end));
+    for (p, &(lo, hi)) in windows.iter().enumerate() {
         // Let go of the facts before this window.
         let gone = lo.saturating_sub(first).min(cache.len());
         cache.drain(..gone);
