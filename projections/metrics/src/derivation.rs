@@ -156,10 +156,12 @@ pub(crate) struct Frame<'a> {
 
 /// A candidate fact after selection, pick and rules.
 #[derive(Debug, Clone)]
-pub(crate) struct Cand {
+pub(crate) struct Cand<'c> {
     pub ev: u32,
     pub time: Option<DateTime<Utc>>,
-    pub excluded: Option<String>,
+    /// The exclusion's code, borrowed from the definition (or a global code): 32 bytes a
+    /// candidate, and no text of its own for each of a million excluded ones.
+    pub excluded: Option<&'c str>,
 }
 
 pub(crate) fn env<'a>(view: &'a LogView, c: &'a Compiled) -> Env<'a> {
@@ -168,12 +170,12 @@ pub(crate) fn env<'a>(view: &'a LogView, c: &'a Compiled) -> Env<'a> {
 
 /// Selects the candidate facts of `facts`: the events of its types that pass `where`,
 /// timed by `time`, with global exclusions, `pick` and the rules applied in that order.
-pub(crate) fn select(
+pub(crate) fn select<'c>(
     env: &Env<'_>,
-    facts: &CFacts,
+    facts: &'c CFacts,
     time: Option<&Expr>,
-    rules: &[&[CRule]],
-) -> Vec<Cand> {
+    rules: &[&'c [CRule]],
+) -> Vec<Cand<'c>> {
     let view = env.view;
     let mut idx: Vec<u32> = facts
         .events
@@ -182,7 +184,7 @@ pub(crate) fn select(
         .collect();
     idx.sort_unstable();
     idx.dedup();
-    let mut out: Vec<Cand> = idx
+    let mut out: Vec<Cand<'c>> = idx
         .into_iter()
         .filter(|i| {
             facts
@@ -202,7 +204,7 @@ pub(crate) fn select(
                 ev: i,
                 time: t,
                 excluded: if global {
-                    view.ev(i).and_then(|e| e.global).map(str::to_owned)
+                    view.ev(i).and_then(|e| e.global)
                 } else {
                     None
                 },
@@ -237,7 +239,7 @@ pub(crate) fn select(
         let keep: BTreeSet<usize> = chosen.into_values().collect();
         for (n, c) in out.iter_mut().enumerate() {
             if c.excluded.is_none() && !keep.contains(&n) {
-                c.excluded = Some(facts.pick_code.clone());
+                c.excluded = Some(facts.pick_code.as_str());
             }
         }
     }
@@ -246,7 +248,7 @@ pub(crate) fn select(
             .iter()
             .flat_map(|r| r.iter())
             .find(|r| env.eval(Some(c.ev), &r.when).truthy())
-            .map(|r| r.code.clone());
+            .map(|r| r.code.as_str());
     }
     out
 }
@@ -357,9 +359,9 @@ impl Row {
 
 impl Contribution {
     /// Nothing yet: the candidate's exclusion, if any, and no amounts.
-    pub(crate) fn empty(cand: &Cand) -> Contribution {
+    pub(crate) fn empty(cand: &Cand<'_>) -> Contribution {
         Contribution {
-            excluded: cand.excluded.clone(),
+            excluded: cand.excluded.map(str::to_owned),
             num: None,
             den: None,
             sample: None,
@@ -370,7 +372,7 @@ impl Contribution {
 }
 
 /// Candidates with a time, in time order (then log order).
-pub(crate) fn timed(mut cands: Vec<Cand>) -> Vec<Cand> {
+pub(crate) fn timed(mut cands: Vec<Cand<'_>>) -> Vec<Cand<'_>> {
     cands.retain(|k| k.time.is_some());
     // No two candidates are of the same event, so no two keys are equal and an unstable
     // sort gives the one order there is.
@@ -384,8 +386,8 @@ pub(crate) fn place(
     c: &Compiled,
     frame: &Frame<'_>,
     input: &Arc<str>,
-    cands: &[Cand],
-    mut contribution: impl FnMut(&Cand) -> Contribution,
+    cands: &[Cand<'_>],
+    mut contribution: impl FnMut(&Cand<'_>) -> Contribution,
     out: &mut Out,
 ) -> Result<(), MetricError> {
     for cand in cands {
@@ -478,7 +480,7 @@ impl Out {
 pub(crate) fn agg_contribution(
     env: &Env<'_>,
     agg: &CAgg,
-    cand: &Cand,
+    cand: &Cand<'_>,
     value: Option<Val<'_>>,
 ) -> Contribution {
     let mut k = Contribution::empty(cand);
@@ -703,6 +705,16 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    /// A candidate fact stays within 32 bytes: a question over a long log selects millions.
+    #[test]
+    fn a_candidate_takes_thirty_two_bytes() {
+        assert!(
+            std::mem::size_of::<Cand<'_>>() <= 32,
+            "{}",
+            std::mem::size_of::<Cand<'_>>()
+        );
+    }
 
     fn row(period: usize, excluded: Option<&str>) -> Row {
         Row {

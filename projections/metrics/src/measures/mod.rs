@@ -477,7 +477,7 @@ fn quintiles<T: PartialOrd + Copy>(values: &[T], reverse: bool) -> Vec<u8> {
 }
 
 /// One entity of an RFM scoring: its counted facts, last fact time, frequency, monetary.
-type Scored<'a> = (Vec<&'a Cand>, DateTime<Utc>, u64, f64);
+type Scored<'a> = (Vec<&'a Cand<'a>>, DateTime<Utc>, u64, f64);
 
 /// RFM: at each period's end, every entity with a counted fact before it gets recency (whole
 /// days since its last fact), frequency (its facts) and monetary (Σ `of`) values, frequency
