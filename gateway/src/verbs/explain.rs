@@ -47,6 +47,8 @@ pub struct ExplainArgs {
 /// An unknown metric or version, an invalid query, no log.
 pub async fn run(globals: &Globals, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = globals.config(Flags::default())?;
+    // As for `crm metric`: the pages the replay freed are returned before the evaluation.
+    crm_metrics::on_view_loaded(crm_app::allocator::return_freed_memory);
     let select = ExplainSelect {
         period: args.select_period.clone(),
         decision: args.decision.clone(),

@@ -93,6 +93,9 @@ pub async fn run(globals: &Globals, args: MetricArgs) -> anyhow::Result<ExitCode
     // A question replays the log once, page after page: the embedded log's page cache would
     // only hold pages already read (up to 1 GiB by default over a long log).
     config.store_cache_bytes = Some(QUESTION_CACHE_BYTES);
+    // The replay frees what it read and what its columns outgrew; the evaluation allocates on
+    // other threads' arenas, so those pages would count in its peak until they decay.
+    crm_metrics::on_view_loaded(crm_app::allocator::return_freed_memory);
     let output = match args.action {
         Some(MetricAction::Sql(_)) => String::new(),
         Some(MetricAction::Compare {

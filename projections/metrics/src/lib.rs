@@ -99,7 +99,7 @@ pub use registry::{
     define, define_as, set_default, set_default_as, DefineOutcome, MetricSummary, RegisteredMetric,
     Registry, RegistryCache,
 };
-pub use view::{KnownAt, LogMark, LogView};
+pub use view::{on_view_loaded, KnownAt, LogMark, LogView};
 
 /// Functions of the expression language, with their arity and purpose (for `--help`).
 pub use expr::FUNCTIONS;

@@ -204,3 +204,32 @@ async fn later_corrections_exclude_the_facts_they_touch() {
     assert_eq!(close.figures[0].excluded.get("DUPLICATE"), Some(&1));
     assert_eq!(close.figures[0].excluded.get("TEST"), Some(&1));
 }
+
+static VIEWS_LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_view_loaded() {
+    VIEWS_LOADED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The function set with `on_view_loaded` runs when a replay has loaded a view (the `crm`
+/// binary returns freed memory there), and the figures are those of the same question
+/// asked again. Other tests of this file may load views at the same time, so the count only
+/// ever grows by at least one a load.
+#[tokio::test]
+async fn the_view_loaded_hook_runs_after_each_replay() {
+    let log = history().await;
+    let reg = Registry::load(&log.store).await.unwrap();
+    crm_metrics::on_view_loaded(count_view_loaded);
+    let q = Query::default();
+    let before = VIEWS_LOADED.load(std::sync::atomic::Ordering::SeqCst);
+    let first = evaluate(&log.store, &reg, "sales.win_rate", None, &q)
+        .await
+        .unwrap();
+    let after_one = VIEWS_LOADED.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after_one > before, "{before} then {after_one}");
+    let again = evaluate(&log.store, &reg, "sales.win_rate", None, &q)
+        .await
+        .unwrap();
+    assert!(VIEWS_LOADED.load(std::sync::atomic::Ordering::SeqCst) > after_one);
+    assert_eq!(first, again);
+}

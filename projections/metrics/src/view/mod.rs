@@ -177,6 +177,18 @@ pub struct LogView {
     ids: bool,
 }
 
+/// Called each time a replay has loaded a view, before the view is evaluated; see
+/// [`on_view_loaded`].
+static LOADED_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets a function called each time a replay has loaded a view, before it is evaluated (at
+/// most once a process; later calls change nothing). A one-shot question's process returns
+/// the memory its replay freed to the system there, so those pages, still held by the
+/// allocator, are not part of the evaluation's peak; the engine itself knows no allocator.
+pub fn on_view_loaded(hook: fn()) {
+    let _ = LOADED_HOOK.set(hook);
+}
+
 /// Most new records [`LogView::extended`] reads; a view further behind is loaded again.
 pub const EXTEND_RECORDS_MAX: usize = 10_000;
 
@@ -398,6 +410,9 @@ impl LogView {
         };
         let retracted = view.retracted_positions(store).await?;
         view.finish(&retracted);
+        if let Some(hook) = LOADED_HOOK.get() {
+            hook();
+        }
         Ok(view)
     }
 
