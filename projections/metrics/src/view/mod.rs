@@ -35,7 +35,6 @@ use uuid::Uuid;
 use crate::compile::Requirements;
 use crate::error::MetricError;
 
-mod hash;
 mod payload;
 mod streams;
 mod tally;

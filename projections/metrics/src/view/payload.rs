@@ -24,7 +24,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::hash::FnvBuild;
+use crate::hashing::FnvBuild;
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;

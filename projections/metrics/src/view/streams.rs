@@ -4,7 +4,7 @@
 
 use hashbrown::HashTable;
 
-use super::hash::fnv;
+use crate::hashing::fnv;
 
 /// No creation event kept.
 const NONE: u32 = u32::MAX;

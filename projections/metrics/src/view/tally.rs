@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use crm_domain::DomainEvent;
 use crm_eventstore::{ChainHash, Position, RecordView, Selector};
 
-use super::hash::FnvBuild;
 use super::{KnownAt, CORRECTION_TYPES};
 use crate::compile::Requirements;
+use crate::hashing::FnvBuild;
 
 /// The records one set of requirements names, owned (a tally runs on the reader's thread).
 #[derive(Debug, Clone)]

@@ -363,7 +363,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
     // in source order), sorted by event (sources keep their order within an event), then
     // worked out again one by one and settled into rows: a share is a few dozen bytes, and
     // a period of a long log lists one for each of a million entities.
-    let source_at = |order: usize| match order.checked_sub(all.excluded.len()) {
+    let source_at = |order: usize| match order.checked_sub(excluded.len()) {
         None => Source::Excluded(order),
         Some(e) => Source::Entity(e),
     };
