@@ -227,7 +227,7 @@ pub(crate) fn select<'c>(
                 None => view
                     .ev(c.ev)
                     .and_then(|e| view.stream(e.stream))
-                    .map_or_else(String::new, |s| s.name.to_owned()),
+                    .map_or_else(String::new, |s| s.name()),
             };
             match (facts.pick, chosen.get(&key)) {
                 (Pick::First, Some(_)) => {}

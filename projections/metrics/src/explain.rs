@@ -112,10 +112,7 @@ fn explain_row(view: &LogView, periods: &[Period], by: &[String], r: &Row) -> Op
     Some(ExplainRow {
         position: e.position,
         event_id: e.event_id,
-        stream: view
-            .stream(e.stream)
-            .map(|s| s.name.to_owned())
-            .unwrap_or_default(),
+        stream: view.stream(e.stream).map(|s| s.name()).unwrap_or_default(),
         event_type: view.type_name(e.ty).to_owned(),
         occurred_at: e.occurred_at,
         recorded_at: e.recorded_at,
@@ -452,10 +449,7 @@ pub async fn diff<S: EventStore>(
             (None, None) => continue,
         };
         let Some(e) = view.ev(row.ev) else { continue };
-        let stream = view
-            .stream(e.stream)
-            .map(|s| s.name.to_owned())
-            .unwrap_or_default();
+        let stream = view.stream(e.stream).map(|s| s.name()).unwrap_or_default();
         streams.insert(stream.clone());
         targets.insert(e.event_id);
         if changed.len() < DIFF_FACTS_MAX {
@@ -477,10 +471,7 @@ pub async fn diff<S: EventStore>(
     }
     let mut accounted = Vec::new();
     for (i, e) in v2.events().filter(|(_, e)| e.position > v1.mark.position) {
-        let stream = v2
-            .stream(e.stream)
-            .map(|s| s.name.to_owned())
-            .unwrap_or_default();
+        let stream = v2.stream(e.stream).map(|s| s.name()).unwrap_or_default();
         let retracts = v2
             .payload(i)
             .get("event_id")

@@ -30,16 +30,15 @@ impl Hasher for Fnv {
 /// Builds [`Fnv`] hashers.
 pub(crate) type FnvBuild = BuildHasherDefault<Fnv>;
 
-/// The FNV-1a hash of a name.
-pub(crate) fn fnv(name: &str) -> u64 {
-    let mut h = Fnv::default();
-    h.write(name.as_bytes());
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fnv(name: &str) -> u64 {
+        let mut h = Fnv::default();
+        h.write(name.as_bytes());
+        h.finish()
+    }
 
     #[test]
     fn fnv_matches_its_reference_values() {

@@ -279,7 +279,7 @@ impl<'a> Env<'a> {
                     }),
                     "stream" => view
                         .stream(stream)
-                        .map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.name))),
+                        .map_or(Val::Null, |s| Val::Str(Cow::Owned(s.name()))),
                     "category" => view
                         .stream(stream)
                         .map_or(Val::Null, |s| Val::Str(Cow::Borrowed(s.category))),

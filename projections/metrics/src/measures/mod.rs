@@ -605,7 +605,7 @@ fn entity_key(env: &Env<'_>, e: Option<&Expr>, ev: u32) -> String {
             .view
             .ev(ev)
             .and_then(|x| env.view.stream(x.stream))
-            .map_or_else(String::new, |s| s.name.to_owned()),
+            .map_or_else(String::new, |s| s.name()),
     }
 }
 

@@ -14,8 +14,9 @@
 //! `RecordMerged`). They depend on events later in the log, which is why a view keeps its
 //! events until the replay ends rather than folding them as they come.
 //!
-//! Memory: the kept events are columns (position, stream, type, ids, instants: about 50
-//! bytes an event, `recorded_at` in runs), their payloads compact binary JSON in one arena
+//! Memory: the kept events are columns (position, stream, type, ids, instants: about 40
+//! bytes an event, positions in 4 bytes and instants in 8 (`narrow.rs`), `recorded_at` in
+//! runs), their payloads compact binary JSON in one arena
 //! (`payload.rs`), the streams' names in one text arena with each stream's events in one
 //! index array (`streams.rs`). Metadata and actors are kept only when a metric reads them.
 
@@ -35,10 +36,12 @@ use uuid::Uuid;
 use crate::compile::Requirements;
 use crate::error::MetricError;
 
+mod narrow;
 mod payload;
 mod streams;
 mod tally;
 
+use narrow::{Instants, Positions};
 use payload::{Encode, Keys};
 pub(crate) use payload::{Kind, Node};
 pub(crate) use streams::StreamInfo;
@@ -98,7 +101,7 @@ pub(crate) struct Ev {
 /// payload (the loader keeps millions of events for a metric over a long log).
 #[derive(Debug, Clone, Default)]
 struct Columns {
-    position: Vec<u64>,
+    position: Positions,
     stream: Vec<u32>,
     version: Vec<u32>,
     ty: Vec<u16>,
@@ -106,7 +109,7 @@ struct Columns {
     global: Vec<u8>,
     /// Each event's id, when the view keeps ids (see [`LogView::load`]).
     event_id: Vec<Uuid>,
-    occurred_at: Vec<DateTime<Utc>>,
+    occurred_at: Instants,
     /// `recorded_at` in runs (it never decreases along the log): `(first event, instant)`.
     recorded_at: Vec<(u32, DateTime<Utc>)>,
     /// Each event's payload: from its start in `payloads` (see [`payload`]).
@@ -127,13 +130,13 @@ impl Columns {
     }
 
     fn shrink(&mut self) {
-        self.position.shrink_to_fit();
+        self.position.shrink();
         self.stream.shrink_to_fit();
         self.version.shrink_to_fit();
         self.ty.shrink_to_fit();
         self.global.shrink_to_fit();
         self.event_id.shrink_to_fit();
-        self.occurred_at.shrink_to_fit();
+        self.occurred_at.shrink();
         self.recorded_at.shrink_to_fit();
         self.payload_start.shrink_to_fit();
         self.payloads.shrink_to_fit();
@@ -438,9 +441,9 @@ impl LogView {
                 .cols
                 .event_id
                 .iter()
-                .zip(&self.cols.position)
+                .zip(self.cols.position.iter())
                 .filter(|(id, _)| retracted.contains(*id))
-                .map(|(_, p)| *p)
+                .map(|(_, p)| p)
                 .collect());
         }
         let mut out = BTreeSet::new();
@@ -642,7 +645,7 @@ impl LogView {
             self.cols.actor.push(actor);
         }
         let c = &mut self.cols;
-        c.position.push(rec.position.0);
+        c.position.push(idx, rec.position.0);
         c.stream.push(stream);
         c.version.push(version);
         c.ty.push(ty);
@@ -650,7 +653,7 @@ impl LogView {
         if self.ids {
             c.event_id.push(rec.event_id.0);
         }
-        c.occurred_at.push(rec.occurred_at);
+        c.occurred_at.push(idx, rec.occurred_at);
         if c.recorded_at
             .last()
             .is_none_or(|(_, t)| *t != rec.recorded_at)
@@ -704,7 +707,7 @@ impl LogView {
         }
         if !retracted.is_empty() {
             for (i, p) in self.cols.position.iter().enumerate() {
-                if retracted.contains(p) {
+                if retracted.contains(&p) {
                     marks.push((u32::try_from(i).unwrap_or(u32::MAX), "RETRACTED"));
                 }
             }
@@ -735,13 +738,13 @@ impl LogView {
             .partition_point(|(first, _)| usize::try_from(*first).is_ok_and(|f| f <= i));
         let recorded_at = c.recorded_at.get(run.checked_sub(1)?)?.1;
         Some(Ev {
-            position: *c.position.get(i)?,
+            position: c.position.get(i)?,
             stream: *c.stream.get(i)?,
             version: u64::from(*c.version.get(i)?),
             ty: *c.ty.get(i)?,
             // The nil id in a view loaded without ids, which nothing reads there.
             event_id: c.event_id.get(i).copied().unwrap_or_default(),
-            occurred_at: *c.occurred_at.get(i)?,
+            occurred_at: c.occurred_at.get(i)?,
             recorded_at,
             global: c
                 .global
@@ -764,7 +767,6 @@ impl LogView {
         usize::try_from(i)
             .ok()
             .and_then(|i| self.cols.position.get(i))
-            .copied()
             .unwrap_or(0)
     }
 
@@ -775,7 +777,7 @@ impl LogView {
 
     /// `occurred_at` of kept event `i`.
     pub(crate) fn occurred_at_of(&self, i: u32) -> Option<DateTime<Utc>> {
-        self.cols.occurred_at.get(usize::try_from(i).ok()?).copied()
+        self.cols.occurred_at.get(usize::try_from(i).ok()?)
     }
 
     /// Type and global exclusion of kept event `i`: what stream scans test most.
