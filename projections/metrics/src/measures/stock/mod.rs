@@ -9,22 +9,21 @@
 //! median_age), compare `p0` and `p1` (churned, churn_rate, retained, retention_rate and
 //! the value retentions), or find first spells inside `P` (new).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use compact_str::CompactString;
 
 use crate::compile::{CMeasure, Compiled, StockCalc};
 use crate::derivation::{self, Computed, Frame, Num, Out, Reducer, Row};
 use crate::error::MetricError;
 use crate::expr::eval::Env;
 use crate::expr::Expr;
-use crate::hashing::FnvBuild;
 
 mod amounts;
+mod entities;
 
 use amounts::{Amounts, Spell, SpellValue};
+use entities::Entities;
 
 /// A spell as made: its entity's number and its place in the order of making, so that one
 /// sort in place (no scratch copy of the list) groups the spells by entity and keeps each
@@ -77,16 +76,6 @@ impl<'s> Entity<'s> {
             .into_iter()
             .find(|(a, e)| *a <= t && e.is_none_or(|e| t < e))
     }
-}
-
-/// An entity: the value of the measure's `entity` expression, or (without one) the stream.
-/// The order of entities does not matter: their rows are put in event order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum EntityKey {
-    Stream(u32),
-    /// Inline up to 24 bytes (an account id): no text on the heap for each of a million
-    /// entities.
-    Text(CompactString),
 }
 
 /// Every entity's spells (with the entity's number), entity after entity
@@ -203,11 +192,14 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
             None => None,
         }
     };
-    // Each spell with its entity's number, in the order made; grouped by entity below.
-    // Numbered in the order first met; the map's own order is never read.
-    let mut keys: HashMap<EntityKey, u32, FnvBuild> = HashMap::default();
-    // At most one spell per opening event: the list is sized once, never copied as it grows.
+    // Each spell with its entity's number, in the order made; grouped by entity below. An
+    // entity is the value of the measure's `entity` expression, numbered in the order first
+    // met, or (without one) the stream, numbered as the view numbers it; the order of
+    // entities does not matter, their rows are put in event order.
+    // At most one spell (and entity) per opening event: the list is sized once, never copied
+    // as it grows, and so is the entity table.
     let openers: usize = opens.iter().map(|t| view.of_type(t).len()).sum();
+    let mut entities = Entities::with_capacity(if entity.is_some() { openers } else { 0 });
     let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
     let mut amounts = Amounts::new();
@@ -216,12 +208,15 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
             excluded.push((s, code));
             return;
         }
-        let key = match entity {
-            Some(e) => EntityKey::Text(CompactString::from(env.eval(Some(s.opener), e).key())),
-            None => EntityKey::Stream(view.stream_of(s.opener).unwrap_or(u32::MAX)),
-        };
-        let next = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-        let n = *keys.entry(key).or_insert(next);
+        // A view holds fewer than `u32::MAX` events (`VIEW_EVENTS_MAX`), so fewer entities.
+        let n = match entity {
+            Some(e) => {
+                let key_of = |opener: u32| env.eval(Some(opener), e).key();
+                entities.number(&key_of(s.opener), s.opener, key_of)
+            }
+            None => view.stream_of(s.opener),
+        }
+        .unwrap_or(u32::MAX);
         let seq = u32::try_from(made.len()).unwrap_or(u32::MAX);
         made.push(Made {
             entity: n,
@@ -282,7 +277,7 @@ fn spells(env: &Env<'_>, c: &Compiled) -> Result<Spells, MetricError> {
             finish(s, code);
         }
     }
-    drop(keys);
+    drop(entities);
     // Entity by entity, each one's spells in the order they were made.
     made.sort_unstable_by_key(|m| (m.entity, m.seq));
     made.shrink_to_fit();
