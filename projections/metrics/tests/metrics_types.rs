@@ -7,7 +7,9 @@ mod metrics_support;
 
 use std::collections::BTreeMap;
 
-use crm_metrics::{define, evaluate, Evaluation, Grain, Num, Query, Registry};
+use crm_metrics::{
+    define, evaluate, explain, Evaluation, ExplainSelect, Grain, Num, Query, Registry,
+};
 use metrics_support::{t, Log};
 
 fn q(from: &str, to: &str, period: Grain) -> Query {
@@ -173,6 +175,35 @@ async fn simple_aggregations_and_cumulative_windows() {
         .await
         .unwrap();
     assert_eq!(values(&ytd), [Some(500_000.0), Some(800_000.0)]);
+    // Folded (each fact added to the run of periods whose window holds it) and listed row by
+    // row (period by period, as an explanation lists them), a window's figures agree, by
+    // day too, where a fact counts in up to 31 periods and most windows overlap.
+    let days = q("2024-01-01", "2024-03-01", Grain::Day);
+    for (version, query) in [(9, &months), (10, &months), (9, &days), (10, &days)] {
+        let folded = evaluate(&log.store, &reg, "sales.amounts", Some(version), query)
+            .await
+            .unwrap();
+        let listed = explain(
+            &log.store,
+            &reg,
+            "sales.amounts",
+            Some(version),
+            query,
+            &ExplainSelect::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(folded.figures.len(), listed.figures.len());
+        for (f, l) in folded.figures.iter().zip(&listed.figures) {
+            assert_eq!(
+                (f.value, f.numerator, f.denominator, &f.display),
+                (l.value, l.numerator, l.denominator, &l.display),
+                "v{version} {:?}",
+                f.period
+            );
+        }
+        assert!(folded.figures.iter().filter(|f| f.value.is_some()).count() >= 2);
+    }
 }
 
 #[tokio::test]

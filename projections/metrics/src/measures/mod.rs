@@ -327,12 +327,44 @@ fn cumulative(
             (lo, hi.max(lo))
         })
         .collect();
-    // A fact counts in every period whose window holds it: its dimensions and contribution
-    // are worked out once, and let go when the windows have moved past it (they only move
-    // forward), so what is held is the facts of one window: facts `first..first + len`, in
-    // order, in a ring (a B-tree, filled in ascending order, left its nodes about half full).
-    // The ring is sized once for the largest window: grown by doubling, it would come to
-    // hold up to twice that, and a ring touches all it holds as it turns.
+    let forward = windows
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if a.0 <= b.0 && a.1 <= b.1));
+    if forward && !frame.rows {
+        // Folding: each fact is worked out once and added to every period whose window
+        // holds it, then let go. Both ends of the windows only move forward, so those
+        // periods are a run, `from..to`; a period's cell still meets its facts in order, so
+        // it adds them up as a period-by-period walk would.
+        let mut from = 0usize;
+        for (n, cand) in cands.iter().enumerate() {
+            while windows.get(from).is_some_and(|(_, hi)| *hi <= n) {
+                from += 1;
+            }
+            let to = from
+                + windows
+                    .get(from..)
+                    .map_or(0, |w| w.iter().take_while(|(lo, _)| *lo <= n).count());
+            if from == to {
+                continue;
+            }
+            let Some(dims) = derivation::dims_of(env, c, frame, cand.ev)? else {
+                continue;
+            };
+            let k = agg_contribution(env, agg, cand, None);
+            for p in from..to {
+                out.push(Row::new(cand.ev, &input, p, dims.clone(), k.clone()))?;
+            }
+        }
+        return out.finish();
+    }
+    // Rows kept (an explanation, whose rows are listed period by period), or windows that
+    // do not only move forward: period by period. A fact counts in every period whose window
+    // holds it: its dimensions and contribution are worked out once, and let go when the
+    // windows have moved past it, so what is held is the facts of one window: facts
+    // `first..first + len`, in order, in a ring (a B-tree, filled in ascending order, left
+    // its nodes about half full). The ring is sized once for the largest window: grown by
+    // doubling, it would come to hold up to twice that, and a ring touches all it holds as
+    // it turns.
     let largest = windows.iter().map(|(lo, hi)| hi - lo).max().unwrap_or(0);
     let mut cache: VecDeque<Option<(Vec<String>, Contribution)>> = VecDeque::with_capacity(largest);
     let mut first = 0usize;
