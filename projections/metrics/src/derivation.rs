@@ -177,21 +177,21 @@ pub(crate) fn select<'c>(
     rules: &[&'c [CRule]],
 ) -> Vec<Cand<'c>> {
     let view = env.view;
-    let mut idx: Vec<u32> = facts
-        .events
-        .iter()
-        .flat_map(|t| view.of_type(t).iter().copied())
-        .collect();
+    let mut idx: Vec<u32> =
+        Vec::with_capacity(facts.events.iter().map(|t| view.of_type(t).len()).sum());
+    for t in &facts.events {
+        idx.extend_from_slice(view.of_type(t));
+    }
     idx.sort_unstable();
     idx.dedup();
+    // Filtered in place first, so that the candidates are made into a list of their exact
+    // size: collected through a filter, the list grew by doubling (to 64 MiB for 1.2 M
+    // candidates of 32 bytes over a 10 M-event log) and kept its slack until shrunk.
+    if let Some(f) = facts.filter.as_ref() {
+        idx.retain(|i| env.eval(Some(*i), f).truthy());
+    }
     let mut out: Vec<Cand<'c>> = idx
         .into_iter()
-        .filter(|i| {
-            facts
-                .filter
-                .as_ref()
-                .is_none_or(|f| env.eval(Some(*i), f).truthy())
-        })
         .map(|i| {
             let occurred = view.occurred_at_of(i);
             let t = match time {
