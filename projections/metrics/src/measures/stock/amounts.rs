@@ -31,11 +31,11 @@ impl SpellValue {
     }
 }
 
-/// A spell: 32 bytes, its amount held apart (a long log makes a million spells, and most
-/// of a count's share the one amount).
+/// A spell: 20 bytes, its amount held apart (a long log makes a million spells, and most
+/// of a count's share the one amount) and its start read from the view: a spell starts when
+/// its opening event occurred.
 #[derive(Debug, Clone)]
 pub(super) struct Spell {
-    pub(super) start: DateTime<Utc>,
     pub(super) end: Option<DateTime<Utc>>,
     pub(super) opener: u32,
     /// Its amount in [`Amounts`].
@@ -46,8 +46,9 @@ pub(super) struct Spell {
 type Changes = Vec<(DateTime<Utc>, Num)>;
 
 impl Spell {
-    pub(super) fn runs(&self, t: DateTime<Utc>) -> bool {
-        self.start <= t && self.end.is_none_or(|e| t < e)
+    /// Whether the spell has not ended by `t`.
+    pub(super) fn ends_after(&self, t: DateTime<Utc>) -> bool {
+        self.end.is_none_or(|e| t < e)
     }
 }
 
@@ -118,8 +119,8 @@ impl Amounts {
         Ok(())
     }
 
-    /// The value of `spell` at `t`.
-    pub(super) fn value(&self, spell: &Spell, t: DateTime<Utc>) -> Num {
+    /// The value at `t` of `spell`, which started at `start`.
+    pub(super) fn value(&self, spell: &Spell, start: DateTime<Utc>, t: DateTime<Utc>) -> Num {
         let Some(amount) = usize::try_from(spell.amount)
             .ok()
             .and_then(|i| self.0.get(i))
@@ -132,7 +133,7 @@ impl Amounts {
             .and_then(|c| c.iter().rev().find(|(from, _)| *from <= t));
         match later {
             Some((_, v)) => *v,
-            None if spell.start <= t => amount.value.num(),
+            None if start <= t => amount.value.num(),
             None => Num::ZERO,
         }
     }
@@ -151,7 +152,6 @@ mod tests {
         let t = |d: u32| DateTime::<Utc>::from_timestamp(i64::from(d) * 86_400, 0).unwrap();
         let mut amounts = Amounts::new();
         let spell = |amount| Spell {
-            start: t(10),
             end: None,
             opener: 0,
             amount,
@@ -167,7 +167,7 @@ mod tests {
             .unwrap();
         assert_ne!(changed.amount, Amounts::ONE);
         let worth = spell(amounts.add(SpellValue::Int(3)).unwrap());
-        let at = |s: &Spell, d| amounts.value(s, t(d));
+        let at = |s: &Spell, d| amounts.value(s, t(10), t(d));
         assert_eq!(
             [at(&one, 5), at(&one, 25), at(&changed, 5), at(&changed, 15)],
             [Num::ZERO, Num::ONE, Num::ZERO, Num::ONE]
