@@ -1,6 +1,6 @@
 //! Narrow columns of a view: a log position in 4 bytes and an instant in 8, where a `u64`
 //! takes 8 and a `DateTime<Utc>` 12. A view over a long log keeps millions of events, and
-//! these two columns are a fifth of what it holds an event besides the payload.
+//! these two columns were about a quarter of what it held an event besides the payload.
 
 use chrono::{DateTime, Utc};
 

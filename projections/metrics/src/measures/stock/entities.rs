@@ -4,8 +4,8 @@
 //! (accounts). A map from each key to its number held the key inline (32 bytes) beside the
 //! number: about 26 MB while the spells were made. Here a table holds each entity's number
 //! (4 bytes) and the list [`Entities::firsts`] the opening event of its first spell (4
-//! bytes): a key is compared with an entity's by working out that event's key again, and a
-//! key's hash is worked out from the key it is compared as.
+//! bytes): a key is compared with an entity's by working out that event's key again (as is
+//! each entity's hash, should the table grow past the room it was made with).
 
 use std::hash::Hasher;
 
@@ -92,7 +92,7 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(n, e)| usize::try_from(*e).unwrap() == n));
-        // Keys that share a hash bucket's tag are still told apart by their text.
+        // Short keys, the empty one among them, each get their own number.
         let mut one = Entities::with_capacity(0);
         let texts = ["a", "b", "", "ab", "ba"];
         let of = |e: u32| texts[usize::try_from(e).unwrap()].to_owned();
