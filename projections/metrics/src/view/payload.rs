@@ -14,9 +14,10 @@
 //! - a non-negative integer: LEB128; a negative one: 8 bytes (little-endian `i64`);
 //!   a float: 8 bytes (little-endian `f64`);
 //! - a string: its length (LEB128) and UTF-8 bytes;
-//! - an array or object: the length of its body (4 bytes, little-endian), then the body: the
-//!   items, or for an object each member's key id (LEB128) and value. Duplicate keys are
-//!   kept in order; a lookup finds the last, as serde_json's map insert does.
+//! - an array or object: the length of its body (LEB128, at most `u32::MAX`; one byte for
+//!   the body of a payload cut to a few fields), then the body: the items, or for an object
+//!   each member's key id (LEB128) and value. Duplicate keys are kept in order; a lookup
+//!   finds the last, as serde_json's map insert does.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -115,8 +116,10 @@ fn fixed8(bytes: &[u8], at: usize) -> Option<[u8; 8]> {
     bytes.get(at..at.checked_add(8)?)?.try_into().ok()
 }
 
-/// Writes a container: tag, a placeholder for the body length, the body by `body`, then the
-/// real length. `None` (and nothing written) when the body is too long for 4 bytes.
+/// Writes a container: tag, the body by `body`, then its length put before it (the body
+/// moves by the length's size, one byte for most: a payload is cut to a few fields, and a
+/// fixed 4-byte length was 3 bytes an object more, millions of times over a long log).
+/// `None` (and nothing written) when the body is longer than `u32::MAX` bytes.
 fn container<E>(
     out: &mut Vec<u8>,
     tag: u8,
@@ -125,16 +128,15 @@ fn container<E>(
 ) -> Result<(), E> {
     let start = out.len();
     out.push(tag);
-    out.extend_from_slice(&[0; 4]);
+    let body_start = out.len();
     body(out)?;
-    let len = out.len() - start - 5;
-    let Ok(len) = u32::try_from(len) else {
+    let Ok(len) = u32::try_from(out.len() - body_start) else {
         out.truncate(start);
         return Err(too_long());
     };
-    if let Some(slot) = out.get_mut(start + 1..start + 5) {
-        slot.copy_from_slice(&len.to_le_bytes());
-    }
+    let mut prefix = Vec::with_capacity(5);
+    put_varint(&mut prefix, u64::from(len));
+    out.splice(body_start..body_start, prefix);
     Ok(())
 }
 
@@ -438,7 +440,9 @@ impl<'a> Node<'a> {
     /// `None` for items.
     fn members(&self) -> Members<'a> {
         let tag = self.tag();
-        let end = if matches!(tag, ARRAY | OBJECT) {
+        // The body starts after the tag and its length.
+        let mut at = 1;
+        let end = if matches!(tag, ARRAY | OBJECT) && varint(self.bytes, &mut at).is_some() {
             self.len().unwrap_or(0)
         } else {
             0
@@ -446,7 +450,7 @@ impl<'a> Node<'a> {
         Members {
             node: *self,
             object: tag == OBJECT,
-            at: 5,
+            at,
             end,
         }
     }
@@ -461,7 +465,9 @@ impl<'a> Node<'a> {
         // the value skipped by its length. A member that cannot be read ends the scan.
         let end = self.len().unwrap_or(0);
         let bytes = self.bytes;
-        let mut at = 5usize;
+        // The body starts after the tag and its length.
+        let mut at = 1usize;
+        varint(bytes, &mut at)?;
         let mut found = None;
         while at < end {
             let Some(key) = varint(bytes, &mut at) else {
@@ -533,8 +539,8 @@ fn len_at(bytes: &[u8], start: usize) -> Option<usize> {
             (at - start).checked_add(n)
         }
         ARRAY | OBJECT => {
-            let body = u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?);
-            5usize.checked_add(usize::try_from(body).ok()?)
+            let body = usize::try_from(varint(bytes, &mut at)?).ok()?;
+            (at - start).checked_add(body)
         }
         _ => Some(1),
     }
