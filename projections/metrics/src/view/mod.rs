@@ -662,7 +662,7 @@ impl LogView {
         }
         c.payload_start.push(start);
         if rec.stream_version.0 == 1 {
-            self.streams.set_creation(stream, idx);
+            self.streams.set_creation(stream);
         }
         if let Some(list) = self.by_type.get_mut(usize::from(ty)) {
             list.push(idx);

@@ -12,8 +12,8 @@ use hashbrown::HashTable;
 
 use crate::hashing::Fnv;
 
-/// No creation event kept.
-const NONE: u32 = u32::MAX;
+/// Past the last stream number a view can hold.
+const STREAMS_END: u32 = u32::MAX;
 
 /// One stream as a reader sees it.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,10 @@ pub(crate) struct Streams {
     name_start: Vec<u32>,
     category: Vec<u16>,
     categories: Vec<Box<str>>,
-    creation: Vec<u32>,
+    /// One bit a stream: whether its creation event (version 1) is kept. That event comes
+    /// first in the log, so it is the stream's first kept event (4 bytes a stream less than
+    /// its index).
+    created: Vec<u64>,
     /// Each stream's number, found by the hash of its name (the names stay in `names`: 4
     /// bytes a stream, where a map from hash to stream took 16 and a second map took the
     /// names whose hash another name had).
@@ -147,7 +150,9 @@ impl Streams {
         if let Some(s) = self.find(name) {
             return Some(s);
         }
-        let s = u32::try_from(self.len()).ok().filter(|s| *s < NONE)?;
+        let s = u32::try_from(self.len())
+            .ok()
+            .filter(|s| *s < STREAMS_END)?;
         let (cat, rest) = split(name);
         let start = u32::try_from(self.names.len()).ok()?;
         u32::try_from(self.names.len() + rest.len()).ok()?;
@@ -162,7 +167,9 @@ impl Streams {
         };
         // Categories are a closed vocabulary; past u16 every new one shares the last slot.
         self.category.push(u16::try_from(c).unwrap_or(u16::MAX));
-        self.creation.push(NONE);
+        if self.created.len() * 64 < self.len() {
+            self.created.push(0);
+        }
         let parts = Parts {
             names: &self.names,
             starts: &self.name_start,
@@ -193,13 +200,21 @@ impl Streams {
         self.by_name = by_name;
     }
 
-    pub(crate) fn set_creation(&mut self, s: u32, event: u32) {
-        if let Some(c) = usize::try_from(s)
+    /// Marks stream `s`'s creation event (version 1) as kept.
+    pub(crate) fn set_creation(&mut self, s: u32) {
+        if let Some(word) = usize::try_from(s / 64)
             .ok()
-            .and_then(|s| self.creation.get_mut(s))
+            .and_then(|w| self.created.get_mut(w))
         {
-            *c = event;
+            *word |= 1 << (s % 64);
         }
+    }
+
+    fn has_creation(&self, s: u32) -> bool {
+        usize::try_from(s / 64)
+            .ok()
+            .and_then(|w| self.created.get(w))
+            .is_some_and(|word| word & (1 << (s % 64)) != 0)
     }
 
     /// Builds the per-stream event lists from each event's stream (`stream_of[i]` for event
@@ -246,7 +261,6 @@ impl Streams {
             .get(i)
             .and_then(|c| self.categories.get(usize::from(*c)))
             .map_or("", |c| c);
-        let creation = self.creation.get(i).copied().filter(|c| *c != NONE);
         let events = match (self.event_start.get(i), self.event_start.get(i + 1)) {
             (Some(a), Some(b)) => self
                 .events
@@ -254,6 +268,7 @@ impl Streams {
                 .unwrap_or(&[]),
             _ => &[],
         };
+        let creation = events.first().copied().filter(|_| self.has_creation(s));
         Some(StreamInfo {
             rest: rest_of(&self.names, &self.name_start, s),
             category,
@@ -267,7 +282,7 @@ impl Streams {
         self.names.shrink_to_fit();
         self.name_start.shrink_to_fit();
         self.category.shrink_to_fit();
-        self.creation.shrink_to_fit();
+        self.created.shrink_to_fit();
     }
 }
 
@@ -281,7 +296,7 @@ mod tests {
         let a = s.find_or_add("opportunity-1").unwrap();
         let b = s.find_or_add("account-9").unwrap();
         assert_eq!(s.find_or_add("opportunity-1"), Some(a));
-        s.set_creation(b, 1);
+        s.set_creation(b);
         s.index_events(&[a, b, a, a]);
         let one = s.get(a).unwrap();
         assert_eq!((one.name(), one.rest), ("opportunity-1".to_owned(), "-1"));
@@ -346,6 +361,17 @@ mod tests {
                 .all(|(i, n)| s.find(n) == Some(u32::try_from(i).unwrap()))
         };
         assert!(found(&s));
+        // Every third stream's creation kept, across the 64-stream words of the marks: its
+        // first kept event; the others have none.
+        for i in (0..5_000u32).step_by(3) {
+            s.set_creation(i);
+        }
+        let of: Vec<u32> = (0..10_000u32).map(|e| e % 5_000).collect();
+        s.index_events(&of);
+        assert!((0..5_000u32).all(|i| {
+            let info = s.get(i).unwrap();
+            info.events == [i, i + 5_000] && info.creation == (i % 3 == 0).then_some(i)
+        }));
         s.drop_name_index();
         assert_eq!(s.find_or_add("case-17"), Some(17));
         assert_eq!(s.find_or_add("case-5000"), Some(5_000));
