@@ -112,7 +112,9 @@ impl<'s> Entity<'s> {
 struct Spells<'v> {
     spells: Vec<Made>,
     bounds: Vec<usize>,
-    excluded: Vec<(Spell, String)>,
+    /// With the code of the rule that left them out (borrowed from the definition, or a
+    /// global code), not a text of their own.
+    excluded: Vec<(Spell, &'v str)>,
     amounts: Amounts,
     starts: Starts<'v>,
 }
@@ -169,7 +171,7 @@ impl<'c> Roles<'c> {
     }
 }
 
-fn spells<'v>(env: &Env<'v>, c: &Compiled) -> Result<Spells<'v>, MetricError> {
+fn spells<'v>(env: &Env<'v>, c: &'v Compiled) -> Result<Spells<'v>, MetricError> {
     let starts = Starts(env.view);
     let none = Spells {
         spells: Vec::new(),
@@ -194,19 +196,19 @@ fn spells<'v>(env: &Env<'v>, c: &Compiled) -> Result<Spells<'v>, MetricError> {
     // An opening event's exclusion, as candidate selection decides it (global exclusion,
     // then the first rule that holds); decided where the stream walk meets it, so the
     // openers are not listed apart.
-    let exclusion = |i: u32, global: bool| -> Option<String> {
+    let exclusion = |i: u32, global: bool| -> Option<&'v str> {
         let global = if global {
             view.ev(i).and_then(|e| e.global)
         } else {
             None
         };
         match global {
-            Some(code) => Some(code.to_owned()),
+            Some(code) => Some(code),
             None => c
                 .rules
                 .iter()
                 .find(|r| env.eval(Some(i), &r.when).truthy())
-                .map(|r| r.code.clone()),
+                .map(|r| r.code.as_str()),
         }
     };
     let open_types: Vec<Option<u16>> = opens.iter().map(|t| view.type_id(t)).collect();
@@ -236,7 +238,7 @@ fn spells<'v>(env: &Env<'v>, c: &Compiled) -> Result<Spells<'v>, MetricError> {
     let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
     let mut amounts = Amounts::new();
-    let mut finish = |s: Spell, code: Option<String>| {
+    let mut finish = |s: Spell, code: Option<&'v str>| {
         if let Some(code) = code {
             excluded.push((s, code));
             return;
@@ -259,7 +261,7 @@ fn spells<'v>(env: &Env<'v>, c: &Compiled) -> Result<Spells<'v>, MetricError> {
     };
     for s in streams {
         let Some(info) = view.stream(s) else { continue };
-        let mut active: Option<(Spell, Option<String>)> = None;
+        let mut active: Option<(Spell, Option<&'v str>)> = None;
         for &i in info.events {
             let (Some((ty, global)), Some(occurred_at)) =
                 (view.ty_and_global(i), view.occurred_at_of(i))
@@ -337,7 +339,7 @@ fn spells<'v>(env: &Env<'v>, c: &Compiled) -> Result<Spells<'v>, MetricError> {
 /// is listed under, and its amounts.
 struct Share<'s> {
     ev: u32,
-    excluded: Option<&'s String>,
+    excluded: Option<&'s str>,
     num: Option<Num>,
     den: Option<Num>,
     sample: Option<f64>,
@@ -525,7 +527,7 @@ pub(crate) fn run(env: &Env<'_>, c: &Compiled, frame: &Frame<'_>) -> Result<Comp
                 input: Arc::clone(&input),
                 period: p,
                 dims,
-                excluded: s.excluded.cloned(),
+                excluded: s.excluded.map(str::to_owned),
                 num: s.num,
                 den: s.den,
                 sample: s.sample,
