@@ -5,7 +5,7 @@
 //! number: about 26 MB while the spells were made. Here a table holds each entity's number
 //! (4 bytes) and the list [`Entities::firsts`] the opening event of its first spell (4
 //! bytes): a key is compared with an entity's by working out that event's key again (as is
-//! each entity's hash, should the table grow past the room it was made with).
+//! each entity's hash when the table grows).
 
 use std::hash::Hasher;
 
@@ -29,15 +29,6 @@ pub(super) struct Entities {
 }
 
 impl Entities {
-    /// Room for `entities` entities, so that the table is not grown (and every key worked
-    /// out again) while spells are made.
-    pub(super) fn with_capacity(entities: usize) -> Entities {
-        Entities {
-            table: HashTable::with_capacity(entities),
-            firsts: Vec::new(),
-        }
-    }
-
     /// The number of the entity whose key is `key` (that of opening event `opener`), a new
     /// one when no entity has that key yet; `key_of` gives the key of an opening event.
     /// `None` past `u32` entities.
@@ -75,13 +66,13 @@ mod tests {
     use super::*;
 
     /// Keys get numbers in the order first met, the same key the same number, through the
-    /// table's growth past the room it was made with; a key is worked out again only from
-    /// the first opening event of its entity.
+    /// table's growth; a key is worked out again only from the first opening event of its
+    /// entity.
     #[test]
     fn numbers_entities_by_key_through_growth() {
         // Opening event `e` has key `acc{e % 1000}`: events 0..999 open the entities.
         let key_of = |e: u32| format!("acc{}", e % 1000);
-        let mut entities = Entities::with_capacity(10);
+        let mut entities = Entities::default();
         for e in 0..5_000u32 {
             let n = entities.number(&key_of(e), e, key_of).unwrap();
             assert_eq!(n, e % 1000, "event {e}");
@@ -93,7 +84,7 @@ mod tests {
             .enumerate()
             .all(|(n, e)| usize::try_from(*e).unwrap() == n));
         // Short keys, the empty one among them, each get their own number.
-        let mut one = Entities::with_capacity(0);
+        let mut one = Entities::default();
         let texts = ["a", "b", "", "ab", "ba"];
         let of = |e: u32| texts[usize::try_from(e).unwrap()].to_owned();
         for (e, t) in texts.iter().enumerate() {

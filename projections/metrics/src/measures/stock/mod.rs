@@ -231,10 +231,12 @@ fn spells<'v>(env: &Env<'v>, c: &'v Compiled) -> Result<Spells<'v>, MetricError>
     // entity is the value of the measure's `entity` expression, numbered in the order first
     // met, or (without one) the stream, numbered as the view numbers it; the order of
     // entities does not matter, their rows are put in event order.
-    // At most one spell (and entity) per opening event: the list is sized once, never copied
-    // as it grows, and so is the entity table.
+    // At most one spell per opening event: the list is sized once, never copied as it
+    // grows (only the part written is resident). The entity table grows as entities are
+    // met: sized for every opening event, its slots were resident (10.5 MB for 1.2 M
+    // openers of 570,000 entities), where growing works each key out again about twice.
     let openers: usize = opens.iter().map(|t| view.of_type(t).len()).sum();
-    let mut entities = Entities::with_capacity(if entity.is_some() { openers } else { 0 });
+    let mut entities = Entities::default();
     let mut made: Vec<Made> = Vec::with_capacity(openers);
     let mut excluded = Vec::new();
     let mut amounts = Amounts::new();
