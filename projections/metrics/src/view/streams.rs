@@ -6,11 +6,9 @@
 //! `opportunity-42`): the category is in each stream's name, and a view of 10,000,000
 //! events holds about two million streams, so the arena keeps 7 to 12 bytes less a stream.
 
-use std::hash::Hasher;
-
 use hashbrown::HashTable;
 
-use crate::hashing::Fnv;
+use crate::hashing::fnv;
 
 /// Past the last stream number a view can hold.
 const STREAMS_END: u32 = u32::MAX;
@@ -59,14 +57,6 @@ pub(crate) struct Streams {
     event_start: Vec<u32>,
 }
 
-/// FNV-1a of `category` followed by `rest`: the hash of the name they make.
-fn hash(category: &str, rest: &str) -> u64 {
-    let mut h = Fnv::default();
-    h.write(category.as_bytes());
-    h.write(rest.as_bytes());
-    h.finish()
-}
-
 /// The name of stream `s` after its category: `names[starts[s]..starts[s + 1]]` (to the
 /// end for the last).
 fn rest_of<'a>(names: &'a str, starts: &[u32], s: u32) -> &'a str {
@@ -85,7 +75,9 @@ fn split(stream: &str) -> (&str, &str) {
     stream.split_at(stream.find('-').unwrap_or(stream.len()))
 }
 
-/// The parts of a stream's name, as the table compares and hashes them.
+/// The parts of a stream's name, as the table compares and hashes them and a reader sees
+/// them.
+#[derive(Clone, Copy)]
 struct Parts<'a> {
     names: &'a str,
     starts: &'a [u32],
@@ -93,8 +85,8 @@ struct Parts<'a> {
     categories: &'a [Box<str>],
 }
 
-impl Parts<'_> {
-    fn category(&self, s: u32) -> &str {
+impl<'a> Parts<'a> {
+    fn category(self, s: u32) -> &'a str {
         usize::try_from(s)
             .ok()
             .and_then(|s| self.category.get(s))
@@ -102,12 +94,16 @@ impl Parts<'_> {
             .map_or("", |c| c)
     }
 
-    fn hash(&self, s: u32) -> u64 {
-        hash(self.category(s), rest_of(self.names, self.starts, s))
+    fn rest(self, s: u32) -> &'a str {
+        rest_of(self.names, self.starts, s)
     }
 
-    fn is(&self, s: u32, category: &str, rest: &str) -> bool {
-        rest_of(self.names, self.starts, s) == rest && self.category(s) == category
+    fn hash(self, s: u32) -> u64 {
+        fnv(&[self.category(s), self.rest(s)])
+    }
+
+    fn is(self, s: u32, category: &str, rest: &str) -> bool {
+        self.rest(s) == rest && self.category(s) == category
     }
 }
 
@@ -138,7 +134,7 @@ impl Streams {
             return Some(s);
         }
         self.by_name
-            .find(hash(category, rest), |s| parts.is(*s, category, rest))
+            .find(fnv(&[category, rest]), |s| parts.is(*s, category, rest))
             .copied()
     }
 
@@ -170,14 +166,11 @@ impl Streams {
         if self.created.len() * 64 < self.len() {
             self.created.push(0);
         }
-        let parts = Parts {
-            names: &self.names,
-            starts: &self.name_start,
-            category: &self.category,
-            categories: &self.categories,
-        };
-        self.by_name
-            .insert_unique(hash(cat, rest), s, |s| parts.hash(*s));
+        // The table, taken out while it may rehash, reads the names it holds through `parts`.
+        let mut by_name = std::mem::take(&mut self.by_name);
+        let parts = self.parts();
+        by_name.insert_unique(fnv(&[cat, rest]), s, |s| parts.hash(*s));
+        self.by_name = by_name;
         Some(s)
     }
 
@@ -256,11 +249,7 @@ impl Streams {
     /// Stream `s`.
     pub(crate) fn get(&self, s: u32) -> Option<StreamInfo<'_>> {
         let i = usize::try_from(s).ok().filter(|i| *i < self.len())?;
-        let category = self
-            .category
-            .get(i)
-            .and_then(|c| self.categories.get(usize::from(*c)))
-            .map_or("", |c| c);
+        let parts = self.parts();
         let events = match (self.event_start.get(i), self.event_start.get(i + 1)) {
             (Some(a), Some(b)) => self
                 .events
@@ -270,8 +259,8 @@ impl Streams {
         };
         let creation = events.first().copied().filter(|_| self.has_creation(s));
         Some(StreamInfo {
-            rest: rest_of(&self.names, &self.name_start, s),
-            category,
+            category: parts.category(s),
+            rest: parts.rest(s),
             creation,
             events,
         })

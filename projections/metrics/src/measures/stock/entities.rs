@@ -7,18 +7,9 @@
 //! bytes): a key is compared with an entity's by working out that event's key again (as is
 //! each entity's hash when the table grows).
 
-use std::hash::Hasher;
-
 use hashbrown::HashTable;
 
-use crate::hashing::Fnv;
-
-/// FNV-1a of a key's text.
-fn hash(key: &str) -> u64 {
-    let mut h = Fnv::default();
-    h.write(key.as_bytes());
-    h.finish()
-}
+use crate::hashing::fnv;
 
 /// Entities numbered in the order their first spell is met.
 #[derive(Debug, Default)]
@@ -38,7 +29,7 @@ impl Entities {
         opener: u32,
         key_of: impl Fn(u32) -> String,
     ) -> Option<u32> {
-        let h = hash(key);
+        let h = fnv(&[key]);
         let firsts = &self.firsts;
         let first = |n: u32| usize::try_from(n).ok().and_then(|n| firsts.get(n)).copied();
         if let Some(n) = self
@@ -55,7 +46,7 @@ impl Entities {
                 .ok()
                 .and_then(|n| firsts.get(n))
                 .copied();
-            e.map_or(0, |e| hash(&key_of(e)))
+            e.map_or(0, |e| fnv(&[&key_of(e)]))
         });
         Some(n)
     }
