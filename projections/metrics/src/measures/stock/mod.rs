@@ -46,9 +46,18 @@ impl Starts<'_> {
         self.0.occurred_at_of(s.opener)
     }
 
-    /// Whether `s` runs at `t` (its end, held by the spell, is tested first).
+    /// The start of `s` if it runs at `t` (its end, held by the spell, is tested first, so
+    /// a spell that ended is passed without reading the view).
+    fn running_since(self, s: &Spell, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !s.ends_after(t) {
+            return None;
+        }
+        self.of(s).filter(|start| *start <= t)
+    }
+
+    /// Whether `s` runs at `t`.
     fn runs(self, s: &Spell, t: DateTime<Utc>) -> bool {
-        s.ends_after(t) && self.of(s).is_some_and(|start| start <= t)
+        self.running_since(s, t).is_some()
     }
 }
 
@@ -69,16 +78,11 @@ impl<'s> Entity<'s> {
     }
 
     fn value(&self, t: DateTime<Utc>) -> Result<Num, MetricError> {
-        self.spells().try_fold(Num::ZERO, |acc, s| {
-            match self
-                .starts
-                .of(s)
-                .filter(|start| s.ends_after(t) && *start <= t)
-            {
+        self.spells()
+            .try_fold(Num::ZERO, |acc, s| match self.starts.running_since(s, t) {
                 Some(start) => acc.add(self.amounts.value(s, start, t)),
                 None => Ok(acc),
-            }
-        })
+            })
     }
 
     /// The continuous active interval containing `t` (overlapping spells merged).
