@@ -41,7 +41,7 @@ mod payload;
 mod streams;
 mod tally;
 
-use narrow::{Instants, Positions};
+use narrow::{Instants, Positions, Runs};
 use payload::{Encode, Keys};
 pub(crate) use payload::{Kind, Node};
 pub(crate) use streams::StreamInfo;
@@ -110,8 +110,8 @@ struct Columns {
     /// Each event's id, when the view keeps ids (see [`LogView::load`]).
     event_id: Vec<Uuid>,
     occurred_at: Instants,
-    /// `recorded_at` in runs (it never decreases along the log): `(first event, instant)`.
-    recorded_at: Vec<(u32, DateTime<Utc>)>,
+    /// `recorded_at` in runs (it never decreases along the log).
+    recorded_at: Runs<DateTime<Utc>>,
     /// Each event's payload: from its start in `payloads` (see [`payload`]).
     payload_start: Vec<u32>,
     payloads: Vec<u8>,
@@ -137,7 +137,7 @@ impl Columns {
         self.global.shrink_to_fit();
         self.event_id.shrink_to_fit();
         self.occurred_at.shrink();
-        self.recorded_at.shrink_to_fit();
+        self.recorded_at.shrink();
         self.payload_start.shrink_to_fit();
         self.payloads.shrink_to_fit();
         self.meta_start.shrink_to_fit();
@@ -654,12 +654,7 @@ impl LogView {
             c.event_id.push(rec.event_id.0);
         }
         c.occurred_at.push(idx, rec.occurred_at);
-        if c.recorded_at
-            .last()
-            .is_none_or(|(_, t)| *t != rec.recorded_at)
-        {
-            c.recorded_at.push((idx, rec.recorded_at));
-        }
+        c.recorded_at.push(idx, rec.recorded_at);
         c.payload_start.push(start);
         if rec.stream_version.0 == 1 {
             self.streams.set_creation(stream);
@@ -733,10 +728,7 @@ impl LogView {
     pub(crate) fn ev(&self, i: u32) -> Option<Ev> {
         let i = usize::try_from(i).ok()?;
         let c = &self.cols;
-        let run = c
-            .recorded_at
-            .partition_point(|(first, _)| usize::try_from(*first).is_ok_and(|f| f <= i));
-        let recorded_at = c.recorded_at.get(run.checked_sub(1)?)?.1;
+        let recorded_at = c.recorded_at.get(i)?;
         Some(Ev {
             position: c.position.get(i)?,
             stream: *c.stream.get(i)?,

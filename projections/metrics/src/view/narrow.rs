@@ -4,12 +4,45 @@
 
 use chrono::{DateTime, Utc};
 
+/// A value that changes seldom along the entries, held once per run of entries that share
+/// it: `(first entry, value)`, a new run each time the value differs from the last one's.
+#[derive(Debug, Clone)]
+pub(super) struct Runs<T>(Vec<(u32, T)>);
+
+impl<T> Default for Runs<T> {
+    fn default() -> Self {
+        Runs(Vec::new())
+    }
+}
+
+impl<T: Copy + PartialEq> Runs<T> {
+    /// Sets entry `index` (the next one) to `value`.
+    pub(super) fn push(&mut self, index: u32, value: T) {
+        if self.0.last().is_none_or(|(_, v)| *v != value) {
+            self.0.push((index, value));
+        }
+    }
+
+    /// The value of entry `i`: that of the last run starting at or before it (`None` before
+    /// the first run).
+    pub(super) fn get(&self, i: usize) -> Option<T> {
+        let after = self
+            .0
+            .partition_point(|(first, _)| usize::try_from(*first).is_ok_and(|f| f <= i));
+        self.0.get(after.checked_sub(1)?).map(|(_, v)| *v)
+    }
+
+    pub(super) fn shrink(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
 /// Log positions in ascending order (the order a view reads them): the low 32 bits of each,
-/// and the high bits in runs, `(first index, high bits)`, one run per 2^32 positions.
+/// and the high bits in runs, one run per 2^32 positions.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Positions {
     low: Vec<u32>,
-    high: Vec<(u32, u32)>,
+    high: Runs<u32>,
 }
 
 /// Splits `p` into its high and low 32 bits.
@@ -26,9 +59,7 @@ impl Positions {
     /// new run starts only when the high bits change).
     pub(super) fn push(&mut self, index: u32, p: u64) {
         let (high, low) = halves(p);
-        if self.high.last().is_none_or(|(_, h)| *h != high) {
-            self.high.push((index, high));
-        }
+        self.high.push(index, high);
         self.low.push(low);
     }
 
@@ -39,15 +70,8 @@ impl Positions {
     /// Position of entry `i`.
     pub(super) fn get(&self, i: usize) -> Option<u64> {
         let low = *self.low.get(i)?;
-        let run = match self.high.as_slice() {
-            [(_, h)] => *h,
-            runs => {
-                let after = runs
-                    .partition_point(|(first, _)| usize::try_from(*first).is_ok_and(|f| f <= i));
-                runs.get(after.checked_sub(1)?)?.1
-            }
-        };
-        Some((u64::from(run) << 32) | u64::from(low))
+        let high = self.high.get(i)?;
+        Some((u64::from(high) << 32) | u64::from(low))
     }
 
     /// Every position, in order.
@@ -57,7 +81,7 @@ impl Positions {
 
     pub(super) fn shrink(&mut self) {
         self.low.shrink_to_fit();
-        self.high.shrink_to_fit();
+        self.high.shrink();
     }
 }
 
@@ -127,13 +151,13 @@ mod tests {
             p.push(u32::try_from(i).unwrap(), *w);
         }
         assert_eq!(p.iter().collect::<Vec<_>>(), written);
-        assert_eq!(p.high.len(), 4);
+        assert_eq!(p.high.0.len(), 4);
         assert_eq!((p.len(), p.get(written.len())), (written.len(), None));
         let mut one = Positions::default();
         one.push(0, 10);
         one.push(1, 11);
         assert_eq!(
-            (one.get(0), one.get(1), one.high.len()),
+            (one.get(0), one.get(1), one.high.0.len()),
             (Some(10), Some(11), 1)
         );
     }
