@@ -4,6 +4,9 @@
 //! scenario. Every scenario runs in the same process on the same disk: a
 //! temporary directory under `target/` (never `/tmp`, which may be tmpfs).
 //! `CRM_BENCH_QUICK=1` shrinks every scenario for a smoke run.
+//! `CRM_BENCH_ONLY=sled_append_w16_b100,memory_append` runs only the scenarios whose
+//! names contain one of the comma-separated words (the fsync baselines always run), for
+//! profiling one scenario or alternating two builds on it.
 //!
 //! Scenarios:
 //! - `fsync_baseline` (first) and `fsync_baseline_end` (last): append 4 KiB
@@ -43,24 +46,40 @@ struct Config {
     scenario_time: Duration,
     fsync_time: Duration,
     replay_events: u64,
+    /// Words of `CRM_BENCH_ONLY`; empty runs every scenario.
+    only: Vec<String>,
 }
 
 impl Config {
     fn from_env() -> Config {
         let quick = std::env::var("CRM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let only = std::env::var("CRM_BENCH_ONLY")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
         if quick {
             Config {
                 scenario_time: Duration::from_millis(500),
                 fsync_time: Duration::from_millis(500),
                 replay_events: 50_000,
+                only,
             }
         } else {
             Config {
                 scenario_time: Duration::from_secs(2),
                 fsync_time: Duration::from_secs(2),
                 replay_events: 1_000_000,
+                only,
             }
         }
+    }
+
+    /// Whether the scenario named `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| name.contains(w.as_str()))
     }
 }
 
@@ -417,11 +436,15 @@ fn main() {
 
     let shapes = [(1, 1), (16, 1), (1, 10), (16, 10), (1, 100), (16, 100)];
     for (n, &(writers, batch)) in shapes.iter().enumerate() {
+        let name = format!("sled_append_w{writers}_b{batch}");
+        if !config.runs(&name) {
+            continue;
+        }
         let path = dir.path().join(format!("append-{n}"));
         let store = SledStore::open(&path).unwrap();
         let outcome = rt.block_on(append_load(
             &store,
-            format!("sled_append_w{writers}_b{batch}"),
+            name,
             writers,
             batch,
             config.scenario_time,
@@ -432,10 +455,14 @@ fn main() {
         report.add(outcome, true);
     }
     for &(writers, batch) in &shapes {
+        let name = format!("memory_append_w{writers}_b{batch}");
+        if !config.runs(&name) {
+            continue;
+        }
         let store = MemoryStore::new();
         let outcome = rt.block_on(append_load(
             &store,
-            format!("memory_append_w{writers}_b{batch}"),
+            name,
             writers,
             batch,
             config.scenario_time,
@@ -444,38 +471,12 @@ fn main() {
         report.add(outcome, true);
     }
 
-    let path = dir.path().join("replay");
-    let store = SledStore::open(&path).unwrap();
-    let load = rt.block_on(append_load(
-        &store,
-        "sled_load_w16_b100".into(),
-        16,
-        100,
-        Duration::from_secs(3_600),
-        config.replay_events,
-    ));
-    assert_eq!(store.head().position.0, load.events);
-    report.add(load, true);
-    let outcome = rt.block_on(replay_read_all(&store));
-    report.add(outcome, false);
-    let outcome = rt.block_on(replay_subscribe(&store));
-    report.add(outcome, false);
-    for readers in [0, 4] {
-        let outcome = rt.block_on(timer_jitter(&store, readers, config.scenario_time));
-        eprintln!(
-            "timer lateness with {readers} readers of 10,000-event pages: max {:.2} ms",
-            outcome
-                .latencies
-                .iter()
-                .max()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3
-        );
-        report.add(outcome, false);
+    if ["sled_load", "sled_replay", "timer_lateness"]
+        .iter()
+        .any(|name| config.runs(name))
+    {
+        replay_scenarios(&rt, dir.path(), &config, &mut report);
     }
-    rt.block_on(store.close());
 
     // The disk's fsync rate drifts (shared VMs, other load): measure it again
     // at the end and compare against the faster of the two runs.
@@ -516,4 +517,40 @@ fn main() {
         "target: read_all replay >= 1,000,000 events/s: {replay:.0} {}",
         check(replay >= 1_000_000.0)
     );
+}
+
+/// Writes the replay data set, then replays it and measures a timer's lateness beside readers.
+fn replay_scenarios(rt: &Runtime, dir: &Path, config: &Config, report: &mut Report) {
+    let path = dir.join("replay");
+    let store = SledStore::open(&path).unwrap();
+    let load = rt.block_on(append_load(
+        &store,
+        "sled_load_w16_b100".into(),
+        16,
+        100,
+        Duration::from_secs(3_600),
+        config.replay_events,
+    ));
+    assert_eq!(store.head().position.0, load.events);
+    report.add(load, true);
+    let outcome = rt.block_on(replay_read_all(&store));
+    report.add(outcome, false);
+    let outcome = rt.block_on(replay_subscribe(&store));
+    report.add(outcome, false);
+    for readers in [0, 4] {
+        let outcome = rt.block_on(timer_jitter(&store, readers, config.scenario_time));
+        eprintln!(
+            "timer lateness with {readers} readers of 10,000-event pages: max {:.2} ms",
+            outcome
+                .latencies
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        );
+        report.add(outcome, false);
+    }
+    rt.block_on(store.close());
 }
