@@ -13,20 +13,27 @@
 //! step costs one sled entry per [`CHUNK_PAIRS_MAX`] events instead of one per event.
 //!
 //! In memory, on the writer thread only ([`IdLookup`], built at the first append after an
-//! open, so a process that only reads never holds it): a Bloom filter of every id in the
-//! log, which answers "new id" for almost every append without touching sled, and a map of
-//! the ids not yet sealed. A filter hit is confirmed in that map, then in the runs from the
-//! newest, one range read each.
+//! open, so a process that only reads never holds it): Bloom filters of every id in the log
+//! and every id the writer has been asked about since, which answer "new id" for almost
+//! every append without touching sled, and a list of the ids not yet sealed. A filter hit is
+//! confirmed in the group being staged, in that list, then in the runs from the newest, one
+//! range read each. The filters are split block filters (every key's bits in one 32-byte
+//! block: one cache line touched per key, where a classic filter touches one per hash
+//! function), keyed with a random key per process, so ids chosen by a client cannot be
+//! aimed at the filter's false positives. The list is kept in insertion order, sorted by id
+//! within each stretch of [`SORTED_PAIRS`] pairs, so adding an id is a push and a lookup
+//! (only after a filter hit) is one binary search per stretch.
 //!
-//! **Architecture Invariant:** the writer's filter and map hold every id at or below the
+//! **Architecture Invariant:** the writer's filters and list hold every id at or below the
 //! committed head: the lookup is built from sled before the first group of the instance is
-//! staged (the open indexed the whole log), and every committed group's ids are added before
-//! the next group is staged. Sealing moves ids from chunks to a run in one atomic batch, and
-//! the writer drops them from its map only after that batch is applied.
+//! staged (the open indexed the whole log), every id is put in the filters when the writer
+//! first looks it up (before it can be staged), and every committed group's ids are added to
+//! the list before the next group is staged. Sealing moves ids from chunks to a run in one
+//! atomic batch, and the writer drops them from its list only after that batch is applied.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-use fastbloom::BloomFilter;
+use sbbf_rs_safe::Filter as SplitBlockFilter;
 
 use super::index::{u64_at, Index, IndexError};
 use crate::error::{Corruption, ReadError};
@@ -44,12 +51,17 @@ pub(crate) const RUN_PAIRS: usize = 1_000;
 const BLOCK_PAIRS_MAX: usize = 2_048;
 /// Bytes of one (id, position) pair.
 const PAIR_BYTES: usize = 24;
-/// False positive rate of each Bloom filter of the writer's lookup.
-const FILTER_FALSE_POSITIVE_RATE: f64 = 0.001;
+/// Bits per id of each Bloom filter of the writer's lookup: about 0.1 % false positives for
+/// a split block filter filled to its capacity (Apache Parquet's sizing table).
+const FILTER_BITS_PER_ID: usize = 16;
 /// Fewest ids the first filter is sized for.
 const FILTER_CAPACITY_MIN: usize = 1 << 20;
-/// The filters' hash seed (fixed: a filter never leaves the process, but runs are repeatable).
-const FILTER_SEED: u128 = 0x6372_6d2d_6964_732d_6669_6c74_6572_2d31;
+/// Pairs of the unsealed list sorted together (196 KB: a stretch is sorted in cache).
+#[cfg(not(test))]
+const SORTED_PAIRS: usize = 8_192;
+/// Small in unit tests, so that the store's tests cross several sorted stretches.
+#[cfg(test)]
+const SORTED_PAIRS: usize = 64;
 
 const CHUNK_PREFIX: u8 = b'J';
 const RUN_PREFIX: u8 = b'R';
@@ -204,7 +216,7 @@ fn each_run_id(tree: &sled::Tree, mut f: impl FnMut(&EventId)) -> Result<(), Ind
 
 /// One Bloom filter of the writer's lookup and how full it is.
 struct Filter {
-    bloom: BloomFilter,
+    bloom: SplitBlockFilter,
     items: usize,
     capacity: usize,
 }
@@ -212,12 +224,73 @@ struct Filter {
 impl Filter {
     fn new(capacity: usize) -> Filter {
         Filter {
-            bloom: BloomFilter::with_false_pos(FILTER_FALSE_POSITIVE_RATE)
-                .seed(&FILTER_SEED)
-                .expected_items(capacity),
+            bloom: SplitBlockFilter::new(FILTER_BITS_PER_ID, capacity),
             items: 0,
             capacity,
         }
+    }
+}
+
+/// The ids above the last sealed run, in insertion (position) order, each stretch of
+/// [`SORTED_PAIRS`] sorted by id once full.
+#[derive(Default)]
+struct Unsealed {
+    /// (id, position) pairs.
+    pairs: Vec<(u128, u64)>,
+    /// `pairs[..sorted]` is whole sorted stretches; the rest is in insertion order.
+    sorted: usize,
+}
+
+impl Unsealed {
+    fn push(&mut self, id: &EventId, p: Position) {
+        self.pairs.push((id.0.as_u128(), p.0));
+        if self.pairs.len() - self.sorted >= SORTED_PAIRS {
+            if let Some(stretch) = self.pairs.get_mut(self.sorted..) {
+                stretch.sort_unstable_by_key(|(id, _)| *id);
+            }
+            self.sorted = self.pairs.len();
+        }
+    }
+
+    /// The position of `id`, newest ids first.
+    fn get(&self, id: &EventId) -> Option<Position> {
+        let key = id.0.as_u128();
+        let (sorted, unsorted) = self.pairs.split_at(self.sorted);
+        if let Some((_, p)) = unsorted.iter().rev().find(|(i, _)| *i == key) {
+            return Some(Position(*p));
+        }
+        sorted.chunks(SORTED_PAIRS).rev().find_map(|stretch| {
+            stretch
+                .binary_search_by_key(&key, |(i, _)| *i)
+                .ok()
+                .and_then(|at| stretch.get(at))
+                .map(|(_, p)| Position(*p))
+        })
+    }
+
+    /// Drops the stretches wholly at or below `sealed` (their ids are in a run now). Pairs
+    /// of a stretch that straddles it stay: they still name the right positions.
+    fn drop_through(&mut self, sealed: Position) {
+        let stretches = self
+            .pairs
+            .get(..self.sorted)
+            .unwrap_or_default()
+            .chunks(SORTED_PAIRS)
+            .take_while(|stretch| stretch.iter().all(|(_, p)| *p <= sealed.0))
+            .count();
+        let dropped = stretches * SORTED_PAIRS;
+        if dropped > 0 {
+            self.pairs.drain(..dropped);
+            self.sorted -= dropped;
+        }
+        if self.sorted == 0 && self.pairs.iter().all(|(_, p)| *p <= sealed.0) {
+            self.pairs.clear();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pairs.len()
     }
 }
 
@@ -226,19 +299,28 @@ struct Loaded {
     /// Filters of growing size (a new one, twice the last, when the last is full); an id
     /// is in the log only if one of them may hold it.
     filters: Vec<Filter>,
+    /// The filters' key: random per process.
+    keys: std::collections::hash_map::RandomState,
     /// The ids above `sealed_through`.
-    unsealed: HashMap<EventId, Position>,
+    unsealed: Unsealed,
     sealed_through: Position,
     /// The runs, oldest first.
     runs: Vec<Position>,
 }
 
 impl Loaded {
-    fn may_hold(&self, id: &EventId) -> bool {
-        self.filters.iter().any(|f| f.bloom.contains(&id.0))
+    fn new(capacity: usize, sealed_through: Position, runs: Vec<Position>) -> Loaded {
+        Loaded {
+            filters: vec![Filter::new(capacity)],
+            keys: std::collections::hash_map::RandomState::new(),
+            unsealed: Unsealed::default(),
+            sealed_through,
+            runs,
+        }
     }
 
-    fn insert(&mut self, id: &EventId) {
+    /// Puts `id` in the filters; returns whether they may have held it before.
+    fn admit(&mut self, id: &EventId) -> bool {
         let full = self.filters.last().is_none_or(|f| f.items >= f.capacity);
         if full {
             let capacity = self
@@ -247,10 +329,16 @@ impl Loaded {
                 .map_or(FILTER_CAPACITY_MIN, |f| f.capacity.saturating_mul(2));
             self.filters.push(Filter::new(capacity));
         }
-        if let Some(f) = self.filters.last_mut() {
-            f.bloom.insert(&id.0);
-            f.items += 1;
+        let hash = self.keys.hash_one(id.0.as_u128());
+        let Some((last, earlier)) = self.filters.split_last_mut() else {
+            return true;
+        };
+        let before = earlier.iter().any(|f| f.bloom.contains_hash(hash));
+        let in_last = last.bloom.insert_hash(hash);
+        if !in_last {
+            last.items += 1;
         }
+        before || in_last
     }
 }
 
@@ -271,19 +359,18 @@ impl IdLookup {
         let total = usize::try_from(sealed)
             .unwrap_or(usize::MAX)
             .saturating_add(unsealed_pairs.len());
-        let mut loaded = Loaded {
-            filters: vec![Filter::new(
-                total.saturating_mul(2).max(FILTER_CAPACITY_MIN),
-            )],
-            unsealed: HashMap::with_capacity(unsealed_pairs.len()),
+        let mut loaded = Loaded::new(
+            total.saturating_mul(2).max(FILTER_CAPACITY_MIN),
             sealed_through,
             runs,
-        };
-        each_run_id(tree, |id| loaded.insert(id))?;
+        );
+        each_run_id(tree, |id| {
+            loaded.admit(id);
+        })?;
         for (id, p) in unsealed_pairs {
             if p > sealed_through {
-                loaded.insert(&id);
-                loaded.unsealed.insert(id, p);
+                loaded.admit(&id);
+                loaded.unsealed.push(&id, p);
             }
         }
         Ok(loaded)
@@ -298,7 +385,15 @@ impl IdLookup {
         Ok(self.loaded.insert(loaded))
     }
 
-    /// The position of the event with this id, if the log holds it.
+    /// Whether the log may hold an event with this id: `false` for almost every new id
+    /// (then it surely does not). The id is remembered either way, so a later lookup of it
+    /// (a retry, or the same id staged in this group) answers `true`.
+    pub(crate) fn may_hold(&mut self, index: &Index, id: &EventId) -> Result<bool, ReadError> {
+        Ok(self.loaded(index)?.admit(id))
+    }
+
+    /// The position of the event with this id, if the log holds it up to the committed head
+    /// (asked after [`IdLookup::may_hold`] answered `true`).
     pub(crate) fn position(
         &mut self,
         index: &Index,
@@ -313,14 +408,11 @@ impl IdLookup {
                 .into_iter()
                 .map(|(p, _)| p)
                 .collect();
-            loaded.unsealed.retain(|_, p| *p > sealed);
+            loaded.unsealed.drop_through(sealed);
             loaded.sealed_through = sealed;
         }
-        if !loaded.may_hold(id) {
-            return Ok(None);
-        }
         if let Some(p) = loaded.unsealed.get(id) {
-            return Ok(Some(*p));
+            return Ok(Some(p));
         }
         for run in loaded.runs.iter().rev() {
             let found = run_position(index.tree(), *run, id).map_err(|e| match e {
@@ -336,13 +428,13 @@ impl IdLookup {
         Ok(None)
     }
 
-    /// Adds a committed group's ids. The lookup is built before the first group is
-    /// staged, so it is never asked to add to a lookup not yet built.
+    /// Adds a committed group's ids (the filters hold them already: every staged id was
+    /// looked up first). The lookup is built before the first group is staged, so it is
+    /// never asked to add to a lookup not yet built.
     pub(crate) fn add(&mut self, ids: &[(EventId, Position)]) {
         if let Some(loaded) = self.loaded.as_mut() {
             for (id, p) in ids {
-                loaded.insert(id);
-                loaded.unsealed.insert(*id, *p);
+                loaded.unsealed.push(id, *p);
             }
         }
     }
@@ -410,22 +502,65 @@ mod tests {
         assert!(matches!(seal(&tree), Err(IndexError::Malformed(_))));
     }
 
+    impl Loaded {
+        /// Whether the filters may hold `id`, without adding it.
+        fn holds(&self, id: &EventId) -> bool {
+            let hash = self.keys.hash_one(id.0.as_u128());
+            self.filters.iter().any(|f| f.bloom.contains_hash(hash))
+        }
+    }
+
     #[test]
     fn filters_grow_and_keep_every_id() {
-        let mut loaded = Loaded {
-            filters: vec![Filter::new(1_000)],
-            unsealed: HashMap::new(),
-            sealed_through: Position::ZERO,
-            runs: Vec::new(),
-        };
+        let mut loaded = Loaded::new(1_000, Position::ZERO, Vec::new());
+        let mut admitted_as_known = 0;
         for n in 0..5_000 {
-            loaded.insert(&id(n));
+            if loaded.admit(&id(n)) {
+                admitted_as_known += 1;
+            }
         }
+        assert!(
+            admitted_as_known < 50,
+            "{admitted_as_known} of 5,000 new ids"
+        );
         assert!(loaded.filters.len() >= 3);
-        assert!((0..5_000).all(|n| loaded.may_hold(&id(n))));
-        let false_hits = (10_000..110_000)
-            .filter(|n| loaded.may_hold(&id(*n)))
-            .count();
+        assert!((0..5_000).all(|n| loaded.holds(&id(n))));
+        assert!(
+            (0..5_000).all(|n| loaded.admit(&id(n))),
+            "a second look finds every id"
+        );
+        let false_hits = (10_000..110_000).filter(|n| loaded.holds(&id(*n))).count();
         assert!(false_hits < 1_000, "{false_hits} false hits in 100,000");
+    }
+
+    #[test]
+    fn the_unsealed_list_finds_every_id_and_drops_sealed_stretches() {
+        let mut list = Unsealed::default();
+        let count = SORTED_PAIRS * 3 + SORTED_PAIRS / 2;
+        for n in 1..=count {
+            let n = u64::try_from(n).unwrap();
+            list.push(&id(u128::from(n)), Position(n));
+        }
+        assert_eq!(list.sorted, SORTED_PAIRS * 3);
+        for n in 1..=count {
+            let n = u64::try_from(n).unwrap();
+            assert_eq!(list.get(&id(u128::from(n))), Some(Position(n)));
+        }
+        assert_eq!(list.get(&id(0)), None);
+        assert_eq!(list.get(&id(u128::MAX)), None);
+        // Sealed through the middle of the second stretch: the first is dropped, the
+        // second stays whole, and every id above the seal is still found.
+        let sealed = u64::try_from(SORTED_PAIRS + 10).unwrap();
+        list.drop_through(Position(sealed));
+        assert_eq!(list.len(), count - SORTED_PAIRS);
+        for n in sealed + 1..=u64::try_from(count).unwrap() {
+            assert_eq!(list.get(&id(u128::from(n))), Some(Position(n)));
+        }
+        assert_eq!(list.get(&id(1)), None);
+        // Sealed through everything.
+        list.drop_through(Position(u64::MAX));
+        assert_eq!(list.len(), 0);
+        list.push(&id(7), Position(u64::MAX));
+        assert_eq!(list.get(&id(7)), Some(Position(u64::MAX)));
     }
 }

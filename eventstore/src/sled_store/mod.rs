@@ -1213,6 +1213,38 @@ mod tests {
     /// Retries are recognised by event id wherever the id is: in the group, in the ids not
     /// yet sealed, in any sealed run, before and after a reopen; new ids are appended.
     #[tokio::test]
+    async fn ids_of_a_refused_append_can_be_appended_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let events = (1..=20u128).map(event).collect::<Vec<_>>();
+        let err = store
+            .append(&s, ExpectedVersion::Exact(StreamVersion(3)), events.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::WrongExpectedVersion { .. }),
+            "{err}"
+        );
+        // The writer's filters saw these ids; the log does not hold them.
+        let r = store
+            .append(&s, ExpectedVersion::NoStream, events.clone())
+            .await
+            .unwrap();
+        assert!(!r.already_present);
+        assert_eq!(r.first_position, Position(1));
+        assert_eq!(r.last_position, Position(20));
+        let again = store
+            .append(&s, ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
+        assert!(again.already_present);
+        assert_eq!(again.first_position, Position(1));
+        assert_eq!(store.head().position, Position(20));
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn retries_are_found_in_every_run_of_ids() {
         let dir = tempfile::tempdir().unwrap();
         let s = StreamId::new("case-1").unwrap();

@@ -156,7 +156,6 @@ struct Group {
     head: Head,
     /// Index entries of the staged records (offsets are added at the write).
     work: Work,
-    ids: HashMap<EventId, Position>,
     versions: HashMap<StreamId, StreamVersion>,
     /// The `recorded_at` of the newest record staged (or committed, before the first).
     recorded_at: Option<DateTime<Utc>>,
@@ -292,7 +291,6 @@ impl Writer {
             first,
             head: self.head,
             work: Work::default(),
-            ids: HashMap::new(),
             versions: HashMap::new(),
             recorded_at: self.last_recorded_at,
         };
@@ -443,7 +441,12 @@ impl Writer {
 
     /// The recorded event with this id, whether committed or staged in `group`.
     fn lookup(&mut self, group: &Group, id: &EventId) -> Result<Option<RecordedEvent>, ReadError> {
-        if let Some(&position) = group.ids.get(id) {
+        if !self.ids.may_hold(&self.index, id)? {
+            return Ok(None);
+        }
+        // The filters hold every id looked up: the group may have staged it.
+        let staged = group.work.ids.iter().rev().find(|(i, _)| i == id);
+        if let Some(&(_, position)) = staged {
             return group.staged(position).map(Some);
         }
         match self.ids.position(&self.index, id)? {
@@ -540,7 +543,6 @@ impl Writer {
         for (e, slot) in events.iter().zip(slots) {
             group.slots.push(slot);
             group.work.ids.push((e.event_id, position));
-            group.ids.insert(e.event_id, position);
             position = Position(position.0 + 1);
         }
         let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
