@@ -95,6 +95,8 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// Makes the next `fdatasync` of a segment fail (tests of the failure path).
     inject_sync_failure: AtomicBool,
+    /// Syncs the writer handed to its sync thread (for tests of that path).
+    handed_syncs: AtomicU64,
 }
 
 impl Inner {
@@ -212,6 +214,7 @@ impl SledStore {
             head: head_tx,
             failed: Mutex::new(None),
             inject_sync_failure: AtomicBool::new(false),
+            handed_syncs: AtomicU64::new(0),
         });
         let (index_tx, index_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_DEPTH);
         let indexer_inner = inner.clone();
@@ -236,6 +239,7 @@ impl SledStore {
             segment_target_bytes: options
                 .segment_target_bytes
                 .unwrap_or(segment::SEGMENT_SIZE_TARGET_BYTES),
+            flight: None,
         };
         std::thread::Builder::new()
             .name("crm-sled-writer".into())
@@ -289,6 +293,7 @@ impl SledStore {
                 head: head_tx,
                 failed: Mutex::new(Some("the log was opened read-only".into())),
                 inject_sync_failure: AtomicBool::new(false),
+                handed_syncs: AtomicU64::new(0),
             }),
             requests: None,
         })
@@ -720,6 +725,12 @@ pub mod testing {
             .inject_sync_failure
             .store(true, Ordering::Release);
     }
+
+    /// How many syncs the writer has handed to its sync thread so far (it does when
+    /// requests wait while a group is written).
+    pub fn handed_syncs(store: &SledStore) -> u64 {
+        store.inner.handed_syncs.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]
@@ -895,6 +906,86 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.last_position, Position(head.0 + 1));
+    }
+
+    /// With many writers the writer stages the next group while the sync thread syncs the
+    /// last one; a sync failing there acknowledges nothing that is not durable, and the
+    /// failure is final for the instance.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_handed_sync_acknowledges_nothing_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let failing = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..16u128 {
+            let store = store.clone();
+            let failing = failing.clone();
+            tasks.push(tokio::spawn(async move {
+                let s = StreamId::new(format!("case-{w}")).unwrap();
+                let mut acknowledged = Vec::new();
+                for n in 0..2_000u128 {
+                    let id = (w + 1) * 1_000_000 + n * 10;
+                    let events = (id..id + 10).map(event).collect::<Vec<_>>();
+                    match store.append(&s, ExpectedVersion::Any, events).await {
+                        Ok(r) => acknowledged.push((id, r)),
+                        Err(e) => {
+                            assert!(matches!(e, AppendError::StorageFailed(_)), "{e}");
+                            assert!(
+                                failing.load(Ordering::Acquire),
+                                "failed before the fault: {e}"
+                            );
+                            return acknowledged;
+                        }
+                    }
+                    if n == 100 && w == 0 {
+                        // Wait until the sync thread has been used, then fail a sync.
+                        for _ in 0..500 {
+                            if testing::handed_syncs(&store) >= 5 {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        }
+                        failing.store(true, Ordering::Release);
+                        testing::fail_next_sync(&store);
+                    }
+                }
+                acknowledged
+            }));
+        }
+        let mut acknowledged = Vec::new();
+        for t in tasks {
+            acknowledged.extend(t.await.unwrap());
+        }
+        assert!(
+            testing::handed_syncs(&store) >= 5,
+            "the sync thread was not used"
+        );
+        assert!(failing.load(Ordering::Acquire));
+        let head = store.head().position;
+        assert!(acknowledged.iter().all(|(_, r)| r.last_position <= head));
+        let err = store
+            .append(
+                &StreamId::new("case-x").unwrap(),
+                ExpectedVersion::Any,
+                vec![event(7)],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::StorageFailed(_)), "{err}");
+        store.close().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(store.head().position >= head);
+        assert!(store.verify(Position(1), None).await.unwrap().is_ok());
+        for (id, r) in &acknowledged {
+            let page = store.read_all(r.first_position, 10).await.unwrap();
+            assert_eq!(page.len(), 10);
+            assert_eq!(
+                page[0].event_id,
+                EventId(uuid::Uuid::from_u128(*id)),
+                "{r:?}"
+            );
+        }
+        store.close().await;
     }
 
     /// The end of an unfinished write (never acknowledged) is set aside at the open, and

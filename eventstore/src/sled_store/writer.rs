@@ -116,6 +116,10 @@ enum WriteError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the writer's sync thread stopped before it synced the last write")]
+    SyncThread,
+    #[error("no segment was open to sync")]
+    NoTip,
 }
 
 /// `fdatasync` of `file`, or the failure a test injected.
@@ -177,6 +181,131 @@ impl Group {
     }
 }
 
+/// Each request's answer and results, in arrival order.
+type Staged = (Answer, Vec<Result<AppendResult, AppendError>>);
+
+/// A group written to the tip segment whose `fdatasync` runs on the sync thread while the
+/// writer stages the next group on top of it.
+pub(super) struct Flight {
+    group: Group,
+    answers: Vec<Staged>,
+}
+
+/// The requests taken for one group, and their count against the group limits.
+#[derive(Default)]
+struct Intake {
+    appends: Vec<Append>,
+    requests: usize,
+    events: usize,
+}
+
+impl Intake {
+    fn take(&mut self, req: Request, close: &mut Option<oneshot::Sender<()>>) {
+        match req {
+            Request::Append {
+                stream,
+                expected,
+                events,
+                reply,
+            } => {
+                self.events += events.len();
+                self.appends.push(Append {
+                    parts: vec![StreamAppend {
+                        stream,
+                        expected,
+                        events,
+                    }],
+                    recorded_at: RecordedAt::Now,
+                    answer: Answer::One(reply),
+                });
+            }
+            Request::Batch {
+                parts,
+                recorded_at,
+                reply,
+            } => {
+                self.events += parts.iter().map(|p| p.events.len()).sum::<usize>();
+                self.appends.push(Append {
+                    parts,
+                    recorded_at,
+                    answer: Answer::Batch(reply),
+                });
+            }
+            Request::Close { done } => {
+                *close = Some(done);
+                return;
+            }
+        }
+        self.requests += 1;
+    }
+
+    /// Takes the requests already queued, within the group limits and up to a close.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Request>, close: &mut Option<oneshot::Sender<()>>) {
+        while close.is_none()
+            && self.requests < GROUP_COMMIT_REQUESTS_MAX
+            && self.events < GROUP_COMMIT_EVENTS_MAX
+        {
+            match rx.try_recv() {
+                Ok(req) => self.take(req, close),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The requests taken since the last call (the counts stay, for the limits).
+    fn take_appends(&mut self) -> Vec<Append> {
+        std::mem::take(&mut self.appends)
+    }
+}
+
+/// The thread that runs a group's `fdatasync` while the writer stages the next group.
+struct Syncer {
+    jobs: std::sync::mpsc::SyncSender<(File, PathBuf)>,
+    results: std::sync::mpsc::Receiver<Result<(), WriteError>>,
+}
+
+impl Syncer {
+    /// Starts the thread; `None` when it cannot be started (the writer then syncs itself).
+    fn start(inner: Arc<Inner>) -> Option<Syncer> {
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(1);
+        let (result_tx, results) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("crm-sled-sync".into())
+            .spawn(move || {
+                while let Ok((file, path)) = job_rx.recv() {
+                    let result = sync_file(&inner.inject_sync_failure, &file, &path);
+                    if result_tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Syncer { jobs, results })
+    }
+
+    /// Waits for the result of the sync handed last.
+    fn result(&self) -> Result<(), WriteError> {
+        self.results.recv().unwrap_or(Err(WriteError::SyncThread))
+    }
+}
+
+/// Answers the requests of a group that did not become durable: only a retry of events
+/// durable before it (at or below `committed`) is still true.
+fn fail_answers(answers: Vec<Staged>, reason: &str, committed: Position) {
+    for (answer, results) in answers {
+        let results = results
+            .into_iter()
+            .map(|result| match result {
+                Ok(r) if !r.already_present || r.last_position > committed => {
+                    Err(AppendError::StorageFailed(reason.to_owned()))
+                }
+                other => other,
+            })
+            .collect();
+        answer.send(results);
+    }
+}
+
 /// The single writer: owns the committed head, the tip segment and a cache of stream
 /// versions.
 pub(super) struct Writer {
@@ -192,6 +321,8 @@ pub(super) struct Writer {
     pub(super) indexer: std::sync::mpsc::SyncSender<Work>,
     /// Size past which a group goes to a new segment.
     pub(super) segment_target_bytes: u64,
+    /// The group written last, while its sync runs on the sync thread.
+    pub(super) flight: Option<Flight>,
 }
 
 impl Writer {
@@ -200,52 +331,54 @@ impl Writer {
         mut rx: mpsc::Receiver<Request>,
         indexer: std::thread::JoinHandle<()>,
     ) {
+        let syncer = Syncer::start(self.inner.clone());
         let mut close_ack = None;
-        while let Some(first) = rx.blocking_recv() {
-            let mut appends = Vec::new();
-            let mut events = 0usize;
-            let mut next = Some(first);
-            while let Some(req) = next.take() {
-                match req {
-                    Request::Append {
-                        stream,
-                        expected,
-                        events: evs,
-                        reply,
-                    } => {
-                        events += evs.len();
-                        appends.push(Append {
-                            parts: vec![StreamAppend {
-                                stream,
-                                expected,
-                                events: evs,
-                            }],
-                            recorded_at: RecordedAt::Now,
-                            answer: Answer::One(reply),
-                        });
-                    }
-                    Request::Batch {
-                        parts,
-                        recorded_at,
-                        reply,
-                    } => {
-                        events += parts.iter().map(|p| p.events.len()).sum::<usize>();
-                        appends.push(Append {
-                            parts,
-                            recorded_at,
-                            answer: Answer::Batch(reply),
-                        });
-                    }
-                    Request::Close { done } => {
-                        close_ack = Some(done);
-                        break;
-                    }
-                }
-                if appends.len() < GROUP_COMMIT_REQUESTS_MAX && events < GROUP_COMMIT_EVENTS_MAX {
-                    next = rx.try_recv().ok();
+        loop {
+            // The next group's requests: wait for one, unless a group is in flight (its
+            // sync is what the writer waits for then).
+            let mut intake = Intake::default();
+            if self.flight.is_none() {
+                match rx.blocking_recv() {
+                    Some(req) => intake.take(req, &mut close_ack),
+                    None => break,
                 }
             }
-            self.commit_group(appends);
+            intake.drain(&mut rx, &mut close_ack);
+            let mut group = self.begin_group();
+            let mut answers = self.stage_all(&mut group, intake.take_appends());
+            if let Some(flight) = self.flight.take() {
+                let result = match &syncer {
+                    Some(s) => s.result(),
+                    None => Err(WriteError::SyncThread),
+                };
+                self.land(flight.group, flight.answers, result);
+                // What arrived during the sync joins the group.
+                intake.drain(&mut rx, &mut close_ack);
+                let more = self.stage_all(&mut group, intake.take_appends());
+                answers.extend(more);
+            }
+            if let Some(reason) = self.inner.failure() {
+                // The flight failed under the group: nothing of it is written.
+                fail_answers(answers, &reason, self.head.position);
+            } else if group.slots.is_empty() {
+                for (answer, results) in answers {
+                    answer.send(results);
+                }
+            } else if let Err(e) = self.write(&mut group) {
+                self.land(group, answers, Err(e));
+            } else {
+                // Overlap the sync with the next group's staging when requests wait.
+                let handed = match &syncer {
+                    Some(s) if close_ack.is_none() && !rx.is_empty() => self.hand_sync(s),
+                    _ => false,
+                };
+                if handed {
+                    self.flight = Some(Flight { group, answers });
+                } else {
+                    let result = self.sync_tip();
+                    self.land(group, answers, result);
+                }
+            }
             if close_ack.is_some() {
                 break;
             }
@@ -264,6 +397,7 @@ impl Writer {
             }
         }
         // Dropping the writer closes the indexer's queue: it writes what it holds and ends.
+        drop(syncer);
         drop(self);
         let _ = indexer.join();
         if let Some(done) = close_ack {
@@ -271,9 +405,28 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, appends: Vec<Append>) {
+    /// An empty group on top of the log as staged: the durable head, or the group in flight.
+    fn begin_group(&self) -> Group {
+        let (head, recorded_at) = match &self.flight {
+            Some(f) => (f.group.head, f.group.recorded_at),
+            None => (self.head, self.last_recorded_at),
+        };
+        Group {
+            buf: Vec::new(),
+            slots: Vec::new(),
+            first: head.position.next().unwrap_or(head.position),
+            head,
+            work: Work::default(),
+            versions: HashMap::new(),
+            recorded_at,
+        }
+    }
+
+    /// Validates and stages `appends` in arrival order; returns each one's answer and
+    /// results. A failed store answers them with its failure.
+    fn stage_all(&mut self, group: &mut Group, appends: Vec<Append>) -> Vec<Staged> {
         if appends.is_empty() {
-            return;
+            return Vec::new();
         }
         self.index.wait_for_room(|| self.inner.failure().is_some());
         if let Some(reason) = self.inner.failure() {
@@ -281,19 +434,9 @@ impl Writer {
             for a in appends {
                 a.answer.fail(&err);
             }
-            return;
+            return Vec::new();
         }
         let now = Utc::now();
-        let first = self.head.position.next().unwrap_or(self.head.position);
-        let mut group = Group {
-            buf: Vec::new(),
-            slots: Vec::new(),
-            first,
-            head: self.head,
-            work: Work::default(),
-            versions: HashMap::new(),
-            recorded_at: self.last_recorded_at,
-        };
         let mut answers = Vec::with_capacity(appends.len());
         for a in appends {
             let at = a.recorded_at.resolve(group.recorded_at, now);
@@ -301,54 +444,67 @@ impl Writer {
             let results: Vec<_> = a
                 .parts
                 .iter()
-                .map(|p| self.stage(&mut group, &p.stream, p.expected, &p.events, at))
+                .map(|p| self.stage(group, &p.stream, p.expected, &p.events, at))
                 .collect();
             if group.slots.len() > staged_before {
                 group.recorded_at = Some(at);
             }
             answers.push((a.answer, results));
         }
-        if !group.slots.is_empty() {
-            if let Err(e) = self.write_durably(&mut group) {
-                let reason = e.to_string();
-                self.inner.fail(reason.clone());
-                let committed = self.head.position;
-                for (answer, results) in answers {
-                    // Only a retry of events committed before this group is
-                    // still true; nothing staged in the group is known durable.
-                    let results = results
-                        .into_iter()
-                        .map(|result| match result {
-                            Ok(r) if !r.already_present || r.last_position > committed => {
-                                Err(AppendError::StorageFailed(reason.clone()))
-                            }
-                            other => other,
-                        })
-                        .collect();
-                    answer.send(results);
-                }
-                return;
-            }
-            if self.versions.len() + group.versions.len() > STREAM_CACHE_ENTRIES_MAX {
-                self.versions.clear();
-            }
-            self.versions.extend(group.versions);
-            self.head = group.head;
-            self.last_recorded_at = group.recorded_at;
-            group.work.through = self.head.position;
+        answers
+    }
+
+    /// Hands the tip's `fdatasync` to the sync thread; `false` when it could not be.
+    fn hand_sync(&self, syncer: &Syncer) -> bool {
+        let Some(tip) = self.tip.as_ref() else {
+            return false;
+        };
+        let handed = match tip.file.try_clone() {
+            Ok(file) => syncer.jobs.send((file, tip.path.clone())).is_ok(),
+            Err(_) => false,
+        };
+        if handed {
+            self.inner.handed_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        handed
+    }
+
+    /// `fdatasync` of the tip, on this thread.
+    fn sync_tip(&self) -> Result<(), WriteError> {
+        match self.tip.as_ref() {
+            Some(tip) => sync_file(&self.inner.inject_sync_failure, &tip.file, &tip.path),
+            None => Err(WriteError::NoTip),
+        }
+    }
+
+    /// Ends a written group: with its sync done, publishes it and answers its requests;
+    /// with the write or sync failed, fails the store and the group's new appends.
+    fn land(&mut self, mut group: Group, answers: Vec<Staged>, result: Result<(), WriteError>) {
+        if let Err(e) = result {
+            let reason = e.to_string();
+            self.inner.fail(reason.clone());
+            fail_answers(answers, &reason, self.head.position);
+            return;
+        }
+        if self.versions.len() + group.versions.len() > STREAM_CACHE_ENTRIES_MAX {
+            self.versions.clear();
+        }
+        self.versions.extend(std::mem::take(&mut group.versions));
+        self.head = group.head;
+        self.last_recorded_at = group.recorded_at;
+        group.work.through = self.head.position;
+        self.inner
+            .offsets
+            .add_entries(group.work.offsets.iter().copied());
+        self.index.tail_add(&group.work);
+        self.ids.add(&group.work.ids);
+        self.inner
+            .durable
+            .store(self.head.position.0, Ordering::Release);
+        self.inner.head.send_replace(self.head);
+        if self.indexer.send(group.work).is_err() {
             self.inner
-                .offsets
-                .add_entries(group.work.offsets.iter().copied());
-            self.index.tail_add(&group.work);
-            self.ids.add(&group.work.ids);
-            self.inner
-                .durable
-                .store(self.head.position.0, Ordering::Release);
-            self.inner.head.send_replace(self.head);
-            if self.indexer.send(group.work).is_err() {
-                self.inner
-                    .fail("the indexer thread stopped; reopen the store".to_owned());
-            }
+                .fail("the indexer thread stopped; reopen the store".to_owned());
         }
         for (answer, results) in answers {
             answer.send(results);
@@ -393,8 +549,8 @@ impl Writer {
     }
 
     /// Writes the group's frames at the end of the tip segment (a new one when the tip is
-    /// full), then `fdatasync`s it: one write, one sync. Records the offset entries.
-    fn write_durably(&mut self, group: &mut Group) -> Result<(), WriteError> {
+    /// full) in one write, and records the offset entries. The caller syncs the tip.
+    fn write(&mut self, group: &mut Group) -> Result<(), WriteError> {
         let full = self.tip.as_ref().is_none_or(|t| {
             t.len > SEGMENT_HEADER_BYTES
                 && t.len
@@ -433,9 +589,7 @@ impl Writer {
                 len: group.buf.len(),
                 source,
             })?;
-        let len = base.saturating_add(u64::try_from(group.buf.len()).unwrap_or(u64::MAX));
-        sync_file(&self.inner.inject_sync_failure, &tip.file, &tip.path)?;
-        tip.len = len;
+        tip.len = base.saturating_add(u64::try_from(group.buf.len()).unwrap_or(u64::MAX));
         Ok(())
     }
 
@@ -448,6 +602,12 @@ impl Writer {
         let staged = group.work.ids.iter().rev().find(|(i, _)| i == id);
         if let Some(&(_, position)) = staged {
             return group.staged(position).map(Some);
+        }
+        if let Some(flight) = &self.flight {
+            let staged = flight.group.work.ids.iter().rev().find(|(i, _)| i == id);
+            if let Some(&(_, position)) = staged {
+                return flight.group.staged(position).map(Some);
+            }
         }
         match self.ids.position(&self.index, id)? {
             None => Ok(None),
@@ -469,9 +629,14 @@ impl Writer {
     }
 
     fn version_of(&mut self, group: &Group, stream: &StreamId) -> Result<StreamVersion, ReadError> {
+        let in_flight = self
+            .flight
+            .as_ref()
+            .and_then(|f| f.group.versions.get(stream));
         if let Some(v) = group
             .versions
             .get(stream)
+            .or(in_flight)
             .or_else(|| self.versions.get(stream))
         {
             return Ok(*v);
