@@ -7,6 +7,14 @@
 //! segment once, and only then puts the group's index entries in the tail, publishes the
 //! new durable head and answers the requests. The index entries reach sled later, on the
 //! indexer thread ([`super::index`]).
+//!
+//! When requests wait behind a written group, its `fdatasync` runs on the sync thread
+//! ([`Syncer`]) while the writer validates and encodes the next group on top of it (the
+//! group in flight, [`Flight`]: its ids, records and stream versions count as staged).
+//! Requests that arrive during the sync join the next group. The writer then waits for the
+//! sync's result, publishes and answers the group in flight (or fails it and everything
+//! staged on it), and only then writes the next group: at most one group is in flight, and
+//! the order of writes, syncs and acknowledgements is the one above.
 
 use std::collections::HashMap;
 use std::fs::File;
