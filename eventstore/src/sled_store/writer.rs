@@ -270,6 +270,7 @@ impl Intake {
 struct Syncer {
     jobs: std::sync::mpsc::SyncSender<(File, PathBuf)>,
     results: std::sync::mpsc::Receiver<Result<(), WriteError>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Syncer {
@@ -277,7 +278,7 @@ impl Syncer {
     fn start(inner: Arc<Inner>) -> Option<Syncer> {
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(1);
         let (result_tx, results) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("crm-sled-sync".into())
             .spawn(move || {
                 while let Ok((file, path)) = job_rx.recv() {
@@ -288,7 +289,17 @@ impl Syncer {
                 }
             })
             .ok()?;
-        Some(Syncer { jobs, results })
+        Some(Syncer {
+            jobs,
+            results,
+            thread,
+        })
+    }
+
+    /// Ends the thread and waits for it, so that it holds nothing of the store afterwards.
+    fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
     }
 
     /// Waits for the result of the sync handed last.
@@ -405,7 +416,9 @@ impl Writer {
             }
         }
         // Dropping the writer closes the indexer's queue: it writes what it holds and ends.
-        drop(syncer);
+        if let Some(syncer) = syncer {
+            syncer.stop();
+        }
         drop(self);
         let _ = indexer.join();
         if let Some(done) = close_ack {
