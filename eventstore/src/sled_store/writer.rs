@@ -174,6 +174,12 @@ struct Group {
 }
 
 impl Group {
+    /// The record this group staged with this id, if it staged one.
+    fn record_of(&self, id: &EventId) -> Option<Result<RecordedEvent, ReadError>> {
+        let &(_, position) = self.work.ids.iter().rev().find(|(i, _)| i == id)?;
+        Some(self.staged(position))
+    }
+
     fn staged(&self, position: Position) -> Result<RecordedEvent, ReadError> {
         let missing = || ReadError::Corrupt {
             position,
@@ -415,10 +421,10 @@ impl Writer {
                 Request::Close { .. } => {}
             }
         }
-        // Dropping the writer closes the indexer's queue: it writes what it holds and ends.
         if let Some(syncer) = syncer {
             syncer.stop();
         }
+        // Dropping the writer closes the indexer's queue: it writes what it holds and ends.
         drop(self);
         let _ = indexer.join();
         if let Some(done) = close_ack {
@@ -619,15 +625,12 @@ impl Writer {
         if !self.ids.may_hold(&self.index, id)? {
             return Ok(None);
         }
-        // The filters hold every id looked up: the group may have staged it.
-        let staged = group.work.ids.iter().rev().find(|(i, _)| i == id);
-        if let Some(&(_, position)) = staged {
-            return group.staged(position).map(Some);
-        }
-        if let Some(flight) = &self.flight {
-            let staged = flight.group.work.ids.iter().rev().find(|(i, _)| i == id);
-            if let Some(&(_, position)) = staged {
-                return flight.group.staged(position).map(Some);
+        // The filters hold every id looked up: this group or the one in flight may have
+        // staged it.
+        let in_flight = self.flight.as_ref().map(|f| &f.group);
+        for staged in std::iter::once(group).chain(in_flight) {
+            if let Some(found) = staged.record_of(id) {
+                return found.map(Some);
             }
         }
         match self.ids.position(&self.index, id)? {
