@@ -244,12 +244,9 @@ impl CachedEvent {
 pub(crate) struct WantsMemo(Vec<Option<bool>>);
 
 impl WantsMemo {
-    fn wants<P: Projection + ?Sized>(
-        &mut self,
-        projection: &P,
-        kind: u16,
-        event_type: &str,
-    ) -> bool {
+    /// Whether `projection` consumes events of catalog index `kind` (asked once per kind;
+    /// the event itself is not read for it).
+    fn wants<P: Projection + ?Sized>(&mut self, projection: &P, kind: u16) -> bool {
         let i = usize::from(kind);
         if self.0.len() <= i {
             self.0.resize(kind_count().max(i + 1), None);
@@ -257,7 +254,8 @@ impl WantsMemo {
         match self.0.get(i).copied().flatten() {
             Some(w) => w,
             None => {
-                let w = projection.wants(event_type);
+                let name = kinds().names.get(i).copied().unwrap_or("");
+                let w = projection.wants(name);
                 if let Some(slot) = self.0.get_mut(i) {
                     *slot = Some(w);
                 }
@@ -299,7 +297,7 @@ pub(crate) fn apply_unmarked<P: Projection + ?Sized>(
         });
         return;
     };
-    if !memo.wants(projection, kind, event.event_type()) {
+    if !memo.wants(projection, kind) {
         progress.ignored += 1;
         return;
     }
