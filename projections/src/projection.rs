@@ -389,3 +389,139 @@ mod hex_hash {
             .map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+
+    use crm_domain::aggregates::case::{CaseOpened, CasePriority};
+    use crm_domain::aggregates::lead::LeadQualified;
+    use crm_domain::aggregates::{CaseEvent, LeadEvent};
+    use crm_domain::values::{CaseId, Channel, Label, LeadId};
+    use crm_eventstore::{
+        EventId, EventStore, ExpectedVersion, MemoryStore, ProposedEvent, StreamId,
+    };
+
+    use super::*;
+
+    /// Counts the `LeadQualified` events it folds and remembers every type name it was asked
+    /// about.
+    #[derive(Default)]
+    struct QualifiedLeads {
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Projection for QualifiedLeads {
+        type State = u64;
+
+        fn name(&self) -> &'static str {
+            "qualified-leads"
+        }
+
+        fn version(&self) -> u32 {
+            1
+        }
+
+        fn wants(&self, event_type: &str) -> bool {
+            self.asked.lock().unwrap().push(event_type.to_owned());
+            event_type == "LeadQualified"
+        }
+
+        fn apply(&self, state: &mut u64, _ctx: &EventContext<'_>, event: &DomainEvent) {
+            if let DomainEvent::Lead(LeadEvent::LeadQualified(_)) = event {
+                *state += 1;
+            }
+        }
+    }
+
+    fn case_opened(i: u64) -> DomainEvent {
+        CaseEvent::from(CaseOpened {
+            case_id: CaseId::new(format!("c{i}")).unwrap(),
+            account_id: None,
+            contact_id: None,
+            case_type: Label::new("ticket").unwrap(),
+            category: None,
+            priority: CasePriority::Normal,
+            channel: Channel::Web,
+            sla_policy: None,
+            is_complaint: false,
+            is_test: false,
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+        })
+        .into()
+    }
+
+    fn lead_qualified(i: u64) -> DomainEvent {
+        LeadEvent::from(LeadQualified {
+            lead_id: LeadId::new(format!("l{i}")).unwrap(),
+            budget: true,
+            authority: true,
+            need: true,
+            timeline: false,
+            score: None,
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+        })
+        .into()
+    }
+
+    async fn recorded(events: &[DomainEvent]) -> Vec<RecordedEvent> {
+        let store = MemoryStore::new();
+        for (i, event) in (1u128..).zip(events) {
+            let e = event.encode().unwrap();
+            let proposed = ProposedEvent {
+                event_id: EventId(uuid::Uuid::from_u128(i)),
+                event_type: e.event_type.to_owned(),
+                schema_version: e.schema_version,
+                occurred_at: e.occurred_at,
+                causation_id: None,
+                correlation_id: None,
+                actor: "test".into(),
+                metadata: Vec::new(),
+                payload: e.payload,
+            };
+            store
+                .append(
+                    &StreamId::new(e.stream_id).unwrap(),
+                    ExpectedVersion::NoStream,
+                    vec![proposed],
+                )
+                .await
+                .unwrap();
+        }
+        store.read_all(Position::FIRST, 100).await.unwrap()
+    }
+
+    /// A worker's memo asks the projection once per kind, by the kind's type name, and the
+    /// fold then applies exactly the wanted events and counts the others as ignored.
+    #[tokio::test]
+    async fn a_worker_asks_once_per_kind_by_name_and_folds_only_what_it_wants() {
+        let events: Vec<DomainEvent> = (0..6)
+            .map(|i| {
+                if i % 3 == 0 {
+                    lead_qualified(i)
+                } else {
+                    case_opened(i)
+                }
+            })
+            .collect();
+        let records = recorded(&events).await;
+        assert_eq!(records.len(), 6);
+        let projection = QualifiedLeads::default();
+        let mut state = 0;
+        let mut progress = Progress::default();
+        let mut memo = WantsMemo::default();
+        for record in &records {
+            let cached = CachedEvent::from_view(&record.view());
+            apply_cached(&projection, &mut state, &mut progress, &cached, &mut memo);
+        }
+        assert_eq!(state, 2);
+        assert_eq!((progress.applied, progress.ignored), (2, 4));
+        assert_eq!(progress.position, Position(6));
+        assert_eq!(
+            *projection.asked.lock().unwrap(),
+            ["LeadQualified", "CaseOpened"]
+        );
+    }
+}
