@@ -342,9 +342,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crm_domain::aggregates::case::{CaseOpened, CasePriority};
-    use crm_domain::aggregates::CaseEvent;
-    use crm_domain::values::{CaseId, Channel, Label};
+    use crate::test_events::{append_each, case_opened};
     use crm_domain::DomainEvent;
     use crm_eventstore::{EventId, ExpectedVersion, MemoryStore, ProposedEvent, StreamId};
 
@@ -353,39 +351,7 @@ mod tests {
 
     async fn store() -> MemoryStore {
         let store = MemoryStore::new();
-        for i in 0..EVENTS {
-            let event: DomainEvent = CaseEvent::from(CaseOpened {
-                case_id: CaseId::new(format!("c{i}")).unwrap(),
-                account_id: None,
-                contact_id: None,
-                case_type: Label::new("ticket").unwrap(),
-                category: None,
-                priority: CasePriority::Normal,
-                channel: Channel::Web,
-                sla_policy: None,
-                is_complaint: false,
-                is_test: false,
-                occurred_at: chrono::DateTime::UNIX_EPOCH,
-            })
-            .into();
-            let e = event.encode().unwrap();
-            let proposed = ProposedEvent {
-                event_id: EventId(uuid::Uuid::from_u128(u128::from(i) + 1)),
-                event_type: e.event_type.to_owned(),
-                schema_version: e.schema_version,
-                occurred_at: e.occurred_at,
-                causation_id: None,
-                correlation_id: None,
-                actor: "test".into(),
-                metadata: Vec::new(),
-                payload: e.payload,
-            };
-            let stream = StreamId::new(e.stream_id).unwrap();
-            store
-                .append(&stream, ExpectedVersion::NoStream, vec![proposed])
-                .await
-                .unwrap();
-        }
+        append_each(&store, (0..EVENTS).map(case_opened)).await;
         store
     }
 

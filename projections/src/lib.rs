@@ -44,6 +44,8 @@ pub mod shared;
 pub mod snapshot;
 pub mod status;
 pub mod table;
+#[cfg(test)]
+mod test_events;
 pub mod worker;
 
 pub use error::ProjectionError;

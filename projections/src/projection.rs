@@ -396,15 +396,13 @@ mod tests {
 
     use std::sync::Mutex;
 
-    use crm_domain::aggregates::case::{CaseOpened, CasePriority};
     use crm_domain::aggregates::lead::LeadQualified;
-    use crm_domain::aggregates::{CaseEvent, LeadEvent};
-    use crm_domain::values::{CaseId, Channel, Label, LeadId};
-    use crm_eventstore::{
-        EventId, EventStore, ExpectedVersion, MemoryStore, ProposedEvent, StreamId,
-    };
+    use crm_domain::aggregates::LeadEvent;
+    use crm_domain::values::LeadId;
+    use crm_eventstore::{EventStore, MemoryStore};
 
     use super::*;
+    use crate::test_events::{append_each, case_opened};
 
     /// Counts the `LeadQualified` events it folds and remembers every type name it was asked
     /// about.
@@ -436,23 +434,6 @@ mod tests {
         }
     }
 
-    fn case_opened(i: u64) -> DomainEvent {
-        CaseEvent::from(CaseOpened {
-            case_id: CaseId::new(format!("c{i}")).unwrap(),
-            account_id: None,
-            contact_id: None,
-            case_type: Label::new("ticket").unwrap(),
-            category: None,
-            priority: CasePriority::Normal,
-            channel: Channel::Web,
-            sla_policy: None,
-            is_complaint: false,
-            is_test: false,
-            occurred_at: chrono::DateTime::UNIX_EPOCH,
-        })
-        .into()
-    }
-
     fn lead_qualified(i: u64) -> DomainEvent {
         LeadEvent::from(LeadQualified {
             lead_id: LeadId::new(format!("l{i}")).unwrap(),
@@ -466,30 +447,9 @@ mod tests {
         .into()
     }
 
-    async fn recorded(events: &[DomainEvent]) -> Vec<RecordedEvent> {
+    async fn recorded(events: Vec<DomainEvent>) -> Vec<RecordedEvent> {
         let store = MemoryStore::new();
-        for (i, event) in (1u128..).zip(events) {
-            let e = event.encode().unwrap();
-            let proposed = ProposedEvent {
-                event_id: EventId(uuid::Uuid::from_u128(i)),
-                event_type: e.event_type.to_owned(),
-                schema_version: e.schema_version,
-                occurred_at: e.occurred_at,
-                causation_id: None,
-                correlation_id: None,
-                actor: "test".into(),
-                metadata: Vec::new(),
-                payload: e.payload,
-            };
-            store
-                .append(
-                    &StreamId::new(e.stream_id).unwrap(),
-                    ExpectedVersion::NoStream,
-                    vec![proposed],
-                )
-                .await
-                .unwrap();
-        }
+        append_each(&store, events).await;
         store.read_all(Position::FIRST, 100).await.unwrap()
     }
 
@@ -506,7 +466,7 @@ mod tests {
                 }
             })
             .collect();
-        let records = recorded(&events).await;
+        let records = recorded(events).await;
         assert_eq!(records.len(), 6);
         let projection = QualifiedLeads::default();
         let mut state = 0;
