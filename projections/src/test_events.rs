@@ -1,4 +1,8 @@
-//! Events for the crate's unit tests, appended to an in-memory log one stream each.
+//! Events for the crate's unit tests, appended to an in-memory log one stream each. Test
+//! code only (declared under `cfg(test)` in `lib.rs`): a failure here is a broken test
+//! fixture, so it panics with what was expected.
+
+#![cfg(test)]
 
 use crm_domain::aggregates::case::{CaseOpened, CasePriority};
 use crm_domain::aggregates::CaseEvent;
