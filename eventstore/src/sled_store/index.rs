@@ -186,9 +186,16 @@ pub(crate) struct Index {
     /// The last position of the newest run of event ids ([`super::ids`]) sealed by this
     /// instance's indexer (0 until it seals one).
     sealed_through: AtomicU64,
-    /// Event ids in chunks, not yet sealed into a run.
+    /// Event ids in chunks, not yet sealed into a run; [`UNCOUNTED`] until the first seal
+    /// check counts them.
     unsealed: AtomicUsize,
 }
+
+/// [`Index::unsealed`] before it is counted. An open does not count the ids in chunks: that
+/// reads up to [`super::ids::RUN_PAIRS`] pairs (6 MiB) from sled, a quarter of the open of a
+/// 1,000,000-event log, and a process that only reads never needs the count. The first
+/// seal check, after the first indexing step, counts them instead.
+const UNCOUNTED: usize = usize::MAX;
 
 /// sled's segment size; fixed at creation (sled refuses to reopen with another).
 const SEGMENT_SIZE_BYTES: usize = 16 * 1024 * 1024;
@@ -241,7 +248,6 @@ pub(crate) fn open_db(
 impl Index {
     pub fn open(db: sled::Db, path: PathBuf) -> Result<Index, IndexError> {
         let tree = guarded(|| db.open_tree("index"))?;
-        let unsealed = super::ids::chunk_pair_count(&tree)?;
         Ok(Index {
             db,
             tree,
@@ -249,7 +255,7 @@ impl Index {
             tail: Mutex::new(Tail::default()),
             tail_changed: Condvar::new(),
             sealed_through: AtomicU64::new(0),
-            unsealed: AtomicUsize::new(unsealed),
+            unsealed: AtomicUsize::new(UNCOUNTED),
         })
     }
 
@@ -263,10 +269,18 @@ impl Index {
     }
 
     /// Counts `added` ids written to chunks, and seals the chunks into a run when they
-    /// hold [`super::ids::RUN_PAIRS`] or more.
+    /// hold [`super::ids::RUN_PAIRS`] or more. Called after the chunks of `added` are written,
+    /// by one caller at a time (recovery, then the indexer thread); the first call after the
+    /// open counts the chunks in sled, those just written included.
     pub fn seal_if_due(&self, added: usize) -> Result<(), IndexError> {
-        let before = self.unsealed.fetch_add(added, Ordering::AcqRel);
-        if before.saturating_add(added) < super::ids::RUN_PAIRS {
+        let before = self.unsealed.load(Ordering::Acquire);
+        let now = if before == UNCOUNTED {
+            super::ids::chunk_pair_count(&self.tree)?
+        } else {
+            before.saturating_add(added)
+        };
+        if now < super::ids::RUN_PAIRS {
+            self.unsealed.store(now, Ordering::Release);
             return Ok(());
         }
         if let Some(run) = super::ids::seal(&self.tree)? {

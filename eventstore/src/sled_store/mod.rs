@@ -1335,6 +1335,54 @@ mod tests {
         store.close().await;
     }
 
+    /// The ids in chunks are not counted at the open but at the first seal check after it:
+    /// chunks left by an earlier instance count toward the next run all the same.
+    #[tokio::test]
+    async fn ids_left_in_chunks_by_an_earlier_open_count_toward_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("case-1").unwrap();
+        let batch = |from: u128| (from..from + 50).map(event).collect::<Vec<_>>();
+        let runs = |store: &SledStore| ids::runs(store.inner.index().unwrap().tree()).unwrap();
+        let chunked =
+            |store: &SledStore| ids::chunk_pair_count(store.inner.index().unwrap().tree()).unwrap();
+        // Below a run's worth (`ids::RUN_PAIRS` is 1,000 in tests): nothing sealed.
+        let store = SledStore::open(dir.path()).unwrap();
+        for first in (1..=700u128).step_by(50) {
+            store
+                .append(&s, ExpectedVersion::Any, batch(first))
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(runs(&store).is_empty());
+        assert_eq!(chunked(&store), 700);
+        // 400 more in the next instance: 1,100 in chunks, so the indexer seals them.
+        for first in (701..=1_100u128).step_by(50) {
+            store
+                .append(&s, ExpectedVersion::Any, batch(first))
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        let sealed = runs(&store);
+        assert_eq!(sealed.len(), 1, "{sealed:?}");
+        let (last, pairs) = sealed[0];
+        assert!(pairs >= 1_000 && last.0 >= 1_000, "{sealed:?}");
+        assert_eq!(chunked(&store), 1_100 - usize::try_from(pairs).unwrap());
+        // Every id is still found: a retry of the first and of the last batch.
+        for first in [1u128, 1_051] {
+            let r = store
+                .append(&s, ExpectedVersion::Any, batch(first))
+                .await
+                .unwrap();
+            assert!(r.already_present, "retry of {first}");
+        }
+        assert_eq!(store.head().position, Position(1_100));
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn retries_are_found_in_every_run_of_ids() {
         let dir = tempfile::tempdir().unwrap();
