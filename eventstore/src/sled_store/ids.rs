@@ -39,16 +39,17 @@ use super::index::{u64_at, Index, IndexError};
 use crate::error::{Corruption, ReadError};
 use crate::types::{EventId, Position};
 
-/// Most pairs one chunk entry holds.
-pub(crate) const CHUNK_PAIRS_MAX: usize = 8_192;
+/// Most pairs one chunk entry holds (24 KiB: below the bound
+/// [`super::index::SEGMENT_SIZE_BYTES`] sets on an entry).
+pub(crate) const CHUNK_PAIRS_MAX: usize = 1_024;
 /// Pairs in the chunks at which the indexer seals them into a run.
 #[cfg(not(test))]
 pub(crate) const RUN_PAIRS: usize = 1 << 18;
 /// Small in unit tests, so that a few thousand appends cross several runs.
 #[cfg(test)]
 pub(crate) const RUN_PAIRS: usize = 1_000;
-/// Most pairs one block of a run holds.
-const BLOCK_PAIRS_MAX: usize = 2_048;
+/// Most pairs one block of a run holds (24 KiB, as a chunk).
+pub(crate) const BLOCK_PAIRS_MAX: usize = 1_024;
 /// Bytes of one (id, position) pair.
 const PAIR_BYTES: usize = 24;
 /// Bits per id of each Bloom filter of the writer's lookup: about 0.1 % false positives for

@@ -197,14 +197,47 @@ pub(crate) struct Index {
 /// seal check, after the first indexing step, counts them instead.
 const UNCOUNTED: usize = usize::MAX;
 
-/// sled's segment size; fixed at creation (sled refuses to reopen with another).
-const SEGMENT_SIZE_BYTES: usize = 16 * 1024 * 1024;
+/// sled's segment size for a new index. sled fixes it at creation and refuses to reopen an
+/// index with another, so an existing index keeps the size its `conf` file records
+/// ([`segment_size_of`]; indexes made before this size was chosen have 16 MiB ones).
+///
+/// Every open of sled 0.34.7 costs about a segment of I/O: it reads its log from the start
+/// of the segment holding its last snapshot's position, writes marker bytes over the rest
+/// of the last segment and over every free segment, and syncs. With 16 MiB segments that
+/// was 37.4 MiB written and about 0.1 s at each open of a 1,000,000-event log, most of a
+/// CLI question's open (README, Benchmarks).
+///
+/// The bound on the other side: sled stores a page larger than a quarter of a segment as a
+/// blob file, which it never syncs, and a leaf page holds up to 17 entries. So an entry of
+/// the index stays below 1/(4 × 17) of a segment, about 30 KiB at 2 MiB: the largest are
+/// the event id chunks and blocks, [`super::ids::CHUNK_PAIRS_MAX`] and
+/// [`super::ids::BLOCK_PAIRS_MAX`] pairs of 24 bytes, 24 KiB each.
+pub(crate) const SEGMENT_SIZE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The segment size sled records in the `conf` file of the index at `path` (a line
+/// `segment_size: N`), or [`SEGMENT_SIZE_BYTES`] for a new index. A `conf` that cannot be
+/// read or holds no such line gives the new size too: sled then names the mismatch itself.
+fn segment_size_of(path: &Path) -> usize {
+    std::fs::read(path.join("conf"))
+        .ok()
+        .and_then(|bytes| {
+            bytes.split(|b| *b == b'\n').find_map(|line| {
+                let value = line.strip_prefix(b"segment_size: ")?;
+                std::str::from_utf8(value)
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            })
+        })
+        .unwrap_or(SEGMENT_SIZE_BYTES)
+}
 
 fn sled_config(path: &Path, cache_bytes: Option<u64>) -> sled::Config {
     let config = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
-        .segment_size(SEGMENT_SIZE_BYTES)
+        .segment_size(segment_size_of(path))
         .flush_every_ms(None);
     match cache_bytes {
         Some(bytes) => config.cache_capacity(bytes),

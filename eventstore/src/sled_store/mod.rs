@@ -806,6 +806,51 @@ mod tests {
         );
     }
 
+    /// The segment size sled's `conf` file records for the index in `dir`.
+    fn recorded_segment_size(dir: &Path) -> String {
+        let conf = std::fs::read(dir.join(INDEX_DIR).join("conf")).unwrap();
+        String::from_utf8_lossy(&conf)
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: ").map(str::to_owned))
+            .unwrap()
+    }
+
+    /// A new index gets the current segment size; an index made with the earlier 16 MiB
+    /// segments (which sled refuses to reopen with another size) keeps them, and its log
+    /// reads and appends as before.
+    #[tokio::test]
+    async fn an_index_keeps_the_segment_size_it_was_made_with() {
+        let fresh = tempfile::tempdir().unwrap();
+        store_with(fresh.path(), 3).await.close().await;
+        assert_eq!(
+            recorded_segment_size(fresh.path()),
+            index::SEGMENT_SIZE_BYTES.to_string()
+        );
+
+        let earlier = tempfile::tempdir().unwrap();
+        let sixteen = 16 * 1024 * 1024;
+        drop(
+            sled::Config::new()
+                .path(earlier.path().join(INDEX_DIR))
+                .segment_size(sixteen)
+                .open()
+                .unwrap(),
+        );
+        let store = store_with(earlier.path(), 3).await;
+        store.close().await;
+        let store = SledStore::open(earlier.path()).unwrap();
+        assert_eq!(recorded_segment_size(earlier.path()), sixteen.to_string());
+        let s = StreamId::new("case-1").unwrap();
+        let r = store
+            .append(&s, ExpectedVersion::Exact(StreamVersion(3)), vec![event(4)])
+            .await
+            .unwrap();
+        assert_eq!(r.last_position, Position(4));
+        let read = store.read_stream(&s, StreamVersion(1), 10).await.unwrap();
+        assert_eq!(read.len(), 4);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_corrupted_record_is_reported_with_its_position_and_never_served() {
         let dir = tempfile::tempdir().unwrap();
