@@ -1390,26 +1390,26 @@ mod tests {
         let runs = |store: &SledStore| ids::runs(store.inner.index().unwrap().tree()).unwrap();
         let chunked =
             |store: &SledStore| ids::chunk_pair_count(store.inner.index().unwrap().tree()).unwrap();
+        // Appends events `from..=to` in batches of 50, then closes the store.
+        let append_through = |store: SledStore, from: u128, to: u128| {
+            let s = s.clone();
+            async move {
+                for first in (from..=to).step_by(50) {
+                    store
+                        .append(&s, ExpectedVersion::Any, batch(first))
+                        .await
+                        .unwrap();
+                }
+                store.close().await;
+            }
+        };
         // Below a run's worth (`ids::RUN_PAIRS` is 1,000 in tests): nothing sealed.
-        let store = SledStore::open(dir.path()).unwrap();
-        for first in (1..=700u128).step_by(50) {
-            store
-                .append(&s, ExpectedVersion::Any, batch(first))
-                .await
-                .unwrap();
-        }
-        store.close().await;
+        append_through(SledStore::open(dir.path()).unwrap(), 1, 700).await;
         let store = SledStore::open(dir.path()).unwrap();
         assert!(runs(&store).is_empty());
         assert_eq!(chunked(&store), 700);
         // 400 more in the next instance: 1,100 in chunks, so the indexer seals them.
-        for first in (701..=1_100u128).step_by(50) {
-            store
-                .append(&s, ExpectedVersion::Any, batch(first))
-                .await
-                .unwrap();
-        }
-        store.close().await;
+        append_through(store, 701, 1_100).await;
         let store = SledStore::open(dir.path()).unwrap();
         let sealed = runs(&store);
         assert_eq!(sealed.len(), 1, "{sealed:?}");
