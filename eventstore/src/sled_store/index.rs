@@ -201,11 +201,11 @@ const UNCOUNTED: usize = usize::MAX;
 /// index with another, so an existing index keeps the size its `conf` file records
 /// ([`segment_size_of`]; indexes made before this size was chosen have 16 MiB ones).
 ///
-/// Every open of sled 0.34.7 costs about a segment of I/O: it reads its log from the start
-/// of the segment holding its last snapshot's position, writes marker bytes over the rest
-/// of the last segment and over every free segment, and syncs. With 16 MiB segments that
-/// was 37.4 MiB written and about 0.1 s at each open of a 1,000,000-event log, most of a
-/// CLI question's open (README, Benchmarks).
+/// Part of every open of sled 0.34.7 follows the segment size: it reads its log from the
+/// start of the segment holding its last snapshot's position and writes marker bytes over
+/// the rest of the last segment, then syncs. With 16 MiB segments the open of a
+/// 1,000,015-event log took 0.146 s, with 2 MiB ones 0.101 s (README, Benchmarks). It also
+/// writes over every free segment, which follows the index's free space, not the size.
 ///
 /// The bound on the other side: sled stores a page larger than a quarter of a segment as a
 /// blob file, which it never syncs, and a leaf page holds up to 17 entries. So an entry of
