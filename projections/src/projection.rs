@@ -134,6 +134,12 @@ pub(crate) fn kind_count() -> usize {
     kinds().names.len()
 }
 
+/// The type name of catalog index `kind` (empty for an index outside the catalog, which
+/// [`kind_of`] never gives).
+fn kind_name(kind: u16) -> &'static str {
+    kinds().names.get(usize::from(kind)).copied().unwrap_or("")
+}
+
 /// The catalog index of `event_type`, `None` for a type unknown to this build.
 pub(crate) fn kind_of(event_type: &str) -> Option<u16> {
     kinds().by_name.get(event_type).copied()
@@ -221,7 +227,7 @@ impl CachedEvent {
     fn event_type(&self) -> &str {
         match (&self.unknown_type, self.kind) {
             (Some(name), _) => name,
-            (None, Some(k)) => kinds().names.get(usize::from(k)).copied().unwrap_or(""),
+            (None, Some(k)) => kind_name(k),
             (None, None) => "",
         }
     }
@@ -254,8 +260,7 @@ impl WantsMemo {
         match self.0.get(i).copied().flatten() {
             Some(w) => w,
             None => {
-                let name = kinds().names.get(i).copied().unwrap_or("");
-                let w = projection.wants(name);
+                let w = projection.wants(kind_name(kind));
                 if let Some(slot) = self.0.get_mut(i) {
                     *slot = Some(w);
                 }
